@@ -1,0 +1,66 @@
+"""cellframe: image-based cell profiling around DuckDB tables and Polars pipelines.
+
+``import cellframe`` is cheap: it loads Polars and DuckDB only. Subpackages that
+need PyTorch (``segment``, ``embed``, ``activity``), Altair (``report``) or RDKit
+are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("cellframe")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+from cellframe import namespace as _namespace  # noqa: F401  (registers lf.cf)
+
+_SUBPACKAGES = (
+    "activity",
+    "columns",
+    "embed",
+    "errors",
+    "evaluate",
+    "io",
+    "profiles",
+    "report",
+    "segment",
+    "store",
+)
+
+#: Public names re-exported at the top level, and the module each lives in.
+_LAZY_NAMES: dict[str, str] = {
+    "Store": "cellframe.store",
+    "load_sql": "cellframe.store",
+    "feature_columns": "cellframe.columns",
+    "metadata_columns": "cellframe.columns",
+    "ingest": "cellframe.io",
+    "read_platemap": "cellframe.io",
+}
+
+__all__ = sorted([*_SUBPACKAGES, *_LAZY_NAMES, "__version__"])
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.columns import feature_columns, metadata_columns
+    from cellframe.io import ingest, read_platemap
+    from cellframe.store import Store, load_sql
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        module = importlib.import_module(_LAZY_NAMES[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"cellframe.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'cellframe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

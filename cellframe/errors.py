@@ -1,0 +1,52 @@
+"""Exceptions raised by cellframe.
+
+Every message names the file, table or column at fault and says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CellframeError(Exception):
+    """Base class of every cellframe error."""
+
+
+class MissingColumnsError(CellframeError, ValueError):
+    """Required columns are absent from a table or file."""
+
+    def __init__(self, where: str, missing: Sequence[str], hint: str = "") -> None:
+        self.where = where
+        self.missing = list(missing)
+        cols = ", ".join(repr(c) for c in self.missing)
+        msg = f"{where} lacks required column(s) {cols}"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+
+class InvalidInputError(CellframeError, ValueError):
+    """Input data or a parameter is malformed (wrong type, shape or value)."""
+
+
+class EmptyInputError(InvalidInputError):
+    """A file, plate or table that must hold rows holds none."""
+
+
+class UnknownFormatError(InvalidInputError):
+    """A source is not in any format cellframe can read."""
+
+
+class SchemaMismatchError(InvalidInputError):
+    """Rows to store do not match the columns of the table already stored."""
+
+
+class StoreLockedError(CellframeError, OSError):
+    """The DuckDB file is held by another process."""
+
+
+class TableNotFoundError(CellframeError, KeyError):
+    """A table asked for is not in the store."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,783 @@
+"""The cellframe store: one DuckDB database holding every table of a screen.
+
+This module is the only code that talks to DuckDB (ARCHITECTURE.md, layer 1).
+Tables are read as Polars LazyFrames and written in one transaction each, so a
+reader never sees half a write and a killed writer leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from cellframe.columns import PLATE
+from cellframe.errors import (
+    InvalidInputError,
+    SchemaMismatchError,
+    StoreLockedError,
+    TableNotFoundError,
+)
+
+__all__ = ["Store", "load_sql", "quote_identifier"]
+
+#: Tables the store itself keeps; ``Store.tables()`` lists them after the data tables.
+INTERNAL_TABLES = ("cellframe_provenance", "cellframe_info")
+
+#: Schema version written to ``cellframe_info``; bump on incompatible schema changes.
+SCHEMA_VERSION = "1"
+
+WriteInput = (
+    pl.DataFrame
+    | pl.LazyFrame
+    | pa.Table
+    | pa.RecordBatch
+    | pa.RecordBatchReader
+    | Iterable[pl.DataFrame | pa.Table | pa.RecordBatch]
+)
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_identifier(name: str) -> str:
+    """Quote an identifier for DuckDB SQL (double quotes, embedded quotes doubled).
+
+    Examples
+    --------
+    >>> quote_identifier('Cells_AreaShape_Area')
+    '"Cells_AreaShape_Area"'
+    >>> quote_identifier('a"b')
+    '"a""b"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_root() -> Any:
+    """The folder of ``.sql`` files shipped with the package."""
+    return resources.files("cellframe") / "sql"
+
+
+def load_sql(name: str) -> str:
+    """Return the text of a SQL file shipped in ``sql/``.
+
+    Parameters
+    ----------
+    name : str
+        File name with or without the ``.sql`` suffix, e.g. ``"schema"``.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    FileNotFoundError
+        If no such file ships with the package; the message lists those that do.
+    """
+    filename = name if name.endswith(".sql") else f"{name}.sql"
+    root = _sql_root()
+    path = root / filename
+    if not path.is_file():
+        available = sorted(p.name for p in root.iterdir() if p.name.endswith(".sql"))
+        raise FileNotFoundError(f"no SQL file {filename!r} in cellframe/sql; available: {available}")
+    return path.read_text(encoding="utf-8")
+
+
+def _version() -> str:
+    from cellframe import __version__
+
+    return __version__
+
+
+def _check_table_name(name: str) -> str:
+    if not _TABLE_NAME.match(name):
+        raise InvalidInputError(
+            f"invalid table name {name!r}: use letters, digits and underscores, "
+            "starting with a letter or underscore"
+        )
+    if name in INTERNAL_TABLES:
+        raise InvalidInputError(f"table name {name!r} is reserved for the store itself")
+    return name
+
+
+def _as_batches(data: WriteInput) -> Iterator[pa.Table]:
+    """Turn any accepted input into a stream of Arrow tables."""
+    if isinstance(data, pl.LazyFrame):
+        # Streaming engine, yielded in bounded slices: a lazy input is never
+        # materialised whole just to be written.
+        for frame in data.collect_batches():
+            yield frame.to_arrow()
+        return
+    if isinstance(data, pl.DataFrame):
+        yield data.to_arrow()
+        return
+    if isinstance(data, pa.Table):
+        yield data
+        return
+    if isinstance(data, pa.RecordBatch):
+        yield pa.Table.from_batches([data])
+        return
+    if isinstance(data, pa.RecordBatchReader):
+        for batch in data:
+            yield pa.Table.from_batches([batch])
+        return
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
+        raise InvalidInputError(
+            f"cannot write a {type(data).__name__}: pass a Polars DataFrame/LazyFrame, "
+            "an Arrow Table/RecordBatch/RecordBatchReader, or an iterator of those"
+        )
+    for item in data:
+        if isinstance(item, pl.DataFrame):
+            yield item.to_arrow()
+        elif isinstance(item, pa.Table):
+            yield item
+        elif isinstance(item, pa.RecordBatch):
+            yield pa.Table.from_batches([item])
+        else:
+            raise InvalidInputError(
+                f"an iterator passed to Store.write yielded a {type(item).__name__}; "
+                "it must yield Polars DataFrames or Arrow Tables/RecordBatches"
+            )
+
+
+class Store:
+    """One DuckDB database holding the tables of a screen.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, default ":memory:"
+        Database file, created with its parent folder when absent, or
+        ``":memory:"``.
+    read_only : bool, default False
+        Open without write access (several readers may share a file).
+    memory_limit : str, optional
+        DuckDB's memory limit, e.g. ``"4GB"``; larger work spills to disk.
+    threads : int, optional
+        DuckDB worker threads (default: all cores).
+
+    Raises
+    ------
+    StoreLockedError
+        If another process holds the database file.
+    InvalidInputError
+        If the file exists but is not a DuckDB database.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> store = Store()
+    >>> df = pl.DataFrame({"Metadata_Plate": ["P1"], "Metadata_Well": ["A01"], "f": [1.0]})
+    >>> store.write("wells", df, step="example")
+    1
+    >>> store.sql("SELECT count(*) AS n FROM wells")["n"][0]
+    1
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        in_memory = self.path == ":memory:"
+        if not in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {}
+        if memory_limit is not None:
+            config["memory_limit"] = memory_limit
+        if threads is not None:
+            config["threads"] = threads
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreLockedError(
+                    f"the store {self.path} is locked by another process ({text.strip()}); "
+                    "close the other cellframe/DuckDB session or wait for it to finish, "
+                    "then retry"
+                ) from exc
+            raise InvalidInputError(
+                f"cannot open {self.path} as a DuckDB database: {text.strip()}"
+            ) from exc
+        except duckdb.Error as exc:
+            raise InvalidInputError(
+                f"cannot open {self.path} as a DuckDB database: {str(exc).strip()}"
+            ) from exc
+        if not read_only:
+            self._con.execute(load_sql("schema"))
+            self._con.execute(
+                "INSERT OR REPLACE INTO cellframe_info VALUES ('schema_version', ?)",
+                [SCHEMA_VERSION],
+            )
+        self._con.execute(load_sql("macros"))
+
+    # ------------------------------------------------------------------ basics
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}{', read_only=True' if self.read_only else ''})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection (the file stays)."""
+        self._con.close()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying DuckDB connection, for queries the store does not wrap."""
+        return self._con
+
+    @property
+    def parts_dir(self) -> Path:
+        """Folder beside the database holding per-plate Parquet partitions."""
+        if self.path == ":memory:":
+            raise InvalidInputError(
+                "an in-memory store has no folder for Parquet partitions; open a file store"
+            )
+        p = Path(self.path)
+        return p.with_name(p.stem + ".parts")
+
+    # ------------------------------------------------------------------ reading
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """Run a query and return its result.
+
+        Parameters
+        ----------
+        query : str
+            DuckDB SQL; values go in ``params`` (``?`` or ``$name``), never
+            formatted into the string.
+        params : sequence or mapping, optional
+            Query parameters.
+
+        Returns
+        -------
+        polars.DataFrame
+            Empty (no columns) for statements that return nothing.
+        """
+        rel = self._con.sql(query, params=params)
+        if rel is None:  # a statement that returns no rows
+            return pl.DataFrame()
+        return rel.pl()
+
+    def has_table(self, name: str) -> bool:
+        """Whether a table or view called ``name`` exists."""
+        n_tables = self._scalar(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+            [name],
+        )
+        n_views = self._scalar(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND schema_name = 'main' "
+            "AND NOT internal",
+            [name],
+        )
+        return bool(n_tables) or bool(n_views)
+
+    def _rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        # Always fetch everything: DuckDB refuses new work on a connection whose
+        # previous result is unfinished.
+        return self._con.execute(query, params or []).fetchall()
+
+    def _scalar(self, query: str, params: Sequence[Any] | None = None) -> Any:
+        rows = self._rows(query, params)
+        return rows[0][0] if rows else None
+
+    def _require(self, name: str) -> None:
+        if not self.has_table(name):
+            known = ", ".join(self.table_names()) or "none"
+            raise TableNotFoundError(
+                f"no table {name!r} in store {self.path}; tables: {known}"
+            )
+
+    def table_names(self) -> list[str]:
+        """Names of the data tables and views (internal tables excluded), sorted."""
+        rows = self._rows(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+            "UNION SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' "
+            "AND NOT internal ORDER BY 1"
+        )
+        return [r[0] for r in rows if r[0] not in INTERNAL_TABLES]
+
+    def columns(self, table: str) -> list[str]:
+        """Column names of ``table`` in order."""
+        self._require(table)
+        rows = self._rows(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+            "AND schema_name = 'main' ORDER BY column_index",
+            [table],
+        )
+        return [r[0] for r in rows]
+
+    def schema(self, table: str) -> pl.Schema:
+        """Polars schema of ``table`` (no rows are read)."""
+        return self.scan(table).collect_schema()
+
+    def _partition_root(self, table: str) -> Path | None:
+        if self.path == ":memory:":
+            return None
+        root = self.parts_dir / table
+        return root if root.is_dir() else None
+
+    def scan(self, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+        """Read a table lazily.
+
+        Filters and column selections are pushed down to DuckDB (or to the
+        Parquet files of a partitioned table), so
+        ``store.scan("cells").filter(pl.col("Metadata_Plate") == "P1")`` reads
+        one plate only.
+
+        Parameters
+        ----------
+        table : str
+            Table or view name.
+        columns : sequence of str, optional
+            Columns to keep (all by default).
+
+        Returns
+        -------
+        polars.LazyFrame
+        """
+        self._require(table)
+        root = self._partition_root(table)
+        if root is not None and any(root.glob(f"{PLATE}=*/*.parquet")):
+            lf = pl.scan_parquet(
+                str(root / f"{PLATE}=*" / "*.parquet"),
+                hive_partitioning=True,
+                hive_schema={PLATE: pl.String},
+            )
+            # Hive puts the partition key last; keep the view's column order.
+            lf = lf.select(self.columns(table))
+        else:
+            lf = self._con.sql(f"SELECT * FROM {quote_identifier(table)}").pl(lazy=True)
+        if columns is not None:
+            lf = lf.select(list(columns))
+        return lf
+
+    def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
+        """Read a whole table into memory (use :meth:`scan` for large tables)."""
+        return self.scan(table, columns).collect()
+
+    def plates(self, table: str) -> list[str]:
+        """Distinct ``Metadata_Plate`` values of ``table``, sorted."""
+        self._require(table)
+        if PLATE not in self.columns(table):
+            raise InvalidInputError(f"table {table!r} has no {PLATE} column")
+        rows = self._rows(
+            f"SELECT DISTINCT {quote_identifier(PLATE)} FROM {quote_identifier(table)} ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
+    def iter_plates(
+        self, table: str, columns: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, pl.LazyFrame]]:
+        """Yield ``(plate, LazyFrame of that plate's rows)`` for each plate.
+
+        Each frame reads only its plate, so work done plate by plate holds one
+        plate in memory at a time.
+        """
+        for plate in self.plates(table):
+            yield plate, self.scan(table, columns).filter(pl.col(PLATE) == plate)
+
+    def tables(self) -> pl.DataFrame:
+        """One row per data table: rows, columns, kind and the provenance of its last write.
+
+        Returns
+        -------
+        polars.DataFrame
+            Columns ``table``, ``kind``, ``rows``, ``columns``, ``step``,
+            ``parameters``, ``cellframe_version``, ``created_at``.
+        """
+        records = []
+        for name in self.table_names():
+            kind = "view" if self._is_view(name) else "table"
+            if self._partition_root(name) is not None:
+                kind = "parquet"
+            q = quote_identifier(name)
+            n_rows = self._scalar(f"SELECT count(*) FROM {q}")
+            n_cols = len(self.columns(name))
+            prov = self._rows(
+                "SELECT step, parameters::VARCHAR, cellframe_version, created_at "
+                "FROM cellframe_provenance WHERE table_name = ? ORDER BY id DESC LIMIT 1",
+                [name],
+            )
+            step, params, version, created = prov[0] if prov else (None, None, None, None)
+            records.append(
+                {
+                    "table": name,
+                    "kind": kind,
+                    "rows": n_rows,
+                    "columns": n_cols,
+                    "step": step,
+                    "parameters": params,
+                    "cellframe_version": version,
+                    "created_at": created,
+                }
+            )
+        schema = {
+            "table": pl.String,
+            "kind": pl.String,
+            "rows": pl.Int64,
+            "columns": pl.Int64,
+            "step": pl.String,
+            "parameters": pl.String,
+            "cellframe_version": pl.String,
+            "created_at": pl.Datetime("us", "UTC"),
+        }
+        return pl.DataFrame(records, schema=schema)
+
+    def provenance(self, table: str | None = None) -> pl.DataFrame:
+        """Every provenance record (or those of one table), oldest first."""
+        if table is None:
+            return self.sql("SELECT * FROM cellframe_provenance ORDER BY id")
+        return self.sql(
+            "SELECT * FROM cellframe_provenance WHERE table_name = ? ORDER BY id", [table]
+        )
+
+    def _is_view(self, name: str) -> bool:
+        return bool(
+            self._scalar(
+                "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]
+            )
+        )
+
+    # ------------------------------------------------------------------ writing
+    def write(
+        self,
+        table: str,
+        data: WriteInput,
+        *,
+        mode: Literal["append", "replace"] = "append",
+        replace_plate: bool = False,
+        new_columns: Literal["error", "add"] = "error",
+        step: str = "write",
+        parameters: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> int:
+        """Write rows to ``table`` in one transaction.
+
+        Parameters
+        ----------
+        table : str
+            Destination table; created from the first batch's schema when absent.
+        data : DataFrame, LazyFrame, Arrow Table/RecordBatch/RecordBatchReader, or iterator
+            The rows. An iterator is consumed batch by batch and never held whole.
+        mode : {"append", "replace"}, default "append"
+            ``"replace"`` drops the table's previous rows and columns first.
+        replace_plate : bool, default False
+            Delete the stored rows of every plate present in ``data`` before
+            inserting, so re-ingesting a plate replaces it instead of
+            duplicating it. Needs a ``Metadata_Plate`` column.
+        new_columns : {"error", "add"}, default "error"
+            What to do with columns the stored table lacks: raise
+            :class:`SchemaMismatchError`, or add them (NULL for earlier rows).
+        step : str
+            Name of the step that made the rows, recorded in provenance.
+        parameters : mapping, optional
+            Parameters of that step (JSON-serialisable), recorded in provenance.
+        source : str, optional
+            Input file or table the rows came from, recorded in provenance.
+
+        Returns
+        -------
+        int
+            Number of rows written.
+
+        Raises
+        ------
+        SchemaMismatchError
+            If the rows' columns differ from the stored table's.
+        MissingColumnsError
+            If ``replace_plate`` is set and there is no ``Metadata_Plate`` column.
+
+        Notes
+        -----
+        Any exception (or the process being killed) before the commit leaves
+        the store exactly as it was.
+        """
+        if self.read_only:
+            raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
+        _check_table_name(table)
+        if mode not in ("append", "replace"):
+            raise InvalidInputError(f"mode must be 'append' or 'replace', not {mode!r}")
+        if new_columns not in ("error", "add"):
+            raise InvalidInputError(f"new_columns must be 'error' or 'add', not {new_columns!r}")
+        params_json = json.dumps(dict(parameters or {}), default=str, sort_keys=True)
+        q = quote_identifier(table)
+        con = self._con
+        con.begin()
+        try:
+            if mode == "replace":
+                if self._is_view(table):
+                    con.execute(f"DROP VIEW {q}")
+                con.execute(f"DROP TABLE IF EXISTS {q}")
+            exists = self.has_table(table)
+            if exists and self._is_view(table):
+                raise InvalidInputError(
+                    f"{table!r} is a view over Parquet partitions; write it with "
+                    "Store.write_partition, or pass mode='replace' to turn it into a table"
+                )
+            stored_cols = self.columns(table) if exists else None
+            seen_plates: set[str] = set()
+            n_rows = 0
+            for i, batch in enumerate(_as_batches(data)):
+                cols = batch.column_names
+                if len(set(cols)) != len(cols):
+                    dup = sorted({c for c in cols if cols.count(c) > 1})
+                    raise SchemaMismatchError(f"rows for {table!r} repeat column(s) {dup}")
+                name = f"_cf_batch_{uuid.uuid4().hex}"
+                con.register(name, batch)
+                try:
+                    if stored_cols is None:
+                        con.execute(f"CREATE TABLE {q} AS SELECT * FROM {name} LIMIT 0")
+                        stored_cols = list(cols)
+                    else:
+                        stored_cols = self._reconcile(table, stored_cols, batch, name, new_columns, i)
+                    if replace_plate:
+                        if PLATE not in cols:
+                            from cellframe.errors import MissingColumnsError
+
+                            raise MissingColumnsError(
+                                f"rows for table {table!r}", [PLATE],
+                                "replace_plate=True needs the plate of every row",
+                            )
+                        plates = {
+                            p
+                            for p in pl.from_arrow(batch.select([PLATE]))[PLATE].unique().to_list()  # type: ignore[index, union-attr]
+                            if p not in seen_plates
+                        }
+                        for plate in sorted(plates, key=str):
+                            con.execute(f"DELETE FROM {q} WHERE {quote_identifier(PLATE)} = ?", [plate])
+                        seen_plates |= plates
+                    if batch.num_rows:
+                        col_list = ", ".join(quote_identifier(c) for c in cols)
+                        con.execute(f"INSERT INTO {q} ({col_list}) SELECT {col_list} FROM {name}")
+                        n_rows += batch.num_rows
+                finally:
+                    con.unregister(name)
+            if stored_cols is None:
+                raise InvalidInputError(
+                    f"nothing to write to {table!r}: the input yielded no batches"
+                )
+            self._record(table, step, params_json, n_rows, source)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return n_rows
+
+    def _reconcile(
+        self,
+        table: str,
+        stored: list[str],
+        batch: pa.Table,
+        batch_name: str,
+        new_columns: str,
+        index: int,
+    ) -> list[str]:
+        cols = batch.column_names
+        extra = [c for c in cols if c not in set(stored)]
+        missing = [c for c in stored if c not in set(cols)]
+        if extra and new_columns == "error":
+            raise SchemaMismatchError(
+                f"rows for {table!r} (batch {index}) have {len(extra)} column(s) the stored "
+                f"table lacks: {extra[:10]}{' ...' if len(extra) > 10 else ''}; "
+                "write to a new table, pass mode='replace', or new_columns='add'"
+            )
+        if missing and new_columns == "error":
+            raise SchemaMismatchError(
+                f"rows for {table!r} (batch {index}) lack {len(missing)} column(s) of the "
+                f"stored table: {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+                "feature sets must agree across plates (select common features first)"
+            )
+        if extra:
+            types = dict(
+                self._rows(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {batch_name})")
+            )
+            for c in extra:
+                self._con.execute(
+                    f"ALTER TABLE {quote_identifier(table)} ADD COLUMN {quote_identifier(c)} {types[c]}"
+                )
+            stored = [*stored, *extra]
+        return stored
+
+    def _record(
+        self, table: str, step: str, params_json: str, n_rows: int, source: str | None
+    ) -> None:
+        self._con.execute(
+            "INSERT INTO cellframe_provenance "
+            "(table_name, step, parameters, cellframe_version, created_at, n_rows, source) "
+            "VALUES (?, ?, ?::JSON, ?, ?, ?, ?)",
+            [table, step, params_json, _version(), datetime.now(UTC), n_rows, source],
+        )
+
+    def record_provenance(
+        self,
+        table: str,
+        step: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        n_rows: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Add a provenance record for a table made outside :meth:`write`."""
+        params_json = json.dumps(dict(parameters or {}), default=str, sort_keys=True)
+        self._record(table, step, params_json, n_rows if n_rows is not None else 0, source)
+
+    def drop(self, table: str) -> None:
+        """Remove a table (or partitioned view with its files) and its provenance."""
+        self._require(table)
+        q = quote_identifier(table)
+        con = self._con
+        con.begin()
+        try:
+            if self._is_view(table):
+                con.execute(f"DROP VIEW {q}")
+            else:
+                con.execute(f"DROP TABLE {q}")
+            con.execute("DELETE FROM cellframe_provenance WHERE table_name = ?", [table])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        root = self._partition_root(table)
+        if root is not None:
+            shutil.rmtree(root)
+
+    # ------------------------------------------------- per-plate Parquet layout
+    def write_partition(
+        self,
+        table: str,
+        plate: str,
+        data: WriteInput,
+        *,
+        step: str = "write",
+        parameters: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> int:
+        """Write one plate of a large table as a Parquet partition beside the database.
+
+        The rows go to ``<db>.parts/<table>/Metadata_Plate=<plate>/part.parquet``
+        (zstd), first under a temporary name and then renamed, so a reader never
+        sees half a plate; the table is a view over all partitions, so SQL and
+        :meth:`scan` see one table. Re-writing a plate replaces it.
+
+        Parameters
+        ----------
+        table : str
+            View name.
+        plate : str
+            The plate these rows belong to.
+        data : DataFrame, LazyFrame, Arrow data, or iterator of batches
+            The plate's rows; a ``Metadata_Plate`` column, if present, must
+            equal ``plate`` and is not stored in the file (it is the partition key).
+
+        Returns
+        -------
+        int
+            Number of rows written.
+        """
+        import pyarrow.parquet as pq
+
+        _check_table_name(table)
+        if self.has_table(table) and not self._is_view(table):
+            raise InvalidInputError(
+                f"{table!r} is a native table; partitions can only be added to a partitioned view"
+            )
+        if "/" in plate or plate in ("", ".", ".."):
+            raise InvalidInputError(f"plate name {plate!r} cannot name a partition folder")
+        root = self.parts_dir / table
+        final_dir = root / f"{PLATE}={plate}"
+        tmp_dir = root / f".tmp-{uuid.uuid4().hex}"
+        tmp_dir.mkdir(parents=True)
+        n_rows = 0
+        writer = None
+        try:
+            for batch in _as_batches(data):
+                if PLATE in batch.column_names:
+                    values = set(pl.from_arrow(batch.select([PLATE]))[PLATE].unique().to_list())  # type: ignore[index, union-attr]
+                    if values - {plate}:
+                        raise InvalidInputError(
+                            f"rows for partition {plate!r} of {table!r} hold other plates: "
+                            f"{sorted(map(str, values - {plate}))}"
+                        )
+                    batch = batch.drop_columns([PLATE])
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp_dir / "part.parquet", batch.schema, compression="zstd")
+                elif batch.schema != writer.schema:
+                    raise SchemaMismatchError(
+                        f"batches for plate {plate!r} of {table!r} have different schemas"
+                    )
+                writer.write_table(batch)
+                n_rows += batch.num_rows
+            if writer is None:
+                raise InvalidInputError(f"nothing to write for plate {plate!r} of {table!r}")
+            writer.close()
+            writer = None
+            self._check_partition_schema(table, root, tmp_dir / "part.parquet", plate)
+            if final_dir.exists():
+                old = root / f".old-{uuid.uuid4().hex}"
+                final_dir.rename(old)
+                tmp_dir.rename(final_dir)
+                shutil.rmtree(old)
+            else:
+                tmp_dir.rename(final_dir)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        self.register_partitions(table)
+        params_json = json.dumps(
+            {**dict(parameters or {}), "plate": plate}, default=str, sort_keys=True
+        )
+        self._record(table, step, params_json, n_rows, source)
+        return n_rows
+
+    def _check_partition_schema(self, table: str, root: Path, new_file: Path, plate: str) -> None:
+        import pyarrow.parquet as pq
+
+        new_schema = pq.read_schema(new_file)
+        for other in sorted(root.glob(f"{PLATE}=*/part.parquet")):
+            if other.parent.name == f"{PLATE}={plate}":
+                continue
+            old_schema = pq.read_schema(other)
+            if old_schema.names != new_schema.names:
+                extra = [c for c in new_schema.names if c not in old_schema.names]
+                missing = [c for c in old_schema.names if c not in new_schema.names]
+                raise SchemaMismatchError(
+                    f"plate {plate!r} of {table!r} has columns that differ from "
+                    f"{other.parent.name}: extra {extra[:10]}, missing {missing[:10]}"
+                )
+            return
+
+    def register_partitions(self, table: str) -> None:
+        """(Re)create the view of ``table`` over its Parquet partitions."""
+        root = self.parts_dir / table
+        if not any(root.glob(f"{PLATE}=*/part.parquet")):
+            raise TableNotFoundError(f"no Parquet partitions under {root}")
+        pattern = str(root / f"{PLATE}=*" / "part.parquet").replace("'", "''")
+        # hive_types keeps plate names such as "0001" as strings.
+        self._con.execute(
+            f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS "
+            f"SELECT * REPLACE (CAST({quote_identifier(PLATE)} AS VARCHAR) AS {quote_identifier(PLATE)}) "
+            f"FROM read_parquet('{pattern}', hive_partitioning = true, "
+            f"hive_types = {{'{PLATE}': VARCHAR}})"
+        )
