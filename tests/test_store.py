@@ -1,0 +1,254 @@
+"""Tests of cellframe.store.Store: writes are atomic, plates are replaced, SQL is shipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from polars.testing import assert_frame_equal
+
+from cellframe.columns import PLATE, WELL
+from cellframe.errors import (
+    InvalidInputError,
+    MissingColumnsError,
+    SchemaMismatchError,
+    StoreLockedError,
+    TableNotFoundError,
+)
+from cellframe.store import Store, load_sql, quote_identifier
+
+
+def wells(plate: str, n: int = 3, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            PLATE: [plate] * n,
+            WELL: [f"A{i + 1:02d}" for i in range(n)],
+            "f1": rng.normal(size=n).astype(np.float32),
+            "f2": rng.normal(size=n).astype(np.float32),
+        }
+    )
+
+
+def sort(df: pl.DataFrame) -> pl.DataFrame:
+    return df.sort(PLATE, WELL)
+
+
+def test_write_and_read_round_trip(store: Store) -> None:
+    df = pl.concat([wells("P1"), wells("P2", seed=1)])
+    assert store.write("wells", df, step="test") == 6
+    assert_frame_equal(sort(store.read("wells")), sort(df))
+    assert store.plates("wells") == ["P1", "P2"]
+    assert store.columns("wells") == [PLATE, WELL, "f1", "f2"]
+    assert store.schema("wells")["f1"] == pl.Float32
+
+
+def test_replace_plate_replaces_and_never_duplicates(store: Store) -> None:
+    store.write("wells", pl.concat([wells("P1"), wells("P2", seed=1)]))
+    new_p1 = wells("P1", n=2, seed=7)
+    store.write("wells", new_p1, replace_plate=True)
+    store.write("wells", new_p1, replace_plate=True)  # idempotent
+    got = store.read("wells")
+    assert got.filter(pl.col(PLATE) == "P1").height == 2
+    assert_frame_equal(sort(got.filter(pl.col(PLATE) == "P1")), sort(new_p1))
+    assert_frame_equal(sort(got.filter(pl.col(PLATE) == "P2")), sort(wells("P2", seed=1)))
+
+
+def test_replace_plate_over_several_batches_keeps_every_batch(store: Store) -> None:
+    store.write("wells", wells("P1", n=5))
+    batches = [wells("P1", n=2, seed=1), wells("P1", n=3, seed=2)]
+    assert store.write("wells", iter(batches), replace_plate=True) == 5
+    assert_frame_equal(sort(store.read("wells")), sort(pl.concat(batches)))
+
+
+def test_accepts_arrow_lazy_and_record_batch_reader(store: Store) -> None:
+    df = wells("P1", n=4)
+    store.write("a", df.to_arrow())
+    store.write("b", df.lazy())
+    table = df.to_arrow()
+    store.write("c", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=1)))
+    store.write("d", iter(table.to_batches(max_chunksize=3)))
+    for name in "abcd":
+        assert_frame_equal(sort(store.read(name)), sort(df))
+
+
+def test_failed_write_leaves_previous_state(store: Store) -> None:
+    before = wells("P1")
+    store.write("wells", before)
+
+    def batches():
+        yield wells("P1", seed=3)
+        raise RuntimeError("reader broke half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        store.write("wells", batches(), replace_plate=True)
+    assert_frame_equal(sort(store.read("wells")), sort(before))
+    assert store.provenance("wells").height == 1
+
+
+def test_schema_mismatch_is_refused_and_names_columns(store: Store) -> None:
+    store.write("wells", wells("P1"))
+    with pytest.raises(SchemaMismatchError, match="f3"):
+        store.write("wells", wells("P2").with_columns(pl.lit(1.0).alias("f3")))
+    with pytest.raises(SchemaMismatchError, match="f2"):
+        store.write("wells", wells("P2").drop("f2"))
+    assert store.read("wells").height == 3
+
+
+def test_new_columns_add(store: Store) -> None:
+    store.write("platemap_x", wells("P1"))
+    store.write("platemap_x", wells("P2").with_columns(pl.lit("x").alias("Metadata_New")), new_columns="add")
+    got = store.read("platemap_x")
+    assert got["Metadata_New"].null_count() == 3
+    assert got.filter(pl.col(PLATE) == "P2")["Metadata_New"].to_list() == ["x"] * 3
+
+
+def test_replace_plate_needs_plate_column(store: Store) -> None:
+    with pytest.raises(MissingColumnsError, match=PLATE):
+        store.write("t", pl.DataFrame({"x": [1]}), replace_plate=True)
+    assert not store.has_table("t")
+
+
+def test_mode_replace(store: Store) -> None:
+    store.write("wells", wells("P1"))
+    store.write("wells", pl.DataFrame({"x": [1, 2]}), mode="replace")
+    assert store.columns("wells") == ["x"]
+
+
+def test_provenance_records_step_parameters_version(store: Store) -> None:
+    import cellframe
+
+    store.write("wells", wells("P1"), step="aggregate", parameters={"method": "median"}, source="x.csv")
+    prov = store.provenance("wells").row(0, named=True)
+    assert prov["step"] == "aggregate"
+    assert json.loads(prov["parameters"]) == {"method": "median"}
+    assert prov["cellframe_version"] == cellframe.__version__
+    assert prov["n_rows"] == 3
+    assert prov["source"] == "x.csv"
+    tables = store.tables()
+    row = tables.filter(pl.col("table") == "wells").row(0, named=True)
+    assert (row["rows"], row["columns"], row["step"]) == (3, 4, "aggregate")
+    # The fixed tables of sql/schema.sql exist from the start.
+    assert {"platemap", "images", "objects"} <= set(tables["table"])
+
+
+def test_sql_with_parameters_and_shipped_macros(store: Store) -> None:
+    store.write("wells", wells("P1"))
+    out = store.sql(f"SELECT count(*) AS n FROM wells WHERE {quote_identifier(WELL)} = ?", ["A02"])
+    assert out["n"][0] == 1
+    out = store.sql("SELECT cf_well('b3') AS w, cf_cosine([1.0, 0.0], [1.0, 1.0]) AS c")
+    assert out["w"][0] == "B03"
+    assert out["c"][0] == pytest.approx(1 / np.sqrt(2))
+    assert "CREATE TABLE IF NOT EXISTS cellframe_provenance" in load_sql("schema")
+    with pytest.raises(FileNotFoundError, match="schema.sql"):
+        load_sql("no_such_file")
+
+
+def test_scan_pushes_filter_and_projection(store: Store) -> None:
+    store.write("wells", pl.concat([wells("P1"), wells("P2", seed=1)]))
+    got = store.scan("wells").filter(pl.col(PLATE) == "P2").select("f1").collect()
+    assert got["f1"].to_list() == wells("P2", seed=1)["f1"].to_list()
+    assert [p for p, _ in store.iter_plates("wells")] == ["P1", "P2"]
+
+
+def test_unknown_table_and_bad_names(store: Store) -> None:
+    with pytest.raises(TableNotFoundError, match="no table 'nope'"):
+        store.scan("nope")
+    with pytest.raises(InvalidInputError, match="invalid table name"):
+        store.write("bad name; drop", wells("P1"))
+    with pytest.raises(InvalidInputError, match="reserved"):
+        store.write("cellframe_provenance", wells("P1"))
+    with pytest.raises(InvalidInputError, match="cannot write a dict"):
+        store.write("t", {"a": [1]})  # type: ignore[arg-type]
+
+
+def test_file_store_persists_and_reopens_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "s.duckdb"
+    with Store(path) as s:
+        s.write("wells", wells("P1"))
+    with Store(path, read_only=True) as s:
+        assert s.read("wells").height == 3
+        with pytest.raises(InvalidInputError, match="read-only"):
+            s.write("wells", wells("P2"))
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(InvalidInputError, match="bad.duckdb"):
+        Store(bad)
+    assert bad.read_bytes() == b"this is not a database" * 100
+
+
+def test_locked_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    with Store(path) as s:
+        s.write("wells", wells("P1"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from cellframe.store import Store
+                s = Store({str(path)!r})
+                print("ready", flush=True)
+                sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match="locked by another process"):
+            Store(path)
+    finally:
+        holder.communicate("\n", timeout=30)
+    with Store(path) as s:  # usable again once the other process is gone
+        assert s.read("wells").height == 3
+
+
+def test_parquet_partitions_view(store: Store) -> None:
+    p1, p2 = wells("0001", n=4), wells("P2", n=2, seed=1)
+    store.write_partition("cells", "0001", p1, step="ingest")
+    store.write_partition("cells", "P2", p2)
+    files = sorted(p.relative_to(store.parts_dir).as_posix() for p in store.parts_dir.rglob("*.parquet"))
+    assert files == ["cells/Metadata_Plate=0001/part.parquet", "cells/Metadata_Plate=P2/part.parquet"]
+    # SQL and scan agree, and the plate keeps its leading zeros as a string.
+    assert store.sql(f"SELECT count(*) AS n FROM cells WHERE {quote_identifier(PLATE)} = '0001'")["n"][0] == 4
+    got = store.scan("cells").collect()
+    expected = pl.concat([p1, p2]).select(got.columns)
+    assert_frame_equal(sort(got), sort(expected))
+    # Re-writing a plate replaces it.
+    store.write_partition("cells", "0001", wells("0001", n=1, seed=5))
+    assert store.read("cells").filter(pl.col(PLATE) == "0001").height == 1
+    assert store.tables().filter(pl.col("table") == "cells")["kind"][0] == "parquet"
+    # A plate with other columns is refused and leaves no partial folder.
+    with pytest.raises(SchemaMismatchError, match="extra"):
+        store.write_partition("cells", "P3", wells("P3").with_columns(pl.lit(1.0).alias("f9")))
+    assert not any(p.name.startswith(".tmp") for p in (store.parts_dir / "cells").iterdir())
+    assert store.plates("cells") == ["0001", "P2"]
+    store.drop("cells")
+    assert not (store.parts_dir / "cells").exists()
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, cellframe, polars as pl\n"
+        "cellframe.Store\n"
+        "heavy = [m for m in ('torch', 'altair', 'rdkit', 'timm', 'ray', 'sklearn') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
