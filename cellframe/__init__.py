@@ -44,9 +44,12 @@ _LAZY_NAMES: dict[str, str] = {
 __all__ = sorted([*_SUBPACKAGES, *_LAZY_NAMES, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cellframe.columns import feature_columns, metadata_columns
-    from cellframe.io import ingest, read_platemap
-    from cellframe.store import Store, load_sql
+    from cellframe.columns import feature_columns as feature_columns
+    from cellframe.columns import metadata_columns as metadata_columns
+    from cellframe.io import ingest as ingest
+    from cellframe.io import read_platemap as read_platemap
+    from cellframe.store import Store as Store
+    from cellframe.store import load_sql as load_sql
 
 
 def __getattr__(name: str) -> Any:

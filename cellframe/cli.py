@@ -37,9 +37,7 @@ def common_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="DuckDB store file (default: %(default)s)",
     )
-    common.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars or summaries"
-    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
     return common
 
 

@@ -75,7 +75,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "demo", help="run cellframe end to end on the bundled real data (cellframe-demo/)"
     )
     p.add_argument(
-        "--output", default="cellframe-demo", metavar="DIR", help="output folder (default: %(default)s)"
+        "--output",
+        default="cellframe-demo",
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_main)
@@ -88,5 +91,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"  store: {result.store_path}")
         for name, rows in result.tables.items():
             print(f"    {name:<24} {rows:>8} rows")
-        print(f"  query it: cellframe sql --store {result.store_path} \"SELECT * FROM cells LIMIT 5\"")
+        print(
+            f'  query it: cellframe sql --store {result.store_path} "SELECT * FROM cells LIMIT 5"'
+        )
     return 0

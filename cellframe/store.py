@@ -90,7 +90,9 @@ def load_sql(name: str) -> str:
     path = root / filename
     if not path.is_file():
         available = sorted(p.name for p in root.iterdir() if p.name.endswith(".sql"))
-        raise FileNotFoundError(f"no SQL file {filename!r} in cellframe/sql; available: {available}")
+        raise FileNotFoundError(
+            f"no SQL file {filename!r} in cellframe/sql; available: {available}"
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -257,7 +259,9 @@ class Store:
         return p.with_name(p.stem + ".parts")
 
     # ------------------------------------------------------------------ reading
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pl.DataFrame:
         """Run a query and return its result.
 
         Parameters
@@ -303,9 +307,7 @@ class Store:
     def _require(self, name: str) -> None:
         if not self.has_table(name):
             known = ", ".join(self.table_names()) or "none"
-            raise TableNotFoundError(
-                f"no table {name!r} in store {self.path}; tables: {known}"
-            )
+            raise TableNotFoundError(f"no table {name!r} in store {self.path}; tables: {known}")
 
     def table_names(self) -> list[str]:
         """Names of the data tables and views (internal tables excluded), sorted."""
@@ -549,13 +551,16 @@ class Store:
                         con.execute(f"CREATE TABLE {q} AS SELECT * FROM {name} LIMIT 0")
                         stored_cols = list(cols)
                     else:
-                        stored_cols = self._reconcile(table, stored_cols, batch, name, new_columns, i)
+                        stored_cols = self._reconcile(
+                            table, stored_cols, batch, name, new_columns, i
+                        )
                     if replace_plate:
                         if PLATE not in cols:
                             from cellframe.errors import MissingColumnsError
 
                             raise MissingColumnsError(
-                                f"rows for table {table!r}", [PLATE],
+                                f"rows for table {table!r}",
+                                [PLATE],
                                 "replace_plate=True needs the plate of every row",
                             )
                         plates = {
@@ -564,7 +569,9 @@ class Store:
                             if p not in seen_plates
                         }
                         for plate in sorted(plates, key=str):
-                            con.execute(f"DELETE FROM {q} WHERE {quote_identifier(PLATE)} = ?", [plate])
+                            con.execute(
+                                f"DELETE FROM {q} WHERE {quote_identifier(PLATE)} = ?", [plate]
+                            )
                         seen_plates |= plates
                     if batch.num_rows:
                         col_list = ", ".join(quote_identifier(c) for c in cols)
@@ -609,7 +616,9 @@ class Store:
             )
         if extra:
             types = dict(
-                self._rows(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {batch_name})")
+                self._rows(
+                    f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {batch_name})"
+                )
             )
             for c in extra:
                 self._con.execute(
@@ -720,7 +729,9 @@ class Store:
                         )
                     batch = batch.drop_columns([PLATE])
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp_dir / "part.parquet", batch.schema, compression="zstd")
+                    writer = pq.ParquetWriter(
+                        tmp_dir / "part.parquet", batch.schema, compression="zstd"
+                    )
                 elif batch.schema != writer.schema:
                     raise SchemaMismatchError(
                         f"batches for plate {plate!r} of {table!r} have different schemas"

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "sql", parents=[common], help="run a SQL query on the store and print or save the result"
     )
-    p.add_argument("query", help="DuckDB SQL, e.g. \"SELECT * FROM wells LIMIT 5\"")
+    p.add_argument("query", help='DuckDB SQL, e.g. "SELECT * FROM wells LIMIT 5"')
     p.add_argument(
         "--format",
         choices=("table", "csv", "parquet"),
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=_sql)
 
 
-def _open(args: argparse.Namespace, *, read_only: bool):  # noqa: ANN202
+def _open(args: argparse.Namespace, *, read_only: bool):
     from pathlib import Path
 
     from cellframe.errors import InvalidInputError
@@ -51,12 +51,16 @@ def _tables(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    import duckdb
     import polars as pl
 
     from cellframe.errors import InvalidInputError
 
     with _open(args, read_only=True) as store:
-        df = store.sql(args.query)
+        try:
+            df = store.sql(args.query)
+        except duckdb.Error as exc:
+            raise InvalidInputError(f"query failed on {args.store}: {exc}") from exc
     if args.format == "parquet":
         if not args.output:
             raise InvalidInputError("--format parquet needs --output FILE")

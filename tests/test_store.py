@@ -73,7 +73,9 @@ def test_accepts_arrow_lazy_and_record_batch_reader(store: Store) -> None:
     store.write("a", df.to_arrow())
     store.write("b", df.lazy())
     table = df.to_arrow()
-    store.write("c", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=1)))
+    store.write(
+        "c", pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=1))
+    )
     store.write("d", iter(table.to_batches(max_chunksize=3)))
     for name in "abcd":
         assert_frame_equal(sort(store.read(name)), sort(df))
@@ -104,7 +106,9 @@ def test_schema_mismatch_is_refused_and_names_columns(store: Store) -> None:
 
 def test_new_columns_add(store: Store) -> None:
     store.write("platemap_x", wells("P1"))
-    store.write("platemap_x", wells("P2").with_columns(pl.lit("x").alias("Metadata_New")), new_columns="add")
+    store.write(
+        "platemap_x", wells("P2").with_columns(pl.lit("x").alias("Metadata_New")), new_columns="add"
+    )
     got = store.read("platemap_x")
     assert got["Metadata_New"].null_count() == 3
     assert got.filter(pl.col(PLATE) == "P2")["Metadata_New"].to_list() == ["x"] * 3
@@ -125,7 +129,9 @@ def test_mode_replace(store: Store) -> None:
 def test_provenance_records_step_parameters_version(store: Store) -> None:
     import cellframe
 
-    store.write("wells", wells("P1"), step="aggregate", parameters={"method": "median"}, source="x.csv")
+    store.write(
+        "wells", wells("P1"), step="aggregate", parameters={"method": "median"}, source="x.csv"
+    )
     prov = store.provenance("wells").row(0, named=True)
     assert prov["step"] == "aggregate"
     assert json.loads(prov["parameters"]) == {"method": "median"}
@@ -147,7 +153,7 @@ def test_sql_with_parameters_and_shipped_macros(store: Store) -> None:
     assert out["w"][0] == "B03"
     assert out["c"][0] == pytest.approx(1 / np.sqrt(2))
     assert "CREATE TABLE IF NOT EXISTS cellframe_provenance" in load_sql("schema")
-    with pytest.raises(FileNotFoundError, match="schema.sql"):
+    with pytest.raises(FileNotFoundError, match=r"schema\.sql"):
         load_sql("no_such_file")
 
 
@@ -182,7 +188,7 @@ def test_file_store_persists_and_reopens_read_only(tmp_path: Path) -> None:
 def test_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "bad.duckdb"
     bad.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(InvalidInputError, match="bad.duckdb"):
+    with pytest.raises(InvalidInputError, match=r"bad\.duckdb"):
         Store(bad)
     assert bad.read_bytes() == b"this is not a database" * 100
 
@@ -223,10 +229,20 @@ def test_parquet_partitions_view(store: Store) -> None:
     p1, p2 = wells("0001", n=4), wells("P2", n=2, seed=1)
     store.write_partition("cells", "0001", p1, step="ingest")
     store.write_partition("cells", "P2", p2)
-    files = sorted(p.relative_to(store.parts_dir).as_posix() for p in store.parts_dir.rglob("*.parquet"))
-    assert files == ["cells/Metadata_Plate=0001/part.parquet", "cells/Metadata_Plate=P2/part.parquet"]
+    files = sorted(
+        p.relative_to(store.parts_dir).as_posix() for p in store.parts_dir.rglob("*.parquet")
+    )
+    assert files == [
+        "cells/Metadata_Plate=0001/part.parquet",
+        "cells/Metadata_Plate=P2/part.parquet",
+    ]
     # SQL and scan agree, and the plate keeps its leading zeros as a string.
-    assert store.sql(f"SELECT count(*) AS n FROM cells WHERE {quote_identifier(PLATE)} = '0001'")["n"][0] == 4
+    assert (
+        store.sql(f"SELECT count(*) AS n FROM cells WHERE {quote_identifier(PLATE)} = '0001'")["n"][
+            0
+        ]
+        == 4
+    )
     got = store.scan("cells").collect()
     expected = pl.concat([p1, p2]).select(got.columns)
     assert_frame_equal(sort(got), sort(expected))
