@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from cellframe._arrow import WriteInput, as_arrow_batches
 from cellframe.columns import PLATE
 from cellframe.errors import (
     InvalidInputError,
@@ -38,14 +39,6 @@ INTERNAL_TABLES = ("cellframe_provenance", "cellframe_info")
 #: Schema version written to ``cellframe_info``; bump on incompatible schema changes.
 SCHEMA_VERSION = "1"
 
-WriteInput = (
-    pl.DataFrame
-    | pl.LazyFrame
-    | pa.Table
-    | pa.RecordBatch
-    | pa.RecordBatchReader
-    | Iterable[pl.DataFrame | pa.Table | pa.RecordBatch]
-)
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -111,46 +104,6 @@ def _check_table_name(name: str) -> str:
     if name in INTERNAL_TABLES:
         raise InvalidInputError(f"table name {name!r} is reserved for the store itself")
     return name
-
-
-def _as_batches(data: WriteInput) -> Iterator[pa.Table]:
-    """Turn any accepted input into a stream of Arrow tables."""
-    if isinstance(data, pl.LazyFrame):
-        # Streaming engine, yielded in bounded slices: a lazy input is never
-        # materialised whole just to be written.
-        for frame in data.collect_batches():
-            yield frame.to_arrow()
-        return
-    if isinstance(data, pl.DataFrame):
-        yield data.to_arrow()
-        return
-    if isinstance(data, pa.Table):
-        yield data
-        return
-    if isinstance(data, pa.RecordBatch):
-        yield pa.Table.from_batches([data])
-        return
-    if isinstance(data, pa.RecordBatchReader):
-        for batch in data:
-            yield pa.Table.from_batches([batch])
-        return
-    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
-        raise InvalidInputError(
-            f"cannot write a {type(data).__name__}: pass a Polars DataFrame/LazyFrame, "
-            "an Arrow Table/RecordBatch/RecordBatchReader, or an iterator of those"
-        )
-    for item in data:
-        if isinstance(item, pl.DataFrame):
-            yield item.to_arrow()
-        elif isinstance(item, pa.Table):
-            yield item
-        elif isinstance(item, pa.RecordBatch):
-            yield pa.Table.from_batches([item])
-        else:
-            raise InvalidInputError(
-                f"an iterator passed to Store.write yielded a {type(item).__name__}; "
-                "it must yield Polars DataFrames or Arrow Tables/RecordBatches"
-            )
 
 
 class Store:
@@ -332,7 +285,8 @@ class Store:
         """Polars schema of ``table`` (no rows are read)."""
         return self.scan(table).collect_schema()
 
-    def _partition_root(self, table: str) -> Path | None:
+    def partition_root(self, table: str) -> Path | None:
+        """Folder of ``table``'s Parquet partitions, or None for a native table."""
         if self.path == ":memory:":
             return None
         root = self.parts_dir / table
@@ -358,7 +312,7 @@ class Store:
         polars.LazyFrame
         """
         self._require(table)
-        root = self._partition_root(table)
+        root = self.partition_root(table)
         if root is not None and any(root.glob(f"{PLATE}=*/*.parquet")):
             lf = pl.scan_parquet(
                 str(root / f"{PLATE}=*" / "*.parquet"),
@@ -410,7 +364,7 @@ class Store:
         records = []
         for name in self.table_names():
             kind = "view" if self._is_view(name) else "table"
-            if self._partition_root(name) is not None:
+            if self.partition_root(name) is not None:
                 kind = "parquet"
             q = quote_identifier(name)
             n_rows = self._scalar(f"SELECT count(*) FROM {q}")
@@ -539,7 +493,7 @@ class Store:
             stored_cols = self.columns(table) if exists else None
             seen_plates: set[str] = set()
             n_rows = 0
-            for i, batch in enumerate(_as_batches(data)):
+            for i, batch in enumerate(as_arrow_batches(data)):
                 cols = batch.column_names
                 if len(set(cols)) != len(cols):
                     dup = sorted({c for c in cols if cols.count(c) > 1})
@@ -666,7 +620,7 @@ class Store:
         except BaseException:
             con.rollback()
             raise
-        root = self._partition_root(table)
+        root = self.partition_root(table)
         if root is not None:
             shutil.rmtree(root)
 
@@ -703,81 +657,22 @@ class Store:
         int
             Number of rows written.
         """
-        import pyarrow.parquet as pq
+        from cellframe.partitions import write_plate_partition
 
         _check_table_name(table)
         if self.has_table(table) and not self._is_view(table):
             raise InvalidInputError(
                 f"{table!r} is a native table; partitions can only be added to a partitioned view"
             )
-        if "/" in plate or plate in ("", ".", ".."):
-            raise InvalidInputError(f"plate name {plate!r} cannot name a partition folder")
-        root = self.parts_dir / table
-        final_dir = root / f"{PLATE}={plate}"
-        tmp_dir = root / f".tmp-{uuid.uuid4().hex}"
-        tmp_dir.mkdir(parents=True)
-        n_rows = 0
-        writer = None
-        try:
-            for batch in _as_batches(data):
-                if PLATE in batch.column_names:
-                    values = set(pl.from_arrow(batch.select([PLATE]))[PLATE].unique().to_list())  # type: ignore[index, union-attr]
-                    if values - {plate}:
-                        raise InvalidInputError(
-                            f"rows for partition {plate!r} of {table!r} hold other plates: "
-                            f"{sorted(map(str, values - {plate}))}"
-                        )
-                    batch = batch.drop_columns([PLATE])
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        tmp_dir / "part.parquet", batch.schema, compression="zstd"
-                    )
-                elif batch.schema != writer.schema:
-                    raise SchemaMismatchError(
-                        f"batches for plate {plate!r} of {table!r} have different schemas"
-                    )
-                writer.write_table(batch)
-                n_rows += batch.num_rows
-            if writer is None:
-                raise InvalidInputError(f"nothing to write for plate {plate!r} of {table!r}")
-            writer.close()
-            writer = None
-            self._check_partition_schema(table, root, tmp_dir / "part.parquet", plate)
-            if final_dir.exists():
-                old = root / f".old-{uuid.uuid4().hex}"
-                final_dir.rename(old)
-                tmp_dir.rename(final_dir)
-                shutil.rmtree(old)
-            else:
-                tmp_dir.rename(final_dir)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+        n_rows = write_plate_partition(
+            self.parts_dir / table, plate, data, step=step, parameters=parameters
+        )
         self.register_partitions(table)
         params_json = json.dumps(
             {**dict(parameters or {}), "plate": plate}, default=str, sort_keys=True
         )
         self._record(table, step, params_json, n_rows, source)
         return n_rows
-
-    def _check_partition_schema(self, table: str, root: Path, new_file: Path, plate: str) -> None:
-        import pyarrow.parquet as pq
-
-        new_schema = pq.read_schema(new_file)
-        for other in sorted(root.glob(f"{PLATE}=*/part.parquet")):
-            if other.parent.name == f"{PLATE}={plate}":
-                continue
-            old_schema = pq.read_schema(other)
-            if old_schema.names != new_schema.names:
-                extra = [c for c in new_schema.names if c not in old_schema.names]
-                missing = [c for c in old_schema.names if c not in new_schema.names]
-                raise SchemaMismatchError(
-                    f"plate {plate!r} of {table!r} has columns that differ from "
-                    f"{other.parent.name}: extra {extra[:10]}, missing {missing[:10]}"
-                )
-            return
 
     def register_partitions(self, table: str) -> None:
         """(Re)create the view of ``table`` over its Parquet partitions."""

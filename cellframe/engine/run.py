@@ -1,0 +1,310 @@
+"""Map a pure per-plate function over plates, locally or on Ray."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import polars as pl
+
+from cellframe._arrow import WriteInput
+from cellframe._progress import progress as progress_bar
+from cellframe.columns import PLATE
+from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
+from cellframe.partitions import (
+    DATA_FILE,
+    check_partition_version,
+    completed_plates,
+    partition_dir,
+    remove_stale_temporaries,
+    write_plate_partition,
+)
+
+if TYPE_CHECKING:
+    from cellframe.store import Store
+
+__all__ = ["connect_ray", "map_plates", "reduce_plates"]
+
+T = TypeVar("T")
+PlateFunction = Callable[[pl.DataFrame], WriteInput]
+
+#: How many times Ray re-runs a plate whose worker died (DOMAIN of issue 8: a
+#: killed worker is retried and leaves no partial partition).
+MAX_RETRIES = 3
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineUnavailableError(
+            f"Ray address {address!r} is not of the form HOST:PORT, ray://HOST:PORT or 'auto'"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EngineUnavailableError(
+            f"cannot reach a Ray cluster at {address} ({exc}); start one with "
+            "'ray start --head' on the head node, check the address and firewall, "
+            "or use --engine local"
+        ) from exc
+
+
+def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+    """Connect to (or start) Ray and return the ``ray`` module.
+
+    Parameters
+    ----------
+    address : str, optional
+        ``None`` or ``"local"`` starts a local instance (reusing one already
+        running in this process); ``"auto"``, ``HOST:PORT`` or
+        ``ray://HOST:PORT`` joins a cluster.
+    num_cpus : int, optional
+        CPUs of a local instance (default: all).
+
+    Raises
+    ------
+    EngineUnavailableError
+        If Ray is not installed or the cluster cannot be reached (checked with a
+        5-second TCP connection first, since ``ray.init`` waits minutes on an
+        unreachable address).
+    """
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is installed in CI
+        raise EngineUnavailableError(
+            "the Ray engine needs Ray: pip install 'cellframe[ray]'"
+        ) from exc
+    if address not in (None, "local", "auto"):
+        _reachable(address)
+    if ray.is_initialized():
+        return ray
+    if address in (None, "local"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:
+            raise EngineUnavailableError(
+                f"cannot join the Ray cluster at {address}: {exc}"
+            ) from exc
+    return ray
+
+
+def _with_plate(frame: pl.DataFrame, plate: str) -> pl.DataFrame:
+    if PLATE in frame.columns:
+        return frame
+    return frame.with_columns(pl.lit(plate, dtype=pl.String).alias(PLATE))
+
+
+def _read_plate(store: Store, table: str, plate: str) -> pl.DataFrame:
+    return store.scan(table).filter(pl.col(PLATE) == plate).collect()
+
+
+def _plate_task(
+    fn: PlateFunction,
+    source: str | pl.DataFrame,
+    table_root: str,
+    plate: str,
+    step: str,
+    parameters: dict[str, Any],
+) -> int:
+    """Body of one Ray task: read one plate, apply ``fn``, write its partition."""
+    frame = _with_plate(pl.read_parquet(source), plate) if isinstance(source, str) else source
+    return write_plate_partition(
+        Path(table_root), plate, fn(frame), step=step, parameters=parameters
+    )
+
+
+def map_plates(
+    store: Store,
+    source: str,
+    dest: str,
+    fn: PlateFunction,
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    plates: Sequence[str] | None = None,
+    force: bool = False,
+    step: str = "map",
+    parameters: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> MapReport:
+    """Apply a pure per-plate function to every plate of ``source`` and store the result.
+
+    Parameters
+    ----------
+    store : Store
+        The store holding ``source``; ``dest`` is written there.
+    source : str
+        Input table (native or partitioned).
+    dest : str
+        Output table. The local engine writes a native table (each plate
+        replaced in its own transaction); the Ray engine writes one Parquet
+        partition per plate and registers them as a view.
+    fn : callable
+        ``fn(plate_rows: pl.DataFrame) -> DataFrame | LazyFrame | iterator of batches``;
+        must depend on nothing but its input (it may run in another process).
+    engine : {"local", "ray"}
+    address : str, optional
+        Ray cluster address (see :func:`connect_ray`).
+    plates : sequence of str, optional
+        Plates to process (default: all plates of ``source``).
+    force : bool, default False
+        Ray engine: recompute plates already complete (default: skip them, so an
+        interrupted run resumes).
+    step, parameters
+        Provenance of the output.
+    progress : bool, default True
+        Show a progress bar over plates.
+
+    Returns
+    -------
+    MapReport
+
+    Raises
+    ------
+    EngineUnavailableError
+        If Ray cannot be reached.
+    cellframe.partitions.PartitionVersionError
+        If an existing partition was written by another cellframe version or
+        step and ``force`` is not set.
+    """
+    _check_engine(engine)
+    all_plates = list(plates) if plates is not None else store.plates(source)
+    params = dict(parameters or {})
+    report = MapReport(table=dest, engine=engine)
+    if engine == "local":
+        for plate in progress_bar(all_plates, desc=step, unit="plate", enabled=progress):
+            out = fn(_read_plate(store, source, plate))
+            if isinstance(out, pl.LazyFrame):
+                out = out.collect()
+            if isinstance(out, pl.DataFrame):
+                out = _with_plate(out, plate)
+            report.rows += store.write(
+                dest, out, replace_plate=True, step=step, parameters={**params, "plate": plate}
+            )
+            report.computed.append(plate)
+        return report
+
+    ray = connect_ray(address)
+    table_root = store.parts_dir / dest
+    remove_stale_temporaries(table_root)
+    done = set(completed_plates(table_root))
+    if not force:
+        for plate in sorted(done & set(all_plates)):
+            check_partition_version(table_root, plate, step)
+        report.skipped = [p for p in all_plates if p in done]
+    todo = [p for p in all_plates if force or p not in done]
+    src_root = store.partition_root(source)
+    task = ray.remote(max_retries=MAX_RETRIES)(_plate_task)
+    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
+    pending: dict[Any, str] = {}
+    bar = progress_bar(range(len(todo)), desc=f"{step} (ray)", unit="plate", enabled=progress)
+    queue = list(todo)
+
+    def submit() -> None:
+        plate = queue.pop(0)
+        if src_root is not None:
+            src: Any = str(partition_dir(src_root, plate) / DATA_FILE)
+        else:
+            # A native source is read on the driver one plate at a time; the
+            # window bounds how many plates sit in the object store at once.
+            src = ray.put(_read_plate(store, source, plate))
+        ref = task.remote(fn, src, str(table_root), plate, step, params)
+        pending[ref] = plate
+
+    while queue or pending:
+        while queue and len(pending) < window:
+            submit()
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        plate = pending.pop(ready[0])
+        try:
+            report.rows += ray.get(ready[0])
+        except Exception as exc:
+            for ref in pending:
+                ray.cancel(ref)
+            cause = getattr(exc, "cause", None) or exc
+            cause.add_note(f"while running step {step!r} on plate {plate!r} (Ray engine)")
+            raise cause from exc
+        report.computed.append(plate)
+        next(bar, None)
+    remove_stale_temporaries(table_root)
+    store.register_partitions(dest)
+    store.record_provenance(
+        dest,
+        step,
+        {**params, "engine": "ray", "plates": report.computed},
+        n_rows=report.rows,
+        source=source,
+    )
+    return report
+
+
+def reduce_plates(
+    store: Store,
+    source: str,
+    map_fn: Callable[[pl.DataFrame], T],
+    combine: Callable[[Iterable[T]], Any],
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    plates: Sequence[str] | None = None,
+    progress: bool = True,
+    desc: str = "statistics",
+) -> Any:
+    """Compute per-plate statistics and combine them on the driver.
+
+    Use exact sufficient statistics (counts, sums, cross-products, value
+    counts) so the combined result equals the one computed on all rows at once.
+
+    Parameters
+    ----------
+    store, source
+        Where the plates are.
+    map_fn : callable
+        ``map_fn(plate_rows) -> statistics`` (picklable).
+    combine : callable
+        ``combine(iterable of statistics) -> result``.
+    engine, address, plates, progress
+        As in :func:`map_plates`.
+
+    Returns
+    -------
+    Whatever ``combine`` returns.
+    """
+    _check_engine(engine)
+    all_plates = list(plates) if plates is not None else store.plates(source)
+    if engine == "local":
+        stats = (
+            map_fn(_read_plate(store, source, p))
+            for p in progress_bar(all_plates, desc=desc, unit="plate", enabled=progress)
+        )
+        return combine(stats)
+    ray = connect_ray(address)
+    src_root = store.partition_root(source)
+
+    def run(src: Any, plate: str) -> Any:
+        frame = _with_plate(pl.read_parquet(src), plate) if isinstance(src, str) else src
+        return map_fn(frame)
+
+    task = ray.remote(max_retries=MAX_RETRIES)(run)
+    refs = []
+    for plate in all_plates:
+        if src_root is not None:
+            src: Any = str(partition_dir(src_root, plate) / DATA_FILE)
+        else:
+            src = ray.put(_read_plate(store, source, plate))
+        refs.append(task.remote(src, plate))
+    results = []
+    for ref in progress_bar(refs, desc=f"{desc} (ray)", unit="plate", enabled=progress):
+        results.append(ray.get(ref))
+    return combine(results)

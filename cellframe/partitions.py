@@ -1,0 +1,216 @@
+"""Per-plate Parquet partitions: the on-disk layout shared by both engines.
+
+A large table lives beside the database as one folder per plate::
+
+    <db>.parts/<table>/Metadata_Plate=<plate>/part.parquet
+    <db>.parts/<table>/Metadata_Plate=<plate>/_cellframe.json
+
+Each plate is written under a temporary name and renamed into place, so a
+reader (or a resumed run) never sees half a plate. ``_cellframe.json`` records
+the cellframe version, step and parameters that wrote the plate; a run that
+finds a partition written by another version stops with a clear error instead
+of mixing outputs. This module only touches files; the store registers the
+partitions as a DuckDB view.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cellframe._arrow import WriteInput, as_arrow_batches
+from cellframe.columns import PLATE
+from cellframe.errors import InvalidInputError, SchemaMismatchError
+
+__all__ = [
+    "MARKER",
+    "PartitionVersionError",
+    "check_partition_version",
+    "completed_plates",
+    "partition_dir",
+    "read_marker",
+    "write_plate_partition",
+]
+
+MARKER = "_cellframe.json"
+DATA_FILE = "part.parquet"
+
+
+class PartitionVersionError(InvalidInputError):
+    """A partition folder was written by another cellframe version or step."""
+
+
+def _version() -> str:
+    from cellframe import __version__
+
+    return __version__
+
+
+def partition_dir(table_root: Path, plate: str) -> Path:
+    """Folder of one plate's partition under a table's folder."""
+    if "/" in plate or "\\" in plate or plate in ("", ".", ".."):
+        raise InvalidInputError(f"plate name {plate!r} cannot name a partition folder")
+    return Path(table_root) / f"{PLATE}={plate}"
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The ``_cellframe.json`` record of a partition folder, or None when absent."""
+    marker = Path(folder) / MARKER
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text())
+
+
+def completed_plates(table_root: Path) -> list[str]:
+    """Plates whose partition is complete (data file and marker present), sorted."""
+    root = Path(table_root)
+    if not root.is_dir():
+        return []
+    plates = []
+    for folder in root.glob(f"{PLATE}=*"):
+        if (folder / DATA_FILE).is_file() and (folder / MARKER).is_file():
+            plates.append(folder.name.split("=", 1)[1])
+    return sorted(plates)
+
+
+def check_partition_version(table_root: Path, plate: str, step: str | None = None) -> None:
+    """Raise :class:`PartitionVersionError` if a plate was written by another version/step."""
+    folder = partition_dir(table_root, plate)
+    record = read_marker(folder)
+    if record is None:
+        return
+    if record.get("cellframe_version") != _version() or (
+        step is not None and record.get("step") != step
+    ):
+        raise PartitionVersionError(
+            f"partition {folder} was written by cellframe {record.get('cellframe_version')} "
+            f"(step {record.get('step')!r}); this is cellframe {_version()} (step {step!r}). "
+            "Re-run with --force to recompute it, or point the output at a new table"
+        )
+
+
+def _check_schema_against_siblings(table_root: Path, plate: str, new_file: Path) -> None:
+    import pyarrow.parquet as pq
+
+    new_names = pq.read_schema(new_file).names
+    for other in sorted(Path(table_root).glob(f"{PLATE}=*/{DATA_FILE}")):
+        if other.parent.name == f"{PLATE}={plate}":
+            continue
+        old_names = pq.read_schema(other).names
+        if old_names != new_names:
+            extra = [c for c in new_names if c not in old_names]
+            missing = [c for c in old_names if c not in new_names]
+            raise SchemaMismatchError(
+                f"plate {plate!r} under {table_root} has columns that differ from "
+                f"{other.parent.name}: extra {extra[:10]}, missing {missing[:10]}; "
+                "every plate of a table needs the same columns"
+            )
+        return
+
+
+def write_plate_partition(
+    table_root: Path,
+    plate: str,
+    data: WriteInput,
+    *,
+    step: str = "write",
+    parameters: Mapping[str, Any] | None = None,
+) -> int:
+    """Write one plate's rows as a Parquet partition, atomically.
+
+    Parameters
+    ----------
+    table_root : Path
+        The table's folder (``<db>.parts/<table>``).
+    plate : str
+        The plate; a ``Metadata_Plate`` column in ``data``, if present, must
+        hold only this value and is dropped (it is the partition key).
+    data : DataFrame, LazyFrame, Arrow data, or iterator of batches
+        The plate's rows, streamed batch by batch to the file.
+    step, parameters
+        Recorded in the partition's ``_cellframe.json``.
+
+    Returns
+    -------
+    int
+        Number of rows written.
+
+    Raises
+    ------
+    SchemaMismatchError
+        If the columns differ from the table's other plates.
+    InvalidInputError
+        If ``data`` holds other plates or no batches.
+    """
+    import pyarrow.parquet as pq
+
+    table_root = Path(table_root)
+    final_dir = partition_dir(table_root, plate)
+    table_root.mkdir(parents=True, exist_ok=True)
+    tmp_dir = table_root / f".tmp-{uuid.uuid4().hex}"
+    tmp_dir.mkdir()
+    n_rows = 0
+    writer = None
+    try:
+        for batch in as_arrow_batches(data):
+            if PLATE in batch.column_names:
+                values = set(pl.from_arrow(batch.select([PLATE]))[PLATE].unique().to_list())  # type: ignore[index, union-attr]
+                if values - {plate}:
+                    raise InvalidInputError(
+                        f"rows for partition {plate!r} under {table_root} hold other plates: "
+                        f"{sorted(map(str, values - {plate}))}"
+                    )
+                batch = batch.drop_columns([PLATE])
+            if writer is None:
+                writer = pq.ParquetWriter(tmp_dir / DATA_FILE, batch.schema, compression="zstd")
+            elif batch.schema != writer.schema:
+                raise SchemaMismatchError(
+                    f"batches for plate {plate!r} under {table_root} have different schemas"
+                )
+            writer.write_table(batch)
+            n_rows += batch.num_rows
+        if writer is None:
+            raise InvalidInputError(f"nothing to write for plate {plate!r} under {table_root}")
+        writer.close()
+        writer = None
+        _check_schema_against_siblings(table_root, plate, tmp_dir / DATA_FILE)
+        record = {
+            "cellframe_version": _version(),
+            "step": step,
+            "parameters": dict(parameters or {}),
+            "plate": plate,
+            "rows": n_rows,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        (tmp_dir / MARKER).write_text(json.dumps(record, default=str, sort_keys=True))
+        if final_dir.exists():
+            old = table_root / f".old-{uuid.uuid4().hex}"
+            final_dir.rename(old)
+            tmp_dir.rename(final_dir)
+            shutil.rmtree(old)
+        else:
+            tmp_dir.rename(final_dir)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return n_rows
+
+
+def remove_stale_temporaries(table_root: Path) -> int:
+    """Delete ``.tmp-*``/``.old-*`` folders left by killed writers; returns how many."""
+    root = Path(table_root)
+    if not root.is_dir():
+        return 0
+    stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".old-"))]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
