@@ -1,0 +1,184 @@
+"""One standalone HTML file holding several Altair charts, readable offline.
+
+Vega, Vega-Lite and vega-embed are inlined once (from ``vl-convert-python``),
+so the report opens without a network. Each chart renders as SVG into its own
+section; rendering errors are collected in ``window.cellframeErrors`` and shown
+on the page, so a broken chart is never silent.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from cellframe.errors import InvalidInputError
+
+__all__ = ["ReportSection", "save_png", "write_report"]
+
+
+@dataclass
+class ReportSection:
+    """A chart with a heading and a caption.
+
+    Attributes
+    ----------
+    title : str
+        Section heading.
+    chart : altair.TopLevelMixin
+        The chart.
+    caption : str
+        One or two sentences saying what the chart shows.
+    """
+
+    title: str
+    chart: alt.TopLevelMixin
+    caption: str = ""
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+  body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2933; }}
+  h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.15rem; margin-top: 2.2rem; }}
+  .caption {{ color: #52606d; max-width: 60rem; }}
+  table.summary {{ border-collapse: collapse; font-size: 0.9rem; }}
+  table.summary td, table.summary th {{ border-bottom: 1px solid #e4e7eb; padding: 0.2rem 0.8rem; text-align: left; }}
+  #cellframe-errors {{ color: #b00020; white-space: pre-wrap; }}
+  footer {{ margin-top: 3rem; color: #7b8794; font-size: 0.8rem; }}
+</style>
+<script type="text/javascript">
+{bundle}
+</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="caption">{subtitle}</p>
+{summary}
+{sections}
+<div id="cellframe-errors"></div>
+<footer>Made by cellframe {version} on {when}. Charts: Vega-Lite {vl_version}, rendered in the browser from the data inlined in this file.</footer>
+<script type="text/javascript">
+  window.cellframeErrors = [];
+  window.cellframeRendered = 0;
+  const specs = {specs};
+  const embeds = specs.map((spec, i) =>
+    vegaEmbed("#chart-" + i, spec, {{renderer: "svg", actions: false}})
+      .then(() => {{ window.cellframeRendered += 1; }})
+      .catch((err) => {{
+        window.cellframeErrors.push("chart " + i + ": " + err);
+        document.getElementById("cellframe-errors").textContent += "chart " + i + " failed: " + err + "\\n";
+      }}));
+  window.cellframeDone = Promise.allSettled(embeds);
+</script>
+</body>
+</html>
+"""
+
+
+def _summary_table(summary: Mapping[str, object] | pl.DataFrame | None) -> str:
+    if summary is None:
+        return ""
+    if isinstance(summary, pl.DataFrame):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in summary.columns)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+            for row in summary.iter_rows()
+        )
+        return f'<table class="summary"><tr>{head}</tr>{rows}</table>'
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in summary.items()
+    )
+    return f'<table class="summary">{rows}</table>'
+
+
+def write_report(
+    sections: Sequence[ReportSection],
+    path: str | Path,
+    *,
+    title: str = "cellframe report",
+    subtitle: str = "",
+    summary: Mapping[str, object] | pl.DataFrame | None = None,
+) -> Path:
+    """Write charts into one standalone HTML file.
+
+    Parameters
+    ----------
+    sections : sequence of ReportSection
+        The charts, in page order.
+    path : str or Path
+        Output file (``.html``); its folder is created.
+    title, subtitle : str
+        Page heading and the line under it.
+    summary : mapping or polars.DataFrame, optional
+        A small table of key numbers shown above the charts.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    InvalidInputError
+        If there are no sections.
+    """
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    from cellframe import __version__
+
+    if not sections:
+        raise InvalidInputError("a report needs at least one chart")
+    vl_version = vl_version_for_vl_convert()
+    bundle = vlc.javascript_bundle(vl_version=vl_version)
+    specs = [s.chart.to_dict() for s in sections]
+    body = []
+    for i, s in enumerate(sections):
+        caption = f'<p class="caption">{html.escape(s.caption)}</p>' if s.caption else ""
+        body.append(
+            f"<section><h2>{html.escape(s.title)}</h2>{caption}"
+            f'<div class="chart" id="chart-{i}"></div></section>'
+        )
+    page = _PAGE.format(
+        title=html.escape(title),
+        subtitle=html.escape(subtitle),
+        summary=_summary_table(summary),
+        sections="\n".join(body),
+        bundle=bundle.replace("</script", "<\\/script"),
+        specs=json.dumps(specs).replace("</", "<\\/"),
+        version=__version__,
+        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        vl_version=vl_version,
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def save_png(chart: alt.TopLevelMixin, path: str | Path, *, scale: float = 2.0) -> Path:
+    """Render a chart to PNG with vl-convert (no browser needed).
+
+    Raises
+    ------
+    ImportError
+        If vl-convert-python is not installed.
+    """
+    import vl_convert as vlc
+
+    png = vlc.vegalite_to_png(chart.to_dict(), scale=scale)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    return out
