@@ -1,0 +1,363 @@
+"""Aggregation of profiles: cell -> image -> well -> treatment (DOMAIN.md §2).
+
+The thesis workflow takes the **median** of each feature over the cells of an
+image (site), the **mean** over the images of a well and the **mean** over the
+replicate wells of a treatment. pycytominer's ``aggregate`` default is the
+shortcut cell -> well median. Both are offered; each output row carries
+``Metadata_Count_Cells``, the number of cells behind it.
+
+The transforms here are pure LazyFrame functions. :func:`aggregate_table`
+runs them over a store table plate by plate (and, for big plates, a few wells
+at a time), so a cell table larger than memory aggregates with bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+
+from cellframe._progress import progress as _progress
+from cellframe.columns import (
+    COUNT_CELLS,
+    FEATURE_DTYPE,
+    IMAGE_NUMBER,
+    LEVEL_KEYS,
+    OBJECT_NUMBER,
+    PLATE,
+    SITE,
+    WELL,
+    is_metadata,
+)
+from cellframe.errors import InvalidInputError
+from cellframe.profiles._common import require_columns, resolve_features, resolve_method, schema_of
+
+if TYPE_CHECKING:
+    from cellframe.store import Store
+
+__all__ = [
+    "AGGREGATIONS",
+    "aggregate",
+    "aggregate_by",
+    "aggregate_table",
+]
+
+#: Aggregation functions by name; ``method=`` also accepts a callable ``Expr -> Expr``.
+AGGREGATIONS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "median": lambda e: e.median(),
+    "mean": lambda e: e.mean(),
+}
+
+Level = Literal["image", "well", "treatment"]
+
+#: Feature bytes :func:`aggregate_table` reads at once by default (256 MiB).
+CHUNK_BYTES = 256 * 2**20
+LEVELS: tuple[str, ...] = ("image", "well", "treatment")
+
+#: Method of each step of the thesis path (DOMAIN.md §2).
+THESIS_METHODS: dict[str, str] = {"image": "median", "well": "mean", "treatment": "mean"}
+
+#: Keys finer than a level never describe a whole group; they are not carried up.
+_PER_ROW_KEYS = {OBJECT_NUMBER, IMAGE_NUMBER, SITE, "ImageNumber", "ObjectNumber"}
+
+
+def _carry_columns(
+    schema: pl.Schema, strata: Sequence[str], keep: Sequence[str] | str | None
+) -> list[str]:
+    if keep is None:
+        return []
+    if isinstance(keep, str):
+        if keep != "auto":
+            raise InvalidInputError(
+                f"keep must be 'auto', None or a list of column names, not {keep!r}"
+            )
+        return [
+            c
+            for c in schema
+            if is_metadata(c) and c not in strata and c not in _PER_ROW_KEYS and c != COUNT_CELLS
+        ]
+    keep = [c for c in keep if c not in strata]
+    require_columns(
+        schema, keep, "the input", "keep= names columns to carry to the aggregated rows"
+    )  # type: ignore[arg-type]
+    return list(keep)
+
+
+def aggregate_by(
+    lf: pl.LazyFrame,
+    strata: Sequence[str],
+    *,
+    method: str | Callable[[pl.Expr], pl.Expr] = "median",
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] | str | None = "auto",
+) -> pl.LazyFrame:
+    """Aggregate rows by any strata in one step.
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame
+        Profiles (cells, images or wells).
+    strata : sequence of str
+        Grouping columns, e.g. ``["Metadata_Plate", "Metadata_Well"]``.
+    method : {"median", "mean"} or callable, default "median"
+        Aggregation of each feature; a callable maps ``pl.col(f)`` to an
+        aggregation expression.
+    features : sequence of str, optional
+        Features to aggregate (default: every numeric non-metadata column).
+    keep : "auto", list of str or None, default "auto"
+        Metadata columns to carry along. ``"auto"`` carries every
+        ``Metadata_*`` column except per-row keys (site, object and image
+        numbers); a carried column is null in a group where it is not constant.
+
+    Returns
+    -------
+    polars.LazyFrame
+        One row per group, sorted by ``strata``: the strata,
+        ``Metadata_Count_Cells`` (rows per group, or the sum of the input's
+        counts when it already has them), carried metadata, then the features
+        as Float32. Missing values (null or NaN) are skipped, as pandas does.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> cells = pl.LazyFrame({"Metadata_Plate": ["P", "P", "P"], "Metadata_Well": ["A01", "A01", "B01"],
+    ...                       "f": [1.0, 3.0, 5.0]})
+    >>> aggregate_by(cells, ["Metadata_Plate", "Metadata_Well"]).collect()["f"].to_list()
+    [2.0, 5.0]
+    """
+    strata = list(strata)
+    if not strata:
+        raise InvalidInputError("aggregation needs at least one strata column")
+    schema = schema_of(lf)
+    require_columns(lf, strata, "the input to aggregate", "name existing columns in strata=")
+    features = resolve_features(lf, features, "the input to aggregate")
+    features = [f for f in features if f not in strata and f != COUNT_CELLS]
+    agg = resolve_method(method, AGGREGATIONS, "aggregation method")
+    carry = _carry_columns(schema, strata, keep)
+    count = (
+        pl.col(COUNT_CELLS).sum().cast(pl.Int64)
+        if COUNT_CELLS in schema
+        else pl.len().cast(pl.Int64)
+    ).alias(COUNT_CELLS)
+    carried = [
+        pl.when(pl.col(c).n_unique() == 1).then(pl.col(c).first()).otherwise(None).alias(c)
+        for c in carry
+    ]
+    values = [agg(pl.col(f)).cast(FEATURE_DTYPE).alias(f) for f in features]
+    # NaN -> null before grouping: the aggregations then skip missing values
+    # (as pandas does) on Polars' plain group-by fast path.
+    lf = lf.with_columns(pl.col(features).cast(FEATURE_DTYPE).fill_nan(None))
+    return lf.group_by(strata).agg([count, *carried, *values]).sort(strata, nulls_last=True)
+
+
+def _level_strata(level: str, strata: Sequence[str] | None) -> list[str]:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; valid: {', '.join(map(repr, LEVELS))}")
+    return list(strata) if strata is not None else list(LEVEL_KEYS[level])
+
+
+def aggregate(
+    lf: pl.LazyFrame,
+    level: Level = "well",
+    *,
+    path: Literal["direct", "thesis"] = "direct",
+    strata: Sequence[str] | None = None,
+    method: str | Callable[[pl.Expr], pl.Expr] | None = None,
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] | str | None = "auto",
+) -> pl.LazyFrame:
+    """Aggregate profiles to the image, well or treatment level.
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame
+        Profiles of a finer level (single cells for ``path="thesis"``).
+    level : {"image", "well", "treatment"}, default "well"
+        Level of the output rows.
+    path : {"direct", "thesis"}, default "direct"
+        ``"direct"``: one aggregation from the input rows (cell -> well median
+        is pycytominer's default). ``"thesis"``: cells -> image median ->
+        well mean -> treatment mean, stopping at ``level``.
+    strata : sequence of str, optional
+        Keys of the output level (default ``cellframe.columns.LEVEL_KEYS[level]``:
+        plate/well/site for images, plate/well for wells, treatment).
+    method : {"median", "mean"} or callable, optional
+        Method of the direct path (default: median for image and well,
+        mean for treatment). Ignored by the thesis path, whose methods are fixed.
+    features : sequence of str, optional
+        Features to aggregate (default: every numeric non-metadata column).
+    keep : "auto", list of str or None, default "auto"
+        Metadata columns to carry (see :func:`aggregate_by`).
+
+    Returns
+    -------
+    polars.LazyFrame
+        One row per group with ``Metadata_Count_Cells`` and Float32 features.
+    """
+    if path not in ("direct", "thesis"):
+        raise ValueError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
+    final_strata = _level_strata(level, strata)
+    if path == "direct":
+        chosen = method if method is not None else ("mean" if level == "treatment" else "median")
+        return aggregate_by(lf, final_strata, method=chosen, features=features, keep=keep)
+    features = resolve_features(lf, features, "the cells to aggregate")
+    out = lf
+    for step in LEVELS[: LEVELS.index(level) + 1]:
+        step_strata = final_strata if step == level else list(LEVEL_KEYS[step])
+        out = aggregate_by(
+            out, step_strata, method=THESIS_METHODS[step], features=features, keep=keep
+        )
+    return out
+
+
+# ------------------------------------------------------------------ store runner
+def _chunks(
+    store: Store, table: str, strata_wells: bool, chunk_rows: int
+) -> list[tuple[str, list[str] | None, int]]:
+    """(plate, wells or None for the whole plate, rows) work units."""
+    from cellframe.store import quote_identifier
+
+    q = quote_identifier(table)
+    if not strata_wells:
+        rows = store.sql(
+            f"SELECT {quote_identifier(PLATE)} AS p, count(*) AS n FROM {q} GROUP BY 1 ORDER BY 1"
+        )
+        return [(p, None, n) for p, n in rows.iter_rows()]
+    rows = store.sql(
+        f"SELECT {quote_identifier(PLATE)} AS p, {quote_identifier(WELL)} AS w, count(*) AS n "
+        f"FROM {q} GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    units: list[tuple[str, list[str] | None, int]] = []
+    for (plate,), part in rows.group_by(["p"], maintain_order=True):
+        total = int(part["n"].sum())
+        if total <= chunk_rows:
+            units.append((plate, None, total))
+            continue
+        wells: list[str] = []
+        n = 0
+        for w, k in part.select("w", "n").iter_rows():
+            if wells and n + k > chunk_rows:
+                units.append((plate, wells, n))
+                wells, n = [], 0
+            wells.append(w)
+            n += k
+        if wells:
+            units.append((plate, wells, n))
+    return units
+
+
+def aggregate_table(
+    store: Store,
+    source: str,
+    dest: str,
+    level: Level = "well",
+    *,
+    path: Literal["direct", "thesis"] = "direct",
+    strata: Sequence[str] | None = None,
+    method: str | None = None,
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] | str | None = "auto",
+    chunk_rows: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Aggregate a store table into another, one plate (or a few wells) at a time.
+
+    Parameters
+    ----------
+    store : cellframe.store.Store
+        The store holding ``source``; ``dest`` is replaced.
+    source, dest : str
+        Input and output table names.
+    level, path, strata, method, features, keep
+        As in :func:`aggregate`.
+    chunk_rows : int, optional
+        A plate with more rows than this is read a few wells at a time, so
+        peak memory follows ``chunk_rows`` and not the plate size (when every
+        plate-level step groups by plate and well). Default: the rows that
+        hold :data:`CHUNK_BYTES` (256 MiB) of float32 features.
+    progress : bool, default True
+        Show a progress bar over work units.
+
+    Returns
+    -------
+    int
+        Rows written to ``dest``.
+    """
+    if path not in ("direct", "thesis"):
+        raise ValueError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
+    final_strata = _level_strata(level, strata)
+    columns = store.columns(source)
+    schema = store.schema(source)
+    feats = resolve_features(schema, features, f"store table {source!r}")
+    if chunk_rows is None:
+        chunk_rows = max(10_000, CHUNK_BYTES // (4 * max(len(feats), 1)))
+    if chunk_rows < 1:
+        raise InvalidInputError("chunk_rows must be at least 1")
+    # Which step strata does the chain use? The table can be split along any
+    # key that every step groups by.
+    steps = (
+        [final_strata]
+        if path == "direct"
+        else [
+            final_strata if s == level else list(LEVEL_KEYS[s])
+            for s in LEVELS[: LEVELS.index(level) + 1]
+        ]
+    )
+    # The chain runs chunk by chunk for the steps that group within a plate
+    # (and within a well, for chunks smaller than a plate); the remaining
+    # steps (e.g. wells -> treatments) run on the small aggregated result.
+    n_split = 0
+    while n_split < len(steps) and PLATE in steps[n_split] and PLATE in columns:
+        n_split += 1
+    by_well = n_split > 0 and WELL in columns and all(WELL in s for s in steps[:n_split])
+    carry = _carry_columns(schema, [], keep)
+    needed = list(
+        dict.fromkeys(
+            [*(c for s in steps for c in s if c in columns), *carry, *feats]
+            + ([COUNT_CELLS] if COUNT_CELLS in columns else [])
+        )
+    )
+    parameters: dict[str, Any] = {
+        "source": source,
+        "level": level,
+        "path": path,
+        "strata": final_strata,
+        "method": method,
+        "n_features": len(feats),
+        "chunk_rows": chunk_rows,
+    }
+    step_methods = (
+        [method if method is not None else ("mean" if level == "treatment" else "median")]
+        if path == "direct"
+        else [THESIS_METHODS[s] for s in LEVELS[: len(steps)]]
+    )
+
+    def run(lf: pl.LazyFrame, part: slice) -> pl.LazyFrame:
+        for s, m in zip(steps[part], step_methods[part], strict=True):
+            lf = aggregate_by(lf, s, method=m, features=feats, keep=keep)
+        return lf
+
+    def write(data: Any) -> int:
+        return store.write(
+            dest, data, mode="replace", step="aggregate", parameters=parameters, source=source
+        )
+
+    if n_split == 0:
+        return write(run(store.scan(source, needed), slice(None)).collect(engine="streaming"))
+
+    units = _chunks(store, source, by_well, chunk_rows)
+
+    def batches() -> Iterator[pl.DataFrame]:
+        for plate, wells, _n in _progress(
+            units, desc=f"aggregate {source}", unit="chunk", enabled=progress
+        ):
+            lf = store.scan(source, needed).filter(pl.col(PLATE) == plate)
+            if wells is not None:
+                lf = lf.filter(pl.col(WELL).is_in(wells))
+            yield run(lf, slice(0, n_split)).collect(engine="streaming")
+
+    if n_split == len(steps):
+        return write(batches())
+    partial = pl.concat(list(batches()), how="vertical")
+    return write(run(partial.lazy(), slice(n_split, None)).collect())

@@ -1,0 +1,494 @@
+"""Normalization of profiles against negative controls (DOMAIN.md §2).
+
+Statistics are fitted per plate by default, or per any grouping the user
+names, on the negative-control rows (or on all rows), and applied to every
+row of the group:
+
+* ``standardize``: ``(x - mean) / std`` with the population std (ddof=0), as
+  scikit-learn's ``StandardScaler`` inside pycytominer;
+* ``robustize``: ``(x - median) / IQR`` (75th - 25th percentile, linear
+  interpolation), as scikit-learn's ``RobustScaler``;
+* ``mad_robustize``: ``(x - median) / (1.4826 * MAD + epsilon)``, as
+  pycytominer's ``RobustMAD``.
+
+A feature whose control spread is zero in a group is never divided by a tiny
+number (pycytominer's ``epsilon=1e-18`` turns it into ~1e18): it is reported
+in a warning with counts and then kept centred (``zero_spread="center"``),
+dropped (``"drop"``) or refused (``"error"``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+
+from cellframe.columns import FEATURE_DTYPE, PLATE
+from cellframe.errors import InvalidInputError
+from cellframe.profiles._common import (
+    RowFilter,
+    filter_columns,
+    require_columns,
+    resolve_features,
+    resolve_method,
+    row_filter,
+    short_list,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from cellframe.store import Store
+
+__all__ = ["NORMALIZATIONS", "NoControlsError", "Normalizer", "normalize"]
+
+#: Column of a saved fit telling which statistic a row holds.
+STATISTIC = "Metadata_Statistic"
+N_CONTROLS = "Metadata_N_Controls"
+
+#: 1.4826 makes the MAD of a normal sample estimate its standard deviation.
+MAD_SCALE = 1.4826
+
+StatFn = Callable[[pl.Expr], tuple[pl.Expr, pl.Expr]]
+
+
+def _standardize(x: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    return x.mean(), x.std(ddof=0)
+
+
+def _robustize(x: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    # numpy's default (linear) percentile, as sklearn's RobustScaler uses.
+    return x.median(), x.quantile(0.75, "linear") - x.quantile(0.25, "linear")
+
+
+def _mad_robustize(x: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    return x.median(), MAD_SCALE * (x - x.median()).abs().median()
+
+
+#: Normalization methods: each maps a feature expression to (centre, spread) aggregations.
+NORMALIZATIONS: dict[str, StatFn] = {
+    "standardize": _standardize,
+    "robustize": _robustize,
+    "mad_robustize": _mad_robustize,
+}
+
+#: Methods whose spread gets ``epsilon`` added before dividing (pycytominer's RobustMAD).
+_ADDS_EPSILON = {"mad_robustize"}
+
+#: A spread this small relative to the centre is zero up to float64 rounding.
+_ZERO_SPREAD_RTOL = 1e-10
+
+
+class NoControlsError(InvalidInputError):
+    """A group (plate) to normalize has no control rows to fit statistics on."""
+
+
+def _center(f: str) -> str:
+    return f"__cf_center__{f}"
+
+
+def _scale(f: str) -> str:
+    return f"__cf_scale__{f}"
+
+
+class Normalizer:
+    """Fitted normalization statistics: per group, a centre and a spread per feature.
+
+    Parameters
+    ----------
+    method : {"standardize", "robustize", "mad_robustize"} or callable, default "standardize"
+        A callable maps ``pl.col(f)`` (Float64) to ``(centre, spread)``
+        aggregation expressions.
+    by : sequence of str, default ("Metadata_Plate",)
+        Grouping: statistics are fitted and applied per group. ``()`` fits one
+        set of statistics on all rows.
+    controls : str, polars.Expr or None, default "negcon"
+        Rows to fit on: a value of ``Metadata_Control`` (``"negcon"``), a SQL
+        condition (``"Metadata_pert_type = 'control'"``), a Polars expression,
+        or ``None``/``"all"`` for every row.
+    features : sequence of str, optional
+        Features to normalize (default: every numeric non-metadata column).
+    zero_spread : {"center", "drop", "error"}, default "center"
+        What to do with a feature whose control spread is zero in a group:
+        keep it centred (divide by 1), drop the feature from the output, or raise.
+        Each case is warned with counts.
+    epsilon : float, default 1e-18
+        Added to the spread of ``mad_robustize`` (pycytominer's default).
+    missing_controls : {"error", "drop"}, default "error"
+        What :meth:`transform` does with rows of a group that had no controls
+        at fit time: raise :class:`NoControlsError`, or drop them with a warning.
+
+    Attributes
+    ----------
+    features_ : list of str
+        The features fitted (after ``zero_spread="drop"``, those kept).
+    stats_ : polars.DataFrame
+        One row per group: the ``by`` columns, ``Metadata_N_Controls`` and,
+        per feature, its centre and spread.
+    zero_spread_ : polars.DataFrame
+        ``(group..., feature)`` pairs whose spread was zero.
+    """
+
+    def __init__(
+        self,
+        method: str | StatFn = "standardize",
+        *,
+        by: Sequence[str] = (PLATE,),
+        controls: RowFilter = "negcon",
+        features: Sequence[str] | None = None,
+        zero_spread: Literal["center", "drop", "error"] = "center",
+        epsilon: float = 1e-18,
+        missing_controls: Literal["error", "drop"] = "error",
+    ) -> None:
+        self.method = method
+        self._stat_fn = resolve_method(method, NORMALIZATIONS, "normalization method")
+        self.by = [by] if isinstance(by, str) else list(by)
+        self.controls = controls
+        self.features = None if features is None else list(features)
+        if zero_spread not in ("center", "drop", "error"):
+            raise ValueError(
+                f"zero_spread must be 'center', 'drop' or 'error', not {zero_spread!r}"
+            )
+        if missing_controls not in ("error", "drop"):
+            raise ValueError(
+                f"missing_controls must be 'error' or 'drop', not {missing_controls!r}"
+            )
+        if epsilon < 0:
+            raise ValueError("epsilon must be non-negative")
+        self.zero_spread = zero_spread
+        self.epsilon = float(epsilon)
+        self.missing_controls = missing_controls
+
+    # ------------------------------------------------------------------ fitting
+    def parameters(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (recorded in provenance)."""
+        return {
+            "method": self.method if isinstance(self.method, str) else repr(self.method),
+            "by": self.by,
+            "controls": self.controls
+            if isinstance(self.controls, str | None)
+            else str(self.controls),
+            "zero_spread": self.zero_spread,
+            "epsilon": self.epsilon,
+            "missing_controls": self.missing_controls,
+        }
+
+    def fit(self, lf: pl.LazyFrame | pl.DataFrame) -> Normalizer:
+        """Fit the statistics on the control rows of each group.
+
+        Raises
+        ------
+        MissingColumnsError
+            If a grouping column or the control column is absent.
+        EmptyInputError
+            If no row matches ``controls``.
+        InvalidInputError
+            With ``zero_spread="error"``, if some control spread is zero.
+        """
+        lf = lf.lazy()
+        where = "the profiles to normalize"
+        require_columns(
+            lf, self.by, where, "name existing columns in by=, or by=() for no grouping"
+        )
+        require_columns(
+            lf,
+            filter_columns(self.controls),
+            where,
+            "name the control rows with controls=..., or controls='all' to fit on every row",
+        )
+        features = resolve_features(lf, self.features, where)
+        features = [f for f in features if f not in self.by]
+        predicate = row_filter(self.controls)
+        ctrl = lf if predicate is None else lf.filter(predicate)
+        aggs: list[pl.Expr] = [pl.len().alias(N_CONTROLS)]
+        for f in features:
+            x = pl.col(f).cast(pl.Float64).fill_nan(None)
+            center, scale = self._stat_fn(x)
+            aggs += [center.alias(_center(f)), scale.alias(_scale(f))]
+        stats = (ctrl.group_by(self.by).agg(aggs) if self.by else ctrl.select(aggs)).collect(
+            engine="streaming"
+        )
+        if self.by:
+            stats = stats.sort(self.by, nulls_last=True)
+        if stats.height == 0 or int(stats[N_CONTROLS].sum()) == 0:
+            from cellframe.errors import EmptyInputError
+
+            raise EmptyInputError(
+                f"no control rows match controls={self.controls!r}; name the negative "
+                "controls (e.g. controls=\"Metadata_pert_type = 'control'\") or pass "
+                "controls='all' to fit on every row"
+            )
+        self._check_groups(stats, features)
+        self.features_ = features
+        self.stats_ = stats
+        self._handle_zero_spread()
+        return self
+
+    def _group_label(self, row: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={row[k]!r}" for k in self.by) or "all rows"
+
+    def _check_groups(self, stats: pl.DataFrame, features: list[str]) -> None:
+        few = stats.filter(pl.col(N_CONTROLS) < 2)
+        if few.height:
+            labels = [self._group_label(r) for r in few.iter_rows(named=True)]
+            warn(
+                f"{few.height} group(s) have a single control row, so every control spread "
+                f"there is zero: {short_list(labels, quote=False)}"
+            )
+        empty = [f for f in features if stats[_center(f)].null_count() > 0]
+        if empty:
+            n_groups = sum(stats[_center(f)].null_count() for f in empty)
+            warn(
+                f"{len(empty)} feature(s) have no non-missing control value in "
+                f"{n_groups} (group, feature) pair(s); their normalized values are null: "
+                f"{short_list(empty)}"
+            )
+
+    def _handle_zero_spread(self) -> None:
+        stats = self.stats_
+        records = []
+        for f in self.features_:
+            c = stats[_center(f)]
+            s = stats[_scale(f)]
+            mask = (s.is_not_null() & (s <= _ZERO_SPREAD_RTOL * c.abs())).fill_null(False)
+            mask = mask | (s == 0).fill_null(False)
+            if mask.any():
+                rows = stats.filter(mask).select(self.by) if self.by else pl.DataFrame({"_": [0]})
+                for r in rows.iter_rows(named=True):
+                    records.append({**{k: r[k] for k in self.by}, "feature": f})
+        if self.by:
+            schema = {**{k: stats.schema[k] for k in self.by}, "feature": pl.String}
+        else:
+            schema = {"feature": pl.String}
+        self.zero_spread_ = pl.DataFrame(records, schema=schema, orient="row")
+        self.dropped_features_: list[str] = []
+        if not records:
+            return
+        bad = self.zero_spread_["feature"].unique(maintain_order=True).to_list()
+        msg = (
+            f"{len(bad)} feature(s) have zero control spread in {len(records)} "
+            f"(group, feature) pair(s) for {self._method_name()}: {short_list(bad)}"
+        )
+        if self.zero_spread == "error":
+            raise InvalidInputError(
+                msg + "; remove constant features first (e.g. variance_threshold) or pass "
+                "zero_spread='center' or 'drop'"
+            )
+        if self.zero_spread == "drop":
+            warn(msg + "; dropped (zero_spread='drop')", stacklevel=4)
+            keep = [f for f in self.features_ if f not in set(bad)]
+            self.stats_ = stats.drop([c for f in bad for c in (_center(f), _scale(f))])
+            self.features_ = keep
+            self.dropped_features_ = bad
+        else:
+            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=4)
+            # A spread of 1 keeps the feature centred and avoids dividing by ~0.
+            for f in bad:
+                s = self.stats_[_scale(f)]
+                c = self.stats_[_center(f)]
+                zero = (
+                    s.is_not_null() & ((s <= _ZERO_SPREAD_RTOL * c.abs()) | (s == 0))
+                ).fill_null(False)
+                self.stats_ = self.stats_.with_columns(
+                    pl.Series(_scale(f), s.set(zero, 1.0 - self._epsilon_for()))
+                )
+
+    def _method_name(self) -> str:
+        return (
+            self.method
+            if isinstance(self.method, str)
+            else getattr(self.method, "__name__", "custom")
+        )
+
+    def _epsilon_for(self) -> float:
+        return self.epsilon if self._method_name() in _ADDS_EPSILON else 0.0
+
+    # ------------------------------------------------------------------ applying
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "stats_"):
+            raise InvalidInputError(
+                "this Normalizer is not fitted; call fit(...) or load(...) first"
+            )
+
+    def transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """Normalize every row with the statistics of its group.
+
+        Features that the fit dropped (``zero_spread="drop"``) are removed;
+        other columns pass through unchanged. Features come out as Float32.
+
+        Raises
+        ------
+        MissingColumnsError
+            If a fitted feature or a grouping column is absent (feature sets
+            must agree between the fitted and the transformed plates).
+        NoControlsError
+            If some group of ``lf`` had no controls at fit time
+            (``missing_controls="error"``).
+        """
+        self._require_fitted()
+        lf = lf.lazy()
+        where = "the profiles to normalize"
+        require_columns(lf, self.by, where)
+        require_columns(
+            lf,
+            self.features_,
+            where,
+            "the fitted features must all be present (select common features across plates first)",
+        )
+        schema = lf.collect_schema()
+        dropped = [f for f in getattr(self, "dropped_features_", []) if f in schema]
+        stats = self.stats_.drop(N_CONTROLS)
+        if self.by:
+            stats = stats.with_columns(pl.lit(True).alias("__cf_has_stats"))
+            groups = lf.select(self.by).unique().collect()
+            unmatched = groups.join(stats.select(self.by), on=self.by, how="anti", nulls_equal=True)
+            if unmatched.height:
+                labels = [self._group_label(r) for r in unmatched.iter_rows(named=True)]
+                msg = (
+                    f"{unmatched.height} group(s) have no control rows to normalize against "
+                    f"(controls={self.controls!r}): {short_list(labels, quote=False)}"
+                )
+                if self.missing_controls == "error":
+                    raise NoControlsError(
+                        msg + "; add controls to those plates, normalize with a coarser by=, "
+                        "controls='all', or missing_controls='drop'"
+                    )
+                warn(msg + "; their rows are dropped (missing_controls='drop')")
+            out = lf.join(
+                stats.lazy(),
+                on=self.by,
+                how="inner" if unmatched.height else "left",
+                nulls_equal=True,
+                maintain_order="left",
+            )
+        else:
+            out = lf.join(stats.lazy(), how="cross")
+        eps = self._epsilon_for()
+        out = out.with_columns(
+            [
+                (
+                    (pl.col(f).cast(pl.Float64).fill_nan(None) - pl.col(_center(f)))
+                    / (pl.col(_scale(f)) + eps)
+                )
+                .cast(FEATURE_DTYPE)
+                .alias(f)
+                for f in self.features_
+            ]
+        )
+        helper = [c for c in out.collect_schema() if c.startswith("__cf_")]
+        return out.drop([*helper, *dropped])
+
+    def fit_transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """:meth:`fit` then :meth:`transform` on the same rows."""
+        lf = lf.lazy()
+        return self.fit(lf).transform(lf)
+
+    # ------------------------------------------------------------------ storage
+    def to_frame(self) -> pl.DataFrame:
+        """The statistics as a table: one row per (group, statistic) with the features as columns."""
+        self._require_fitted()
+        parts = []
+        for stat, name in (("center", _center), ("scale", _scale)):
+            part = self.stats_.select(
+                *self.by,
+                pl.lit(stat).alias(STATISTIC),
+                pl.col(N_CONTROLS),
+                *[pl.col(name(f)).alias(f) for f in self.features_],
+            )
+            parts.append(part)
+        return pl.concat(parts, how="vertical")
+
+    def save(self, store: Store, name: str) -> None:
+        """Write the statistics to table ``name`` of ``store`` (replacing it)."""
+        params = {
+            **self.parameters(),
+            "features": self.features_,
+            "dropped_features": getattr(self, "dropped_features_", []),
+        }
+        store.write(name, self.to_frame(), mode="replace", step="normalize_fit", parameters=params)
+
+    @classmethod
+    def load(cls, store: Store, name: str) -> Normalizer:
+        """Read statistics saved with :meth:`save`."""
+        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
+        if prov.height == 0:
+            raise InvalidInputError(
+                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
+            )
+        params = json.loads(prov["parameters"][-1])
+        method = params["method"]
+        if method not in NORMALIZATIONS:
+            raise InvalidInputError(f"table {name!r} holds a custom method {method!r}; refit it")
+        obj = cls(
+            method,
+            by=params["by"],
+            controls=params["controls"],
+            zero_spread=params["zero_spread"],
+            epsilon=params["epsilon"],
+            missing_controls=params["missing_controls"],
+        )
+        frame = store.read(name)
+        features = [c for c in params["features"] if c in frame.columns]
+        center = frame.filter(pl.col(STATISTIC) == "center")
+        scale = frame.filter(pl.col(STATISTIC) == "scale")
+        if obj.by:
+            center = center.sort(obj.by, nulls_last=True)
+            scale = scale.sort(obj.by, nulls_last=True)
+        stats = center.select(*obj.by, N_CONTROLS)
+        stats = stats.with_columns(
+            [center[f].cast(pl.Float64).alias(_center(f)) for f in features]
+            + [scale[f].cast(pl.Float64).alias(_scale(f)) for f in features]
+        )
+        obj.features_ = features
+        obj.stats_ = stats
+        obj.zero_spread_ = pl.DataFrame()
+        obj.dropped_features_ = list(params.get("dropped_features", []))
+        return obj
+
+    def __repr__(self) -> str:
+        state = f", fitted on {len(self.features_)} features" if hasattr(self, "features_") else ""
+        return f"Normalizer({self._method_name()!r}, by={self.by}{state})"
+
+
+def normalize(
+    lf: pl.LazyFrame | pl.DataFrame,
+    method: str | StatFn = "standardize",
+    *,
+    by: Sequence[str] = (PLATE,),
+    controls: RowFilter = "negcon",
+    features: Sequence[str] | None = None,
+    zero_spread: Literal["center", "drop", "error"] = "center",
+    epsilon: float = 1e-18,
+    missing_controls: Literal["error", "drop"] = "error",
+) -> pl.LazyFrame:
+    """Normalize profiles against controls, per plate by default.
+
+    Fits a :class:`Normalizer` on ``lf`` and applies it to ``lf``; see that
+    class for the parameters. Metadata columns pass through unchanged.
+
+    Returns
+    -------
+    polars.LazyFrame
+        Same rows and columns (minus features dropped by ``zero_spread="drop"``),
+        features as Float32.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.LazyFrame({"Metadata_Plate": ["P"] * 4,
+    ...                       "Metadata_Control": ["negcon", "negcon", "", ""],
+    ...                       "f": [1.0, 3.0, 5.0, 2.0]})
+    >>> normalize(wells, "standardize").collect()["f"].to_list()
+    [-1.0, 1.0, 3.0, 0.0]
+    """
+    norm = Normalizer(
+        method,
+        by=by,
+        controls=controls,
+        features=features,
+        zero_spread=zero_spread,
+        epsilon=epsilon,
+        missing_controls=missing_controls,
+    )
+    return norm.fit_transform(lf)

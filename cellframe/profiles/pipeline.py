@@ -1,0 +1,432 @@
+"""Profiling steps over store tables, and a whole chain from a TOML config.
+
+Each ``run_<step>`` reads one store table, applies the pure transform of its
+module and writes the result to another table with provenance (step name and
+parameters). :func:`run_pipeline` chains them from a config such as::
+
+    input = "cells"
+
+    [[step]]
+    run = "aggregate"        # cells -> wells (median), plate by plate
+    output = "wells"
+
+    [[step]]
+    run = "normalize"
+    method = "mad_robustize"
+
+    [[step]]
+    run = "select"
+    operations = ["variance_threshold", "correlation_threshold", "drop_na_columns", "blocklist"]
+
+    [[step]]
+    run = "sphere"
+    lam = 0.01
+
+Each step reads the previous step's output unless it names ``input``; its
+output defaults to the input name plus a suffix (``_normalized``,
+``_selected``, ``_sphered``, ``_qc``, ``_strength``; ``wells`` /
+``images`` / ``treatments`` for aggregation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cellframe._progress import progress as _progress
+from cellframe.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from cellframe.store import Store
+
+__all__ = [
+    "STEPS",
+    "StepReport",
+    "load_config",
+    "run_aggregate",
+    "run_normalize",
+    "run_pipeline",
+    "run_qc",
+    "run_select",
+    "run_sphere",
+    "run_strength",
+]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one pipeline step did."""
+
+    step: str
+    input: str
+    output: str
+    rows: int
+    seconds: float
+    note: str = ""
+
+
+def run_aggregate(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    level: str = "well",
+    path: str = "direct",
+    strata: Sequence[str] | None = None,
+    method: str | None = None,
+    features: Sequence[str] | None = None,
+    chunk_rows: int | None = None,
+    progress: bool = True,
+) -> StepReport:
+    """Aggregate ``source`` into ``dest`` plate by plate (see :func:`aggregate_table`)."""
+    from cellframe.profiles.aggregate import aggregate_table
+
+    t0 = time.perf_counter()
+    n = aggregate_table(
+        store,
+        source,
+        dest,
+        level,  # type: ignore[arg-type]
+        path=path,
+        strata=strata,
+        method=method,
+        features=features,  # type: ignore[arg-type]
+        chunk_rows=chunk_rows,
+        progress=progress,
+    )
+    return StepReport("aggregate", source, dest, n, time.perf_counter() - t0, f"{level} ({path})")
+
+
+def run_normalize(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    method: str = "standardize",
+    by: Sequence[str] | None = None,
+    controls: str | None = "negcon",
+    features: Sequence[str] | None = None,
+    zero_spread: str = "center",
+    epsilon: float = 1e-18,
+    missing_controls: str = "error",
+    save_fit: str | None = None,
+    fit_from: str | None = None,
+    progress: bool = True,
+) -> StepReport:
+    """Normalize ``source`` into ``dest``; optionally save the fit or apply a saved one."""
+    from cellframe.columns import PLATE
+    from cellframe.profiles.normalize import Normalizer
+
+    del progress
+    t0 = time.perf_counter()
+    lf = store.scan(source)
+    if fit_from:
+        norm = Normalizer.load(store, fit_from)
+    else:
+        norm = Normalizer(
+            method,
+            by=(PLATE,) if by is None else by,
+            controls=controls,
+            features=features,
+            zero_spread=zero_spread,  # type: ignore[arg-type]
+            epsilon=epsilon,
+            missing_controls=missing_controls,  # type: ignore[arg-type]
+        ).fit(lf)
+    if save_fit:
+        norm.save(store, save_fit)
+    params = {
+        **norm.parameters(),
+        "source": source,
+        "fit_from": fit_from,
+        "dropped_features": getattr(norm, "dropped_features_", []),
+    }
+    n = store.write(
+        dest, norm.transform(lf), mode="replace", step="normalize", parameters=params, source=source
+    )
+    return StepReport("normalize", source, dest, n, time.perf_counter() - t0, norm._method_name())
+
+
+def run_select(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    operations: Sequence[str] = ("variance_threshold",),
+    samples: str | None = "all",
+    features: Sequence[str] | None = None,
+    report: str | None = None,
+    progress: bool = True,
+    **params: Any,
+) -> StepReport:
+    """Select features of ``source`` into ``dest``; the dropped features go to ``report``.
+
+    ``report`` defaults to ``<dest>_dropped`` (columns feature, operation, reason).
+    """
+    from cellframe.profiles.select import feature_select
+
+    del progress
+    t0 = time.perf_counter()
+    lf = store.scan(source)
+    result = feature_select(lf, list(operations), features=features, samples=samples, **params)
+    parameters = {
+        "operations": list(operations),
+        "samples": samples,
+        **params,
+        "source": source,
+        "n_kept": len(result.kept),
+        "dropped": result.dropped_features,
+    }
+    n = store.write(
+        dest, result.apply(lf), mode="replace", step="select", parameters=parameters, source=source
+    )
+    report = report or f"{dest}_dropped"
+    store.write(
+        report,
+        result.dropped,
+        mode="replace",
+        step="select_report",
+        parameters=parameters,
+        source=source,
+    )
+    return StepReport(
+        "select",
+        source,
+        dest,
+        n,
+        time.perf_counter() - t0,
+        f"kept {len(result.kept)}, dropped {result.dropped.height} (see {report})",
+    )
+
+
+def run_sphere(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    method: str = "regularized",
+    lam: float = 1e-2,
+    epsilon: float = 1e-6,
+    center: bool = True,
+    controls: str | None = "negcon",
+    features: Sequence[str] | None = None,
+    save_fit: str | None = None,
+    fit_from: str | None = None,
+    progress: bool = True,
+) -> StepReport:
+    """Sphere ``source`` into ``dest``; optionally save the fit or apply a saved one."""
+    from cellframe.profiles.sphere import Spherizer
+
+    del progress
+    t0 = time.perf_counter()
+    lf = store.scan(source)
+    if fit_from:
+        sph = Spherizer.load(store, fit_from)
+    else:
+        sph = Spherizer(
+            method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
+        ).fit(lf)
+    if save_fit:
+        sph.save(store, save_fit)
+    params = {
+        **sph.parameters(),
+        "source": source,
+        "fit_from": fit_from,
+        "n_controls": sph.n_controls_,
+    }
+    n = store.write(
+        dest, sph.transform(lf), mode="replace", step="sphere", parameters=params, source=source
+    )
+    return StepReport("sphere", source, dest, n, time.perf_counter() - t0, repr(sph))
+
+
+def run_qc(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    kind: str = "wells",
+    n_components: int = 3,
+    z_threshold: float = 3.5,
+    focus_z: float = 4.0,
+    max_saturated_percent: float = 1.0,
+    by: Sequence[str] | None = None,
+    progress: bool = True,
+) -> StepReport:
+    """QC of ``source`` (``kind="wells"``: PCA outliers; ``"images"``: image quality) into ``dest``."""
+    from cellframe.columns import PLATE
+    from cellframe.profiles.qc import OUTLIER, flag_outlier_wells, image_qc
+
+    del progress
+    t0 = time.perf_counter()
+    groups = (PLATE,) if by is None else tuple(by)
+    lf = store.scan(source)
+    if kind == "wells":
+        out = flag_outlier_wells(
+            lf, n_components=n_components, z_threshold=z_threshold, by=groups or None
+        )
+    elif kind == "images":
+        out = image_qc(
+            lf, focus_z=focus_z, max_saturated_percent=max_saturated_percent, by=groups or None
+        )
+    else:
+        raise ValueError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
+    params = {
+        "kind": kind,
+        "n_components": n_components,
+        "z_threshold": z_threshold,
+        "focus_z": focus_z,
+        "max_saturated_percent": max_saturated_percent,
+        "by": list(groups),
+    }
+    n = store.write(dest, out, mode="replace", step="qc", parameters=params, source=source)
+    return StepReport(
+        "qc", source, dest, n, time.perf_counter() - t0, f"{int(out[OUTLIER].sum())} flagged"
+    )
+
+
+def run_strength(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    treatment: str | None = None,
+    controls: str | None = "negcon",
+    by: Sequence[str] | None = None,
+    ddof: int = 0,
+    k: int | None = None,
+    progress: bool = True,
+) -> StepReport:
+    """Algorithm 1 on ``source``: treatment strengths to ``dest``, per-well z-scores to ``<dest>_wells``."""
+    from cellframe.columns import PLATE, TREATMENT
+    from cellframe.profiles.strength import treatment_strength
+
+    del progress
+    t0 = time.perf_counter()
+    result = treatment_strength(
+        store.scan(source),
+        treatment=treatment or TREATMENT,
+        controls=controls,
+        by=(PLATE,) if by is None else by,
+        ddof=ddof,
+    )
+    params = {"treatment": treatment or TREATMENT, "controls": controls, "ddof": ddof, "k": k}
+    table = result.treatments if k is None else result.treatments.head(k)
+    n = store.write(dest, table, mode="replace", step="strength", parameters=params, source=source)
+    store.write(
+        f"{dest}_wells",
+        result.wells,
+        mode="replace",
+        step="strength",
+        parameters=params,
+        source=source,
+    )
+    return StepReport(
+        "strength",
+        source,
+        dest,
+        n,
+        time.perf_counter() - t0,
+        f"{result.treatments.height} treatments; per-well z in {dest}_wells",
+    )
+
+
+#: Step runners by name (the ``run`` key of a config step and the CLI command).
+STEPS: dict[str, Callable[..., StepReport]] = {
+    "aggregate": run_aggregate,
+    "normalize": run_normalize,
+    "select": run_select,
+    "sphere": run_sphere,
+    "qc": run_qc,
+    "strength": run_strength,
+}
+
+_SUFFIX = {
+    "normalize": "_normalized",
+    "select": "_selected",
+    "sphere": "_sphered",
+    "qc": "_qc",
+    "strength": "_strength",
+}
+_LEVEL_TABLE = {"image": "image_profiles", "well": "wells", "treatment": "treatments"}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a pipeline TOML file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    InvalidInputError
+        If it is not valid TOML or lacks ``[[step]]`` entries.
+    """
+    path = Path(path)
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid TOML: {exc}") from exc
+    if not config.get("step"):
+        raise InvalidInputError(
+            f"{path} has no [[step]] entries; see docs/profiles.md for the format"
+        )
+    return config
+
+
+def _default_output(step: str, source: str, params: Mapping[str, Any]) -> str:
+    if step == "aggregate":
+        return _LEVEL_TABLE.get(str(params.get("level", "well")), f"{source}_aggregated")
+    return f"{source}{_SUFFIX[step]}"
+
+
+def run_pipeline(
+    store: Store, config: Mapping[str, Any] | str | Path, *, progress: bool = True
+) -> list[StepReport]:
+    """Run the steps of a config in order, each writing a store table.
+
+    Parameters
+    ----------
+    store : cellframe.store.Store
+    config : mapping or path
+        A parsed config or a TOML file (see the module docstring).
+    progress : bool, default True
+        Progress bars over steps (and over plates inside aggregation).
+
+    Returns
+    -------
+    list of StepReport
+    """
+    if not isinstance(config, Mapping):
+        config = load_config(config)
+    steps = list(config.get("step", []))
+    if not steps:
+        raise InvalidInputError("the pipeline config has no [[step]] entries")
+    current = config.get("input")
+    reports = []
+    for i, raw in enumerate(_progress(steps, desc="profile", unit="step", enabled=progress)):
+        params = dict(raw)
+        name = params.pop("run", None)
+        if name not in STEPS:
+            raise InvalidInputError(
+                f"step {i + 1} of the config has run = {name!r}; valid: {', '.join(STEPS)}"
+            )
+        source = params.pop("input", current)
+        if not source:
+            raise InvalidInputError(f'step {i + 1} ({name}) has no input table; set input = "..."')
+        dest = params.pop("output", None) or _default_output(name, source, params)
+        try:
+            reports.append(STEPS[name](store, source, dest, progress=progress, **params))
+        except TypeError as exc:
+            raise InvalidInputError(f"step {i + 1} ({name}): {exc}") from exc
+        current = dest
+    store.record_provenance(
+        reports[-1].output,
+        "profile",
+        {"steps": json.loads(json.dumps(steps, default=str))},
+        n_rows=reports[-1].rows,
+    )
+    return reports

@@ -1,0 +1,277 @@
+"""Quality control of profiles: PCA of wells, outlier wells, image quality (DOMAIN.md §2).
+
+* :func:`pca_profiles` — principal components of (well) profiles, to plot
+  coloured by plate.
+* :func:`flag_outlier_wells` — wells whose score on one of the first PCs is
+  far from the others by a robust z-score, (x - median) / (1.4826 * MAD),
+  with the reason.
+* :func:`image_qc` — images flagged from CellProfiler's image-quality
+  measurements: ``ImageQuality_PowerLogLogSlope_<channel>`` (focus: a robust
+  z-score far from the other images) and ``ImageQuality_PercentMaximal_<channel>``
+  (saturation: percent of pixels at the maximum intensity).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from cellframe.columns import PLATE, is_metadata
+from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.profiles._common import resolve_features, schema_of, short_list, to_numpy64, warn
+
+__all__ = ["PCAResult", "flag_outlier_wells", "image_qc", "pca_profiles", "robust_z"]
+
+OUTLIER = "Metadata_QC_Outlier"
+REASON = "Metadata_QC_Reason"
+
+#: 1.4826 * MAD estimates the standard deviation of a normal sample.
+MAD_SCALE = 1.4826
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    """Principal components of profiles.
+
+    Attributes
+    ----------
+    scores : polars.DataFrame
+        The input's metadata columns, then ``PC1 ... PCk`` (Float64).
+    explained_variance_ratio : numpy.ndarray
+        Fraction of the total variance each component explains.
+    components : numpy.ndarray
+        k x d loadings (rows are components), signed so that each row's
+        largest absolute loading is positive (as scikit-learn 1.5+).
+    features : list of str
+        The features used (those without missing values).
+    """
+
+    scores: pl.DataFrame
+    explained_variance_ratio: np.ndarray
+    components: np.ndarray
+    features: list[str]
+
+
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD), NaN-aware; 0 where the MAD is 0 and x equals the median.
+
+    Examples
+    --------
+    >>> robust_z(np.array([1.0, 2.0, 3.0, 4.0, 100.0])).round(3).tolist()
+    [-1.349, -0.674, 0.0, 0.674, 65.426]
+    """
+    x = np.asarray(values, dtype=np.float64)
+    med = np.nanmedian(x, axis=0)
+    mad = MAD_SCALE * np.nanmedian(np.abs(x - med), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (x - med) / mad
+    return np.where((x - med) == 0, 0.0, z)
+
+
+def pca_profiles(
+    lf: pl.LazyFrame | pl.DataFrame,
+    n_components: int = 2,
+    *,
+    features: Sequence[str] | None = None,
+    standardize: bool = False,
+) -> PCAResult:
+    """PCA of profiles (exact SVD of the centred float64 matrix).
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame or DataFrame
+        Profiles, usually wells.
+    n_components : int, default 2
+        Components to keep (at most min(rows, features)).
+    features : sequence of str, optional
+        Features (default: every numeric non-metadata column). Features with
+        missing values are left out with a warning.
+    standardize : bool, default False
+        Divide each feature by its std first (PCA of the correlation matrix).
+
+    Returns
+    -------
+    PCAResult
+    """
+    df = lf.lazy().collect()
+    feats = resolve_features(df, features, "the profiles for PCA")
+    x = to_numpy64(df, feats)
+    missing = np.isnan(x).any(axis=0)
+    if missing.any():
+        gone = [f for f, m in zip(feats, missing, strict=True) if m]
+        warn(f"{len(gone)} feature(s) with missing values left out of the PCA: {short_list(gone)}")
+        feats = [f for f, m in zip(feats, missing, strict=True) if not m]
+        x = x[:, ~missing]
+    n, d = x.shape
+    k = min(n_components, n, d)
+    if n < 2 or d == 0 or n_components < 1:
+        raise InvalidInputError(
+            f"PCA needs at least 2 profiles and 1 complete feature (got {n} x {d}) "
+            f"and n_components >= 1 (got {n_components})"
+        )
+    xc = x - x.mean(axis=0)
+    if standardize:
+        std = xc.std(axis=0)
+        keep = std > 0
+        xc = xc[:, keep] / std[keep]
+        feats = [f for f, kk in zip(feats, keep, strict=True) if kk]
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+    signs[signs == 0] = 1.0
+    vt = vt * signs[:, None]
+    total = (s**2).sum()
+    ratio = (s**2 / total)[:k] if total > 0 else np.zeros(k)
+    scores = xc @ vt[:k].T
+    meta = df.select([c for c in df.columns if is_metadata(c)])
+    pcs = pl.DataFrame({f"PC{i + 1}": scores[:, i] for i in range(k)})
+    return PCAResult(
+        scores=pl.concat([meta, pcs], how="horizontal"),
+        explained_variance_ratio=ratio,
+        components=vt[:k],
+        features=feats,
+    )
+
+
+def flag_outlier_wells(
+    lf: pl.LazyFrame | pl.DataFrame,
+    *,
+    n_components: int = 3,
+    z_threshold: float = 3.5,
+    by: Sequence[str] | None = (PLATE,),
+    features: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """Flag wells whose score on one of the first PCs is an outlier.
+
+    The PCA is fitted on all wells together; the robust z-score of each PC
+    is computed within each ``by`` group (per plate by default), so a plate
+    shifted as a whole is not flagged well by well.
+
+    Parameters
+    ----------
+    n_components : int, default 3
+        Leading PCs to check.
+    z_threshold : float, default 3.5
+        A well is an outlier when |robust z| > this on any checked PC
+        (3.5 is Iglewicz and Hoaglin's cut-off for the modified z-score).
+    by : sequence of str or None, default ("Metadata_Plate",)
+        Groups within which the z-scores are computed; ``None`` for all wells.
+
+    Returns
+    -------
+    polars.DataFrame
+        The metadata columns, ``PC1..PCk``, ``Metadata_QC_Outlier`` (bool) and
+        ``Metadata_QC_Reason`` (null for wells kept), one row per input row.
+    """
+    result = pca_profiles(lf, n_components, features=features)
+    scores = result.scores
+    pcs = [c for c in scores.columns if re.fullmatch(r"PC\d+", c)]
+    groups = [c for c in (by or []) if c in scores.columns]
+    if by and len(groups) != len(list(by)):
+        raise MissingColumnsError("the profiles for QC", [c for c in by if c not in scores.columns])
+    z = np.zeros((scores.height, len(pcs)))
+    if groups:
+        ids = scores.select(pl.struct(groups).rank("dense").alias("g"))["g"].to_numpy()
+        for g in np.unique(ids):
+            mask = ids == g
+            z[mask] = robust_z(scores.select(pcs).to_numpy()[mask])
+    else:
+        z = robust_z(scores.select(pcs).to_numpy())
+    reasons: list[str | None] = []
+    for row in z:
+        parts = [
+            f"{pc} robust z = {v:+.2f} (|z| > {z_threshold:g})"
+            for pc, v in zip(pcs, row, strict=True)
+            if not np.isnan(v) and abs(v) > z_threshold
+        ]
+        reasons.append("; ".join(parts) if parts else None)
+    flags = pl.Series(OUTLIER, [r is not None for r in reasons])
+    out = scores.with_columns(flags, pl.Series(REASON, reasons, dtype=pl.String))
+    n_out = int(flags.sum())
+    if n_out:
+        warn(f"{n_out} of {out.height} well(s) flagged as outliers on the first {len(pcs)} PC(s)")
+    return out
+
+
+_FOCUS = re.compile(r"ImageQuality_PowerLogLogSlope_(.+)$")
+_SATURATION = re.compile(r"ImageQuality_PercentMaximal_(.+)$")
+
+
+def image_qc(
+    lf: pl.LazyFrame | pl.DataFrame,
+    *,
+    focus_z: float = 4.0,
+    max_saturated_percent: float = 1.0,
+    by: Sequence[str] | None = (PLATE,),
+) -> pl.DataFrame:
+    """Flag out-of-focus and saturated images from CellProfiler's image-quality columns.
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame or DataFrame
+        One row per image with ``..._ImageQuality_PowerLogLogSlope_<channel>``
+        and/or ``..._ImageQuality_PercentMaximal_<channel>`` columns.
+    focus_z : float, default 4.0
+        An image is out of focus in a channel when the robust z-score of its
+        PowerLogLogSlope (within its ``by`` group) is beyond ± ``focus_z``
+        (blurred images have steeper, more negative slopes).
+    max_saturated_percent : float, default 1.0
+        An image is saturated in a channel when more than this percent of its
+        pixels sit at the maximum intensity.
+    by : sequence of str or None, default ("Metadata_Plate",)
+        Groups for the focus z-scores.
+
+    Returns
+    -------
+    polars.DataFrame
+        The metadata columns, ``Metadata_QC_Outlier`` and ``Metadata_QC_Reason``.
+
+    Raises
+    ------
+    MissingColumnsError
+        If there is no image-quality column.
+    """
+    df = lf.lazy().collect()
+    schema = schema_of(df)
+    focus = [(c, m.group(1)) for c in schema if (m := _FOCUS.search(c))]
+    satur = [(c, m.group(1)) for c in schema if (m := _SATURATION.search(c))]
+    if not focus and not satur:
+        raise MissingColumnsError(
+            "the image table",
+            ["*ImageQuality_PowerLogLogSlope_<channel>", "*ImageQuality_PercentMaximal_<channel>"],
+            "run CellProfiler's MeasureImageQuality module (or skip image QC)",
+        )
+    groups = [c for c in (by or []) if c in schema]
+    ids = (
+        df.select(pl.struct(groups).rank("dense").alias("g"))["g"].to_numpy()
+        if groups
+        else np.zeros(df.height, dtype=np.int64)
+    )
+    reasons: list[list[str]] = [[] for _ in range(df.height)]
+    for col, channel in focus:
+        v = df[col].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
+        z = np.full(v.shape, np.nan)
+        for g in np.unique(ids):
+            mask = ids == g
+            z[mask] = robust_z(v[mask])
+        for i in np.flatnonzero(np.abs(np.nan_to_num(z, nan=0.0)) > focus_z):
+            kind = "blurred" if z[i] < 0 else "unusually sharp/noisy"
+            reasons[i].append(f"focus {channel}: PowerLogLogSlope robust z = {z[i]:+.2f} ({kind})")
+    for col, channel in satur:
+        v = df[col].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
+        for i in np.flatnonzero(np.nan_to_num(v, nan=0.0) > max_saturated_percent):
+            reasons[i].append(
+                f"saturation {channel}: {v[i]:.2f}% of pixels at maximum (> {max_saturated_percent:g}%)"
+            )
+    text = ["; ".join(r) if r else None for r in reasons]
+    meta = df.select([c for c in df.columns if is_metadata(c)])
+    out = meta.with_columns(
+        pl.Series(OUTLIER, [t is not None for t in text]), pl.Series(REASON, text, dtype=pl.String)
+    )
+    n_out = int(out[OUTLIER].sum())
+    if n_out:
+        warn(f"{n_out} of {out.height} image(s) flagged by image QC")
+    return out

@@ -1,0 +1,496 @@
+"""Feature selection with pycytominer 1.7's operations, names and defaults (DOMAIN.md §2).
+
+One function per operation; each returns a :class:`FeatureSelection` saying
+which features it drops and why. :func:`feature_select` applies a list of
+operations in order, each on the features the previous ones kept, as
+pycytominer's ``feature_select(operation=[...])`` does.
+
+=========================  ==========================================================
+operation                  drops a feature when (defaults)
+=========================  ==========================================================
+``variance_threshold``     population variance <= ``min_variance`` (1e-6), or undefined
+``frequency_threshold``    2nd / 1st most common value count < ``freq_cut`` (0.05) OR
+                           distinct values / rows < ``unique_cut`` (0.01)
+``correlation_threshold``  Pearson r > ``corr_threshold`` (0.9) with another feature:
+                           of each such pair, the one with the larger sum of |r|
+                           (pycytominer, all pairs at once), or iteratively
+``drop_na_columns``        fraction missing > ``na_cutoff`` (0.05)
+``blocklist``              in pycytominer's default blocklist (or a given one)
+``drop_outliers``          max |x| > ``outlier_cutoff`` (500)
+=========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from cellframe.errors import InvalidInputError
+from cellframe.profiles._common import (
+    RowFilter,
+    require_columns,
+    resolve_features,
+    row_filter,
+    to_numpy64,
+)
+
+__all__ = [
+    "OPERATIONS",
+    "FeatureSelection",
+    "blocklist",
+    "correlation_threshold",
+    "default_blocklist",
+    "drop_na_columns",
+    "drop_outliers",
+    "feature_select",
+    "frequency_threshold",
+    "select_features",
+    "variance_threshold",
+]
+
+_DROPPED_SCHEMA = {"feature": pl.String, "operation": pl.String, "reason": pl.String}
+
+
+@dataclass(frozen=True)
+class FeatureSelection:
+    """Result of feature selection: kept features, and dropped ones with the reason.
+
+    Attributes
+    ----------
+    kept : list of str
+        Features kept, in input order.
+    dropped : polars.DataFrame
+        Columns ``feature``, ``operation``, ``reason``; one row per dropped feature.
+    """
+
+    kept: list[str]
+    dropped: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_DROPPED_SCHEMA))
+
+    @property
+    def dropped_features(self) -> list[str]:
+        """Names of the dropped features."""
+        return self.dropped["feature"].to_list()
+
+    def apply(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """Remove the dropped features from ``lf`` (other columns stay)."""
+        lf = lf.lazy()
+        present = set(lf.collect_schema())
+        return lf.drop([f for f in self.dropped_features if f in present])
+
+
+def _result(features: Sequence[str], drops: Mapping[str, str], operation: str) -> FeatureSelection:
+    dropped = pl.DataFrame(
+        {
+            "feature": [f for f in features if f in drops],
+            "operation": [operation] * sum(1 for f in features if f in drops),
+            "reason": [drops[f] for f in features if f in drops],
+        },
+        schema=_DROPPED_SCHEMA,
+    )
+    return FeatureSelection(kept=[f for f in features if f not in drops], dropped=dropped)
+
+
+def _prepare(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    features: Sequence[str] | None,
+    samples: RowFilter,
+) -> tuple[list[str], np.ndarray]:
+    lf = profiles.lazy()
+    feats = resolve_features(lf, features, "the profiles to select features from")
+    predicate = row_filter(samples)
+    if predicate is not None:
+        require_columns(lf, list(predicate.meta.root_names()), "the profiles", "check samples=")
+        lf = lf.filter(predicate)
+    df = lf.select(feats).collect()
+    if df.height == 0:
+        from cellframe.errors import EmptyInputError
+
+        raise EmptyInputError(f"no rows to select features on (samples={samples!r})")
+    return feats, to_numpy64(df, feats)
+
+
+def variance_threshold(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    min_variance: float = 1e-6,
+) -> FeatureSelection:
+    """Drop features whose population variance is at most ``min_variance``.
+
+    As scikit-learn's ``VarianceThreshold`` in pycytominer: variance with
+    ddof=0 over non-missing values; a feature with no values has no variance
+    and is dropped.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"a": [1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0]})
+    >>> variance_threshold(df).dropped_features
+    ['a']
+    """
+    if min_variance < 0:
+        raise ValueError("min_variance must be non-negative")
+    feats, x = _prepare(profiles, features, samples)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            var = np.nanvar(x, axis=0)
+    drops = {}
+    for f, v in zip(feats, var, strict=True):
+        if not np.isfinite(v):
+            drops[f] = "variance undefined (no non-missing values)"
+        elif v <= min_variance:
+            drops[f] = f"variance {v:.3g} <= min_variance {min_variance:g}"
+    return _result(feats, drops, "variance_threshold")
+
+
+def frequency_threshold(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    freq_cut: float = 0.05,
+    unique_cut: float = 0.01,
+) -> FeatureSelection:
+    """Drop features dominated by one value or with few distinct values.
+
+    A feature is dropped when (count of its 2nd most common value) / (count of
+    its most common value) < ``freq_cut`` (0 when it has fewer than two
+    distinct values), or (distinct non-missing values) / (rows) < ``unique_cut``
+    (pycytominer 1.7's rule: either condition drops).
+    """
+    if not 0 <= freq_cut <= 1:
+        raise ValueError("freq_cut must be between 0 and 1")
+    if not 0 <= unique_cut <= 1:
+        raise ValueError("unique_cut must be between 0 and 1")
+    feats, x = _prepare(profiles, features, samples)
+    n = x.shape[0]
+    drops = {}
+    for j, f in enumerate(feats):
+        col = x[:, j]
+        col = col[~np.isnan(col)]
+        _, counts = np.unique(col, return_counts=True)
+        n_unique = counts.size
+        if n_unique < 2:
+            ratio = 0.0
+        else:
+            top2 = np.partition(counts, n_unique - 2)[-2:]
+            ratio = float(top2[0] / top2[1])
+        unique_ratio = n_unique / n
+        reasons = []
+        if ratio < freq_cut:
+            reasons.append(f"2nd/1st most common value count {ratio:.3g} < freq_cut {freq_cut:g}")
+        if unique_ratio < unique_cut:
+            reasons.append(f"distinct/rows {unique_ratio:.3g} < unique_cut {unique_cut:g}")
+        if reasons:
+            drops[f] = "; ".join(reasons)
+    return _result(feats, drops, "frequency_threshold")
+
+
+def _pearson(x: np.ndarray) -> np.ndarray:
+    """Pearson correlation matrix; pairwise-complete when values are missing (as pandas)."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if not np.isnan(x).any() and not np.isinf(x).any():
+            c = np.corrcoef(x, rowvar=False)
+            return np.atleast_2d(c)
+        # Columns without missing values: one corrcoef. A column with missing
+        # values: centred (two-pass) sums over its rows against every other
+        # column, as pandas' pairwise-complete ``DataFrame.corr``.
+        d = x.shape[1]
+        missing = np.isnan(x).any(axis=0)
+        full = np.flatnonzero(~missing)
+        part = np.flatnonzero(missing)
+        c = np.full((d, d), np.nan)
+        if full.size:
+            c[np.ix_(full, full)] = np.atleast_2d(np.corrcoef(x[:, full], rowvar=False))
+
+        def centred_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            if a.shape[0] < 2:
+                return np.full(b.shape[1], np.nan)
+            a = a - a.mean()
+            b = b - b.mean(axis=0)
+            den = np.sqrt((a @ a) * (b * b).sum(axis=0))
+            r = (a @ b) / den
+            r[den == 0] = np.nan
+            return np.clip(r, -1.0, 1.0)
+
+        for k, i in enumerate(part):
+            rows = ~np.isnan(x[:, i])
+            if full.size:
+                r = centred_r(x[rows, i], x[np.ix_(rows, full)])
+                c[i, full] = r
+                c[full, i] = r
+            for j in part[k:]:
+                both = rows & ~np.isnan(x[:, j])
+                r = centred_r(x[both, i], x[both, j][:, None])[0]
+                c[i, j] = c[j, i] = r
+        return c
+
+
+def correlation_threshold(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    threshold: float = 0.9,
+    method: Literal["pearson"] = "pearson",
+    strategy: Literal["pycytominer", "iterative"] = "pycytominer",
+) -> FeatureSelection:
+    """Drop one feature of each highly correlated pair.
+
+    Parameters
+    ----------
+    threshold : float, default 0.9
+        Pairs with correlation above this are considered.
+    method : {"pearson"}
+        Correlation coefficient.
+    strategy : {"pycytominer", "iterative"}, default "pycytominer"
+        ``"pycytominer"``: every pair with r > ``threshold`` (signed r, as
+        pycytominer) at once; of each pair, drop the feature with the larger
+        sum of |r| over all features. ``"iterative"``: repeatedly take the
+        most correlated remaining pair by |r| and drop the member with the
+        larger mean |r| with the remaining features, until no pair has
+        |r| > ``threshold`` (caret's ``findCorrelation``); it usually drops
+        fewer features.
+    """
+    if method != "pearson":
+        raise ValueError(f"unknown correlation method {method!r}; valid: 'pearson'")
+    if not 0 <= threshold <= 1:
+        raise ValueError("threshold must be between 0 and 1")
+    if strategy not in ("pycytominer", "iterative"):
+        raise ValueError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
+    feats, x = _prepare(profiles, features, samples)
+    corr = _pearson(x)
+    drops: dict[str, str] = {}
+    if strategy == "pycytominer":
+        total = np.nansum(np.abs(corr), axis=0)
+        # pandas' Series.sort_values uses numpy quicksort: same order for ties.
+        order = np.argsort(total, kind="quicksort")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        rows, cols = np.nonzero(np.tril(np.nan_to_num(corr, nan=-np.inf) > threshold, k=-1))
+        for a, b in zip(rows, cols, strict=True):
+            drop, other = (a, b) if rank[a] > rank[b] else (b, a)
+            if feats[drop] not in drops:
+                drops[feats[drop]] = (
+                    f"r = {corr[a, b]:.4f} > {threshold:g} with {feats[other]!r}; "
+                    f"larger sum |r| ({total[drop]:.4g} vs {total[other]:.4g})"
+                )
+        return _result(feats, drops, "correlation_threshold")
+    a = np.abs(np.nan_to_num(corr, nan=0.0))
+    np.fill_diagonal(a, 0.0)
+    alive = np.ones(len(feats), dtype=bool)
+    while True:
+        masked = np.where(alive[:, None] & alive[None, :], a, 0.0)
+        flat = int(np.argmax(masked))
+        i, j = divmod(flat, masked.shape[1])
+        if masked[i, j] <= threshold:
+            break
+        k = int(alive.sum()) - 1
+        mean_i = masked[i].sum() / k
+        mean_j = masked[j].sum() / k
+        drop, other = (i, j) if mean_i >= mean_j else (j, i)
+        drops[feats[drop]] = (
+            f"|r| = {a[i, j]:.4f} > {threshold:g} with {feats[other]!r}; larger mean |r| "
+            f"({max(mean_i, mean_j):.4g} vs {min(mean_i, mean_j):.4g})"
+        )
+        alive[drop] = False
+    return _result(feats, drops, "correlation_threshold")
+
+
+def drop_na_columns(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    cutoff: float = 0.05,
+) -> FeatureSelection:
+    """Drop features whose fraction of missing values (null or NaN) exceeds ``cutoff``."""
+    if not 0 <= cutoff <= 1:
+        raise ValueError("cutoff must be between 0 and 1")
+    feats, x = _prepare(profiles, features, samples)
+    frac = np.isnan(x).mean(axis=0)
+    drops = {
+        f: f"{p:.1%} missing > na_cutoff {cutoff:g}"
+        for f, p in zip(feats, frac, strict=True)
+        if p > cutoff
+    }
+    return _result(feats, drops, "drop_na_columns")
+
+
+@lru_cache(maxsize=1)
+def default_blocklist() -> tuple[str, ...]:
+    """pycytominer's default blocklist of noisy CellProfiler features.
+
+    Read at run time from the installed pycytominer's package data
+    (``data/blocklist_features.txt``); when pycytominer is absent, the copy
+    shipped in ``cellframe/profiles/default_blocklist.txt`` (same list, with
+    its attribution: Way 2019, doi:10.6084/m9.figshare.10255811) is used.
+    """
+    import importlib.util
+
+    text = None
+    # Locate pycytominer's data without importing it (its import loads pandas
+    # and scikit-learn, seconds of start-up).
+    spec = importlib.util.find_spec("pycytominer")
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "data" / "blocklist_features.txt"
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+    if text is None:
+        text = (resources.files("cellframe.profiles") / "default_blocklist.txt").read_text()
+    names = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#") and line.strip() != "blocklist"
+    ]
+    return tuple(names)
+
+
+def blocklist(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    blocklist: Iterable[str] | None = None,
+) -> FeatureSelection:
+    """Drop features named in a blocklist (default: pycytominer's, see :func:`default_blocklist`)."""
+    del samples  # the rows do not matter; kept so every operation has one signature
+    feats = resolve_features(profiles.lazy(), features, "the profiles to select features from")
+    names = set(default_blocklist() if blocklist is None else blocklist)
+    source = "the default blocklist" if blocklist is None else "the given blocklist"
+    drops = {f: f"in {source}" for f in feats if f in names}
+    return _result(feats, drops, "blocklist")
+
+
+def drop_outliers(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    outlier_cutoff: float = 500.0,
+) -> FeatureSelection:
+    """Drop features with any absolute value above ``outlier_cutoff`` (after normalization)."""
+    feats, x = _prepare(profiles, features, samples)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        peak = np.nanmax(np.abs(x), axis=0) if x.shape[0] else np.full(len(feats), np.nan)
+    drops = {
+        f: f"max |x| = {v:.4g} > outlier_cutoff {outlier_cutoff:g}"
+        for f, v in zip(feats, peak, strict=True)
+        if v > outlier_cutoff
+    }
+    return _result(feats, drops, "drop_outliers")
+
+
+Operation = Callable[..., FeatureSelection]
+
+#: Operations by pycytominer name, with the composer's keyword each one takes.
+OPERATIONS: dict[str, tuple[Operation, dict[str, str]]] = {
+    "variance_threshold": (variance_threshold, {"min_variance": "min_variance"}),
+    "frequency_threshold": (
+        frequency_threshold,
+        {"freq_cut": "freq_cut", "unique_cut": "unique_cut"},
+    ),
+    "correlation_threshold": (
+        correlation_threshold,
+        {"corr_threshold": "threshold", "corr_method": "method", "corr_strategy": "strategy"},
+    ),
+    "drop_na_columns": (drop_na_columns, {"na_cutoff": "cutoff"}),
+    "blocklist": (blocklist, {"blocklist": "blocklist"}),
+    "drop_outliers": (drop_outliers, {"outlier_cutoff": "outlier_cutoff"}),
+}
+
+
+def feature_select(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    operation: str | Operation | Sequence[str | Operation] = "variance_threshold",
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    **params: Any,
+) -> FeatureSelection:
+    """Apply feature-selection operations in order, each on the features still kept.
+
+    Parameters
+    ----------
+    profiles : polars.LazyFrame or DataFrame
+        Profiles (usually normalized well profiles).
+    operation : str, callable or sequence of those, default "variance_threshold"
+        Names from :data:`OPERATIONS` (pycytominer's names) or callables
+        ``f(profiles, features=..., samples=...) -> FeatureSelection``.
+    features : sequence of str, optional
+        Candidate features (default: every numeric non-metadata column).
+    samples : str, polars.Expr or None, default "all"
+        Rows to compute the statistics on (see ``row_filter``).
+    **params
+        pycytominer's parameter names: ``min_variance``, ``freq_cut``,
+        ``unique_cut``, ``corr_threshold``, ``corr_method``, ``corr_strategy``,
+        ``na_cutoff``, ``blocklist``, ``outlier_cutoff``.
+
+    Returns
+    -------
+    FeatureSelection
+        ``dropped`` lists every dropped feature with the operation and reason.
+
+    Raises
+    ------
+    ValueError
+        For an unknown operation or parameter name.
+    """
+    ops = [operation] if isinstance(operation, str) or callable(operation) else list(operation)
+    known = {p for _, names in OPERATIONS.values() for p in names}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown feature-selection parameter(s) {unknown}; valid: {sorted(known)}"
+        )
+    lf = profiles.lazy()
+    feats = resolve_features(lf, features, "the profiles to select features from")
+    # Collect once: every operation works on the same (small, well-level) rows.
+    predicate = row_filter(samples)
+    data = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
+    kept = list(feats)
+    dropped = []
+    for op in ops:
+        if callable(op) and not isinstance(op, str):
+            result = op(data, features=kept, samples="all")
+        else:
+            if op not in OPERATIONS:
+                raise ValueError(
+                    f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}"
+                )
+            fn, names = OPERATIONS[op]
+            kwargs = {names[k]: v for k, v in params.items() if k in names}
+            result = fn(data, features=kept, samples="all", **kwargs)
+        dropped.append(result.dropped)
+        kept = [f for f in kept if f not in set(result.dropped_features)]
+    if not kept:
+        raise InvalidInputError(
+            "feature selection dropped every feature; loosen the thresholds or check the input"
+        )
+    return FeatureSelection(kept=kept, dropped=pl.concat(dropped, how="vertical"))
+
+
+def select_features(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    operation: str | Operation | Sequence[str | Operation] = "variance_threshold",
+    **kwargs: Any,
+) -> pl.LazyFrame:
+    """:func:`feature_select`, then drop the selected features from ``profiles``."""
+    return feature_select(profiles, operation, **kwargs).apply(profiles)

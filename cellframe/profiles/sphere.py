@@ -1,0 +1,482 @@
+"""Sphering (whitening) of profiles against negative controls (DOMAIN.md §2).
+
+Two families:
+
+* ``"regularized"`` — the thesis's eigenvalue-regularized ZCA. On the
+  negative-control profiles X (n x d): mu = mean(X), S = (X - mu)^T (X - mu) / n,
+  S = U diag(e) U^T, W = U diag(1 / sqrt(e + lambda)) U^T; a profile y becomes
+  (y - mu) W. Smaller lambda = stronger correction; the thesis sweeps
+  1e-4 ... 1e0 and uses 1e-2 (:func:`lambda_sweep` scores a grid).
+* ``"ZCA"``, ``"ZCA-cor"``, ``"PCA"``, ``"PCA-cor"`` — pycytominer >= 1.7.1's
+  ``Spherize``: covariance with n - 1, ``epsilon`` added to the *singular
+  values*, null-space singular values set to the smallest non-zero one when
+  n <= d, ``-cor`` methods standardize first. No lambda reproduces it.
+
+The fitted transform (mean, scale, W and the parameters) is a small object
+saved to and loaded from the store and applied to new plates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from cellframe.columns import FEATURE_DTYPE, MOA
+from cellframe.errors import InvalidInputError
+from cellframe.profiles._common import (
+    RowFilter,
+    filter_columns,
+    require_columns,
+    resolve_features,
+    row_filter,
+    to_numpy64,
+)
+
+if TYPE_CHECKING:
+    from cellframe.store import Store
+
+__all__ = ["SPHERE_METHODS", "Spherizer", "lambda_sweep", "sphere"]
+
+#: Sphering methods: the thesis's regularized ZCA and pycytominer's four.
+SPHERE_METHODS = ("regularized", "ZCA", "ZCA-cor", "PCA", "PCA-cor")
+
+#: Column of a saved sphering table telling what each row holds.
+ROW = "Metadata_Row"
+
+Score = Callable[[pl.DataFrame], float]
+
+#: Smallest eigenvalue ratio of the Gram matrix for the fast (eigh) path: 1e-10 = condition 1e5.
+_GRAM_MIN_RATIO = 1e-10
+
+
+def _check_method(method: str) -> str:
+    if method not in SPHERE_METHODS:
+        raise ValueError(
+            f"unknown sphering method {method!r}; valid: {', '.join(map(repr, SPHERE_METHODS))}"
+        )
+    return method
+
+
+def _eigh_covariance(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0) and eigenvectors of X^T X / n for centred X."""
+    n = xc.shape[0]
+    cov = (xc.T @ xc) / n
+    evals, evecs = np.linalg.eigh(cov)
+    return np.clip(evals, 0.0, None), evecs
+
+
+def _regularized_w(evals: np.ndarray, evecs: np.ndarray, lam: float) -> np.ndarray:
+    return (evecs / np.sqrt(evals + lam)) @ evecs.T
+
+
+def _pycytominer_w(xt: np.ndarray, method: str, epsilon: float, center: bool) -> np.ndarray:
+    """pycytominer >= 1.7.1 ``Spherize.fit`` on the already centred/standardized X.
+
+    One decomposition gives both the rank (numpy's ``matrix_rank`` tolerance)
+    and the whitening matrix: an eigen-decomposition of X^T X when n > d and
+    X is well conditioned, else an economy SVD; pycytominer's full-size SVD
+    is needed only for PCA with n <= d, whose null-space components need a
+    full basis.
+    """
+    n, d = xt.shape
+    pca = method.startswith("PCA")
+    sigma = vt = None
+    if n > d:
+        # Fast path: eigen-decompose the d x d Gram matrix instead of the SVD
+        # of the n x d data. Its eigenvalues are the squared singular values;
+        # it is used only when the controls are well conditioned (condition
+        # number below 1e5), where the squared values lose < 1e-6 relative
+        # accuracy. Otherwise the exact SVD below is used.
+        evals, evecs = np.linalg.eigh(xt.T @ xt)
+        evals, evecs = evals[::-1], evecs[:, ::-1]
+        if evals[-1] > evals[0] * _GRAM_MIN_RATIO:
+            sigma, vt = np.sqrt(evals), np.ascontiguousarray(evecs.T)
+    if sigma is None:
+        _, sigma, vt = np.linalg.svd(xt, full_matrices=pca and n <= d)
+    tol = (sigma.max() if sigma.size else 0.0) * max(n, d) * np.finfo(np.float64).eps
+    r = int((sigma > tol).sum())
+    ok = (r == d) or (center and r == n - 1) or (not (center and r == n))
+    if not ok:
+        raise InvalidInputError(
+            f"the control profiles are not full rank: n = {n}, d = {d}, rank = {r}; "
+            "remove linearly dependent features (e.g. correlation_threshold) first"
+        )
+    if r == 0:
+        raise InvalidInputError("the control profiles have rank 0 (all equal); cannot sphere")
+    scale = np.sqrt(n - 1)
+    if n <= d:
+        fill = sigma[r - 1]
+        if pca:
+            s = np.concatenate((sigma[:r], np.repeat(fill, d - r))) + epsilon
+            return (vt / s[:, None]).T * scale
+        # ZCA: the null-space directions all get the same value, so the
+        # projector onto them replaces pycytominer's arbitrary full basis.
+        v_r = vt[:r].T
+        s_r = sigma[:r] + epsilon
+        w = (v_r / s_r) @ v_r.T + (np.eye(d) - v_r @ v_r.T) / (fill + epsilon)
+        return w * scale
+    s = sigma + epsilon
+    w = (vt / s[:, None]).T * scale
+    if not pca:
+        w = w @ vt
+    return w
+
+
+class Spherizer:
+    """A sphering transform fitted on negative-control profiles.
+
+    Parameters
+    ----------
+    method : {"regularized", "ZCA", "ZCA-cor", "PCA", "PCA-cor"}, default "regularized"
+        ``"regularized"`` is the thesis's ZCA with ``lam``; the others are
+        pycytominer's ``Spherize`` methods (compatibility mode).
+    lam : float, default 1e-2
+        Regularization lambda of ``"regularized"`` (added to the eigenvalues).
+    epsilon : float, default 1e-6
+        pycytominer's epsilon, added to the singular values (compatibility mode).
+    center : bool, default True
+        Centre before sphering (compatibility mode; ``-cor`` methods require it).
+    controls : str, polars.Expr or None, default "negcon"
+        Rows to fit on (see :func:`cellframe.profiles.normalize.Normalizer`).
+    features : sequence of str, optional
+        Features to sphere (default: every numeric non-metadata column).
+
+    Attributes
+    ----------
+    features_ : list of str
+    mean_, scale_ : numpy.ndarray
+        Subtracted and divided before multiplying by ``W_`` (scale is 1
+        except for the ``-cor`` methods).
+    W_ : numpy.ndarray
+        d x d whitening matrix.
+    output_names_ : list of str
+        Output feature names: the input names, or ``PC1 ... PCd`` for PCA.
+    n_controls_ : int
+    """
+
+    def __init__(
+        self,
+        method: str = "regularized",
+        *,
+        lam: float = 1e-2,
+        epsilon: float = 1e-6,
+        center: bool = True,
+        controls: RowFilter = "negcon",
+        features: Sequence[str] | None = None,
+    ) -> None:
+        self.method = _check_method(method)
+        if lam < 0:
+            raise ValueError("lam must be non-negative")
+        if method in ("ZCA-cor", "PCA-cor") and not center:
+            raise ValueError("PCA-cor and ZCA-cor require center=True")
+        self.lam = float(lam)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.controls = controls
+        self.features = None if features is None else list(features)
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (recorded in provenance)."""
+        return {
+            "method": self.method,
+            "lam": self.lam,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "controls": self.controls
+            if isinstance(self.controls, str | None)
+            else str(self.controls),
+        }
+
+    def _control_matrix(self, lf: pl.LazyFrame | pl.DataFrame) -> tuple[list[str], np.ndarray]:
+        lf = lf.lazy()
+        where = "the profiles to sphere"
+        require_columns(
+            lf,
+            filter_columns(self.controls),
+            where,
+            "name the control rows with controls=..., or controls='all'",
+        )
+        features = resolve_features(lf, self.features, where)
+        predicate = row_filter(self.controls)
+        ctrl = (lf if predicate is None else lf.filter(predicate)).select(features).collect()
+        x = to_numpy64(ctrl, features)
+        if x.shape[0] < 2:
+            from cellframe.errors import EmptyInputError
+
+            raise EmptyInputError(
+                f"sphering needs at least 2 control profiles, found {x.shape[0]} "
+                f"(controls={self.controls!r})"
+            )
+        bad = np.isnan(x).any(axis=0)
+        if bad.any():
+            names = [f for f, b in zip(features, bad, strict=True) if b]
+            raise InvalidInputError(
+                f"{len(names)} feature(s) have missing values in the control profiles, e.g. "
+                f"{names[:5]}; drop them (drop_na_columns) or impute before sphering"
+            )
+        return features, x
+
+    def fit(self, lf: pl.LazyFrame | pl.DataFrame) -> Spherizer:
+        """Fit mean and W on the control rows of ``lf``.
+
+        Raises
+        ------
+        EmptyInputError
+            With fewer than 2 control rows.
+        InvalidInputError
+            With missing values in the controls, a constant feature in a
+            ``-cor`` method, or (pycytominer's check) rank-deficient controls.
+        """
+        features, x = self._control_matrix(lf)
+        self.features_ = features
+        self.n_controls_ = x.shape[0]
+        d = x.shape[1]
+        if self.method == "regularized":
+            self.mean_ = x.mean(axis=0)
+            self.scale_ = np.ones(d)
+            evals, evecs = _eigh_covariance(x - self.mean_)
+            self.eigenvalues_ = evals[::-1].copy()
+            self.W_ = _regularized_w(evals, evecs, self.lam)
+        else:
+            if self.method.endswith("-cor"):
+                self.mean_ = x.mean(axis=0)
+                std = x.std(axis=0)
+                if np.any(std == 0):
+                    zero = [f for f, s in zip(features, std, strict=True) if s == 0]
+                    raise InvalidInputError(
+                        f"{len(zero)} feature(s) are constant in the controls, e.g. {zero[:5]}; "
+                        f"{self.method} divides by their std: remove them first (variance_threshold)"
+                    )
+                self.scale_ = std
+            else:
+                self.mean_ = x.mean(axis=0) if self.center else np.zeros(d)
+                self.scale_ = np.ones(d)
+            xt = (x - self.mean_) / self.scale_
+            self.W_ = _pycytominer_w(xt, self.method, self.epsilon, self.center)
+        self.output_names_ = (
+            [f"PC{i}" for i in range(1, d + 1)] if self.method.startswith("PCA") else list(features)
+        )
+        return self
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "W_"):
+            raise InvalidInputError(
+                "this Spherizer is not fitted; call fit(...) or load(...) first"
+            )
+
+    def transform_array(self, x: np.ndarray) -> np.ndarray:
+        """Apply the transform to a float matrix with the fitted features as columns (float64 result)."""
+        self._require_fitted()
+        return ((np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_) @ self.W_
+
+    def transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """Sphere every row of ``lf``; metadata passes through, features become Float32.
+
+        For PCA methods the features are replaced by ``PC1 ... PCd``.
+
+        Raises
+        ------
+        MissingColumnsError
+            If a fitted feature is absent.
+        """
+        self._require_fitted()
+        lf = lf.lazy()
+        require_columns(
+            lf,
+            self.features_,
+            "the profiles to sphere",
+            "the fitted features must all be present (select common features across plates first)",
+        )
+        schema = lf.collect_schema()
+        features = self.features_
+        names = self.output_names_
+        rest = [c for c in schema if c not in set(features)]
+        out_schema = {**{c: schema[c] for c in rest}, **dict.fromkeys(names, FEATURE_DTYPE)}
+        if names == features:  # ZCA keeps the column order of the input
+            out_schema = {c: (FEATURE_DTYPE if c in set(features) else schema[c]) for c in schema}
+
+        def apply(df: pl.DataFrame) -> pl.DataFrame:
+            y = self.transform_array(to_numpy64(df, features)).astype(np.float32)
+            new = pl.DataFrame(
+                {n: y[:, i] for i, n in enumerate(names)},
+                schema=dict.fromkeys(names, FEATURE_DTYPE),
+            )
+            return df.drop(features).hstack(new).select(list(out_schema))
+
+        return lf.map_batches(apply, schema=out_schema, streamable=True)
+
+    def fit_transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """:meth:`fit` on the controls, then :meth:`transform` every row."""
+        return self.fit(lf).transform(lf)
+
+    # ------------------------------------------------------------------ storage
+    def to_frame(self) -> pl.DataFrame:
+        """The fit as a table: rows ``mean``, ``scale`` and one per output column (W's columns)."""
+        self._require_fitted()
+        rows = np.vstack([self.mean_, self.scale_, self.W_.T])
+        labels = ["mean", "scale", *self.output_names_]
+        frame = pl.DataFrame(rows, schema=dict.fromkeys(self.features_, pl.Float64), orient="row")
+        return frame.insert_column(0, pl.Series(ROW, labels))
+
+    def save(self, store: Store, name: str) -> None:
+        """Write the fitted transform to table ``name`` of ``store`` (replacing it)."""
+        params = {
+            **self.parameters(),
+            "n_controls": self.n_controls_,
+            "n_features": len(self.features_),
+        }
+        store.write(name, self.to_frame(), mode="replace", step="sphere_fit", parameters=params)
+
+    @classmethod
+    def load(cls, store: Store, name: str) -> Spherizer:
+        """Read a transform saved with :meth:`save`."""
+        prov = store.provenance(name).filter(pl.col("step") == "sphere_fit")
+        if prov.height == 0:
+            raise InvalidInputError(
+                f"table {name!r} was not written by Spherizer.save (no sphere_fit provenance)"
+            )
+        params = json.loads(prov["parameters"][-1])
+        obj = cls(
+            params["method"],
+            lam=params["lam"],
+            epsilon=params["epsilon"],
+            center=params["center"],
+            controls=params["controls"],
+        )
+        frame = store.read(name)
+        features = [c for c in frame.columns if c != ROW]
+        labels = frame[ROW].to_list()
+        if labels[:2] != ["mean", "scale"]:
+            raise InvalidInputError(f"table {name!r} is not a saved sphering transform")
+        values = frame.select(features).to_numpy().astype(np.float64)
+        obj.features_ = features
+        obj.mean_, obj.scale_ = values[0], values[1]
+        obj.W_ = np.ascontiguousarray(values[2:].T)
+        obj.output_names_ = labels[2:]
+        obj.n_controls_ = int(params.get("n_controls", 0))
+        return obj
+
+    def __repr__(self) -> str:
+        extra = (
+            f", lam={self.lam:g}" if self.method == "regularized" else f", epsilon={self.epsilon:g}"
+        )
+        return f"Spherizer({self.method!r}{extra})"
+
+
+def sphere(
+    lf: pl.LazyFrame | pl.DataFrame,
+    method: str = "regularized",
+    *,
+    lam: float = 1e-2,
+    epsilon: float = 1e-6,
+    center: bool = True,
+    controls: RowFilter = "negcon",
+    features: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Fit a :class:`Spherizer` on the controls of ``lf`` and sphere every row.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 3)) @ np.array([[2.0, 0, 0], [1, 1, 0], [0, 0, 3]])
+    >>> lf = pl.LazyFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]})
+    >>> out = sphere(lf, lam=0.0, controls="all").collect().to_numpy()
+    >>> bool(np.allclose(np.cov(out, rowvar=False, bias=True), np.eye(3), atol=1e-4))
+    True
+    """
+    sph = Spherizer(
+        method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
+    )
+    return sph.fit_transform(lf)
+
+
+def _default_score(label: str) -> Score:
+    def score(profiles: pl.DataFrame) -> float:
+        try:
+            from cellframe.evaluate import retrieval_map
+        except ImportError as exc:
+            raise InvalidInputError(
+                "lambda_sweep's default score needs cellframe.evaluate.retrieval_map, which "
+                "is not available in this installation; pass score=callable(profiles) -> float"
+            ) from exc
+        value = retrieval_map(profiles, label=label)
+        if isinstance(value, int | float | np.floating):
+            return float(value)
+        for attr in ("map", "mAP", "mean_average_precision"):
+            if hasattr(value, attr):
+                return float(getattr(value, attr))
+        if isinstance(value, dict):
+            for key, v in value.items():
+                if "map" in str(key).lower():
+                    return float(v)
+        raise InvalidInputError(
+            f"retrieval_map returned a {type(value).__name__}; lambda_sweep needs a number: "
+            "pass score=callable(profiles) -> float"
+        )
+
+    return score
+
+
+def lambda_sweep(
+    lf: pl.LazyFrame | pl.DataFrame,
+    lambdas: Sequence[float] | np.ndarray | None = None,
+    *,
+    controls: RowFilter = "negcon",
+    features: Sequence[str] | None = None,
+    score: Score | None = None,
+    label: str = MOA,
+    prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+) -> pl.DataFrame:
+    """Score the regularized ZCA over a grid of lambdas.
+
+    The control covariance is decomposed once; each lambda only rebuilds W.
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame or DataFrame
+        Profiles (usually well profiles), controls included.
+    lambdas : sequence of float, optional
+        Grid (default ``10 ** arange(-6, 1)``: 1e-6 ... 1e0, the thesis's range
+        widened by two decades).
+    controls, features
+        As in :class:`Spherizer`.
+    score : callable, optional
+        ``score(sphered_profiles) -> float`` (higher is better). The default
+        is ``cellframe.evaluate.retrieval_map(profiles, label=label)``.
+    label : str, default "Metadata_MoA"
+        Column the default score retrieves by (DOMAIN.md §3: positives share a label).
+    prepare : callable, optional
+        Applied to each sphered LazyFrame before scoring, e.g. an
+        aggregation to treatments.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns ``lambda`` and ``score``, one row per lambda, in grid order.
+    """
+    grid = np.asarray(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, dtype=np.float64)
+    if grid.size == 0 or np.any(grid < 0):
+        raise ValueError("lambdas must be a non-empty sequence of non-negative numbers")
+    scorer = score if score is not None else _default_score(label)
+    base = Spherizer("regularized", controls=controls, features=features)
+    feats, x = base._control_matrix(lf)
+    mean = x.mean(axis=0)
+    evals, evecs = _eigh_covariance(x - mean)
+    data = lf.lazy().collect()
+    scores = []
+    for lam in grid:
+        sph = Spherizer("regularized", lam=float(lam), controls=controls, features=feats)
+        sph.features_, sph.n_controls_ = feats, x.shape[0]
+        sph.mean_, sph.scale_ = mean, np.ones(len(feats))
+        sph.W_ = _regularized_w(evals, evecs, float(lam))
+        sph.output_names_ = list(feats)
+        out = sph.transform(data)
+        if prepare is not None:
+            out = prepare(out)
+        scores.append(float(scorer(out.collect())))
+    return pl.DataFrame({"lambda": grid, "score": scores})

@@ -1,0 +1,216 @@
+"""Store-level steps, the TOML pipeline and the CLI commands, checked against the pure transforms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from cellframe.cli import main
+from cellframe.columns import PLATE, feature_columns
+from cellframe.profiles import (
+    Normalizer,
+    Spherizer,
+    aggregate,
+    feature_select,
+    normalize,
+    run_pipeline,
+    sphere,
+    treatment_strength,
+)
+from cellframe.store import Store
+
+from .conftest import make_screen
+
+CONFIG = """
+input = "cells"
+
+[[step]]
+run = "aggregate"
+level = "well"
+path = "thesis"
+chunk_rows = 30
+
+[[step]]
+run = "normalize"
+method = "mad_robustize"
+save_fit = "normalize_fit"
+
+[[step]]
+run = "select"
+operations = ["variance_threshold", "correlation_threshold"]
+corr_threshold = 0.95
+
+[[step]]
+run = "sphere"
+lam = 0.1
+save_fit = "sphere_fit"
+
+[[step]]
+run = "strength"
+input = "wells_normalized"
+"""
+
+
+@pytest.fixture
+def screen_store(tmp_path):
+    path = tmp_path / "screen.duckdb"
+    cells = make_screen(n_plates=2, n_wells=12, n_sites=2, cells_per_site=5, n_features=6)
+    with Store(path) as store:
+        for (plate,), part in cells.group_by(PLATE, maintain_order=True):
+            store.write_partition("cells", plate, part, step="test")
+    return path, cells
+
+
+def _expected_chain(cells: pl.DataFrame):
+    wells = aggregate(cells.lazy(), "well", path="thesis").collect()
+    normalized = normalize(wells, "mad_robustize").collect()
+    selection = feature_select(
+        normalized, ["variance_threshold", "correlation_threshold"], corr_threshold=0.95
+    )
+    selected = selection.apply(normalized).collect()
+    sphered = sphere(selected, lam=0.1).collect()
+    return wells, normalized, selected, sphered
+
+
+def test_pipeline_config_matches_pure_chain(screen_store, tmp_path):
+    path, cells = screen_store
+    wells, normalized, selected, sphered = _expected_chain(cells)
+    config = tmp_path / "pipeline.toml"
+    config.write_text(CONFIG)
+    with Store(path) as store:
+        reports = run_pipeline(store, config, progress=False)
+        assert [r.output for r in reports] == [
+            "wells",
+            "wells_normalized",
+            "wells_normalized_selected",
+            "wells_normalized_selected_sphered",
+            "wells_normalized_strength",
+        ]
+        for table, expected in [
+            ("wells", wells),
+            ("wells_normalized", normalized),
+            ("wells_normalized_selected", selected),
+            ("wells_normalized_selected_sphered", sphered),
+        ]:
+            got = store.read(table).select(expected.columns)
+            assert_frame_equal(got, expected, check_dtypes=False, rel_tol=1e-5, abs_tol=1e-5)
+        prov = store.provenance("wells_normalized")
+        params = json.loads(prov["parameters"][-1])
+        assert params["method"] == "mad_robustize" and params["by"] == [PLATE]
+        assert (
+            store.provenance("wells_normalized_selected_sphered")["step"].to_list()[-1] == "sphere"
+        )
+        # Saved fits reload and reproduce the tables.
+        norm = Normalizer.load(store, "normalize_fit")
+        assert_frame_equal(norm.transform(wells).collect(), normalized)
+        sph = Spherizer.load(store, "sphere_fit")
+        assert_frame_equal(sph.transform(selected).collect(), sphered)
+        strength = store.read("wells_normalized_strength")
+        expected = treatment_strength(normalized).treatments
+        assert_frame_equal(strength, expected, check_dtypes=False)
+        dropped = store.read("wells_normalized_selected_dropped")
+        assert set(dropped["feature"]) == set(feature_columns(normalized)) - set(
+            feature_columns(selected)
+        )
+
+
+def test_cli_steps(screen_store, tmp_path, capsys):
+    path, cells = screen_store
+    wells, _normalized, _selected, sphered = _expected_chain(cells)
+    s = ["--store", str(path), "--quiet"]
+    assert main(["aggregate", *s, "--path", "thesis", "--chunk-rows", "25"]) == 0
+    assert main(["normalize", *s, "--method", "mad_robustize"]) == 0
+    assert (
+        main(
+            [
+                "select",
+                *s,
+                "--operations",
+                "variance_threshold,correlation_threshold",
+                "--corr-threshold",
+                "0.95",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sphere",
+                *s,
+                "--lam",
+                "0.1",
+                "--input",
+                "wells_normalized_selected",
+                "--output",
+                "wells_sphered",
+            ]
+        )
+        == 0
+    )
+    assert main(["qc", *s, "--input", "wells", "--n-components", "2"]) == 0
+    assert main(["strength", *s, "--k", "2"]) == 0
+    with Store(path, read_only=True) as store:
+        got = store.read("wells_sphered").select(sphered.columns)
+        assert_frame_equal(got, sphered, check_dtypes=False, rel_tol=1e-5, abs_tol=1e-5)
+        assert store.read("wells_normalized_strength").height == 2
+        qc = store.read("wells_qc")
+        assert qc.height == wells.height and "Metadata_QC_Outlier" in qc.columns
+    # Bad input is one line on stderr with exit status 2.
+    assert (
+        main(
+            [
+                "normalize",
+                "--store",
+                str(path),
+                "--quiet",
+                "--input",
+                "wells",
+                "--controls",
+                "Metadata_Control = 'nothing'",
+            ]
+        )
+        == 2
+    )
+    assert "no control rows match" in capsys.readouterr().err
+    # Plain output names the step.
+    assert main(["normalize", "--store", str(path), "--input", "wells", "--output", "w2"]) == 0
+    assert "normalize: wells -> w2" in capsys.readouterr().out
+
+
+def test_cli_profile_command(screen_store, tmp_path, capsys):
+    path, _ = screen_store
+    config = tmp_path / "p.toml"
+    config.write_text(CONFIG)
+    assert main(["profile", "--store", str(path), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "sphere" in out and "wells_normalized_selected_sphered" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('input = "cells"\n[[step]]\nrun = "whiten"\n')
+    assert main(["profile", "--store", str(path), "--config", str(bad)]) == 2
+    assert "run = 'whiten'; valid: aggregate" in capsys.readouterr().err
+
+
+def test_feature_sets_that_differ_between_plates(tmp_path):
+    from cellframe.errors import SchemaMismatchError
+
+    with Store(tmp_path / "s.duckdb") as store:
+        cells = make_screen(n_plates=2, n_wells=4)
+        p1 = cells.filter(pl.col(PLATE) == "P1")
+        p2 = cells.filter(pl.col(PLATE) == "P2").drop("Cells_F5")
+        store.write_partition("cells", "P1", p1)
+        with pytest.raises(SchemaMismatchError, match="Cells_F5"):
+            store.write_partition("cells", "P2", p2)
+        # Fitted on one plate's features, applying to a plate without one is refused.
+        wells1 = aggregate(p1.lazy(), "well").collect()
+        wells2 = aggregate(p2.lazy(), "well").collect()
+        norm = Normalizer().fit(wells1)
+        from cellframe.errors import MissingColumnsError
+
+        with pytest.raises(MissingColumnsError, match=r"Cells_F5.*select common features"):
+            norm.transform(wells2)
+        assert np.isfinite(norm.transform(wells1).collect()["Cells_F5"].to_numpy()).all()
