@@ -26,6 +26,26 @@ def _io(p: argparse.ArgumentParser, default_in: str, default_out: str | None) ->
     )
 
 
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: map the step over plates on a Ray cluster",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster address (HOST:PORT or auto; default: start a local Ray)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="Ray engine: recompute plates a previous run already completed",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the profiling commands to the command line."""
     p = subparsers.add_parser(
@@ -53,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="read big plates a few wells at a time, about this many rows "
         "(default: 256 MiB of float32 features)",
     )
+    _engine(p)
     p.set_defaults(func=_run, step="aggregate")
 
     p = subparsers.add_parser(
@@ -79,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument(
         "--fit-from", metavar="TABLE", help="apply statistics saved in TABLE instead of fitting"
     )
+    _engine(p)
     p.set_defaults(func=_run, step="normalize")
 
     p = subparsers.add_parser(
@@ -118,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--controls", default="negcon")
     p.add_argument("--save-fit", metavar="TABLE")
     p.add_argument("--fit-from", metavar="TABLE")
+    _engine(p)
     p.set_defaults(func=_run, step="sphere")
 
     p = subparsers.add_parser(

@@ -22,7 +22,9 @@ parameters). :func:`run_pipeline` chains them from a config such as::
     run = "sphere"
     lam = 0.01
 
-Each step reads the previous step's output unless it names ``input``; its
+A top-level ``engine = "ray"`` (with ``address = "HOST:PORT"`` for a
+cluster) runs aggregation, normalization and sphering on Ray (see
+:mod:`cellframe.engine`). Each step reads the previous step's output unless it names ``input``; its
 output defaults to the input name plus a suffix (``_normalized``,
 ``_selected``, ``_sphered``, ``_qc``, ``_strength``; ``wells`` /
 ``images`` / ``treatments`` for aggregation).
@@ -81,12 +83,32 @@ def run_aggregate(
     method: str | None = None,
     features: Sequence[str] | None = None,
     chunk_rows: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> StepReport:
-    """Aggregate ``source`` into ``dest`` plate by plate (see :func:`aggregate_table`)."""
+    """Aggregate ``source`` into ``dest`` plate by plate (see :func:`aggregate_table`).
+
+    ``engine="ray"`` maps the aggregation over plates on a Ray cluster at
+    ``address`` (see :mod:`cellframe.engine`); ``force`` recomputes plates a
+    previous Ray run completed.
+    """
     from cellframe.profiles.aggregate import aggregate_table
 
     t0 = time.perf_counter()
+    if engine != "local":
+        from cellframe.engine.profiling import aggregate_plates
+
+        report = aggregate_plates(
+            store, source, dest, level=level, path=path, strata=strata, method=method,
+            features=features, engine=engine, address=address, force=force, progress=progress,
+        )  # fmt: skip
+        return StepReport(
+            "aggregate", source, dest, report.rows, time.perf_counter() - t0,
+            f"{level} ({path}), {engine}: {len(report.computed)} plates computed, "
+            f"{len(report.skipped)} already complete",
+        )  # fmt: skip
     n = aggregate_table(
         store,
         source,
@@ -116,14 +138,48 @@ def run_normalize(
     missing_controls: str = "error",
     save_fit: str | None = None,
     fit_from: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> StepReport:
-    """Normalize ``source`` into ``dest``; optionally save the fit or apply a saved one."""
+    """Normalize ``source`` into ``dest``; optionally save the fit or apply a saved one.
+
+    ``engine="ray"`` normalizes plate by plate on Ray; a grouping that spans
+    plates is fitted once on every plate's controls (exact), then applied.
+    """
     from cellframe.columns import PLATE
     from cellframe.profiles.normalize import Normalizer
 
-    del progress
     t0 = time.perf_counter()
+    if engine != "local":
+        from cellframe.engine.profiling import fit_normalizer, normalize_plates
+
+        if fit_from:
+            norm = Normalizer.load(store, fit_from)
+        else:
+            norm = Normalizer(
+                method,
+                by=(PLATE,) if by is None else by,
+                controls=controls,
+                features=features,
+                zero_spread=zero_spread,  # type: ignore[arg-type]
+                epsilon=epsilon,
+                missing_controls=missing_controls,  # type: ignore[arg-type]
+            )
+            if save_fit:
+                norm = fit_normalizer(store, source, norm, engine=engine, address=address)
+                norm.save(store, save_fit)
+        report = normalize_plates(
+            store, source, dest, norm, engine=engine, address=address, force=force,
+            progress=progress,
+        )  # fmt: skip
+        return StepReport(
+            "normalize", source, dest, report.rows, time.perf_counter() - t0,
+            f"{norm._method_name()}, {engine}: {len(report.computed)} plates computed, "
+            f"{len(report.skipped)} already complete",
+        )  # fmt: skip
+    del progress
     lf = store.scan(source)
     if fit_from:
         norm = Normalizer.load(store, fit_from)
@@ -216,13 +272,45 @@ def run_sphere(
     features: Sequence[str] | None = None,
     save_fit: str | None = None,
     fit_from: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> StepReport:
-    """Sphere ``source`` into ``dest``; optionally save the fit or apply a saved one."""
+    """Sphere ``source`` into ``dest``; optionally save the fit or apply a saved one.
+
+    ``engine="ray"`` fits from per-plate sufficient statistics (exact) and
+    applies the transform plate by plate on Ray.
+    """
     from cellframe.profiles.sphere import Spherizer
 
-    del progress
     t0 = time.perf_counter()
+    if engine != "local":
+        from cellframe.engine.profiling import fit_spherizer, sphere_plates
+
+        if fit_from:
+            sph = Spherizer.load(store, fit_from)
+        else:
+            sph = fit_spherizer(
+                store,
+                source,
+                Spherizer(
+                    method, lam=lam, epsilon=epsilon, center=center, controls=controls,
+                    features=features,
+                ),
+                engine=engine, address=address, progress=progress,
+            )  # fmt: skip
+        if save_fit:
+            sph.save(store, save_fit)
+        report = sphere_plates(
+            store, source, dest, sph, engine=engine, address=address, force=force,
+            progress=progress,
+        )  # fmt: skip
+        return StepReport(
+            "sphere", source, dest, report.rows, time.perf_counter() - t0,
+            f"{sph!r}, {engine}: {len(report.computed)} plates computed",
+        )  # fmt: skip
+    del progress
     lf = store.scan(source)
     if fit_from:
         sph = Spherizer.load(store, fit_from)
@@ -345,6 +433,9 @@ STEPS: dict[str, Callable[..., StepReport]] = {
     "strength": run_strength,
 }
 
+#: Steps that run on an engine (``engine = "ray"`` at the top of a config).
+_ENGINE_STEPS = ("aggregate", "normalize", "sphere")
+
 _SUFFIX = {
     "normalize": "_normalized",
     "select": "_selected",
@@ -418,6 +509,11 @@ def run_pipeline(
         if not source:
             raise InvalidInputError(f'step {i + 1} ({name}) has no input table; set input = "..."')
         dest = params.pop("output", None) or _default_output(name, source, params)
+        if name in _ENGINE_STEPS:
+            # A top-level engine = "ray" (and address) applies to every per-plate step.
+            for key in ("engine", "address"):
+                if key in config:
+                    params.setdefault(key, config[key])
         try:
             reports.append(STEPS[name](store, source, dest, progress=progress, **params))
         except TypeError as exc:

@@ -1,0 +1,145 @@
+"""Profiling steps on Ray equal the local engine's output to 1e-5 on a multi-plate screen."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from cellframe.columns import CONTROL, OBJECT_NUMBER, PLATE, SITE, WELL
+from cellframe.engine.profiling import aggregate_plates, normalize_plates, sphere_plates
+from cellframe.profiles.normalize import Normalizer
+from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_sphere
+from cellframe.profiles.sphere import Spherizer
+from cellframe.store import Store
+
+N_FEATURES = 8
+
+
+def cells(n_plates: int = 4, n_wells: int = 8, n_sites: int = 2, n_cells: int = 15) -> pl.DataFrame:
+    rng = np.random.default_rng(42)
+    rows = []
+    for p in range(n_plates):
+        for w in range(n_wells):
+            for s in range(n_sites):
+                x = rng.normal(loc=p * 0.5 + w * 0.1, scale=1 + p, size=(n_cells, N_FEATURES))
+                frame = pl.DataFrame(
+                    {f"f{j}": x[:, j].astype(np.float32) for j in range(N_FEATURES)}
+                )
+                rows.append(
+                    frame.with_columns(
+                        pl.lit(f"P{p}").alias(PLATE),
+                        pl.lit(f"A{w + 1:02d}").alias(WELL),
+                        pl.lit(s + 1, dtype=pl.Int32).alias(SITE),
+                        pl.int_range(1, n_cells + 1, dtype=pl.Int64).alias(OBJECT_NUMBER),
+                        pl.lit("negcon" if w < 4 else None, dtype=pl.String).alias(CONTROL),
+                    )
+                )
+    return pl.concat(rows).select(
+        PLATE, WELL, SITE, OBJECT_NUMBER, CONTROL, pl.selectors.starts_with("f")
+    )
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(Path(tmp_path_factory.mktemp("screen")) / "s.duckdb")
+    store.write("cells", cells())
+    yield store
+    store.close()
+
+
+def same(store: Store, a: str, b: str, keys=(PLATE, WELL)) -> None:
+    left = store.read(a).sort(*keys)
+    right = store.read(b).sort(*keys).select(left.columns)
+    assert left.height == right.height > 0
+    assert_frame_equal(left, right, check_exact=False, rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_aggregate_on_ray_equals_local(screen: Store, ray_local) -> None:
+    run_aggregate(screen, "cells", "wells", progress=False)
+    report = aggregate_plates(screen, "cells", "wells_ray", engine="ray", progress=False)
+    assert sorted(report.computed) == ["P0", "P1", "P2", "P3"]
+    same(screen, "wells", "wells_ray")
+    run_aggregate(screen, "cells", "images", level="image", progress=False)
+    aggregate_plates(screen, "cells", "images_ray", level="image", engine="ray", progress=False)
+    same(screen, "images", "images_ray", keys=(PLATE, WELL, SITE))
+
+
+@pytest.mark.parametrize(
+    ("method", "by"), [("mad_robustize", None), ("standardize", ()), ("robustize", ())]
+)
+def test_normalize_on_ray_equals_local(screen: Store, ray_local, method: str, by) -> None:
+    if not screen.has_table("wells"):
+        run_aggregate(screen, "cells", "wells", progress=False)
+    tag = f"{method}_{'plate' if by is None else 'all'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_normalize(screen, "wells", f"n_{tag}", method=method, by=by, progress=False)
+        normalizer = Normalizer(method, by=(PLATE,) if by is None else by)
+        normalize_plates(screen, "wells", f"n_{tag}_ray", normalizer, engine="ray", progress=False)
+    same(screen, f"n_{tag}", f"n_{tag}_ray")
+
+
+def test_sphering_fit_from_sufficient_statistics(screen: Store, ray_local) -> None:
+    if not screen.has_table("wells"):
+        run_aggregate(screen, "cells", "wells", progress=False)
+    run_sphere(screen, "wells", "sphered", lam=1e-2, progress=False)
+    report = sphere_plates(
+        screen, "wells", "sphered_ray", Spherizer(lam=1e-2), engine="ray", progress=False
+    )
+    assert report.rows == screen.read("wells").height
+    same(screen, "sphered", "sphered_ray")
+    # the fit itself against float64 NumPy on all control wells at once
+    from cellframe.engine.profiling import fit_spherizer
+
+    fitted = fit_spherizer(screen, "wells", Spherizer(lam=1e-2), engine="ray", progress=False)
+    x = screen.read("wells").filter(pl.col(CONTROL) == "negcon").select(fitted.features_).to_numpy()
+    x = x.astype(np.float64)
+    mu = x.mean(axis=0)
+    cov = (x - mu).T @ (x - mu) / len(x)
+    e, u = np.linalg.eigh(cov)
+    w = u @ np.diag(1 / np.sqrt(e + 1e-2)) @ u.T
+    np.testing.assert_allclose(fitted.W_, w, atol=1e-8)
+    np.testing.assert_allclose(fitted.mean_, mu, atol=1e-10)
+
+
+def test_treatment_level_is_refused_per_plate(screen: Store) -> None:
+    from cellframe.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="treatments with the local engine"):
+        aggregate_plates(screen, "cells", "t", level="treatment", engine="local", progress=False)
+
+
+def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> None:
+    from cellframe.cli import main
+    from cellframe.profiles.pipeline import run_pipeline
+
+    path = screen.path
+    config = {
+        "input": "cells",
+        "engine": "ray",
+        "step": [
+            {"run": "aggregate", "output": "cfg_wells"},
+            {"run": "normalize", "method": "mad_robustize", "output": "cfg_norm"},
+        ],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reports = run_pipeline(screen, config, progress=False)
+    assert "ray" in reports[0].note and "ray" in reports[1].note
+    assert screen.tables().filter(pl.col("table") == "cfg_norm")["kind"][0] == "parquet"
+    screen.close()
+    try:
+        rc = main(["aggregate", "--store", path, "--input", "cells", "--output", "cli_wells",
+                   "--engine", "ray", "-q"])  # fmt: skip
+        assert rc == 0
+        rc = main(["aggregate", "--store", path, "--input", "cells", "--output", "cli_wells",
+                   "--engine", "ray", "--address", "127.0.0.1:9", "-q"])  # fmt: skip
+        assert rc == 2
+    finally:
+        screen.__init__(path)  # reopen for the module fixture's other tests
+    same(screen, "cfg_wells", "cli_wells")
