@@ -422,6 +422,7 @@ class Store:
         *,
         mode: Literal["append", "replace"] = "append",
         replace_plate: bool = False,
+        replace_keys: Sequence[str] | None = None,
         new_columns: Literal["error", "add"] = "error",
         step: str = "write",
         parameters: Mapping[str, Any] | None = None,
@@ -440,7 +441,12 @@ class Store:
         replace_plate : bool, default False
             Delete the stored rows of every plate present in ``data`` before
             inserting, so re-ingesting a plate replaces it instead of
-            duplicating it. Needs a ``Metadata_Plate`` column.
+            duplicating it. Needs a ``Metadata_Plate`` column. Same as
+            ``replace_keys=["Metadata_Plate"]``.
+        replace_keys : sequence of str, optional
+            Delete the stored rows whose values of these columns occur in
+            ``data`` before inserting (e.g. plate, well, site to redo one site),
+            in the same transaction.
         new_columns : {"error", "add"}, default "error"
             What to do with columns the stored table lacks: raise
             :class:`SchemaMismatchError`, or add them (NULL for earlier rows).
@@ -476,6 +482,9 @@ class Store:
         if new_columns not in ("error", "add"):
             raise InvalidInputError(f"new_columns must be 'error' or 'add', not {new_columns!r}")
         params_json = json.dumps(dict(parameters or {}), default=str, sort_keys=True)
+        keys = list(replace_keys or [])
+        if replace_plate and PLATE not in keys:
+            keys = [PLATE, *keys]
         q = quote_identifier(table)
         con = self._con
         con.begin()
@@ -491,13 +500,22 @@ class Store:
                     "Store.write_partition, or pass mode='replace' to turn it into a table"
                 )
             stored_cols = self.columns(table) if exists else None
-            seen_plates: set[str] = set()
             n_rows = 0
             for i, batch in enumerate(as_arrow_batches(data)):
                 cols = batch.column_names
                 if len(set(cols)) != len(cols):
                     dup = sorted({c for c in cols if cols.count(c) > 1})
                     raise SchemaMismatchError(f"rows for {table!r} repeat column(s) {dup}")
+                missing_keys = [k for k in keys if k not in cols]
+                if missing_keys:
+                    from cellframe.errors import MissingColumnsError
+
+                    raise MissingColumnsError(
+                        f"rows for table {table!r}",
+                        missing_keys,
+                        "replacing rows by key (replace_plate/replace_keys) needs those "
+                        "columns in every batch",
+                    )
                 name = f"_cf_batch_{uuid.uuid4().hex}"
                 con.register(name, batch)
                 try:
@@ -508,25 +526,8 @@ class Store:
                         stored_cols = self._reconcile(
                             table, stored_cols, batch, name, new_columns, i
                         )
-                    if replace_plate:
-                        if PLATE not in cols:
-                            from cellframe.errors import MissingColumnsError
-
-                            raise MissingColumnsError(
-                                f"rows for table {table!r}",
-                                [PLATE],
-                                "replace_plate=True needs the plate of every row",
-                            )
-                        plates = {
-                            p
-                            for p in pl.from_arrow(batch.select([PLATE]))[PLATE].unique().to_list()  # type: ignore[index, union-attr]
-                            if p not in seen_plates
-                        }
-                        for plate in sorted(plates, key=str):
-                            con.execute(
-                                f"DELETE FROM {q} WHERE {quote_identifier(PLATE)} = ?", [plate]
-                            )
-                        seen_plates |= plates
+                    if keys:
+                        self._delete_keys(table, keys, cols, name)
                     if batch.num_rows:
                         col_list = ", ".join(quote_identifier(c) for c in cols)
                         con.execute(f"INSERT INTO {q} ({col_list}) SELECT {col_list} FROM {name}")
@@ -538,11 +539,33 @@ class Store:
                     f"nothing to write to {table!r}: the input yielded no batches"
                 )
             self._record(table, step, params_json, n_rows, source)
+            con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
             con.commit()
         except BaseException:
             con.rollback()
+            con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
             raise
         return n_rows
+
+    def _delete_keys(self, table: str, keys: list[str], cols: list[str], batch_name: str) -> None:
+        """Delete stored rows whose ``keys`` values occur in the batch (inside the write's transaction).
+
+        Rows inserted earlier in the same write are protected: a key combination
+        is deleted only the first time a batch brings it.
+        """
+        del cols  # checked by the caller
+        key_list = ", ".join(quote_identifier(k) for k in keys)
+        seen = "_cf_seen_keys"
+        self._con.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {seen} AS SELECT DISTINCT {key_list} "
+            f"FROM {batch_name} LIMIT 0"
+        )
+        new = f"(SELECT DISTINCT {key_list} FROM {batch_name} EXCEPT SELECT * FROM {seen})"
+        self._con.execute(
+            f"DELETE FROM {quote_identifier(table)} WHERE ({key_list}) IN "
+            f"(SELECT ({key_list}) FROM {new})"
+        )
+        self._con.execute(f"INSERT INTO {seen} SELECT * FROM {new}")
 
     def _reconcile(
         self,

@@ -268,3 +268,26 @@ def test_import_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_replace_keys_replaces_only_those_sites(store: Store) -> None:
+    def site(plate: str, well: str, s: int, n: int, value: float) -> pl.DataFrame:
+        return pl.DataFrame(
+            {PLATE: [plate] * n, WELL: [well] * n, "Metadata_Site": [s] * n, "v": [value] * n}
+        )
+
+    keys = [PLATE, WELL, "Metadata_Site"]
+    store.write("objs", pl.concat([site("P1", "A01", 1, 3, 0.0), site("P1", "A01", 2, 2, 0.0)]))
+    # Redo site 1 in two batches: both batches are kept, site 2 is untouched.
+    batches = [site("P1", "A01", 1, 1, 1.0), site("P1", "A01", 1, 4, 2.0)]
+    assert store.write("objs", iter(batches), replace_keys=keys) == 5
+    got = (
+        store.read("objs")
+        .group_by("Metadata_Site")
+        .agg(pl.len(), pl.col("v").sum())
+        .sort("Metadata_Site")
+    )
+    assert got.rows() == [(1, 5, 9.0), (2, 2, 0.0)]
+    with pytest.raises(MissingColumnsError, match="Metadata_Site"):
+        store.write("objs", site("P1", "A01", 1, 1, 1.0).drop("Metadata_Site"), replace_keys=keys)
+    assert store.read("objs").height == 7

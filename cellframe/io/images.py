@@ -1,0 +1,379 @@
+"""Read microscopy sites (TIFF stacks, zarr arrays) as ``(C, H, W)`` arrays with channel names.
+
+One site (field of view) is a stack of 2-D channel images. Cell Painting sites
+have five channels (DNA, ER, RNA, AGP, Mito; DOMAIN.md §1); a channel is chosen
+by name, never by position, so a reordered file cannot silently mislabel it.
+
+Where channel names come from, in order:
+
+1. ``channel_names=`` given by the caller;
+2. the file itself: tifffile's JSON description (``{"channels": [...]}``),
+   ImageJ ``Labels``, OME-XML ``Channel@Name``; zarr attributes
+   ``channels`` or ``omero.channels[].label``;
+3. a ``channels.csv`` (columns ``idx,channel``) in the same folder as the file,
+   the layout of the JUMP sample bundle.
+
+Import this module as ``cellframe.io.images``; it needs only NumPy, tifffile
+and zarr.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cellframe.errors import InvalidInputError, UnknownFormatError
+
+__all__ = [
+    "ChannelNotFoundError",
+    "SiteImage",
+    "count_sites",
+    "parse_site_keys",
+    "read_labels",
+    "read_site",
+    "write_labels",
+]
+
+_TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+
+
+class ChannelNotFoundError(InvalidInputError, KeyError):
+    """A channel asked for by name is not in the image (or its names are unknown)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class SiteImage(NamedTuple):
+    """Pixels of one site and the names of its channels.
+
+    Unpacks as ``pixels, channels = read_site(...)``.
+    """
+
+    pixels: np.ndarray
+    """Array of shape ``(C, H, W)`` in the file's dtype."""
+    channels: list[str]
+    """One name per channel, in the order of ``pixels``."""
+
+
+def _is_zarr(path: Path) -> bool:
+    return (
+        path.suffix == ".zarr"
+        or (path.is_dir() and (path / "zarr.json").exists())
+        or (path.is_dir() and ((path / ".zarray").exists() or (path / ".zgroup").exists()))
+    )
+
+
+def _sidecar_channels(path: Path) -> list[str] | None:
+    """Channel names from ``channels.csv`` (``idx,channel``) beside ``path``."""
+    csv_path = path.parent / "channels.csv"
+    if not csv_path.is_file():
+        return None
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "channel" not in rows[0]:
+        return None
+    if "idx" in rows[0]:
+        rows.sort(key=lambda r: int(r["idx"]))
+    return [r["channel"] for r in rows]
+
+
+def _tiff_channel_names(tif: Any) -> list[str] | None:
+    shaped = getattr(tif, "shaped_metadata", None)
+    if shaped:
+        names = shaped[0].get("channels")
+        if names:
+            return [str(n) for n in names]
+    ij = tif.imagej_metadata
+    if ij and ij.get("Labels"):
+        labels = ij["Labels"]
+        return [str(n) for n in (labels if isinstance(labels, list) else [labels])]
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            root = ET.fromstring(tif.ome_metadata)
+        except ET.ParseError:
+            return None
+        names = [el.get("Name") for el in root.iter() if el.tag.endswith("}Channel")]
+        if names and all(names):
+            return [str(n) for n in names]
+    return None
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            names = _tiff_channel_names(tif)
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise UnknownFormatError(
+            f"cannot read {path} as a TIFF image ({type(exc).__name__}: {exc}); "
+            "the file is damaged or not a TIFF: re-export or re-download it"
+        ) from exc
+    return data, axes, names
+
+
+def _to_site_stack(data: np.ndarray, axes: str, path: Path, site: int) -> np.ndarray:
+    """Bring a TIFF series to ``(C, H, W)``; a leading 4th axis indexes sites."""
+    if data.ndim == 3 and axes.endswith("S") and data.shape[-1] in (3, 4):  # RGB(A) samples
+        data = np.moveaxis(data, -1, 0)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    elif data.ndim == 4:
+        data = _pick_site(data, site, path)
+    if data.ndim != 3:
+        raise InvalidInputError(
+            f"{path} holds an image of shape {data.shape} (axes {axes!r}); expected "
+            "2-D (Y, X), 3-D (channel, Y, X) or 4-D (site, channel, Y, X). "
+            "Volumes (Z stacks) must be projected or split into 2-D sites first"
+        )
+    return data
+
+
+def _pick_site(data: Any, site: int, path: Path) -> Any:
+    n_sites = data.shape[0]
+    if not 0 <= site < n_sites:
+        raise InvalidInputError(
+            f"{path} holds {n_sites} site(s) (indices 0..{n_sites - 1}); site {site} is out of range"
+        )
+    return data[site]
+
+
+def _open_zarr_array(path: Path) -> Any:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several unrelated types for a bad store
+        raise UnknownFormatError(f"cannot open {path} as a zarr store ({exc})") from exc
+    if isinstance(node, zarr.Array):
+        return node
+    arrays = dict(node.arrays())
+    if "images" in arrays:
+        return arrays["images"]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise UnknownFormatError(
+        f"zarr group {path} holds arrays {sorted(arrays)}; expected one array or one "
+        "called 'images': pass the array's own path (e.g. store.zarr/name)"
+    )
+
+
+def _zarr_channel_names(arr: Any) -> list[str] | None:
+    attrs = dict(arr.attrs)
+    if attrs.get("channels"):
+        return [str(c) for c in attrs["channels"]]
+    omero = attrs.get("omero") or {}
+    labels = [c.get("label") for c in omero.get("channels", [])]
+    if labels and all(labels):
+        return [str(c) for c in labels]
+    return None
+
+
+def count_sites(path: str | os.PathLike[str]) -> int:
+    """Number of sites in an image file: the leading axis of a 4-D array, else 1.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        TIFF file or zarr store.
+
+    Returns
+    -------
+    int
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no image file or zarr store at {p}")
+    if _is_zarr(p):
+        shape = _open_zarr_array(p).shape
+    else:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                shape = tif.series[0].shape
+        except (tifffile.TiffFileError, ValueError, IndexError) as exc:
+            raise UnknownFormatError(f"cannot read {p} as a TIFF image ({exc})") from exc
+    return int(shape[0]) if len(shape) == 4 else 1
+
+
+def read_site(
+    path: str | os.PathLike[str],
+    *,
+    site: int = 0,
+    channels: str | Sequence[str] | None = None,
+    channel_names: Sequence[str] | None = None,
+) -> SiteImage:
+    """Read one site as a ``(C, H, W)`` array, keeping only the channels asked for.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TIFF file (2-D, ``(C, Y, X)`` or ``(site, C, Y, X)``) or a zarr store
+        (an array, or a group holding one array or one called ``images``).
+    site : int, default 0
+        Index along the site axis of a 4-D file; ignored for 2-D/3-D files.
+    channels : str or sequence of str, optional
+        Channel name(s) to keep, in the order wanted. All channels by default.
+    channel_names : sequence of str, optional
+        Names of every channel in the file, for files that do not carry them.
+
+    Returns
+    -------
+    SiteImage
+        ``(pixels, channels)``: pixels of shape ``(C, H, W)`` in the file's dtype
+        and the channel names. Unnamed channels are called ``"0"``, ``"1"``, ...
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnknownFormatError
+        If the file is not a readable TIFF or zarr store (e.g. a corrupt TIFF).
+    InvalidInputError
+        If the image is not 2-D, 3-D or 4-D, the site is out of range, or
+        ``channel_names`` has the wrong length.
+    ChannelNotFoundError
+        If a requested channel name is not among the file's channels.
+
+    Examples
+    --------
+    >>> pixels, names = read_site("site.tif", channels="DNA")  # doctest: +SKIP
+    >>> pixels.shape, names  # doctest: +SKIP
+    ((1, 384, 384), ['DNA'])
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no image file or zarr store at {p}")
+    stored_names: list[str] | None
+    if _is_zarr(p):
+        arr = _open_zarr_array(p)
+        if arr.ndim not in (2, 3, 4):
+            raise InvalidInputError(
+                f"zarr array {p} has shape {arr.shape}; expected 2-D (Y, X), 3-D "
+                "(channel, Y, X) or 4-D (site, channel, Y, X)"
+            )
+        data = np.asarray(_pick_site(arr, site, p)[...] if arr.ndim == 4 else arr[...])
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        stored_names = _zarr_channel_names(arr)
+        sidecar_from = p
+    elif p.suffix.lower() in _TIFF_SUFFIXES or p.is_file():
+        raw, axes, stored_names = _read_tiff(p)
+        data = _to_site_stack(raw, axes, p, site)
+        sidecar_from = p
+    else:
+        raise UnknownFormatError(f"{p} is neither a TIFF file nor a zarr store")
+    n_channels = data.shape[0]
+    if data.shape[1] == 0 or data.shape[2] == 0:
+        raise InvalidInputError(f"{p} holds an empty image of shape {data.shape}")
+
+    if channel_names is not None:
+        names = [str(n) for n in channel_names]
+        if len(names) != n_channels:
+            raise InvalidInputError(
+                f"channel_names lists {len(names)} name(s) but {p} has {n_channels} channel(s)"
+            )
+    else:
+        names = stored_names or _sidecar_channels(sidecar_from) or []
+        if len(names) != n_channels:
+            names = [str(i) for i in range(n_channels)]
+
+    if channels is None:
+        return SiteImage(data, names)
+    wanted = [channels] if isinstance(channels, str) else list(channels)
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ChannelNotFoundError(
+            f"channel(s) {missing} not in {p}; it has {names}. Pick one of those, or pass "
+            "channel_names=[...] (CLI: --channel-names) if the file does not store its names"
+        )
+    index = [names.index(c) for c in wanted]
+    return SiteImage(np.ascontiguousarray(data[index]), wanted)
+
+
+def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
+    """Write a label image (0 = background, 1..N = objects) as a compressed TIFF.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.tif`` file; its folder is created.
+    labels : numpy.ndarray
+        2-D integer array.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    import tifffile
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidInputError(
+            f"a label image must be a 2-D integer array, got {labels.dtype} of shape {labels.shape}"
+        )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    tifffile.imwrite(out, labels.astype(dtype), compression="zlib")
+    return out
+
+
+def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a 2-D label image written by :func:`write_labels` (or any 2-D TIFF).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int32`` array of shape ``(H, W)``.
+    """
+    pixels, _ = read_site(path)
+    if pixels.shape[0] != 1:
+        raise InvalidInputError(f"{path} has {pixels.shape[0]} channels; a label image has one")
+    return pixels[0].astype(np.int32)
+
+
+def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | None:
+    """Plate, well and site from a file name such as ``BR00123947_G01_s1.tif``.
+
+    Parameters
+    ----------
+    name : str
+        File name (or path).
+    pattern : str, optional
+        Regular expression with named groups ``plate``, ``well`` and ``site``.
+
+    Returns
+    -------
+    dict or None
+        ``{"plate": str, "well": str, "site": int}``, or None when it does not match.
+    """
+    regex = re.compile(
+        pattern or r"(?P<plate>[A-Za-z0-9-]+)_(?P<well>[A-Za-z]{1,2}\d{1,2})_s(?P<site>\d+)"
+    )
+    m = regex.search(Path(name).name)
+    if m is None:
+        return None
+    well = m.group("well")
+    letters = "".join(ch for ch in well if ch.isalpha())
+    digits = "".join(ch for ch in well if ch.isdigit())
+    return {
+        "plate": m.group("plate"),
+        "well": f"{letters.upper()}{int(digits):02d}",
+        "site": int(m.group("site")),
+    }
