@@ -1,0 +1,150 @@
+"""``cellframe evaluate``: retrieval or phenotypic-activity metrics of a stored profile table."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``evaluate`` to the command line."""
+    p = subparsers.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score a profile table: retrieval mAP / enrichment / hits, or phenotypic activity",
+        description=(
+            "Read a profile table from the store and write <output>_per_query and "
+            "<output>_summary tables (and <output>_pr_curve for --mode retrieval), "
+            "with provenance. retrieval: interpolated mAP, folds of enrichment and hits "
+            "at the top fraction with positives sharing a --label value ('|' separates "
+            "several). activity: copairs-compatible AP of replicates against negative "
+            "controls, with permutation p-values and BH-corrected p-values per treatment."
+        ),
+    )
+    p.add_argument("table", help="profile table in the store (e.g. wells_normalized)")
+    p.add_argument("--mode", choices=("retrieval", "activity"), default="retrieval")
+    p.add_argument(
+        "--label", default="Metadata_MoA", help="retrieval label column (default: %(default)s)"
+    )
+    p.add_argument("--treatment", default="Metadata_Treatment", help="activity: treatment column")
+    p.add_argument(
+        "--control-column", default="Metadata_Control", help="activity: column marking controls"
+    )
+    p.add_argument("--control-value", default="negcon", help="activity: value of negative controls")
+    p.add_argument(
+        "--same-plate", action="store_true", help="activity: negatives from the query's plate only"
+    )
+    p.add_argument(
+        "--top-fraction", type=float, default=0.01, help="retrieval: top fraction (default 0.01)"
+    )
+    p.add_argument(
+        "--exclude-same",
+        nargs="*",
+        default=[],
+        metavar="COL",
+        help="retrieval: drop candidates equal to the query on these columns (image level: Metadata_Plate Metadata_Well)",
+    )
+    p.add_argument(
+        "--null-size", type=int, default=10000, help="activity: permutations per configuration"
+    )
+    p.add_argument("--seed", type=int, default=0, help="activity: random seed")
+    p.add_argument("--threshold", type=float, default=0.05, help="activity: significance level")
+    p.add_argument(
+        "--features",
+        nargs="*",
+        metavar="COL",
+        help="feature columns (default: all numeric non-Metadata_)",
+    )
+    p.add_argument("--output", metavar="PREFIX", help="table name prefix (default: <table>_<mode>)")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from cellframe.columns import metadata_columns
+    from cellframe.store_cli import _open
+
+    with _open(args, read_only=False) as store:
+        lf = store.scan(args.table)
+        meta = metadata_columns(lf)
+        prefix = args.output or f"{args.table}_{args.mode}"
+        params: dict[str, object] = {"mode": args.mode, "table": args.table}
+        if args.mode == "retrieval":
+            from cellframe.evaluate.retrieval import retrieval_metrics
+
+            params |= {
+                "label": args.label,
+                "top_fraction": args.top_fraction,
+                "exclude_same": args.exclude_same,
+            }
+            res = retrieval_metrics(
+                lf,
+                label=args.label,
+                features=args.features,
+                top_fraction=args.top_fraction,
+                exclude_same=args.exclude_same,
+                keep=meta,
+                progress=not args.quiet,
+            )
+            per_query, summary = res.per_query, res.summary
+            store.write(
+                f"{prefix}_pr_curve",
+                res.pr_curve,
+                mode="replace",
+                step="evaluate",
+                parameters=params,
+                source=args.table,
+            )
+        else:
+            from cellframe.evaluate.pairs import phenotypic_activity
+            from cellframe.evaluate.significance import mean_average_precision
+
+            params |= {
+                "treatment": args.treatment,
+                "control_column": args.control_column,
+                "control_value": args.control_value,
+                "same_plate": args.same_plate,
+                "null_size": args.null_size,
+                "seed": args.seed,
+                "threshold": args.threshold,
+            }
+            per_query = phenotypic_activity(
+                lf,
+                treatment=args.treatment,
+                controls=pl.col(args.control_column) == args.control_value,
+                same_plate=args.same_plate,
+                features=args.features,
+                keep=[c for c in meta if c != args.treatment],
+                progress=not args.quiet,
+            )
+            summary = mean_average_precision(
+                per_query.filter(~pl.col("is_control")),
+                sameby=[args.treatment],
+                null_size=args.null_size,
+                seed=args.seed,
+                threshold=args.threshold,
+            )
+        store.write(
+            f"{prefix}_per_query",
+            per_query,
+            mode="replace",
+            step="evaluate",
+            parameters=params,
+            source=args.table,
+        )
+        store.write(
+            f"{prefix}_summary",
+            summary,
+            mode="replace",
+            step="evaluate",
+            parameters=params,
+            source=args.table,
+        )
+    if not args.quiet:
+        print(
+            f"wrote {prefix}_per_query ({per_query.height} rows) and {prefix}_summary "
+            f"({summary.height} rows)"
+        )
+        with pl.Config(tbl_cols=10, tbl_width_chars=140):
+            print(summary.head(10))
+    return 0

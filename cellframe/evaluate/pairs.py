@@ -1,0 +1,379 @@
+"""copairs-compatible average precision from metadata pair rules, computed in blocks.
+
+A pair (i, j), i != j, is **positive** when i and j share every ``pos_sameby``
+column and differ in every ``pos_diffby`` column; **negative** when they share
+every ``neg_sameby`` column and differ in every ``neg_diffby`` column (copairs'
+rules). Each query ranks its positives and negatives by cosine similarity
+(descending, a positive tied with a negative first) and gets the
+non-interpolated AP (mean of ``k / n_k``, equal to scikit-learn's
+``average_precision_score``).
+
+copairs builds the pair lists (``O(n^2)`` for "all other treatments are
+negatives"); here the rules are evaluated as boolean masks on one block of
+queries at a time, so memory is ``O(n x block)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from cellframe.columns import CONTROL, NEGATIVE_CONTROL, TREATMENT, feature_columns
+from cellframe.errors import InvalidInputError
+from cellframe.evaluate._data import default_block_rows, encode, profile_matrix
+from cellframe.evaluate._ranking import average_precision_from_ranks, rank_lists
+from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
+
+if TYPE_CHECKING:  # scipy is imported where labels are built
+    import scipy.sparse as sp
+
+__all__ = ["average_precision", "label_matrix", "phenotypic_activity"]
+
+_REFERENCE = "__cf_reference_index"
+
+
+def label_matrix(series: pl.Series, *, sep: str = "|") -> tuple[sp.csr_matrix, list[str]]:
+    """Sparse ``(n, n_labels)`` indicator of the labels of each row.
+
+    A string value is split on ``sep`` (``"a|b"`` holds labels ``a`` and ``b``);
+    a list value is used as is. Labels are stripped; empty and null ones are ignored.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> m, names = label_matrix(pl.Series(["a|b", "b", None]))
+    >>> names, m.toarray().tolist()
+    (['a', 'b'], [[1, 1], [0, 1], [0, 0]])
+    """
+    import scipy.sparse as sp
+
+    if series.dtype == pl.String:
+        lists = series.str.split(sep)
+    elif isinstance(series.dtype, pl.List):
+        lists = series.cast(pl.List(pl.String))
+    else:
+        lists = series.cast(pl.String).str.split(sep)
+    long = (
+        pl.DataFrame({"labels": lists})
+        .with_row_index("row")
+        .explode("labels")
+        .with_columns(pl.col("labels").str.strip_chars())
+        .filter(pl.col("labels").is_not_null() & (pl.col("labels") != ""))
+        .unique(["row", "labels"])
+    )
+    names = sorted(long["labels"].unique().to_list())
+    code = {name: i for i, name in enumerate(names)}
+    cols = np.array([code[v] for v in long["labels"].to_list()], dtype=np.int64)
+    rows = long["row"].to_numpy().astype(np.int64)
+    mat = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(series), len(names))
+    )
+    return mat, names
+
+
+def _mask(
+    codes_same: list[np.ndarray], codes_diff: list[np.ndarray], q: np.ndarray, n: int
+) -> np.ndarray:
+    out = np.ones((len(q), n), dtype=bool)
+    for c in codes_same:
+        out &= c[q][:, None] == c[None, :]
+    for c in codes_diff:
+        out &= c[q][:, None] != c[None, :]
+    return out
+
+
+def _check_rules(pos_sameby, pos_diffby, neg_sameby, neg_diffby) -> None:
+    for name, same, diff in (("pos", pos_sameby, pos_diffby), ("neg", neg_sameby, neg_diffby)):
+        if not (len(same) or len(diff)):
+            raise InvalidInputError(f"give at least one of {name}_sameby / {name}_diffby")
+        both = set(same) & set(diff)
+        if both:
+            raise InvalidInputError(
+                f"{name}_sameby and {name}_diffby must be disjoint; both name {sorted(both)}"
+            )
+
+
+def _average_precision(
+    profiles: pl.DataFrame | pl.LazyFrame,
+    *,
+    pos_sameby: Sequence[str],
+    pos_diffby: Sequence[str],
+    neg_sameby: Sequence[str],
+    neg_diffby: Sequence[str],
+    multilabel: str | None,
+    sep: str,
+    features: Sequence[str] | None,
+    keep: Sequence[str],
+    dtype: type[np.floating],
+    block_rows: int | None,
+    progress: bool,
+    expect_positives: np.ndarray | None = None,
+) -> pl.DataFrame:
+    pos_sameby, pos_diffby = list(pos_sameby), list(pos_diffby)
+    neg_sameby, neg_diffby = list(neg_sameby), list(neg_diffby)
+    _check_rules(pos_sameby, pos_diffby, neg_sameby, neg_diffby)
+    rule_cols = list(dict.fromkeys([*pos_sameby, *pos_diffby, *neg_sameby, *neg_diffby]))
+    if multilabel is not None:
+        if multilabel not in pos_sameby:
+            raise InvalidInputError(
+                f"multilabel column {multilabel!r} must be in pos_sameby (positives share a label)"
+            )
+        pos_sameby = [c for c in pos_sameby if c != multilabel]
+        neg_diffby = [c for c in neg_diffby if c != multilabel]
+        neg_sameby = [c for c in neg_sameby if c != multilabel]
+    pm = profile_matrix(
+        profiles,
+        features=features,
+        metadata=[*keep],
+        required_labels=rule_cols,
+        dtype=dtype,
+        what="profiles",
+    )
+    meta, n = pm.meta, pm.n
+    codes = {c: encode(meta[c]) for c in rule_cols}
+    ps, pd_ = [codes[c] for c in pos_sameby], [codes[c] for c in pos_diffby]
+    ns, nd = [codes[c] for c in neg_sameby], [codes[c] for c in neg_diffby]
+    invalid = ~pm.valid
+    labels_csr = labels_t = None
+    label_names: list[str] = []
+    if multilabel is not None:
+        labels_csr, label_names = label_matrix(meta[multilabel], sep=sep)
+        labels_t = labels_csr.T.tocsr()
+
+    def spec(q: np.ndarray):
+        b = len(q)
+        pos = _mask(ps, pd_, q, n)
+        neg = _mask(ns, nd, q, n)
+        for m in (pos, neg):
+            m[:, invalid] = False
+            m[np.arange(b), q] = False
+        if labels_csr is None:
+            return np.arange(b), pos, neg, None
+        lq = labels_csr[q]
+        shared = (lq @ labels_t).toarray() > 0
+        neg &= ~shared
+        rows, labs = lq.nonzero()
+        order = np.lexsort((labs, rows))
+        rows, labs = rows[order], labs[order]
+        pos_lab = labels_t[labs].toarray().astype(bool) & pos[rows]
+        return rows, pos_lab, neg[rows], labs
+
+    queries = np.flatnonzero(pm.valid)
+    x_unit = unit_rows(pm.x, dtype=dtype)
+    if dtype == np.float32:
+        check_float32_similarity(pm.x, unit=x_unit)
+    b = block_rows or min(1024, default_block_rows(n, bytes_per_cell=20))
+    lists = rank_lists(x_unit, spec, queries=queries, block_rows=b, progress=progress, desc="AP")
+    if int(lists.n_pos.sum()) == 0:
+        raise InvalidInputError(
+            f"no positive pairs: no two usable profiles share {pos_sameby or [multilabel]} "
+            f"while differing in {pos_diffby}; check the rules and that replicates exist"
+        )
+    if int(lists.n_neg.sum()) == 0:
+        raise InvalidInputError(
+            "no negative pairs: with a single treatment (or no controls) there is nothing "
+            f"to rank positives against; neg_sameby={neg_sameby}, neg_diffby={neg_diffby}"
+        )
+    ap = average_precision_from_ranks(lists)
+    out = pl.DataFrame(
+        {
+            "row": lists.query.astype(np.uint32),
+            "average_precision": pl.Series(ap).fill_nan(None),
+            "n_pos_pairs": lists.n_pos,
+            "n_total_pairs": lists.n_total,
+        }
+    )
+    if multilabel is not None:
+        assert lists.label is not None
+        names = np.array(label_names, dtype=object)[lists.label]
+        out = out.with_columns(pl.Series(multilabel, names.tolist(), dtype=pl.String))
+        out = out.filter(pl.col("n_pos_pairs") > 0)
+        base = meta.drop(multilabel)
+        out = base.join(out, on="row", how="inner").sort(["row", multilabel])
+        unscored = np.setdiff1d(queries, out["row"].to_numpy())
+    else:
+        out = meta.join(out, on="row", how="left").with_columns(
+            pl.col("n_pos_pairs").fill_null(0), pl.col("n_total_pairs").fill_null(0)
+        )
+        no_pos = out["n_pos_pairs"].to_numpy() == 0
+        unscored = np.flatnonzero(no_pos & pm.valid)
+    if expect_positives is not None:
+        unscored = unscored[expect_positives[unscored]]
+    if len(unscored):
+        warnings.warn(
+            f"{len(unscored)} of {len(queries)} queries have no positive pair (no replicate "
+            "under the rules): their AP is null and they are left out of mAP",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return out
+
+
+def average_precision(
+    profiles: pl.DataFrame | pl.LazyFrame,
+    *,
+    pos_sameby: Sequence[str],
+    pos_diffby: Sequence[str] = (),
+    neg_sameby: Sequence[str] = (),
+    neg_diffby: Sequence[str] = (),
+    multilabel: str | None = None,
+    sep: str = "|",
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    dtype: type[np.floating] = np.float32,
+    block_rows: int | None = None,
+    progress: bool = False,
+) -> pl.DataFrame:
+    """copairs-compatible average precision of every profile (non-interpolated, cosine).
+
+    Parameters
+    ----------
+    profiles : polars.DataFrame or LazyFrame
+        One row per profile.
+    pos_sameby, pos_diffby, neg_sameby, neg_diffby : sequence of str
+        copairs' pair rules (see the module docstring).
+    multilabel : str, optional
+        A column of several labels (``"a|b"`` strings or lists) that must be in
+        ``pos_sameby``: AP is then computed per (query, label), positives being
+        the profiles holding that label and negatives those sharing no label
+        with the query (copairs' ``multilabel.average_precision``).
+    sep : str
+        Separator of labels in a string ``multilabel`` column.
+    features : sequence of str, optional
+        Feature columns (default: all numeric non-``Metadata_`` columns).
+    keep : sequence of str
+        Extra metadata columns to carry into the result.
+    dtype : numpy float type
+        float32 (default) or float64 similarity arithmetic.
+    block_rows : int, optional
+        Queries per block (default: ~512 MB of temporaries).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per profile (per (profile, label) with ``multilabel``): the rule
+        and ``keep`` columns, ``row`` (input position), ``average_precision``
+        (null without positives), ``n_pos_pairs``, ``n_total_pairs``.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad rules, NaN features, no positive or no negative pair at all (for
+        example a single treatment).
+    MissingColumnsError
+        A rule column is absent.
+
+    Warns
+    -----
+    RuntimeWarning
+        With the count of queries without positives, of all-zero profiles and
+        of rows whose rule columns are null (those rows are left out).
+    """
+    return _average_precision(
+        profiles,
+        pos_sameby=pos_sameby,
+        pos_diffby=pos_diffby,
+        neg_sameby=neg_sameby,
+        neg_diffby=neg_diffby,
+        multilabel=multilabel,
+        sep=sep,
+        features=features,
+        keep=keep,
+        dtype=dtype,
+        block_rows=block_rows,
+        progress=progress,
+    )
+
+
+def phenotypic_activity(
+    profiles: pl.DataFrame | pl.LazyFrame,
+    *,
+    treatment: str = TREATMENT,
+    controls: pl.Expr | None = None,
+    same_plate: bool = False,
+    plate: str = "Metadata_Plate",
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    dtype: type[np.floating] = np.float32,
+    block_rows: int | None = None,
+    progress: bool = False,
+) -> pl.DataFrame:
+    """AP of each profile retrieving its replicates against negative controls.
+
+    The copairs "phenotypic activity" recipe: positives are the other profiles
+    of the same treatment; negatives are the negative-control profiles (on the
+    same plate with ``same_plate=True``). Controls themselves get no positives.
+
+    Parameters
+    ----------
+    profiles : polars.DataFrame or LazyFrame
+        One row per profile.
+    treatment : str
+        Column identifying the treatment (compound, gene, ...).
+    controls : polars.Expr, optional
+        True for negative-control rows; default ``Metadata_Control == "negcon"``.
+    same_plate : bool
+        Restrict negatives to controls on the query's plate.
+    plate : str
+        Plate column used with ``same_plate``.
+    features, keep, dtype, block_rows, progress
+        As in :func:`average_precision`.
+
+    Returns
+    -------
+    polars.DataFrame
+        As :func:`average_precision`, plus ``is_control``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({
+    ...     "Metadata_Treatment": ["a", "a", "dmso", "dmso"],
+    ...     "f1": [1.0, 0.9, 0.0, 0.1], "f2": [0.0, 0.1, 1.0, 0.9]})
+    >>> ap = phenotypic_activity(df, controls=pl.col("Metadata_Treatment") == "dmso")
+    >>> ap.filter(~pl.col("is_control"))["average_precision"].to_list()
+    [1.0, 1.0]
+    """
+    df = profiles.collect() if isinstance(profiles, pl.LazyFrame) else profiles
+    # Decide the features before the helper columns below are added.
+    features = list(features) if features is not None else feature_columns(df)
+    if controls is None:
+        if CONTROL not in df.columns:
+            raise InvalidInputError(
+                f"no {CONTROL!r} column to find negative controls; pass controls=, e.g. "
+                f"pl.col({treatment!r}) == 'DMSO'"
+            )
+        controls = pl.col(CONTROL) == NEGATIVE_CONTROL
+    is_ctrl = df.select(controls.fill_null(False).alias("c"))["c"].to_numpy().astype(bool)
+    if not is_ctrl.any():
+        raise InvalidInputError(
+            "no negative-control rows matched the controls expression: phenotypic activity "
+            "ranks replicates against controls; check controls="
+        )
+    # copairs' reference-index trick: each control gets its own index, so no two
+    # controls form a positive pair and every negative pair is (treatment, control).
+    ref = np.where(is_ctrl, np.arange(df.height), -1)
+    df = df.with_columns(pl.Series(_REFERENCE, ref), pl.Series("is_control", is_ctrl))
+    neg_same = [plate] if same_plate else []
+    out = _average_precision(
+        df,
+        pos_sameby=[treatment, _REFERENCE],
+        pos_diffby=[],
+        neg_sameby=neg_same,
+        neg_diffby=[treatment, _REFERENCE],
+        multilabel=None,
+        sep="|",
+        features=features,
+        keep=[*keep, "is_control"],
+        dtype=dtype,
+        block_rows=block_rows,
+        progress=progress,
+        expect_positives=~is_ctrl,
+    )
+    return out.drop(_REFERENCE)
