@@ -64,3 +64,22 @@ class CellframeNamespace:
         from cellframe.profiles.qc import flag_outlier_wells
 
         return flag_outlier_wells(self._lf, **kwargs)
+
+    # ------------------------------------------------------------- evaluation
+    def retrieval_map(self, **kwargs: Any) -> float:
+        """Forward to :func:`cellframe.evaluate.retrieval_map` (mean interpolated AP)."""
+        from cellframe.evaluate.retrieval import retrieval_map
+
+        return retrieval_map(self._lf, **kwargs)
+
+    def retrieval_metrics(self, **kwargs: Any) -> Any:
+        """Forward to :func:`cellframe.evaluate.retrieval_metrics` (mAP, PR curve, enrichment, hits)."""
+        from cellframe.evaluate.retrieval import retrieval_metrics
+
+        return retrieval_metrics(self._lf, **kwargs)
+
+    def phenotypic_activity(self, **kwargs: Any) -> pl.DataFrame:
+        """Forward to :func:`cellframe.evaluate.phenotypic_activity` (copairs-compatible AP)."""
+        from cellframe.evaluate.pairs import phenotypic_activity
+
+        return phenotypic_activity(self._lf, **kwargs)
