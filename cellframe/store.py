@@ -509,9 +509,15 @@ class Store:
             n_rows = 0
             for i, batch in enumerate(as_arrow_batches(data)):
                 cols = batch.column_names
-                if len(set(cols)) != len(cols):
-                    dup = sorted({c for c in cols if cols.count(c) > 1})
-                    raise SchemaMismatchError(f"rows for {table!r} repeat column(s) {dup}")
+                lowered = [c.lower() for c in cols]
+                if len(set(lowered)) != len(cols):
+                    # DuckDB identifiers are case-insensitive: "Metadata_Control"
+                    # and "Metadata_control" are the same column there.
+                    dup = sorted({c for c in cols if lowered.count(c.lower()) > 1})
+                    raise SchemaMismatchError(
+                        f"rows for {table!r} repeat column(s) {dup} (names are compared "
+                        "case-insensitively); rename one of each pair"
+                    )
                 missing_keys = [k for k in keys if k not in cols]
                 if missing_keys:
                     from cellframe.errors import MissingColumnsError
@@ -539,7 +545,10 @@ class Store:
                         con.execute(f"INSERT INTO {q} ({col_list}) SELECT {col_list} FROM {name}")
                         n_rows += batch.num_rows
                 finally:
-                    con.unregister(name)
+                    try:
+                        con.unregister(name)
+                    except duckdb.Error:  # an aborted transaction; the original error matters
+                        pass
             if stored_cols is None:
                 raise InvalidInputError(
                     f"nothing to write to {table!r}: the input yielded no batches"

@@ -291,3 +291,10 @@ def test_replace_keys_replaces_only_those_sites(store: Store) -> None:
     with pytest.raises(MissingColumnsError, match="Metadata_Site"):
         store.write("objs", site("P1", "A01", 1, 1, 1.0).drop("Metadata_Site"), replace_keys=keys)
     assert store.read("objs").height == 7
+
+
+def test_case_insensitive_duplicate_columns_are_named(store: Store) -> None:
+    df = pl.DataFrame({PLATE: ["P1"], "Metadata_Control": ["negcon"], "Metadata_control": ["x"]})
+    with pytest.raises(SchemaMismatchError, match="case-insensitively"):
+        store.write("t", df)
+    assert not store.has_table("t")
