@@ -1,0 +1,517 @@
+"""Joining CellProfiler compartments (Cells, Cytoplasm, Nuclei) into single-cell rows.
+
+The join is pycytominer's ``SingleCells`` default and CytoTable's
+``cellprofiler_*`` presets: each Cytoplasm object is matched, within its image,
+with the Cells object named by ``Cytoplasm_Parent_Cells`` and the Nuclei object
+named by ``Cytoplasm_Parent_Nuclei`` (inner joins: objects without partners are
+left out, and counted in a warning). The image's metadata (plate, well, site,
+file names) is attached by image number.
+
+To stream sources larger than memory, every compartment is copied batch by
+batch into a temporary DuckDB database (a :class:`~cellframe.store.Store` in a
+temporary folder), and the join runs there over ranges of images, so at most
+one range of cells is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from cellframe.columns import IMAGE_NUMBER, METADATA_PREFIX, OBJECT_NUMBER
+from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.io._normalize import Issues, cast_features, default_batch_rows, order_columns
+from cellframe.store import Store, quote_identifier
+
+#: The compartments joined into a single cell, in pycytominer's default order.
+COMPARTMENTS = ("Cells", "Cytoplasm", "Nuclei")
+
+# Internal join keys of the staging tables (never written to the store).
+TABLE_KEY = "_cf_table"
+IMAGE_KEY = "_cf_image"
+OBJECT_KEY = "_cf_object"
+INTERNAL = (TABLE_KEY, IMAGE_KEY, OBJECT_KEY)
+
+
+def canonical_compartment(
+    df: pl.DataFrame,
+    compartment: str,
+    *,
+    where: str,
+    issues: Issues | None,
+    table_key: str | None = None,
+    image_offset: int = 0,
+) -> pl.DataFrame:
+    """Rename and type one batch of a compartment table.
+
+    CellProfiler names a compartment's columns with or without the compartment
+    prefix (``Cells_AreaShape_Area`` in SQLite, ``AreaShape_Area`` in
+    ``Cells.csv``). The result has the internal keys ``_cf_table``,
+    ``_cf_image``, ``_cf_object``; ``Number_Object_Number`` and ``Parent_*``
+    become ``Metadata_<Compartment>_...`` (they are identifiers, not
+    measurements); every other column is a Float32 feature
+    ``<Compartment>_...``.
+
+    Parameters
+    ----------
+    df : polars.DataFrame
+        One batch of the table, as read.
+    compartment : str
+        ``"Cells"``, ``"Cytoplasm"`` or ``"Nuclei"``.
+    where : str
+        File and table, for messages.
+    issues : Issues, optional
+        Collects NaN/inf counts.
+    table_key : str, optional
+        Value of ``_cf_table`` when the table has no ``TableNumber`` column.
+    image_offset : int
+        Added to ``ImageNumber`` so images of different files stay apart.
+
+    Returns
+    -------
+    polars.DataFrame
+
+    Raises
+    ------
+    MissingColumnsError
+        If the table has no ``ImageNumber`` or no object number.
+    """
+    prefix = compartment + "_"
+    base = {c: (c[len(prefix) :] if c.startswith(prefix) else c) for c in df.columns}
+    by_base: dict[str, str] = {}
+    for c, b in base.items():
+        by_base.setdefault(b, c)
+    image_col = by_base.get("ImageNumber")
+    object_col = by_base.get("ObjectNumber") or by_base.get("Number_Object_Number")
+    missing = [
+        n for n, c in (("ImageNumber", image_col), ("ObjectNumber", object_col)) if c is None
+    ]
+    if missing:
+        raise MissingColumnsError(
+            where,
+            missing,
+            "a CellProfiler object table needs ImageNumber and ObjectNumber (or "
+            f"{compartment}_Number_Object_Number) to link objects to images; "
+            "re-export it with those columns",
+        )
+    exprs: list[pl.Expr] = []
+    table_col = by_base.get("TableNumber")
+    if table_col is not None:
+        exprs.append(pl.col(table_col).cast(pl.String).alias(TABLE_KEY))
+    else:
+        exprs.append(pl.lit(table_key or "", pl.String).alias(TABLE_KEY))
+    try:
+        image = pl.col(image_col).cast(pl.Int64, strict=True)  # type: ignore[arg-type]
+        checked = df.select(
+            (image + image_offset).alias(IMAGE_KEY),
+            pl.col(object_col).cast(pl.Int64, strict=True).alias(OBJECT_KEY),  # type: ignore[arg-type]
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise InvalidInputError(
+            f"{where}: ImageNumber/ObjectNumber must be whole numbers ({exc}); fix the table"
+        ) from exc
+    features: list[str] = []
+    meta: list[pl.Expr] = []
+    seen: set[str] = set(INTERNAL)
+    for c, b in base.items():
+        if c in (image_col, table_col) or b == "ObjectNumber":
+            continue
+        if b == "Number_Object_Number" or b.startswith("Parent_"):
+            # Identifiers of this object and of its parents, not measurements.
+            name = f"{METADATA_PREFIX}{compartment}_{b}"
+            meta.append(pl.col(c).cast(pl.Int64, strict=False).alias(name))
+        elif b.startswith(METADATA_PREFIX):
+            name = f"{METADATA_PREFIX}{compartment}_{b[len(METADATA_PREFIX) :]}"
+            meta.append(pl.col(c).alias(name))
+        else:
+            name = f"{compartment}_{b}"
+            if name in seen:
+                continue
+            exprs.append(pl.col(c).alias(name))
+            features.append(name)
+        seen.add(name)
+    out = pl.concat([checked, df.select([exprs[0], *meta, *exprs[1:]])], how="horizontal")
+    out = out.select(
+        [TABLE_KEY, IMAGE_KEY, OBJECT_KEY, *[c for c in out.columns if c not in INTERNAL]]
+    )
+    return cast_features(out, features, where=where, issues=issues)
+
+
+class Staging:
+    """A temporary DuckDB database holding the compartments of one source.
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        Where to put the temporary database (default: the system's temp folder).
+    memory_limit : str
+        DuckDB memory limit of the staging database; larger joins spill to disk.
+    threads : int, optional
+        DuckDB threads.
+    flush_rows : int, default 10000
+        Buffered rows per compartment before they are written to the database.
+    in_memory : bool, default False
+        Keep the compartments as Polars frames and join them in memory (for
+        sources that fit comfortably; avoids DuckDB's per-table cost on very
+        wide tables).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        memory_limit: str = "512MB",
+        threads: int | None = None,
+        flush_rows: int = 10_000,
+        in_memory: bool = False,
+    ) -> None:
+        self.flush_rows = flush_rows
+        self.in_memory = in_memory
+        self._buffer: dict[str, list[pl.DataFrame]] = {}
+        self._buffered: dict[str, int] = {}
+        self._frames: dict[str, list[pl.DataFrame]] = {}
+        self._dir: Path | None = None
+        self._store: Store | None = None
+        if not in_memory:
+            self._dir = Path(tempfile.mkdtemp(prefix="cellframe-ingest-", dir=directory))
+            self._store = Store(
+                self._dir / "staging.duckdb", memory_limit=memory_limit, threads=threads
+            )
+            self._con = self._store.connection
+            spill = (self._dir / "spill").as_posix().replace("'", "''")
+            self._con.execute(f"SET temp_directory = '{spill}'")
+        self.rows: dict[str, int] = {}
+        self.where: dict[str, str] = {}
+        self._columns: dict[str, list[str]] = {}
+        self._sorted: dict[str, bool] = {}
+        self._last: dict[str, int] = {}
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close and delete the temporary database."""
+        self._frames.clear()
+        try:
+            if self._store is not None:
+                self._store.close()
+        finally:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def compartments(self) -> list[str]:
+        """Compartments that received at least one batch (rows or not)."""
+        return [c for c in COMPARTMENTS if c in self._columns]
+
+    def append(self, compartment: str, frame: pl.DataFrame, where: str) -> None:
+        """Add a canonical batch (see :func:`canonical_compartment`) to a compartment.
+
+        Small batches (one site's objects) are buffered and written together:
+        each insert of a wide table costs a fixed time to plan.
+        """
+        self.where.setdefault(compartment, where)
+        buffer = self._buffer.setdefault(compartment, [])
+        buffer.append(frame)
+        self._buffered[compartment] = self._buffered.get(compartment, 0) + frame.height
+        if compartment not in self._columns or self._buffered[compartment] >= self.flush_rows:
+            self._flush(compartment)
+
+    def flush(self) -> None:
+        """Write every buffered batch."""
+        for compartment in list(self._buffer):
+            self._flush(compartment)
+
+    def _flush(self, compartment: str) -> None:
+        frames = self._buffer.pop(compartment, [])
+        self._buffered[compartment] = 0
+        if not frames:
+            return
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        if self.in_memory:
+            self._frames.setdefault(compartment, []).append(frame)
+            known = self._columns.setdefault(compartment, [])
+            have = set(known)
+            known.extend(c for c in frame.columns if c not in have)
+            self.rows[compartment] = self.rows.get(compartment, 0) + frame.height
+            return
+        table = quote_identifier(f"stage_{compartment}")
+        name = f"_cf_batch_{uuid.uuid4().hex}"
+        self._con.register(name, frame.to_arrow())
+        try:
+            if compartment not in self._columns:
+                self._con.execute(f"CREATE TABLE {table} AS SELECT * FROM {name}")
+                self._columns[compartment] = list(frame.columns)
+            else:
+                known = set(self._columns[compartment])
+                extra = [c for c in frame.columns if c not in known]
+                if extra:
+                    types = dict(
+                        self._con.execute(
+                            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {name})"
+                        ).fetchall()
+                    )
+                    for c in extra:
+                        self._con.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {quote_identifier(c)} {types[c]}"
+                        )
+                    self._columns[compartment].extend(extra)
+                if frame.height:
+                    self._con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+        finally:
+            self._con.unregister(name)
+        if frame.height:
+            images = frame[IMAGE_KEY]
+            first, last = int(images[0]), int(images[-1])
+            ok = self._sorted.get(compartment, True) and bool(images.is_sorted())
+            ok = ok and first >= self._last.get(compartment, first)
+            self._sorted[compartment] = ok
+            self._last[compartment] = last
+        self.rows[compartment] = self.rows.get(compartment, 0) + frame.height
+
+    def columns(self, compartment: str) -> list[str]:
+        """Columns of a staged compartment."""
+        return list(self._columns[compartment])
+
+    # ------------------------------------------------------------------ join
+    def _plan(self) -> tuple[str, list[tuple[str, str, str]], str]:
+        """Base compartment, joins (compartment, alias, link column) and object-number alias."""
+        self.flush()
+        have = set(self.compartments)
+        link = {
+            ("Cytoplasm", "Cells"): f"{METADATA_PREFIX}Cytoplasm_Parent_Cells",
+            ("Cytoplasm", "Nuclei"): f"{METADATA_PREFIX}Cytoplasm_Parent_Nuclei",
+            ("Cells", "Nuclei"): f"{METADATA_PREFIX}Cells_Parent_Nuclei",
+        }
+        if "Cytoplasm" in have and ("Cells" in have or "Nuclei" in have):
+            base = "Cytoplasm"
+            joins = [(c, link[("Cytoplasm", c)]) for c in ("Cells", "Nuclei") if c in have]
+        elif "Cells" in have and "Nuclei" in have:
+            base, joins = "Cells", [("Nuclei", link[("Cells", "Nuclei")])]
+        elif len(have) == 1:
+            base, joins = next(iter(have)), []
+        else:
+            raise InvalidInputError("no Cells, Cytoplasm or Nuclei table was found to join")
+        for other, col in joins:
+            if col not in self._columns[base]:
+                raise MissingColumnsError(
+                    f"{self.where[base]} ({base} objects)",
+                    [col.removeprefix(METADATA_PREFIX)],
+                    f"it links each {base} object to its {other} object; re-export the "
+                    f"CellProfiler tables with the {base} parent columns (RelateObjects)",
+                )
+        aliases = [(c, f"t_{c.lower()}", col) for c, col in joins]
+        object_alias = "t_cells" if "Cells" in [c for c, _, _ in aliases] else f"t_{base.lower()}"
+        return base, aliases, object_alias
+
+    def check_images(self, image_keys: pl.DataFrame, image_where: str) -> None:
+        """Raise when objects of the base compartment have no image row."""
+        base, _, _ = self._plan()
+        keys = image_keys.select(TABLE_KEY, IMAGE_KEY)
+        if self.in_memory:
+            orphans = (
+                self._table(base)
+                .select(TABLE_KEY, IMAGE_KEY)
+                .join(keys, on=[TABLE_KEY, IMAGE_KEY], how="anti")
+            )
+            n, first = orphans.height, orphans[IMAGE_KEY].min() if orphans.height else None
+        else:
+            name = f"_cf_img_{uuid.uuid4().hex}"
+            self._con.register(name, keys.to_arrow())
+            try:
+                row = self._con.execute(
+                    f"SELECT count(*), min(b.{IMAGE_KEY}) FROM {quote_identifier('stage_' + base)} b "
+                    f"ANTI JOIN {name} i USING ({TABLE_KEY}, {IMAGE_KEY})"
+                ).fetchall()
+            finally:
+                self._con.unregister(name)
+            n, first = row[0] if row else (0, None)
+        if n:
+            raise InvalidInputError(
+                f"{n} {base} object(s) in {self.where[base]} have no row in the image table "
+                f"{image_where} (first ImageNumber without one: {int(first) & 0xFFFFFFFF}); "
+                "the image table gives each cell its plate, well and site: export it together "
+                "with the object tables"
+            )
+
+    def iter_joined(
+        self, image: pl.DataFrame, batch_rows: int | None = None
+    ) -> Iterator[pl.DataFrame]:
+        """Join the staged compartments with ``image`` and yield single-cell batches.
+
+        ``image`` holds ``_cf_table``, ``_cf_image`` and the metadata to attach.
+        ``batch_rows`` defaults to about 32 MB of Float32 features per batch.
+        """
+        base, joins, object_alias = self._plan()
+        if batch_rows is None:
+            batch_rows = default_batch_rows(sum(len(c) for c in self._columns.values()))
+        if self.in_memory:
+            yield from self._iter_joined_in_memory(image, batch_rows)
+            return
+        self._con.execute("DROP TABLE IF EXISTS stage_image")
+        name = f"_cf_img_{uuid.uuid4().hex}"
+        self._con.register(name, image.to_arrow())
+        try:
+            self._con.execute(f"CREATE TABLE stage_image AS SELECT * FROM {name}")
+        finally:
+            self._con.unregister(name)
+        b_alias = f"t_{base.lower()}"
+        image_cols = [c for c in image.columns if c not in (TABLE_KEY, IMAGE_KEY)]
+        select = [f"i.{quote_identifier(c)}" for c in image_cols]
+        select.append(f"{object_alias}.{OBJECT_KEY} AS {quote_identifier(OBJECT_NUMBER)}")
+        order = ["Cells", "Cytoplasm", "Nuclei"]
+        present = {base: b_alias, **{c: a for c, a, _ in joins}}
+        for comp in order:
+            if comp in present:
+                cols = [c for c in self._columns[comp] if c not in INTERNAL]
+                select += [f"{present[comp]}.{quote_identifier(c)}" for c in cols]
+        from_sql = f"{quote_identifier('stage_' + base)} {b_alias}"
+        for comp, alias, link in joins:
+            from_sql += (
+                f" JOIN {quote_identifier('stage_' + comp)} {alias}"
+                f" ON {alias}.{TABLE_KEY} = {b_alias}.{TABLE_KEY}"
+                f" AND {alias}.{IMAGE_KEY} = {b_alias}.{IMAGE_KEY}"
+                f" AND {alias}.{OBJECT_KEY} = {b_alias}.{quote_identifier(link)}"
+                f" AND {alias}.{IMAGE_KEY} BETWEEN $lo AND $hi"
+            )
+        from_sql += (
+            f" JOIN stage_image i ON i.{TABLE_KEY} = {b_alias}.{TABLE_KEY}"
+            f" AND i.{IMAGE_KEY} = {b_alias}.{IMAGE_KEY}"
+        )
+        sql = (
+            f"SELECT {', '.join(select)} FROM {from_sql} "
+            f"WHERE {b_alias}.{IMAGE_KEY} BETWEEN $lo AND $hi"
+        )
+        if all(self._sorted.get(c, True) for c in self.compartments):
+            counts = self._con.execute(
+                f"SELECT {IMAGE_KEY}, count(*) FROM {quote_identifier('stage_' + base)} "
+                "GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+            for lo, hi in _ranges(counts, batch_rows):
+                table = self._con.sql(sql, params={"lo": lo, "hi": hi}).to_arrow_table()
+                if table.num_rows:
+                    yield order_columns(pl.from_arrow(table))  # type: ignore[arg-type]
+        else:
+            # Unsorted source: one streaming query (DuckDB spills to disk past its memory limit).
+            reader = self._con.sql(sql, params={"lo": -(2**62), "hi": 2**62}).to_arrow_reader(
+                batch_rows
+            )
+            for batch in reader:
+                if batch.num_rows:
+                    yield order_columns(pl.from_arrow(batch))  # type: ignore[arg-type]
+
+    def _table(self, compartment: str) -> pl.DataFrame:
+        frames = self._frames.get(compartment, [])
+        if not frames:
+            return pl.DataFrame(schema=dict.fromkeys(self._columns[compartment], pl.Int64))
+        if len(frames) > 1:
+            self._frames[compartment] = [pl.concat(frames, how="diagonal_relaxed")]
+        return self._frames[compartment][0]
+
+    def _iter_joined_in_memory(
+        self, image: pl.DataFrame, batch_rows: int
+    ) -> Iterator[pl.DataFrame]:
+        base, joins, _ = self._plan()
+        keys = [TABLE_KEY, IMAGE_KEY]
+        out = self._table(base)
+        cells_link = next((link for comp, _, link in joins if comp == "Cells"), None)
+        object_number = pl.col(cells_link) if cells_link else pl.col(OBJECT_KEY)
+        out = out.with_columns(object_number.cast(pl.Int64).alias(OBJECT_NUMBER))
+        for comp, _, link in joins:
+            other = (
+                self._table(comp)
+                .rename({OBJECT_KEY: link})
+                .with_columns(pl.col(link).cast(pl.Int64))
+            )
+            out = out.with_columns(pl.col(link).cast(pl.Int64)).join(
+                other, on=[*keys, link], how="inner", maintain_order="left"
+            )
+        out = image.join(out, on=keys, how="inner", maintain_order="right")
+        parts = [c for c in image.columns if c not in keys] + [OBJECT_NUMBER]
+        for comp in COMPARTMENTS:
+            if comp == base or comp in [c for c, _, _ in joins]:
+                parts += [c for c in self._columns[comp] if c not in INTERNAL and c not in parts]
+        out = out.select(parts)
+        for start in range(0, out.height, batch_rows):
+            yield order_columns(out.slice(start, batch_rows))
+
+    def base(self) -> str:
+        """The compartment every single-cell row starts from."""
+        return self._plan()[0]
+
+
+def _ranges(counts: Sequence[tuple[int, int]], batch_rows: int) -> Iterator[tuple[int, int]]:
+    """Group consecutive images into ranges holding about ``batch_rows`` objects."""
+    lo = None
+    total = 0
+    prev = None
+    for image, n in counts:
+        if lo is None:
+            lo = image
+        elif total + n > batch_rows and total:
+            yield lo, prev  # type: ignore[misc]
+            lo, total = image, 0
+        total += n
+        prev = image
+    if lo is not None:
+        yield lo, prev  # type: ignore[misc]
+
+
+def image_metadata(
+    df: pl.DataFrame,
+    *,
+    table_key: str | None = None,
+    image_offset: int = 0,
+    where: str,
+) -> pl.DataFrame:
+    """The columns of an image table that are attached to every cell of the image.
+
+    Keeps ``TableNumber``, ``ImageNumber``, every ``Metadata_*`` column and the
+    image file names and folders (``FileName_*``, ``PathName_*`` as
+    ``Metadata_FileName_*``, ``Metadata_PathName_*``), with an ``Image_``
+    prefix removed. Image measurements are not attached to single cells.
+    """
+    renamed = {c: _image_name(c) for c in df.columns}
+    keep = {c: n for c, n in renamed.items() if n is not None}
+    if "ImageNumber" not in keep.values():
+        raise MissingColumnsError(
+            where, ["ImageNumber"], "the image table links cells to their image by ImageNumber"
+        )
+    out = df.select([pl.col(c).alias(n) for c, n in keep.items() if n not in ("TableNumber",)])
+    tables = (
+        df[next(c for c, n in keep.items() if n == "TableNumber")].cast(pl.String)
+        if "TableNumber" in keep.values()
+        else pl.Series(TABLE_KEY, [table_key or ""] * df.height, pl.String)
+    )
+    try:
+        image_number = out["ImageNumber"].cast(pl.Int64, strict=True)
+    except pl.exceptions.PolarsError as exc:
+        raise InvalidInputError(f"{where}: ImageNumber must be whole numbers ({exc})") from exc
+    out = out.drop("ImageNumber").with_columns(
+        tables.alias(TABLE_KEY),
+        (image_number + image_offset).alias(IMAGE_KEY),
+        image_number.alias(IMAGE_NUMBER),
+    )
+    if "TableNumber" in keep.values():
+        out = out.with_columns(tables.alias(f"{METADATA_PREFIX}TableNumber"))
+    return out
+
+
+def _image_name(column: str) -> str | None:
+    name = column[len("Image_") :] if column.startswith("Image_") else column
+    if name in ("ImageNumber", "TableNumber"):
+        return name
+    if name.startswith(METADATA_PREFIX):
+        return name
+    for part in ("FileName_", "PathName_"):
+        if name.startswith(part):
+            return METADATA_PREFIX + name
+    return None

@@ -1,0 +1,288 @@
+"""CellProfiler SQLite databases: ExportToDatabase and cytominer-database layouts.
+
+Two layouts are read:
+
+* CellProfiler's ExportToDatabase: ``Per_Image`` and one ``Per_<Object>``
+  table per compartment (``Per_Cells``, ...; an optional table prefix such as
+  ``MyExpt_Per_Image`` is allowed). Objects are numbered by
+  ``<Object>_Number_Object_Number``; columns carry the ``Image_`` or
+  ``<Object>_`` prefix.
+* cytominer-database: ``Image``, ``Cells``, ``Cytoplasm``, ``Nuclei`` with
+  ``TableNumber``, ``ImageNumber`` and ``ObjectNumber`` keys (``TableNumber``
+  tells apart the CSV folders the database was built from).
+
+Tables are streamed with the Arrow-native ADBC SQLite driver
+(``adbc-driver-sqlite``) in bounded batches; compartments are joined through a
+temporary DuckDB database (see :mod:`cellframe.io._compartments`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cellframe._progress import progress
+from cellframe.errors import InvalidInputError, UnknownFormatError
+from cellframe.io._base import Reader, require_rows
+from cellframe.io._compartments import COMPARTMENTS, Staging, canonical_compartment, image_metadata
+from cellframe.io._normalize import default_batch_rows, normalize_keys
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_MISMATCH = re.compile(r"column (\d+)", re.I)
+
+
+def is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database file (by its header)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_tables(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Tables of a SQLite file with their (column, declared type) lists.
+
+    Raises
+    ------
+    UnknownFormatError
+        If the file is not a SQLite database.
+    """
+    if not is_sqlite(path):
+        raise UnknownFormatError(
+            f"{path} is not a SQLite database (its header is not 'SQLite format 3'); "
+            "pass the .sqlite file CellProfiler or cytominer-database wrote"
+        )
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        names = [
+            r[0]
+            for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        ]
+        return {
+            n: [
+                (r[1], (r[2] or "").upper()) for r in con.execute(f"PRAGMA table_info({_quote(n)})")
+            ]
+            for n in names
+        }
+    except sqlite3.DatabaseError as exc:
+        raise UnknownFormatError(f"cannot read {path} as SQLite: {exc}") from exc
+    finally:
+        con.close()
+
+
+def detect_layout(
+    path: Path, tables: dict[str, list[tuple[str, str]]]
+) -> tuple[str, dict[str, str]]:
+    """Which CellProfiler layout a SQLite file has, and its table names.
+
+    Returns
+    -------
+    (layout, names)
+        ``layout`` is ``"cellprofiler"`` or ``"cytominer-database"``; ``names``
+        maps ``"Image"`` and each compartment found to its table.
+
+    Raises
+    ------
+    UnknownFormatError
+        If the file holds neither layout.
+    """
+    lower = {t.lower(): t for t in tables}
+    per_image = [t for t in tables if t.lower().endswith("per_image")]
+    if per_image:
+        image = per_image[0]
+        prefix = image[: -len("Per_Image")]
+        names = {"Image": image}
+        for comp in COMPARTMENTS:
+            t = lower.get(f"{prefix}per_{comp}".lower())
+            if t is not None:
+                names[comp] = t
+        if len(names) > 1:
+            return "cellprofiler", names
+    if "image" in lower:
+        names = {"Image": lower["image"]}
+        for comp in COMPARTMENTS:
+            t = lower.get(comp.lower())
+            if t is not None and any(c == "ObjectNumber" for c, _ in tables[t]):
+                names[comp] = t
+        if len(names) > 1:
+            return "cytominer-database", names
+    found = ", ".join(sorted(tables)) or "none"
+    raise UnknownFormatError(
+        f"{path} is a SQLite database but not a CellProfiler one: its tables are [{found}]; "
+        "cellframe reads CellProfiler's ExportToDatabase layout (Per_Image with Per_Cells, "
+        "Per_Cytoplasm, Per_Nuclei) and cytominer-database's (Image with Cells, Cytoplasm, "
+        "Nuclei holding ImageNumber and ObjectNumber). Check the file, or convert it to "
+        "Parquet/CSV single cells and ingest that"
+    )
+
+
+def _sentinel(column: str, declared: str, *, integers: bool = False) -> str:
+    """A typed first-row value so the ADBC driver infers each column's type correctly.
+
+    The driver infers types from the first batch: a column that is NULL there
+    would become int64 and fail later on a float. Text columns get '', all
+    others 0.0 (integers read as floats are cast back to Int64 by the reader).
+    With ``integers``, columns declared INT get 0 (image tables: a barcode
+    plate such as 110000106828 must not become '110000106828.0').
+    """
+    if column == "TableNumber" or any(k in declared for k in ("CHAR", "CLOB", "TEXT")):
+        return "''"
+    if integers and "INT" in declared:
+        return "0"
+    return "0.0"
+
+
+class CellProfilerSQLite(Reader):
+    """Read a CellProfiler or cytominer-database SQLite file as single-cell batches.
+
+    Examples
+    --------
+    >>> reader = CellProfilerSQLite("plate.sqlite")      # doctest: +SKIP
+    >>> sum(frame.height for frame in reader.batches())  # doctest: +SKIP
+    """
+
+    format = "cellprofiler_sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.tables = sqlite_tables(self.path)
+        self.layout, self.names = detect_layout(self.path, self.tables)
+        self.level = "cell"
+
+    def _connect(self) -> Any:
+        # The low-level ADBC API: the DB-API module would import pandas (~50 MB).
+        import adbc_driver_manager
+        import adbc_driver_sqlite
+
+        db = adbc_driver_sqlite.connect(f"{self.path.resolve().as_uri()}?mode=ro")
+        return db, adbc_driver_manager.AdbcConnection(db)
+
+    def _stream(
+        self,
+        con: Any,
+        table: str,
+        columns: list[tuple[str, str]],
+        batch_rows: int,
+        *,
+        integers: bool = False,
+    ) -> Iterator[Any]:
+        """Yield Arrow batches of ``table`` (all ``columns``), typed by a sentinel row."""
+        import adbc_driver_manager
+        import pyarrow as pa
+
+        names = [c for c, _ in columns]
+        first = ", ".join(
+            [f"{_sentinel(c, t, integers=integers)} AS {_quote(c)}" for c, t in columns]
+            + ["1 AS _cf_sentinel"]
+        )
+        rest = ", ".join([_quote(c) for c in names] + ["0"])
+        sql = f"SELECT {first} UNION ALL SELECT {rest} FROM {_quote(table)}"
+        stmt = adbc_driver_manager.AdbcStatement(con[1])
+        try:
+            stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            stmt.set_sql_query(sql)
+            stream, _ = stmt.execute_query()
+            reader = pa.RecordBatchReader._import_from_c(stream.address)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    m = _MISMATCH.search(str(exc))
+                    col = names[int(m.group(1))] if m and int(m.group(1)) < len(names) else "?"
+                    raise InvalidInputError(
+                        f"{self.path}, table {table!r}: column {col!r} holds a value of another "
+                        f"type than its first rows ({exc}); a feature column must hold numbers "
+                        "only: fix the values or drop the column"
+                    ) from exc
+                yield batch
+            reader.close()
+        finally:
+            stmt.close()
+
+    def _image(self, con: Any) -> pl.DataFrame:
+        table = self.names["Image"]
+        cols = [
+            (c, t)
+            for c, t in self.tables[table]
+            if c in ("ImageNumber", "TableNumber")
+            or re.match(r"^(Image_)?(Metadata_|FileName_|PathName_)", c)
+        ]
+        frames = [
+            pl.from_arrow(b)
+            for b in self._stream(
+                con, table, cols, 100_000, integers=True
+            )  # image tables are small
+        ]
+        df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+        df = df.filter(pl.col("_cf_sentinel") == 0).drop("_cf_sentinel")  # type: ignore[union-attr]
+        where = f"{self.path}, table {table!r}"
+        meta = image_metadata(df, where=where)
+        return normalize_keys(meta, where=where, plate=self.plate, well=self.well)
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        """Yield single-cell batches."""
+        con = self._connect()
+        try:
+            with Staging(
+                self.staging_dir,
+                memory_limit=self.memory_limit,
+                flush_rows=self.batch_rows or 10_000,
+                in_memory=self._use_memory(self.path.stat().st_size),
+            ) as staging:
+                image = self._image(con)
+                n_objects = 0
+                for comp in COMPARTMENTS:
+                    if comp not in self.names:
+                        continue
+                    table = self.names[comp]
+                    columns = self.tables[table]
+                    where = f"{self.path}, table {table!r}"
+                    # SQLite rows arrive as float64: aim at ~16 MB per batch.
+                    batch_rows = self.batch_rows or default_batch_rows(2 * len(columns), mb=16)
+                    n_before = n_objects
+                    for batch in progress(
+                        self._stream(con, table, columns, batch_rows),
+                        desc=f"reading {table}",
+                        unit="batch",
+                        enabled=self.progress,
+                    ):
+                        raw = pl.from_arrow(batch)
+                        raw = raw.filter(pl.col("_cf_sentinel") == 0).drop("_cf_sentinel")  # type: ignore[union-attr]
+                        frame = canonical_compartment(raw, comp, where=where, issues=self.issues)
+                        staging.append(comp, frame, where)
+                        n_objects += frame.height
+                    if n_objects == n_before:
+                        self.issues.add(f"{where} holds no rows")
+                require_rows(n_objects, self.path, "objects", self.issues)
+                staging.check_images(image, f"{self.path}, table {self.names['Image']!r}")
+                n_out = 0
+                for frame in staging.iter_joined(image, self.batch_rows):
+                    n_out += frame.height
+                    yield frame
+                base = staging.base()
+                left = staging.rows.get(base, 0) - n_out
+                if left > 0:
+                    self.issues.add(
+                        f"{left} of {staging.rows[base]} {base} objects in {self.path} had no "
+                        "matching object in the other compartments and were left out "
+                        "(pycytominer and CytoTable join compartments the same way)"
+                    )
+        finally:
+            con[1].close()
+            con[0].close()
+
+
+__all__ = ["CellProfilerSQLite", "detect_layout", "is_sqlite", "sqlite_tables"]
