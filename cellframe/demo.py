@@ -97,6 +97,35 @@ def _segment(ctx: _Context) -> None:
         labels_dir=ctx.out / "labels",
         progress=ctx.progress,
     )
+    from cellframe.io.images import read_site
+
+    shapes = {
+        spec.index: read_site(spec.path, site=spec.index, channels="DNA", channel_names=channels)[
+            0
+        ].shape[-2:]
+        for spec in sites
+    }
+    images = pl.DataFrame(
+        [
+            {
+                "Metadata_Plate": spec.plate,
+                "Metadata_Well": spec.well,
+                "Metadata_Site": spec.site,
+                "Channel": channel,
+                "Path": str(spec.path),
+                "Frame": spec.index,
+                "Height": shapes[spec.index][0],
+                "Width": shapes[spec.index][1],
+            }
+            for spec in sites
+            for channel in channels
+        ],
+        schema_overrides={
+            "Metadata_Site": pl.Int32, "Frame": pl.Int32, "Height": pl.Int32, "Width": pl.Int32,
+        },
+    )  # fmt: skip
+    ctx.store.write("images", images, replace_keys=["Metadata_Plate", "Metadata_Well", "Metadata_Site"],
+                    step="register_images", source="jump/images.zarr")  # fmt: skip
     write_objects(
         ctx.store,
         objects,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ from cellframe.report import (
     well_predicted_overlap_chart,
     write_report,
 )
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests._browser import render_report
 
 
 def profiles(seed: int = 0) -> pl.DataFrame:
@@ -152,41 +150,14 @@ def test_png_export(tmp_path: Path) -> None:
 
 
 def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    playwright = pytest.importorskip("playwright.sync_api")
     sections = all_sections()
     path = write_report(
         sections, tmp_path / "report.html", title="Test report", summary={"plates": 2}
     )
     html_text = path.read_text()
     assert "cdn.jsdelivr" not in html_text and "<script src" not in html_text
-    requests: list[str] = []
-    console_errors: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-
-        def block(route):
-            requests.append(route.request.url)
-            route.abort()
-
-        page.route("http*://**", block)  # the network is blocked: everything must be inline
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: console_errors.append(str(e)))
-        page.goto(path.as_uri())
-        page.evaluate("() => window.cellframeDone")
-        errors = page.evaluate("() => window.cellframeErrors")
-        rendered = page.evaluate("() => window.cellframeRendered")
-        svgs = page.evaluate(
-            "() => Array.from(document.querySelectorAll('div.chart')).map(d => d.querySelectorAll('svg').length)"
-        )
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
-    assert errors == [] and console_errors == [] and requests == []
-    assert rendered == len(sections)
-    assert len(svgs) == len(sections) and all(n >= 1 for n in svgs)
+    seen = render_report(path, tmp_path / "report.png")
+    assert seen.errors == [] and seen.console_errors == [] and seen.blocked_requests == []
+    assert seen.rendered == len(sections)
+    assert len(seen.svgs_per_chart) == len(sections) and all(n >= 1 for n in seen.svgs_per_chart)
     assert (tmp_path / "report.png").stat().st_size > 10_000
