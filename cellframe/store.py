@@ -147,9 +147,11 @@ class Store:
         memory_limit: str | None = None,
         threads: int | None = None,
     ) -> None:
-        self.path = str(path)
+        # An absolute path: Ray workers and other processes that write this
+        # store's Parquet partitions may run in another working directory.
+        in_memory = str(path) == ":memory:"
+        self.path = str(path) if in_memory else str(Path(path).resolve())
         self.read_only = read_only
-        in_memory = self.path == ":memory:"
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}

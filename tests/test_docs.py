@@ -1,8 +1,11 @@
 """Every Python snippet of the user guide (docs/*.md) runs as written.
 
-Snippets of one page run in order in one namespace, in a temporary folder, as a
-reader would paste them. A block fenced as ```python no-run is shown only (for
-work that takes minutes); everything else must run and pass its asserts.
+Snippets of one page run in order in one namespace, in a temporary working
+folder beside a link to ``../shared`` (so ``../shared/data/...`` paths work as
+they do from the repository root), as a reader would paste them. A block
+fenced as ```python no-run is shown only (reference listings, or work that
+takes minutes); every page has runnable blocks, and they must run and pass
+their asserts.
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ def test_every_layer_has_a_page() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = snippets(page)
-    if not code:
-        pytest.skip(f"{page.name} has no runnable snippet")
-    monkeypatch.chdir(tmp_path)
+    assert code, f"{page.name} has no runnable snippet"
+    shared = DOCS.parents[1] / "shared"
+    if "../shared" in "".join(code) and not shared.is_dir():
+        pytest.skip(f"{page.name} reads ../shared/data, which is absent")
+    if shared.is_dir():
+        (tmp_path / "shared").symlink_to(shared)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(code):
         try:

@@ -149,7 +149,7 @@ def embed_objects(
             total=len(dataset),
             desc=f"embed {embedder.name}",
             unit="cell",
-            leave=False,
+            leave=True,  # the final count and rate stay on screen
             dynamic_ncols=True,
         )
     try:
