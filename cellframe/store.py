@@ -723,7 +723,9 @@ class Store:
         # hive_types keeps plate names such as "0001" as strings.
         self._con.execute(
             f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS "
-            f"SELECT * REPLACE (CAST({quote_identifier(PLATE)} AS VARCHAR) AS {quote_identifier(PLATE)}) "
+            # The plate first, as in native tables (hive puts the partition key last).
+            f"SELECT CAST({quote_identifier(PLATE)} AS VARCHAR) AS {quote_identifier(PLATE)}, "
+            f"* EXCLUDE ({quote_identifier(PLATE)}) "
             f"FROM read_parquet('{pattern}', hive_partitioning = true, "
             f"hive_types = {{'{PLATE}': VARCHAR}})"
         )

@@ -70,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=224,
         help="side each channel is resized to in pre-trained mode (default: 224)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: one model per Ray actor (per GPU when there are GPUs), plate by plate",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--force", action="store_true", help="Ray: recompute plates already embedded")
     p.set_defaults(func=_embed)
 
     p = subparsers.add_parser(
@@ -168,6 +176,8 @@ def _embed(args: argparse.Namespace) -> int:
         )
     with _open_store(args) as store:
         objects, loader, sites, channels = _inputs(args, store)
+        if getattr(args, "engine", "local") == "ray":
+            return _embed_on_ray(args, store, objects, loader, channels)
         if args.checkpoint:
             embedder = CellEmbedder(args.checkpoint, name=args.name, device=args.device)
         else:
@@ -204,6 +214,32 @@ def _embed(args: argparse.Namespace) -> int:
         print(
             f"wrote {n} cells x {frame.width - 4} features to {table} "
             f"({timing.cells_per_second:.1f} cells/s, {100 * timing.outside_forward_share:.0f}% outside the forward pass)"
+        )
+    return 0
+
+
+def _embed_on_ray(args: argparse.Namespace, store, objects, loader, channels) -> int:
+    import functools
+
+    from cellframe.embed.embedders import CellEmbedder, ChannelEmbedder
+    from cellframe.engine.embed import embed_plates
+
+    if args.checkpoint:
+        make = functools.partial(CellEmbedder, args.checkpoint, name=args.name, device=args.device)
+    else:
+        make = functools.partial(
+            ChannelEmbedder, args.model, args.weights, name=args.name, device=args.device,
+            input_size=args.input_size,
+        )  # fmt: skip
+    report = embed_plates(
+        store, objects, loader, make, channels=channels, dest=args.table, address=args.address,
+        force=args.force, progress=not args.quiet, box_size=args.box_size,
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    if not args.quiet:
+        print(
+            f"wrote {report.rows} cells to {report.table} on Ray: {len(report.computed)} plates "
+            f"computed, {len(report.skipped)} already complete"
         )
     return 0
 
