@@ -1,0 +1,67 @@
+"""Compound activity prediction from chemical structure, morphology and gene expression.
+
+DOMAIN.md §6. Importing this package is cheap: RDKit, PyTorch and scikit-learn
+are imported when a name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> module that defines it.
+_NAMES: dict[str, str] = {
+    "AlignedFeatures": "features",
+    "AssayMatrix": "matrix",
+    "CleaningResult": "clean",
+    "CrossValidationResult": "crossval",
+    "DMPNNEncoder": "networks",
+    "ExperimentConfig": "experiment",
+    "FOLD_METHODS": "splits",
+    "GraphSet": "graph",
+    "MultitaskClassifier": "model",
+    "MultitaskNetwork": "networks",
+    "RandomForestBaseline": "model",
+    "align_profiles": "features",
+    "assay_fold_metrics": "metrics",
+    "assay_matrix_from_long": "matrix",
+    "assay_matrix_from_wide": "matrix",
+    "assay_metrics": "metrics",
+    "clean_assay_matrix": "clean",
+    "cross_validate": "crossval",
+    "early_fusion": "fusion",
+    "featurize_molecules": "graph",
+    "kmeans_folds": "splits",
+    "late_fusion": "fusion",
+    "load_config": "experiment",
+    "make_folds": "splits",
+    "masked_bce_loss": "networks",
+    "morgan_fingerprints": "chem",
+    "morgan_frame": "chem",
+    "murcko_scaffolds": "chem",
+    "pains_matches": "chem",
+    "parse_smiles": "chem",
+    "random_folds": "splits",
+    "random_partition": "splits",
+    "read_assay_matrix": "matrix",
+    "retrospective_union": "fusion",
+    "run_experiment": "experiment",
+    "scaffold_folds": "splits",
+    "scaffold_partition": "splits",
+    "search_hyperparameters": "model",
+    "summary_table": "metrics",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"cellframe.activity.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cellframe.activity' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,49 @@
+"""``cellframe activity``: run a configured compound-activity experiment end to end.
+
+Only argparse is imported here; RDKit, PyTorch and scikit-learn load when the
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``activity`` to the command line."""
+    p = subparsers.add_parser(
+        "activity",
+        parents=[common],
+        help="compound activity prediction: clean, featurize, split, train, evaluate, fuse",
+        description=(
+            "Run the experiment described by a TOML config (see docs/activity.md) and "
+            "write its tables (<prefix>_cleaning, _folds, _predictions, _fold_metrics, "
+            "_assay_metrics, _summary, ...) to the store."
+        ),
+    )
+    p.add_argument("config", help="experiment TOML file")
+    p.add_argument("--prefix", help="table name prefix (overrides [output] prefix)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from cellframe.activity.experiment import load_config, run_experiment
+    from cellframe.store import Store
+
+    config = load_config(args.config)
+    if args.prefix:
+        config.prefix = args.prefix
+    if args.device:
+        config.model["device"] = args.device
+    with Store(args.store) as store:
+        result = run_experiment(config, store, progress=not args.quiet)
+    if not args.quiet:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
+            if "cleaning" in result.tables:
+                print(result["cleaning"])
+            print(result["summary"])
+        print(f"wrote {len(result.tables)} tables with prefix {config.prefix!r} to {args.store}")
+    return 0

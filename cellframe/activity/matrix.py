@@ -1,0 +1,517 @@
+"""The compound x assay readout matrix: 1 hit, 0 no hit, missing = not tested.
+
+DOMAIN.md §6. The matrix is read from a wide table (one row per compound, one
+column per assay, blanks for missing; MoleculeNet's CSVs), a long table (one row
+per observed readout) or a MatrixMarket file (stored entries are readouts,
+absent entries are missing), and kept in memory as a float32 array with NaN for
+missing readouts. ``to_long`` turns it into the store's long table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from cellframe.activity.columns import ASSAY, COMPOUND, READOUT, SMILES
+from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+
+__all__ = [
+    "AssayMatrix",
+    "assay_matrix_from_long",
+    "assay_matrix_from_wide",
+    "read_assay_matrix",
+]
+
+ConflictPolicy = Literal["missing", "hit", "error"]
+
+
+@dataclass(frozen=True)
+class AssayMatrix:
+    """Readouts of compounds (rows) in assays (columns).
+
+    Parameters
+    ----------
+    compounds : list of str
+        Compound identifiers, unique.
+    assays : list of str
+        Assay identifiers, unique.
+    values : numpy.ndarray
+        ``(n_compounds, n_assays)`` float32: 1.0 hit, 0.0 no hit, NaN missing.
+    smiles : list of str, optional
+        SMILES per compound (same order as ``compounds``).
+    """
+
+    compounds: list[str]
+    assays: list[str]
+    values: np.ndarray
+    smiles: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float32)
+        object.__setattr__(self, "values", values)
+        if values.shape != (len(self.compounds), len(self.assays)):
+            raise InvalidInputError(
+                f"assay matrix values have shape {values.shape}, expected "
+                f"({len(self.compounds)} compounds, {len(self.assays)} assays)"
+            )
+        if self.smiles is not None and len(self.smiles) != len(self.compounds):
+            raise InvalidInputError(
+                f"{len(self.smiles)} SMILES for {len(self.compounds)} compounds; give one per compound"
+            )
+        observed = values[~np.isnan(values)]
+        bad = np.setdiff1d(np.unique(observed), [0.0, 1.0])
+        if bad.size:
+            raise InvalidInputError(
+                f"assay readouts must be 1 (hit), 0 (no hit) or missing; found {bad[:5].tolist()}; "
+                "binarise the readouts first"
+            )
+        for name, ids in (("compound", self.compounds), ("assay", self.assays)):
+            if len(set(ids)) != len(ids):
+                raise InvalidInputError(f"{name} identifiers of the assay matrix are not unique")
+
+    # ------------------------------------------------------------- properties
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_compounds, n_assays)``."""
+        return self.values.shape  # type: ignore[return-value]
+
+    @property
+    def observed(self) -> np.ndarray:
+        """Boolean mask of observed readouts."""
+        return ~np.isnan(self.values)
+
+    @property
+    def hits(self) -> np.ndarray:
+        """Boolean mask of hits (``values == 1``)."""
+        return self.values == 1.0
+
+    def __repr__(self) -> str:
+        n_obs = int(self.observed.sum())
+        return (
+            f"AssayMatrix({self.shape[0]} compounds x {self.shape[1]} assays, "
+            f"{n_obs} observed readouts, {int(self.hits.sum())} hits)"
+        )
+
+    # ---------------------------------------------------------------- subsets
+    def subset(
+        self,
+        compounds: np.ndarray | Sequence[int] | None = None,
+        assays: np.ndarray | Sequence[int] | None = None,
+    ) -> AssayMatrix:
+        """Rows and/or columns by integer position or boolean mask."""
+        rows = _as_index(compounds, len(self.compounds))
+        cols = _as_index(assays, len(self.assays))
+        return AssayMatrix(
+            compounds=[self.compounds[i] for i in rows],
+            assays=[self.assays[j] for j in cols],
+            values=self.values[np.ix_(rows, cols)],
+            smiles=None if self.smiles is None else [self.smiles[i] for i in rows],
+        )
+
+    # ---------------------------------------------------------------- frames
+    def to_long(self) -> pl.DataFrame:
+        """One row per observed readout: compound, assay, readout (Int8)."""
+        rows, cols = np.nonzero(self.observed)
+        return pl.DataFrame(
+            {
+                COMPOUND: pl.Series([self.compounds[i] for i in rows], dtype=pl.String),
+                ASSAY: pl.Series([self.assays[j] for j in cols], dtype=pl.String),
+                READOUT: pl.Series(self.values[rows, cols].astype(np.int8), dtype=pl.Int8),
+            }
+        )
+
+    def to_wide(self) -> pl.DataFrame:
+        """One row per compound, one Int8 column per assay (null = missing)."""
+        data: dict[str, pl.Series] = {COMPOUND: pl.Series(self.compounds, dtype=pl.String)}
+        if self.smiles is not None:
+            data[SMILES] = pl.Series(self.smiles, dtype=pl.String)
+        for j, name in enumerate(self.assays):
+            col = self.values[:, j]
+            data[name] = pl.Series(
+                np.where(np.isnan(col), 0, col).astype(np.int8), dtype=pl.Int8
+            ).scatter(np.flatnonzero(np.isnan(col)), None)
+        return pl.DataFrame(data)
+
+    def compounds_frame(self) -> pl.DataFrame:
+        """Compound ids with their SMILES (if known)."""
+        data = {COMPOUND: pl.Series(self.compounds, dtype=pl.String)}
+        if self.smiles is not None:
+            data[SMILES] = pl.Series(self.smiles, dtype=pl.String)
+        return pl.DataFrame(data)
+
+
+def _as_index(sel: np.ndarray | Sequence[int] | None, n: int) -> np.ndarray:
+    if sel is None:
+        return np.arange(n)
+    arr = np.asarray(sel)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise InvalidInputError(f"boolean mask of length {arr.shape} for {n} items")
+        return np.flatnonzero(arr)
+    return arr.astype(np.int64)
+
+
+# ---------------------------------------------------------------- readers
+def _check_empty_assays(assays: list[str], values: np.ndarray, where: str) -> None:
+    empty = [a for a, n in zip(assays, (~np.isnan(values)).sum(axis=0), strict=True) if n == 0]
+    if empty:
+        shown = ", ".join(repr(a) for a in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        warnings.warn(
+            f"{len(empty)} assay(s) of {where} have no observed readouts ({shown}); "
+            "clean_assay_matrix drops them",
+            stacklevel=3,
+        )
+
+
+def assay_matrix_from_long(
+    frame: pl.DataFrame | pl.LazyFrame,
+    *,
+    compound_column: str = COMPOUND,
+    assay_column: str = ASSAY,
+    readout_column: str = READOUT,
+    smiles_column: str | None = SMILES,
+    on_conflict: ConflictPolicy = "missing",
+    where: str = "the long readout table",
+) -> AssayMatrix:
+    """Build an :class:`AssayMatrix` from one row per (compound, assay) readout.
+
+    Repeated rows of one compound and assay are merged: equal readouts count
+    once; conflicting readouts (a 1 and a 0) follow ``on_conflict``.
+
+    Parameters
+    ----------
+    frame : DataFrame or LazyFrame
+        Long readout table; null readouts are treated as missing.
+    compound_column, assay_column, readout_column : str
+        Column names.
+    smiles_column : str or None
+        SMILES column (optional; used when present).
+    on_conflict : {"missing", "hit", "error"}, default "missing"
+        ``"missing"`` sets conflicting readouts to missing, ``"hit"`` keeps the
+        hit, ``"error"`` raises. The first two warn with the count.
+    where : str
+        Name of the source for messages.
+
+    Returns
+    -------
+    AssayMatrix
+
+    Raises
+    ------
+    MissingColumnsError
+        If a required column is absent.
+    InvalidInputError
+        On readouts other than 0/1, on conflicting readouts with
+        ``on_conflict="error"``, or a compound with two different SMILES.
+    EmptyInputError
+        If there is no readout at all.
+    """
+    if on_conflict not in ("missing", "hit", "error"):
+        raise ValueError(f"on_conflict must be 'missing', 'hit' or 'error', not {on_conflict!r}")
+    df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+    required = [compound_column, assay_column, readout_column]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(
+            where, missing, "name them with compound_column=/assay_column=/readout_column="
+        )
+    has_smiles = smiles_column is not None and smiles_column in df.columns
+    df = df.with_columns(
+        pl.col(compound_column).cast(pl.String),
+        pl.col(assay_column).cast(pl.String),
+    )
+    compounds_df = df.select(compound_column, *([smiles_column] if has_smiles else [])).unique(
+        maintain_order=True
+    )
+    if has_smiles and compounds_df[compound_column].is_duplicated().any():
+        bad = compounds_df.filter(pl.col(compound_column).is_duplicated())[compound_column][0]
+        raise InvalidInputError(
+            f"{where}: compound {bad!r} has more than one SMILES; give each compound one structure"
+        )
+    compounds = compounds_df[compound_column].to_list()
+    smiles = compounds_df[smiles_column].to_list() if has_smiles else None
+    assays = df[assay_column].unique(maintain_order=True).to_list()
+    obs = df.filter(pl.col(readout_column).is_not_null())
+    if obs.height == 0:
+        raise EmptyInputError(f"{where} holds no observed readout")
+    try:
+        readout = obs[readout_column].cast(pl.Float64, strict=True)
+    except pl.exceptions.InvalidOperationError as exc:
+        raise InvalidInputError(
+            f"{where}: readout column {readout_column!r} is not numeric; use 1 (hit) / 0 (no hit)"
+        ) from exc
+    bad = readout.filter(~readout.is_in([0.0, 1.0])).unique().to_list()
+    if bad:
+        raise InvalidInputError(
+            f"{where}: readouts must be 1 (hit), 0 (no hit) or blank; found {bad[:5]}"
+        )
+    cpd_index = {c: i for i, c in enumerate(compounds)}
+    assay_index = {a: j for j, a in enumerate(assays)}
+    merged = (
+        obs.select(
+            pl.col(compound_column).replace_strict(cpd_index, return_dtype=pl.Int64).alias("_i"),
+            pl.col(assay_column).replace_strict(assay_index, return_dtype=pl.Int64).alias("_j"),
+            readout.alias("_r"),
+        )
+        .group_by("_i", "_j")
+        .agg(pl.col("_r").min().alias("_lo"), pl.col("_r").max().alias("_hi"))
+    )
+    conflicts = merged.filter(pl.col("_lo") != pl.col("_hi"))
+    values = np.full((len(compounds), len(assays)), np.nan, dtype=np.float32)
+    if conflicts.height:
+        example = conflicts.row(0, named=True)
+        msg = (
+            f"{where}: {conflicts.height} (compound, assay) pair(s) have conflicting readouts "
+            f"(both 1 and 0), e.g. compound {compounds[example['_i']]!r} in assay "
+            f"{assays[example['_j']]!r}"
+        )
+        if on_conflict == "error":
+            raise InvalidInputError(msg + "; resolve them, or pass on_conflict='missing' or 'hit'")
+        merged = merged.with_columns(
+            pl.when(pl.col("_lo") == pl.col("_hi"))
+            .then(pl.col("_lo"))
+            .otherwise(1.0 if on_conflict == "hit" else None)
+            .alias("_lo")
+        )
+        action = "kept as hits" if on_conflict == "hit" else "set to missing"
+        warnings.warn(msg + f"; {action}", stacklevel=2)
+    i = merged["_i"].to_numpy()
+    j = merged["_j"].to_numpy()
+    values[i, j] = merged["_lo"].to_numpy().astype(np.float32)
+    _check_empty_assays(assays, values, where)
+    return AssayMatrix(compounds=compounds, assays=assays, values=values, smiles=smiles)
+
+
+def assay_matrix_from_wide(
+    frame: pl.DataFrame | pl.LazyFrame,
+    *,
+    compound_column: str | None = None,
+    smiles_column: str | None = "smiles",
+    assays: Sequence[str] | None = None,
+    on_conflict: ConflictPolicy = "missing",
+    where: str = "the wide readout table",
+) -> AssayMatrix:
+    """Build an :class:`AssayMatrix` from one row per compound, one column per assay.
+
+    Parameters
+    ----------
+    frame : DataFrame or LazyFrame
+        Blanks/nulls are missing readouts.
+    compound_column : str, optional
+        Identifier column; by default the SMILES column identifies compounds
+        (MoleculeNet files have no other id).
+    smiles_column : str or None, default "smiles"
+        SMILES column; ``None`` when the table has none.
+    assays : sequence of str, optional
+        Assay columns (default: every other column).
+    on_conflict : {"missing", "hit", "error"}
+        How duplicate compounds with conflicting readouts are merged (see
+        :func:`assay_matrix_from_long`).
+    where : str
+        Name of the source for messages.
+
+    Returns
+    -------
+    AssayMatrix
+
+    Raises
+    ------
+    MissingColumnsError
+        If the id/SMILES/assay columns are absent.
+    InvalidInputError
+        On readouts other than 0/1 or unresolved conflicts.
+    """
+    df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+    id_col = compound_column or smiles_column
+    if id_col is None:
+        raise InvalidInputError("give compound_column= or smiles_column= to identify compounds")
+    keys = [c for c in (id_col, smiles_column) if c is not None]
+    missing = [c for c in dict.fromkeys(keys) if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(where, missing, f"columns present: {df.columns[:8]}")
+    assay_cols = list(assays) if assays is not None else [c for c in df.columns if c not in keys]
+    absent = [c for c in assay_cols if c not in df.columns]
+    if absent:
+        raise MissingColumnsError(where, absent)
+    if not assay_cols:
+        raise EmptyInputError(f"{where} has no assay columns")
+    ids = df.select(pl.col(id_col).cast(pl.String).alias(COMPOUND))
+    smiles = (
+        df.select(pl.col(smiles_column).cast(pl.String).alias(SMILES))
+        if smiles_column is not None
+        else None
+    )
+    readouts = df.select([pl.col(c).cast(pl.Float64, strict=False).alias(c) for c in assay_cols])
+    # A non-numeric entry (e.g. "yes") becomes null under a lenient cast; find it.
+    for c in assay_cols:
+        nonnull_in = df[c].is_not_null() & (df[c].cast(pl.String).str.strip_chars() != "")
+        lost = nonnull_in & readouts[c].is_null()
+        if lost.any():
+            raise InvalidInputError(
+                f"{where}: assay column {c!r} has non-numeric readouts, e.g. "
+                f"{df[c].filter(lost)[0]!r}; use 1 (hit), 0 (no hit) or blank"
+            )
+    duplicated = ids[COMPOUND].is_duplicated()
+    if not duplicated.any():
+        values = readouts.to_numpy().astype(np.float64)
+        bad = np.setdiff1d(np.unique(values[~np.isnan(values)]), [0.0, 1.0])
+        if bad.size:
+            raise InvalidInputError(
+                f"{where}: readouts must be 1 (hit), 0 (no hit) or blank; found {bad[:5].tolist()}"
+            )
+        _check_empty_assays(assay_cols, values, where)
+        return AssayMatrix(
+            compounds=ids[COMPOUND].to_list(),
+            assays=assay_cols,
+            values=values.astype(np.float32),
+            smiles=None if smiles is None else smiles[SMILES].to_list(),
+        )
+    n_dup = int(ids[COMPOUND].filter(duplicated).n_unique())
+    warnings.warn(
+        f"{where}: {n_dup} compound(s) appear on more than one row; their readouts are merged",
+        stacklevel=2,
+    )
+    long = pl.concat(
+        [ids, *([smiles] if smiles is not None else []), readouts], how="horizontal"
+    ).unpivot(
+        index=[COMPOUND, *([SMILES] if smiles is not None else [])],
+        variable_name=ASSAY,
+        value_name=READOUT,
+    )
+    return assay_matrix_from_long(
+        long,
+        smiles_column=SMILES if smiles is not None else None,
+        on_conflict=on_conflict,
+        where=where,
+    )
+
+
+def _read_names(
+    names: Sequence[str] | str | Path | None, n: int, what: str, path: Path
+) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(n)]
+    if isinstance(names, (str, Path)):
+        lines = [ln.strip() for ln in Path(names).read_text().splitlines() if ln.strip()]
+        names = lines
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise InvalidInputError(f"{path} has {n} {what}s but {len(names)} {what} names were given")
+    return names
+
+
+def read_assay_matrix(
+    path: str | Path,
+    *,
+    format: Literal["auto", "wide", "long", "mtx"] = "auto",
+    compound_column: str | None = None,
+    smiles_column: str | None = "smiles",
+    assay_column: str = ASSAY,
+    readout_column: str = READOUT,
+    compounds: Sequence[str] | str | Path | None = None,
+    assays: Sequence[str] | str | Path | None = None,
+    smiles: Sequence[str] | str | Path | None = None,
+    on_conflict: ConflictPolicy = "missing",
+) -> AssayMatrix:
+    """Read an assay matrix from a wide or long CSV/Parquet file or a MatrixMarket file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet`` or ``.mtx`` (MatrixMarket,
+        compounds as rows; stored entries are readouts, absent ones missing).
+    format : {"auto", "wide", "long", "mtx"}
+        ``"auto"``: ``.mtx`` is MatrixMarket; a table with ``assay_column`` and
+        ``readout_column`` is long; anything else wide.
+    compound_column, smiles_column : str, optional
+        Identifier and SMILES columns of a table (see :func:`assay_matrix_from_wide`).
+    assay_column, readout_column : str
+        Columns of a long table.
+    compounds, assays, smiles : sequence of str or a text file (one per line), optional
+        Row/column names and SMILES of a MatrixMarket file (default: positions).
+    on_conflict : {"missing", "hit", "error"}
+        Merging of duplicate compounds with conflicting readouts.
+
+    Returns
+    -------
+    AssayMatrix
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnknownFormatError
+        If the file type is not one of the above.
+    """
+    from cellframe.errors import UnknownFormatError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no assay matrix at {path}")
+    name = path.name.lower()
+    if format == "mtx" or (format == "auto" and name.endswith((".mtx", ".mtx.gz"))):
+        return _read_matrix_market(path, compounds=compounds, assays=assays, smiles=smiles)
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
+        sep = "\t" if ".tsv" in name else ","
+        df = pl.read_csv(path, separator=sep, infer_schema_length=0)  # all strings: cast later
+    elif name.endswith(".parquet"):
+        df = pl.read_parquet(path)
+    else:
+        raise UnknownFormatError(
+            f"cannot read {path} as an assay matrix: use .csv/.tsv(.gz), .parquet or .mtx"
+        )
+    is_long = format == "long" or (
+        format == "auto" and assay_column in df.columns and readout_column in df.columns
+    )
+    if is_long:
+        return assay_matrix_from_long(
+            df,
+            compound_column=compound_column or COMPOUND,
+            assay_column=assay_column,
+            readout_column=readout_column,
+            smiles_column=smiles_column if smiles_column in df.columns else None,
+            on_conflict=on_conflict,
+            where=str(path),
+        )
+    return assay_matrix_from_wide(
+        df,
+        compound_column=compound_column,
+        smiles_column=smiles_column,
+        on_conflict=on_conflict,
+        where=str(path),
+    )
+
+
+def _read_matrix_market(
+    path: Path,
+    *,
+    compounds: Sequence[str] | str | Path | None,
+    assays: Sequence[str] | str | Path | None,
+    smiles: Sequence[str] | str | Path | None,
+) -> AssayMatrix:
+    import scipy.io
+    import scipy.sparse
+
+    try:
+        mat = scipy.io.mmread(str(path))
+    except ValueError as exc:
+        raise InvalidInputError(f"{path} is not a valid MatrixMarket file: {exc}") from exc
+    if scipy.sparse.issparse(mat):
+        coo = mat.tocoo()
+        # Explicit zeros are "no hit": take the entries as stored; absent ones are missing.
+        values = np.full(coo.shape, np.nan, dtype=np.float32)
+        values[coo.row, coo.col] = coo.data
+    else:  # array format: every entry present, NaN marks a missing readout
+        values = np.asarray(mat, dtype=np.float32)
+    n_cpd, n_assay = values.shape
+    cpd = _read_names(compounds, n_cpd, "compound", path)
+    asy = _read_names(assays, n_assay, "assay", path)
+    smi = None if smiles is None else _read_names(smiles, n_cpd, "compound", path)
+    _check_empty_assays(asy, values, str(path))
+    return AssayMatrix(compounds=cpd, assays=asy, values=values, smiles=smi)

@@ -1,0 +1,128 @@
+"""Multitask classifier, hyper-parameter search, RandomForest baseline, cross-validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellframe.activity.columns import COMPOUND, FOLD, READOUT
+from cellframe.activity.crossval import cross_validate
+from cellframe.activity.graph import featurize_molecules
+from cellframe.activity.model import (
+    MultitaskClassifier,
+    RandomForestBaseline,
+    mean_auroc,
+    search_hyperparameters,
+)
+from cellframe.activity.splits import random_folds
+from cellframe.errors import InvalidInputError
+
+from .conftest import synthetic_matrix
+
+
+def test_ffn_learns_masked_multitask():
+    m, x = synthetic_matrix(n=300, n_assays=3, seed=0, missing=0.3)
+    train, test = np.arange(200), np.arange(200, 300)
+    clf = MultitaskClassifier(hidden_sizes=(16,), dropout=0.0, max_epochs=20, patience=20, lr=1e-2)
+    clf.fit(x[train], m.values[train])
+    prob = clf.predict_proba(x[test])
+    assert prob.shape == (100, 3)
+    assert mean_auroc(m.values[test], prob) > 0.9
+    # Early stopping kept the best epoch by validation AUROC.
+    scores = [h["val_auroc"] for h in clf.history_]
+    assert clf.best_score_ == pytest.approx(max(scores))
+    assert clf.history_[clf.best_epoch_]["val_auroc"] == pytest.approx(max(scores))
+
+
+def test_unobserved_assay_gets_no_update():
+    # An assay observed nowhere contributes no loss: its output weights stay at their
+    # initial values (Adam with zero gradients does not move), while the others train.
+    import torch
+
+    m, x = synthetic_matrix(n=120, n_assays=2, seed=2)
+    y_extra = np.concatenate([m.values, np.full((120, 1), np.nan, np.float32)], axis=1)
+    kw = dict(hidden_sizes=(8,), dropout=0.0, max_epochs=3, patience=10)
+    clf = MultitaskClassifier(**kw).fit(x, y_extra)
+    torch.manual_seed(0)
+    init = MultitaskClassifier(**kw)._build(x.shape[1], 3)
+    w0, w1 = init.head[-1].weight.detach(), clf.network_.head[-1].weight.detach()
+    b0, b1 = init.head[-1].bias.detach(), clf.network_.head[-1].bias.detach()
+    torch.testing.assert_close(w1[2], w0[2], rtol=0, atol=0)
+    assert b1[2] == b0[2]
+    assert not torch.equal(w1[0], w0[0])
+
+
+def test_dmpnn_classifier_learns_nitrogen():
+    rng = np.random.default_rng(0)
+    tails = ["O", "N", "Cl", "C(=O)O", "N(C)C", "OC", "C#N", "F", "S", "NC(=O)C"]
+    smiles = [
+        f"{'C' * int(rng.integers(1, 6))}({t}){'C' * int(rng.integers(0, 3))}" for t in tails * 8
+    ]
+    y = np.array([[float("N" in s)] for s in smiles], dtype=np.float32)
+    graphs = featurize_molecules(smiles)
+    clf = MultitaskClassifier(
+        encoder="dmpnn",
+        encoder_hidden=32,
+        hidden_sizes=(16,),
+        dropout=0.0,
+        max_epochs=15,
+        patience=15,
+        lr=3e-3,
+        batch_size=16,
+    )
+    clf.fit(graphs.subset(np.arange(60)), y[:60])
+    prob = clf.predict_proba(graphs.subset(np.arange(60, 80)))
+    assert mean_auroc(y[60:], prob) > 0.95
+    with pytest.raises(InvalidInputError, match="GraphSet"):
+        MultitaskClassifier(encoder="dmpnn").fit(np.zeros((10, 3)), np.zeros((10, 1)))
+
+
+def test_search_picks_best_validation_score():
+    m, x = synthetic_matrix(n=150, n_assays=2, seed=3)
+    result = search_hyperparameters(
+        x,
+        m.values,
+        grid={"hidden_sizes": [(4,), (16,)], "lr": [1e-4, 3e-3]},
+        base=MultitaskClassifier(max_epochs=5, patience=5, dropout=0.0),
+    )
+    assert len(result.table) == 4
+    best_row = max(result.table, key=lambda r: r["val_score"])
+    assert result.best_params == {k: best_row[k] for k in ("hidden_sizes", "lr")}
+    assert result.best.best_score_ == pytest.approx(best_row["val_score"])
+
+
+def test_random_forest_matches_sklearn():
+    from sklearn.ensemble import RandomForestClassifier
+
+    m, x = synthetic_matrix(n=100, n_assays=3, seed=4)
+    y = m.values.copy()
+    y[:, 2] = np.where(np.isnan(y[:, 2]), np.nan, 0.0)  # one class only -> constant
+    with pytest.warns(UserWarning, match="1 of 3 assays have one class"):
+        rf = RandomForestBaseline(n_estimators=20, seed=5).fit(x, y)
+    prob = rf.predict_proba(x[:10])
+    for j in range(2):
+        obs = ~np.isnan(y[:, j])
+        ref = RandomForestClassifier(n_estimators=20, random_state=5 + j).fit(
+            x[obs], y[obs, j].astype(int)
+        )
+        np.testing.assert_allclose(prob[:, j], ref.predict_proba(x[:10])[:, 1], rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(prob[:, 2], 0.0)
+    assert rf.n_constant_ == 1
+
+
+def test_cross_validate_predicts_each_observed_readout_once():
+    m, x = synthetic_matrix(n=90, n_assays=2, seed=6)
+    folds = random_folds(90, n_folds=3, seed=0)
+    res = cross_validate(
+        m, x, folds, model=RandomForestBaseline(n_estimators=10), modality="CS_RF", progress=False
+    )
+    p = res.predictions
+    assert p.height == int(m.observed.sum())
+    fold_of = dict(zip(m.compounds, folds.tolist(), strict=True))
+    assert all(fold_of[c] == f for c, f in zip(p[COMPOUND], p[FOLD], strict=True))
+    i = m.compounds.index(p[COMPOUND][0])
+    j = m.assays.index(p["Metadata_Assay"][0])
+    assert p[READOUT][0] == m.values[i, j]
+    assert res.hyperparameters.height == 3
+    with pytest.raises(InvalidInputError, match="one row per compound"):
+        cross_validate(m, x[:10], folds, progress=False)
