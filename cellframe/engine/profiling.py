@@ -105,6 +105,23 @@ def _concat(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(parts, how="vertical")
 
 
+def _gather_controls(
+    store: Store,
+    source: str,
+    controls: Any,
+    *,
+    engine: str,
+    address: str | None,
+    progress: bool,
+    desc: str,
+) -> pl.DataFrame:
+    """The control rows of every plate, gathered plate by plate (in parallel on Ray)."""
+    fn = functools.partial(_control_rows, controls=controls, columns=None)
+    return reduce_plates(
+        store, source, fn, _concat, engine=engine, address=address, progress=progress, desc=desc
+    )
+
+
 def fit_normalizer(
     store: Store,
     source: str,
@@ -119,9 +136,8 @@ def fit_normalizer(
     The control rows are gathered plate by plate (on Ray: in parallel) and the
     normalizer is fitted on them, which equals fitting on the whole table.
     """
-    fn = functools.partial(_control_rows, controls=normalizer.controls, columns=None)
-    controls = reduce_plates(
-        store, source, fn, _concat, engine=engine, address=address, progress=progress,
+    controls = _gather_controls(
+        store, source, normalizer.controls, engine=engine, address=address, progress=progress,
         desc="normalization fit",
     )  # fmt: skip
     return normalizer.fit(controls)
@@ -205,10 +221,9 @@ def fit_spherizer(
     from cellframe.profiles.sphere import _regularized_w
 
     if spherizer.method != "regularized":
-        fn = functools.partial(_control_rows, controls=spherizer.controls, columns=None)
-        controls = reduce_plates(
-            store, source, fn, _concat, engine=engine, address=address, progress=progress,
-            desc="sphering fit",
+        controls = _gather_controls(
+            store, source, spherizer.controls, engine=engine, address=address,
+            progress=progress, desc="sphering fit",
         )  # fmt: skip
         return spherizer.fit(controls)
     features = spherizer.features or feature_columns(store.schema(source))

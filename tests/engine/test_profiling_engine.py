@@ -52,11 +52,13 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store.close()
 
 
-def same(store: Store, a: str, b: str, keys=(PLATE, WELL)) -> None:
+def same(store: Store, a: str, b: str, keys=(PLATE, WELL)) -> int:
+    """Assert two stored tables are equal to 1e-5; return their row count."""
     left = store.read(a).sort(*keys)
     right = store.read(b).sort(*keys).select(left.columns)
     assert left.height == right.height > 0
     assert_frame_equal(left, right, check_exact=False, rel_tol=1e-5, abs_tol=1e-5)
+    return left.height
 
 
 def test_aggregate_on_ray_equals_local(screen: Store, ray_local) -> None:
@@ -81,7 +83,7 @@ def test_normalize_on_ray_equals_local(screen: Store, ray_local, method: str, by
         run_normalize(screen, "wells", f"n_{tag}", method=method, by=by, progress=False)
         normalizer = Normalizer(method, by=(PLATE,) if by is None else by)
         normalize_plates(screen, "wells", f"n_{tag}_ray", normalizer, engine="ray", progress=False)
-    same(screen, f"n_{tag}", f"n_{tag}_ray")
+    assert same(screen, f"n_{tag}", f"n_{tag}_ray") == screen.read("wells").height
 
 
 def test_sphering_fit_from_sufficient_statistics(screen: Store, ray_local) -> None:
