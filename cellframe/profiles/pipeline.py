@@ -152,35 +152,6 @@ def run_normalize(
     from cellframe.profiles.normalize import Normalizer
 
     t0 = time.perf_counter()
-    if engine != "local":
-        from cellframe.engine.profiling import fit_normalizer, normalize_plates
-
-        if fit_from:
-            norm = Normalizer.load(store, fit_from)
-        else:
-            norm = Normalizer(
-                method,
-                by=(PLATE,) if by is None else by,
-                controls=controls,
-                features=features,
-                zero_spread=zero_spread,  # type: ignore[arg-type]
-                epsilon=epsilon,
-                missing_controls=missing_controls,  # type: ignore[arg-type]
-            )
-            if save_fit:
-                norm = fit_normalizer(store, source, norm, engine=engine, address=address)
-                norm.save(store, save_fit)
-        report = normalize_plates(
-            store, source, dest, norm, engine=engine, address=address, force=force,
-            progress=progress,
-        )  # fmt: skip
-        return StepReport(
-            "normalize", source, dest, report.rows, time.perf_counter() - t0,
-            f"{norm._method_name()}, {engine}: {len(report.computed)} plates computed, "
-            f"{len(report.skipped)} already complete",
-        )  # fmt: skip
-    del progress
-    lf = store.scan(source)
     if fit_from:
         norm = Normalizer.load(store, fit_from)
     else:
@@ -192,7 +163,27 @@ def run_normalize(
             zero_spread=zero_spread,  # type: ignore[arg-type]
             epsilon=epsilon,
             missing_controls=missing_controls,  # type: ignore[arg-type]
-        ).fit(lf)
+        )
+    if engine != "local":
+        from cellframe.engine.profiling import fit_normalizer, normalize_plates
+
+        if save_fit:
+            if not fit_from:
+                norm = fit_normalizer(store, source, norm, engine=engine, address=address)
+            norm.save(store, save_fit)
+        report = normalize_plates(
+            store, source, dest, norm, engine=engine, address=address, force=force,
+            progress=progress,
+        )  # fmt: skip
+        return StepReport(
+            "normalize", source, dest, report.rows, time.perf_counter() - t0,
+            f"{norm._method_name()}, {engine}: {len(report.computed)} plates computed, "
+            f"{len(report.skipped)} already complete",
+        )  # fmt: skip
+    del progress
+    lf = store.scan(source)
+    if not fit_from:
+        norm = norm.fit(lf)
     if save_fit:
         norm.save(store, save_fit)
     params = {
@@ -285,21 +276,19 @@ def run_sphere(
     from cellframe.profiles.sphere import Spherizer
 
     t0 = time.perf_counter()
+    if fit_from:
+        sph = Spherizer.load(store, fit_from)
+    else:
+        sph = Spherizer(
+            method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
+        )
     if engine != "local":
         from cellframe.engine.profiling import fit_spherizer, sphere_plates
 
-        if fit_from:
-            sph = Spherizer.load(store, fit_from)
-        else:
+        if not fit_from:
             sph = fit_spherizer(
-                store,
-                source,
-                Spherizer(
-                    method, lam=lam, epsilon=epsilon, center=center, controls=controls,
-                    features=features,
-                ),
-                engine=engine, address=address, progress=progress,
-            )  # fmt: skip
+                store, source, sph, engine=engine, address=address, progress=progress
+            )
         if save_fit:
             sph.save(store, save_fit)
         report = sphere_plates(
@@ -312,12 +301,8 @@ def run_sphere(
         )  # fmt: skip
     del progress
     lf = store.scan(source)
-    if fit_from:
-        sph = Spherizer.load(store, fit_from)
-    else:
-        sph = Spherizer(
-            method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
-        ).fit(lf)
+    if not fit_from:
+        sph = sph.fit(lf)
     if save_fit:
         sph.save(store, save_fit)
     params = {
