@@ -72,6 +72,21 @@ class StepReport:
     note: str = ""
 
 
+def _engine_step_report(
+    step: str, source: str, dest: str, report: Any, t0: float, what: str
+) -> StepReport:
+    """The StepReport of a step run on an engine (``report`` is a MapReport)."""
+    return StepReport(
+        step,
+        source,
+        dest,
+        report.rows,
+        time.perf_counter() - t0,
+        f"{what}, {report.engine}: {len(report.computed)} plates computed, "
+        f"{len(report.skipped)} already complete",
+    )
+
+
 def run_aggregate(
     store: Store,
     source: str,
@@ -104,11 +119,7 @@ def run_aggregate(
             store, source, dest, level=level, path=path, strata=strata, method=method,
             features=features, engine=engine, address=address, force=force, progress=progress,
         )  # fmt: skip
-        return StepReport(
-            "aggregate", source, dest, report.rows, time.perf_counter() - t0,
-            f"{level} ({path}), {engine}: {len(report.computed)} plates computed, "
-            f"{len(report.skipped)} already complete",
-        )  # fmt: skip
+        return _engine_step_report("aggregate", source, dest, report, t0, f"{level} ({path})")
     n = aggregate_table(
         store,
         source,
@@ -175,11 +186,7 @@ def run_normalize(
             store, source, dest, norm, engine=engine, address=address, force=force,
             progress=progress,
         )  # fmt: skip
-        return StepReport(
-            "normalize", source, dest, report.rows, time.perf_counter() - t0,
-            f"{norm._method_name()}, {engine}: {len(report.computed)} plates computed, "
-            f"{len(report.skipped)} already complete",
-        )  # fmt: skip
+        return _engine_step_report("normalize", source, dest, report, t0, norm._method_name())
     del progress
     lf = store.scan(source)
     if not fit_from:
@@ -295,10 +302,7 @@ def run_sphere(
             store, source, dest, sph, engine=engine, address=address, force=force,
             progress=progress,
         )  # fmt: skip
-        return StepReport(
-            "sphere", source, dest, report.rows, time.perf_counter() - t0,
-            f"{sph!r}, {engine}: {len(report.computed)} plates computed",
-        )  # fmt: skip
+        return _engine_step_report("sphere", source, dest, report, t0, repr(sph))
     del progress
     lf = store.scan(source)
     if not fit_from:
