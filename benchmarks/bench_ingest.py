@@ -140,27 +140,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=WORK / "ingest")
     ap.add_argument("--cytotable-venv", type=Path, default=WORK / "ctvenv")
     ap.add_argument("--skip-cytotable", action="store_true")
+    ap.add_argument(
+        "--skip-cellframe", action="store_true", help="run CytoTable only (memory scaling runs)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse a SQLite file of the same size in --workdir"
+    )
     args = ap.parse_args(argv)
 
     from cellframe.io._synthetic import write_synthetic_sqlite
 
     work = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    sqlite = work / "synthetic.sqlite"
-    t = time.perf_counter()
-    write_synthetic_sqlite(
-        sqlite, n_cells=args.cells, n_features=args.features, cells_per_image=args.cells_per_image
-    )
+    sqlite = work / f"synthetic-{args.cells}x{args.features}-{args.cells_per_image}.sqlite"
+    if not (args.reuse and sqlite.exists()):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        t = time.perf_counter()
+        write_synthetic_sqlite(
+            sqlite,
+            n_cells=args.cells,
+            n_features=args.features,
+            cells_per_image=args.cells_per_image,
+        )
+        print(f"synthetic SQLite made in {time.perf_counter() - t:.0f} s")
+    for old in work.glob("cellframe-*"):
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     size_mb = sqlite.stat().st_size / 2**20
     print(
         f"synthetic SQLite: {args.cells:,} cells x {args.features:,} features "
-        f"({size_mb:,.0f} MB) made in {time.perf_counter() - t:.0f} s"
+        f"({size_mb:,.0f} MB); load average {os.getloadavg()[0]:.1f}"
     )
 
     results: dict[str, dict] = {}
     layouts = ("table", "parquet") if args.layout == "both" else (args.layout,)
+    layouts = () if args.skip_cellframe else layouts
     for layout in layouts:
         store = work / f"cellframe-{layout}.duckdb"
         name = f"cellframe ({layout})"
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}:", results[name])
 
     parquet = work / "cytotable.parquet"
+    if parquet.exists():
+        parquet.unlink()
     if not args.skip_cytotable:
         py = args.cytotable_venv / "bin" / "python"
         if not py.exists():
@@ -199,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(goal: < 1 and < 0.5); rows {rows_cf:,} vs {rows_ct:,}"
             )
             print("  " + check_same(work / f"cellframe-{layout}.duckdb", parquet))
-    if not args.keep:
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    if not (args.keep or args.reuse):
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

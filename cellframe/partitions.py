@@ -3,7 +3,14 @@
 A large table lives beside the database as one folder per plate::
 
     <db>.parts/<table>/Metadata_Plate=<plate>/part.parquet
+    <db>.parts/<table>/Metadata_Plate=<plate>/part-1.parquet   (large plates)
     <db>.parts/<table>/Metadata_Plate=<plate>/_cellframe.json
+
+A plate's rows are written in row groups of bounded size (about 16 MB), and a
+large plate rolls over to further files (``part-1.parquet``, ...): a Parquet
+writer keeps every row group's metadata in memory until the file is closed
+(about 0.8 KB per column and row group), so one file per plate would make the
+writer's memory grow with the plate.
 
 Each plate is written under a temporary name and renamed into place, so a
 reader (or a resumed run) never sees half a plate. ``_cellframe.json`` records
@@ -35,12 +42,19 @@ __all__ = [
     "check_partition_version",
     "completed_plates",
     "partition_dir",
+    "partition_files",
     "read_marker",
     "write_plate_partition",
 ]
 
 MARKER = "_cellframe.json"
 DATA_FILE = "part.parquet"
+#: Glob matching every data file of a plate's partition.
+DATA_GLOB = "part*.parquet"
+#: Target bytes of one row group (before compression).
+ROW_GROUP_BYTES = 16 * 2**20
+#: Row groups per file before a plate rolls over to its next file.
+ROW_GROUPS_PER_FILE = 16
 
 
 class PartitionVersionError(InvalidInputError):
@@ -60,6 +74,21 @@ def partition_dir(table_root: Path, plate: str) -> Path:
     return Path(table_root) / f"{PLATE}={plate}"
 
 
+def partition_files(table_root: Path, plate: str) -> list[Path]:
+    """The data files of one plate's partition, in order (empty if there is none)."""
+    folder = partition_dir(table_root, plate)
+    return sorted(folder.glob(DATA_GLOB), key=_file_index)
+
+
+def _file_index(path: Path) -> int:
+    stem = path.stem  # part, part-1, part-2, ...
+    return int(stem.split("-", 1)[1]) if "-" in stem else 0
+
+
+def _data_file(index: int) -> str:
+    return DATA_FILE if index == 0 else f"part-{index}.parquet"
+
+
 def read_marker(folder: Path) -> dict[str, Any] | None:
     """The ``_cellframe.json`` record of a partition folder, or None when absent."""
     marker = Path(folder) / MARKER
@@ -75,7 +104,7 @@ def completed_plates(table_root: Path) -> list[str]:
         return []
     plates = []
     for folder in root.glob(f"{PLATE}=*"):
-        if (folder / DATA_FILE).is_file() and (folder / MARKER).is_file():
+        if (folder / MARKER).is_file() and any(folder.glob(DATA_GLOB)):
             plates.append(folder.name.split("=", 1)[1])
     return sorted(plates)
 
@@ -149,15 +178,12 @@ def write_plate_partition(
     InvalidInputError
         If ``data`` holds other plates or no batches.
     """
-    import pyarrow.parquet as pq
-
     table_root = Path(table_root)
     final_dir = partition_dir(table_root, plate)
     table_root.mkdir(parents=True, exist_ok=True)
     tmp_dir = table_root / f".tmp-{uuid.uuid4().hex}"
     tmp_dir.mkdir()
-    n_rows = 0
-    writer = None
+    writer = _RollingWriter(tmp_dir, plate, table_root)
     try:
         for batch in as_arrow_batches(data):
             if PLATE in batch.column_names:
@@ -168,18 +194,10 @@ def write_plate_partition(
                         f"{sorted(map(str, values - {plate}))}"
                     )
                 batch = batch.drop_columns([PLATE])
-            if writer is None:
-                writer = pq.ParquetWriter(tmp_dir / DATA_FILE, batch.schema, compression="zstd")
-            elif batch.schema != writer.schema:
-                raise SchemaMismatchError(
-                    f"batches for plate {plate!r} under {table_root} have different schemas"
-                )
-            writer.write_table(batch)
-            n_rows += batch.num_rows
-        if writer is None:
+            writer.add(batch)
+        n_rows = writer.close()
+        if n_rows is None:
             raise InvalidInputError(f"nothing to write for plate {plate!r} under {table_root}")
-        writer.close()
-        writer = None
         _check_schema_against_siblings(table_root, plate, tmp_dir / DATA_FILE)
         record = {
             "cellframe_version": _version(),
@@ -198,11 +216,100 @@ def write_plate_partition(
         else:
             tmp_dir.rename(final_dir)
     except BaseException:
-        if writer is not None:
-            writer.close()
+        writer.abort()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return n_rows
+
+
+class _RollingWriter:
+    """Write Arrow tables as bounded row groups, rolling over to a new file every few groups."""
+
+    def __init__(self, folder: Path, plate: str, table_root: Path) -> None:
+        self.folder = folder
+        self.plate = plate
+        self.table_root = table_root
+        self.schema: Any = None
+        self.pending: list[Any] = []
+        self.pending_rows = 0
+        self.group_rows = 0
+        self.groups_in_file = 0
+        self.file_index = 0
+        self.rows = 0
+        self._writer: Any = None
+
+    def add(self, table: Any) -> None:
+        if self.schema is None:
+            self.schema = table.schema
+            width = max(1, sum(_width(f.type) for f in table.schema))
+            self.group_rows = max(1_024, ROW_GROUP_BYTES // width)
+        elif table.schema != self.schema:
+            if table.schema.names != self.schema.names:
+                raise SchemaMismatchError(
+                    f"batches for plate {self.plate!r} under {self.table_root} have different "
+                    "columns"
+                )
+            try:
+                table = table.cast(self.schema)
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                raise SchemaMismatchError(
+                    f"batches for plate {self.plate!r} under {self.table_root} have different "
+                    f"column types: {exc}"
+                ) from exc
+        self.rows += table.num_rows
+        while table.num_rows:
+            take = min(table.num_rows, self.group_rows - self.pending_rows)
+            self.pending.append(table.slice(0, take))
+            self.pending_rows += take
+            table = table.slice(take)
+            if self.pending_rows >= self.group_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.pending_rows and self._writer is not None:
+            return
+        group = pa.Table.from_batches(
+            [b for t in self.pending for b in t.to_batches()], schema=self.schema
+        )
+        self.pending, self.pending_rows = [], 0
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self.folder / _data_file(self.file_index), self.schema, compression="zstd"
+            )
+        self._writer.write_table(group, row_group_size=max(1, group.num_rows))
+        self.groups_in_file += 1
+        if self.groups_in_file >= ROW_GROUPS_PER_FILE:
+            self._writer.close()
+            self._writer = None
+            self.groups_in_file = 0
+            self.file_index += 1
+
+    def close(self) -> int | None:
+        """Write what is pending and close; the number of rows, or None if nothing came."""
+        if self.schema is None:
+            return None
+        if self.pending_rows or (self._writer is None and self.file_index == 0):
+            self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.rows
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _width(dtype: Any) -> int:
+    """Rough bytes per value of an Arrow type (variable-width types count 16)."""
+    try:
+        return max(1, dtype.bit_width // 8)
+    except ValueError:
+        return 16
 
 
 def remove_stale_temporaries(table_root: Path) -> int:

@@ -30,6 +30,7 @@ from cellframe.errors import (
     StoreLockedError,
     TableNotFoundError,
 )
+from cellframe.partitions import DATA_GLOB
 
 __all__ = ["Store", "load_sql", "quote_identifier"]
 
@@ -678,7 +679,7 @@ class Store:
         """Write one plate of a large table as a Parquet partition beside the database.
 
         The rows go to ``<db>.parts/<table>/Metadata_Plate=<plate>/part.parquet``
-        (zstd), first under a temporary name and then renamed, so a reader never
+        (zstd; a large plate continues in ``part-1.parquet``, ...), first under a temporary name and then renamed, so a reader never
         sees half a plate; the table is a view over all partitions, so SQL and
         :meth:`scan` see one table. Re-writing a plate replaces it.
 
@@ -717,9 +718,9 @@ class Store:
     def register_partitions(self, table: str) -> None:
         """(Re)create the view of ``table`` over its Parquet partitions."""
         root = self.parts_dir / table
-        if not any(root.glob(f"{PLATE}=*/part.parquet")):
+        if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")
-        pattern = str(root / f"{PLATE}=*" / "part.parquet").replace("'", "''")
+        pattern = str(root / f"{PLATE}=*" / DATA_GLOB).replace("'", "''")
         # hive_types keeps plate names such as "0001" as strings.
         self._con.execute(
             f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS "

@@ -7,10 +7,15 @@ named by ``Cytoplasm_Parent_Nuclei`` (inner joins: objects without partners are
 left out, and counted in a warning). The image's metadata (plate, well, site,
 file names) is attached by image number.
 
-To stream sources larger than memory, every compartment is copied batch by
-batch into a temporary DuckDB database (a :class:`~cellframe.store.Store` in a
-temporary folder), and the join runs there over ranges of images, so at most
-one range of cells is in memory at a time.
+Two ways to stream sources larger than memory:
+
+* :class:`SortedMerge`: when every compartment's rows come ordered by image
+  (CellProfiler writes them image by image), the compartment streams are
+  merge-joined image range by image range; at most about one batch per
+  compartment is in memory, and nothing is copied.
+* :class:`Staging`: otherwise every compartment is copied batch by batch into
+  a temporary DuckDB database (a :class:`~cellframe.store.Store` in a
+  temporary folder), and the join runs there over ranges of images.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -285,32 +290,7 @@ class Staging:
     def _plan(self) -> tuple[str, list[tuple[str, str, str]], str]:
         """Base compartment, joins (compartment, alias, link column) and object-number alias."""
         self.flush()
-        have = set(self.compartments)
-        link = {
-            ("Cytoplasm", "Cells"): f"{METADATA_PREFIX}Cytoplasm_Parent_Cells",
-            ("Cytoplasm", "Nuclei"): f"{METADATA_PREFIX}Cytoplasm_Parent_Nuclei",
-            ("Cells", "Nuclei"): f"{METADATA_PREFIX}Cells_Parent_Nuclei",
-        }
-        if "Cytoplasm" in have and ("Cells" in have or "Nuclei" in have):
-            base = "Cytoplasm"
-            joins = [(c, link[("Cytoplasm", c)]) for c in ("Cells", "Nuclei") if c in have]
-        elif "Cells" in have and "Nuclei" in have:
-            base, joins = "Cells", [("Nuclei", link[("Cells", "Nuclei")])]
-        elif len(have) == 1:
-            base, joins = next(iter(have)), []
-        else:
-            raise InvalidInputError("no Cells, Cytoplasm or Nuclei table was found to join")
-        for other, col in joins:
-            if col not in self._columns[base]:
-                raise MissingColumnsError(
-                    f"{self.where[base]} ({base} objects)",
-                    [col.removeprefix(METADATA_PREFIX)],
-                    f"it links each {base} object to its {other} object; re-export the "
-                    f"CellProfiler tables with the {base} parent columns (RelateObjects)",
-                )
-        aliases = [(c, f"t_{c.lower()}", col) for c, col in joins]
-        object_alias = "t_cells" if "Cells" in [c for c, _, _ in aliases] else f"t_{base.lower()}"
-        return base, aliases, object_alias
+        return join_plan(self._columns, self.where)
 
     def check_images(self, image_keys: pl.DataFrame, image_where: str) -> None:
         """Raise when objects of the base compartment have no image row."""
@@ -420,32 +400,250 @@ class Staging:
         self, image: pl.DataFrame, batch_rows: int
     ) -> Iterator[pl.DataFrame]:
         base, joins, _ = self._plan()
-        keys = [TABLE_KEY, IMAGE_KEY]
-        out = self._table(base)
-        cells_link = next((link for comp, _, link in joins if comp == "Cells"), None)
-        object_number = pl.col(cells_link) if cells_link else pl.col(OBJECT_KEY)
-        out = out.with_columns(object_number.cast(pl.Int64).alias(OBJECT_NUMBER))
-        for comp, _, link in joins:
-            other = (
-                self._table(comp)
-                .rename({OBJECT_KEY: link})
-                .with_columns(pl.col(link).cast(pl.Int64))
-            )
-            out = out.with_columns(pl.col(link).cast(pl.Int64)).join(
-                other, on=[*keys, link], how="inner", maintain_order="left"
-            )
-        out = image.join(out, on=keys, how="inner", maintain_order="right")
-        parts = [c for c in image.columns if c not in keys] + [OBJECT_NUMBER]
-        for comp in COMPARTMENTS:
-            if comp == base or comp in [c for c, _, _ in joins]:
-                parts += [c for c in self._columns[comp] if c not in INTERNAL and c not in parts]
-        out = out.select(parts)
+        frames = {c: self._table(c) for c in self.compartments}
+        out = join_frames(frames, self._columns, image, base, joins)
         for start in range(0, out.height, batch_rows):
             yield order_columns(out.slice(start, batch_rows))
 
     def base(self) -> str:
         """The compartment every single-cell row starts from."""
         return self._plan()[0]
+
+
+def join_plan(
+    columns: Mapping[str, Sequence[str]], where: Mapping[str, str]
+) -> tuple[str, list[tuple[str, str, str]], str]:
+    """How the compartments present are joined.
+
+    Parameters
+    ----------
+    columns : mapping
+        Columns of each compartment present (canonical names).
+    where : mapping
+        File and table of each compartment, for messages.
+
+    Returns
+    -------
+    (base, joins, object_alias)
+        The compartment every row starts from, the joins as (compartment,
+        SQL alias, link column of the base) and the alias whose object number
+        becomes ``Metadata_ObjectNumber``.
+
+    Raises
+    ------
+    InvalidInputError
+        If no compartment is present.
+    MissingColumnsError
+        If the base lacks the parent column that links it to another compartment.
+    """
+    have = {c for c in COMPARTMENTS if c in columns}
+    link = {
+        ("Cytoplasm", "Cells"): f"{METADATA_PREFIX}Cytoplasm_Parent_Cells",
+        ("Cytoplasm", "Nuclei"): f"{METADATA_PREFIX}Cytoplasm_Parent_Nuclei",
+        ("Cells", "Nuclei"): f"{METADATA_PREFIX}Cells_Parent_Nuclei",
+    }
+    if "Cytoplasm" in have and ("Cells" in have or "Nuclei" in have):
+        base = "Cytoplasm"
+        joins = [(c, link[("Cytoplasm", c)]) for c in ("Cells", "Nuclei") if c in have]
+    elif "Cells" in have and "Nuclei" in have:
+        base, joins = "Cells", [("Nuclei", link[("Cells", "Nuclei")])]
+    elif len(have) == 1:
+        base, joins = next(iter(have)), []
+    else:
+        raise InvalidInputError("no Cells, Cytoplasm or Nuclei table was found to join")
+    for other, col in joins:
+        if col not in columns[base]:
+            raise MissingColumnsError(
+                f"{where[base]} ({base} objects)",
+                [col.removeprefix(METADATA_PREFIX)],
+                f"it links each {base} object to its {other} object; re-export the "
+                f"CellProfiler tables with the {base} parent columns (RelateObjects)",
+            )
+    aliases = [(c, f"t_{c.lower()}", col) for c, col in joins]
+    object_alias = "t_cells" if "Cells" in [c for c, _, _ in aliases] else f"t_{base.lower()}"
+    return base, aliases, object_alias
+
+
+def join_frames(
+    frames: Mapping[str, pl.DataFrame],
+    columns: Mapping[str, Sequence[str]],
+    image: pl.DataFrame,
+    base: str,
+    joins: Sequence[tuple[str, str, str]],
+) -> pl.DataFrame:
+    """Join in-memory compartment frames and image metadata into single-cell rows.
+
+    Inner joins, as pycytominer and CytoTable: base objects without a partner
+    in a joined compartment (or without an image row) are left out. The
+    result holds the image columns, ``Metadata_ObjectNumber`` (the Cells
+    object where Cells are joined) and the features of Cells, Cytoplasm and
+    Nuclei, in that order.
+    """
+    keys = [TABLE_KEY, IMAGE_KEY]
+    out = frames[base]
+    cells_link = next((link for comp, _, link in joins if comp == "Cells"), None)
+    object_number = pl.col(cells_link) if cells_link else pl.col(OBJECT_KEY)
+    out = out.with_columns(object_number.cast(pl.Int64).alias(OBJECT_NUMBER))
+    for comp, _, link in joins:
+        other = frames[comp].rename({OBJECT_KEY: link}).with_columns(pl.col(link).cast(pl.Int64))
+        out = out.with_columns(pl.col(link).cast(pl.Int64)).join(
+            other, on=[*keys, link], how="inner", maintain_order="left"
+        )
+    out = image.join(out, on=keys, how="inner", maintain_order="right")
+    parts = [c for c in image.columns if c not in keys] + [OBJECT_NUMBER]
+    joined = {base, *(c for c, _, _ in joins)}
+    for comp in COMPARTMENTS:
+        if comp in joined:
+            parts += [c for c in columns[comp] if c not in INTERNAL and c not in parts]
+    return out.select(parts)
+
+
+class SortedMerge:
+    """Merge-join compartment streams whose rows come ordered by image.
+
+    Each stream yields canonical batches (see :func:`canonical_compartment`)
+    carrying an integer sort key column ``key`` that never decreases within
+    the stream (the image number, or the image's table rank and number).
+    Rows of images that every stream has moved past are complete, so they
+    are joined and yielded; the rest wait for the next batch. At most about
+    one batch per compartment (plus the rows of one image) is held.
+
+    Parameters
+    ----------
+    streams : mapping
+        One iterator of batches per compartment present.
+    image : polars.DataFrame
+        Image metadata (``_cf_table``, ``_cf_image`` and the columns to attach).
+    where : mapping
+        File and table of each compartment, for messages.
+    image_where : str
+        File and table of the image metadata, for messages.
+    key : str
+        Name of the sort key column in every batch.
+    batch_rows : int, optional
+        Most rows per yielded batch.
+
+    Attributes
+    ----------
+    rows : dict
+        Objects read per compartment.
+    joined : int
+        Single-cell rows yielded.
+    base : str
+        The compartment every row starts from (after the first batch).
+    """
+
+    def __init__(
+        self,
+        streams: Mapping[str, Iterator[pl.DataFrame]],
+        image: pl.DataFrame,
+        *,
+        where: Mapping[str, str],
+        image_where: str,
+        key: str,
+        batch_rows: int | None = None,
+    ) -> None:
+        self.streams = dict(streams)
+        self.batch_rows = batch_rows
+        self.image = image
+        self.where = dict(where)
+        self.image_where = image_where
+        self.key = key
+        self.rows: dict[str, int] = dict.fromkeys(self.streams, 0)
+        self.joined = 0
+        self.base = ""
+        self._image_keys = image.select(TABLE_KEY, IMAGE_KEY)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        buffers: dict[str, list[pl.DataFrame]] = {c: [] for c in self.streams}
+        last: dict[str, int | None] = dict.fromkeys(self.streams)
+        done: dict[str, bool] = dict.fromkeys(self.streams, False)
+        columns: dict[str, list[str]] = {}
+
+        def pull(comp: str) -> None:
+            for frame in self.streams[comp]:
+                columns.setdefault(comp, [c for c in frame.columns if c != self.key])
+                self.rows[comp] += frame.height
+                if frame.height:
+                    buffers[comp].append(frame)
+                    last[comp] = int(frame[self.key][-1])
+                    return
+            done[comp] = True
+
+        for comp in self.streams:
+            pull(comp)
+        self.base, joins, _ = join_plan(columns, self.where)
+        while True:
+            active = [c for c in self.streams if not done[c]]
+            bounds = [last[c] for c in active if last[c] is not None]
+            limit = min(bounds) if bounds else None
+            if not active:
+                limit = None
+            parts: dict[str, pl.DataFrame] = {}
+            for comp, frames in buffers.items():
+                held = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else None
+                held = held if held is not None else (frames[0] if frames else None)
+                if held is None:
+                    parts[comp] = pl.DataFrame(schema=dict.fromkeys(columns[comp], pl.Int64))
+                    continue
+                if limit is None:
+                    ready, rest = held, None
+                else:
+                    n = int(held[self.key].search_sorted(limit, side="left"))
+                    ready, rest = held.slice(0, n), held.slice(n)
+                buffers[comp] = [rest] if rest is not None and rest.height else []
+                parts[comp] = ready.drop(self.key)
+            pieces = self._join(parts, columns, joins) if parts[self.base].height else []
+            # Release this range's inputs before the consumer writes its rows.
+            parts.clear()
+            held = ready = rest = None
+            yield from pieces
+            pieces = []
+            if not active:
+                return
+            for comp in active:
+                if last[comp] is None or last[comp] == limit:
+                    pull(comp)
+
+    def _join(
+        self,
+        parts: dict[str, pl.DataFrame],
+        columns: dict[str, list[str]],
+        joins: list[tuple[str, str, str]],
+    ) -> list[pl.DataFrame]:
+        base = parts[self.base]
+        orphans = base.select(TABLE_KEY, IMAGE_KEY).join(
+            self._image_keys, on=[TABLE_KEY, IMAGE_KEY], how="anti"
+        )
+        if orphans.height:
+            raise InvalidInputError(
+                f"{orphans.height} {self.base} object(s) in "
+                f"{self.where[self.base]} have no row in the image table {self.image_where} "
+                f"(first ImageNumber without one: {int(orphans[IMAGE_KEY].min()) & 0xFFFFFFFF}); "  # type: ignore[arg-type]
+                "the image table gives each cell its plate, well and site: export it together "
+                "with the object tables"
+            )
+        cols = {c: [n for n in columns[c] if n != self.key] for c in columns}
+        out = join_frames(parts, cols, self.image, self.base, joins)
+        self.joined += out.height
+        out = order_columns(out)
+        if not self.batch_rows or out.height <= self.batch_rows:
+            return [out] if out.height else []
+        # Split between images (each image's cells stay in one batch).
+        ids = [c for c in (f"{METADATA_PREFIX}TableNumber", IMAGE_NUMBER) if c in out.columns]
+        starts = (
+            out.select(pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in ids]))
+            .to_series()
+            .arg_true()
+            .to_list()
+        )
+        sizes = [b - a for a, b in zip(starts, [*starts[1:], out.height], strict=True)]
+        pieces, lo = [], 0
+        for _first, last in _ranges(list(enumerate(sizes)), self.batch_rows):
+            hi = starts[last] + sizes[last]
+            pieces.append(out.slice(lo, hi - lo))
+            lo = hi
+        return pieces
 
 
 def _ranges(counts: Sequence[tuple[int, int]], batch_rows: int) -> Iterator[tuple[int, int]]:

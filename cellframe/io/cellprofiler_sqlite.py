@@ -12,8 +12,12 @@ Two layouts are read:
   tells apart the CSV folders the database was built from).
 
 Tables are streamed with the Arrow-native ADBC SQLite driver
-(``adbc-driver-sqlite``) in bounded batches; compartments are joined through a
-temporary DuckDB database (see :mod:`cellframe.io._compartments`).
+(``adbc-driver-sqlite``) in bounded batches. A quick first pass reads only the
+image numbers of each object table: when every table stores its rows image by
+image (as CellProfiler writes them), the compartments are merge-joined while
+they stream, holding about one batch per compartment; otherwise they are
+joined through a temporary DuckDB database (see
+:mod:`cellframe.io._compartments`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,21 @@ import polars as pl
 from cellframe._progress import progress
 from cellframe.errors import InvalidInputError, UnknownFormatError
 from cellframe.io._base import Reader, require_rows
-from cellframe.io._compartments import COMPARTMENTS, Staging, canonical_compartment, image_metadata
+from cellframe.io._compartments import (
+    COMPARTMENTS,
+    IMAGE_KEY,
+    TABLE_KEY,
+    SortedMerge,
+    Staging,
+    canonical_compartment,
+    image_metadata,
+)
 from cellframe.io._normalize import default_batch_rows, normalize_keys
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_SORT_KEY = "_cf_sort_key"
+#: Float64 megabytes per SQLite batch of an object table.
+_BATCH_MB = 4
 _MISMATCH = re.compile(r"column (\d+)", re.I)
 
 
@@ -143,6 +158,20 @@ def _sentinel(column: str, declared: str, *, integers: bool = False) -> str:
     return "0.0"
 
 
+def _drop_sentinel(batch: Any) -> Any:
+    """Remove the typed sentinel row and column from a batch (a zero-copy slice)."""
+    import pyarrow.compute as pc
+
+    flag = batch.column(batch.num_columns - 1)
+    n = pc.sum(flag).as_py() or 0
+    batch = batch.drop_columns(["_cf_sentinel"])
+    if n == 0:
+        return batch
+    if n == 1 and flag[0].as_py() == 1:
+        return batch.slice(1)
+    return batch.filter(pc.equal(flag, 0))
+
+
 class CellProfilerSQLite(Reader):
     """Read a CellProfiler or cytominer-database SQLite file as single-cell batches.
 
@@ -176,8 +205,16 @@ class CellProfilerSQLite(Reader):
         batch_rows: int,
         *,
         integers: bool = False,
+        not_indexed: bool = False,
     ) -> Iterator[Any]:
-        """Yield Arrow batches of ``table`` (all ``columns``), typed by a sentinel row."""
+        """Yield Arrow batches of ``table`` (all ``columns``), typed by a sentinel row.
+
+        The sentinel row (the first row of the first batch) is removed again
+        without copying the batch.
+
+        With ``not_indexed`` the table is scanned in storage order even when
+        an index covers the columns (the order the full rows stream in).
+        """
         import adbc_driver_manager
         import pyarrow as pa
 
@@ -187,7 +224,8 @@ class CellProfilerSQLite(Reader):
             + ["1 AS _cf_sentinel"]
         )
         rest = ", ".join([_quote(c) for c in names] + ["0"])
-        sql = f"SELECT {first} UNION ALL SELECT {rest} FROM {_quote(table)}"
+        hint = " NOT INDEXED" if not_indexed else ""
+        sql = f"SELECT {first} UNION ALL SELECT {rest} FROM {_quote(table)}{hint}"
         stmt = adbc_driver_manager.AdbcStatement(con[1])
         try:
             stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
@@ -207,7 +245,7 @@ class CellProfilerSQLite(Reader):
                         f"type than its first rows ({exc}); a feature column must hold numbers "
                         "only: fix the values or drop the column"
                     ) from exc
-                yield batch
+                yield _drop_sentinel(batch)
             reader.close()
         finally:
             stmt.close()
@@ -227,62 +265,171 @@ class CellProfilerSQLite(Reader):
             )  # image tables are small
         ]
         df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
-        df = df.filter(pl.col("_cf_sentinel") == 0).drop("_cf_sentinel")  # type: ignore[union-attr]
         where = f"{self.path}, table {table!r}"
         meta = image_metadata(df, where=where)
         return normalize_keys(meta, where=where, plate=self.plate, well=self.well)
+
+    def _key_columns(self, comp: str) -> tuple[str | None, str | None]:
+        """The (TableNumber, ImageNumber) columns of a compartment's table, as stored."""
+        prefix = comp + "_"
+        names = {
+            (c[len(prefix) :] if c.startswith(prefix) else c): c
+            for c, _ in self.tables[self.names[comp]]
+        }
+        return names.get("TableNumber"), names.get("ImageNumber")
+
+    def _sort_keys(self, frame: pl.DataFrame, ranks: dict[str, int] | None) -> pl.Series:
+        """A non-decreasing integer per row when the rows come image by image."""
+        image = frame[IMAGE_KEY]
+        if ranks is None:
+            return image.alias(_SORT_KEY)
+        rank = frame[TABLE_KEY].replace_strict(ranks, default=-1, return_dtype=pl.Int64)
+        return (rank * (1 << 32) + image).alias(_SORT_KEY)
+
+    def _in_image_order(self, con: Any, image: pl.DataFrame) -> dict[str, int] | bool | None:
+        """Whether every object table stores its rows ordered by image.
+
+        Reads only the key columns of each table. Returns False when some
+        table is not ordered (or its keys cannot be read), otherwise the rank
+        of each TableNumber (None when the layout has no TableNumber).
+        """
+        import numpy as np
+
+        ranks: dict[str, int] | None = None
+        if any(self._key_columns(c)[0] for c in COMPARTMENTS if c in self.names):
+            tables = image[TABLE_KEY].unique(maintain_order=True).to_list()
+            ranks = {t: i for i, t in enumerate(tables)}
+        for comp in COMPARTMENTS:
+            if comp not in self.names:
+                continue
+            table_col, image_col = self._key_columns(comp)
+            if image_col is None:
+                return False  # canonical_compartment names the missing column
+            types = dict(self.tables[self.names[comp]])
+            cols = [(c, types[c]) for c in (table_col, image_col) if c is not None]
+            previous = None
+            try:
+                for batch in self._stream(con, self.names[comp], cols, 1_000_000, not_indexed=True):
+                    raw: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
+                    if raw[image_col].null_count():
+                        return False
+                    keys = pl.DataFrame(
+                        {
+                            TABLE_KEY: raw[table_col].cast(pl.String)
+                            if table_col
+                            else pl.Series([""] * raw.height, dtype=pl.String),
+                            IMAGE_KEY: raw[image_col].cast(pl.Int64, strict=False),
+                        }
+                    )
+                    values = self._sort_keys(keys, ranks).to_numpy()
+                    if values.size == 0:
+                        continue
+                    if (ranks is not None and bool((values < 0).any())) or bool(
+                        (np.diff(values) < 0).any()
+                    ):
+                        return False
+                    if previous is not None and values[0] < previous:
+                        return False
+                    previous = int(values[-1])
+            except (InvalidInputError, OSError, pl.exceptions.PolarsError):
+                return False
+        return ranks
+
+    def _compartment_frames(
+        self, con: Any, comp: str, ranks: dict[str, int] | bool | None, *, keyed: bool
+    ) -> Iterator[pl.DataFrame]:
+        """Canonical batches of one compartment (with the sort key when ``keyed``)."""
+        table = self.names[comp]
+        columns = self.tables[table]
+        where = f"{self.path}, table {table!r}"
+        # SQLite rows arrive as float64: bound each batch's size.
+        batch_rows = self.batch_rows or default_batch_rows(2 * len(columns), mb=_BATCH_MB)
+        for batch in progress(
+            self._stream(con, table, columns, batch_rows),
+            desc=f"reading {table}",
+            unit="batch",
+            enabled=self.progress and not keyed,
+        ):
+            raw: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
+            frame = canonical_compartment(raw, comp, where=where, issues=self.issues)
+            if keyed:
+                frame = frame.with_columns(self._sort_keys(frame, ranks or None))  # type: ignore[arg-type]
+            yield frame
 
     def batches(self) -> Iterator[pl.DataFrame]:
         """Yield single-cell batches."""
         con = self._connect()
         try:
-            with Staging(
-                self.staging_dir,
-                memory_limit=self.memory_limit,
-                flush_rows=self.batch_rows or 10_000,
-                in_memory=self._use_memory(self.path.stat().st_size),
-            ) as staging:
-                image = self._image(con)
-                n_objects = 0
-                for comp in COMPARTMENTS:
-                    if comp not in self.names:
-                        continue
-                    table = self.names[comp]
-                    columns = self.tables[table]
-                    where = f"{self.path}, table {table!r}"
-                    # SQLite rows arrive as float64: aim at ~16 MB per batch.
-                    batch_rows = self.batch_rows or default_batch_rows(2 * len(columns), mb=16)
-                    n_before = n_objects
-                    for batch in progress(
-                        self._stream(con, table, columns, batch_rows),
-                        desc=f"reading {table}",
-                        unit="batch",
-                        enabled=self.progress,
-                    ):
-                        raw = pl.from_arrow(batch)
-                        raw = raw.filter(pl.col("_cf_sentinel") == 0).drop("_cf_sentinel")  # type: ignore[union-attr]
-                        frame = canonical_compartment(raw, comp, where=where, issues=self.issues)
-                        staging.append(comp, frame, where)
-                        n_objects += frame.height
-                    if n_objects == n_before:
-                        self.issues.add(f"{where} holds no rows")
-                require_rows(n_objects, self.path, "objects", self.issues)
-                staging.check_images(image, f"{self.path}, table {self.names['Image']!r}")
-                n_out = 0
-                for frame in staging.iter_joined(image, self.batch_rows):
-                    n_out += frame.height
-                    yield frame
-                base = staging.base()
-                left = staging.rows.get(base, 0) - n_out
-                if left > 0:
-                    self.issues.add(
-                        f"{left} of {staging.rows[base]} {base} objects in {self.path} had no "
-                        "matching object in the other compartments and were left out "
-                        "(pycytominer and CytoTable join compartments the same way)"
-                    )
+            image = self._image(con)
+            ranks = self._in_image_order(con, image)
+            if ranks is not False:
+                yield from self._merged(con, image, ranks)
+            else:
+                yield from self._staged(con, image)
         finally:
             con[1].close()
             con[0].close()
+
+    def _merged(
+        self, con: Any, image: pl.DataFrame, ranks: dict[str, int] | bool | None
+    ) -> Iterator[pl.DataFrame]:
+        present = [c for c in COMPARTMENTS if c in self.names]
+        streams = {c: self._compartment_frames(con, c, ranks, keyed=True) for c in present}
+        merge = SortedMerge(
+            streams,
+            image,
+            where={c: f"{self.path}, table {self.names[c]!r}" for c in present},
+            image_where=f"{self.path}, table {self.names['Image']!r}",
+            key=_SORT_KEY,
+            batch_rows=self.batch_rows,
+        )
+        try:
+            yield from progress(
+                merge, desc=f"joining {', '.join(present)}", unit="batch", enabled=self.progress
+            )
+        finally:
+            for stream in streams.values():
+                stream.close()  # type: ignore[attr-defined]  # releases each SQLite statement
+        for comp in present:
+            if not merge.rows[comp]:
+                self.issues.add(f"{self.path}, table {self.names[comp]!r} holds no rows")
+        require_rows(sum(merge.rows.values()), self.path, "objects", self.issues)
+        self._unmatched(merge.rows.get(merge.base, 0) - merge.joined, merge.rows, merge.base)
+
+    def _unmatched(self, left: int, rows: dict[str, int], base: str) -> None:
+        if left > 0:
+            self.issues.add(
+                f"{left} of {rows[base]} {base} objects in {self.path} had no "
+                "matching object in the other compartments and were left out "
+                "(pycytominer and CytoTable join compartments the same way)"
+            )
+
+    def _staged(self, con: Any, image: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        with Staging(
+            self.staging_dir,
+            memory_limit=self.memory_limit,
+            flush_rows=self.batch_rows or 10_000,
+            in_memory=self._use_memory(self.path.stat().st_size),
+        ) as staging:
+            n_objects = 0
+            for comp in COMPARTMENTS:
+                if comp not in self.names:
+                    continue
+                n_before = n_objects
+                where = f"{self.path}, table {self.names[comp]!r}"
+                for frame in self._compartment_frames(con, comp, None, keyed=False):
+                    staging.append(comp, frame, where)
+                    n_objects += frame.height
+                if n_objects == n_before:
+                    self.issues.add(f"{where} holds no rows")
+            require_rows(n_objects, self.path, "objects", self.issues)
+            staging.check_images(image, f"{self.path}, table {self.names['Image']!r}")
+            n_out = 0
+            for frame in staging.iter_joined(image, self.batch_rows):
+                n_out += frame.height
+                yield frame
+            base = staging.base()
+            self._unmatched(staging.rows.get(base, 0) - n_out, staging.rows, base)
 
 
 __all__ = ["CellProfilerSQLite", "detect_layout", "is_sqlite", "sqlite_tables"]

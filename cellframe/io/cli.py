@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "or an interrupted run leaves the store as it was."
         ),
     )
-    p.add_argument("source", metavar="SOURCE", help="file or folder to read")
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        nargs="+",
+        help="file or folder to read; several (one per plate) are written as per-plate Parquet",
+    )
     p.add_argument("--platemap", metavar="FILE", help="platemap CSV/TSV joined on plate and well")
     p.add_argument(
         "--annotations",
@@ -50,9 +55,28 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument(
         "--layout",
-        choices=("table", "parquet"),
-        default="table",
-        help="DuckDB table (default) or one Parquet file per plate beside the store (large screens)",
+        choices=("auto", "table", "parquet"),
+        default="auto",
+        help="DuckDB table, or Parquet files per plate beside the store (flat memory for large "
+        "screens); auto (default): the existing table's layout, else parquet for sources "
+        "over 1 GiB",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: one Ray task per SOURCE, each writing its plates' Parquet "
+        "partitions",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster address (HOST:PORT or auto; default: start a local Ray)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="Ray engine: re-read sources whose plates a previous run completed",
     )
     p.set_defaults(func=_ingest)
 
@@ -62,11 +86,36 @@ def _ingest(args: argparse.Namespace) -> int:
 
     from cellframe.io.ingest import IngestWarning, ingest
 
+    many = len(args.source) > 1 or args.engine == "ray"
+    if many and (args.plate or args.well):
+        raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE (local engine)")
     with warnings.catch_warnings():
         # The report prints the warnings once, in the summary.
         warnings.simplefilter("ignore", IngestWarning)
+        if many:
+            from cellframe.engine.ingest import ingest_plates
+            from cellframe.store import Store
+
+            with Store(args.store, memory_limit=args.memory_limit) as store:
+                report = ingest_plates(
+                    args.source,
+                    store,
+                    table=args.table or "cells",
+                    platemap=args.platemap,
+                    annotations=args.annotations,
+                    format=args.format,
+                    engine=args.engine,
+                    address=args.address,
+                    force=args.force,
+                    progress=not args.quiet,
+                    memory_limit=args.memory_limit,
+                )
+            if not args.quiet:
+                print(report)
+                print(f"store: {args.store}")
+            return 0
         report = ingest(
-            args.source,
+            args.source[0],
             args.store,
             table=args.table,
             platemap=args.platemap,

@@ -163,10 +163,11 @@ def resolve_reader(format: str | type[Reader], path: str | os.PathLike[str]) -> 
         ) from None
 
 
-def _platemap_frame(
+def platemap_frame(
     platemap: str | os.PathLike[str] | pl.DataFrame | None,
     annotations: str | os.PathLike[str] | pl.DataFrame | None,
 ) -> pl.DataFrame | None:
+    """The platemap (joined to its annotations) as one frame, or None."""
     if platemap is None:
         if annotations is not None:
             raise InvalidInputError("annotations= needs a platemap= to join to")
@@ -191,7 +192,7 @@ def ingest(
     in_memory: bool | None = None,
     staging_dir: str | os.PathLike[str] | None = None,
     memory_limit: str = "512MB",
-    layout: str = "table",
+    layout: str = "auto",
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -233,15 +234,18 @@ def ingest(
     memory_limit : str, default "512MB"
         DuckDB memory limit of the temporary database, and of the store when
         ``store`` is a path.
-    layout : {"table", "parquet"}, default "table"
+    layout : {"auto", "table", "parquet"}, default "auto"
         ``"table"``: rows go into a DuckDB table in the store file (one
         transaction for the whole source). ``"parquet"``: one zstd Parquet
         file per plate beside the store, registered as a view
         (:meth:`Store.write_partition`; each plate is replaced atomically).
-        Use ``"parquet"`` for large screens: DuckDB holds a whole row group
-        (122,880 rows) of a wide table in memory while it inserts, about
-        0.5 GB for 1,000 Float32 features, while a Parquet file is written
-        batch by batch.
+        ``"parquet"`` is the layout for large screens: DuckDB keeps a
+        transaction's new rows in memory until it commits (about 0.9 GB
+        for 40,000 cells x 1,000 Float32 features), while a Parquet file is
+        written in bounded row groups, so memory stays flat however large
+        the plate. ``"auto"`` keeps the layout of an existing table, and
+        otherwise picks ``"parquet"`` for single cells from sources over
+        1 GiB and ``"table"`` for the rest.
 
     Returns
     -------
@@ -287,27 +291,12 @@ def ingest(
         in_memory=in_memory,
     )
     table = table or DEFAULT_TABLES[reader.level]
-    pm = _platemap_frame(platemap, annotations)
+    pm = platemap_frame(platemap, annotations)
     report = IngestReport(table=table, source=str(source), format=reader_cls.format)
     state: dict[str, Any] = {"plates": set(), "unmatched": 0, "columns": None}
 
     def rows() -> Iterator[pl.DataFrame]:
-        from cellframe._progress import progress as bar
-
-        for frame in bar(
-            reader.batches(), desc=f"ingesting {table}", unit="batch", enabled=progress
-        ):
-            if pm is not None:
-                if PLATE in pm.columns:
-                    known = pm.select(PLATE, WELL).unique()
-                    missing = frame.select(PLATE, WELL).join(known, on=[PLATE, WELL], how="anti")
-                else:
-                    missing = frame.select(WELL).filter(~pl.col(WELL).is_in(pm[WELL].to_list()))
-                state["unmatched"] += missing.height
-                frame = _metadata_first(annotate(frame, pm))
-            frame = _align(frame, state)
-            state["plates"].update(frame[PLATE].unique().to_list())
-            yield frame
+        return annotated_batches(reader, pm, state, table=table, progress=progress)
 
     parameters: Mapping[str, Any] = {
         "format": reader_cls.format,
@@ -317,11 +306,14 @@ def ingest(
         "annotations": _describe(annotations),
         "layout": layout,
     }
-    if layout not in ("table", "parquet"):
-        raise InvalidInputError(f"layout must be 'table' or 'parquet', not {layout!r}")
+    if layout not in ("auto", "table", "parquet"):
+        raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
     own = not isinstance(store, Store)
     st = Store(store, memory_limit=memory_limit) if own else store
     try:
+        if layout == "auto":
+            layout = _auto_layout(st, table, reader.level, Path(source))
+            parameters = {**parameters, "layout": layout}
         if layout == "table":
             n = st.write(
                 table,
@@ -333,7 +325,7 @@ def ingest(
             )
         else:
             n = 0
-            for plate_name, run in _plate_runs(rows(), source):
+            for plate_name, run in plate_runs(rows(), source):
                 n += st.write_partition(
                     table, plate_name, run, step="ingest", parameters=parameters, source=str(source)
                 )
@@ -344,16 +336,13 @@ def ingest(
         report.n_features = len(feature_columns(schema))
         report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
         if pm is not None and report.plates:
-            _write_platemap(st, pm, report.plates, platemap)
+            write_platemap(st, pm, report.plates, platemap)
     finally:
         if own:
             st.close()
     messages = reader.issues.summary()
     if state["unmatched"]:
-        messages.append(
-            f"{state['unmatched']} row(s) are in wells the platemap does not list; their "
-            "annotation columns are null"
-        )
+        messages.append(unmatched_message(state["unmatched"]))
     for message in messages:
         warnings.warn(message, IngestWarning, stacklevel=2)
     report.warnings = messages
@@ -361,7 +350,62 @@ def ingest(
     return report
 
 
-def _plate_runs(
+#: Single-cell sources larger than this go to per-plate Parquet under layout="auto".
+AUTO_PARQUET_BYTES = 2**30
+
+
+def _auto_layout(store: Store, table: str, level: str, source: Path) -> str:
+    """The layout ``layout="auto"`` picks (see :func:`ingest`)."""
+    if store.has_table(table):
+        return "parquet" if store.partition_root(table) is not None else "table"
+    if level != "cell":
+        return "table"
+    size = (
+        source.stat().st_size
+        if source.is_file()
+        else sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    )
+    return "parquet" if size > AUTO_PARQUET_BYTES else "table"
+
+
+def annotated_batches(
+    reader: Reader,
+    platemap: pl.DataFrame | None,
+    state: dict[str, Any],
+    *,
+    table: str,
+    progress: bool = True,
+) -> Iterator[pl.DataFrame]:
+    """A reader's batches, joined to the platemap and aligned to the first batch's columns.
+
+    ``state`` collects what was seen: ``plates`` (a set), ``unmatched`` (rows
+    in wells the platemap lacks), ``columns`` (of the first batch).
+    """
+    from cellframe._progress import progress as bar
+
+    state.setdefault("plates", set())
+    state.setdefault("unmatched", 0)
+    state.setdefault("columns", None)
+    for frame in bar(reader.batches(), desc=f"ingesting {table}", unit="batch", enabled=progress):
+        if platemap is not None:
+            if PLATE in platemap.columns:
+                known = platemap.select(PLATE, WELL).unique()
+                missing = frame.select(PLATE, WELL).join(known, on=[PLATE, WELL], how="anti")
+            else:
+                missing = frame.select(WELL).filter(~pl.col(WELL).is_in(platemap[WELL].to_list()))
+            state["unmatched"] += missing.height
+            frame = _metadata_first(annotate(frame, platemap))
+        frame = _align(frame, state)
+        state["plates"].update(frame[PLATE].unique().to_list())
+        yield frame
+
+
+def unmatched_message(n: int) -> str:
+    """The warning for ``n`` rows in wells the platemap does not list."""
+    return f"{n} row(s) are in wells the platemap does not list; their annotation columns are null"
+
+
+def plate_runs(
     frames: Iterator[pl.DataFrame], source: object
 ) -> Iterator[tuple[str, Iterator[pl.DataFrame]]]:
     """Split a stream of batches into one stream per plate (plates must come one after another)."""
@@ -413,12 +457,13 @@ def _align(frame: pl.DataFrame, state: dict[str, Any]) -> pl.DataFrame:
     return out.select([*cols, *extra])
 
 
-def _write_platemap(
+def write_platemap(
     store: Store,
     pm: pl.DataFrame,
     plates: list[str],
     source: Any,
 ) -> None:
+    """Write the platemap rows of ``plates`` to the store's ``platemap`` table."""
     if PLATE in pm.columns:
         rows = pm.filter(pl.col(PLATE).is_in(plates))
     else:
