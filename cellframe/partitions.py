@@ -277,7 +277,12 @@ class _RollingWriter:
         self.pending, self.pending_rows = [], 0
         if self._writer is None:
             self._writer = pq.ParquetWriter(
-                self.folder / _data_file(self.file_index), self.schema, compression="zstd"
+                self.folder / _data_file(self.file_index),
+                self.schema,
+                compression="zstd",
+                # Dictionaries suit keys and labels; for measurements they only
+                # cost decoding time (each value is nearly unique).
+                use_dictionary=[f.name for f in self.schema if not pa.types.is_floating(f.type)],
             )
         self._writer.write_table(group, row_group_size=max(1, group.num_rows))
         self.groups_in_file += 1
