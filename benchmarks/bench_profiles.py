@@ -3,7 +3,9 @@
 Each (tool, task) runs in its own subprocess, so the peak RSS printed is that
 tool's alone (``ru_maxrss`` of the worker, imports included; the RSS after
 imports is printed too). Wall time is the task only (data read included,
-imports excluded).
+imports excluded); CPU time is that of all the worker's threads over the same
+span (a steadier measure than wall time on a shared machine). The load
+average at start and end is printed with the ratios.
 
 Tasks
 -----
@@ -166,9 +168,11 @@ def worker(tool: str, task: str, root: Path) -> dict:
         from cellframe.store import Store
     base = _rss_mb()
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU seconds of every thread of this worker
     note = ""
     if task == "aggregate":
-        parts = sorted((root / "screen.parts" / "cells").glob(f"{PLATE}=*/part.parquet"))
+        # Every file of every plate: a big plate is written as several files.
+        parts = sorted((root / "screen.parts" / "cells").glob(f"{PLATE}=*/*.parquet"))
         if tool == "pycytominer":
             from pycytominer import aggregate
 
@@ -177,6 +181,7 @@ def worker(tool: str, task: str, root: Path) -> dict:
             ]
             df = pd.concat(frames, ignore_index=True)
             del frames
+            note = f"cells in {len(df):,}"
             out = aggregate(df, strata=[PLATE, WELL], features=feats, operation="median")
             rows = len(out)
         elif tool == "polars":
@@ -238,11 +243,13 @@ def worker(tool: str, task: str, root: Path) -> dict:
             df = pd.read_parquet(root / "controls.parquet")
             ctrl = df.loc[df[CONTROL] == "negcon", feats]
             t0 = time.perf_counter()  # fit only
+            c0 = time.process_time()
             Spherize(method="ZCA-cor", epsilon=1e-6).fit(ctrl)
             rows = len(ctrl)
         else:
             df = pl.read_parquet(root / "controls.parquet")
             t0 = time.perf_counter()
+            c0 = time.process_time()
             method = "ZCA-cor" if task == "spherize" else "regularized"
             sph = cfp.Spherizer(method).fit(df)
             rows = sph.n_controls_
@@ -253,6 +260,7 @@ def worker(tool: str, task: str, root: Path) -> dict:
         "tool": tool,
         "task": task,
         "wall_s": wall,
+        "cpu_s": time.process_time() - c0,
         "peak_rss_mb": _rss_mb(),
         "rss_after_imports_mb": base,
         "rows": rows,
@@ -260,18 +268,63 @@ def worker(tool: str, task: str, root: Path) -> dict:
     }
 
 
-def run_worker(tool: str, task: str, root: Path) -> dict:
+def _available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024.0
+    return float("inf")
+
+
+def _child_peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_worker(tool: str, task: str, root: Path, min_free_mb: float = 1024.0) -> dict:
+    """Run one (tool, task) in a subprocess; stop it before the machine runs out of memory.
+
+    The machine may be shared: when its available memory falls under
+    ``min_free_mb`` the worker is killed (rather than leaving the kernel to
+    pick a victim) and the error says how much memory it had reached.
+    """
+    import tempfile as _tempfile
+
     cmd = [sys.executable, __file__, "--worker", tool, "--task", task, "--data", str(root)]
     env = {**os.environ, "POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "")}
     env = {k: v for k, v in env.items() if v != ""}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
+    with _tempfile.TemporaryFile("w+") as out, _tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        peak, stopped, t0 = 0.0, False, time.perf_counter()
+        while proc.poll() is None:
+            peak = max(peak, _child_peak_mb(proc.pid))
+            if _available_mb() < min_free_mb:
+                proc.kill()
+                stopped = True
+                proc.wait()
+                break
+            time.sleep(0.1)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if stopped or proc.returncode != 0:
+        why = (
+            f"stopped after {time.perf_counter() - t0:.0f} s at {peak:,.0f} MB RSS: the machine "
+            f"had under {min_free_mb:.0f} MB available"
+            if stopped
+            else f"exit code {proc.returncode} after {time.perf_counter() - t0:.0f} s, "
+            f"peak RSS seen {peak:,.0f} MB"
+        )
         return {
             "tool": tool,
             "task": task,
-            "error": proc.stderr.strip().splitlines()[-1:] or ["failed"],
+            "error": [why, *(stderr.strip().splitlines()[-1:])],
         }
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -331,6 +384,7 @@ def main() -> None:
         "spherize_regularized": ["cellframe"],
     }
     results = []
+    load_start = os.getloadavg()
     for task in args.tasks.split(","):
         for tool in tools[task]:
             if args.only and tool != args.only:
@@ -341,8 +395,10 @@ def main() -> None:
                 print(f"{task:<22} {tool:<12} FAILED: {r['error']}", flush=True)
             else:
                 print(
-                    f"{task:<22} {tool:<12} wall {r['wall_s']:8.2f} s   peak RSS {r['peak_rss_mb']:8.0f} MB"
-                    f"   (after imports {r['rss_after_imports_mb']:.0f} MB)  {r['note']}",
+                    f"{task:<22} {tool:<12} wall {r['wall_s']:8.2f} s   CPU {r['cpu_s']:8.2f} s"
+                    f"   peak RSS {r['peak_rss_mb']:8.0f} MB"
+                    f"   (after imports {r['rss_after_imports_mb']:.0f} MB)  rows out {r['rows']:,}"
+                    f"  {r['note']}",
                     flush=True,
                 )
     print("\nratios (pycytominer / cellframe; higher is better for cellframe)")
@@ -352,8 +408,16 @@ def main() -> None:
         a, b = by.get((task, "cellframe")), by.get((ref_task, "pycytominer"))
         if a and b:
             print(
-                f"{task:<22} time x{b['wall_s'] / a['wall_s']:7.1f}   peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:5.2f}"
+                f"{task:<22} time x{b['wall_s'] / a['wall_s']:7.1f}   CPU x{b['cpu_s'] / a['cpu_s']:6.1f}"
+                f"   peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:5.2f}"
             )
+    # The machine may be shared: the load average says how much of it the run had.
+    print(
+        "load average (1, 5, 15 min) at start {}, at end {}".format(
+            " ".join(f"{x:.2f}" for x in load_start),
+            " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        )
+    )
     if tmp is not None:
         tmp.cleanup()
 

@@ -1,10 +1,12 @@
-"""Helpers shared by the profiling transforms: feature lists, row filters, registries."""
+"""Helpers shared by the profiling transforms: feature lists, row filters, registries, group kernels."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -141,3 +143,274 @@ def short_list(items: Sequence[Any], n: int = 5, *, quote: bool = True) -> str:
     """``'a', 'b', ... (+3 more)`` for messages."""
     head = ", ".join((repr(x) if quote else str(x)) for x in list(items)[:n])
     return head + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+# ------------------------------------------------------------------ group kernels
+# Aggregating hundreds of feature columns per group (cells -> images/wells):
+# the groups are found once from the keys (their rows used where they lie when
+# they come in a few runs, else put in key order), the features are laid out
+# feature-major (features x rows, float32) so each group is a block of
+# contiguous row segments, and NumPy's selection runs on those blocks, on
+# several threads if asked (NumPy releases the GIL inside partition/sort).
+# Against Polars' group_by().median() this gains most on small groups
+# (cell -> image: ~2.8x less CPU; cell -> well: ~1.2x).
+
+
+@dataclass(frozen=True)
+class GroupRuns:
+    """Where each group's rows lie: runs of consecutive rows, groups in sorted key order.
+
+    ``run_start[r]:run_end[r]`` are the rows of run ``r``; the runs of group
+    ``g`` are ``run_order[group_ptr[g]:group_ptr[g + 1]]``.
+    """
+
+    run_start: np.ndarray
+    run_end: np.ndarray
+    run_order: np.ndarray
+    group_ptr: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups."""
+        return len(self.group_ptr) - 1
+
+    def row_group(self) -> np.ndarray:
+        """Group number of every row."""
+        run_group = np.empty(len(self.run_start), dtype=np.int64)
+        counts = np.diff(self.group_ptr)
+        run_group[self.run_order] = np.repeat(np.arange(self.n_groups), counts)
+        return np.repeat(run_group, self.run_end - self.run_start)
+
+    def group_sizes(self) -> np.ndarray:
+        """Rows of each group."""
+        lengths = (self.run_end - self.run_start)[self.run_order]
+        return np.add.reduceat(lengths, self.group_ptr[:-1]) if len(lengths) else lengths
+
+    @classmethod
+    def contiguous(cls, starts: np.ndarray, n_rows: int) -> GroupRuns:
+        """One run per group, groups in row order (``starts``: first row of each group)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        g = len(starts)
+        return cls(
+            starts, np.append(starts[1:], n_rows).astype(np.int64), np.arange(g), np.arange(g + 1)
+        )
+
+
+#: Rows stay where they are while there are at most this many runs per group;
+#: beyond it (rows interleaved) they are put in group order first.
+MAX_RUNS_PER_GROUP = 4
+
+
+def group_layout(keys: pl.DataFrame) -> tuple[np.ndarray | None, GroupRuns]:
+    """How to reach each group's rows: in place when they come in runs, else after sorting.
+
+    Cell tables usually hold each well's (or site's) cells together, in an
+    order that need not be sorted (e.g. a plate written as several files).
+    Moving hundreds of feature columns into sorted order would copy the whole
+    table; instead each group is read from its runs of consecutive rows.
+
+    Parameters
+    ----------
+    keys : polars.DataFrame
+        The grouping columns only.
+
+    Returns
+    -------
+    order : numpy.ndarray or None
+        ``None`` when the rows are used where they are; otherwise the row
+        order (sorted by the keys, nulls last, stable) to put them in first.
+    runs : GroupRuns
+        The rows (after ``order``, if any) of each group, groups sorted by key.
+    """
+    n = keys.height
+    empty = np.zeros(0, dtype=np.int64)
+    if n == 0:
+        return None, GroupRuns(empty, empty, empty, np.zeros(1, dtype=np.int64))
+    names = keys.columns
+    run_id = keys.select(pl.struct(names).rle_id()).to_series().to_numpy()
+    run_start = np.flatnonzero(np.diff(run_id)) + 1
+    run_start = np.concatenate([[0], run_start]).astype(np.int64)
+    run_keys = keys[pl.Series(run_start)]
+    groups = run_keys.unique().sort(names, nulls_last=True).with_row_index("__cf_g__")
+    if len(run_start) <= MAX_RUNS_PER_GROUP * groups.height:
+        run_group = (
+            run_keys.join(groups, on=names, how="left", nulls_equal=True, maintain_order="left")
+            .get_column("__cf_g__")
+            .to_numpy()
+            .astype(np.int64)
+        )
+        run_order = np.argsort(run_group, kind="stable")
+        ptr = np.searchsorted(run_group[run_order], np.arange(groups.height + 1))
+        run_end = np.append(run_start[1:], n).astype(np.int64)
+        return None, GroupRuns(run_start, run_end, run_order, ptr.astype(np.int64))
+    order = keys.select(pl.arg_sort_by(names, nulls_last=True, maintain_order=True)).to_series()
+    group_id = keys[order].select(pl.struct(names).rle_id()).to_series().to_numpy()
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(group_id)) + 1])
+    return order.to_numpy().astype(np.int64), GroupRuns.contiguous(starts, n)
+
+
+def feature_blocks(
+    df: pl.DataFrame, features: Sequence[str], order: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features as feature-major float32 matrices in group order, split by missing values.
+
+    Returns
+    -------
+    clean : numpy.ndarray
+        ``(n_clean, n_rows)`` float32, the features without any missing value.
+    clean_idx : numpy.ndarray
+        Positions of those features in ``features``.
+    missing : numpy.ndarray
+        ``(n_missing, n_rows)`` float32 with NaN, the features with a null or NaN.
+    missing_idx : numpy.ndarray
+        Their positions in ``features``.
+    """
+    n = df.height
+    frame = df.select([pl.col(f).cast(FEATURE_DTYPE) for f in features])
+    if order is not None:
+        frame = frame[pl.Series(order)]
+    flags = frame.select(
+        [(pl.col(f).is_null().any() | pl.col(f).is_nan().any()).alias(f) for f in features]
+    )
+    has_missing = np.array(flags.row(0), dtype=bool) if features else np.zeros(0, dtype=bool)
+    # Polars writes an all-float32 frame as one Fortran-ordered matrix (nulls
+    # as NaN); its transpose is the feature-major layout without another copy.
+    matrix = None
+    if features:
+        values = frame.to_numpy()
+        if not (
+            values.flags.f_contiguous and values.flags.writeable and values.dtype == np.float32
+        ):
+            values = np.array(values, dtype=np.float32, order="F")  # partitioned in place later
+        matrix = values.T
+    del frame
+    clean_idx = np.flatnonzero(~has_missing)
+    missing_idx = np.flatnonzero(has_missing)
+    if matrix is None:
+        empty = np.empty((0, n), dtype=np.float32)
+        return empty, clean_idx, empty, missing_idx
+    if not len(missing_idx):
+        return matrix, clean_idx, np.empty((0, n), dtype=np.float32), missing_idx
+    return matrix[clean_idx], clean_idx, matrix[missing_idx], missing_idx
+
+
+def _median_clean(block: np.ndarray) -> np.ndarray:
+    """Row medians of a private ``(d, k)`` float32 block without NaN (partitioned in place)."""
+    k = block.shape[1]
+    h = k // 2
+    # One selection (the upper middle) and, for even k, the max of the lower
+    # half: about 2.5x faster than partitioning at both middle ranks.
+    block.partition(h, axis=1)
+    hi = block[:, h].astype(np.float64)
+    if k % 2:
+        return hi
+    lo = block[:, :h].max(axis=1).astype(np.float64)
+    return 0.5 * (lo + hi)
+
+
+def _median_missing(block: np.ndarray) -> np.ndarray:
+    """Row medians skipping NaN; NaN where a row has no value."""
+    k = block.shape[1]
+    valid = k - np.isnan(block).sum(axis=1)
+    ordered = np.sort(block, axis=1)  # NaN sort last
+    lo_i = np.maximum(valid - 1, 0) // 2
+    hi_i = np.minimum(valid // 2, k - 1)
+    lo = np.take_along_axis(ordered, lo_i[:, None], axis=1)[:, 0].astype(np.float64)
+    hi = np.take_along_axis(ordered, hi_i[:, None], axis=1)[:, 0].astype(np.float64)
+    out = 0.5 * (lo + hi)
+    out[valid == 0] = np.nan
+    return out
+
+
+def _mean_clean(block: np.ndarray) -> np.ndarray:
+    return block.sum(axis=1, dtype=np.float64) / block.shape[1]
+
+
+def _mean_missing(block: np.ndarray) -> np.ndarray:
+    valid = (~np.isnan(block)).sum(axis=1)
+    total = np.nansum(block, axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid > 0, total / np.maximum(valid, 1), np.nan)
+
+
+#: NumPy group kernels by method: (kernel for blocks without NaN, kernel skipping NaN).
+GROUP_KERNELS: dict[
+    str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+] = {
+    "median": (_median_clean, _median_missing),
+    "mean": (_mean_clean, _mean_missing),
+}
+
+
+def _split_ranges(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split groups into ``parts`` contiguous ranges of about equal row counts."""
+    g = len(sizes)
+    if g == 0:
+        return []
+    parts = max(1, min(parts, g))
+    cum = np.cumsum(sizes)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts)
+    bounds = np.unique(np.concatenate([[0], cuts, [g]]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def group_reduce(
+    clean: np.ndarray,
+    missing: np.ndarray,
+    runs: GroupRuns,
+    method: str,
+    *,
+    n_threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce each group's rows of feature-major blocks with a NumPy kernel.
+
+    Parameters
+    ----------
+    clean, missing : numpy.ndarray
+        ``(d, n_rows)`` float32 blocks from :func:`feature_blocks`. ``clean``
+        is modified in place (partitioned within each group's rows).
+    runs : GroupRuns
+        The rows of each group (from :func:`group_layout`).
+    method : {"median", "mean"}
+        The reduction (missing values skipped; NaN for a group without values).
+    n_threads : int, default 1
+        Threads sharing the groups.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(n_groups, d_clean)`` and ``(n_groups, d_missing)`` float32 results.
+    """
+    clean_fn, missing_fn = GROUP_KERNELS[method]
+    g = runs.n_groups
+    out_clean = np.empty((g, clean.shape[0]), dtype=np.float32)
+    out_missing = np.empty((g, missing.shape[0]), dtype=np.float32)
+
+    def block(x: np.ndarray, i: int) -> np.ndarray:
+        idx = runs.run_order[runs.group_ptr[i] : runs.group_ptr[i + 1]]
+        if len(idx) == 1:
+            r = int(idx[0])
+            return x[:, int(runs.run_start[r]) : int(runs.run_end[r])]
+        # A group split over several runs: one private copy of its rows.
+        return np.concatenate(
+            [x[:, int(runs.run_start[r]) : int(runs.run_end[r])] for r in idx], axis=1
+        )
+
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            if clean.shape[0]:
+                out_clean[i] = clean_fn(block(clean, i))
+            if missing.shape[0]:
+                out_missing[i] = missing_fn(block(missing, i))
+
+    ranges = _split_ranges(runs.group_sizes(), n_threads)
+    if len(ranges) <= 1:
+        for lo, hi in ranges:
+            work(lo, hi)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            for f in [pool.submit(work, lo, hi) for lo, hi in ranges]:
+                f.result()
+    return out_clean, out_missing

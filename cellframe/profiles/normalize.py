@@ -206,9 +206,20 @@ class Normalizer:
             x = pl.col(f).cast(pl.Float64).fill_nan(None)
             center, scale = self._stat_fn(x)
             aggs += [center.alias(_center(f)), scale.alias(_scale(f))]
-        stats = (ctrl.group_by(self.by).agg(aggs) if self.by else ctrl.select(aggs)).collect(
-            engine="streaming"
-        )
+        if self.by:
+            stats = ctrl.group_by(self.by).agg(aggs).collect(engine="streaming")
+        else:
+            # One group over all rows. Polars evaluates quantiles in a plain
+            # select about 20x slower than the same aggregation in a group-by
+            # (robustize on 384 x 454: ~8 s vs 0.3 s), so group on a constant key.
+            key = "__cf_all_rows__"
+            stats = (
+                ctrl.with_columns(pl.lit(0, dtype=pl.Int8).alias(key))
+                .group_by(key)
+                .agg(aggs)
+                .drop(key)
+                .collect(engine="streaming")
+            )
         if self.by:
             stats = stats.sort(self.by, nulls_last=True)
         if stats.height == 0 or int(stats[N_CONTROLS].sum()) == 0:

@@ -131,3 +131,133 @@ def test_pandas_free_float32_output(nf1_cells):
     out = aggregate(nf1_cells.lazy(), "well").collect()
     assert all(out.schema[f] == pl.Float32 for f in feature_columns(nf1_cells))
     assert isinstance(out, pl.DataFrame) and not isinstance(out, pd.DataFrame)
+
+
+# ------------------------------------------------------------------ NumPy group kernels
+def _messy_cells(n: int = 600, n_features: int = 7, seed: int = 3) -> pl.DataFrame:
+    """Unsorted cells with NaN, nulls, an all-missing group, odd and even group sizes."""
+    rng = np.random.default_rng(seed)
+    wells = rng.choice(["A01", "A02", "B01", "B02", "C07"], size=n)
+    plates = rng.choice(["P1", "P2"], size=n)
+    x = rng.normal(size=(n, n_features)).astype(np.float32) * 10
+    x[rng.random((n, n_features)) < 0.1] = np.nan
+    x[(wells == "C07") & (plates == "P1"), 2] = np.nan  # a group without values
+    data = {PLATE: plates.tolist(), WELL: wells.tolist()}
+    data[WELL][5] = None  # a null key is a group of its own, sorted last
+    data.update({f"Cells_F{j}": x[:, j] for j in range(n_features)})
+    df = pl.DataFrame(data)
+    # A null (not NaN) in one feature, and a float64 feature.
+    return df.with_columns(
+        pl.when(pl.int_range(pl.len()) % 17 == 0).then(None).otherwise(pl.col("Cells_F1"))
+        .alias("Cells_F1"),
+        pl.col("Cells_F3").cast(pl.Float64),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", ["median", "mean"])
+def test_numpy_kernels_match_pandas_and_polars(operation):
+    cells = _messy_cells()
+    feats = feature_columns(cells)
+    ours = aggregate_by(cells.lazy(), [PLATE, WELL], method=operation).collect()
+    # Reference 1: pandas in float64 on the float32 values (skips NaN; NaN when none).
+    pdf = cells.with_columns(pl.col(feats).cast(pl.Float32).cast(pl.Float64)).to_pandas()
+    ref = (
+        pdf.groupby([PLATE, WELL], dropna=False)[feats]
+        .agg(operation)
+        .reset_index()
+        .sort_values([PLATE, WELL], na_position="last")
+    )
+    assert ours[PLATE].to_list() == ref[PLATE].tolist()
+    assert ours[WELL].to_list() == [None if w is None or w != w else w for w in ref[WELL]]
+    got = ours.select(feats).to_numpy().astype(np.float64)  # nulls -> NaN
+    assert_close(got, ref[feats].to_numpy(), f"numpy {operation} vs pandas", rtol=1e-6)
+    # Reference 2: the Polars expression path (a callable method forces it).
+    polars_path = aggregate_by(
+        cells.lazy(), [PLATE, WELL], method=lambda e: getattr(e, operation)()
+    ).collect()
+    assert_frame_equal(ours, polars_path, check_exact=False, rel_tol=1e-6)
+    # Missing results are nulls, as on the Polars path; counts include missing values.
+    assert (
+        ours.filter((pl.col(PLATE) == "P1") & (pl.col(WELL) == "C07"))["Cells_F2"].null_count() == 1
+    )
+    assert ours[COUNT_CELLS].sum() == cells.height
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice")
+def test_group_reduce_threads_and_even_odd_sizes():
+    from cellframe.profiles._common import GroupRuns, group_reduce
+
+    rng = np.random.default_rng(0)
+    sizes = np.array([1, 2, 3, 4, 7, 8, 130, 131])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    n = int(sizes.sum())
+    x = rng.normal(size=(5, n)).astype(np.float32)
+    ref = np.stack(
+        [
+            np.median(x[:, a : a + k].astype(np.float64), axis=1)
+            for a, k in zip(starts, sizes, strict=True)
+        ]
+    )
+    xm = x.copy()
+    xm[:, ::5] = np.nan
+    ref_m = np.stack(
+        [
+            np.nanmedian(xm[:, a : a + k].astype(np.float64), axis=1)
+            for a, k in zip(starts, sizes, strict=True)
+        ]
+    )
+    empty = np.empty((0, n), dtype=np.float32)
+    starts = GroupRuns.contiguous(starts, n)
+    for threads in (1, 2, 3):
+        got, _ = group_reduce(x.copy(), empty, starts, "median", n_threads=threads)
+        # float64 midpoint of float32 values, rounded once to float32.
+        np.testing.assert_allclose(got, ref, rtol=1e-7)
+        _, got_m = group_reduce(empty, xm.copy(), starts, "median", n_threads=threads)
+        np.testing.assert_allclose(got_m, ref_m, rtol=1e-7)
+        mean, _ = group_reduce(x.copy(), empty, starts, "mean", n_threads=threads)
+        ref_mean = np.stack(
+            [
+                x[:, a : a + k].astype(np.float64).mean(axis=1)
+                for a, k in zip(starts.run_start, sizes, strict=True)
+            ]
+        )
+        np.testing.assert_allclose(mean, ref_mean, rtol=1e-6)
+
+
+def test_aggregate_table_unsorted_partitions_with_missing(store):
+    cells = _messy_cells(n=900).filter(pl.col(WELL).is_not_null())
+    for plate, part in cells.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells", plate[0], part.drop(PLATE), step="test")
+    expected = aggregate(cells.lazy(), "well").collect()
+    for chunk_rows in (None, 60):  # whole plates, then a few wells at a time
+        aggregate_table(store, "cells", "wells", "well", chunk_rows=chunk_rows, progress=False)
+        got = store.read("wells").select(expected.columns)
+        assert_frame_equal(got, expected, check_dtypes=False)
+
+
+def test_aggregate_table_bad_chunk_rows(store):
+    from cellframe.errors import InvalidInputError
+
+    store.write_partition("cells", "P1", make_screen(n_plates=1).drop(PLATE), step="test")
+    with pytest.raises(InvalidInputError, match="chunk_rows must be at least 1"):
+        aggregate_table(store, "cells", "wells", chunk_rows=0, progress=False)
+
+
+def test_groups_in_unsorted_runs_are_reduced_in_place():
+    """Rows grouped in runs but not sorted (a plate written as several files), one well split."""
+    from cellframe.profiles._common import group_layout
+
+    rng = np.random.default_rng(5)
+    wells = ["C01"] * 5 + ["A01"] * 4 + ["B01"] * 6 + ["C01"] * 3 + [None] * 2
+    x = rng.normal(size=(len(wells), 3)).astype(np.float32)
+    cells = pl.DataFrame({PLATE: ["P"] * len(wells), WELL: wells}).hstack(
+        pl.DataFrame(x, schema=["Cells_a", "Cells_b", "Cells_c"])
+    )
+    order, runs = group_layout(cells.select(PLATE, WELL))
+    assert order is None  # no copy into sorted order
+    assert runs.n_groups == 4 and runs.group_sizes().tolist() == [4, 6, 8, 2]
+    ours = aggregate(cells.lazy(), "well").collect()
+    ref = cells.to_pandas().groupby(WELL, dropna=False)[["Cells_a", "Cells_b", "Cells_c"]].median()
+    assert ours[WELL].to_list() == ["A01", "B01", "C01", None]
+    assert ours[COUNT_CELLS].to_list() == [4, 6, 8, 2]
+    assert_close(ours.select("Cells_a", "Cells_b", "Cells_c").to_numpy(), ref.to_numpy(), "runs")
