@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,7 +16,7 @@ from cellframe._progress import progress as progress_bar
 from cellframe.columns import PLATE
 from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
 from cellframe.partitions import (
-    DATA_FILE,
+    DATA_GLOB,
     check_partition_version,
     completed_plates,
     partition_dir,
@@ -160,7 +162,9 @@ def map_plates(
         Plates to process (default: all plates of ``source``).
     force : bool, default False
         Ray engine: recompute plates already complete (default: skip them, so an
-        interrupted run resumes).
+        interrupted run resumes). Their old partitions are set aside when the
+        run starts (so the new plates may have other columns) and deleted when
+        it ends; until then the table lacks the plates not yet recomputed.
     step, parameters
         Provenance of the output.
     progress : bool, default True
@@ -204,6 +208,14 @@ def map_plates(
             check_partition_version(table_root, plate, step)
         report.skipped = [p for p in all_plates if p in done]
     todo = [p for p in all_plates if force or p not in done]
+    if force:
+        # Set the plates to recompute aside first: their new columns may differ
+        # from the old ones (another feature selection), and each new plate is
+        # checked against its siblings. The old folders go at the end of the run.
+        for plate in todo:
+            folder = partition_dir(table_root, plate)
+            if folder.exists():
+                folder.rename(table_root / f".old-{uuid.uuid4().hex}")
     src_root = store.partition_root(source)
     task = ray.remote(max_retries=MAX_RETRIES)(_plate_task)
     window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
@@ -214,7 +226,7 @@ def map_plates(
     def submit() -> None:
         plate = queue.pop(0)
         if src_root is not None:
-            src: Any = str(partition_dir(src_root, plate) / DATA_FILE)
+            src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
         else:
             # A native source is read on the driver one plate at a time; the
             # window bounds how many plates sit in the object store at once.
@@ -265,6 +277,9 @@ def reduce_plates(
 
     Use exact sufficient statistics (counts, sums, cross-products, value
     counts) so the combined result equals the one computed on all rows at once.
+    ``combine`` receives the statistics one plate at a time, in plate order on
+    both engines (a streaming combine keeps one plate's statistics in memory
+    at a time).
 
     Parameters
     ----------
@@ -297,14 +312,42 @@ def reduce_plates(
         return map_fn(frame)
 
     task = ray.remote(max_retries=MAX_RETRIES)(run)
-    refs = []
-    for plate in all_plates:
+    pending: deque[tuple[str, Any]] = deque()
+    queue = deque(all_plates)
+    # As in map_plates: a native source is read on the driver one plate at a
+    # time, and the window bounds how many plates sit in the object store.
+    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
+
+    def submit() -> None:
+        plate = queue.popleft()
         if src_root is not None:
-            src: Any = str(partition_dir(src_root, plate) / DATA_FILE)
+            src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
         else:
             src = ray.put(_read_plate(store, source, plate))
-        refs.append(task.remote(src, plate))
-    results = []
-    for ref in progress_bar(refs, desc=f"{desc} (ray)", unit="plate", enabled=progress):
-        results.append(ray.get(ref))
-    return combine(results)
+        pending.append((plate, task.remote(src, plate)))
+
+    def results() -> Iterator[T]:
+        # In plate order, so the combined floating-point sums do not depend on
+        # which worker finished first; each result is released once combined.
+        bar = progress_bar(
+            range(len(all_plates)), desc=f"{desc} (ray)", unit="plate", enabled=progress
+        )
+        while queue or pending:
+            while queue and len(pending) < window:
+                submit()
+            plate, ref = pending.popleft()
+            try:
+                value = ray.get(ref)
+            except Exception as exc:
+                for _, other in pending:
+                    ray.cancel(other)
+                pending.clear()
+                queue.clear()
+                cause = getattr(exc, "cause", None) or exc
+                cause.add_note(f"while computing {desc!r} on plate {plate!r} (Ray engine)")
+                raise cause from exc
+            del ref
+            next(bar, None)
+            yield value
+
+    return combine(results())

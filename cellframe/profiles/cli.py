@@ -122,6 +122,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--corr-strategy", choices=("pycytominer", "iterative"), default="pycytominer")
     p.add_argument("--na-cutoff", type=float, default=0.05)
     p.add_argument("--outlier-cutoff", type=float, default=500.0)
+    _engine(p)
     p.set_defaults(func=_run, step="select")
 
     p = subparsers.add_parser(
@@ -152,6 +153,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--z-threshold", type=float, default=3.5)
     p.add_argument("--focus-z", type=float, default=4.0)
     p.add_argument("--max-saturated-percent", type=float, default=1.0)
+    p.add_argument(
+        "--by",
+        type=_csv,
+        help="groups of the robust z-scores (default: Metadata_Plate; '' for none)",
+    )
+    _engine(p)
     p.set_defaults(func=_run, step="qc")
 
     p = subparsers.add_parser(

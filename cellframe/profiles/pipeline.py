@@ -23,8 +23,8 @@ parameters). :func:`run_pipeline` chains them from a config such as::
     lam = 0.01
 
 A top-level ``engine = "ray"`` (with ``address = "HOST:PORT"`` for a
-cluster) runs aggregation, normalization and sphering on Ray (see
-:mod:`cellframe.engine`). Each step reads the previous step's output unless it names ``input``; its
+cluster) runs aggregation, normalization, feature selection, sphering and QC
+on Ray (see :mod:`cellframe.engine`). Each step reads the previous step's output unless it names ``input``; its
 output defaults to the input name plus a suffix (``_normalized``,
 ``_selected``, ``_sphered``, ``_qc``, ``_strength``; ``wells`` /
 ``images`` / ``treatments`` for aggregation).
@@ -214,19 +214,33 @@ def run_select(
     samples: str | None = "all",
     features: Sequence[str] | None = None,
     report: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    force: bool = False,
     progress: bool = True,
     **params: Any,
 ) -> StepReport:
     """Select features of ``source`` into ``dest``; the dropped features go to ``report``.
 
     ``report`` defaults to ``<dest>_dropped`` (columns feature, operation, reason).
+    ``engine="ray"`` computes the selection as map-reduce over exact per-plate
+    statistics (the same result as the local engine) and writes ``dest`` plate
+    by plate as Parquet partitions; ``force`` recomputes plates a previous Ray
+    run completed.
     """
-    from cellframe.profiles.select import feature_select
-
-    del progress
     t0 = time.perf_counter()
-    lf = store.scan(source)
-    result = feature_select(lf, list(operations), features=features, samples=samples, **params)
+    if engine != "local":
+        from cellframe.engine.select import apply_selection_plates, feature_select_plates
+
+        result = feature_select_plates(
+            store, source, list(operations), features=features, samples=samples, engine=engine,
+            address=address, progress=progress, **params,
+        )  # fmt: skip
+    else:
+        from cellframe.profiles.select import feature_select
+
+        lf = store.scan(source)
+        result = feature_select(lf, list(operations), features=features, samples=samples, **params)
     parameters = {
         "operations": list(operations),
         "samples": samples,
@@ -235,10 +249,22 @@ def run_select(
         "n_kept": len(result.kept),
         "dropped": result.dropped_features,
     }
-    n = store.write(
-        dest, result.apply(lf), mode="replace", step="select", parameters=parameters, source=source
-    )
     report = report or f"{dest}_dropped"
+    note = f"kept {len(result.kept)}, dropped {result.dropped.height} (see {report})"
+    if engine != "local":
+        mapped = apply_selection_plates(
+            store, source, dest, result, engine=engine, address=address, force=force,
+            progress=progress, parameters={k: v for k, v in parameters.items() if k != "source"},
+        )  # fmt: skip
+    else:
+        n = store.write(
+            dest,
+            result.apply(store.scan(source)),
+            mode="replace",
+            step="select",
+            parameters=parameters,
+            source=source,
+        )
     store.write(
         report,
         result.dropped,
@@ -247,14 +273,9 @@ def run_select(
         parameters=parameters,
         source=source,
     )
-    return StepReport(
-        "select",
-        source,
-        dest,
-        n,
-        time.perf_counter() - t0,
-        f"kept {len(result.kept)}, dropped {result.dropped.height} (see {report})",
-    )
+    if engine != "local":
+        return _engine_step_report("select", source, dest, mapped, t0, note)
+    return StepReport("select", source, dest, n, time.perf_counter() - t0, note)
 
 
 def run_sphere(
@@ -332,26 +353,52 @@ def run_qc(
     focus_z: float = 4.0,
     max_saturated_percent: float = 1.0,
     by: Sequence[str] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> StepReport:
-    """QC of ``source`` (``kind="wells"``: PCA outliers; ``"images"``: image quality) into ``dest``."""
+    """QC of ``source`` (``kind="wells"``: PCA outliers; ``"images"``: image quality) into ``dest``.
+
+    ``engine="ray"`` fits the PCA from exact per-plate moments and flags plate
+    by plate on Ray (image QC: plate by plate); ``force`` recomputes plates a
+    previous Ray run completed.
+    """
     from cellframe.columns import PLATE
     from cellframe.profiles.qc import OUTLIER, flag_outlier_wells, image_qc
 
-    del progress
     t0 = time.perf_counter()
+    if kind not in ("wells", "images"):
+        raise ValueError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
     groups = (PLATE,) if by is None else tuple(by)
+    if engine != "local":
+        from cellframe.engine.qc import flag_outlier_wells_plates, image_qc_plates
+        from cellframe.store import quote_identifier
+
+        if kind == "wells":
+            mapped = flag_outlier_wells_plates(
+                store, source, dest, n_components=n_components, z_threshold=z_threshold,
+                by=groups or None, engine=engine, address=address, force=force, progress=progress,
+            )  # fmt: skip
+        else:
+            mapped = image_qc_plates(
+                store, source, dest, focus_z=focus_z, max_saturated_percent=max_saturated_percent,
+                by=groups or None, engine=engine, address=address, force=force, progress=progress,
+            )  # fmt: skip
+        flagged = store.sql(
+            f"SELECT count(*) AS n FROM {quote_identifier(dest)} WHERE {quote_identifier(OUTLIER)}"
+        )["n"][0]
+        return _engine_step_report("qc", source, dest, mapped, t0, f"{int(flagged)} flagged")
+    del progress
     lf = store.scan(source)
     if kind == "wells":
         out = flag_outlier_wells(
             lf, n_components=n_components, z_threshold=z_threshold, by=groups or None
         )
-    elif kind == "images":
+    else:
         out = image_qc(
             lf, focus_z=focus_z, max_saturated_percent=max_saturated_percent, by=groups or None
         )
-    else:
-        raise ValueError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
     params = {
         "kind": kind,
         "n_components": n_components,
@@ -423,7 +470,7 @@ STEPS: dict[str, Callable[..., StepReport]] = {
 }
 
 #: Steps that run on an engine (``engine = "ray"`` at the top of a config).
-_ENGINE_STEPS = ("aggregate", "normalize", "sphere")
+_ENGINE_STEPS = ("aggregate", "normalize", "select", "sphere", "qc")
 
 _SUFFIX = {
     "normalize": "_normalized",

@@ -24,7 +24,14 @@ from cellframe.columns import PLATE, is_metadata
 from cellframe.errors import InvalidInputError, MissingColumnsError
 from cellframe.profiles._common import resolve_features, schema_of, short_list, to_numpy64, warn
 
-__all__ = ["PCAResult", "flag_outlier_wells", "image_qc", "pca_profiles", "robust_z"]
+__all__ = [
+    "PCAResult",
+    "flag_outlier_wells",
+    "image_qc",
+    "image_quality_columns",
+    "pca_profiles",
+    "robust_z",
+]
 
 OUTLIER = "Metadata_QC_Outlier"
 REASON = "Metadata_QC_Reason"
@@ -116,7 +123,9 @@ def pca_profiles(
     xc = x - x.mean(axis=0)
     if standardize:
         std = xc.std(axis=0)
-        keep = std > 0
+        # A feature whose values are all equal has no spread, whatever the
+        # rounding residue of its mean leaves in ``std``.
+        keep = (std > 0) & (np.ptp(x, axis=0) > 0)
         xc = xc[:, keep] / std[keep]
         feats = [f for f, kk in zip(feats, keep, strict=True) if kk]
     _, s, vt = np.linalg.svd(xc, full_matrices=False)
@@ -167,19 +176,31 @@ def flag_outlier_wells(
         ``Metadata_QC_Reason`` (null for wells kept), one row per input row.
     """
     result = pca_profiles(lf, n_components, features=features)
-    scores = result.scores
+    out = _flag_scores(result.scores, z_threshold=z_threshold, by=by)
+    n_out = int(out[OUTLIER].sum())
+    if n_out:
+        k = len(result.components)
+        warn(f"{n_out} of {out.height} well(s) flagged as outliers on the first {k} PC(s)")
+    return out
+
+
+def _flag_scores(
+    scores: pl.DataFrame, *, z_threshold: float, by: Sequence[str] | None
+) -> pl.DataFrame:
+    """Outlier flags from PC scores: robust z of each PC within each ``by`` group."""
     pcs = [c for c in scores.columns if re.fullmatch(r"PC\d+", c)]
     groups = [c for c in (by or []) if c in scores.columns]
     if by and len(groups) != len(list(by)):
         raise MissingColumnsError("the profiles for QC", [c for c in by if c not in scores.columns])
+    values = scores.select(pcs).to_numpy().astype(np.float64)
     z = np.zeros((scores.height, len(pcs)))
     if groups:
         ids = scores.select(pl.struct(groups).rank("dense").alias("g"))["g"].to_numpy()
         for g in np.unique(ids):
             mask = ids == g
-            z[mask] = robust_z(scores.select(pcs).to_numpy()[mask])
+            z[mask] = robust_z(values[mask])
     else:
-        z = robust_z(scores.select(pcs).to_numpy())
+        z = robust_z(values)
     reasons: list[str | None] = []
     for row in z:
         parts = [
@@ -189,11 +210,7 @@ def flag_outlier_wells(
         ]
         reasons.append("; ".join(parts) if parts else None)
     flags = pl.Series(OUTLIER, [r is not None for r in reasons])
-    out = scores.with_columns(flags, pl.Series(REASON, reasons, dtype=pl.String))
-    n_out = int(flags.sum())
-    if n_out:
-        warn(f"{n_out} of {out.height} well(s) flagged as outliers on the first {len(pcs)} PC(s)")
-    return out
+    return scores.with_columns(flags, pl.Series(REASON, reasons, dtype=pl.String))
 
 
 _FOCUS = re.compile(r"ImageQuality_PowerLogLogSlope_(.+)$")
@@ -235,7 +252,25 @@ def image_qc(
         If there is no image-quality column.
     """
     df = lf.lazy().collect()
-    schema = schema_of(df)
+    image_quality_columns(df)
+    out = _image_flags(df, focus_z=focus_z, max_saturated_percent=max_saturated_percent, by=by)
+    n_out = int(out[OUTLIER].sum())
+    if n_out:
+        warn(f"{n_out} of {out.height} image(s) flagged by image QC")
+    return out
+
+
+def image_quality_columns(
+    lf: pl.LazyFrame | pl.DataFrame | pl.Schema,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The focus and saturation columns of an image table, as (column, channel) pairs.
+
+    Raises
+    ------
+    MissingColumnsError
+        If there is neither.
+    """
+    schema = schema_of(lf)
     focus = [(c, m.group(1)) for c in schema if (m := _FOCUS.search(c))]
     satur = [(c, m.group(1)) for c in schema if (m := _SATURATION.search(c))]
     if not focus and not satur:
@@ -244,6 +279,15 @@ def image_qc(
             ["*ImageQuality_PowerLogLogSlope_<channel>", "*ImageQuality_PercentMaximal_<channel>"],
             "run CellProfiler's MeasureImageQuality module (or skip image QC)",
         )
+    return focus, satur
+
+
+def _image_flags(
+    df: pl.DataFrame, *, focus_z: float, max_saturated_percent: float, by: Sequence[str] | None
+) -> pl.DataFrame:
+    """Image flags without the summary warning (see :func:`image_qc`)."""
+    focus, satur = image_quality_columns(df)
+    schema = schema_of(df)
     groups = [c for c in (by or []) if c in schema]
     ids = (
         df.select(pl.struct(groups).rank("dense").alias("g"))["g"].to_numpy()
@@ -268,10 +312,6 @@ def image_qc(
             )
     text = ["; ".join(r) if r else None for r in reasons]
     meta = df.select([c for c in df.columns if is_metadata(c)])
-    out = meta.with_columns(
+    return meta.with_columns(
         pl.Series(OUTLIER, [t is not None for t in text]), pl.Series(REASON, text, dtype=pl.String)
     )
-    n_out = int(out[OUTLIER].sum())
-    if n_out:
-        warn(f"{n_out} of {out.height} image(s) flagged by image QC")
-    return out

@@ -116,6 +116,24 @@ def _prepare(
     return feats, to_numpy64(df, feats)
 
 
+def _check_variance_params(min_variance: float) -> None:
+    if min_variance < 0:
+        raise ValueError("min_variance must be non-negative")
+
+
+def _variance_drops(
+    features: Sequence[str], variance: np.ndarray, min_variance: float
+) -> dict[str, str]:
+    """Drop rule of :func:`variance_threshold` from per-feature variances (NaN: no values)."""
+    drops = {}
+    for f, v in zip(features, variance, strict=True):
+        if not np.isfinite(v):
+            drops[f] = "variance undefined (no non-missing values)"
+        elif v <= min_variance:
+            drops[f] = f"variance {v:.3g} <= min_variance {min_variance:g}"
+    return drops
+
+
 def variance_threshold(
     profiles: pl.LazyFrame | pl.DataFrame,
     *,
@@ -127,7 +145,8 @@ def variance_threshold(
 
     As scikit-learn's ``VarianceThreshold`` in pycytominer: variance with
     ddof=0 over non-missing values; a feature with no values has no variance
-    and is dropped.
+    and is dropped. A feature whose values are all equal has variance exactly
+    0 (not the rounding residue of its mean).
 
     Examples
     --------
@@ -136,22 +155,54 @@ def variance_threshold(
     >>> variance_threshold(df).dropped_features
     ['a']
     """
-    if min_variance < 0:
-        raise ValueError("min_variance must be non-negative")
+    _check_variance_params(min_variance)
     feats, x = _prepare(profiles, features, samples)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            var = np.nanvar(x, axis=0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        var = np.nanvar(x, axis=0)
+        constant = np.nanmin(x, axis=0) == np.nanmax(x, axis=0) if x.size else var == 0
+    var = np.where(constant, 0.0, var)
+    return _result(feats, _variance_drops(feats, var, min_variance), "variance_threshold")
+
+
+def _check_frequency_params(freq_cut: float, unique_cut: float) -> None:
+    if not 0 <= freq_cut <= 1:
+        raise ValueError("freq_cut must be between 0 and 1")
+    if not 0 <= unique_cut <= 1:
+        raise ValueError("unique_cut must be between 0 and 1")
+
+
+def _frequency_drops(
+    features: Sequence[str],
+    value_counts: Sequence[np.ndarray],
+    n_rows: int,
+    freq_cut: float,
+    unique_cut: float,
+) -> dict[str, str]:
+    """Drop rule of :func:`frequency_threshold` from each feature's value-count array.
+
+    ``value_counts[j]`` holds how often each distinct non-missing value of
+    feature ``j`` occurs (any order); ``n_rows`` counts every row, missing or not.
+    """
     drops = {}
-    for f, v in zip(feats, var, strict=True):
-        if not np.isfinite(v):
-            drops[f] = "variance undefined (no non-missing values)"
-        elif v <= min_variance:
-            drops[f] = f"variance {v:.3g} <= min_variance {min_variance:g}"
-    return _result(feats, drops, "variance_threshold")
+    for f, counts in zip(features, value_counts, strict=True):
+        n_unique = counts.size
+        if n_unique < 2:
+            ratio = 0.0
+        else:
+            top2 = np.partition(counts, n_unique - 2)[-2:]
+            ratio = float(top2[0] / top2[1])
+        unique_ratio = n_unique / n_rows
+        reasons = []
+        if ratio < freq_cut:
+            reasons.append(f"2nd/1st most common value count {ratio:.3g} < freq_cut {freq_cut:g}")
+        if unique_ratio < unique_cut:
+            reasons.append(f"distinct/rows {unique_ratio:.3g} < unique_cut {unique_cut:g}")
+        if reasons:
+            drops[f] = "; ".join(reasons)
+    return drops
 
 
 def frequency_threshold(
@@ -169,31 +220,13 @@ def frequency_threshold(
     distinct values), or (distinct non-missing values) / (rows) < ``unique_cut``
     (pycytominer 1.7's rule: either condition drops).
     """
-    if not 0 <= freq_cut <= 1:
-        raise ValueError("freq_cut must be between 0 and 1")
-    if not 0 <= unique_cut <= 1:
-        raise ValueError("unique_cut must be between 0 and 1")
+    _check_frequency_params(freq_cut, unique_cut)
     feats, x = _prepare(profiles, features, samples)
-    n = x.shape[0]
-    drops = {}
-    for j, f in enumerate(feats):
+    counts = []
+    for j in range(len(feats)):
         col = x[:, j]
-        col = col[~np.isnan(col)]
-        _, counts = np.unique(col, return_counts=True)
-        n_unique = counts.size
-        if n_unique < 2:
-            ratio = 0.0
-        else:
-            top2 = np.partition(counts, n_unique - 2)[-2:]
-            ratio = float(top2[0] / top2[1])
-        unique_ratio = n_unique / n
-        reasons = []
-        if ratio < freq_cut:
-            reasons.append(f"2nd/1st most common value count {ratio:.3g} < freq_cut {freq_cut:g}")
-        if unique_ratio < unique_cut:
-            reasons.append(f"distinct/rows {unique_ratio:.3g} < unique_cut {unique_cut:g}")
-        if reasons:
-            drops[f] = "; ".join(reasons)
+        counts.append(np.unique(col[~np.isnan(col)], return_counts=True)[1])
+    drops = _frequency_drops(feats, counts, x.shape[0], freq_cut, unique_cut)
     return _result(feats, drops, "frequency_threshold")
 
 
@@ -240,6 +273,56 @@ def _pearson(x: np.ndarray) -> np.ndarray:
         return c
 
 
+def _check_correlation_params(threshold: float, method: str, strategy: str) -> None:
+    if method != "pearson":
+        raise ValueError(f"unknown correlation method {method!r}; valid: 'pearson'")
+    if not 0 <= threshold <= 1:
+        raise ValueError("threshold must be between 0 and 1")
+    if strategy not in ("pycytominer", "iterative"):
+        raise ValueError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
+
+
+def _correlation_drops(
+    feats: Sequence[str], corr: np.ndarray, threshold: float, strategy: str
+) -> dict[str, str]:
+    """Drop rule of :func:`correlation_threshold` from a correlation matrix (NaN: undefined)."""
+    drops: dict[str, str] = {}
+    if strategy == "pycytominer":
+        total = np.nansum(np.abs(corr), axis=0)
+        # pandas' Series.sort_values uses numpy quicksort: same order for ties.
+        order = np.argsort(total, kind="quicksort")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        rows, cols = np.nonzero(np.tril(np.nan_to_num(corr, nan=-np.inf) > threshold, k=-1))
+        for a, b in zip(rows, cols, strict=True):
+            drop, other = (a, b) if rank[a] > rank[b] else (b, a)
+            if feats[drop] not in drops:
+                drops[feats[drop]] = (
+                    f"r = {corr[a, b]:.4f} > {threshold:g} with {feats[other]!r}; "
+                    f"larger sum |r| ({total[drop]:.4g} vs {total[other]:.4g})"
+                )
+        return drops
+    a = np.abs(np.nan_to_num(corr, nan=0.0))
+    np.fill_diagonal(a, 0.0)
+    alive = np.ones(len(feats), dtype=bool)
+    while True:
+        masked = np.where(alive[:, None] & alive[None, :], a, 0.0)
+        flat = int(np.argmax(masked))
+        i, j = divmod(flat, masked.shape[1])
+        if masked[i, j] <= threshold:
+            break
+        k = int(alive.sum()) - 1
+        mean_i = masked[i].sum() / k
+        mean_j = masked[j].sum() / k
+        drop, other = (i, j) if mean_i >= mean_j else (j, i)
+        drops[feats[drop]] = (
+            f"|r| = {a[i, j]:.4f} > {threshold:g} with {feats[other]!r}; larger mean |r| "
+            f"({max(mean_i, mean_j):.4g} vs {min(mean_i, mean_j):.4g})"
+        )
+        alive[drop] = False
+    return drops
+
+
 def correlation_threshold(
     profiles: pl.LazyFrame | pl.DataFrame,
     *,
@@ -266,49 +349,27 @@ def correlation_threshold(
         |r| > ``threshold`` (caret's ``findCorrelation``); it usually drops
         fewer features.
     """
-    if method != "pearson":
-        raise ValueError(f"unknown correlation method {method!r}; valid: 'pearson'")
-    if not 0 <= threshold <= 1:
-        raise ValueError("threshold must be between 0 and 1")
-    if strategy not in ("pycytominer", "iterative"):
-        raise ValueError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
+    _check_correlation_params(threshold, method, strategy)
     feats, x = _prepare(profiles, features, samples)
-    corr = _pearson(x)
-    drops: dict[str, str] = {}
-    if strategy == "pycytominer":
-        total = np.nansum(np.abs(corr), axis=0)
-        # pandas' Series.sort_values uses numpy quicksort: same order for ties.
-        order = np.argsort(total, kind="quicksort")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        rows, cols = np.nonzero(np.tril(np.nan_to_num(corr, nan=-np.inf) > threshold, k=-1))
-        for a, b in zip(rows, cols, strict=True):
-            drop, other = (a, b) if rank[a] > rank[b] else (b, a)
-            if feats[drop] not in drops:
-                drops[feats[drop]] = (
-                    f"r = {corr[a, b]:.4f} > {threshold:g} with {feats[other]!r}; "
-                    f"larger sum |r| ({total[drop]:.4g} vs {total[other]:.4g})"
-                )
-        return _result(feats, drops, "correlation_threshold")
-    a = np.abs(np.nan_to_num(corr, nan=0.0))
-    np.fill_diagonal(a, 0.0)
-    alive = np.ones(len(feats), dtype=bool)
-    while True:
-        masked = np.where(alive[:, None] & alive[None, :], a, 0.0)
-        flat = int(np.argmax(masked))
-        i, j = divmod(flat, masked.shape[1])
-        if masked[i, j] <= threshold:
-            break
-        k = int(alive.sum()) - 1
-        mean_i = masked[i].sum() / k
-        mean_j = masked[j].sum() / k
-        drop, other = (i, j) if mean_i >= mean_j else (j, i)
-        drops[feats[drop]] = (
-            f"|r| = {a[i, j]:.4f} > {threshold:g} with {feats[other]!r}; larger mean |r| "
-            f"({max(mean_i, mean_j):.4g} vs {min(mean_i, mean_j):.4g})"
-        )
-        alive[drop] = False
+    drops = _correlation_drops(feats, _pearson(x), threshold, strategy)
     return _result(feats, drops, "correlation_threshold")
+
+
+def _check_na_params(cutoff: float) -> None:
+    if not 0 <= cutoff <= 1:
+        raise ValueError("cutoff must be between 0 and 1")
+
+
+def _na_drops(
+    features: Sequence[str], n_missing: np.ndarray, n_rows: int, cutoff: float
+) -> dict[str, str]:
+    """Drop rule of :func:`drop_na_columns` from per-feature missing counts."""
+    frac = np.asarray(n_missing, dtype=np.float64) / n_rows
+    return {
+        f: f"{p:.1%} missing > na_cutoff {cutoff:g}"
+        for f, p in zip(features, frac, strict=True)
+        if p > cutoff
+    }
 
 
 def drop_na_columns(
@@ -319,15 +380,9 @@ def drop_na_columns(
     cutoff: float = 0.05,
 ) -> FeatureSelection:
     """Drop features whose fraction of missing values (null or NaN) exceeds ``cutoff``."""
-    if not 0 <= cutoff <= 1:
-        raise ValueError("cutoff must be between 0 and 1")
+    _check_na_params(cutoff)
     feats, x = _prepare(profiles, features, samples)
-    frac = np.isnan(x).mean(axis=0)
-    drops = {
-        f: f"{p:.1%} missing > na_cutoff {cutoff:g}"
-        for f, p in zip(feats, frac, strict=True)
-        if p > cutoff
-    }
+    drops = _na_drops(feats, np.isnan(x).sum(axis=0), x.shape[0], cutoff)
     return _result(feats, drops, "drop_na_columns")
 
 
@@ -360,6 +415,13 @@ def default_blocklist() -> tuple[str, ...]:
     return tuple(names)
 
 
+def _blocklist_drops(features: Sequence[str], names: Iterable[str] | None) -> dict[str, str]:
+    """Drop rule of :func:`blocklist` (``names=None``: the default blocklist)."""
+    listed = set(default_blocklist() if names is None else names)
+    source = "the default blocklist" if names is None else "the given blocklist"
+    return {f: f"in {source}" for f in features if f in listed}
+
+
 def blocklist(
     profiles: pl.LazyFrame | pl.DataFrame,
     *,
@@ -370,10 +432,18 @@ def blocklist(
     """Drop features named in a blocklist (default: pycytominer's, see :func:`default_blocklist`)."""
     del samples  # the rows do not matter; kept so every operation has one signature
     feats = resolve_features(profiles.lazy(), features, "the profiles to select features from")
-    names = set(default_blocklist() if blocklist is None else blocklist)
-    source = "the default blocklist" if blocklist is None else "the given blocklist"
-    drops = {f: f"in {source}" for f in feats if f in names}
-    return _result(feats, drops, "blocklist")
+    return _result(feats, _blocklist_drops(feats, blocklist), "blocklist")
+
+
+def _outlier_drops(
+    features: Sequence[str], peak: np.ndarray, outlier_cutoff: float
+) -> dict[str, str]:
+    """Drop rule of :func:`drop_outliers` from per-feature max |x| (NaN: no values)."""
+    return {
+        f: f"max |x| = {v:.4g} > outlier_cutoff {outlier_cutoff:g}"
+        for f, v in zip(features, peak, strict=True)
+        if v > outlier_cutoff
+    }
 
 
 def drop_outliers(
@@ -390,12 +460,7 @@ def drop_outliers(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         peak = np.nanmax(np.abs(x), axis=0) if x.shape[0] else np.full(len(feats), np.nan)
-    drops = {
-        f: f"max |x| = {v:.4g} > outlier_cutoff {outlier_cutoff:g}"
-        for f, v in zip(feats, peak, strict=True)
-        if v > outlier_cutoff
-    }
-    return _result(feats, drops, "drop_outliers")
+    return _result(feats, _outlier_drops(feats, peak, outlier_cutoff), "drop_outliers")
 
 
 Operation = Callable[..., FeatureSelection]
@@ -453,6 +518,27 @@ def feature_select(
     ValueError
         For an unknown operation or parameter name.
     """
+    ops = _operations(operation, params)
+    lf = profiles.lazy()
+    feats = resolve_features(lf, features, "the profiles to select features from")
+    # Collect once: every operation works on the same (small, well-level) rows.
+    predicate = row_filter(samples)
+    data = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
+
+    def run(op: str | Operation, kept: list[str]) -> FeatureSelection:
+        if callable(op) and not isinstance(op, str):
+            return op(data, features=kept, samples="all")
+        fn, names = OPERATIONS[op]
+        kwargs = {names[k]: v for k, v in params.items() if k in names}
+        return fn(data, features=kept, samples="all", **kwargs)
+
+    return _compose(ops, feats, run)
+
+
+def _operations(
+    operation: str | Operation | Sequence[str | Operation], params: Mapping[str, Any]
+) -> list[str | Operation]:
+    """The operations as a list, with unknown names and parameters refused."""
     ops = [operation] if isinstance(operation, str) or callable(operation) else list(operation)
     known = {p for _, names in OPERATIONS.values() for p in names}
     unknown = sorted(set(params) - known)
@@ -460,26 +546,25 @@ def feature_select(
         raise ValueError(
             f"unknown feature-selection parameter(s) {unknown}; valid: {sorted(known)}"
         )
-    lf = profiles.lazy()
-    feats = resolve_features(lf, features, "the profiles to select features from")
-    # Collect once: every operation works on the same (small, well-level) rows.
-    predicate = row_filter(samples)
-    data = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
-    kept = list(feats)
+    for op in ops:
+        if isinstance(op, str) and op not in OPERATIONS:
+            raise ValueError(f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}")
+    return ops
+
+
+def _compose(
+    ops: Sequence[str | Operation],
+    features: Sequence[str],
+    run: Callable[[str | Operation, list[str]], FeatureSelection],
+) -> FeatureSelection:
+    """Apply ``run(op, kept)`` for each operation in order, each on the features still kept."""
+    kept = list(features)
     dropped = []
     for op in ops:
-        if callable(op) and not isinstance(op, str):
-            result = op(data, features=kept, samples="all")
-        else:
-            if op not in OPERATIONS:
-                raise ValueError(
-                    f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}"
-                )
-            fn, names = OPERATIONS[op]
-            kwargs = {names[k]: v for k, v in params.items() if k in names}
-            result = fn(data, features=kept, samples="all", **kwargs)
+        result = run(op, kept)
         dropped.append(result.dropped)
-        kept = [f for f in kept if f not in set(result.dropped_features)]
+        gone = set(result.dropped_features)
+        kept = [f for f in kept if f not in gone]
     if not kept:
         raise InvalidInputError(
             "feature selection dropped every feature; loosen the thresholds or check the input"

@@ -145,3 +145,32 @@ def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> 
     finally:
         screen.__init__(path)  # reopen for the module fixture's other tests
     same(screen, "cfg_wells", "cli_wells")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_whole_chain_on_ray_equals_local(screen: Store, ray_local) -> None:
+    """aggregate -> normalize -> select -> sphere -> qc from one config, both engines."""
+    from cellframe.profiles.pipeline import run_pipeline
+
+    steps = [
+        {"run": "aggregate", "output": "ch_wells"},
+        {"run": "normalize", "method": "standardize", "output": "ch_norm"},
+        {"run": "select", "operations": ["variance_threshold", "correlation_threshold"],
+         "corr_threshold": 0.2, "output": "ch_sel"},
+        {"run": "sphere", "lam": 0.1, "output": "ch_sph"},
+        {"run": "qc", "output": "ch_qc"},
+    ]  # fmt: skip
+    run_pipeline(screen, {"input": "cells", "step": steps}, progress=False)
+    ray_steps = [{**s, "output": s["output"] + "_ray"} for s in steps]
+    ray = run_pipeline(
+        screen, {"input": "cells", "engine": "ray", "step": ray_steps}, progress=False
+    )
+    assert all("ray" in r.note for r in ray)
+    dropped = screen.read("ch_sel_dropped")
+    assert dropped.height > 0  # r > 0.2 between plate-shifted features: not vacuous
+    assert_frame_equal(screen.read("ch_sel_ray_dropped"), dropped)
+    for table in ("ch_wells", "ch_norm", "ch_sel", "ch_sph"):
+        same(screen, table, f"{table}_ray")
+    a = screen.read("ch_qc").sort(PLATE, WELL)
+    b = screen.read("ch_qc_ray").sort(PLATE, WELL).select(a.columns)
+    assert_frame_equal(a, b, check_exact=False, rel_tol=1e-5, abs_tol=1e-5)

@@ -80,3 +80,21 @@ def test_image_qc_focus_and_saturation():
                 "Image_ImageQuality_PercentMaximal_OrigDNA",
             )
         )
+
+
+def test_standardized_pca_leaves_out_constant_features():
+    # 0.1 repeated 7 times has a mean that is not exactly 0.1, so its std is
+    # ~1e-17, not 0; the feature must still be left out, not blown up.
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(7, 3))
+    df = pl.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "const": [0.1] * 7})
+    assert np.std(np.full(7, 0.1)) > 0
+    result = pca_profiles(df, 2, standardize=True)
+    assert result.features == ["a", "b", "c"]
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    ref = PCA(n_components=2, svd_solver="full").fit(z)
+    np.testing.assert_allclose(
+        result.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-10
+    )

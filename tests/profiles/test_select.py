@@ -178,3 +178,13 @@ def test_shipped_blocklist_equals_pycytominer(monkeypatch):
         assert default_blocklist() == from_pycytominer
     finally:
         default_blocklist.cache_clear()
+
+
+def test_constant_feature_variance_is_exactly_zero():
+    # np.var([0.1] * 7) is 1.9e-34, not 0: a feature whose values are all equal
+    # reports variance 0 (so the reason does not depend on summation order).
+    assert np.var(np.full(7, 0.1)) > 0
+    df = pl.DataFrame({"a": [0.1] * 7, "b": [float(i) for i in range(7)]})
+    assert variance_threshold(df).dropped["reason"].to_list() == [
+        "variance 0 <= min_variance 1e-06"
+    ]
