@@ -332,7 +332,9 @@ def ingest(
         report.rows = n
         report.plates = sorted(state["plates"])
         cols: list[str] = state["columns"] or []
-        schema = st.schema(table) if cols else pl.Schema()
+        # The schema of the rows read (reading the table's would open every
+        # Parquet footer of a partitioned table).
+        schema = state.get("schema") or pl.Schema()
         report.n_features = len(feature_columns(schema))
         report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
         if pm is not None and report.plates:
