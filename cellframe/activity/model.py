@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +26,12 @@ from cellframe.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_GRID",
+    "LR_SCHEDULES",
     "MultitaskClassifier",
     "RandomForestBaseline",
     "SearchResult",
     "mean_auroc",
+    "noam_learning_rate",
     "search_hyperparameters",
 ]
 
@@ -39,6 +41,95 @@ Inputs = np.ndarray | GraphSet
 DEFAULT_GRID: dict[str, list[Any]] = {
     "hidden_sizes": [(512,), (1024, 512)],
     "dropout": [0.2, 0.5],
+}
+
+
+def noam_learning_rate(
+    step: int,
+    *,
+    steps_per_epoch: int,
+    total_epochs: int,
+    warmup_epochs: float = 2.0,
+    init_lr: float = 1e-4,
+    max_lr: float = 1e-3,
+    final_lr: float = 1e-4,
+) -> float:
+    """Learning rate of Chemprop's Noam-like schedule at optimisation step ``step``.
+
+    Linear warm-up from ``init_lr`` to ``max_lr`` over the first
+    ``warmup_epochs * steps_per_epoch`` steps, then exponential decay that reaches
+    ``final_lr`` at step ``total_epochs * steps_per_epoch`` (Yang et al. 2019;
+    Chemprop's defaults are the defaults here). Steps past the end stay at
+    ``final_lr``.
+
+    Parameters
+    ----------
+    step : int
+        0-based optimisation step (one mini-batch).
+    steps_per_epoch : int
+    total_epochs : int
+    warmup_epochs : float, default 2.0
+    init_lr, max_lr, final_lr : float
+        Rates at the start, the end of warm-up and the end of training.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If a count is not positive or warm-up is not shorter than training.
+
+    Examples
+    --------
+    >>> noam_learning_rate(0, steps_per_epoch=10, total_epochs=4)
+    0.0001
+    >>> round(noam_learning_rate(20, steps_per_epoch=10, total_epochs=4), 6)
+    0.001
+    >>> round(noam_learning_rate(30, steps_per_epoch=10, total_epochs=4), 6)  # sqrt(1e-3 * 1e-4)
+    0.000316
+    """
+    if steps_per_epoch < 1 or total_epochs < 1:
+        raise ValueError(
+            f"steps_per_epoch and total_epochs must be positive, got {steps_per_epoch}, "
+            f"{total_epochs}"
+        )
+    warmup = warmup_epochs * steps_per_epoch
+    total = total_epochs * steps_per_epoch
+    if not 0 <= warmup < total:
+        raise ValueError(
+            f"warmup_epochs ({warmup_epochs}) must be >= 0 and below the {total_epochs} epochs"
+        )
+    if step < warmup:
+        return init_lr + (max_lr - init_lr) * step / warmup
+    gamma = (final_lr / max_lr) ** (1.0 / (total - warmup))
+    return max_lr * gamma ** min(step - warmup, total - warmup)
+
+
+def _constant_schedule(model: MultitaskClassifier) -> Callable[[int, int, int], float]:
+    return lambda step, steps_per_epoch, total_epochs: model.lr
+
+
+def _noam_schedule(model: MultitaskClassifier) -> Callable[[int, int, int], float]:
+    def schedule(step: int, steps_per_epoch: int, total_epochs: int) -> float:
+        return noam_learning_rate(
+            step,
+            steps_per_epoch=steps_per_epoch,
+            total_epochs=total_epochs,
+            warmup_epochs=model.warmup_epochs,
+            init_lr=model.lr / 10,
+            max_lr=model.lr,
+            final_lr=model.lr / 10,
+        )
+
+    return schedule
+
+
+#: Learning-rate schedules by name: model -> f(step, steps_per_epoch, max_epochs) -> rate.
+LR_SCHEDULES: dict[str, Callable[[MultitaskClassifier], Callable[[int, int, int], float]]] = {
+    "constant": _constant_schedule,
+    "noam": _noam_schedule,
 }
 
 
@@ -85,7 +176,14 @@ class MultitaskClassifier:
     encoder_hidden, encoder_depth : int
         D-MPNN width and number of message-passing steps.
     lr : float, default 1e-3
-        Adam learning rate.
+        Adam learning rate (the peak rate under ``lr_schedule="noam"``).
+    lr_schedule : {"constant", "noam"} or callable, default "constant"
+        ``"noam"``: Chemprop's schedule (:func:`noam_learning_rate`), linear warm-up
+        from ``lr / 10`` to ``lr`` over ``warmup_epochs``, then exponential decay
+        to ``lr / 10`` at the end of ``max_epochs``. A callable
+        ``f(step, steps_per_epoch, max_epochs) -> learning rate`` is used as is.
+    warmup_epochs : float, default 2.0
+        Warm-up length of the ``"noam"`` schedule.
     weight_decay : float, default 0.0
     batch_size : int, default 50
         DOMAIN.md §6.
@@ -105,7 +203,8 @@ class MultitaskClassifier:
     ----------
     network_ : MultitaskNetwork
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_auroc``.
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_auroc`` and ``lr``
+        (the learning rate of the epoch's last step).
     best_epoch_ : int
     """
 
@@ -115,6 +214,8 @@ class MultitaskClassifier:
     encoder_hidden: int = 300
     encoder_depth: int = 3
     lr: float = 1e-3
+    lr_schedule: str | Callable[[int, int, int], float] = "constant"
+    warmup_epochs: float = 2.0
     weight_decay: float = 0.0
     batch_size: int = 50
     max_epochs: int = 100
@@ -130,7 +231,8 @@ class MultitaskClassifier:
         return {
             k: getattr(self, k)
             for k in (
-                "encoder hidden_sizes dropout encoder_hidden encoder_depth lr weight_decay "
+                "encoder hidden_sizes dropout encoder_hidden encoder_depth lr lr_schedule "
+                "warmup_epochs weight_decay "
                 "batch_size max_epochs patience standardize device seed progress"
             ).split()
         }
@@ -202,6 +304,16 @@ class MultitaskClassifier:
             n_inputs, n_tasks, hidden_sizes=self.hidden_sizes, dropout=self.dropout, encoder=enc
         )
 
+    def _schedule(self) -> Callable[[int, int, int], float]:
+        if callable(self.lr_schedule):
+            return self.lr_schedule
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"unknown lr_schedule {self.lr_schedule!r}; valid: {sorted(LR_SCHEDULES)} "
+                "or a callable f(step, steps_per_epoch, max_epochs)"
+            )
+        return LR_SCHEDULES[self.lr_schedule](self)
+
     # ----------------------------------------------------------------- fitting
     def fit(
         self,
@@ -252,7 +364,11 @@ class MultitaskClassifier:
         else:
             n_inputs = x.shape[1]
         net = self._build(n_inputs, y.shape[1]).to(self.device_)
+        schedule = self._schedule()
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps_per_epoch = max(1, sum(len(x) - s >= 2 for s in range(0, len(x), self.batch_size)))
+        step = 0
+        schedule(0, steps_per_epoch, self.max_epochs)  # bad schedule settings fail before training
         y_t = torch.from_numpy(np.nan_to_num(y)).to(self.device_)
         m_t = torch.from_numpy(~np.isnan(y)).to(self.device_)
         rng = np.random.default_rng(self.seed)
@@ -275,6 +391,9 @@ class MultitaskClassifier:
                     continue  # a batch of one adds noise only
                 logits = net(self._batch(x, idx))
                 loss = masked_bce_loss(logits, y_t[idx], m_t[idx])
+                for group in opt.param_groups:
+                    group["lr"] = schedule(step, steps_per_epoch, self.max_epochs)
+                step += 1
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -291,6 +410,7 @@ class MultitaskClassifier:
                     "train_loss": total / max(n_batches, 1),
                     "val_loss": val_loss,
                     "val_auroc": val_auroc,
+                    "lr": opt.param_groups[0]["lr"],
                 }
             )
             if score > best_score + 1e-6:

@@ -126,3 +126,93 @@ def test_cross_validate_predicts_each_observed_readout_once():
     assert res.hyperparameters.height == 3
     with pytest.raises(InvalidInputError, match="one row per compound"):
         cross_validate(m, x[:10], folds, progress=False)
+
+
+def test_noam_learning_rate_hand_values():
+    from cellframe.activity.model import noam_learning_rate
+
+    kw = dict(steps_per_epoch=10, total_epochs=4, warmup_epochs=2.0)
+    # Warm-up: linear from 1e-4 to 1e-3 over 20 steps -> 1e-4 + 9e-4 * step / 20.
+    assert noam_learning_rate(0, **kw) == pytest.approx(1e-4, rel=1e-12)
+    assert noam_learning_rate(5, **kw) == pytest.approx(3.25e-4, rel=1e-12)
+    assert noam_learning_rate(20, **kw) == pytest.approx(1e-3, rel=1e-12)
+    # Decay: 1e-3 * 0.1 ** ((step - 20) / 20) over the remaining 20 steps.
+    assert noam_learning_rate(30, **kw) == pytest.approx(1e-3 * 0.1**0.5, rel=1e-12)
+    assert noam_learning_rate(40, **kw) == pytest.approx(1e-4, rel=1e-12)
+    assert noam_learning_rate(99, **kw) == pytest.approx(1e-4, rel=1e-12)  # stays at the end
+    rates = [noam_learning_rate(s, **kw) for s in range(40)]
+    assert np.argmax(rates) == 20
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        noam_learning_rate(0, steps_per_epoch=10, total_epochs=2, warmup_epochs=2.0)
+    with pytest.raises(ValueError, match="positive"):
+        noam_learning_rate(0, steps_per_epoch=0, total_epochs=2)
+
+
+def test_classifier_follows_noam_schedule():
+    from cellframe.activity.model import noam_learning_rate
+
+    m, x = synthetic_matrix(n=120, n_assays=2, seed=1)
+    clf = MultitaskClassifier(
+        hidden_sizes=(8,),
+        max_epochs=5,
+        patience=10,
+        lr=2e-3,
+        lr_schedule="noam",
+        warmup_epochs=1.0,
+        batch_size=50,
+    )
+    clf.fit(x[:100], m.values[:100], validation=(x[100:], m.values[100:]))
+    # 100 training compounds in batches of 50: 2 steps per epoch; the epoch's last
+    # step is 2 * epoch + 1; peak 2e-3, start and end 2e-4.
+    want = [
+        noam_learning_rate(
+            2 * e + 1,
+            steps_per_epoch=2,
+            total_epochs=5,
+            warmup_epochs=1.0,
+            init_lr=2e-4,
+            max_lr=2e-3,
+            final_lr=2e-4,
+        )
+        for e in range(5)
+    ]
+    np.testing.assert_allclose([h["lr"] for h in clf.history_], want, rtol=1e-9)
+    constant = MultitaskClassifier(hidden_sizes=(8,), max_epochs=2, lr=3e-3).fit(x, m.values)
+    assert [h["lr"] for h in constant.history_] == [3e-3, 3e-3]
+    calls = []
+    custom = MultitaskClassifier(
+        hidden_sizes=(8,), max_epochs=1, lr_schedule=lambda s, n, e: calls.append((s, n, e)) or 1e-3
+    ).fit(x[:100], m.values[:100], validation=(x[100:], m.values[100:]))
+    assert custom.history_[0]["lr"] == 1e-3
+    assert calls[1:] == [(0, 2, 1), (1, 2, 1)]  # first call checks the settings up front
+    with pytest.raises(ValueError, match="valid: \\['constant', 'noam'\\]"):
+        MultitaskClassifier(lr_schedule="cosine", max_epochs=1).fit(x, m.values)
+
+
+def test_dmpnn_uses_normalized_descriptors_with_noam():
+    # The label is a molecule-level descriptor (molecular weight above the training
+    # median); the CDF-normalised descriptors reach the head beside the encoding.
+    from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
+
+    rng = np.random.default_rng(1)
+    smiles = ["C" * int(rng.integers(1, 12)) + t for t in ["O", "N", "Cl", "F", "C(=O)O"] * 16]
+    desc = rdkit_descriptors(smiles, names=["MolWt", "HeavyAtomCount"])
+    train, test = np.arange(60), np.arange(60, 80)
+    y = (desc[:, :1] > np.median(desc[train, 0])).astype(np.float32)
+    extra = DescriptorNormalizer().fit(desc[train]).transform(desc)
+    graphs = featurize_molecules(smiles, extra=extra)
+    clf = MultitaskClassifier(
+        encoder="dmpnn",
+        encoder_hidden=16,
+        hidden_sizes=(16,),
+        dropout=0.0,
+        max_epochs=25,
+        patience=25,
+        lr=1e-2,
+        lr_schedule="noam",
+        batch_size=16,
+        seed=0,
+    )
+    clf.fit(graphs.subset(train), y[train])
+    assert clf.network_.encoder.out_features == 16 + 2
+    assert mean_auroc(y[test], clf.predict_proba(graphs.subset(test))) > 0.95

@@ -63,3 +63,48 @@ def test_toxcast_end_to_end_skips_single_class_tasks(moleculenet):
     assert skipped > 0
     assert evaluated["auroc"].is_between(0, 1).all()
     assert evaluated["auroc"].mean() > 0.6
+
+
+#: Epochs of the slow D-MPNN run, and the issue #7 target it must reach.
+EPOCHS = 30
+THRESHOLD = 0.84
+
+
+@pytest.mark.slow
+def test_tox21_dmpnn_with_descriptors_reaches_target(moleculenet):
+    # Chemprop's recipe (D-MPNN + CDF-normalised RDKit descriptors, Noam schedule,
+    # best epoch by validation AUROC) on one random split: about 3 minutes of
+    # descriptors and 6 of training on one core. Measured: validation 0.882, test
+    # 0.847 (examples/activity_tox21.py, dmpnn-desc, random:0). Issue #7 target: 0.84.
+    import torch
+
+    from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
+    from cellframe.activity.graph import featurize_molecules
+
+    torch.set_num_threads(1)
+    m = read_assay_matrix(moleculenet / "tox21.csv")
+    with pytest.warns(UserWarning):
+        parsed = parse_smiles(m.smiles)
+    m = m.subset(compounds=np.array([x is not None for x in parsed]))
+    mols = [x for x in parsed if x is not None]
+    part = random_partition(m.shape[0], seed=0)
+    train, val, test = (np.flatnonzero(part == k) for k in range(3))
+    desc = rdkit_descriptors(mols)
+    extra = DescriptorNormalizer().fit(desc[train]).transform(desc)
+    g = featurize_molecules(mols, extra=extra)
+    clf = MultitaskClassifier(
+        encoder="dmpnn",
+        hidden_sizes=(300,),
+        dropout=0.0,
+        lr_schedule="noam",
+        max_epochs=EPOCHS,
+        patience=EPOCHS,
+        device="cpu",
+        seed=0,
+    )
+    clf.fit(g.subset(train), m.values[train], validation=(g.subset(val), m.values[val]))
+    fm = assay_fold_metrics(
+        predictions_frame(m, clf.predict_proba(g.subset(test)), test, fold=0, modality="DMPNN")
+    )
+    assert fm["evaluated"].all()
+    assert fm["auroc"].mean() >= THRESHOLD
