@@ -513,4 +513,15 @@ def _scan_unit(
         if len(named) < len(wells):
             in_run = in_run | pl.col(WELL).is_null()
         cond = cond & in_run
+    root = store.partition_root(table)
+    if root is not None and plate is not None:
+        from cellframe.partitions import partition_files
+
+        files = partition_files(root, plate)
+        if files:
+            # One plate's files directly: no footer reads of the other plates.
+            lf = pl.scan_parquet(files, hive_partitioning=False).with_columns(
+                pl.lit(plate, pl.String).alias(PLATE)
+            )
+            return lf.select(list(columns)).filter(cond)
     return store.scan(table, columns).filter(cond)
