@@ -26,7 +26,7 @@ import polars as pl
 
 from cellframe._progress import progress as progress_bar
 from cellframe.engine.base import MapReport
-from cellframe.engine.run import MAX_RETRIES, _check_engine, connect_ray
+from cellframe.engine.run import MAX_RETRIES, _check_engine, connect_ray, run_tasks
 from cellframe.errors import InvalidInputError
 from cellframe.partitions import (
     MARKER,
@@ -263,31 +263,19 @@ def ingest_plates(
             todo.append(source)
     task = ray.remote(max_retries=MAX_RETRIES)(_ingest_source)
     pm_ref = ray.put(pm)
-    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
-    queue = list(todo)
-    pending: dict[Any, str] = {}
     bar = progress_bar(range(len(todo)), desc="ingest (ray)", unit="source", enabled=progress)
-    while queue or pending:
-        while queue and len(pending) < window:
-            source = queue.pop(0)
-            ref = task.remote(str(source), str(table_root), table, pm_ref, options, parameters)
-            pending[ref] = str(source)
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        source = pending.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-        except Exception as exc:
-            for ref in pending:
-                ray.cancel(ref)
-            cause = getattr(exc, "cause", None) or exc
-            cause.add_note(f"while ingesting {source} (Ray engine)")
-            raise cause from exc
+    for source, result in run_tasks(
+        ray,
+        [str(s) for s in todo],
+        lambda source: task.remote(source, str(table_root), table, pm_ref, options, parameters),
+        describe=lambda source: f"while ingesting {source} (Ray engine)",
+        bar=bar,
+    ):
         claim(result)
         report.rows += result["rows"]
         report.computed += result["plates"]
         report.sources.append(source)
         report.warnings += [f"{source}: {w}" for w in result["warnings"]]
-        next(bar, None)
     remove_stale_temporaries(table_root)
     if not any(table_root.glob(f"*/{MARKER}")):
         raise InvalidInputError(f"no plate was written under {table_root}")

@@ -126,6 +126,53 @@ def _plate_task(
     )
 
 
+def run_tasks(
+    ray: Any,
+    items: Sequence[Any],
+    submit: Callable[[Any], Any],
+    *,
+    describe: Callable[[Any], str],
+    ordered: bool = False,
+    bar: Iterator[Any] | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Run one Ray task per item, a bounded window at a time; yield (item, result).
+
+    ``submit(item)`` starts the task and returns its object reference. At most
+    twice as many tasks as the cluster has CPUs are in flight, which also
+    bounds how many inputs put on the driver sit in the object store. Results
+    come as tasks finish, or in the order of ``items`` when ``ordered`` (so
+    combined floating-point sums do not depend on which worker finished
+    first). A failed task cancels the others and raises the task's own error
+    with the note ``describe(item)``.
+    """
+    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
+    queue = deque(items)
+    pending: deque[tuple[Any, Any]] = deque()
+    while queue or pending:
+        while queue and len(pending) < window:
+            item = queue.popleft()
+            pending.append((item, submit(item)))
+        if ordered:
+            item, ref = pending.popleft()
+        else:
+            ready, _ = ray.wait([r for _, r in pending], num_returns=1)
+            index = next(i for i, (_, r) in enumerate(pending) if r == ready[0])
+            item, ref = pending[index]
+            del pending[index]
+        try:
+            value = ray.get(ref)
+        except Exception as exc:
+            for _, other in pending:
+                ray.cancel(other)
+            cause = getattr(exc, "cause", None) or exc
+            cause.add_note(describe(item))
+            raise cause from exc
+        del ref
+        if bar is not None:
+            next(bar, None)
+        yield item, value
+
+
 def map_plates(
     store: Store,
     source: str,
@@ -218,37 +265,26 @@ def map_plates(
                 folder.rename(table_root / f".old-{uuid.uuid4().hex}")
     src_root = store.partition_root(source)
     task = ray.remote(max_retries=MAX_RETRIES)(_plate_task)
-    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
-    pending: dict[Any, str] = {}
-    bar = progress_bar(range(len(todo)), desc=f"{step} (ray)", unit="plate", enabled=progress)
-    queue = list(todo)
 
-    def submit() -> None:
-        plate = queue.pop(0)
+    def submit(plate: str) -> Any:
         if src_root is not None:
             src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
         else:
             # A native source is read on the driver one plate at a time; the
             # window bounds how many plates sit in the object store at once.
             src = ray.put(_read_plate(store, source, plate))
-        ref = task.remote(fn, src, str(table_root), plate, step, params)
-        pending[ref] = plate
+        return task.remote(fn, src, str(table_root), plate, step, params)
 
-    while queue or pending:
-        while queue and len(pending) < window:
-            submit()
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        plate = pending.pop(ready[0])
-        try:
-            report.rows += ray.get(ready[0])
-        except Exception as exc:
-            for ref in pending:
-                ray.cancel(ref)
-            cause = getattr(exc, "cause", None) or exc
-            cause.add_note(f"while running step {step!r} on plate {plate!r} (Ray engine)")
-            raise cause from exc
+    bar = progress_bar(range(len(todo)), desc=f"{step} (ray)", unit="plate", enabled=progress)
+    for plate, rows in run_tasks(
+        ray,
+        todo,
+        submit,
+        describe=lambda plate: f"while running step {step!r} on plate {plate!r} (Ray engine)",
+        bar=bar,
+    ):
+        report.rows += rows
         report.computed.append(plate)
-        next(bar, None)
     remove_stale_temporaries(table_root)
     store.register_partitions(dest)
     store.record_provenance(
@@ -312,19 +348,14 @@ def reduce_plates(
         return map_fn(frame)
 
     task = ray.remote(max_retries=MAX_RETRIES)(run)
-    pending: deque[tuple[str, Any]] = deque()
-    queue = deque(all_plates)
-    # As in map_plates: a native source is read on the driver one plate at a
-    # time, and the window bounds how many plates sit in the object store.
-    window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
 
-    def submit() -> None:
-        plate = queue.popleft()
+    def submit(plate: str) -> Any:
+        # As in map_plates: a native source is read on the driver one plate at a time.
         if src_root is not None:
             src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
         else:
             src = ray.put(_read_plate(store, source, plate))
-        pending.append((plate, task.remote(src, plate)))
+        return task.remote(src, plate)
 
     def results() -> Iterator[T]:
         # In plate order, so the combined floating-point sums do not depend on
@@ -332,22 +363,14 @@ def reduce_plates(
         bar = progress_bar(
             range(len(all_plates)), desc=f"{desc} (ray)", unit="plate", enabled=progress
         )
-        while queue or pending:
-            while queue and len(pending) < window:
-                submit()
-            plate, ref = pending.popleft()
-            try:
-                value = ray.get(ref)
-            except Exception as exc:
-                for _, other in pending:
-                    ray.cancel(other)
-                pending.clear()
-                queue.clear()
-                cause = getattr(exc, "cause", None) or exc
-                cause.add_note(f"while computing {desc!r} on plate {plate!r} (Ray engine)")
-                raise cause from exc
-            del ref
-            next(bar, None)
+        for _, value in run_tasks(
+            ray,
+            all_plates,
+            submit,
+            describe=lambda plate: f"while computing {desc!r} on plate {plate!r} (Ray engine)",
+            ordered=True,
+            bar=bar,
+        ):
             yield value
 
     return combine(results())
