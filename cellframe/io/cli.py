@@ -110,23 +110,20 @@ def _ingest(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                     memory_limit=args.memory_limit,
                 )
-            if not args.quiet:
-                print(report)
-                print(f"store: {args.store}")
-            return 0
-        report = ingest(
-            args.source[0],
-            args.store,
-            table=args.table,
-            platemap=args.platemap,
-            annotations=args.annotations,
-            format=args.format,
-            plate=args.plate,
-            well=args.well,
-            progress=not args.quiet,
-            memory_limit=args.memory_limit,
-            layout=args.layout,
-        )
+        else:
+            report = ingest(
+                args.source[0],
+                args.store,
+                table=args.table,
+                platemap=args.platemap,
+                annotations=args.annotations,
+                format=args.format,
+                plate=args.plate,
+                well=args.well,
+                progress=not args.quiet,
+                memory_limit=args.memory_limit,
+                layout=args.layout,
+            )
     if not args.quiet:
         print(report)
         print(f"store: {args.store}")

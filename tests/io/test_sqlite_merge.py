@@ -69,6 +69,17 @@ def test_merge_equals_staged_join_with_several_table_numbers(
     assert_frame_equal(merged, staged)
 
 
+def _order_check(path: Path) -> object:
+    """What the reader's first pass says of a file's row order (False: unsorted)."""
+    reader = CellProfilerSQLite(path)
+    con = reader._connect()
+    try:
+        return reader._in_image_order(con, reader._image(con))
+    finally:
+        con[1].close()
+        con[0].close()
+
+
 def _shuffled_copy(src: Path, dst: Path, table: str, seed: int = 0) -> None:
     """Copy a SQLite file with the rows of one table stored in random order."""
     con = sqlite3.connect(dst)
@@ -90,13 +101,7 @@ def test_unsorted_table_falls_back_to_staging_with_the_same_cells(
     )
     shuffled = tmp_path / "shuffled.sqlite"
     _shuffled_copy(src, shuffled, "Per_Nuclei")
-    reader = CellProfilerSQLite(shuffled)
-    con = reader._connect()
-    try:
-        assert reader._in_image_order(con, reader._image(con)) is False
-    finally:
-        con[1].close()
-        con[0].close()
+    assert _order_check(shuffled) is False
     sorted_cells = _read(src, merge=True, monkeypatch=monkeypatch)
     fallback = _read(shuffled, merge=False, monkeypatch=monkeypatch, in_memory=False)
     assert sorted_cells.height == 1_200
@@ -114,13 +119,7 @@ def test_an_index_does_not_hide_unsorted_storage(tmp_path: Path) -> None:
     con.execute('CREATE INDEX idx ON "Per_Cells" (ImageNumber)')
     con.commit()
     con.close()
-    reader = CellProfilerSQLite(shuffled)
-    con = reader._connect()
-    try:
-        assert reader._in_image_order(con, reader._image(con)) is False
-    finally:
-        con[1].close()
-        con[0].close()
+    assert _order_check(shuffled) is False
 
 
 def test_merge_keeps_each_image_whole_and_batches_bounded(
