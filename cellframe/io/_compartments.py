@@ -23,7 +23,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -41,6 +41,23 @@ TABLE_KEY = "_cf_table"
 IMAGE_KEY = "_cf_image"
 OBJECT_KEY = "_cf_object"
 INTERNAL = (TABLE_KEY, IMAGE_KEY, OBJECT_KEY)
+
+
+def _unprefixed(column: str, compartment: str) -> str:
+    prefix = compartment + "_"
+    return column[len(prefix) :] if column.startswith(prefix) else column
+
+
+def columns_by_base(columns: Iterable[str], compartment: str) -> dict[str, str]:
+    """Map each column name without the compartment prefix to the first column so named.
+
+    CellProfiler writes ``Cells_ImageNumber`` or ``ImageNumber``,
+    ``Cells_AreaShape_Area`` or ``AreaShape_Area`` depending on the export.
+    """
+    by_base: dict[str, str] = {}
+    for c in columns:
+        by_base.setdefault(_unprefixed(c, compartment), c)
+    return by_base
 
 
 def canonical_compartment(
@@ -86,11 +103,8 @@ def canonical_compartment(
     MissingColumnsError
         If the table has no ``ImageNumber`` or no object number.
     """
-    prefix = compartment + "_"
-    base = {c: (c[len(prefix) :] if c.startswith(prefix) else c) for c in df.columns}
-    by_base: dict[str, str] = {}
-    for c, b in base.items():
-        by_base.setdefault(b, c)
+    base = {c: _unprefixed(c, compartment) for c in df.columns}
+    by_base = columns_by_base(df.columns, compartment)
     image_col = by_base.get("ImageNumber")
     object_col = by_base.get("ObjectNumber") or by_base.get("Number_Object_Number")
     missing = [

@@ -41,6 +41,7 @@ from cellframe.io._compartments import (
     SortedMerge,
     Staging,
     canonical_compartment,
+    columns_by_base,
     image_metadata,
 )
 from cellframe.io._normalize import default_batch_rows, normalize_keys
@@ -271,31 +272,31 @@ class CellProfilerSQLite(Reader):
 
     def _key_columns(self, comp: str) -> tuple[str | None, str | None]:
         """The (TableNumber, ImageNumber) columns of a compartment's table, as stored."""
-        prefix = comp + "_"
-        names = {
-            (c[len(prefix) :] if c.startswith(prefix) else c): c
-            for c, _ in self.tables[self.names[comp]]
-        }
+        names = columns_by_base([c for c, _ in self.tables[self.names[comp]]], comp)
         return names.get("TableNumber"), names.get("ImageNumber")
 
-    def _sort_keys(self, frame: pl.DataFrame, ranks: dict[str, int] | None) -> pl.Series:
-        """A non-decreasing integer per row when the rows come image by image."""
+    def _sort_keys(self, frame: pl.DataFrame, ranks: dict[str, int]) -> pl.Series:
+        """A non-decreasing integer per row when the rows come image by image.
+
+        With TableNumber ranks, the key is (rank, ImageNumber) packed in one
+        integer; without (an empty mapping), the image number itself.
+        """
         image = frame[IMAGE_KEY]
-        if ranks is None:
+        if not ranks:
             return image.alias(_SORT_KEY)
         rank = frame[TABLE_KEY].replace_strict(ranks, default=-1, return_dtype=pl.Int64)
         return (rank * (1 << 32) + image).alias(_SORT_KEY)
 
-    def _in_image_order(self, con: Any, image: pl.DataFrame) -> dict[str, int] | bool | None:
+    def _in_image_order(self, con: Any, image: pl.DataFrame) -> dict[str, int] | None:
         """Whether every object table stores its rows ordered by image.
 
-        Reads only the key columns of each table. Returns False when some
+        Reads only the key columns of each table. Returns None when some
         table is not ordered (or its keys cannot be read), otherwise the rank
-        of each TableNumber (None when the layout has no TableNumber).
+        of each TableNumber (empty when the layout has no TableNumber).
         """
         import numpy as np
 
-        ranks: dict[str, int] | None = None
+        ranks: dict[str, int] = {}
         if any(self._key_columns(c)[0] for c in COMPARTMENTS if c in self.names):
             tables = image[TABLE_KEY].unique(maintain_order=True).to_list()
             ranks = {t: i for i, t in enumerate(tables)}
@@ -304,7 +305,7 @@ class CellProfilerSQLite(Reader):
                 continue
             table_col, image_col = self._key_columns(comp)
             if image_col is None:
-                return False  # canonical_compartment names the missing column
+                return None  # canonical_compartment names the missing column
             types = dict(self.tables[self.names[comp]])
             cols = [(c, types[c]) for c in (table_col, image_col) if c is not None]
             previous = None
@@ -312,33 +313,29 @@ class CellProfilerSQLite(Reader):
                 for batch in self._stream(con, self.names[comp], cols, 1_000_000, not_indexed=True):
                     raw: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
                     if raw[image_col].null_count():
-                        return False
-                    keys = pl.DataFrame(
-                        {
-                            TABLE_KEY: raw[table_col].cast(pl.String)
-                            if table_col
-                            else pl.Series([""] * raw.height, dtype=pl.String),
-                            IMAGE_KEY: raw[image_col].cast(pl.Int64, strict=False),
-                        }
+                        return None
+                    keys = raw.select(
+                        pl.col(image_col).cast(pl.Int64, strict=False).alias(IMAGE_KEY),
+                        (pl.col(table_col).cast(pl.String) if table_col else pl.lit("")).alias(
+                            TABLE_KEY
+                        ),
                     )
                     values = self._sort_keys(keys, ranks).to_numpy()
                     if values.size == 0:
                         continue
-                    if (ranks is not None and bool((values < 0).any())) or bool(
-                        (np.diff(values) < 0).any()
-                    ):
-                        return False
+                    if (ranks and bool((values < 0).any())) or bool((np.diff(values) < 0).any()):
+                        return None
                     if previous is not None and values[0] < previous:
-                        return False
+                        return None
                     previous = int(values[-1])
             except (InvalidInputError, OSError, pl.exceptions.PolarsError):
-                return False
+                return None
         return ranks
 
     def _compartment_frames(
-        self, con: Any, comp: str, ranks: dict[str, int] | bool | None, *, keyed: bool
+        self, con: Any, comp: str, ranks: dict[str, int] | None
     ) -> Iterator[pl.DataFrame]:
-        """Canonical batches of one compartment (with the sort key when ``keyed``)."""
+        """Canonical batches of one compartment (with the sort key, given ``ranks``)."""
         table = self.names[comp]
         columns = self.tables[table]
         where = f"{self.path}, table {table!r}"
@@ -348,12 +345,12 @@ class CellProfilerSQLite(Reader):
             self._stream(con, table, columns, batch_rows),
             desc=f"reading {table}",
             unit="batch",
-            enabled=self.progress and not keyed,
+            enabled=self.progress and ranks is None,
         ):
             raw: pl.DataFrame = pl.from_arrow(batch)  # type: ignore[assignment]
             frame = canonical_compartment(raw, comp, where=where, issues=self.issues)
-            if keyed:
-                frame = frame.with_columns(self._sort_keys(frame, ranks or None))  # type: ignore[arg-type]
+            if ranks is not None:
+                frame = frame.with_columns(self._sort_keys(frame, ranks))
             yield frame
 
     def batches(self) -> Iterator[pl.DataFrame]:
@@ -362,7 +359,7 @@ class CellProfilerSQLite(Reader):
         try:
             image = self._image(con)
             ranks = self._in_image_order(con, image)
-            if ranks is not False:
+            if ranks is not None:
                 yield from self._merged(con, image, ranks)
             else:
                 yield from self._staged(con, image)
@@ -371,10 +368,10 @@ class CellProfilerSQLite(Reader):
             con[0].close()
 
     def _merged(
-        self, con: Any, image: pl.DataFrame, ranks: dict[str, int] | bool | None
+        self, con: Any, image: pl.DataFrame, ranks: dict[str, int]
     ) -> Iterator[pl.DataFrame]:
         present = [c for c in COMPARTMENTS if c in self.names]
-        streams = {c: self._compartment_frames(con, c, ranks, keyed=True) for c in present}
+        streams = {c: self._compartment_frames(con, c, ranks) for c in present}
         merge = SortedMerge(
             streams,
             image,
@@ -417,7 +414,7 @@ class CellProfilerSQLite(Reader):
                     continue
                 n_before = n_objects
                 where = f"{self.path}, table {self.names[comp]!r}"
-                for frame in self._compartment_frames(con, comp, None, keyed=False):
+                for frame in self._compartment_frames(con, comp, None):
                     staging.append(comp, frame, where)
                     n_objects += frame.height
                 if n_objects == n_before:

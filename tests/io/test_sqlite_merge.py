@@ -31,14 +31,14 @@ def _read(path: Path, *, merge: bool, monkeypatch: pytest.MonkeyPatch, **kwargs)
     original = CellProfilerSQLite._in_image_order
 
     def spy(self, con, image):  # type: ignore[no-untyped-def]
-        result = original(self, con, image) if merge else False
+        result = original(self, con, image) if merge else None
         calls.append(result)
         return result
 
     with monkeypatch.context() as m:
         m.setattr(CellProfilerSQLite, "_in_image_order", spy)
         frames = list(CellProfilerSQLite(path, **kwargs).batches())
-    assert calls and (calls[0] is not False) == merge, "the expected join path was not taken"
+    assert calls and (calls[0] is not None) == merge, "the expected join path was not taken"
     df = pl.concat(frames, how="vertical")
     return df.sort([k for k in KEYS if k in df.columns])
 
@@ -70,7 +70,7 @@ def test_merge_equals_staged_join_with_several_table_numbers(
 
 
 def _order_check(path: Path) -> object:
-    """What the reader's first pass says of a file's row order (False: unsorted)."""
+    """What the reader's first pass says of a file's row order (None: unsorted)."""
     reader = CellProfilerSQLite(path)
     con = reader._connect()
     try:
@@ -101,7 +101,7 @@ def test_unsorted_table_falls_back_to_staging_with_the_same_cells(
     )
     shuffled = tmp_path / "shuffled.sqlite"
     _shuffled_copy(src, shuffled, "Per_Nuclei")
-    assert _order_check(shuffled) is False
+    assert _order_check(shuffled) is None
     sorted_cells = _read(src, merge=True, monkeypatch=monkeypatch)
     fallback = _read(shuffled, merge=False, monkeypatch=monkeypatch, in_memory=False)
     assert sorted_cells.height == 1_200
@@ -119,7 +119,7 @@ def test_an_index_does_not_hide_unsorted_storage(tmp_path: Path) -> None:
     con.execute('CREATE INDEX idx ON "Per_Cells" (ImageNumber)')
     con.commit()
     con.close()
-    assert _order_check(shuffled) is False
+    assert _order_check(shuffled) is None
 
 
 def test_merge_keeps_each_image_whole_and_batches_bounded(
