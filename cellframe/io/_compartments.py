@@ -329,12 +329,7 @@ class Staging:
                 self._con.unregister(name)
             n, first = row[0] if row else (0, None)
         if n:
-            raise InvalidInputError(
-                f"{n} {base} object(s) in {self.where[base]} have no row in the image table "
-                f"{image_where} (first ImageNumber without one: {int(first) & 0xFFFFFFFF}); "
-                "the image table gives each cell its plate, well and site: export it together "
-                "with the object tables"
-            )
+            raise _orphans_error(n, base, self.where[base], image_where, int(first))
 
     def iter_joined(
         self, image: pl.DataFrame, batch_rows: int | None = None
@@ -589,17 +584,16 @@ class SortedMerge:
         self.base, joins, _ = join_plan(columns, self.where)
         while True:
             active = [c for c in self.streams if not done[c]]
+            # Rows before the smallest last key of the unfinished streams are
+            # complete everywhere (all rows, once every stream is finished).
             bounds = [last[c] for c in active if last[c] is not None]
             limit = min(bounds) if bounds else None
-            if not active:
-                limit = None
             parts: dict[str, pl.DataFrame] = {}
             for comp, frames in buffers.items():
-                held = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else None
-                held = held if held is not None else (frames[0] if frames else None)
-                if held is None:
+                if not frames:
                     parts[comp] = pl.DataFrame(schema=dict.fromkeys(columns[comp], pl.Int64))
                     continue
+                held = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
                 if limit is None:
                     ready, rest = held, None
                 else:
@@ -630,15 +624,11 @@ class SortedMerge:
             self._image_keys, on=[TABLE_KEY, IMAGE_KEY], how="anti"
         )
         if orphans.height:
-            raise InvalidInputError(
-                f"{orphans.height} {self.base} object(s) in "
-                f"{self.where[self.base]} have no row in the image table {self.image_where} "
-                f"(first ImageNumber without one: {int(orphans[IMAGE_KEY].min()) & 0xFFFFFFFF}); "  # type: ignore[arg-type]
-                "the image table gives each cell its plate, well and site: export it together "
-                "with the object tables"
+            first = int(orphans[IMAGE_KEY].min())  # type: ignore[arg-type]
+            raise _orphans_error(
+                orphans.height, self.base, self.where[self.base], self.image_where, first
             )
-        cols = {c: [n for n in columns[c] if n != self.key] for c in columns}
-        out = join_frames(parts, cols, self.image, self.base, joins)
+        out = join_frames(parts, columns, self.image, self.base, joins)
         self.joined += out.height
         out = order_columns(out)
         if not self.batch_rows or out.height <= self.batch_rows:
@@ -658,6 +648,17 @@ class SortedMerge:
             pieces.append(out.slice(lo, hi - lo))
             lo = hi
         return pieces
+
+
+def _orphans_error(
+    n: int, base: str, where: str, image_where: str, first: int
+) -> InvalidInputError:
+    """The error for ``n`` objects whose image is missing from the image table."""
+    return InvalidInputError(
+        f"{n} {base} object(s) in {where} have no row in the image table {image_where} "
+        f"(first ImageNumber without one: {first & 0xFFFFFFFF}); the image table gives each "
+        "cell its plate, well and site: export it together with the object tables"
+    )
 
 
 def _ranges(counts: Sequence[tuple[int, int]], batch_rows: int) -> Iterator[tuple[int, int]]:
