@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 import cellframe.io.cellprofiler_sqlite as sqlite_reader
 import cellframe.partitions as partitions
 from cellframe.columns import IMAGE_NUMBER, OBJECT_NUMBER, PLATE
+from cellframe.errors import InvalidInputError
 from cellframe.io import CellProfilerSQLite, ingest
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
@@ -189,3 +190,22 @@ def test_auto_layout_keeps_an_existing_table_kind(tmp_path: Path) -> None:
     with Store(tmp_path / "b.duckdb") as st:
         ingest(src, st, progress=False)  # auto, small source: a native table
         assert st.partition_root("cells") is None
+
+
+@pytest.mark.parametrize("merge", [True, False], ids=["merge", "staging"])
+def test_objects_without_an_image_row_are_refused_by_both_joins(
+    tmp_path: Path, merge: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write_synthetic_sqlite(
+        tmp_path / "s.sqlite", n_cells=200, n_features=6, cells_per_image=20
+    )
+    con = sqlite3.connect(src)
+    con.execute("DELETE FROM Per_Image WHERE ImageNumber = 3")
+    con.commit()
+    con.close()
+    with pytest.raises(
+        InvalidInputError,
+        match=r"20 Cytoplasm object\(s\) in .*have no row in the image table .*"
+        r"first ImageNumber without one: 3\)",
+    ):
+        _read(src, merge=merge, monkeypatch=monkeypatch, in_memory=False)
