@@ -269,8 +269,6 @@ class _RollingWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self.pending_rows and self._writer is not None:
-            return
         group = pa.Table.from_batches(
             [b for t in self.pending for b in t.to_batches()], schema=self.schema
         )
