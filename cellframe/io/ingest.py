@@ -295,9 +295,8 @@ def ingest(
     report = IngestReport(table=table, source=str(source), format=reader_cls.format)
     state: dict[str, Any] = {"plates": set(), "unmatched": 0, "columns": None}
 
-    def rows() -> Iterator[pl.DataFrame]:
-        return annotated_batches(reader, pm, state, table=table, progress=progress)
-
+    # Lazy: nothing is read until a writer consumes it.
+    rows = annotated_batches(reader, pm, state, table=table, progress=progress)
     parameters: Mapping[str, Any] = {
         "format": reader_cls.format,
         "plate": plate,
@@ -317,7 +316,7 @@ def ingest(
         if layout == "table":
             n = st.write(
                 table,
-                rows(),
+                rows,
                 replace_plate=True,
                 step="ingest",
                 parameters=parameters,
@@ -325,7 +324,7 @@ def ingest(
             )
         else:
             n = 0
-            for plate_name, run in plate_runs(rows(), source):
+            for plate_name, run in plate_runs(rows, source):
                 n += st.write_partition(
                     table, plate_name, run, step="ingest", parameters=parameters, source=str(source)
                 )
