@@ -43,6 +43,7 @@ __all__ = [
     "completed_plates",
     "partition_dir",
     "partition_files",
+    "plate_row_counts",
     "read_marker",
     "write_plate_partition",
 ]
@@ -55,6 +56,14 @@ DATA_GLOB = "part*.parquet"
 ROW_GROUP_BYTES = 16 * 2**20
 #: Row groups per file before a plate rolls over to its next file.
 ROW_GROUPS_PER_FILE = 16
+#: Codec of measurement (floating-point) columns. LZ4 decodes about twice as
+#: fast as zstd (measured: 0.054 vs 0.103 s per 100 MB plate of float32 with
+#: Polars), and single-cell measurements compress little either way (a real
+#: CellProfiler export: zstd 12% smaller than uncompressed, LZ4 6%); reading
+#: the features is what every profiling step does, so decoding speed wins.
+FLOAT_COMPRESSION = "lz4"
+#: Codec of every other column (keys, labels, counts): small, and compressible.
+OTHER_COMPRESSION = "zstd"
 
 
 class PartitionVersionError(InvalidInputError):
@@ -78,6 +87,33 @@ def partition_files(table_root: Path, plate: str) -> list[Path]:
     """The data files of one plate's partition, in order (empty if there is none)."""
     folder = partition_dir(table_root, plate)
     return sorted(folder.glob(DATA_GLOB), key=_file_index)
+
+
+def plate_row_counts(table_root: Path) -> dict[str, int]:
+    """Rows of every plate of a partitioned table, from the Parquet footers only.
+
+    Parameters
+    ----------
+    table_root : pathlib.Path
+        The table's folder (``<db>.parts/<table>``).
+
+    Returns
+    -------
+    dict of str to int
+        Rows per plate, plates sorted by name; plates without a data file are
+        left out (as the table's view leaves them out).
+    """
+    root = Path(table_root)
+    counts: dict[str, int] = {}
+    if not root.is_dir():
+        return counts
+    for folder in sorted(root.glob(f"{PLATE}=*")):
+        files = sorted(folder.glob(DATA_GLOB), key=_file_index)
+        if files:
+            plate = folder.name.split("=", 1)[1]
+            n = pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect()
+            counts[plate] = int(n.item())
+    return dict(sorted(counts.items()))
 
 
 def _file_index(path: Path) -> int:
@@ -277,7 +313,10 @@ class _RollingWriter:
             self._writer = pq.ParquetWriter(
                 self.folder / _data_file(self.file_index),
                 self.schema,
-                compression="zstd",
+                compression={
+                    f.name: FLOAT_COMPRESSION if pa.types.is_floating(f.type) else OTHER_COMPRESSION
+                    for f in self.schema
+                },
                 # Dictionaries suit keys and labels; for measurements they only
                 # cost decoding time (each value is nearly unique).
                 use_dictionary=[f.name for f in self.schema if not pa.types.is_floating(f.type)],

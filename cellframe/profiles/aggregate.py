@@ -13,6 +13,7 @@ at a time), so a cell table larger than memory aggregates with bounded memory.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ from cellframe.columns import (
 from cellframe.errors import InvalidInputError
 from cellframe.profiles._common import (
     GROUP_KERNELS,
+    Workspace,
     feature_blocks,
     group_layout,
     group_reduce,
@@ -196,8 +198,13 @@ def _aggregate_frame(
     features: Sequence[str],
     carry: Sequence[str],
     n_threads: int | None = None,
+    workspace: Workspace | None = None,
 ) -> pl.DataFrame:
-    """Eager aggregation of ``df`` with the NumPy group kernels (same output as the Polars path)."""
+    """Eager aggregation of ``df`` with the NumPy group kernels (same output as the Polars path).
+
+    ``workspace`` (scratch memory reused across calls of one thread) is passed
+    on to :func:`feature_blocks`.
+    """
     strata = list(strata)
     order, runs = group_layout(df.select(strata))
     has_count = COUNT_CELLS in df.columns
@@ -215,7 +222,7 @@ def _aggregate_frame(
         .sort(group)
         .drop(group)
     )
-    clean, clean_idx, missing, missing_idx = feature_blocks(df, features, order)
+    clean, clean_idx, missing, missing_idx = feature_blocks(df, features, order, workspace)
     threads = n_threads if n_threads is not None else pl.thread_pool_size()
     rc, rm = group_reduce(clean, missing, runs, method, n_threads=threads)
     del clean, missing
@@ -294,28 +301,54 @@ def aggregate(
 def _chunks(
     store: Store, table: str, strata_wells: bool, chunk_rows: int
 ) -> list[tuple[str, list[str] | None, int]]:
-    """(plate, wells or None for the whole plate, rows) work units."""
+    """(plate, wells or None for the whole plate, rows) work units.
+
+    A plate becomes one unit when it has at most ``chunk_rows`` rows (or when
+    the steps cannot be split by well); a bigger plate is cut into runs of its
+    sorted wells. On the Parquet layout the plate sizes come from the file
+    footers and only a big plate's well column is read; a native table is
+    counted by one DuckDB query.
+    """
     from cellframe.store import quote_identifier
 
-    q = quote_identifier(table)
-    if not strata_wells:
-        rows = store.sql(
+    root = store.partition_root(table)
+    if root is not None:
+        from cellframe.partitions import partition_files, plate_row_counts
+
+        plate_rows = plate_row_counts(root)
+
+        def well_rows(plate: str) -> pl.DataFrame:
+            files = partition_files(root, plate)
+            return (
+                pl.scan_parquet(files, hive_partitioning=False)
+                .group_by(pl.col(WELL).alias("w"))
+                .agg(pl.len().alias("n"))
+                .sort("w", nulls_last=True)
+                .collect()
+            )
+
+    else:
+        q = quote_identifier(table)
+        counted = store.sql(
             f"SELECT {quote_identifier(PLATE)} AS p, count(*) AS n FROM {q} GROUP BY 1 ORDER BY 1"
         )
-        return [(p, None, n) for p, n in rows.iter_rows()]
-    rows = store.sql(
-        f"SELECT {quote_identifier(PLATE)} AS p, {quote_identifier(WELL)} AS w, count(*) AS n "
-        f"FROM {q} GROUP BY 1, 2 ORDER BY 1, 2"
-    )
+        plate_rows = dict(counted.iter_rows())
+
+        def well_rows(plate: str) -> pl.DataFrame:
+            return store.sql(
+                f"SELECT {quote_identifier(WELL)} AS w, count(*) AS n FROM {q} "
+                f"WHERE {quote_identifier(PLATE)} IS NOT DISTINCT FROM ? GROUP BY 1 ORDER BY 1",
+                [plate],
+            )
+
     units: list[tuple[str, list[str] | None, int]] = []
-    for (plate,), part in rows.group_by(["p"], maintain_order=True):
-        total = int(part["n"].sum())
-        if total <= chunk_rows:
-            units.append((plate, None, total))
+    for plate, total in plate_rows.items():
+        if not strata_wells or total <= chunk_rows:
+            units.append((plate, None, int(total)))
             continue
         wells: list[str] = []
         n = 0
-        for w, k in part.select("w", "n").iter_rows():
+        for w, k in well_rows(plate).iter_rows():
             if wells and n + k > chunk_rows:
                 units.append((plate, wells, n))
                 wells, n = [], 0
@@ -443,7 +476,12 @@ def aggregate_table(
     workers = threads if partitioned else 1
     reduce_threads = 1 if partitioned else threads
 
+    # Each worker thread keeps one scratch matrix for all the units it reduces.
+    local = threading.local()
+
     def compute(scan: pl.LazyFrame) -> pl.DataFrame:
+        if not hasattr(local, "workspace"):
+            local.workspace = Workspace()
         frame = scan.collect()
         # The plate-level steps run eagerly on the NumPy kernels; a callable
         # method falls back to the Polars expressions.
@@ -451,7 +489,9 @@ def aggregate_table(
             if m in GROUP_KERNELS:
                 s_feats = [f for f in feats if f not in s and f != COUNT_CELLS]
                 carry_s = _carry_columns(frame.schema, s, keep)
-                frame = _aggregate_frame(frame, s, m, s_feats, carry_s, n_threads=reduce_threads)
+                frame = _aggregate_frame(
+                    frame, s, m, s_feats, carry_s, reduce_threads, local.workspace
+                )
             else:
                 frame = aggregate_by(frame.lazy(), s, method=m, features=feats, keep=keep).collect()
         return frame

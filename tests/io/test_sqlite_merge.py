@@ -171,6 +171,16 @@ def test_large_plate_rolls_over_to_several_bounded_files(
         for i in range(pq.ParquetFile(f).metadata.num_row_groups)
     ]
     assert sum(groups) == 5_000 and max(groups) <= 1_200
+    # The plate's size comes from the footers of all three files.
+    assert partitions.plate_row_counts(tmp_path / "p.parts" / "cells") == {"SYN0001": 5_000}
+    # Measurements are LZ4 (fast to decode), keys and labels zstd.
+    meta = pq.ParquetFile(files[0]).metadata
+    codecs = {
+        meta.schema.column(j).name: meta.row_group(0).column(j).compression
+        for j in range(meta.num_columns)
+    }
+    assert codecs[IMAGE_NUMBER] == "ZSTD" and codecs["Metadata_Well"] == "ZSTD"
+    assert {c for name, c in codecs.items() if name.startswith("Cells_")} == {"LZ4"}
     with Store(tmp_path / "t.duckdb") as st:
         ingest(src, st, layout="table", progress=False)
         table = st.read("cells").sort(IMAGE_NUMBER, OBJECT_NUMBER)

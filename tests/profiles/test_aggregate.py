@@ -127,6 +127,63 @@ def test_aggregate_table_native_table(store):
     assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
 
 
+def test_aggregate_table_native_table_by_wells(store):
+    # A native table split into runs of wells: the counts come from DuckDB.
+    cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)
+    store.write("cells_native", cells, step="test")
+    expected = aggregate(cells.lazy(), "well").collect()
+    aggregate_table(store, "cells_native", "wells", "well", chunk_rows=20, progress=False)
+    assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
+
+
+def test_work_units_cover_each_plate_once(store):
+    from cellframe.profiles.aggregate import _chunks
+
+    cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)  # 80 per plate
+    for plate, part in cells.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells", plate[0], part, step="test")
+    store.write("cells_native", cells, step="test")
+    for table in ("cells", "cells_native"):
+        whole = _chunks(store, table, strata_wells=True, chunk_rows=1_000)
+        assert [(p, w, n) for p, w, n in whole] == [
+            (p, None, 80) for p in sorted(set(cells[PLATE]))
+        ]
+        split = _chunks(store, table, strata_wells=True, chunk_rows=20)
+        for plate in sorted(set(cells[PLATE])):
+            units = [(w, n) for p, w, n in split if p == plate]
+            assert all(n <= 20 for _, n in units) and sum(n for _, n in units) == 80
+            wells = [x for w, _ in units for x in w]
+            assert wells == sorted(cells.filter(pl.col(PLATE) == plate)[WELL].unique())
+
+
+def test_feature_blocks_reuse_a_workspace():
+    from cellframe.profiles._common import Workspace, feature_blocks
+
+    ws = Workspace()
+    big = pl.DataFrame({"a": np.arange(6, dtype=np.float32), "b": np.ones(6)})
+    clean, clean_idx, missing, missing_idx = feature_blocks(big, ["a", "b"], None, ws)
+    assert clean.tolist() == [list(range(6)), [1.0] * 6] and not len(missing_idx)
+    # A smaller frame (two chunks, a null, an int column, a row order) over the same memory.
+    small = pl.concat(
+        [
+            pl.DataFrame({"a": [1.0, None], "b": [3, 4], "c": [np.inf, 1.0]}),
+            pl.DataFrame({"a": [5.0], "b": [6], "c": [-np.inf]}),
+        ],
+        rechunk=False,
+    )
+    assert small["a"].n_chunks() == 2
+    clean, clean_idx, missing, missing_idx = feature_blocks(
+        small, ["a", "b", "c"], np.array([2, 0, 1]), ws
+    )
+    assert clean_idx.tolist() == [1] and clean.tolist() == [[6.0, 3.0, 4.0]]
+    # "a" has a null (NaN now); "c" has +inf and -inf, whose sum is NaN: both
+    # take the NaN-aware kernel, which handles infinities like any value.
+    assert missing_idx.tolist() == [0, 2]
+    np.testing.assert_array_equal(missing, [[5.0, 1.0, np.nan], [-np.inf, np.inf, 1.0]])
+    # Without a row order the chunks are copied one after the other.
+    np.testing.assert_array_equal(feature_blocks(small, ["a"], None)[2], [[1.0, np.nan, 5.0]])
+
+
 def test_pandas_free_float32_output(nf1_cells):
     out = aggregate(nf1_cells.lazy(), "well").collect()
     assert all(out.schema[f] == pl.Float32 for f in feature_columns(nf1_cells))
