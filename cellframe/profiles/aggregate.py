@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -298,64 +298,87 @@ def aggregate(
 
 
 # ------------------------------------------------------------------ store runner
-def _chunks(
-    store: Store, table: str, strata_wells: bool, chunk_rows: int
-) -> list[tuple[str, list[str] | None, int]]:
-    """(plate, wells or None for the whole plate, rows) work units.
+class _Unit(NamedTuple):
+    """One work unit of :func:`aggregate_table`: a plate, or a part of it."""
+
+    plate: str
+    #: Wells of the unit (a run of the plate's sorted wells), or None for the whole plate.
+    wells: list[str] | None
+    rows: int
+    #: First row of the unit in the plate's files when its wells lie there as
+    #: one block of rows (read as a row range, no filter); else None.
+    offset: int | None = None
+
+
+def _cut(runs: Iterator[tuple[Any, int]], chunk_rows: int) -> Iterator[tuple[list[Any], int]]:
+    """Group consecutive (well, rows) runs into pieces of at most ``chunk_rows`` rows.
+
+    A single well with more rows than ``chunk_rows`` is a piece of its own.
+    """
+    wells: list[Any] = []
+    n = 0
+    for w, k in runs:
+        if wells and n + k > chunk_rows:
+            yield wells, n
+            wells, n = [], 0
+        wells.append(w)
+        n += k
+    if wells:
+        yield wells, n
+
+
+def _chunks(store: Store, table: str, strata_wells: bool, chunk_rows: int) -> list[_Unit]:
+    """The work units of :func:`aggregate_table`.
 
     A plate becomes one unit when it has at most ``chunk_rows`` rows (or when
-    the steps cannot be split by well); a bigger plate is cut into runs of its
-    sorted wells. On the Parquet layout the plate sizes come from the file
-    footers and only a big plate's well column is read; a native table is
-    counted by one DuckDB query.
+    the steps cannot be split by well); a bigger plate is cut between wells.
+    On the Parquet layout the plate sizes come from the file footers and only
+    a big plate's well column is read: when each well's rows lie together
+    (as ingest writes them, image after image) the plate is cut into row
+    ranges, read without any filter; otherwise into runs of its sorted wells,
+    selected by a filter. A native table is counted by DuckDB queries.
     """
     from cellframe.store import quote_identifier
 
     root = store.partition_root(table)
+    units: list[_Unit] = []
     if root is not None:
         from cellframe.partitions import partition_files, plate_row_counts
 
-        plate_rows = plate_row_counts(root)
-
-        def well_rows(plate: str) -> pl.DataFrame:
-            files = partition_files(root, plate)
-            return (
-                pl.scan_parquet(files, hive_partitioning=False)
-                .group_by(pl.col(WELL).alias("w"))
-                .agg(pl.len().alias("n"))
-                .sort("w", nulls_last=True)
-                .collect()
+        for plate, total in plate_row_counts(root).items():
+            if not strata_wells or total <= chunk_rows:
+                units.append(_Unit(plate, None, total))
+                continue
+            scan = pl.scan_parquet(partition_files(root, plate), hive_partitioning=False)
+            runs = scan.select(pl.col(WELL).rle()).collect().to_series().struct.unnest()
+            if runs["value"].n_unique() == runs.height:  # every well in one block of rows
+                offset = 0
+                for wells, n in _cut(runs.select("value", "len").iter_rows(), chunk_rows):
+                    units.append(_Unit(plate, wells, n, offset))
+                    offset += n
+                continue
+            by_well = (
+                runs.group_by("value")
+                .agg(pl.col("len").sum())
+                .sort("value", nulls_last=True)
+                .iter_rows()
             )
-
-    else:
-        q = quote_identifier(table)
-        counted = store.sql(
-            f"SELECT {quote_identifier(PLATE)} AS p, count(*) AS n FROM {q} GROUP BY 1 ORDER BY 1"
-        )
-        plate_rows = dict(counted.iter_rows())
-
-        def well_rows(plate: str) -> pl.DataFrame:
-            return store.sql(
-                f"SELECT {quote_identifier(WELL)} AS w, count(*) AS n FROM {q} "
-                f"WHERE {quote_identifier(PLATE)} IS NOT DISTINCT FROM ? GROUP BY 1 ORDER BY 1",
-                [plate],
-            )
-
-    units: list[tuple[str, list[str] | None, int]] = []
-    for plate, total in plate_rows.items():
+            units.extend(_Unit(plate, w, n) for w, n in _cut(by_well, chunk_rows))
+        return units
+    q = quote_identifier(table)
+    counted = store.sql(
+        f"SELECT {quote_identifier(PLATE)} AS p, count(*) AS n FROM {q} GROUP BY 1 ORDER BY 1"
+    )
+    for plate, total in counted.iter_rows():
         if not strata_wells or total <= chunk_rows:
-            units.append((plate, None, int(total)))
+            units.append(_Unit(plate, None, total))
             continue
-        wells: list[str] = []
-        n = 0
-        for w, k in well_rows(plate).iter_rows():
-            if wells and n + k > chunk_rows:
-                units.append((plate, wells, n))
-                wells, n = [], 0
-            wells.append(w)
-            n += k
-        if wells:
-            units.append((plate, wells, n))
+        by_well = store.sql(
+            f"SELECT {quote_identifier(WELL)} AS w, count(*) AS n FROM {q} "
+            f"WHERE {quote_identifier(PLATE)} IS NOT DISTINCT FROM ? GROUP BY 1 ORDER BY 1",
+            [plate],
+        ).iter_rows()
+        units.extend(_Unit(plate, w, n) for w, n in _cut(by_well, chunk_rows))
     return units
 
 
@@ -506,7 +529,7 @@ def aggregate_table(
         try:
             for unit in units:
                 # The lazy scan is built here: only this thread uses the store.
-                scan = _scan_unit(store, source, needed, unit[0], unit[1])
+                scan = _scan_unit(store, source, needed, unit)
                 queue.append(pool.submit(compute, scan))
                 if len(queue) >= workers:
                     yield queue.pop(0).result()
@@ -526,8 +549,10 @@ def aggregate_table(
                 enabled=progress,
             )
         )
+    # Units hold whole groups; sorting their rows puts the groups in key order
+    # (a plate's row-range units follow its storage order, not the key order).
     partial = (
-        pl.concat(results, how="vertical")
+        pl.concat(results, how="vertical").sort(steps[n_split - 1], nulls_last=True)
         if results
         else run(store.scan(source, needed).head(0), slice(0, n_split)).collect()
     )
@@ -536,32 +561,37 @@ def aggregate_table(
     return write(run(partial.lazy(), slice(n_split, None)).collect())
 
 
-def _scan_unit(
-    store: Store, table: str, columns: Sequence[str], plate: str | None, wells: list[str] | None
-) -> pl.LazyFrame:
-    """Rows of one work unit: a plate, or a run of its wells in sorted order."""
-    cond = pl.col(PLATE).eq_missing(plate)
-    if wells is not None:
-        named = [x for x in wells if x is not None]
-        # The wells of a unit are a run of the sorted well list (see _chunks),
-        # so a range test selects them and lets the reader skip row groups.
-        in_run = (
-            pl.col(WELL).is_between(pl.lit(min(named)), pl.lit(max(named)))
-            if named
-            else pl.lit(False)
-        )
-        if len(named) < len(wells):
-            in_run = in_run | pl.col(WELL).is_null()
-        cond = cond & in_run
+def _scan_unit(store: Store, table: str, columns: Sequence[str], unit: _Unit) -> pl.LazyFrame:
+    """Rows of one work unit: a plate, a row range of its files, or a run of its sorted wells."""
+    plate, wells = unit.plate, unit.wells
     root = store.partition_root(table)
+    files = []
     if root is not None and plate is not None:
         from cellframe.partitions import partition_files
 
         files = partition_files(root, plate)
-        if files:
-            # One plate's files directly: no footer reads of the other plates.
-            lf = pl.scan_parquet(files, hive_partitioning=False).with_columns(
-                pl.lit(plate, pl.String).alias(PLATE)
-            )
-            return lf.select(list(columns)).filter(cond)
+    if files:
+        # One plate's files directly: no footer reads of the other plates.
+        lf = pl.scan_parquet(files, hive_partitioning=False)
+        if unit.offset is not None:
+            # The unit's wells are one block of rows: read exactly those rows.
+            lf = lf.slice(unit.offset, unit.rows)
+        lf = lf.with_columns(pl.lit(plate, pl.String).alias(PLATE)).select(list(columns))
+        if unit.offset is not None or wells is None:
+            return lf
+        return lf.filter(_in_wells(wells))
+    cond = pl.col(PLATE).eq_missing(plate)
+    if wells is not None:
+        cond = cond & _in_wells(wells)
     return store.scan(table, columns).filter(cond)
+
+
+def _in_wells(wells: list[str]) -> pl.Expr:
+    """Rows of a run of the sorted well list (see _chunks), as a range test the reader can push down."""
+    named = [x for x in wells if x is not None]
+    in_run = (
+        pl.col(WELL).is_between(pl.lit(min(named)), pl.lit(max(named))) if named else pl.lit(False)
+    )
+    if len(named) < len(wells):
+        in_run = in_run | pl.col(WELL).is_null()
+    return in_run

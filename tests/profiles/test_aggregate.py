@@ -140,20 +140,47 @@ def test_work_units_cover_each_plate_once(store):
     from cellframe.profiles.aggregate import _chunks
 
     cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)  # 80 per plate
+    plates = sorted(set(cells[PLATE]))
     for plate, part in cells.group_by(PLATE, maintain_order=True):
         store.write_partition("cells", plate[0], part, step="test")
     store.write("cells_native", cells, step="test")
     for table in ("cells", "cells_native"):
         whole = _chunks(store, table, strata_wells=True, chunk_rows=1_000)
-        assert [(p, w, n) for p, w, n in whole] == [
-            (p, None, 80) for p in sorted(set(cells[PLATE]))
-        ]
+        assert [(u.plate, u.wells, u.rows) for u in whole] == [(p, None, 80) for p in plates]
         split = _chunks(store, table, strata_wells=True, chunk_rows=20)
-        for plate in sorted(set(cells[PLATE])):
-            units = [(w, n) for p, w, n in split if p == plate]
-            assert all(n <= 20 for _, n in units) and sum(n for _, n in units) == 80
-            wells = [x for w, _ in units for x in w]
+        for plate in plates:
+            units = [u for u in split if u.plate == plate]
+            assert all(u.rows <= 20 for u in units) and sum(u.rows for u in units) == 80
+            wells = [x for u in units for x in u.wells]
             assert wells == sorted(cells.filter(pl.col(PLATE) == plate)[WELL].unique())
+            # Each partition holds its wells in blocks of rows: read as row ranges.
+            offsets = [u.offset for u in units]
+            if table == "cells":
+                assert offsets == [sum(u.rows for u in units[:i]) for i in range(len(units))]
+            else:
+                assert offsets == [None] * len(units)
+
+
+def test_aggregate_table_row_range_and_filtered_units(store):
+    # Wells stored as blocks but out of key order: row-range units, output in key order.
+    cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)
+    shuffled = cells.sort([PLATE, pl.col(WELL).hash(7)], maintain_order=True)
+    for plate, part in shuffled.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells", plate[0], part, step="test")
+    expected = aggregate(cells.lazy(), "well").collect()
+    aggregate_table(store, "cells", "wells", "well", chunk_rows=20, progress=False)
+    assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
+    # Wells interleaved (no blocks): runs of sorted wells selected by a filter.
+    from cellframe.profiles.aggregate import _chunks
+
+    interleaved = cells.sort([PLATE, SITE, WELL])
+    for plate, part in interleaved.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells_mixed", plate[0], part, step="test")
+    units = _chunks(store, "cells_mixed", strata_wells=True, chunk_rows=20)
+    assert {u.offset for u in units} == {None} and len(units) > 2
+    aggregate_table(store, "cells_mixed", "wells_mixed", "well", chunk_rows=20, progress=False)
+    got = store.read("wells_mixed").select(expected.columns)
+    assert_frame_equal(got, expected, check_dtypes=False)
 
 
 def test_feature_blocks_reuse_a_workspace():
