@@ -89,6 +89,11 @@ def _ingest(args: argparse.Namespace) -> int:
     many = len(args.source) > 1 or args.engine == "ray"
     if many and (args.plate or args.well):
         raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE (local engine)")
+    if many and args.layout == "table":
+        raise SystemExit(
+            "cellframe ingest: several SOURCEs (or --engine ray) are written as per-plate "
+            "Parquet partitions; --layout table needs one SOURCE at a time"
+        )
     with warnings.catch_warnings():
         # The report prints the warnings once, in the summary.
         warnings.simplefilter("ignore", IngestWarning)

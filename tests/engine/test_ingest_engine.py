@@ -152,3 +152,6 @@ def test_cli_ingests_several_sources_on_ray(
     # --plate names one plate: it cannot apply to several sources.
     with pytest.raises(SystemExit, match="single SOURCE"):
         main([*args, "--plate", "X"])
+    # Several sources are always per-plate Parquet: --layout table is refused, not ignored.
+    with pytest.raises(SystemExit, match="--layout table needs one SOURCE"):
+        main([*args, "--layout", "table"])
