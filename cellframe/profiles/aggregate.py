@@ -302,7 +302,8 @@ class _Unit(NamedTuple):
     """One work unit of :func:`aggregate_table`: a plate, or a part of it."""
 
     plate: str
-    #: Wells of the unit (a run of the plate's sorted wells), or None for the whole plate.
+    #: Wells of the unit, or None for the whole plate: a block of rows (``offset``
+    #: set) or a run of the plate's sorted wells (selected by a range filter).
     wells: list[str] | None
     rows: int
     #: First row of the unit in the plate's files when its wells lie there as
