@@ -76,11 +76,37 @@ def _version() -> str:
     return __version__
 
 
+#: Characters of a plate name written percent-encoded in its folder name: path
+#: separators, glob metacharacters (the view and scans glob the folders), the
+#: hive separator, and "%" itself. DuckDB and Polars decode hive values, so the
+#: plate reads back as written.
+_ENCODED = frozenset("%*?[]{}/\\=")
+
+
+def encode_plate(plate: str) -> str:
+    """The folder-name form of a plate name (``P[1]`` -> ``P%5B1%5D``); plain names are unchanged."""
+    return "".join(
+        "".join(f"%{b:02X}" for b in c.encode()) if c in _ENCODED or not c.isprintable() else c
+        for c in plate
+    )
+
+
+def decode_plate(folder_value: str) -> str:
+    """The plate name of a partition folder's value (inverse of :func:`encode_plate`)."""
+    from urllib.parse import unquote
+
+    return unquote(folder_value)
+
+
 def partition_dir(table_root: Path, plate: str) -> Path:
     """Folder of one plate's partition under a table's folder."""
-    if "/" in plate or "\\" in plate or plate in ("", ".", ".."):
+    if plate in ("", ".", ".."):
         raise InvalidInputError(f"plate name {plate!r} cannot name a partition folder")
-    return Path(table_root) / f"{PLATE}={plate}"
+    return Path(table_root) / f"{PLATE}={encode_plate(plate)}"
+
+
+def _folder_plate(folder: Path) -> str:
+    return decode_plate(folder.name.split("=", 1)[1])
 
 
 def partition_files(table_root: Path, plate: str) -> list[Path]:
@@ -110,7 +136,7 @@ def plate_row_counts(table_root: Path) -> dict[str, int]:
     for folder in sorted(root.glob(f"{PLATE}=*")):
         files = sorted(folder.glob(DATA_GLOB), key=_file_index)
         if files:
-            plate = folder.name.split("=", 1)[1]
+            plate = _folder_plate(folder)
             n = pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect()
             counts[plate] = int(n.item())
     return dict(sorted(counts.items()))
@@ -141,7 +167,7 @@ def completed_plates(table_root: Path) -> list[str]:
     plates = []
     for folder in root.glob(f"{PLATE}=*"):
         if (folder / MARKER).is_file() and any(folder.glob(DATA_GLOB)):
-            plates.append(folder.name.split("=", 1)[1])
+            plates.append(_folder_plate(folder))
     return sorted(plates)
 
 
@@ -166,7 +192,7 @@ def _check_schema_against_siblings(table_root: Path, plate: str, new_file: Path)
 
     new_names = pq.read_schema(new_file).names
     for other in sorted(Path(table_root).glob(f"{PLATE}=*/{DATA_FILE}")):
-        if other.parent.name == f"{PLATE}={plate}":
+        if other.parent == partition_dir(table_root, plate):
             continue
         old_names = pq.read_schema(other).names
         if old_names != new_names:

@@ -225,6 +225,30 @@ def test_locked_by_another_process(tmp_path: Path) -> None:
         assert s.read("wells").height == 3
 
 
+def test_plate_names_with_glob_and_path_characters(store: Store) -> None:
+    from cellframe.partitions import decode_plate, encode_plate
+
+    names = ["P[1]", "P*2", "P?3", "a/b", "100%", "x=y", "{A,B}", "plain_01"]
+    for i, plate in enumerate(names):
+        store.write_partition("cells", plate, wells(plate, n=2, seed=i).drop(PLATE))
+    folders = sorted(p.name for p in (store.parts_dir / "cells").iterdir())
+    assert "Metadata_Plate=P%5B1%5D" in folders and "Metadata_Plate=plain_01" in folders
+    assert all(decode_plate(encode_plate(x)) == x for x in names)
+    # DuckDB's view, Polars' scan and the plate list all read the names back.
+    assert store.plates("cells") == sorted(names)
+    counts = store.sql(
+        f"SELECT {quote_identifier(PLATE)} AS p, count(*) AS n FROM cells GROUP BY 1"
+    )
+    assert dict(counts.iter_rows()) == dict.fromkeys(names, 2)
+    assert sorted(set(store.scan("cells").collect()[PLATE])) == sorted(names)
+    # Each plate reads only its own rows; re-writing one replaces only it.
+    store.write_partition("cells", "P*2", wells("P*2", n=5).drop(PLATE))
+    assert store.read("cells").filter(pl.col(PLATE) == "P*2").height == 5
+    assert store.read("cells").filter(pl.col(PLATE) == "P?3").height == 2
+    with pytest.raises(InvalidInputError, match="cannot name a partition folder"):
+        store.write_partition("cells", "..", wells("x", n=1).drop(PLATE))
+
+
 def test_parquet_partitions_view(store: Store) -> None:
     p1, p2 = wells("0001", n=4), wells("P2", n=2, seed=1)
     store.write_partition("cells", "0001", p1, step="ingest")
