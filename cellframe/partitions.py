@@ -43,7 +43,7 @@ __all__ = [
     "completed_plates",
     "partition_dir",
     "partition_files",
-    "plate_row_counts",
+    "plate_file_rows",
     "read_marker",
     "write_plate_partition",
 ]
@@ -115,8 +115,8 @@ def partition_files(table_root: Path, plate: str) -> list[Path]:
     return sorted(folder.glob(DATA_GLOB), key=_file_index)
 
 
-def plate_row_counts(table_root: Path) -> dict[str, int]:
-    """Rows of every plate of a partitioned table, from the Parquet footers only.
+def plate_file_rows(table_root: Path) -> dict[str, list[tuple[Path, int]]]:
+    """Data files of every plate of a partitioned table, with their rows (from the footers).
 
     Parameters
     ----------
@@ -125,21 +125,22 @@ def plate_row_counts(table_root: Path) -> dict[str, int]:
 
     Returns
     -------
-    dict of str to int
-        Rows per plate, plates sorted by name; plates without a data file are
-        left out (as the table's view leaves them out).
+    dict of str to list of (pathlib.Path, int)
+        Each plate's files in order with their row counts, plates sorted by
+        name; plates without a data file are left out (as the table's view
+        leaves them out). Only file footers are read.
     """
     root = Path(table_root)
-    counts: dict[str, int] = {}
+    found: dict[str, list[tuple[Path, int]]] = {}
     if not root.is_dir():
-        return counts
-    for folder in sorted(root.glob(f"{PLATE}=*")):
+        return found
+    for folder in root.glob(f"{PLATE}=*"):
         files = sorted(folder.glob(DATA_GLOB), key=_file_index)
         if files:
-            plate = _folder_plate(folder)
-            n = pl.scan_parquet(files, hive_partitioning=False).select(pl.len()).collect()
-            counts[plate] = int(n.item())
-    return dict(sorted(counts.items()))
+            found[_folder_plate(folder)] = [
+                (f, int(pl.scan_parquet(f).select(pl.len()).collect().item())) for f in files
+            ]
+    return dict(sorted(found.items()))
 
 
 def _file_index(path: Path) -> int:

@@ -306,23 +306,26 @@ def feature_blocks(
     matrix = (workspace or Workspace()).matrix(d, n)
     # Each column is copied straight into its row of the feature-major matrix
     # (chunk by chunk, nulls as NaN): one copy, no row-major intermediate.
-    for j, f in enumerate(features):
-        col = df.get_column(f)
-        if col.dtype != FEATURE_DTYPE:
-            col = col.cast(FEATURE_DTYPE)
-        if order is not None:
-            np.take(col.to_numpy(), order, out=matrix[j])
-            continue
-        pos = 0
-        for chunk in col.get_chunks():
-            k = chunk.len()
-            matrix[j, pos : pos + k] = chunk.to_numpy()
-            pos += k
-    # A feature's sum is NaN when it holds a NaN (or a null, now NaN), and
-    # also when +inf meets -inf: such a feature merely takes the NaN-aware
-    # kernel, which gives the same result. One pass, no boolean matrix.
+    # Its sum, taken while the row is still in cache, is NaN when it holds a
+    # NaN (or a null, now NaN), and also when +inf meets -inf: such a feature
+    # merely takes the NaN-aware kernel, which gives the same result.
+    sums = np.empty(d, dtype=np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
-        has_missing = np.isnan(np.add.reduce(matrix, axis=1))
+        for j, f in enumerate(features):
+            col = df.get_column(f)
+            if col.dtype != FEATURE_DTYPE:
+                col = col.cast(FEATURE_DTYPE)
+            row = matrix[j]
+            if order is not None:
+                np.take(col.to_numpy(), order, out=row)
+            else:
+                pos = 0
+                for chunk in col.get_chunks():
+                    k = chunk.len()
+                    row[pos : pos + k] = chunk.to_numpy()
+                    pos += k
+            sums[j] = np.add.reduce(row)
+    has_missing = np.isnan(sums)
     clean_idx = np.flatnonzero(~has_missing)
     missing_idx = np.flatnonzero(has_missing)
     if not len(missing_idx):

@@ -172,7 +172,9 @@ def test_large_plate_rolls_over_to_several_bounded_files(
     ]
     assert sum(groups) == 5_000 and max(groups) <= 1_200
     # The plate's size comes from the footers of all three files.
-    assert partitions.plate_row_counts(tmp_path / "p.parts" / "cells") == {"SYN0001": 5_000}
+    per_file = partitions.plate_file_rows(tmp_path / "p.parts" / "cells")
+    assert [f for f, _ in per_file["SYN0001"]] == files
+    assert sum(n for _, n in per_file["SYN0001"]) == 5_000
     # Measurements are LZ4 (fast to decode), keys and labels zstd.
     meta = pq.ParquetFile(files[0]).metadata
     codecs = {

@@ -183,6 +183,28 @@ def test_aggregate_table_row_range_and_filtered_units(store):
     assert_frame_equal(got, expected, check_dtypes=False)
 
 
+def test_aggregate_table_row_ranges_across_files(store, monkeypatch):
+    # A plate rolled over to several files: each row-range unit reads the
+    # files holding its rows, with its offset counted from the first of them.
+    from cellframe import partitions
+    from cellframe.profiles.aggregate import _chunks
+
+    cells = make_screen(n_plates=2, n_wells=12, n_sites=4, cells_per_site=50)  # 2,400 per plate
+    monkeypatch.setattr(partitions, "ROW_GROUP_BYTES", 1)  # the minimum, 1,024 rows per group
+    monkeypatch.setattr(partitions, "ROW_GROUPS_PER_FILE", 1)  # 3 files per plate
+    for plate, part in cells.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells", plate[0], part, step="test")
+    units = _chunks(store, "cells", strata_wells=True, chunk_rows=500)
+    assert len(partitions.partition_files(store.parts_dir / "cells", units[0].plate)) == 3
+    assert all(u.offset is not None and 0 < len(u.files) < 3 for u in units)
+    assert any(u.offset > 0 for u in units) and any(
+        u.files[0].name != "part.parquet" for u in units
+    )
+    expected = aggregate(cells.lazy(), "well").collect()
+    aggregate_table(store, "cells", "wells", "well", chunk_rows=500, progress=False)
+    assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
+
+
 def test_feature_blocks_reuse_a_workspace():
     from cellframe.profiles._common import Workspace, feature_blocks
 
