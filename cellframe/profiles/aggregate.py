@@ -451,8 +451,12 @@ def aggregate_table(
     On the per-plate Parquet layout, :data:`UNIT_WORKERS` work units (by
     default as many as Polars has threads) are read and reduced at once, so
     peak memory is about that many chunks, each held twice (as read, and
-    feature-major for the NumPy kernels). A native DuckDB table is read one
-    unit at a time through the store's connection.
+    feature-major for the NumPy kernels, in a scratch matrix each worker
+    thread reuses). A plate whose wells lie in blocks of rows (as ingest
+    writes them) is cut into row ranges, each read from the files holding it
+    without a filter; otherwise a unit is a run of sorted wells selected by a
+    range filter. Plate sizes come from the Parquet footers. A native DuckDB
+    table is read one unit at a time through the store's connection.
     """
     if path not in ("direct", "thesis"):
         raise ValueError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
