@@ -285,7 +285,20 @@ class Store:
         return [r[0] for r in rows]
 
     def schema(self, table: str) -> pl.Schema:
-        """Polars schema of ``table`` (no rows are read)."""
+        """Polars schema of ``table`` (no rows are read).
+
+        For a partitioned table only the first data file's footer is read (a
+        scan of the whole view would parse every file's footer: memory and
+        time grow with the row groups of the screen).
+        """
+        self._require(table)
+        root = self.partition_root(table)
+        first = min(root.glob(f"{PLATE}=*/*.parquet"), default=None) if root else None
+        if first is not None:
+            in_file = pl.read_parquet_schema(first)
+            return pl.Schema(
+                {c: pl.String if c == PLATE else in_file[c] for c in self.columns(table)}
+            )
         return self.scan(table).collect_schema()
 
     def partition_root(self, table: str) -> Path | None:

@@ -270,6 +270,8 @@ def test_parquet_partitions_view(store: Store) -> None:
     got = store.scan("cells").collect()
     expected = pl.concat([p1, p2]).select(got.columns)
     assert_frame_equal(sort(got), sort(expected))
+    # The schema comes from one file's footer, equal to a scan of the whole view's.
+    assert store.schema("cells") == store.scan("cells").collect_schema() == got.schema
     # Re-writing a plate replaces it.
     store.write_partition("cells", "0001", wells("0001", n=1, seed=5))
     assert store.read("cells").filter(pl.col(PLATE) == "0001").height == 1
