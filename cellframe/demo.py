@@ -86,7 +86,7 @@ def _segment(ctx: _Context) -> None:
     from cellframe.segment import segment_sites, sites_from_paths, write_objects
 
     jump = ctx.data / "jump"
-    channels = pl.read_csv(jump / CHANNELS_CSV).sort("idx")["channel"].to_list()
+    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
     sites = sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv")
     objects = segment_sites(
         sites,
@@ -143,7 +143,7 @@ def _embed(ctx: _Context) -> None:
     from cellframe.segment import sites_from_paths
 
     jump = ctx.data / "jump"
-    channels = pl.read_csv(jump / CHANNELS_CSV).sort("idx")["channel"].to_list()
+    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
     images = {}
     for spec in sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv"):
         pixels, _ = read_site(spec.path, site=spec.index, channel_names=channels)
@@ -185,7 +185,9 @@ def _ingest(ctx: _Context) -> None:
 
 def _lincs_wells(data: Path) -> pl.DataFrame:
     raw = pl.read_csv(
-        data / "lincs" / "SQ00015054_normalized_feature_select.csv.gz", infer_schema_length=10_000
+        data / "lincs" / "SQ00015054_normalized_feature_select.csv.gz",
+        infer_schema_length=10_000,
+        glob=False,
     )
     # The file repeats some columns in another case (Metadata_plate_map_name and
     # Metadata_Plate_Map_Name); DuckDB names are case-insensitive, so keep the first.
@@ -298,7 +300,7 @@ _MODALITIES = {"cp_es_op": "CS", "ge_es_op": "GE", "mobc_es_op": "MO"}
 
 
 def _activity(ctx: _Context) -> None:
-    published = pl.read_csv(ctx.data / "activity" / "scaffold_median_AUC.csv")
+    published = pl.read_csv(ctx.data / "activity" / "scaffold_median_AUC.csv", glob=False)
     table = (
         published.filter(pl.col("descriptor").is_in(list(_MODALITIES)))
         .with_columns(pl.col("descriptor").replace(_MODALITIES).alias("modality"))

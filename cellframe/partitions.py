@@ -41,6 +41,7 @@ __all__ = [
     "PartitionVersionError",
     "check_partition_version",
     "completed_plates",
+    "glob_escape",
     "partition_dir",
     "partition_files",
     "plate_file_rows",
@@ -98,6 +99,16 @@ def decode_plate(folder_value: str) -> str:
     return unquote(folder_value)
 
 
+def glob_escape(path: str | Path) -> str:
+    """``path`` as a glob pattern matching itself only, for DuckDB and Polars.
+
+    Each metacharacter becomes a one-character class (``[`` -> ``[[]``,
+    ``*`` -> ``[*]``), which both readers' globs understand: a store kept in
+    a folder such as ``screen [2024]`` is then read like any other.
+    """
+    return "".join(f"[{c}]" if c in "[]*?{}" else c for c in str(path))
+
+
 def partition_dir(table_root: Path, plate: str) -> Path:
     """Folder of one plate's partition under a table's folder."""
     if plate in ("", ".", ".."):
@@ -138,7 +149,8 @@ def plate_file_rows(table_root: Path) -> dict[str, list[tuple[Path, int]]]:
         files = sorted(folder.glob(DATA_GLOB), key=_file_index)
         if files:
             found[_folder_plate(folder)] = [
-                (f, int(pl.scan_parquet(f).select(pl.len()).collect().item())) for f in files
+                (f, int(pl.scan_parquet(f, glob=False).select(pl.len()).collect().item()))
+                for f in files
             ]
     return dict(sorted(found.items()))
 

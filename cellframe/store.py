@@ -30,7 +30,7 @@ from cellframe.errors import (
     StoreLockedError,
     TableNotFoundError,
 )
-from cellframe.partitions import DATA_GLOB
+from cellframe.partitions import DATA_GLOB, glob_escape
 
 __all__ = ["Store", "load_sql", "quote_identifier"]
 
@@ -153,6 +153,13 @@ class Store:
         in_memory = str(path) == ":memory:"
         self.path = str(path) if in_memory else str(Path(path).resolve())
         self.read_only = read_only
+        if not in_memory and "?" in self.path:
+            # DuckDB reads "?" as the start of connection options and then
+            # fails on its write-ahead log with an unrelated message.
+            raise InvalidInputError(
+                f"DuckDB cannot keep a database at {self.path}: the path holds '?'; "
+                "choose a folder and file name without it"
+            )
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}
@@ -293,9 +300,9 @@ class Store:
         """
         self._require(table)
         root = self.partition_root(table)
-        first = min(root.glob(f"{PLATE}=*/*.parquet"), default=None) if root else None
+        first = min(root.glob(f"{PLATE}=*/{DATA_GLOB}"), default=None) if root else None
         if first is not None:
-            in_file = pl.read_parquet_schema(first)
+            in_file = pl.scan_parquet(first, glob=False).collect_schema()
             return pl.Schema(
                 {c: pl.String if c == PLATE else in_file[c] for c in self.columns(table)}
             )
@@ -329,9 +336,9 @@ class Store:
         """
         self._require(table)
         root = self.partition_root(table)
-        if root is not None and any(root.glob(f"{PLATE}=*/*.parquet")):
+        if root is not None and any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             lf = pl.scan_parquet(
-                str(root / f"{PLATE}=*" / "*.parquet"),
+                f"{glob_escape(root)}/{PLATE}=*/{DATA_GLOB}",
                 hive_partitioning=True,
                 hive_schema={PLATE: pl.String},
             )
@@ -733,7 +740,7 @@ class Store:
         root = self.parts_dir / table
         if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")
-        pattern = str(root / f"{PLATE}=*" / DATA_GLOB).replace("'", "''")
+        pattern = f"{glob_escape(root)}/{PLATE}=*/{DATA_GLOB}".replace("'", "''")
         # hive_types keeps plate names such as "0001" as strings.
         self._con.execute(
             f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS "

@@ -249,6 +249,12 @@ def test_plate_names_with_glob_and_path_characters(store: Store) -> None:
         store.write_partition("cells", "..", wells("x", n=1).drop(PLATE))
 
 
+def test_store_path_with_a_question_mark_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="holds '\\?'"):
+        Store(tmp_path / "what?" / "s.duckdb")
+    assert not (tmp_path / "what?").exists()
+
+
 def test_parquet_partitions_view(store: Store) -> None:
     p1, p2 = wells("0001", n=4), wells("P2", n=2, seed=1)
     store.write_partition("cells", "0001", p1, step="ingest")

@@ -142,7 +142,9 @@ def _load_profiles(
         p = config.resolve(spec["path"])
         if not p.exists():
             raise FileNotFoundError(f"no {name} profile file at {p}")
-        frame = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p)
+        frame = (
+            pl.read_parquet(p, glob=False) if p.suffix == ".parquet" else pl.read_csv(p, glob=False)
+        )
     else:
         raise InvalidInputError(
             f'modality {name!r}: give kind = "morgan"/"dmpnn"/"rf", table = "<store table>" '

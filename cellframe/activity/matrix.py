@@ -459,9 +459,11 @@ def read_assay_matrix(
         return _read_matrix_market(path, compounds=compounds, assays=assays, smiles=smiles)
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
         sep = "\t" if ".tsv" in name else ","
-        df = pl.read_csv(path, separator=sep, infer_schema_length=0)  # all strings: cast later
+        df = pl.read_csv(
+            path, separator=sep, infer_schema_length=0, glob=False
+        )  # all strings: cast later
     elif name.endswith(".parquet"):
-        df = pl.read_parquet(path)
+        df = pl.read_parquet(path, glob=False)
     else:
         raise UnknownFormatError(
             f"cannot read {path} as an assay matrix: use .csv/.tsv(.gz), .parquet or .mtx"

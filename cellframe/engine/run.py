@@ -19,6 +19,7 @@ from cellframe.partitions import (
     DATA_GLOB,
     check_partition_version,
     completed_plates,
+    glob_escape,
     partition_dir,
     remove_stale_temporaries,
     write_plate_partition,
@@ -268,7 +269,7 @@ def map_plates(
 
     def submit(plate: str) -> Any:
         if src_root is not None:
-            src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
+            src: Any = f"{glob_escape(partition_dir(src_root, plate))}/{DATA_GLOB}"
         else:
             # A native source is read on the driver one plate at a time; the
             # window bounds how many plates sit in the object store at once.
@@ -352,7 +353,7 @@ def reduce_plates(
     def submit(plate: str) -> Any:
         # As in map_plates: a native source is read on the driver one plate at a time.
         if src_root is not None:
-            src: Any = str(partition_dir(src_root, plate) / DATA_GLOB)
+            src: Any = f"{glob_escape(partition_dir(src_root, plate))}/{DATA_GLOB}"
         else:
             src = ray.put(_read_plate(store, source, plate))
         return task.remote(src, plate)

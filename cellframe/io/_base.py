@@ -102,7 +102,9 @@ def csv_header(path: Path, *, separator: str = ",") -> list[str] | None:
     if path.stat().st_size == 0:
         return None
     try:
-        return pl.read_csv(path, n_rows=0, separator=separator, infer_schema=False).columns
+        return pl.read_csv(
+            path, n_rows=0, separator=separator, infer_schema=False, glob=False
+        ).columns
     except pl.exceptions.NoDataError:
         return None
 
@@ -120,7 +122,7 @@ def scan_csv_batches(
     A value that does not parse as the column's type raises
     :class:`InvalidInputError` naming the file, table, column and value.
     """
-    lf = pl.scan_csv(path, schema=schema, separator=separator)
+    lf = pl.scan_csv(path, schema=schema, separator=separator, glob=False)
     try:
         yield from lf.collect_batches(chunk_size=batch_rows)
     except pl.exceptions.ComputeError as exc:

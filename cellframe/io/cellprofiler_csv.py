@@ -112,7 +112,7 @@ class CellProfilerCSV(Reader):
         if csv_header(file) is None:
             self.issues.add(f"{file} is empty (0 bytes): skipped")
             return None
-        return pl.read_csv(file, infer_schema_length=None)
+        return pl.read_csv(file, infer_schema_length=None, glob=False)
 
     def batches(self) -> Iterator[pl.DataFrame]:
         """Yield single-cell (or, for image-only trees, image-level) batches."""

@@ -78,7 +78,7 @@ class DeepProfilerNPZ(Reader):
         if root is None or not (root / "inputs" / "metadata").is_dir():
             return None
         for csv in sorted((root / "inputs" / "metadata").glob("*.csv")):
-            df = pl.read_csv(csv, infer_schema=False)
+            df = pl.read_csv(csv, infer_schema=False, glob=False)
             if {PLATE, WELL, SITE} <= set(df.columns):
                 return df
         return None

@@ -113,7 +113,11 @@ def _read_table(path: Path, separator: str | None) -> pl.DataFrame:
     try:
         # "NA" is how R and pandas write a missing value (JUMP's DMSO has broad_sample NA).
         return pl.read_csv(
-            path, separator=separator, infer_schema=False, null_values=["", "NA", "NaN", "nan"]
+            path,
+            separator=separator,
+            infer_schema=False,
+            null_values=["", "NA", "NaN", "nan"],
+            glob=False,
         )
     except pl.exceptions.NoDataError as exc:
         raise EmptyInputError(

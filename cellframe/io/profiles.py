@@ -81,7 +81,7 @@ class ProfilesFile(Reader):
     def _lazy(self, file: Path) -> tuple[pl.LazyFrame | None, str]:
         name = file.name.lower()
         if name.endswith((".parquet", ".pq")):
-            return pl.scan_parquet(file), "parquet"
+            return pl.scan_parquet(file, glob=False), "parquet"
         separator = "\t" if ".tsv" in name or ".txt" in name else ","
         return None, separator
 
@@ -96,7 +96,7 @@ class ProfilesFile(Reader):
         if compressed:
             # Polars reads gzip only whole; read it in one go, then slice (a .csv.gz of a
             # full plate should be converted to Parquet first for streaming).
-            df = pl.read_csv(file, separator=separator, infer_schema=False)
+            df = pl.read_csv(file, separator=separator, infer_schema=False, glob=False)
             header = df.columns
         else:
             header = csv_header(file, separator=separator)

@@ -376,7 +376,7 @@ def _chunks(store: Store, table: str, strata_wells: bool, chunk_rows: int) -> li
             if not strata_wells or total <= chunk_rows:
                 units.append(_Unit(plate, None, total, files=files))
                 continue
-            scan = pl.scan_parquet(list(files), hive_partitioning=False)
+            scan = pl.scan_parquet(list(files), hive_partitioning=False, glob=False)
             runs = scan.select(pl.col(WELL).rle()).collect().to_series().struct.unnest()
             if runs["value"].n_unique() == runs.height:  # every well in one block of rows
                 offset = 0
@@ -596,7 +596,7 @@ def _scan_unit(store: Store, table: str, columns: Sequence[str], unit: _Unit) ->
     """Rows of one work unit: a plate, a row range of its files, or a run of its sorted wells."""
     if unit.files:
         # The plate's files directly: no footer reads of the other plates.
-        lf = pl.scan_parquet(list(unit.files), hive_partitioning=False)
+        lf = pl.scan_parquet(list(unit.files), hive_partitioning=False, glob=False)
         if unit.offset is not None:
             # The unit's wells are one block of rows: read exactly those rows.
             lf = lf.slice(unit.offset, unit.rows)

@@ -105,6 +105,26 @@ def test_ray_reads_partitioned_source_and_resumes(screen_store: Store, ray_local
     )
 
 
+def test_store_in_a_folder_with_glob_characters(tmp_path: Path, ray_local) -> None:
+    # "[", "]", "*", "{" in the store's folder and in plate names: every reader
+    # (DuckDB's view, Polars' scans, Ray tasks) must read them as plain names.
+    folder = tmp_path / "screen [2024] *{a,b}"
+    with Store(folder / "s.duckdb") as st:
+        data = screen(n_plates=2).with_columns(pl.col(PLATE).replace({"P1": "P[1]"}))
+        for plate, frame in data.group_by(PLATE):
+            st.write_partition("wells_parts", plate[0], frame)
+        assert st.plates("wells_parts") == ["P0", "P[1]"]
+        assert st.sql("SELECT count(*) AS n FROM wells_parts")["n"][0] == 48
+        assert st.schema("wells_parts") == st.scan("wells_parts").collect_schema()
+        ray_report = map_plates(
+            st, "wells_parts", "out", center, engine="ray", progress=False, step="center"
+        )
+        assert sorted(ray_report.computed) == ["P0", "P[1]"]
+        local = map_plates(st, "wells_parts", "out_local", center, progress=False)
+        assert local.rows == 48
+        assert_frame_equal(canonical(st.read("out")), canonical(st.read("out_local")))
+
+
 def test_killed_worker_is_retried_without_partial_partition(
     screen_store: Store, ray_local, tmp_path: Path
 ) -> None:

@@ -65,6 +65,26 @@ def test_sq00014613_parity_sqlite_parquet_csv(sq14613: Path) -> None:
     assert parquet.sort(key)[OBJECT_NUMBER].to_list() == ref["Metadata_ObjectNumber_cells"].tolist()
 
 
+def test_files_in_a_folder_with_glob_characters(sq14613: Path, tmp_path: Path) -> None:
+    """Polars reads a plain path as a glob by default; "[x]" in a folder name must not matter."""
+    import shutil
+
+    folder = tmp_path / "plate [1] *{a}"
+    folder.mkdir()
+    for suffix in (".parquet", ".csv.gz", ".sqlite"):
+        shutil.copy(sq14613.with_suffix(suffix), folder / sq14613.with_suffix(suffix).name)
+    moved = folder / sq14613.name
+    for suffix, reader in ((".parquet", ProfilesFile), (".csv.gz", ProfilesFile)):
+        assert_frame_equal(
+            collect(reader(moved.with_suffix(suffix))),
+            collect(reader(sq14613.with_suffix(suffix))),
+        )
+    assert_frame_equal(
+        collect(CellProfilerSQLite(moved.with_suffix(".sqlite"))),
+        collect(CellProfilerSQLite(sq14613.with_suffix(".sqlite"))),
+    )
+
+
 def test_deepprofiler_project_matches_numpy_and_pycytominer(pct: Path) -> None:
     from pycytominer.cyto_utils.load import load_npz_features
 
