@@ -4,6 +4,9 @@ Each layer contributes its subcommands from a small ``cli`` module with a
 ``register(subparsers, common)`` function (``cellframe/io/cli.py``,
 ``cellframe/profiles/cli.py``, ...). Those modules import only argparse at the
 top, so ``cellframe --help`` stays fast; the work is imported when a command runs.
+Listing a module imports its package (``find_spec`` of ``a.b.cli`` imports
+``a.b``), so only packages that have a ``cli`` module are listed: the report
+package has none (the demo writes the report), and importing it loads Altair.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ COMMAND_MODULES = (
     "cellframe.segment.cli",
     "cellframe.embed.cli",
     "cellframe.activity.cli",
-    "cellframe.report.cli",
     "cellframe.demo",
 )
 
