@@ -14,6 +14,10 @@ aggregate      single cells -> well medians. pycytominer: read the per-plate
                cellframe: ``aggregate_table`` over the store's per-plate
                partitions (float32, a few wells at a time). polars: one plain
                ``scan_parquet().group_by().median()`` for reference.
+aggregate_thesis  the thesis path: cells -> image (site) medians -> well
+               means. pycytominer: two ``aggregate`` calls; cellframe:
+               ``aggregate_table(path="thesis")``; polars: two group_bys.
+               (Not in the default task list.)
 normalize      well profiles, mad_robustize per plate against negcon
                (pycytominer has no grouping: a loop over plates).
 feature_select all six operations in pycytominer's order.
@@ -92,11 +96,12 @@ def make_data(
                 x = rng.standard_normal((n, n_features), dtype=np.float32)
                 x += rng.standard_normal((len(ws), n_features), dtype=np.float32).repeat(cs, axis=0)
                 frame = pl.DataFrame(x, schema=feats)
+                # Cells come image by image, as CellProfiler exports them: each
+                # well's cells in nine blocks, one per site.
+                within = np.arange(n) - np.repeat(np.cumsum(cs) - cs, cs)
+                site = within * 9 // np.maximum(np.repeat(cs, cs), 1) + 1
                 meta = pl.DataFrame(
-                    {
-                        WELL: np.repeat(ws, cs),
-                        SITE: pl.Series((np.arange(n) % 9 + 1), dtype=pl.Int32),
-                    }
+                    {WELL: np.repeat(ws, cs), SITE: pl.Series(site, dtype=pl.Int32)}
                 )
                 yield meta.hstack(frame)
 
@@ -171,7 +176,8 @@ def worker(tool: str, task: str, root: Path) -> dict:
     t0 = time.perf_counter()
     c0 = time.process_time()  # CPU seconds of every thread of this worker
     note = ""
-    if task == "aggregate":
+    if task in ("aggregate", "aggregate_thesis"):
+        thesis = task == "aggregate_thesis"
         # Every file of every plate: a big plate is written as several files.
         parts = sorted((root / "screen.parts" / "cells").glob(f"{PLATE}=*/*.parquet"))
         if tool == "pycytominer":
@@ -183,15 +189,31 @@ def worker(tool: str, task: str, root: Path) -> dict:
             df = pd.concat(frames, ignore_index=True)
             del frames
             note = f"cells in {len(df):,}"
-            out = aggregate(df, strata=[PLATE, WELL], features=feats, operation="median")
+            if thesis:
+                images = aggregate(df, strata=[PLATE, WELL, SITE], features=feats)
+                del df
+                out = aggregate(images, strata=[PLATE, WELL], features=feats, operation="mean")
+            else:
+                out = aggregate(df, strata=[PLATE, WELL], features=feats, operation="median")
             rows = len(out)
         elif tool == "polars":
             lf = pl.scan_parquet([str(p) for p in parts], hive_partitioning=True)
-            out = lf.group_by([PLATE, WELL]).agg(pl.col(feats).median()).collect()
+            if thesis:
+                lf = lf.group_by([PLATE, WELL, SITE]).agg(pl.col(feats).median())
+                out = lf.group_by([PLATE, WELL]).agg(pl.col(feats).mean()).collect()
+            else:
+                out = lf.group_by([PLATE, WELL]).agg(pl.col(feats).median()).collect()
             rows = out.height
         else:
             with Store(root / "screen.duckdb") as store:
-                rows = cfp.aggregate_table(store, "cells", "wells", "well", progress=False)
+                rows = cfp.aggregate_table(
+                    store,
+                    "cells",
+                    "wells",
+                    "well",
+                    path="thesis" if thesis else "direct",
+                    progress=False,
+                )
     elif task == "normalize":
         if tool == "pycytominer":
             from pycytominer import normalize
@@ -385,6 +407,7 @@ def main() -> None:
         (root / "meta.json").write_text(json.dumps(meta))
     tools = {
         "aggregate": ["cellframe", "pycytominer", "polars"],
+        "aggregate_thesis": ["cellframe", "pycytominer", "polars"],
         "normalize": ["cellframe", "pycytominer"],
         "feature_select": ["cellframe", "pycytominer"],
         "spherize": ["cellframe", "pycytominer"],
