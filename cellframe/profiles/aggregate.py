@@ -64,11 +64,13 @@ AGGREGATIONS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
 
 Level = Literal["image", "well", "treatment"]
 
-#: Work units :func:`aggregate_table` runs at once (``None``: Polars' thread count).
-UNIT_WORKERS: int | None = None
-
 #: Feature bytes :func:`aggregate_table` reads at once by default (256 MiB).
 CHUNK_BYTES = 256 * 2**20
+#: Memory the work units in flight may take together by default (4 GiB). Each
+#: holds its chunk twice (as read, and feature-major), so on a machine with many
+#: cores at most ``UNIT_MEMORY // (2 * chunk)`` units run at once (8 with the
+#: default chunk) and the spare threads go to each unit's reduction.
+UNIT_MEMORY = 4 * 2**30
 LEVELS: tuple[str, ...] = ("image", "well", "treatment")
 
 #: Method of each step of the thesis path (DOMAIN.md §2).
@@ -421,6 +423,7 @@ def aggregate_table(
     features: Sequence[str] | None = None,
     keep: Sequence[str] | str | None = "auto",
     chunk_rows: int | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> int:
     """Aggregate a store table into another, one plate (or a few wells) at a time.
@@ -438,6 +441,11 @@ def aggregate_table(
         peak memory follows ``chunk_rows`` and not the plate size (when every
         plate-level step groups by plate and well). Default: the rows that
         hold :data:`CHUNK_BYTES` (256 MiB) of float32 features.
+    workers : int, optional
+        Work units read and reduced at once on the per-plate Parquet layout;
+        peak memory is about ``workers x 2 x chunk``. Default: as many as
+        Polars has threads (``POLARS_MAX_THREADS``), at most as many as fit in
+        :data:`UNIT_MEMORY` (4 GiB). A native table is read one unit at a time.
     progress : bool, default True
         Show a progress bar over work units.
 
@@ -448,11 +456,10 @@ def aggregate_table(
 
     Notes
     -----
-    On the per-plate Parquet layout, :data:`UNIT_WORKERS` work units (by
-    default as many as Polars has threads) are read and reduced at once, so
-    peak memory is about that many chunks, each held twice (as read, and
-    feature-major for the NumPy kernels, in a scratch matrix each worker
-    thread reuses). A plate whose wells lie in blocks of rows (as ingest
+    On the per-plate Parquet layout, ``workers`` work units are read and
+    reduced at once, so peak memory is about that many chunks, each held
+    twice (as read, and feature-major for the NumPy kernels, in a scratch
+    matrix each worker thread reuses). A plate whose wells lie in blocks of rows (as ingest
     writes them) is cut into row ranges, each read from the files holding it
     without a filter; otherwise a unit is a run of sorted wells selected by a
     range filter. Plate sizes come from the Parquet footers. A native DuckDB
@@ -468,6 +475,8 @@ def aggregate_table(
         chunk_rows = max(10_000, CHUNK_BYTES // (4 * max(len(feats), 1)))
     if chunk_rows < 1:
         raise InvalidInputError("chunk_rows must be at least 1")
+    if workers is not None and workers < 1:
+        raise InvalidInputError("workers must be at least 1")
     # Which step strata does the chain use? The table can be split along any
     # key that every step groups by.
     steps = (
@@ -521,14 +530,15 @@ def aggregate_table(
         return write(run(store.scan(source, needed), slice(None)).collect(engine="streaming"))
 
     units = _chunks(store, source, by_well, chunk_rows)
-    threads = max(1, UNIT_WORKERS or pl.thread_pool_size())
-
+    threads = max(1, pl.thread_pool_size())
     # Parquet partitions are read by Polars alone, so several work units can
     # run at once; a native table is read through the store's one DuckDB
     # connection, so its units run one at a time (threads inside the reduction).
-    partitioned = store.partition_root(source) is not None
-    workers = threads if partitioned else 1
-    reduce_threads = 1 if partitioned else threads
+    if store.partition_root(source) is not None:
+        workers = _unit_workers(threads, 4 * max(len(feats), 1) * chunk_rows, workers)
+        reduce_threads = max(1, threads // workers)
+    else:
+        workers, reduce_threads = 1, threads
 
     # Each worker thread keeps one scratch matrix for all the units it reduces.
     local = threading.local()
@@ -590,6 +600,13 @@ def aggregate_table(
     if n_split == len(steps):
         return write(partial)
     return write(run(partial.lazy(), slice(n_split, None)).collect())
+
+
+def _unit_workers(threads: int, chunk_bytes: int, workers: int | None) -> int:
+    """Work units to run at once: ``workers`` if given, else one per thread within :data:`UNIT_MEMORY`."""
+    if workers is not None:
+        return workers
+    return max(1, min(threads, UNIT_MEMORY // max(1, 2 * chunk_bytes)))
 
 
 def _scan_unit(store: Store, table: str, columns: Sequence[str], unit: _Unit) -> pl.LazyFrame:

@@ -73,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="read big plates a few wells at a time, about this many rows "
         "(default: 256 MiB of float32 features)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="chunks read and reduced at once (peak memory about workers x 2 x chunk; "
+        "default: one per thread, within 4 GiB)",
+    )
     _engine(p)
     p.set_defaults(func=_run, step="aggregate")
 

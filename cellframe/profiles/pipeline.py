@@ -98,6 +98,7 @@ def run_aggregate(
     method: str | None = None,
     features: Sequence[str] | None = None,
     chunk_rows: int | None = None,
+    workers: int | None = None,
     engine: str = "local",
     address: str | None = None,
     force: bool = False,
@@ -130,6 +131,7 @@ def run_aggregate(
         method=method,
         features=features,  # type: ignore[arg-type]
         chunk_rows=chunk_rows,
+        workers=workers,
         progress=progress,
     )
     return StepReport("aggregate", source, dest, n, time.perf_counter() - t0, f"{level} ({path})")

@@ -347,6 +347,27 @@ def test_aggregate_table_bad_chunk_rows(store):
     store.write_partition("cells", "P1", make_screen(n_plates=1).drop(PLATE), step="test")
     with pytest.raises(InvalidInputError, match="chunk_rows must be at least 1"):
         aggregate_table(store, "cells", "wells", chunk_rows=0, progress=False)
+    with pytest.raises(InvalidInputError, match="workers must be at least 1"):
+        aggregate_table(store, "cells", "wells", workers=0, progress=False)
+
+
+def test_work_units_in_flight_fit_the_memory_budget(store):
+    from cellframe.profiles.aggregate import UNIT_MEMORY, _unit_workers
+
+    chunk = 256 * 2**20
+    assert _unit_workers(2, chunk, None) == 2  # this machine: one per thread
+    assert _unit_workers(64, chunk, None) == UNIT_MEMORY // (2 * chunk) == 8  # a big server
+    assert _unit_workers(64, 4 * 2**30, None) == 1  # chunks larger than the budget: one
+    assert _unit_workers(64, chunk, 20) == 20  # asked for explicitly
+    # Any number of workers gives the same table.
+    cells = make_screen(n_plates=3, n_wells=10, n_sites=2, cells_per_site=4)
+    for plate, part in cells.group_by(PLATE, maintain_order=True):
+        store.write_partition("cells", plate[0], part, step="test")
+    expected = aggregate(cells.lazy(), "well").collect()
+    for workers in (1, 3):
+        aggregate_table(store, "cells", "wells", chunk_rows=20, workers=workers, progress=False)
+        got = store.read("wells").select(expected.columns)
+        assert_frame_equal(got, expected, check_dtypes=False)
 
 
 def test_groups_in_unsorted_runs_are_reduced_in_place():

@@ -122,7 +122,7 @@ def test_cli_steps(screen_store, tmp_path, capsys):
     path, cells = screen_store
     wells, _normalized, _selected, sphered = _expected_chain(cells)
     s = ["--store", str(path), "--quiet"]
-    assert main(["aggregate", *s, "--path", "thesis", "--chunk-rows", "25"]) == 0
+    assert main(["aggregate", *s, "--path", "thesis", "--chunk-rows", "25", "--workers", "3"]) == 0
     assert main(["normalize", *s, "--method", "mad_robustize"]) == 0
     assert (
         main(
