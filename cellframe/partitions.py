@@ -122,7 +122,11 @@ def _folder_plate(folder: Path) -> str:
 
 def partition_files(table_root: Path, plate: str) -> list[Path]:
     """The data files of one plate's partition, in order (empty if there is none)."""
-    folder = partition_dir(table_root, plate)
+    return _data_files(partition_dir(table_root, plate))
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The data files of a partition folder, in order (part, part-1, part-2, ...)."""
     return sorted(folder.glob(DATA_GLOB), key=_file_index)
 
 
@@ -146,7 +150,7 @@ def plate_file_rows(table_root: Path) -> dict[str, list[tuple[Path, int]]]:
     if not root.is_dir():
         return found
     for folder in root.glob(f"{PLATE}=*"):
-        files = sorted(folder.glob(DATA_GLOB), key=_file_index)
+        files = _data_files(folder)
         if files:
             found[_folder_plate(folder)] = [
                 (f, int(pl.scan_parquet(f, glob=False).select(pl.len()).collect().item()))

@@ -112,6 +112,25 @@ def _read_plate(store: Store, table: str, plate: str) -> pl.DataFrame:
     return store.scan(table).filter(pl.col(PLATE) == plate).collect()
 
 
+def _plate_source(ray: Any, store: Store, table: str, plate: str) -> Any:
+    """What a Ray task reads one plate from (see :func:`_load_plate`).
+
+    A partitioned table: the (escaped) glob of the plate's Parquet files, read
+    by the worker. A native table: the rows, read on the driver one plate at a
+    time and put in the object store (the submit window bounds how many sit
+    there at once).
+    """
+    root = store.partition_root(table)
+    if root is not None:
+        return f"{glob_escape(partition_dir(root, plate))}/{DATA_GLOB}"
+    return ray.put(_read_plate(store, table, plate))
+
+
+def _load_plate(source: str | pl.DataFrame, plate: str) -> pl.DataFrame:
+    """Inside a Ray task: one plate's rows from what :func:`_plate_source` gave."""
+    return _with_plate(pl.read_parquet(source), plate) if isinstance(source, str) else source
+
+
 def _plate_task(
     fn: PlateFunction,
     source: str | pl.DataFrame,
@@ -121,9 +140,8 @@ def _plate_task(
     parameters: dict[str, Any],
 ) -> int:
     """Body of one Ray task: read one plate, apply ``fn``, write its partition."""
-    frame = _with_plate(pl.read_parquet(source), plate) if isinstance(source, str) else source
     return write_plate_partition(
-        Path(table_root), plate, fn(frame), step=step, parameters=parameters
+        Path(table_root), plate, fn(_load_plate(source, plate)), step=step, parameters=parameters
     )
 
 
@@ -264,16 +282,10 @@ def map_plates(
             folder = partition_dir(table_root, plate)
             if folder.exists():
                 folder.rename(table_root / f".old-{uuid.uuid4().hex}")
-    src_root = store.partition_root(source)
     task = ray.remote(max_retries=MAX_RETRIES)(_plate_task)
 
     def submit(plate: str) -> Any:
-        if src_root is not None:
-            src: Any = f"{glob_escape(partition_dir(src_root, plate))}/{DATA_GLOB}"
-        else:
-            # A native source is read on the driver one plate at a time; the
-            # window bounds how many plates sit in the object store at once.
-            src = ray.put(_read_plate(store, source, plate))
+        src = _plate_source(ray, store, source, plate)
         return task.remote(fn, src, str(table_root), plate, step, params)
 
     bar = progress_bar(range(len(todo)), desc=f"{step} (ray)", unit="plate", enabled=progress)
@@ -342,21 +354,14 @@ def reduce_plates(
         )
         return combine(stats)
     ray = connect_ray(address)
-    src_root = store.partition_root(source)
 
     def run(src: Any, plate: str) -> Any:
-        frame = _with_plate(pl.read_parquet(src), plate) if isinstance(src, str) else src
-        return map_fn(frame)
+        return map_fn(_load_plate(src, plate))
 
     task = ray.remote(max_retries=MAX_RETRIES)(run)
 
     def submit(plate: str) -> Any:
-        # As in map_plates: a native source is read on the driver one plate at a time.
-        if src_root is not None:
-            src: Any = f"{glob_escape(partition_dir(src_root, plate))}/{DATA_GLOB}"
-        else:
-            src = ray.put(_read_plate(store, source, plate))
-        return task.remote(src, plate)
+        return task.remote(_plate_source(ray, store, source, plate), plate)
 
     def results() -> Iterator[T]:
         # In plate order, so the combined floating-point sums do not depend on
