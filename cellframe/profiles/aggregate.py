@@ -560,9 +560,9 @@ def aggregate_table(
                 frame = aggregate_by(frame.lazy(), s, method=m, features=feats, keep=keep).collect()
         return frame
 
-    # ``threads`` work units run at once, each read and reduced by one worker
-    # (Polars and NumPy release the GIL): reading one chunk overlaps reducing
-    # another, and at most ``threads`` chunks are in memory.
+    # ``workers`` work units run at once, each read and reduced by one worker
+    # thread (Polars and NumPy release the GIL): reading one chunk overlaps
+    # reducing another, and at most ``workers`` chunks are in memory.
     from concurrent.futures import Future, ThreadPoolExecutor
 
     def finished(pool: ThreadPoolExecutor) -> Iterator[pl.DataFrame]:
