@@ -50,3 +50,27 @@ class TableNotFoundError(CellframeError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class DuplicateWellsError(InvalidInputError):
+    """A platemap lists one (plate,) well on several rows that disagree."""
+
+
+class CaseDuplicateColumnsError(InvalidInputError):
+    """A file holds columns whose names differ only in case and whose values differ."""
+
+
+class FeatureMismatchError(SchemaMismatchError):
+    """Files of one source hold different feature columns."""
+
+
+class TooFewControlsError(InvalidInputError):
+    """A plate (or group) has too few rows or control rows to estimate a spread."""
+
+
+class InvalidImageError(InvalidInputError):
+    """An image cannot be segmented or embedded as given (NaN pixels, too small, wrong channels)."""
+
+
+class InvalidSmilesError(InvalidInputError):
+    """SMILES that RDKit cannot parse, or compounds without a structure."""

@@ -193,6 +193,7 @@ def ingest(
     staging_dir: str | os.PathLike[str] | None = None,
     memory_limit: str = "512MB",
     layout: str = "auto",
+    reader_options: Mapping[str, Any] | None = None,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -246,6 +247,9 @@ def ingest(
         the plate. ``"auto"`` keeps the layout of an existing table, and
         otherwise picks ``"parquet"`` for single cells from sources over
         1 GiB and ``"table"`` for the rest.
+    reader_options : mapping, optional
+        Options only one reader has, e.g. ``{"case_duplicates": "rename"}``
+        for profile files (see :class:`~cellframe.io.ProfilesFile`).
 
     Returns
     -------
@@ -289,6 +293,7 @@ def ingest(
         staging_dir=staging_dir,
         memory_limit=memory_limit,
         in_memory=in_memory,
+        **_reader_options(reader_cls, reader_options),
     )
     table = table or DEFAULT_TABLES[reader.level]
     pm = platemap_frame(platemap, annotations)
@@ -342,13 +347,34 @@ def ingest(
         if own:
             st.close()
     messages = reader.issues.summary()
-    if state["unmatched"]:
+    if pm is not None and state.get("wells"):
+        from cellframe.io.platemap import well_coverage_messages
+
+        wells = pl.concat(state["wells"]).unique()
+        messages += well_coverage_messages(wells, pm, n_rows=state["unmatched"])
+    elif state["unmatched"]:
         messages.append(unmatched_message(state["unmatched"]))
     for message in messages:
         warnings.warn(message, IngestWarning, stacklevel=2)
     report.warnings = messages
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _reader_options(reader_cls: type[Reader], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options``, checked against the parameters of ``reader_cls``."""
+    import inspect
+
+    if not options:
+        return {}
+    known = set(inspect.signature(reader_cls.__init__).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidInputError(
+            f"the {reader_cls.format!r} reader has no option(s) {unknown}; "
+            "drop them or pass format= for a reader that has them"
+        )
+    return dict(options)
 
 
 #: Single-cell sources larger than this go to per-plate Parquet under layout="auto".
@@ -395,6 +421,7 @@ def annotated_batches(
             else:
                 missing = frame.select(WELL).filter(~pl.col(WELL).is_in(platemap[WELL].to_list()))
             state["unmatched"] += missing.height
+            state.setdefault("wells", []).append(frame.select(PLATE, WELL).unique())
             frame = _metadata_first(annotate(frame, platemap))
         frame = _align(frame, state)
         state["plates"].update(frame[PLATE].unique().to_list())
