@@ -488,6 +488,16 @@ def _line_labels(where: pl.DataFrame | None, rows: Sequence[int]) -> list[str]:
     return [(f"{files[i]} " if files is not None else "") + f"line {lines[i]}" for i in rows]
 
 
+def _lines_of(where: pl.DataFrame | None, rows: Sequence[int]) -> str:
+    """``<file> lines 2, 386`` (one file), else each row's own label."""
+    if where is not None and _FILE in where.columns and _LINE in where.columns:
+        files = {where[_FILE][i] for i in rows}
+        if len(files) == 1:
+            lines = ", ".join(str(where[_LINE][i]) for i in rows)
+            return f"{files.pop()} line{'s' if len(rows) > 1 else ''} {lines}"
+    return ", ".join(_line_labels(where, rows))
+
+
 def _check_wells(
     out: pl.DataFrame, raw: pl.Series, source: str, where: pl.DataFrame | None
 ) -> None:
@@ -536,7 +546,7 @@ def _drop_duplicate_wells(
         shown = []
         for r in conflicting.iter_rows(named=True):
             key = f"{r[WELL]!r}" + (f" of plate {r[PLATE]!r}" if PLATE in r else "")
-            shown.append(f"{key} ({', '.join(_line_labels(where, r['_row']))})")
+            shown.append(f"{key} ({_lines_of(where, r['_row'])})")
         raise DuplicateWellsError(
             f"{source} lists {conflicting.height} well(s) more than once with different "
             f"contents: {_shown(shown, conflicting.height)}; keep one row per well "

@@ -58,9 +58,7 @@ def as_image_stack(
         )
     from cellframe.io.images import ImageWarning, check_pixels
 
-    blank = check_pixels(
-        arr, where=name, min_side=min_side, purpose=f"what can hold a nucleus ({min_side} px)"
-    )
+    blank = check_pixels(arr, where=name, min_side=min_side, purpose="what can hold a nucleus")
     if len(blank) == arr.shape[0]:
         raise EmptyInputError(
             f"{name} is blank (constant): every pixel of its {arr.shape[0]} channel(s) has one "

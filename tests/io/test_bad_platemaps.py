@@ -187,7 +187,7 @@ def test_conflicting_duplicate_wells_are_all_named(lincs_batch: Path, tmp_path: 
     assert "6 well(s) more than once with different contents" in msg  # 3 wells x 2 plates
     for well in ("'A01'", "'A02'", "'A03'"):
         assert well in msg
-    assert f"{path} line 2" in msg and f"{path} line 386" in msg
+    assert f"{path} lines 2, 386" in msg and f"{path} lines 4, 388" in msg
 
 
 def test_many_conflicting_wells_show_ten_and_the_count() -> None:
