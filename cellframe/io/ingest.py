@@ -296,7 +296,7 @@ def ingest(
         **_reader_options(reader_cls, reader_options),
     )
     table = table or DEFAULT_TABLES[reader.level]
-    pm = platemap_frame(platemap, annotations)
+    pm, pm_messages = _platemap_with_messages(platemap, annotations)
     report = IngestReport(table=table, source=str(source), format=reader_cls.format)
     state: dict[str, Any] = {"plates": set(), "unmatched": 0, "columns": None}
 
@@ -346,7 +346,7 @@ def ingest(
     finally:
         if own:
             st.close()
-    messages = reader.issues.summary()
+    messages = pm_messages + reader.issues.summary()
     if pm is not None and state.get("wells"):
         from cellframe.io.platemap import well_coverage_messages
 
@@ -359,6 +359,25 @@ def ingest(
     report.warnings = messages
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _platemap_with_messages(
+    platemap: str | os.PathLike[str] | pl.DataFrame | None,
+    annotations: str | os.PathLike[str] | pl.DataFrame | None,
+) -> tuple[pl.DataFrame | None, list[str]]:
+    """:func:`platemap_frame`, its platemap warnings returned as report lines (others re-issued)."""
+    from cellframe.io.platemap import PlatemapWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = platemap_frame(platemap, annotations)
+    messages = []
+    for w in caught:
+        if issubclass(w.category, PlatemapWarning):
+            messages.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return pm, messages
 
 
 def _reader_options(reader_cls: type[Reader], options: Mapping[str, Any] | None) -> dict[str, Any]:

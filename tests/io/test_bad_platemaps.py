@@ -268,6 +268,8 @@ def test_wells_missing_either_way_are_named(
     empty = next(m for m in messages if "have no rows" in m)
     assert empty.startswith("3 well(s)") and "SQ00015054/A01, SQ00015054/A02" in empty
     assert report.rows == 381
+    # The control rule is a line of the report, as the CLI prints it.
+    assert any("Metadata_Control derived" in w and "negcon: 48" in w for w in report.warnings)
 
 
 def test_cli_prints_one_line_for_a_duplicate_well(
