@@ -123,7 +123,7 @@ def control_expr(expr: pl.Expr) -> pl.Expr:
     --------
     >>> import polars as pl
     >>> pl.DataFrame({"c": ["ctl_vehicle", "poscon_orf", "trt", "odd"]}).select(
-    ...     control_expr(pl.col("c")))["c"].to_list()
+    ...     control_expr(pl.col("c")).alias("c"))["c"].to_list()
     ['negcon', 'poscon', None, 'odd']
     """
     s = expr.cast(pl.String).str.strip_chars()
@@ -332,7 +332,9 @@ def read_platemap(
     ----------
     path : str, os.PathLike or polars.DataFrame
         The platemap file (``.csv``, ``.tsv``, ``.txt``; the separator is
-        sniffed) or an already loaded table.
+        sniffed), a cytominer ``barcode_platemap.csv`` or the folder holding
+        one (detected; see :func:`read_barcode_platemap`), or an already
+        loaded table.
     plate : str, optional
         Plate the map belongs to, when it has no plate column.
     annotations : str, os.PathLike or polars.DataFrame, optional
@@ -357,8 +359,23 @@ def read_platemap(
     ------
     MissingColumnsError
         If no well column is found.
+    DuplicateWellsError
+        If rows of one (plate,) well disagree; every such well is named with
+        its file lines (the first ten, then the count).
     InvalidInputError
-        If a well appears twice for the same plate.
+        If a well name is no well (named with its line), or a barcode file
+        is inconsistent (see :func:`read_barcode_platemap`).
+    EmptyInputError
+        If the map has a header but no rows.
+
+    Warns
+    -----
+    PlatemapWarning
+        Wells written ``A1`` read as ``A01``, rows repeating a well
+        identically kept once, maps of a barcode file that are absent (each
+        with its count).
+    ControlsDerivedWarning
+        Which rule set ``Metadata_Control`` and how many wells each value marked.
 
     Examples
     --------
