@@ -294,3 +294,36 @@ def test_cli_prints_one_line_for_a_duplicate_well(
     assert isinstance(DuplicateWellsError("x"), CellframeError)
     assert "'A01' of plate 'SQ00015054'" in err and "more than once" in err
     assert not store.exists() or "wells" not in Store(store, read_only=True).table_names()
+
+
+def test_annotations_equal_pycytominer_annotate(
+    lincs_batch: Path, lincs_profiles: Path, tmp_path: Path
+) -> None:
+    """Reference: pycytominer's ``annotate`` with the same map file, well by well."""
+    import pandas as pd
+    from pycytominer import annotate as pyc_annotate
+
+    profiles = pd.read_csv(lincs_profiles)
+    keep = ["Metadata_Plate", "Metadata_Well", "Cells_AreaShape_Compactness"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pyc_annotate(
+            profiles[keep],
+            platemap=pd.read_csv(lincs_batch / "platemap" / f"{MAP}.txt", sep="\t"),
+            join_on=["Metadata_well_position", "Metadata_Well"],
+        )
+        source = tmp_path / "p.csv"
+        pl.from_pandas(profiles[keep]).write_csv(source)
+        ingest(source, tmp_path / "s.duckdb", table="wells", platemap=lincs_batch, progress=False)
+    with Store(tmp_path / "s.duckdb", read_only=True) as s:
+        got = s.read("wells").sort("Metadata_Well")
+    ref = pl.from_pandas(ref).sort("Metadata_Well")
+    assert got["Metadata_Well"].to_list() == ref["Metadata_Well"].to_list()
+    assert got["Metadata_Plate_Map_Name"].to_list() == ref["Metadata_plate_map_name"].to_list()
+    for column in ("Metadata_broad_sample", "Metadata_solvent"):
+        assert got[column].to_list() == ref[column].to_list(), column
+    for column in ("Metadata_mg_per_ml", "Metadata_mmoles_per_liter"):
+        ours = got[column].cast(pl.Float64)
+        theirs = ref[column].cast(pl.Float64)
+        assert ((ours - theirs).abs() <= 1e-12 * theirs.abs()).fill_null(True).all(), column
+        assert (ours.is_null() == theirs.is_null()).all(), column
