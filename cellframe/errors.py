@@ -50,3 +50,11 @@ class TableNotFoundError(CellframeError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class KeyConflictError(InvalidInputError):
+    """Rows to append carry keys (plate, well, site) the store already holds.
+
+    Raised by ``mode="append"`` writes instead of storing the rows twice; the
+    store is left unchanged.
+    """
