@@ -416,9 +416,7 @@ def _keep_unreplaced(
                 "be matched with the new rows; re-ingest the whole plate with "
                 "mode='replace-plates'"
             )
-        stored_keys.append(
-            pl.scan_parquet(path, glob=False).select(keys).unique().collect()
-        )
+        stored_keys.append(pl.scan_parquet(path, glob=False).select(keys).unique().collect())
     stored = pl.concat(stored_keys).unique()
     replaced = replaced.cast(stored.schema, strict=False)  # type: ignore[arg-type]
     clash = replaced.join(stored, on=keys, how="semi", nulls_equal=True)
