@@ -598,7 +598,7 @@ class Store:
                             table, stored_cols, batch, name, new_columns, i
                         )
                     if keys:
-                        self._delete_keys(table, keys, name, conflict, changes)
+                        self._delete_keys(table, keys, name, conflict, changes, source)
                     if batch.num_rows:
                         col_list = ", ".join(quote_identifier(c) for c in cols)
                         con.execute(f"INSERT INTO {q} ({col_list}) SELECT {col_list} FROM {name}")
@@ -630,6 +630,7 @@ class Store:
         batch_name: str,
         conflict: str,
         changes: WriteChanges,
+        source: str | None = None,
     ) -> None:
         """Delete stored rows whose ``keys`` values occur in the batch (inside the write's transaction).
 
@@ -660,7 +661,8 @@ class Store:
             example = self._con.sql(f"SELECT * FROM {hits} LIMIT 1").pl().row(0, named=True)
             shown = ", ".join(f"{k}={v!r}" for k, v in example.items())
             raise KeyConflictError(
-                f"table {table!r} of {self.path} already holds rows of {n_hit} of the "
+                (f"{source}: " if source else "")
+                + f"table {table!r} of {self.path} already holds rows of {n_hit} of the "
                 f"image(s) being appended (keys {keys}; e.g. {shown}); nothing was written. "
                 "Use mode='replace-images' to replace them, or leave them out of the source"
             )
@@ -808,16 +810,21 @@ class Store:
         if self.read_only:
             raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
         changes = WriteChanges()
-        n_rows = write_plate_partition(
-            self.parts_dir / table,
-            plate,
-            data,
-            step=step,
-            parameters=parameters,
-            replace_keys=replace_keys,
-            conflict=conflict,
-            changes=changes,
-        )
+        try:
+            n_rows = write_plate_partition(
+                self.parts_dir / table,
+                plate,
+                data,
+                step=step,
+                parameters=parameters,
+                replace_keys=replace_keys,
+                conflict=conflict,
+                changes=changes,
+            )
+        except KeyConflictError as exc:
+            if source is None:
+                raise
+            raise KeyConflictError(f"{source}: {exc}") from exc
         self.last_write = changes
         self.register_partitions(table)
         params_json = json.dumps(
