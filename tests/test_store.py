@@ -330,3 +330,130 @@ def test_case_insensitive_duplicate_columns_are_named(store: Store) -> None:
     with pytest.raises(SchemaMismatchError, match="case-insensitively"):
         store.write("t", df)
     assert not store.has_table("t")
+
+
+# ------------------------------------------------------------ keyed writes
+def sites(plate: str, well: str, site: int, value: float, n: int = 2) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            PLATE: [plate] * n,
+            WELL: [well] * n,
+            "Metadata_Site": pl.Series([site] * n, dtype=pl.Int32),
+            "Metadata_ObjectNumber": list(range(1, n + 1)),
+            "f": [value + i for i in range(n)],
+        }
+    )
+
+
+IMAGE = [PLATE, WELL, "Metadata_Site"]
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_keyed_writes_replace_or_refuse_exactly_the_images_given(store: Store, layout: str) -> None:
+    from cellframe.errors import KeyConflictError
+
+    def write(frame: pl.DataFrame, conflict: str = "replace") -> None:
+        if layout == "table":
+            store.write("cells", frame, replace_keys=IMAGE, conflict=conflict)  # type: ignore[arg-type]
+        else:
+            store.write_partition(
+                "cells",
+                frame[PLATE][0],
+                frame,
+                replace_keys=IMAGE,
+                conflict=conflict,  # type: ignore[arg-type]
+            )
+
+    write(sites("P1", "A01", 1, 1.0))
+    write(sites("P1", "A01", 2, 10.0, n=3))
+    write(sites("P2", "A01", 1, 100.0))
+    assert (store.last_write.keys_added, store.last_write.keys_replaced) == (1, 0)
+    write(sites("P1", "A01", 2, 20.0))  # site 2 again: 3 rows become these 2
+    assert store.last_write.keys_replaced == 1 and store.last_write.rows_removed == 3
+    expected = pl.concat(
+        [sites("P1", "A01", 1, 1.0), sites("P1", "A01", 2, 20.0), sites("P2", "A01", 1, 100.0)]
+    )
+    keys = [*IMAGE, "Metadata_ObjectNumber"]
+    assert_frame_equal(store.read("cells").sort(keys), expected.sort(keys))
+    # Appending a stored image is refused and changes nothing; a new one is accepted.
+    with pytest.raises(KeyConflictError, match="Metadata_Site=1"):
+        write(sites("P1", "A01", 1, 5.0), conflict="error")
+    write(sites("P1", "B01", 1, 7.0), conflict="error")
+    assert store.read("cells").height == expected.height + 2
+    assert store.sql("SELECT sum(f) AS s FROM cells WHERE Metadata_Site = 1")["s"][
+        0
+    ] == pytest.approx(1.0 + 2.0 + 100.0 + 101.0 + 7.0 + 8.0)
+
+
+def test_a_key_brought_by_two_batches_of_one_write_is_kept_whole(store: Store) -> None:
+    # One image split over batches (a reader's batch boundary) is one image, not a conflict.
+    frame = sites("P1", "A01", 1, 1.0, n=4)
+    store.write("cells", iter([frame[:2], frame[2:]]), replace_keys=IMAGE, conflict="error")
+    assert store.read("cells").height == 4
+    store.write_partition("parts", "P1", iter([frame[:2], frame[2:]]), replace_keys=IMAGE)
+    assert store.read("parts").height == 4
+
+
+# ------------------------------------------------------------ relocation
+def _two_tables(path: Path) -> None:
+    with Store(path) as s:
+        s.write_partition("cells", "P1", sites("P1", "A01", 1, 1.0))
+        s.write_partition("cells", "P[2]", sites("P[2]", "B02", 3, 5.0, n=3))
+        s.write("wells", wells("P1"))
+
+
+def _answers(path: Path, read_only: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    with Store(path, read_only=read_only) as s:
+        by_sql = s.sql(
+            "SELECT Metadata_Plate, count(*) AS n, sum(f) AS f FROM cells GROUP BY 1 ORDER BY 1"
+        )
+        by_scan = s.scan("cells").sort(PLATE, "Metadata_ObjectNumber").collect()
+        joined = s.sql(
+            "SELECT w.Metadata_Plate, count(*) AS n FROM cells c JOIN wells w USING (Metadata_Plate) "
+            "GROUP BY 1 ORDER BY 1"
+        )
+    return by_sql, by_scan, joined
+
+
+@pytest.mark.parametrize("how", ["copy", "move", "copy-then-delete"])
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_store_folder_can_be_copied_or_moved(tmp_path: Path, how: str, read_only: bool) -> None:
+    import shutil
+
+    original = tmp_path / "screen [2024]" / "s.duckdb"
+    _two_tables(original)
+    expected = _answers(original, read_only=True)
+    assert expected[0].rows() == [("P1", 2, 3.0), ("P[2]", 3, 18.0)]
+    new = tmp_path / "elsewhere" / "s.duckdb"
+    if how == "move":
+        shutil.move(original.parent, new.parent)
+    else:
+        shutil.copytree(original.parent, new.parent)
+    if how == "copy":
+        # Make the original differ: a copy must not answer from the original's files.
+        with Store(original) as s:
+            s.write_partition("cells", "P1", sites("P1", "A01", 1, 50.0))
+    if how == "copy-then-delete":
+        shutil.rmtree(original.parent)
+    for _ in range(2):  # a writable open rewrites the views once; the second finds them right
+        got = _answers(new, read_only=read_only)
+        for a, b in zip(got, expected, strict=True):
+            assert_frame_equal(a, b)
+    with Store(new, read_only=True) as s:
+        view = s.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'cells' AND NOT temporary")
+        assert (str(new.parent) in view["sql"][0]) == (not read_only)
+
+
+def test_a_database_file_copied_without_its_partitions_names_the_folder(tmp_path: Path) -> None:
+    import shutil
+
+    original = tmp_path / "a" / "s.duckdb"
+    _two_tables(original)
+    alone = tmp_path / "b" / "s.duckdb"
+    alone.parent.mkdir()
+    shutil.copy(original, alone)
+    shutil.rmtree(original.parent)
+    with Store(alone, read_only=True) as s:
+        assert s.sql("SELECT count(*) AS n FROM wells")["n"][0] == 3  # native tables still answer
+        with pytest.raises(InvalidInputError, match=r"s\.parts beside the database file"):
+            s.sql("SELECT count(*) FROM cells")
