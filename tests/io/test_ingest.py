@@ -16,6 +16,8 @@ from cellframe.io import ingest, read_platemap
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
+from ._sites import store_bytes, write_site_folders
+
 
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -164,58 +166,13 @@ def test_cli_ingest_and_errors(
 
 
 # ---------------------------------------------------------------- write modes
-DEMO_PLATE = (
-    Path(__file__).parents[2] / "cellframe" / "data" / "demo" / "cellprofiler" / "BR00121431"
-)
 CELL_KEYS = [PLATE, WELL, "Metadata_Site", "Metadata_ObjectNumber"]
-
-
-def _slim_site(src: Path, dest: Path, site: int | None = None) -> None:
-    """Copy one CellProfiler site folder with its keys and a few features (quick to ingest)."""
-    dest.mkdir(parents=True)
-    for name in ("Image", "Cells", "Cytoplasm", "Nuclei"):
-        frame = pl.read_csv(src / f"{name}.csv.gz", infer_schema_length=None)
-        if name == "Image":
-            keep = [
-                c
-                for c in frame.columns
-                if c == "ImageNumber" or c.startswith(("Metadata_", "Count_"))
-            ]
-            frame = frame.select(keep)
-            if site is not None:
-                frame = frame.with_columns(pl.lit(site).alias("Metadata_Site"))
-        else:
-            shape = [c for c in frame.columns if c.startswith("AreaShape_")][:6]
-            keep = [
-                c
-                for c in frame.columns
-                if c in ("ImageNumber", "ObjectNumber")
-                or c.startswith(("Parent_", "Location_Center"))
-            ]
-            frame = frame.select([*keep, *shape])
-        frame.write_csv(dest / f"{name}.csv")
 
 
 @pytest.fixture(scope="module")
 def site_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """A real plate's CellProfiler output as three per-site folders (A01/1, A01/2, A02/1)."""
-    root = tmp_path_factory.mktemp("plate") / "BR00121431"
-    sites = [
-        (DEMO_PLATE / "BR00121431-A01-1", root / "A01-1", None),
-        (DEMO_PLATE / "BR00121431-A01-1", root / "A01-2", 2),  # a second site of well A01
-        (DEMO_PLATE / "BR00121431-A02-1", root / "A02-1", None),
-    ]
-    for src, dest, site in sites:
-        _slim_site(src, dest, site)
-    return root, [dest for _, dest, _ in sites]
-
-
-def _store_bytes(db: Path) -> dict[str, str]:
-    """SHA-256 of the database file and of every file beside it (partitions), by path."""
-    import hashlib
-
-    files = [db, *sorted(p for p in db.with_name(db.stem + ".parts").rglob("*") if p.is_file())]
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists()}
+    return write_site_folders(tmp_path_factory.mktemp("plate"))
 
 
 @pytest.mark.parametrize("layout", ["table", "parquet"])
@@ -257,10 +214,10 @@ def test_append_refuses_a_stored_image_and_leaves_the_store_unchanged(
     # Control: appending a new site is accepted.
     ok = ingest(sites[1], db, progress=False, layout=layout, mode="append")
     assert (ok.rows, ok.images_added, ok.images_replaced) == (89, 1, 0)
-    before = _store_bytes(db)
+    before = store_bytes(db)
     with pytest.raises(KeyConflictError, match=r"already holds.*Metadata_Site=2.*replace-images"):
         ingest(sites[1], db, progress=False, layout=layout, mode="append")
-    assert _store_bytes(db) == before
+    assert store_bytes(db) == before
     with Store(db, read_only=True) as s:
         assert s.sql("SELECT count(*) AS n FROM cells")["n"][0] == 178
 
@@ -283,11 +240,11 @@ def test_an_error_mid_source_leaves_the_store_byte_for_byte_unchanged(
     db = tmp_path / "s.duckdb"
     ingest(sites[0], db, progress=False, layout=layout)
     ingest(sites[2], db, progress=False, layout=layout)
-    before = _store_bytes(db)
+    before = store_bytes(db)
     assert len(before) == (1 if layout == "table" else 3)  # db; or db, data file and marker
     with pytest.raises(InvalidInputError, match="simulated"):
         ingest(plate, db, progress=False, layout=layout, format=FailsAfterOneBatch)
-    assert _store_bytes(db) == before
+    assert store_bytes(db) == before
 
 
 def test_replace_plates_deletes_the_plates_other_images_as_asked(
@@ -316,7 +273,7 @@ def test_dry_run_counts_what_would_change_and_writes_nothing(
     assert (fresh.rows, fresh.images_added, fresh.images_replaced) == (214, 3, 0)
     assert not (tmp_path / "absent.duckdb").exists()  # not even created
     ingest(sites[0], db, progress=False, layout=layout)
-    before = _store_bytes(db)
+    before = store_bytes(db)
     plan = ingest(plate, db, progress=False, dry_run=True)
     assert (plan.rows, plan.images_added, plan.images_replaced, plan.rows_replaced) == (
         214,
@@ -329,7 +286,7 @@ def test_dry_run_counts_what_would_change_and_writes_nothing(
     assert (whole.images_added, whole.images_replaced, whole.rows_replaced) == (1, 1, 89)
     refused = ingest(sites[0], db, progress=False, dry_run=True, mode="append")
     assert "append would be refused: 1 image(s)" in str(refused)
-    assert _store_bytes(db) == before
+    assert store_bytes(db) == before
 
 
 def test_cli_mode_and_dry_run(
@@ -338,16 +295,16 @@ def test_cli_mode_and_dry_run(
     _, sites = site_folders
     db = tmp_path / "cli.duckdb"
     assert main(["ingest", str(sites[0]), "--store", str(db), "--quiet"]) == 0
-    before = _store_bytes(db)
+    before = store_bytes(db)
     assert main(["ingest", str(sites[0]), str(sites[2]), "--store", str(db), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would add 0 image(s) and replace 1 stored image(s) (89 stored rows)" in out
     assert "would add 1 image(s) and replace 0 stored image(s) (0 stored rows)" in out
-    assert _store_bytes(db) == before
+    assert store_bytes(db) == before
     assert main(["ingest", str(sites[0]), "--store", str(db), "--mode", "append", "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"cellframe: error: {sites[0]}: ")
     assert "already holds rows of 1 of the image(s) being appended" in err
-    assert _store_bytes(db) == before
+    assert store_bytes(db) == before
     assert main(["ingest", str(sites[2]), "--store", str(db), "--mode", "append"]) == 0
     assert "1 image(s) added, 0 replaced" in capsys.readouterr().out
