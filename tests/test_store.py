@@ -457,3 +457,54 @@ def test_a_database_file_copied_without_its_partitions_names_the_folder(tmp_path
         assert s.sql("SELECT count(*) AS n FROM wells")["n"][0] == 3  # native tables still answer
         with pytest.raises(InvalidInputError, match=r"s\.parts beside the database file"):
             s.sql("SELECT count(*) FROM cells")
+
+
+def _folder_bytes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_partition_rewrite_killed_or_refused_leaves_the_old_partition(tmp_path: Path) -> None:
+    from cellframe.partitions import partition_dir, remove_stale_temporaries
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        s.write_partition("cells", "P1", sites("P1", "A01", 1, 1.0), replace_keys=IMAGE)
+        s.write_partition("cells", "P1", sites("P1", "A01", 2, 3.0), replace_keys=IMAGE)
+        root = s.parts_dir / "cells"
+    folder = partition_dir(root, "P1")
+    before = _folder_bytes(folder)
+    # New rows whose columns differ from the plate's stored rows: refused, nothing changes.
+    with Store(db) as s:
+        with pytest.raises(SchemaMismatchError, match=r"stored only \['f'\], new only \['g'\]"):
+            s.write_partition(
+                "cells", "P1", sites("P1", "A01", 3, 9.0).rename({"f": "g"}), replace_keys=IMAGE
+            )
+    assert _folder_bytes(folder) == before
+    # A writer killed while streaming a site's rows into the plate.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import polars as pl
+        from cellframe.store import Store
+        rows = pl.DataFrame({{"Metadata_Plate": ["P1"] * 2, "Metadata_Well": ["A01"] * 2,
+                              "Metadata_Site": pl.Series([1, 1], dtype=pl.Int32),
+                              "Metadata_ObjectNumber": [1, 2], "f": [7.0, 8.0]}})
+        def dies():
+            yield rows
+            os.kill(os.getpid(), signal.SIGKILL)
+        Store({str(db)!r}).write_partition("cells", "P1", dies(),
+            replace_keys=["Metadata_Plate", "Metadata_Well", "Metadata_Site"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -9
+    assert _folder_bytes(folder) == before
+    assert remove_stale_temporaries(root) == 1  # the killed writer's temporary folder
+    with Store(db, read_only=True) as s:
+        assert sorted(s.read("cells")["f"].to_list()) == [1.0, 2.0, 3.0, 4.0]
