@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "source",
         metavar="SOURCE",
         nargs="+",
-        help="file or folder to read; several (one per plate) are written as per-plate Parquet",
+        help="file or folder to read; several (whole plates, or sites or wells of plates) are "
+        "written as per-plate Parquet, each plate committed once",
     )
     p.add_argument("--platemap", metavar="FILE", help="platemap CSV/TSV joined on plate and well")
     p.add_argument(
@@ -84,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--engine",
         choices=("local", "ray"),
         default="local",
-        help="local (default) or ray: one Ray task per SOURCE, each writing its plates' Parquet "
-        "partitions",
+        help="local (default) or ray: one Ray task per SOURCE, each staging its plates' rows; "
+        "the driver then commits each plate",
     )
     p.add_argument(
         "--address",
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument(
         "--force",
         action="store_true",
-        help="Ray engine: re-read sources whose plates a previous run completed",
+        help="Ray engine: re-read sources a previous run already committed",
     )
     p.set_defaults(func=_ingest)
 
