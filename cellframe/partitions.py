@@ -68,6 +68,10 @@ ROW_GROUPS_PER_FILE = 16
 FLOAT_COMPRESSION = "lz4"
 #: Codec of every other column (keys, labels, counts): small, and compressible.
 OTHER_COMPRESSION = "zstd"
+#: A stored file at least this large (uncompressed) that holds none of the
+#: images being replaced joins the rewritten partition as it is (a hard link)
+#: instead of being copied row by row; smaller files are merged with the new rows.
+LINK_MIN_BYTES = 4 * ROW_GROUP_BYTES
 
 
 class PartitionVersionError(InvalidInputError):
@@ -349,13 +353,15 @@ def write_plate_partition(
         if writer.schema is None:
             raise InvalidInputError(f"nothing to write for plate {plate!r} under {table_root}")
         old_files = _data_files(final_dir) if keys else []
+        to_link: list[Path] = []
         if old_files:
             replaced = pl.concat(new_keys).unique()
-            _keep_unreplaced(writer, old_files, replaced, keys, conflict, summary, plate)
+            to_link = _keep_unreplaced(writer, old_files, replaced, keys, conflict, summary, plate)
         elif keys:
             summary.keys_added = pl.concat(new_keys).unique().height
-        n_rows = writer.close()
-        assert n_rows is not None
+        writer.close()
+        _link_files(tmp_dir, to_link)
+        n_rows = sum(_file_rows(f) for f in _data_files(tmp_dir))
         _check_schema_against_siblings(table_root, plate, tmp_dir / DATA_FILE)
         record = {
             "cellframe_version": _version(),
@@ -400,13 +406,20 @@ def _keep_unreplaced(
     conflict: str,
     summary: WriteChanges,
     plate: str,
-) -> None:
-    """Copy a partition's stored rows whose keys are not in ``replaced`` into ``writer``."""
+) -> list[Path]:
+    """Carry a partition's stored rows whose keys are not in ``replaced`` into the new one.
+
+    Rows of files holding a replaced key, and of small files, are copied into
+    ``writer``. A large file (:data:`LINK_MIN_BYTES`) without a replaced key
+    and with the new rows' exact schema is returned instead, to be linked
+    into the new partition unchanged: adding a site to a large plate then
+    costs the site, not the plate, while the plate's files stay few.
+    """
     import pyarrow.parquet as pq
 
     from cellframe.errors import KeyConflictError
 
-    stored_keys: list[pl.DataFrame] = []
+    file_keys: list[pl.DataFrame] = []
     for path in old_files:
         names = pq.read_schema(path).names
         missing = [k for k in keys if k not in names]
@@ -416,8 +429,8 @@ def _keep_unreplaced(
                 "be matched with the new rows; re-ingest the whole plate with "
                 "mode='replace-plates'"
             )
-        stored_keys.append(pl.scan_parquet(path, glob=False).select(keys).unique().collect())
-    stored = pl.concat(stored_keys).unique()
+        file_keys.append(pl.scan_parquet(path, glob=False).select(keys).unique().collect())
+    stored = pl.concat(file_keys).unique()
     replaced = replaced.cast(stored.schema, strict=False)  # type: ignore[arg-type]
     clash = replaced.join(stored, on=keys, how="semi", nulls_equal=True)
     if clash.height and conflict == "error":
@@ -429,13 +442,40 @@ def _keep_unreplaced(
         )
     summary.keys_replaced += clash.height
     summary.keys_added += replaced.height - clash.height
-    if not clash.height:
-        # Nothing replaced: keep the stored rows as they are.
-        for path in old_files:
-            _copy_rows(writer, path, None, keys)
-        return
-    for path in old_files:
-        summary.rows_removed += _copy_rows(writer, path, clash, keys)
+    to_link = []
+    for path, keys_in_file in zip(old_files, file_keys, strict=True):
+        touched = bool(
+            clash.height and keys_in_file.join(clash, on=keys, how="semi", nulls_equal=True).height
+        )
+        if not touched and _linkable(path, writer.schema):
+            to_link.append(path)
+        else:
+            summary.rows_removed += _copy_rows(writer, path, clash if touched else None, keys)
+    return to_link
+
+
+def _linkable(path: Path, schema: Any) -> bool:
+    """Whether a stored file can join the new partition as it is (large, same schema)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return size >= LINK_MIN_BYTES and meta.schema.to_arrow_schema().equals(
+        schema, check_metadata=False
+    )
+
+
+def _link_files(folder: Path, files: list[Path]) -> None:
+    """Add stored files to a new partition folder under the next free names (hard links)."""
+    import os
+
+    start = len(_data_files(folder))
+    for i, path in enumerate(files):
+        target = folder / _data_file(start + i)
+        try:
+            os.link(path, target)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, target)
 
 
 def _copy_rows(

@@ -508,3 +508,30 @@ def test_a_partition_rewrite_killed_or_refused_leaves_the_old_partition(tmp_path
     assert remove_stale_temporaries(root) == 1  # the killed writer's temporary folder
     with Store(db, read_only=True) as s:
         assert sorted(s.read("cells")["f"].to_list()) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_large_stored_files_without_replaced_images_are_linked_not_copied(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cellframe.partitions as partitions
+
+    monkeypatch.setattr(partitions, "LINK_MIN_BYTES", 0)  # every file counts as large
+    for site, value in [(1, 1.0), (2, 10.0), (3, 100.0)]:
+        store.write_partition("cells", "P1", sites("P1", "A01", site, value), replace_keys=IMAGE)
+    folder = partitions.partition_dir(store.parts_dir / "cells", "P1")
+    files = partitions.partition_files(store.parts_dir / "cells", "P1")
+    assert len(files) == 3  # one file per write: the earlier ones were linked
+
+    def site_of(path: Path) -> int:
+        return pl.read_parquet(path, glob=False)["Metadata_Site"][0]
+
+    inode = {site_of(f): f.stat().st_ino for f in files}
+    store.write_partition("cells", "P1", sites("P1", "A01", 2, 20.0), replace_keys=IMAGE)
+    after = {site_of(f): f.stat().st_ino for f in partitions.partition_files(folder.parent, "P1")}
+    assert after[1] == inode[1] and after[3] == inode[3]  # untouched files: the same files
+    assert after[2] != inode[2]  # the file holding the replaced site was rewritten
+    assert store.last_write.rows_removed == 2
+    got = store.read("cells").sort("Metadata_Site", "Metadata_ObjectNumber")["f"].to_list()
+    assert got == [1.0, 2.0, 20.0, 21.0, 100.0, 101.0]
+    marker = json.loads((folder / partitions.MARKER).read_text())
+    assert marker["rows"] == 6

@@ -52,7 +52,9 @@ def image_key_columns(columns: list[str]) -> list[str]:
     ``Metadata_ImageNumber`` is not used: CellProfiler numbers images per run,
     so every per-site or per-well output folder starts again at 1 and two
     folders' images could not be told apart. Rows without a site column are
-    keyed by plate and well, rows without a well by plate.
+    keyed by plate and well, rows without a well by plate. The plate is always
+    part of the key (a write then needs the column), so a replacement never
+    reaches into another plate.
 
     Examples
     --------
@@ -61,7 +63,7 @@ def image_key_columns(columns: list[str]) -> list[str]:
     >>> image_key_columns(["Metadata_Plate", "Metadata_Well", "f"])
     ['Metadata_Plate', 'Metadata_Well']
     """
-    return [c for c in IMAGE_KEYS if c in columns]
+    return [PLATE, *(c for c in IMAGE_KEYS[1:] if c in columns)]
 
 
 class IngestWarning(UserWarning):
@@ -462,7 +464,7 @@ def _write(
             layout = _auto_layout(st, table, level, Path(source))
             parameters = {**parameters, "layout": layout}
         first, rows = _peek(rows)
-        keys = image_key_columns(list(first.columns)) if first is not None else [PLATE]
+        keys = image_key_columns(list(first.columns) if first is not None else [])
         whole_plates = mode == "replace-plates"
         changes = WriteChanges()
         if layout == "table":
