@@ -170,6 +170,11 @@ class Store:
             config["threads"] = threads
         try:
             self._con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.InvalidInputException as exc:
+            text = str(exc)
+            if self._missing_parts and "which is missing: copy or move" in text:
+                raise InvalidInputError(text.split("Error: ", 1)[-1].strip()) from exc
+            raise
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -194,6 +199,8 @@ class Store:
         self._con.execute(load_sql("macros"))
         #: What the last :meth:`write` or :meth:`write_partition` added and replaced.
         self.last_write = WriteChanges()
+        #: Partition views whose ``<db>.parts/<table>`` folder is absent (see _relocate_views).
+        self._missing_parts: set[str] = set()
         if not in_memory:
             self._relocate_views()
 
@@ -256,6 +263,11 @@ class Store:
             if rel is None:  # a statement that returns no rows
                 return pl.DataFrame()
             return rel.pl()
+        except duckdb.InvalidInputException as exc:
+            text = str(exc)
+            if self._missing_parts and "which is missing: copy or move" in text:
+                raise InvalidInputError(text.split("Error: ", 1)[-1].strip()) from exc
+            raise
         except duckdb.IOException as exc:
             # Typically a partitioned table whose files did not travel with a
             # copied database file: say so instead of DuckDB's traceback.
@@ -291,6 +303,19 @@ class Store:
         if not self.has_table(name):
             known = ", ".join(self.table_names()) or "none"
             raise TableNotFoundError(f"no table {name!r} in store {self.path}; tables: {known}")
+
+    def _require_rows(self, name: str) -> None:
+        """Like :meth:`_require`, and the files of a partitioned table must be present."""
+        self._require(name)
+        if name in self._missing_parts:
+            raise InvalidInputError(self._missing_message(name))
+
+    def _missing_message(self, name: str) -> str:
+        return (
+            f"table {name!r} of store {self.path} is kept as Parquet files in "
+            f"{self.parts_dir / name}, which is missing: copy or move the "
+            f"{self.parts_dir.name} folder together with the database file"
+        )
 
     def table_names(self) -> list[str]:
         """Names of the data tables and views (internal tables excluded), sorted."""
@@ -357,7 +382,7 @@ class Store:
         -------
         polars.LazyFrame
         """
-        self._require(table)
+        self._require_rows(table)
         root = self.partition_root(table)
         if root is not None and any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             lf = pl.scan_parquet(
@@ -375,7 +400,7 @@ class Store:
 
     def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Read a whole table into memory (use :meth:`scan` for large tables)."""
-        self._require(table)
+        self._require_rows(table)
         if self.partition_root(table) is not None:
             return self.scan(table, columns).collect()
         # Eager reads skip building a lazy DuckDB source, which costs about a
@@ -419,7 +444,11 @@ class Store:
             if self.partition_root(name) is not None:
                 kind = "parquet"
             q = quote_identifier(name)
-            n_rows = self._scalar(f"SELECT count(*) FROM {q}")
+            if name in self._missing_parts:
+                kind = "parquet (files missing)"
+            n_rows = (
+                None if name in self._missing_parts else self._scalar(f"SELECT count(*) FROM {q}")
+            )
             n_cols = len(self.columns(name))
             prov = self._rows(
                 "SELECT step, parameters::VARCHAR, cellframe_version, created_at "
@@ -844,6 +873,9 @@ class Store:
         root = self.parts_dir / table
         if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")
+        if table in self._missing_parts:  # its folder is back: drop the placeholder
+            self._con.execute(f"DROP VIEW IF EXISTS temp.{quote_identifier(table)}")
+            self._missing_parts.discard(table)
         self._con.execute(self._partition_view_sql(table, temporary=False))
 
     def _partition_pattern(self, table: str) -> str:
@@ -882,7 +914,19 @@ class Store:
             if not _stored_partition_view(sql, name):
                 continue  # a view the user made; not ours to rewrite
             if not (self.parts_dir / name).is_dir():
-                continue  # its partitions did not travel; queries name the missing folder
+                # Its partitions did not travel with the database file. The
+                # stored view may still reach the original's files: shadow it
+                # with a session-only view that names the missing folder, so
+                # the copy never answers from another store's files.
+                self._missing_parts.add(name)
+                message = self._missing_message(name).replace("'", "''")
+                self._con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {quote_identifier(name)} AS "
+                    f"SELECT error('{message}') AS {quote_identifier(PLATE)} FROM range(1) "
+                    # The filter makes every query evaluate it (count(*) included).
+                    f"WHERE error('{message}') IS NOT NULL"
+                )
+                continue
             self._con.execute(self._partition_view_sql(name, temporary=self.read_only))
 
 

@@ -444,7 +444,10 @@ def test_a_store_folder_can_be_copied_or_moved(tmp_path: Path, how: str, read_on
         assert (str(new.parent) in view["sql"][0]) == (not read_only)
 
 
-def test_a_database_file_copied_without_its_partitions_names_the_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("original_kept", [False, True])
+def test_a_database_file_copied_without_its_partitions_names_the_folder(
+    tmp_path: Path, original_kept: bool
+) -> None:
     import shutil
 
     original = tmp_path / "a" / "s.duckdb"
@@ -452,11 +455,23 @@ def test_a_database_file_copied_without_its_partitions_names_the_folder(tmp_path
     alone = tmp_path / "b" / "s.duckdb"
     alone.parent.mkdir()
     shutil.copy(original, alone)
-    shutil.rmtree(original.parent)
+    if not original_kept:
+        shutil.rmtree(original.parent)
+    # With the original kept, the copy must not answer from the original's files either.
     with Store(alone, read_only=True) as s:
         assert s.sql("SELECT count(*) AS n FROM wells")["n"][0] == 3  # native tables still answer
-        with pytest.raises(InvalidInputError, match=r"s\.parts beside the database file"):
+        with pytest.raises(InvalidInputError, match=r"b/s\.parts/cells, which is missing"):
             s.sql("SELECT count(*) FROM cells")
+        with pytest.raises(InvalidInputError, match=r"s\.parts.*which is missing"):
+            s.scan("cells")
+        listed = s.tables().filter(pl.col("table") == "cells")
+        assert listed["kind"][0] == "parquet (files missing)" and listed["rows"][0] is None
+    # Writing a plate into the copy starts its own partitions; the table is then readable.
+    with Store(alone) as s:
+        s.write_partition("cells", "P9", sites("P9", "C01", 1, 0.5))
+        assert s.sql("SELECT Metadata_Plate, count(*) AS n FROM cells GROUP BY 1").rows() == [
+            ("P9", 2)
+        ]
 
 
 def _folder_bytes(folder: Path) -> dict[str, str]:
