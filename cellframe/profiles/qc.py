@@ -73,8 +73,11 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     [-1.349, -0.674, 0.0, 0.674, 65.426]
     """
     x = np.asarray(values, dtype=np.float64)
-    med = np.nanmedian(x, axis=0)
-    mad = MAD_SCALE * np.nanmedian(np.abs(x - med), axis=0)
+    with warnings.catch_warnings():
+        # An all-NaN column gives NaN z-scores; callers count and report them.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, axis=0)
+        mad = MAD_SCALE * np.nanmedian(np.abs(x - med), axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (x - med) / mad
     return np.where((x - med) == 0, 0.0, z)
