@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "with provenance. retrieval: interpolated mAP, folds of enrichment and hits "
             "at the top fraction with positives sharing a --label value ('|' separates "
             "several). activity: copairs-compatible AP of replicates against negative "
-            "controls, with permutation p-values and BH-corrected p-values per treatment."
+            "controls, with permutation p-values and BH-corrected p-values per treatment. "
+            "When the table's provenance shows normalize/sphere steps fitted on the controls, "
+            "activity refits them by cross-fitting (--n-folds folds of the controls, each "
+            "held out of the fit and used as the null) from the pre-correction table."
         ),
     )
     p.add_argument("table", help="profile table in the store (e.g. wells_normalized)")

@@ -369,10 +369,6 @@ def correction_from_provenance(store: Store, table: str) -> CorrectionPlan:
 
             steps.append(KeepColumns(feature_columns(store.scan(out))))
             continue
-        if params.get("controls") is None:
-            # Fitted on every row: held-out controls are no special case, but
-            # refitting per fold keeps the transform the same as the table's.
-            pass
         try:
             steps.append(_refit_step(step, params))
         except (InvalidInputError, ValueError, TypeError) as exc:
