@@ -331,3 +331,36 @@ def test_pipeline_activity_step_cross_fits(tmp_path):
         assert store.read("wells_sphered_activity_per_query")["fold"].n_unique() == 2
     q = dict(zip(summary[TREATMENT], summary["corrected_p_value"], strict=True))
     assert q["ZERO"] > 0.05 and q["STRONG1"] < 0.05 and q["STRONG2"] < 0.05
+
+
+def test_demo_fraction_active_with_the_honest_null(tmp_path, lincs_wells):
+    """The demo's chain (normalize to DMSO, sphere with the sweep's lambda 0.1) through the store.
+
+    The demo computes the same numbers with ``phenotypic_activity(raw, correction=[...])``;
+    here they come from provenance replay (``activity_from_store``), an independent route.
+    """
+    controls = pl.col(CONTROL) == "negcon"
+    with Store(tmp_path / "demo.duckdb") as store:
+        store.write("wells_lincs", lincs_wells, step="ingest")
+        _quiet(run_normalize, store, "wells_lincs", "wells_lincs_normalized", progress=False)
+        run_sphere(store, "wells_lincs_normalized", "wells_lincs_sphered", lam=0.1, progress=False)
+        kw = {"treatment": TREATMENT, "controls": controls, "null_size": 2000}
+        honest = _quiet(activity_from_store, store, "wells_lincs_sphered", **kw)
+        normalized = _quiet(activity_from_store, store, "wells_lincs_normalized", **kw)
+        with pytest.warns(DependentNullWarning):
+            leaky = _quiet(activity_from_store, store, "wells_lincs_sphered", cross_fit=False, **kw)
+    assert honest.plan.steps == ["normalize", "sphere"] and honest.plan.source == "wells_lincs"
+    n_active = {
+        name: int(r.summary["below_corrected_p"].sum())
+        for name, r in (("honest", honest), ("normalized", normalized), ("leaky", leaky))
+    }
+    assert n_active == {"honest": 41, "normalized": 35, "leaky": 58}  # of 58: 71 %, 60 %, 100 %
+    by_hand = _summary(
+        _quiet(
+            phenotypic_activity,
+            lincs_wells,
+            correction=[Normalizer("standardize"), Spherizer(lam=0.1)],
+        )
+    )
+    q = dict(zip(honest.summary[TREATMENT], honest.summary["corrected_p_value"], strict=True))
+    assert q == pytest.approx(by_hand)
