@@ -236,7 +236,9 @@ def _profile_and_evaluate(ctx: _Context) -> None:
     sweep = lambda_sweep(normalized, LAMBDAS, label=MOA, prepare=_treatments)
     store.write("sphering_sweep", sweep, mode="replace", step="lambda_sweep",
                 parameters={"lambdas": list(LAMBDAS), "score": "treatment-level MoA mAP"})  # fmt: skip
-    best = float(sweep.sort("score", descending=True)["lambda"][0])
+    # NaN sorts above every score: pick the best among the scored lambdas only.
+    scored = sweep.filter(pl.col("score").is_not_nan())
+    best = float(scored.sort("score", descending=True)["lambda"][0])
     spherizer = Spherizer(lam=best).fit(normalized)
     spherizer.save(store, "sphering_fit")
     sphered = spherizer.transform(normalized).collect()
