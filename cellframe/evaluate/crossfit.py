@@ -276,6 +276,11 @@ def _last_record(store: Store, table: str) -> dict[str, Any] | None:
     return row
 
 
+def _is_expression_text(controls: Any) -> bool:
+    """Whether a recorded ``controls`` is the text of a Polars expression (not replayable)."""
+    return isinstance(controls, str) and ("col(" in controls or controls.startswith("["))
+
+
 def _refit_step(step: str, params: dict[str, Any]) -> Any:
     if step == "sphere":
         from cellframe.profiles.sphere import Spherizer
@@ -333,6 +338,12 @@ def correction_from_provenance(store: Store, table: str) -> CorrectionPlan:
             break
         params = rec["parameters"]
         src = rec.get("source") or params.get("source")
+        if rec["step"] in REFITTABLE_STEPS and _is_expression_text(params.get("controls")):
+            problem = (
+                f"step {rec['step']!r} of {current!r} chose its controls with a Polars "
+                f"expression ({params['controls']}), which provenance cannot replay"
+            )
+            break
         if rec["step"] in REFITTABLE_STEPS and params.get("fit_from"):
             problem = (
                 f"step {rec['step']!r} of {current!r} applied the saved fit "

@@ -364,3 +364,20 @@ def test_demo_fraction_active_with_the_honest_null(tmp_path, lincs_wells):
     )
     q = dict(zip(honest.summary[TREATMENT], honest.summary["corrected_p_value"], strict=True))
     assert q == pytest.approx(by_hand)
+
+
+def test_expression_controls_cannot_be_replayed_and_warn(tmp_path):
+    df = _zero_effect_screen(0)
+    with Store(tmp_path / "s.duckdb") as store:
+        store.write("wells", df, step="ingest")
+        sph = Spherizer(lam=1e-3, controls=pl.col(CONTROL) == "negcon").fit(df)
+        store.write(
+            "wells_sphered",
+            sph.transform(df),
+            step="sphere",
+            parameters={**sph.parameters(), "fit_from": None},
+            source="wells",
+        )
+        plan = correction_from_provenance(store, "wells_sphered")
+    assert plan.correction is None
+    assert "Polars expression" in plan.problem and "col(" in plan.problem
