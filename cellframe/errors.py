@@ -58,3 +58,11 @@ class KeyConflictError(InvalidInputError):
     Raised by ``mode="append"`` writes instead of storing the rows twice; the
     store is left unchanged.
     """
+
+
+class DependentNullWarning(UserWarning):
+    """A significance test's null reuses the control wells a correction was fitted on."""
+
+
+class NaNExcludedWarning(UserWarning):
+    """NaN values were left out of a count, threshold or ranking (the message gives the count)."""
