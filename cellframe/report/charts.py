@@ -524,18 +524,19 @@ def well_predicted_overlap_chart(sets: Mapping[str, Sequence[str]]) -> alt.Chart
 
 
 def finite_rows(df: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int]:
-    """Rows whose ``columns`` are all non-null and not NaN, and how many were left out.
+    """Rows whose ``columns`` are all non-null (and finite, for float columns), and how many were left out.
 
     Polars and DuckDB order NaN above every number (``NaN > 0.9`` is true), so
     every count or threshold in a chart goes through this first.
     """
-    ok = pl.all_horizontal(
-        [
-            pl.col(c).is_not_null() & (~pl.col(c).is_nan() if df.schema[c].is_float() else True)
-            for c in columns
-        ]
-    )
-    kept = df.filter(ok)
+    floats = [c for c in columns if df.schema[c].is_float()]
+    others = [c for c in columns if c not in set(floats)]
+    checks = []
+    if floats:
+        checks.append(pl.all_horizontal(pl.col(floats).is_finite().fill_null(False)))
+    if others:
+        checks.append(pl.all_horizontal(pl.col(others).is_not_null()))
+    kept = df.filter(*checks) if checks else df
     return kept, df.height - kept.height
 
 
@@ -724,6 +725,7 @@ def place_labels(
     """
     x0, x1 = float(x_domain[0]), float(x_domain[1])
     y0, y1 = float(y_domain[0]), float(y_domain[1])
+
     def to_px(xv: float, yv: float) -> tuple[float, float]:
         return (xv - x0) / (x1 - x0) * width, height - (yv - y0) / (y1 - y0) * height
 
