@@ -1167,7 +1167,11 @@ def assay_prediction_chart(
     left = alt.layer(
         left_base.mark_bar(color="#3e7cb1").encode(
             x=alt.X(f"{modality}:N", title="profile modality", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("assays:Q", title=f"assays with AUROC > {threshold:g} (count)"),
+            y=alt.Y(
+                "assays:Q",
+                title=f"assays with AUROC > {threshold:g} (count)",
+                scale=alt.Scale(domain=[0, max(1, int(counts["assays"].max() or 0)) * 1.12]),
+            ),
             tooltip=[f"{modality}:N", "assays:Q", "of:Q"],
         ),
         left_base.mark_text(dy=-6).encode(x=f"{modality}:N", y="assays:Q", text="assays:Q"),

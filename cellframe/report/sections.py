@@ -502,11 +502,13 @@ def assay_prediction_section(
 ) -> ReportSection:
     """How well are assays predicted? Published per-modality counts beside the demo's models."""
     counts, nan_rows = well_predicted_counts(published, threshold=threshold)
-    answer = (
-        f"Published, assays with AUROC > {threshold:g}: "
-        + " / ".join(f"{r['modality']} {r['assays']}" for r in counts.iter_rows(named=True))
-        + f" of {counts['of'].max()}"
+    same_total = counts["of"].n_unique() == 1
+    answer = f"Published, assays with AUROC > {threshold:g}: " + " / ".join(
+        f"{r['modality']} {r['assays']}" + ("" if same_total else f" of {r['of']}")
+        for r in counts.iter_rows(named=True)
     )
+    if same_total:
+        answer += f" of {counts['of'][0]}"
     if nan_rows:
         answer += f" ({nan_rows} NaN AUROCs not counted)"
     if trained is not None:

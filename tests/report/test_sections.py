@@ -91,7 +91,7 @@ def test_assay_prediction_chart_and_answer() -> None:
     assert "1 NaN AUROCs not counted" in titles and "1 without an AUROC left out" in titles
     section = assay_prediction_section(published, trained)
     assert section.answer == (
-        "Published, assays with AUROC > 0.9: CS 1 / MO 2 of 2 (1 NaN AUROCs not counted); "
+        "Published, assays with AUROC > 0.9: CS 1 of 1 / MO 2 of 2 (1 NaN AUROCs not counted); "
         "trained here, median held-out AUROC: D-MPNN 0.70 (1 assays), RandomForest 0.70 "
         "(2 assays)."
     )
@@ -370,4 +370,22 @@ def test_tta_section_answer() -> None:
     assert tta_section(tta).answer == (
         "TTA raised the DSB 2018 score on 1 of 2 held-out tiles; mean 0.250 without, 0.265 "
         "with. 1 tiles without a score not counted."
+    )
+
+
+def test_published_counts_match_the_paper() -> None:
+    """Moshkov et al. 2023 report 16 / 19 / 28 assays with AUROC > 0.9 for CS / GE / MO."""
+    from cellframe.demo import demo_data_dir
+
+    names = {"cp_es_op": "CS", "ge_es_op": "GE", "mobc_es_op": "MO"}
+    published = (
+        pl.read_csv(demo_data_dir() / "activity" / "scaffold_median_AUC.csv", glob=False)
+        .filter(pl.col("descriptor").is_in(list(names)))
+        .select(pl.col("descriptor").replace(names).alias("modality"), pl.col("auc").alias("auroc"))
+    )
+    counts, dropped = well_predicted_counts(published)
+    assert counts.select("modality", "assays").rows() == [("CS", 16), ("GE", 19), ("MO", 28)]
+    assert dropped == 3  # one assay without an AUROC in each modality
+    assert assay_prediction_section(published).answer.startswith(
+        "Published, assays with AUROC > 0.9: CS 16 / GE 19 / MO 28 of 269 (3 NaN AUROCs not counted)"
     )
