@@ -66,6 +66,8 @@ _PAGE = """<!DOCTYPE html>
   table.summary {{ border-collapse: collapse; font-size: 0.9rem; }}
   table.summary td, table.summary th {{ border-bottom: 1px solid #e4e7eb; padding: 0.2rem 0.8rem; text-align: left; }}
   #cellframe-errors {{ color: #b00020; white-space: pre-wrap; }}
+  nav ol {{ columns: 2; max-width: 60rem; padding-left: 1.4rem; }}
+  nav a {{ color: #2b6cb0; text-decoration: none; }}
   footer {{ margin-top: 3rem; color: #7b8794; font-size: 0.8rem; }}
 </style>
 <script type="text/javascript">
@@ -76,6 +78,7 @@ _PAGE = """<!DOCTYPE html>
 <h1>{title}</h1>
 <p class="caption">{subtitle}</p>
 {summary}
+{contents}
 {sections}
 <div id="cellframe-errors"></div>
 <footer>Made by cellframe {version} on {when}. Charts: Vega-Lite {vl_version}, rendered in the browser from the data inlined in this file.</footer>
@@ -112,6 +115,16 @@ def _summary_table(summary: Mapping[str, object] | pl.DataFrame | None) -> str:
         for k, v in summary.items()
     )
     return f'<table class="summary">{rows}</table>'
+
+
+def _contents(sections: Sequence[ReportSection]) -> str:
+    if len(sections) < 3:
+        return ""
+    items = "".join(
+        f'<li><a href="#section-{i}">{html.escape(s.title)}</a></li>'
+        for i, s in enumerate(sections)
+    )
+    return f"<nav><ol>{items}</ol></nav>"
 
 
 def write_report(
@@ -187,6 +200,7 @@ def write_report(
         title=html.escape(title),
         subtitle=html.escape(subtitle),
         summary=_summary_table(summary),
+        contents=_contents(sections),
         sections="\n".join(body),
         bundle=bundle.replace("</script", "<\\/script"),
         specs=json.dumps(specs).replace("</", "<\\/"),
