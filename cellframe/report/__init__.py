@@ -1,26 +1,25 @@
 """Altair charts of cellframe tables and a standalone offline HTML report."""
 
+from cellframe.report.assays import assay_prediction_chart, well_predicted_counts
 from cellframe.report.charts import (
-    assay_prediction_chart,
     auroc_threshold_chart,
-    compound_activity_chart,
     finite_rows,
     lambda_sweep_chart,
     map_vs_enrichment_chart,
-    moa_retrieval_chart,
-    moa_summary,
     pca_before_after_chart,
     pca_chart,
     pca_coordinates,
-    plate_heatmap_chart,
-    plate_layout,
     precision_recall_chart,
     qc_outlier_chart,
-    replicate_similarity_chart,
     tta_delta_chart,
     umap_chart,
-    well_predicted_counts,
     well_predicted_overlap_chart,
+)
+from cellframe.report.compounds import (
+    compound_activity_chart,
+    moa_retrieval_chart,
+    moa_summary,
+    replicate_similarity_chart,
 )
 from cellframe.report.html import ReportSection, save_png, write_report
 from cellframe.report.images import (
@@ -30,6 +29,7 @@ from cellframe.report.images import (
     png_data_uri,
     scale_intensity,
 )
+from cellframe.report.plate import plate_heatmap_chart, plate_layout
 from cellframe.report.sections import (
     activity_answer,
     assay_prediction_section,

@@ -23,22 +23,22 @@ from cellframe.columns import (
     feature_columns,
 )
 from cellframe.errors import InvalidInputError
+from cellframe.report.assays import assay_prediction_chart, well_predicted_counts
 from cellframe.report.charts import (
-    assay_prediction_chart,
-    compound_activity_chart,
     finite_rows,
     lambda_sweep_chart,
+    pca_before_after_chart,
+    tta_delta_chart,
+)
+from cellframe.report.compounds import (
+    compound_activity_chart,
     moa_retrieval_chart,
     moa_summary,
-    pca_before_after_chart,
-    plate_heatmap_chart,
-    plate_layout,
     replicate_similarity_chart,
-    tta_delta_chart,
-    well_predicted_counts,
 )
 from cellframe.report.html import ReportSection
 from cellframe.report.images import ReportImage, crop_montage, outline_overlay, png_data_uri
+from cellframe.report.plate import plate_heatmap_chart, plate_layout
 
 __all__ = [
     "activity_answer",

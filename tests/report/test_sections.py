@@ -29,7 +29,7 @@ from cellframe.report import (
     tta_section,
     well_predicted_counts,
 )
-from cellframe.report.charts import place_labels
+from cellframe.report.compounds import place_labels
 
 NAN = float("nan")
 
