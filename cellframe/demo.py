@@ -335,74 +335,108 @@ def _activity(ctx: _Context) -> None:
         ctx.summary[f"assays with median AUROC > 0.9 (published), {row['modality']}"] = row["n"]
 
 
+def _site_images(ctx: _Context) -> tuple[dict, dict, list[str]]:
+    """Pixels and nuclei label images of the demo's JUMP sites, keyed (plate, well, site)."""
+    from cellframe.io.images import read_labels, read_site
+    from cellframe.segment import sites_from_paths
+
+    jump = ctx.data / "jump"
+    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
+    pixels, labels = {}, {}
+    for spec in sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv"):
+        key = (spec.plate, spec.well, spec.site)
+        pixels[key] = read_site(spec.path, site=spec.index, channel_names=channels)[0]
+        labels[key] = read_labels(
+            ctx.out / "labels" / f"{spec.plate}_{spec.well}_s{spec.site}_Nuclei.tif"
+        )
+    return pixels, labels, channels
+
+
 def _report(ctx: _Context, path: Path) -> Path:
+    from cellframe.evaluate import retrieval_metrics
     from cellframe.report import (
-        ReportSection,
-        auroc_threshold_chart,
-        lambda_sweep_chart,
-        map_vs_enrichment_chart,
-        pca_before_after_chart,
-        precision_recall_chart,
-        qc_outlier_chart,
-        tta_delta_chart,
-        well_predicted_overlap_chart,
+        assay_prediction_section,
+        compound_activity_section,
+        correction_section,
+        moa_retrieval_section,
+        plate_health_section,
+        replicate_section,
+        segmentation_section,
+        tta_section,
         write_report,
     )
 
     store = ctx.store
-    summary = store.read("retrieval_summary").rename({"mean_average_precision": "mAP"})
-    auroc = store.read("activity_published_auroc")
-    well_predicted = {
-        m: auroc.filter((pl.col("modality") == m) & (pl.col("auroc") > 0.9))["assay_id"].to_list()
-        for m in ("CS", "GE", "MO")
-    }
-    qc = store.read("qc_wells_lincs")
+    normalized = store.read("wells_lincs_normalized")
+    sphered = store.read("wells_lincs_sphered")
+    compounds = normalized.filter(pl.col(TREATMENT).is_not_null() & pl.col(CONTROL).is_null())
+    moa_of = compounds.select(TREATMENT, MOA).unique(TREATMENT)
+    activity = (
+        store.read("phenotypic_activity")
+        .join(moa_of, on=TREATMENT, how="left")
+        .with_columns(pl.col(TREATMENT).str.slice(0, 13).alias("compound"))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MoAs with one compound: counted in the caption
+        moa = retrieval_metrics(_treatments(sphered.lazy()), label=MOA)
+    sweep = store.read("sphering_sweep")
+    best = float(sweep.sort("score", descending=True)["lambda"][0])
+    # LINCS' Metadata_mmoles_per_liter holds the dose in micromolar (0.04 to 20).
+    qc = store.read("qc_wells_lincs").with_columns(
+        pl.when(pl.col("Metadata_mmoles_per_liter") > 0)
+        .then(pl.col("Metadata_mmoles_per_liter"))
+        .alias("dose_uM")
+    )
+    pixels, labels, channels = _site_images(ctx)
+    trained = store.read("activity_trained") if "activity_trained" in store.table_names() else None
     sections = [
-        ReportSection(
-            "Well profiles before and after sphering",
-            pca_before_after_chart(ctx.frames["normalized"], ctx.frames["sphered"], color=CONTROL),
-            "LINCS plate SQ00015054 (A549, 384 wells): PCA of the normalized well profiles and "
-            "of the same profiles after sphering on the DMSO wells.",
+        compound_activity_section(
+            activity,
+            label="compound",
+            tooltip=[MOA],
+            caption="LINCS plate SQ00015054 (A549): each compound's wells at all doses are "
+            "its replicates, ranked against the 24 DMSO wells, before and after sphering. "
+            "Compounds in a row at the top share the smallest p-value the permutation null "
+            "can give.",
         ),
-        ReportSection(
-            "Sphering strength",
-            lambda_sweep_chart(store.read("sphering_sweep")),
-            "MoA retrieval (mAP over compounds) after sphering with each lambda; the best "
-            "lambda is used downstream.",
+        replicate_section(
+            compounds,
+            caption="Normalized profiles of the treated wells; a compound's replicates here "
+            "are its wells at different doses, so inactive low doses pull agreement down.",
         ),
-        ReportSection(
-            "Retrieval of MoA",
-            map_vs_enrichment_chart(summary),
-            "mAP against folds of enrichment in the top 1%, per feature set.",
+        moa_retrieval_section(
+            moa.per_query,
+            n_unscored=int(moa.summary["n_unscored"][0]),
+            caption="Compound profiles (mean over doses) after sphering.",
         ),
-        ReportSection(
-            "Precision-recall",
-            precision_recall_chart(store.read("retrieval_pr_curve"), group="source"),
-            "Interpolated precision-recall curves averaged over query compounds.",
+        plate_health_section(
+            qc,
+            second="dose_uM",
+            second_title="dose (µM, log scale)",
+            second_log=True,
+            caption="The bundled LINCS profiles are normalized and feature-selected and carry "
+            "no cell count, so the second map shows the dose (DMSO wells grey); a table with "
+            "Metadata_Count_Cells gets a cell-count map instead.",
         ),
-        ReportSection(
-            "Quality control",
-            qc_outlier_chart(qc, outlier="Metadata_QC_Outlier", reason="Metadata_QC_Reason"),
-            "Wells whose robust z-score on one of the first three principal components "
-            "exceeds 3.5. On a compound plate most are wells with strong phenotypes (high "
-            "doses), not failed wells: check the reason before removing any.",
+        correction_section(
+            normalized, sphered, sweep, best=best, score_title="MoA mAP (compound level)"
         ),
-        ReportSection(
-            "Test-time augmentation",
-            tta_delta_chart(store.read("segmentation_tta")),
-            "Change of the DSB 2018 score when the U-Net's predictions are averaged over "
-            "flips and rotations, per held-out tile of the DSB image.",
+        segmentation_section(
+            pixels,
+            labels,
+            store.read("objects"),
+            channels=channels,
+            caption="Two JUMP Cell Painting sites (384 x 384 px crops), shipped U-Net with "
+            "test-time augmentation.",
         ),
-        ReportSection(
-            "Compound activity prediction (published)",
-            auroc_threshold_chart(auroc),
-            "Moshkov et al. 2023, scaffold split: number of the 270 assays predicted above "
-            "each AUROC from chemical structure (CS), gene expression (GE) and morphology (MO).",
-        ),
-        ReportSection(
-            "Well-predicted assays shared between modalities",
-            well_predicted_overlap_chart(well_predicted),
-            "Assays with median AUROC > 0.9, by the exact set of modalities that predict them.",
+        tta_section(store.read("segmentation_tta")),
+        assay_prediction_section(
+            store.read("activity_published_auroc"),
+            trained,
+            caption=""
+            if trained is not None
+            else "This demo run trained no model "
+            "(no activity_trained table), so only the published numbers are shown.",
         ),
     ]
     return write_report(
@@ -410,7 +444,8 @@ def _report(ctx: _Context, path: Path) -> Path:
         path,
         title="cellframe demo report",
         subtitle="Real data bundled with cellframe: JUMP and LINCS Cell Painting, DSB 2018 "
-        "nuclei, and published compound-activity results.",
+        "nuclei, and published compound-activity results. Each section asks a question, "
+        "answers it in one line computed from the data, and shows the chart behind the answer.",
         summary=ctx.summary,
     )
 
