@@ -52,6 +52,22 @@ class TableNotFoundError(CellframeError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class KeyConflictError(InvalidInputError):
+    """Rows to append carry keys (plate, well, site) the store already holds.
+
+    Raised by ``mode="append"`` writes instead of storing the rows twice; the
+    store is left unchanged.
+    """
+
+
+class DependentNullWarning(UserWarning):
+    """A significance test's null reuses the control wells a correction was fitted on."""
+
+
+class NaNExcludedWarning(UserWarning):
+    """NaN values were left out of a count, threshold or ranking (the message gives the count)."""
+
+
 class DuplicateWellsError(InvalidInputError):
     """A platemap lists one (plate,) well on several rows that disagree."""
 
@@ -70,7 +86,3 @@ class TooFewControlsError(InvalidInputError):
 
 class InvalidImageError(InvalidInputError):
     """An image cannot be segmented or embedded as given (NaN pixels, too small, wrong channels)."""
-
-
-class InvalidSmilesError(InvalidInputError):
-    """SMILES that RDKit cannot parse, or compounds without a structure."""
