@@ -285,7 +285,7 @@ class Normalizer:
             "normalizing them would turn their profiles into all-zero rows: "
             f"{short_list(labels, quote=False)}"
         )
-        if self.too_few_controls == "error" or few.height == stats.height:
+        if self.too_few_controls == "error":
             raise TooFewControlsError(
                 msg + "; add control wells, pool plates with by=() or a coarser by=, fit on "
                 "controls='all', or pass too_few_controls='drop' to leave those groups out"
