@@ -509,6 +509,30 @@ def assay_matrix_from_wide(
     )
 
 
+def _warn_shared_structures(
+    ids: list[str | None], canonical: list[str | None], labels: list[str], where: str
+) -> None:
+    """Warn (counted) where one molecule is listed under several compound ids."""
+    from cellframe.activity.chem import SameMoleculeWarning
+
+    seen: dict[str, dict[str | None, str]] = {}
+    for i, c, lab in zip(ids, canonical, labels, strict=True):
+        if c is not None:
+            seen.setdefault(c, {}).setdefault(i, lab)
+    shared = [v for v in seen.values() if len(v) > 1]
+    if shared:
+        shown = "; ".join(
+            " = ".join(f"{i!r} ({lab})" for i, lab in list(v.items())[:3]) for v in shared[:3]
+        )
+        warnings.warn(
+            f"{where}: {len(shared)} molecule(s) (one RDKit canonical SMILES) are listed under "
+            f"more than one compound id ({shown}); they are kept apart as the ids say. Give "
+            "them one id to merge their readouts",
+            SameMoleculeWarning,
+            stacklevel=4,
+        )
+
+
 def _canonical_rows(
     df: pl.DataFrame, id_col: str, smiles_column: str, where: str, first_line: int | None
 ) -> pl.DataFrame:
@@ -520,6 +544,7 @@ def _canonical_rows(
     labels = _row_labels(df.height, first_line)
     if id_col != smiles_column:
         _warn_bad_smiles(where, labels, raw, reasons, "kept; cleaning drops them")
+        _warn_shared_structures(df[id_col].cast(pl.String).to_list(), canonical, labels, where)
         return df
     empty = [r == "empty SMILES" for r in reasons]
     unparsed = [r if r != "empty SMILES" else None for r in reasons]

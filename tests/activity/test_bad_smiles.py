@@ -148,6 +148,13 @@ def test_empty_smiles_with_an_id_column_is_kept_and_named(head: list[str], tmp_p
     with pytest.warns(InvalidSmilesWarning, match=r"line 4: empty SMILES"):
         m = read_assay_matrix(path, compound_column="id")
     assert m.shape == (40, 12) and m.smiles[2] is None and m.compounds[2] == "c2"
+    # One molecule under two ids: counted, and kept apart as the ids say.
+    rows.append("c99," + _respell(head[1].split(",")[0]) + "," + head[1].split(",", 1)[1])
+    with pytest.warns(
+        SameMoleculeWarning, match=r"1 molecule\(s\).*'c0' \(line 2\) = 'c99' \(line 42\)"
+    ):
+        two = read_assay_matrix(_write(tmp_path, rows, "ids.csv"), compound_column="id")
+    assert two.shape == (41, 12)
     # The fingerprint/cleaning code names the compound instead of crashing.
     with pytest.warns(InvalidSmilesWarning, match=r"compound 'c2': empty SMILES"):
         mols = parse_smiles(m.smiles, labels=[f"compound {c!r}" for c in m.compounds])
