@@ -1,22 +1,22 @@
 """cellframe: image-based cell profiling around DuckDB tables and Polars pipelines.
 
-``import cellframe`` is cheap: it loads Polars and DuckDB only. Subpackages that
-need PyTorch (``segment``, ``embed``, ``activity``), Altair (``report``) or RDKit
-are imported on first use.
+``import cellframe`` is cheap: every public name and subpackage is imported on
+first use (:mod:`cellframe._lazy`), so Polars, DuckDB, pyarrow, PyTorch
+(``segment``, ``embed``, ``activity``), Altair (``report``) and RDKit load only
+when a name needs them. The Polars ``.cf`` namespace is registered when Polars
+is imported (before or after cellframe).
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("cellframe")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from cellframe._lazy import attach, when_imported
 
-from cellframe import namespace as _namespace  # noqa: F401  (registers lf.cf)
+# The Polars ``.cf`` namespace registers as soon as Polars is imported (now, if
+# it already is), so ``import cellframe`` does not pay for loading Polars.
+when_imported("polars", lambda _: importlib.import_module("cellframe.namespace"))
 
 _SUBPACKAGES = (
     "activity",
@@ -53,7 +53,8 @@ _LAZY_NAMES: dict[str, str] = {
     "map_plates": "cellframe.engine",
 }
 
-__all__ = sorted([*_SUBPACKAGES, *_LAZY_NAMES, "__version__"])
+__getattr__lazy, _dir, _all = attach(__name__, _LAZY_NAMES, _SUBPACKAGES)
+__all__ = [*_all, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.columns import feature_columns as feature_columns
@@ -76,17 +77,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_NAMES:
-        module = importlib.import_module(_LAZY_NAMES[name])
-        value = getattr(module, name)
-        globals()[name] = value
+    if name == "__version__":  # importlib.metadata costs ~20 ms: only when asked
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("cellframe")
+        except PackageNotFoundError:  # a source tree that is not installed
+            value = "0+unknown"
+        globals()["__version__"] = value
         return value
-    if name in _SUBPACKAGES:
-        module = importlib.import_module(f"cellframe.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'cellframe' has no attribute {name!r}")
+    return __getattr__lazy(name)
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted(__all__)

@@ -7,15 +7,22 @@ top, so ``cellframe --help`` stays fast; the work is imported when a command run
 Listing a module imports its package (``find_spec`` of ``a.b.cli`` imports
 ``a.b``), so only packages that have a ``cli`` module are listed: the report
 package has none (the demo writes the report), and importing it loads Altair.
+
+User errors never end in a traceback: a :class:`~cellframe.errors.CellframeError`
+(or a bad option) is one line on stderr with exit status 2, Ctrl-C exits with
+130, and warnings print as ``warning: <Category>: message`` without source paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 #: Modules that add subcommands, in the order their commands are listed.
 COMMAND_MODULES = (
@@ -26,8 +33,60 @@ COMMAND_MODULES = (
     "cellframe.segment.cli",
     "cellframe.embed.cli",
     "cellframe.activity.cli",
-    "cellframe.demo",
+    "cellframe.demo_cli",
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``cellframe CMD: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        from cellframe import __version__
+
+        parser.exit(0, f"cellframe {__version__}\n")
+
+
+def _one_line(message: object) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """Format a warning for the command line: ``warning: <Category>: message``, no source path.
+
+    Examples
+    --------
+    >>> format_warning(UserWarning("3 rows dropped"), UserWarning, "/x.py", 1)
+    'warning: UserWarning: 3 rows dropped\\n'
+    """
+    return f"warning: {category.__name__}: {_one_line(message)}\n"
+
+
+@contextlib.contextmanager
+def _cli_warnings() -> Iterator[None]:
+    # formatwarning, not showwarning: warnings recorded by catch_warnings(record=True)
+    # (pytest.warns) are still recorded, and only the printed form changes.
+    previous = warnings.formatwarning
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -45,14 +104,12 @@ def common_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand."""
-    from cellframe import __version__
-
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cellframe",
         description="Image-based cell profiling: ingest, profile, evaluate, segment, embed, report.",
     )
-    parser.add_argument("--version", action="version", version=f"cellframe {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action=_Version)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
     for name in COMMAND_MODULES:
         try:
@@ -67,25 +124,45 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    Errors that cellframe raises for bad input are printed as one line
-    (``cellframe: error: ...``) with exit status 2; anything else is a bug
-    and keeps its traceback.
-    """
-    from cellframe.errors import CellframeError
+    Errors that cellframe raises for bad input, and bad options, are printed
+    as one line (``cellframe: error: ...``) with exit status 2; Ctrl-C exits
+    with 130 and no traceback; warnings print as ``warning: <Category>:
+    message``. Anything else is a bug and keeps its traceback.
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+    Parameters
+    ----------
+    argv : Sequence[str] or None
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     try:
-        result = args.func(args)
-    except (CellframeError, FileNotFoundError) as exc:
-        print(f"cellframe: error: {exc}", file=sys.stderr)
-        return 2
+        with _cli_warnings():
+            return _main(argv)
     except KeyboardInterrupt:
         print("cellframe: interrupted; stored tables keep their previous state", file=sys.stderr)
         return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    from cellframe.errors import CellframeError
+
+    try:
+        result = args.func(args)
+    except (CellframeError, FileNotFoundError) as exc:
+        print(f"cellframe: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

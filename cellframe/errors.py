@@ -86,3 +86,7 @@ class TooFewControlsError(InvalidInputError):
 
 class InvalidImageError(InvalidInputError):
     """An image cannot be segmented or embedded as given (NaN pixels, too small, wrong channels)."""
+
+
+class InvalidChoiceError(InvalidInputError):
+    """A config key or command-line option names a value outside its registry (message lists the allowed ones)."""

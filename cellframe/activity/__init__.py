@@ -4,68 +4,102 @@ DOMAIN.md §6. Importing this package is cheap: RDKit, PyTorch and scikit-learn
 are imported when a name that needs them is first used.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
+
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-#: Public name -> module that defines it.
-_NAMES: dict[str, str] = {
-    "AlignedFeatures": "features",
-    "AssayMatrix": "matrix",
-    "CleaningResult": "clean",
-    "CrossValidationResult": "crossval",
-    "DMPNNEncoder": "networks",
-    "DescriptorNormalizer": "descriptors",
-    "ExperimentConfig": "experiment",
-    "FOLD_METHODS": "splits",
-    "GraphSet": "graph",
-    "MultitaskClassifier": "model",
-    "MultitaskNetwork": "networks",
-    "RandomForestBaseline": "model",
-    "align_profiles": "features",
-    "assay_fold_metrics": "metrics",
-    "assay_matrix_from_long": "matrix",
-    "assay_matrix_from_wide": "matrix",
-    "assay_metrics": "metrics",
-    "clean_assay_matrix": "clean",
-    "cross_validate": "crossval",
-    "descriptor_names": "descriptors",
-    "early_fusion": "fusion",
-    "featurize_molecules": "graph",
-    "kmeans_folds": "splits",
-    "late_fusion": "fusion",
-    "load_config": "experiment",
-    "make_folds": "splits",
-    "masked_bce_loss": "networks",
-    "morgan_fingerprints": "chem",
-    "morgan_frame": "chem",
-    "murcko_scaffolds": "chem",
-    "noam_learning_rate": "model",
-    "pains_matches": "chem",
-    "parse_smiles": "chem",
-    "random_folds": "splits",
-    "random_partition": "splits",
-    "rdkit_descriptors": "descriptors",
-    "read_assay_matrix": "matrix",
-    "retrospective_union": "fusion",
-    "run_experiment": "experiment",
-    "scaffold_folds": "splits",
-    "scaffold_partition": "splits",
-    "search_hyperparameters": "model",
-    "summary_table": "metrics",
-}
+from cellframe._lazy import attach
 
-__all__ = sorted(_NAMES)
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "align_profiles": "features",
+        "AlignedFeatures": "features",
+        "assay_fold_metrics": "metrics",
+        "assay_matrix_from_long": "matrix",
+        "assay_matrix_from_wide": "matrix",
+        "assay_metrics": "metrics",
+        "AssayMatrix": "matrix",
+        "clean_assay_matrix": "clean",
+        "CleaningResult": "clean",
+        "cross_validate": "crossval",
+        "CrossValidationResult": "crossval",
+        "descriptor_names": "descriptors",
+        "DescriptorNormalizer": "descriptors",
+        "DMPNNEncoder": "networks",
+        "early_fusion": "fusion",
+        "ExperimentConfig": "experiment",
+        "featurize_molecules": "graph",
+        "FOLD_METHODS": "splits",
+        "GraphSet": "graph",
+        "kmeans_folds": "splits",
+        "late_fusion": "fusion",
+        "load_config": "experiment",
+        "make_folds": "splits",
+        "masked_bce_loss": "networks",
+        "morgan_fingerprints": "chem",
+        "morgan_frame": "chem",
+        "MultitaskClassifier": "model",
+        "MultitaskNetwork": "networks",
+        "murcko_scaffolds": "chem",
+        "noam_learning_rate": "model",
+        "pains_matches": "chem",
+        "parse_smiles": "chem",
+        "random_folds": "splits",
+        "random_partition": "splits",
+        "RandomForestBaseline": "model",
+        "rdkit_descriptors": "descriptors",
+        "read_assay_matrix": "matrix",
+        "retrospective_union": "fusion",
+        "run_experiment": "experiment",
+        "scaffold_folds": "splits",
+        "scaffold_partition": "splits",
+        "search_hyperparameters": "model",
+        "summary_table": "metrics",
+    },
+)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"cellframe.activity.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cellframe.activity' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.activity.chem import (
+        morgan_fingerprints,
+        morgan_frame,
+        murcko_scaffolds,
+        pains_matches,
+        parse_smiles,
+    )
+    from cellframe.activity.clean import CleaningResult, clean_assay_matrix
+    from cellframe.activity.crossval import CrossValidationResult, cross_validate
+    from cellframe.activity.descriptors import (
+        DescriptorNormalizer,
+        descriptor_names,
+        rdkit_descriptors,
+    )
+    from cellframe.activity.experiment import ExperimentConfig, load_config, run_experiment
+    from cellframe.activity.features import AlignedFeatures, align_profiles
+    from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union
+    from cellframe.activity.graph import GraphSet, featurize_molecules
+    from cellframe.activity.matrix import (
+        AssayMatrix,
+        assay_matrix_from_long,
+        assay_matrix_from_wide,
+        read_assay_matrix,
+    )
+    from cellframe.activity.metrics import assay_fold_metrics, assay_metrics, summary_table
+    from cellframe.activity.model import (
+        MultitaskClassifier,
+        RandomForestBaseline,
+        noam_learning_rate,
+        search_hyperparameters,
+    )
+    from cellframe.activity.networks import DMPNNEncoder, MultitaskNetwork, masked_bce_loss
+    from cellframe.activity.splits import (
+        FOLD_METHODS,
+        kmeans_folds,
+        make_folds,
+        random_folds,
+        random_partition,
+        scaffold_folds,
+        scaffold_partition,
+    )

@@ -4,70 +4,46 @@ DOMAIN.md §5 (the DeepProfiler workflow). Importing this package is cheap;
 PyTorch and timm load when a name that needs them is first used.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
+
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_LAZY_NAMES: dict[str, str] = {
-    "Augmentation": "cellframe.embed.augment",
-    "BOX_SIZE": "cellframe.embed.crops",
-    "CellEmbedder": "cellframe.embed.embedders",
-    "ChannelEmbedder": "cellframe.embed.embedders",
-    "EmbedTiming": "cellframe.embed.extract",
-    "FEATURE_LAYER": "cellframe.embed.embedders",
-    "SiteCropDataset": "cellframe.embed.dataset",
-    "TrainConfig": "cellframe.embed.train",
-    "TrainResult": "cellframe.embed.train",
-    "WeightsMismatchError": "cellframe.embed.weights",
-    "augment_batch": "cellframe.embed.augment",
-    "balanced_indices": "cellframe.embed.train",
-    "collect_crops": "cellframe.embed.train",
-    "create_backbone": "cellframe.embed.weights",
-    "crop_boxes": "cellframe.embed.crops",
-    "crop_loader": "cellframe.embed.dataset",
-    "crop_objects": "cellframe.embed.crops",
-    "deepprofiler_feature_names": "cellframe.embed.deepprofiler",
-    "to_deepprofiler_names": "cellframe.embed.deepprofiler",
-    "embed_objects": "cellframe.embed.extract",
-    "lite0_package_state_dict": "cellframe.embed.weights",
-    "load_checkpoint": "cellframe.embed.embedders",
-    "split_leave_cells_out": "cellframe.embed.train",
-    "split_leave_plates_out": "cellframe.embed.train",
-    "tap_layer": "cellframe.embed.embedders",
-    "train_embedder": "cellframe.embed.train",
-    "write_embeddings": "cellframe.embed.extract",
-}
+from cellframe._lazy import attach
 
-__all__ = [
-    "BOX_SIZE",
-    "FEATURE_LAYER",
-    "Augmentation",
-    "CellEmbedder",
-    "ChannelEmbedder",
-    "EmbedTiming",
-    "SiteCropDataset",
-    "TrainConfig",
-    "TrainResult",
-    "WeightsMismatchError",
-    "augment_batch",
-    "balanced_indices",
-    "collect_crops",
-    "create_backbone",
-    "crop_boxes",
-    "crop_loader",
-    "crop_objects",
-    "deepprofiler_feature_names",
-    "embed_objects",
-    "lite0_package_state_dict",
-    "load_checkpoint",
-    "split_leave_cells_out",
-    "split_leave_plates_out",
-    "tap_layer",
-    "to_deepprofiler_names",
-    "train_embedder",
-    "write_embeddings",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "augment_batch": "augment",
+        "Augmentation": "augment",
+        "balanced_indices": "train",
+        "BOX_SIZE": "crops",
+        "CellEmbedder": "embedders",
+        "ChannelEmbedder": "embedders",
+        "collect_crops": "train",
+        "create_backbone": "weights",
+        "crop_boxes": "crops",
+        "crop_loader": "dataset",
+        "crop_objects": "crops",
+        "deepprofiler_feature_names": "deepprofiler",
+        "embed_objects": "extract",
+        "EmbedTiming": "extract",
+        "FEATURE_LAYER": "embedders",
+        "lite0_package_state_dict": "weights",
+        "load_checkpoint": "embedders",
+        "SiteCropDataset": "dataset",
+        "split_leave_cells_out": "train",
+        "split_leave_plates_out": "train",
+        "tap_layer": "embedders",
+        "to_deepprofiler_names": "deepprofiler",
+        "train_embedder": "train",
+        "TrainConfig": "train",
+        "TrainResult": "train",
+        "WeightsMismatchError": "weights",
+        "write_embeddings": "extract",
+    },
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.embed.augment import Augmentation, augment_batch
@@ -96,15 +72,3 @@ if TYPE_CHECKING:  # pragma: no cover
         create_backbone,
         lite0_package_state_dict,
     )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_NAMES:
-        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cellframe.embed' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__

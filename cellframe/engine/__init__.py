@@ -8,7 +8,25 @@ plates as Ray tasks, each writing its plate as one Parquet partition
 driver.
 """
 
-from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
-from cellframe.engine.run import map_plates, reduce_plates
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
 
-__all__ = ["ENGINES", "EngineUnavailableError", "MapReport", "map_plates", "reduce_plates"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cellframe._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "ENGINES": "base",
+        "EngineUnavailableError": "base",
+        "map_plates": "run",
+        "MapReport": "base",
+        "reduce_plates": "run",
+    },
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
+    from cellframe.engine.run import map_plates, reduce_plates

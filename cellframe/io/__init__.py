@@ -5,35 +5,45 @@ cytominer-database), CytoTable / pycytominer Parquet or CSV, DeepProfiler
 ``.npz``, IN Carta CSV; platemaps (CSV/TSV). See ``docs/io.md``.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
+
 from __future__ import annotations
 
-from cellframe.io._base import Reader
-from cellframe.io.cellprofiler_csv import CellProfilerCSV
-from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite
-from cellframe.io.deepprofiler import DeepProfilerNPZ
-from cellframe.io.incarta import InCartaCSV
-from cellframe.io.ingest import (
-    FORMATS,
-    IngestReport,
-    IngestWarning,
-    detect_format,
-    ingest,
-)
-from cellframe.io.platemap import annotate, read_platemap
-from cellframe.io.profiles import ProfilesFile
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "FORMATS",
-    "CellProfilerCSV",
-    "CellProfilerSQLite",
-    "DeepProfilerNPZ",
-    "InCartaCSV",
-    "IngestReport",
-    "IngestWarning",
-    "ProfilesFile",
-    "Reader",
-    "annotate",
-    "detect_format",
-    "ingest",
-    "read_platemap",
-]
+from cellframe._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "annotate": "platemap",
+        "CellProfilerCSV": "cellprofiler_csv",
+        "CellProfilerSQLite": "cellprofiler_sqlite",
+        "DeepProfilerNPZ": "deepprofiler",
+        "detect_format": "ingest",
+        "FORMATS": "ingest",
+        "InCartaCSV": "incarta",
+        "ingest": "ingest",
+        "IngestReport": "ingest",
+        "IngestWarning": "ingest",
+        "ProfilesFile": "profiles",
+        "read_platemap": "platemap",
+        "Reader": "_base",
+    },
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.io._base import Reader
+    from cellframe.io.cellprofiler_csv import CellProfilerCSV
+    from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite
+    from cellframe.io.deepprofiler import DeepProfilerNPZ
+    from cellframe.io.incarta import InCartaCSV
+    from cellframe.io.ingest import (
+        FORMATS,
+        IngestReport,
+        IngestWarning,
+        detect_format,
+        ingest,
+    )
+    from cellframe.io.platemap import annotate, read_platemap
+    from cellframe.io.profiles import ProfilesFile

@@ -5,60 +5,78 @@ fitted objects :class:`Normalizer` and :class:`Spherizer`, and store-level
 steps (:mod:`cellframe.profiles.pipeline`).
 """
 
-from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
-from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
-from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
-from cellframe.profiles.qc import PCAResult, flag_outlier_wells, image_qc, pca_profiles, robust_z
-from cellframe.profiles.select import (
-    OPERATIONS,
-    FeatureSelection,
-    blocklist,
-    correlation_threshold,
-    default_blocklist,
-    drop_na_columns,
-    drop_outliers,
-    feature_select,
-    frequency_threshold,
-    select_features,
-    variance_threshold,
-)
-from cellframe.profiles.sphere import SPHERE_METHODS, Spherizer, lambda_sweep, sphere
-from cellframe.profiles.strength import StrengthResult, strong_treatments, treatment_strength
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
 
-__all__ = [
-    "AGGREGATIONS",
-    "NORMALIZATIONS",
-    "OPERATIONS",
-    "SPHERE_METHODS",
-    "STEPS",
-    "FeatureSelection",
-    "NoControlsError",
-    "Normalizer",
-    "PCAResult",
-    "Spherizer",
-    "StepReport",
-    "StrengthResult",
-    "aggregate",
-    "aggregate_by",
-    "aggregate_table",
-    "blocklist",
-    "correlation_threshold",
-    "default_blocklist",
-    "drop_na_columns",
-    "drop_outliers",
-    "feature_select",
-    "flag_outlier_wells",
-    "frequency_threshold",
-    "image_qc",
-    "lambda_sweep",
-    "load_config",
-    "normalize",
-    "pca_profiles",
-    "robust_z",
-    "run_pipeline",
-    "select_features",
-    "sphere",
-    "strong_treatments",
-    "treatment_strength",
-    "variance_threshold",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cellframe._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "aggregate": "aggregate",
+        "aggregate_by": "aggregate",
+        "aggregate_table": "aggregate",
+        "AGGREGATIONS": "aggregate",
+        "blocklist": "select",
+        "correlation_threshold": "select",
+        "default_blocklist": "select",
+        "drop_na_columns": "select",
+        "drop_outliers": "select",
+        "feature_select": "select",
+        "FeatureSelection": "select",
+        "flag_outlier_wells": "qc",
+        "frequency_threshold": "select",
+        "image_qc": "qc",
+        "lambda_sweep": "sphere",
+        "load_config": "pipeline",
+        "NoControlsError": "normalize",
+        "NORMALIZATIONS": "normalize",
+        "normalize": "normalize",
+        "Normalizer": "normalize",
+        "OPERATIONS": "select",
+        "pca_profiles": "qc",
+        "PCAResult": "qc",
+        "robust_z": "qc",
+        "run_pipeline": "pipeline",
+        "select_features": "select",
+        "sphere": "sphere",
+        "SPHERE_METHODS": "sphere",
+        "Spherizer": "sphere",
+        "StepReport": "pipeline",
+        "STEPS": "pipeline",
+        "StrengthResult": "strength",
+        "strong_treatments": "strength",
+        "treatment_strength": "strength",
+        "variance_threshold": "select",
+    },
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
+    from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
+    from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
+    from cellframe.profiles.qc import (
+        PCAResult,
+        flag_outlier_wells,
+        image_qc,
+        pca_profiles,
+        robust_z,
+    )
+    from cellframe.profiles.select import (
+        OPERATIONS,
+        FeatureSelection,
+        blocklist,
+        correlation_threshold,
+        default_blocklist,
+        drop_na_columns,
+        drop_outliers,
+        feature_select,
+        frequency_threshold,
+        select_features,
+        variance_threshold,
+    )
+    from cellframe.profiles.sphere import SPHERE_METHODS, Spherizer, lambda_sweep, sphere
+    from cellframe.profiles.strength import StrengthResult, strong_treatments, treatment_strength

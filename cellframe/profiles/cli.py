@@ -2,11 +2,149 @@
 
 Only argparse is imported at module level; each handler imports its work.
 Every command reads one store table and writes another (with provenance).
+Without ``--input``/``--output`` the commands chain: each reads the table the
+previous one writes by default (:data:`CHAIN`), the names a ``pipeline.toml``
+gives too (each step appends its suffix). Method and operation names are
+checked against the registries (``NORMALIZATIONS``, ``OPERATIONS``, ...) when
+an option is parsed, so ``--help`` imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: Default input table of each chained command: ingest writes ``cells``; each
+#: later step reads what the step before it writes by default (its input's
+#: name plus the step's suffix, as in a ``pipeline.toml``).
+CHAIN: dict[str, str] = {
+    "aggregate": "cells",  # writes wells (image_profiles, treatments by --level)
+    "normalize": "wells",  # writes wells_normalized
+    "select": "wells_normalized",  # writes wells_normalized_selected
+    "sphere": "wells_normalized_selected",  # writes wells_normalized_selected_sphered
+}
+
+#: Table ``cellframe evaluate`` reads by default: the end of the chain.
+CHAIN_END = "wells_normalized_selected_sphered"
+
+#: Registry (module, attribute) holding the allowed values of a config key or option, per step.
+REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
+    ("aggregate", "method"): ("cellframe.profiles.aggregate", "AGGREGATIONS"),
+    ("normalize", "method"): ("cellframe.profiles.normalize", "NORMALIZATIONS"),
+    ("select", "operations"): ("cellframe.profiles.select", "OPERATIONS"),
+    ("sphere", "method"): ("cellframe.profiles.sphere", "SPHERE_METHODS"),
+}
+
+
+def allowed_values(step: str, key: str) -> list[str]:
+    """The values a step's option may take, read from the step's registry.
+
+    Parameters
+    ----------
+    step : str
+        Step name (``"normalize"``, ``"select"``, ...).
+    key : str
+        Config key / option name (``"method"``, ``"operations"``).
+
+    Returns
+    -------
+    list of str
+        The registry's names, in registry order.
+
+    Examples
+    --------
+    >>> allowed_values("normalize", "method")
+    ['standardize', 'robustize', 'mad_robustize']
+    """
+    module, attribute = REGISTRIES[(step, key)]
+    return list(getattr(importlib.import_module(module), attribute))
+
+
+def _check_value(step: str, key: str, value: str, where: str) -> str:
+    from cellframe.errors import InvalidChoiceError
+
+    allowed = allowed_values(step, key)
+    if value not in allowed:
+        raise InvalidChoiceError(
+            f"{where}: {key} = {value!r} is not a {step} {key}; "
+            f"allowed values: {', '.join(allowed)}"
+        )
+    return value
+
+
+def _choice(step: str, key: str) -> Callable[[str], str]:
+    """An argparse ``type`` checking a value against the registry when it is parsed."""
+
+    def parse(text: str) -> str:
+        from cellframe.errors import InvalidChoiceError
+
+        try:
+            return _check_value(step, key, text, f"cellframe {step}")
+        except InvalidChoiceError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"cellframe {step}: ")) from None
+
+    parse.__name__ = key  # argparse names the type in some messages
+    return parse
+
+
+def _operations(text: str) -> list[str]:
+    check = _choice("select", "operations")
+    return [check(name) for name in _csv(text)]
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text} is negative; give a value >= 0")
+    return value
+
+
+def validate_config(config: Mapping[str, Any], path: str) -> None:
+    """Check a pipeline config's step names, methods, operations and lambdas against the registries.
+
+    Parameters
+    ----------
+    config : Mapping[str, Any]
+        A parsed ``pipeline.toml`` (:func:`cellframe.profiles.pipeline.load_config`).
+    path : str
+        The file, named in messages.
+
+    Raises
+    ------
+    cellframe.errors.InvalidChoiceError
+        A ``run``, ``method``, ``operations`` or ``engine`` value outside its
+        registry, or a negative ``lam``; the message names the file, the step,
+        the key and the allowed values.
+    """
+    from cellframe.engine.base import ENGINES
+    from cellframe.errors import InvalidChoiceError
+    from cellframe.profiles.pipeline import STEPS
+
+    if "engine" in config and config["engine"] not in ENGINES:
+        raise InvalidChoiceError(
+            f"{path}: engine = {config['engine']!r}; allowed values: {', '.join(ENGINES)}"
+        )
+    for i, step in enumerate(config.get("step", [])):
+        name = step.get("run")
+        where = f"{path}, step {i + 1}"
+        if name not in STEPS:
+            raise InvalidChoiceError(
+                f"{where}: run = {name!r}; valid: {', '.join(STEPS)} (the step to run)"
+            )
+        where = f"{where} ({name})"
+        for key, value in step.items():
+            if (name, key) not in REGISTRIES:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                _check_value(name, key, item, where)
+        lam = step.get("lam")
+        if lam is not None and not (isinstance(lam, int | float) and lam >= 0):
+            raise InvalidChoiceError(f"{where}: lam = {lam!r}; give a number >= 0")
 
 
 def _csv(text: str) -> list[str]:
@@ -29,7 +167,7 @@ def _io(p: argparse.ArgumentParser, default_in: str, default_out: str | None) ->
 def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=("local", "ray"),  # engine.base.ENGINES; tests/test_cli.py checks they agree
         default="local",
         help="local (default) or ray: map the step over plates on a Ray cluster",
     )
@@ -53,7 +191,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="aggregate cells to images, wells or treatments, plate by plate",
     )
-    _io(p, "cells", None)
+    _io(p, CHAIN["aggregate"], None)
     p.add_argument("--level", choices=("image", "well", "treatment"), default="well")
     p.add_argument(
         "--path",
@@ -65,7 +203,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument(
         "--strata", type=_csv, help="comma-separated grouping columns (default: the level's keys)"
     )
-    p.add_argument("--method", choices=("median", "mean"), help="direct path's method")
+    p.add_argument(
+        "--method",
+        type=_choice("aggregate", "method"),
+        help="direct path's method: a name of profiles.AGGREGATIONS (median, mean)",
+    )
     p.add_argument(
         "--chunk-rows",
         type=int,
@@ -88,9 +230,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="normalize profiles against negative controls, per plate",
     )
-    _io(p, "wells", None)
+    _io(p, CHAIN["normalize"], None)
     p.add_argument(
-        "--method", choices=("standardize", "robustize", "mad_robustize"), default="standardize"
+        "--method",
+        type=_choice("normalize", "method"),
+        default="standardize",
+        help="a name of profiles.NORMALIZATIONS (standardize, robustize, mad_robustize; "
+        "default: %(default)s)",
     )
     p.add_argument(
         "--by", type=_csv, help="grouping columns (default: Metadata_Plate; '' for none)"
@@ -113,13 +259,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "select", parents=[common], help="feature selection (pycytominer operations, in order)"
     )
-    _io(p, "wells_normalized", None)
+    _io(p, CHAIN["select"], None)
     p.add_argument(
         "--operations",
-        type=_csv,
+        type=_operations,
         default=["variance_threshold"],
         help="comma-separated: variance_threshold, frequency_threshold, correlation_threshold, "
-        "drop_na_columns, blocklist, drop_outliers (default: variance_threshold)",
+        "drop_na_columns, blocklist, drop_outliers: names of profiles.OPERATIONS "
+        "(default: variance_threshold)",
     )
     p.add_argument("--samples", default="all", help="rows to compute on: SQL condition or 'all'")
     p.add_argument("--min-variance", type=float, default=1e-6)
@@ -135,14 +282,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "sphere", parents=[common], help="sphere (whiten) profiles on negative controls"
     )
-    _io(p, "wells_selected", None)
+    _io(p, CHAIN["sphere"], None)
     p.add_argument(
         "--method",
-        choices=("regularized", "ZCA", "ZCA-cor", "PCA", "PCA-cor"),
+        type=_choice("sphere", "method"),
         default="regularized",
+        help="a name of profiles.SPHERE_METHODS (regularized, ZCA, ZCA-cor, PCA, PCA-cor; "
+        "default: %(default)s)",
     )
     p.add_argument(
-        "--lam", type=float, default=1e-2, help="regularization lambda (default: %(default)s)"
+        "--lam",
+        type=_non_negative,
+        default=1e-2,
+        help="regularization lambda (default: %(default)s)",
     )
     p.add_argument("--epsilon", type=float, default=1e-6, help="pycytominer-mode epsilon")
     p.add_argument("--controls", default="negcon")
@@ -233,6 +385,7 @@ def _profile(args: argparse.Namespace) -> int:
     from cellframe.profiles.pipeline import load_config, run_pipeline
 
     config = load_config(args.config)
+    validate_config(config, args.config)
     with _open(args) as store:
         reports = run_pipeline(store, config, progress=not args.quiet)
     if not args.quiet:

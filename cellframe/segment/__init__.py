@@ -5,65 +5,86 @@ Names are imported lazily, so ``import cellframe.segment`` does not load torch
 until a model is used.
 """
 
+# ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
+
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_NAMES: dict[str, str] = {
-    "DEFAULT_TTA": "augment",
-    "DIHEDRAL": "augment",
-    "DSB_THRESHOLDS": "metrics",
-    "AssistResult": "contour",
-    "CheckpointError": "unet",
-    "MaskRCNNSegmenter": "maskrcnn",
-    "OBJECTS_SCHEMA": "objects",
-    "RoughROI": "contour",
-    "SiteSpec": "pipeline",
-    "TrainHistory": "train",
-    "UNet": "unet",
-    "UNetConfig": "unet",
-    "advise": "advise",
-    "apply_transform": "augment",
-    "assist_contour": "contour",
-    "create_maskrcnn": "maskrcnn",
-    "create_unet": "unet",
-    "dsb_score": "metrics",
-    "iou_matrix": "metrics",
-    "jaccard": "metrics",
-    "labels_from_probabilities": "instances",
-    "load_unet": "unet",
-    "merge_instances": "tta",
-    "methods_table": "advise",
-    "objects_table": "objects",
-    "otsu_segment": "otsu",
-    "predict_proba": "predict",
-    "read_rois": "contour",
-    "resolve_device": "unet",
-    "rois_to_labels": "contour",
-    "save_unet": "unet",
-    "segment_sites": "pipeline",
-    "sites_from_paths": "pipeline",
-    "train_maskrcnn": "maskrcnn",
-    "train_unet": "train",
-    "tta_delta": "metrics",
-    "tta_instances": "tta",
-    "tta_predict_proba": "tta",
-    "undo_transform": "augment",
-    "unet_segment": "predict",
-    "write_objects": "pipeline",
-}
+from cellframe._lazy import attach
 
-__all__ = sorted(_NAMES)
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "advise": "advise",
+        "apply_transform": "augment",
+        "assist_contour": "contour",
+        "AssistResult": "contour",
+        "CheckpointError": "unet",
+        "create_maskrcnn": "maskrcnn",
+        "create_unet": "unet",
+        "DEFAULT_TTA": "augment",
+        "DIHEDRAL": "augment",
+        "dsb_score": "metrics",
+        "DSB_THRESHOLDS": "metrics",
+        "iou_matrix": "metrics",
+        "jaccard": "metrics",
+        "labels_from_probabilities": "instances",
+        "load_unet": "unet",
+        "MaskRCNNSegmenter": "maskrcnn",
+        "merge_instances": "tta",
+        "methods_table": "advise",
+        "OBJECTS_SCHEMA": "objects",
+        "objects_table": "objects",
+        "otsu_segment": "otsu",
+        "predict_proba": "predict",
+        "read_rois": "contour",
+        "resolve_device": "unet",
+        "rois_to_labels": "contour",
+        "RoughROI": "contour",
+        "save_unet": "unet",
+        "segment_sites": "pipeline",
+        "sites_from_paths": "pipeline",
+        "SiteSpec": "pipeline",
+        "train_maskrcnn": "maskrcnn",
+        "train_unet": "train",
+        "TrainHistory": "train",
+        "tta_delta": "metrics",
+        "tta_instances": "tta",
+        "tta_predict_proba": "tta",
+        "undo_transform": "augment",
+        "UNet": "unet",
+        "unet_segment": "predict",
+        "UNetConfig": "unet",
+        "write_objects": "pipeline",
+    },
+)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f"cellframe.segment.{_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cellframe.segment' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.segment.advise import advise, methods_table
+    from cellframe.segment.augment import DEFAULT_TTA, DIHEDRAL, apply_transform, undo_transform
+    from cellframe.segment.contour import (
+        AssistResult,
+        RoughROI,
+        assist_contour,
+        read_rois,
+        rois_to_labels,
+    )
+    from cellframe.segment.instances import labels_from_probabilities
+    from cellframe.segment.maskrcnn import MaskRCNNSegmenter, create_maskrcnn, train_maskrcnn
+    from cellframe.segment.metrics import DSB_THRESHOLDS, dsb_score, iou_matrix, jaccard, tta_delta
+    from cellframe.segment.objects import OBJECTS_SCHEMA, objects_table
+    from cellframe.segment.otsu import otsu_segment
+    from cellframe.segment.pipeline import SiteSpec, segment_sites, sites_from_paths, write_objects
+    from cellframe.segment.predict import predict_proba, unet_segment
+    from cellframe.segment.train import TrainHistory, train_unet
+    from cellframe.segment.tta import merge_instances, tta_instances, tta_predict_proba
+    from cellframe.segment.unet import (
+        CheckpointError,
+        UNet,
+        UNetConfig,
+        create_unet,
+        load_unet,
+        resolve_device,
+        save_unet,
+    )
