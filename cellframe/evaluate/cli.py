@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from cellframe.profiles.cli import CHAIN_END
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "held out of the fit and used as the null) from the pre-correction table."
         ),
     )
-    p.add_argument("table", help="profile table in the store (e.g. wells_normalized)")
+    p.add_argument(
+        "table",
+        nargs="?",
+        default=CHAIN_END,
+        help="profile table in the store (default: %(default)s, what 'cellframe sphere' writes)",
+    )
     p.add_argument("--mode", choices=("retrieval", "activity"), default="retrieval")
     p.add_argument(
         "--label", default="Metadata_MoA", help="retrieval label column (default: %(default)s)"
@@ -165,6 +176,26 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"wrote {prefix}_per_query ({per_query.height} rows) and {prefix}_summary "
             f"({summary.height} rows)"
         )
-        with pl.Config(tbl_cols=10, tbl_width_chars=140):
-            print(summary.head(10))
+        if args.mode == "activity":
+            _print_activity(summary, args.treatment, args.threshold)
+        else:
+            with pl.Config(tbl_cols=10, tbl_width_chars=140):
+                print(summary.head(10))
     return 0
+
+
+def _print_activity(summary: pl.DataFrame, treatment: str, threshold: float) -> None:
+    """Print every treatment's mAP, permutation p-value and BH q-value, most significant first."""
+    table = summary.sort(["corrected_p_value", "p_value"], nulls_last=True)
+    names = [str(v) for v in table[treatment]]
+    width = max([len(treatment), *map(len, names)])
+    print(f"{treatment:<{width}}  {'mAP':>8}  {'p_value':>10}  {'q_value':>10}  q < {threshold:g}")
+    for name, row in zip(names, table.iter_rows(named=True), strict=True):
+        cells = [
+            "NA" if row[c] is None else f"{row[c]:.4g}"
+            for c in ("mean_average_precision", "p_value", "corrected_p_value")
+        ]
+        mark = "yes" if row["below_corrected_p"] else "no"
+        print(f"{name:<{width}}  {cells[0]:>8}  {cells[1]:>10}  {cells[2]:>10}  {mark}")
+    hits = int(table["below_corrected_p"].fill_null(False).sum())
+    print(f"{hits} of {table.height} treatments active at q < {threshold:g} (q: BH-corrected p)")
