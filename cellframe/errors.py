@@ -90,3 +90,7 @@ class InvalidImageError(InvalidInputError):
 
 class InvalidChoiceError(InvalidInputError):
     """A config key or command-line option names a value outside its registry (message lists the allowed ones)."""
+
+
+class TableExistsError(InvalidInputError):
+    """A command would overwrite an existing store table or view without being told to (``--replace``)."""
