@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -83,3 +87,222 @@ def test_cli_errors_are_one_line(
     assert "--output" in capsys.readouterr().err
     assert main(["sql", "--store", str(db), "SELEC nonsense"]) == 2
     assert "query failed" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ sql: macros and --write
+def test_sql_defines_every_macro_file(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellframe.store_cli import macro_files
+
+    assert macro_files() == ["evaluate", "macros"]
+    # cf_top_k_similar is in evaluate.sql, cf_cosine in macros.sql.
+    query = (
+        "SELECT Metadata_Well, round(similarity, 6) AS s "
+        "FROM cf_top_k_similar('wells', 'Metadata_Well', 'A01', 1)"
+    )
+    assert main(["sql", "--store", str(db), query, "--format", "csv"]) == 0
+    # Features (1.5,) and (2.5,): cosine of two positive scalars is 1.
+    assert capsys.readouterr().out == "Metadata_Well,s\nB02,1.0\n"
+    assert main(["sql", "--store", str(db), "SELECT cf_cosine([3.0, 4.0], [4.0, 3.0]) AS c",
+                 "--format", "csv"]) == 0  # fmt: skip
+    assert capsys.readouterr().out == "c\n0.96\n"  # 24 / 25
+
+
+def test_sql_write_table_and_view_with_provenance(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["sql", "--store", str(db)]
+    assert main([*base, "SELECT Metadata_Well, f * 2 AS g FROM wells", "--write", "doubled"]) == 0
+    assert "wrote table doubled: 2 rows x 2 columns" in capsys.readouterr().out
+    assert main([*base, "SELECT sum(f) AS total FROM wells", "--write", "tot", "--as", "view"]) == 0
+    with Store(db, read_only=True) as s:
+        assert s.read("doubled").sort("g")["g"].to_list() == [3.0, 5.0]
+        assert s.read("tot")["total"].to_list() == [4.0]
+        prov = s.provenance("doubled")
+        assert prov["step"].to_list() == ["sql"]
+        assert json.loads(prov["parameters"][0]) == {
+            "as": "table",
+            "query": "SELECT Metadata_Well, f * 2 AS g FROM wells",
+        }
+        assert s.provenance("tot")["n_rows"].to_list() == [1]
+    # A view follows its source table; a table keeps the rows it was written with.
+    with Store(db) as s:
+        s.write("wells", pl.DataFrame({"Metadata_Plate": ["P1"], "Metadata_Well": ["C03"],
+                                       "f": [6.0]}), step="unit-test")  # fmt: skip
+        assert s.read("tot")["total"].to_list() == [10.0]
+        assert s.read("doubled").height == 2
+
+
+def test_sql_write_refuses_to_overwrite_and_leaves_the_store_unchanged(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["sql", "--store", str(db)]
+    before = db.read_bytes()
+    assert main([*base, "SELECT 1 AS a", "--write", "wells"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already has a table or view 'wells'" in err
+    assert "--replace" in err
+    assert main([*base, "SELECT 1 AS a", "--write", "cellframe_provenance", "--replace"]) == 2
+    assert "schema" in capsys.readouterr().err
+    assert main([*base, "SELEC 1", "--write", "new"]) == 2
+    assert "store is unchanged" in capsys.readouterr().err
+    # A view on a temporary macro would not read outside `cellframe sql`.
+    topk = "FROM cf_top_k_similar('wells', 'Metadata_Well', 'A01', 1)"
+    assert main([*base, topk, "--write", "v", "--as", "view"]) == 2
+    assert "cf_top_k_similar (sql/evaluate.sql)" in capsys.readouterr().err
+    assert db.read_bytes() == before
+    with Store(db, read_only=True) as s:
+        assert "new" not in s.table_names() and "v" not in s.table_names()
+    # With --replace the table is replaced and its provenance restarts.
+    assert main([*base, "SELECT 7 AS a", "--write", "wells", "--replace"]) == 0
+    with Store(db, read_only=True) as s:
+        assert s.read("wells")["a"].to_list() == [7]
+        assert s.provenance("wells")["step"].to_list() == ["sql"]
+    # A macro query stored as a table is fine (rows, not the query, are kept).
+    assert (
+        main([*base, "SELECT cf_cosine([1.0], [2.0]) AS c", "--write", "t", "--as", "table"]) == 0
+    )
+
+
+# ----------------------------------------------------- errors, warnings, Ctrl-C
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["normalize", "--method", "standardise"],
+         "'standardise' is not a normalize method; allowed values: standardize, robustize, "
+         "mad_robustize"),
+        (["select", "--operations", "variance_threshold,corr_threshold"],
+         "'corr_threshold' is not a select operations; allowed values: variance_threshold, "
+         "frequency_threshold, correlation_threshold, drop_na_columns, blocklist, drop_outliers"),
+        (["sphere", "--lam", "-0.5"], "argument --lam: -0.5 is negative; give a value >= 0"),
+        (["sphere", "--method", "zca"], "allowed values: regularized, ZCA, ZCA-cor, PCA, PCA-cor"),
+        (["aggregate", "--method", "max"], "allowed values: median, mean"),
+        (["evaluate", "--mode", "rank"], "invalid choice: 'rank'"),
+    ],
+)  # fmt: skip
+def test_bad_options_are_one_line_with_allowed_values(
+    argv: list[str], expected: str, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+    assert err.startswith(f"cellframe {argv[0]}: error:")
+
+
+def test_registry_choices_accept_every_registered_name(db: Path) -> None:
+    from cellframe.cli import build_parser
+    from cellframe.engine.base import ENGINES
+    from cellframe.profiles import AGGREGATIONS, NORMALIZATIONS, OPERATIONS, SPHERE_METHODS
+
+    parser = build_parser()
+    for step, registry in [("normalize", NORMALIZATIONS), ("sphere", SPHERE_METHODS),
+                           ("aggregate", AGGREGATIONS)]:  # fmt: skip
+        for name in registry:
+            assert parser.parse_args([step, "--method", name]).method == name
+    ops = ",".join(OPERATIONS)
+    assert parser.parse_args(["select", "--operations", ops]).operations == list(OPERATIONS)
+    assert parser.parse_args(["sphere", "--lam", "0"]).lam == 0.0  # zero is allowed
+    for engine in ENGINES:
+        assert parser.parse_args(["normalize", "--engine", engine]).engine == engine
+
+
+CONFIG_OK = 'input = "wells"\n[[step]]\nrun = "normalize"\nmethod = "mad_robustize"\n'
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ('run = "normalize"\nmethod = "zscore"',
+         "step 1 (normalize): method = 'zscore' is not a normalize method; allowed values: "
+         "standardize, robustize, mad_robustize"),
+        ('run = "select"\noperations = ["variance_threshold", "blocklst"]',
+         "step 1 (select): operations = 'blocklst' is not a select operations; allowed values: "
+         "variance_threshold"),
+        ('run = "sphere"\nlam = -1e-3', "step 1 (sphere): lam = -0.001; give a number >= 0"),
+        ('run = "whiten"', "step 1: run = 'whiten'; valid: aggregate, normalize"),
+    ],
+)  # fmt: skip
+def test_pipeline_config_is_validated_on_load(
+    step: str, expected: str, db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'input = "wells"\n[[step]]\n{step}\n')
+    before = db.read_bytes()
+    assert main(["profile", "--store", str(db), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{config}, {expected}" in err
+    assert db.read_bytes() == before
+
+
+def test_validate_config_passes_a_valid_config(tmp_path: Path) -> None:
+    import tomllib
+
+    from cellframe.profiles.cli import validate_config
+
+    config = tomllib.loads(
+        CONFIG_OK + '[[step]]\nrun = "select"\noperations = ["blocklist", "drop_outliers"]\n'
+        '[[step]]\nrun = "sphere"\nmethod = "ZCA-cor"\nlam = 0\n'
+    )
+    validate_config(config, "p.toml")  # raises nothing
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+
+
+def test_warnings_print_category_and_message_without_source_paths() -> None:
+    code = """
+import warnings
+from cellframe import cli, store_cli
+from cellframe.errors import NaNExcludedWarning
+
+def fake(args):
+    warnings.warn("3 NaN values left out\\nof the ranking", NaNExcludedWarning, stacklevel=1)
+    return 0
+
+store_cli._tables = fake
+code = cli.main(["tables"])
+assert warnings.formatwarning is not cli.format_warning  # restored after the command
+raise SystemExit(code)
+"""
+    proc = _run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "warning: NaNExcludedWarning: 3 NaN values left out; of the ranking\n"
+
+
+def test_ctrl_c_exits_130_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cellframe import store_cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_cli, "_tables", interrupted)
+    assert main(["tables", "--store", str(db)]) == 130
+    err = capsys.readouterr().err
+    assert err == "cellframe: interrupted; stored tables keep their previous state\n"
+
+
+def test_cellframe_error_from_a_command_is_one_line_in_a_subprocess(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cellframe.cli",
+            "normalize",
+            "--store",
+            str(tmp_path / "no.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cellframe: error: no store at") and proc.stderr.count("\n") == 1
