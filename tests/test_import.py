@@ -125,9 +125,9 @@ def test_function_named_like_its_module_survives_the_module_import() -> None:
     # Importing cellframe.io.ingest (the module) sets the package attribute;
     # the lazy package keeps the function there, as the eager __init__ did.
     import cellframe.io
-    import cellframe.io.ingest  # noqa: F401
+    import cellframe.io.ingest
     import cellframe.profiles
-    import cellframe.profiles.aggregate  # noqa: F401
+    import cellframe.profiles.aggregate
 
     assert callable(cellframe.io.ingest) and cellframe.io.ingest.__name__ == "ingest"
     assert callable(cellframe.profiles.aggregate)
