@@ -115,10 +115,15 @@ def _ingest(args: argparse.Namespace) -> int:
     many = len(args.source) > 1 or args.engine == "ray"
     if args.dry_run:
         return _dry_run(args)
+    from cellframe.errors import InvalidInputError
+
     if many and (args.plate or args.well):
-        raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE (local engine)")
+        raise InvalidInputError(
+            "cellframe ingest: --plate/--well apply to a single SOURCE (local engine); "
+            "ingest the sources one at a time to name their plates"
+        )
     if many and args.layout == "table":
-        raise SystemExit(
+        raise InvalidInputError(
             "cellframe ingest: several SOURCEs (or --engine ray) are written as per-plate "
             "Parquet partitions; --layout table needs one SOURCE at a time"
         )
@@ -175,7 +180,12 @@ def _dry_run(args: argparse.Namespace) -> int:
     from cellframe.io.ingest import IngestWarning, ingest
 
     if len(args.source) > 1 and (args.plate or args.well):
-        raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE")
+        from cellframe.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "cellframe ingest: --plate/--well apply to a single SOURCE; "
+            "ingest the sources one at a time to name their plates"
+        )
     for source in args.source:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IngestWarning)
