@@ -21,7 +21,7 @@ import importlib
 import importlib.util
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 #: Modules that add subcommands, in the order their commands are listed.
@@ -54,6 +54,49 @@ class _Version(argparse.Action):
         from cellframe import __version__
 
         parser.exit(0, f"cellframe {__version__}\n")
+
+
+def registry_choice(
+    module: str, attribute: str, *, what: str, extra: Sequence[str] = ()
+) -> Callable[[str], str]:
+    """An argparse ``type`` that checks a value against a registry when the option is parsed.
+
+    The registry's module is imported only then, so ``--help`` does not pay for it.
+
+    Parameters
+    ----------
+    module : str
+        Module holding the registry (``"cellframe.io.ingest"``).
+    attribute : str
+        The registry: a mapping or sequence of names (``"FORMATS"``).
+    what : str
+        What a value is, for the message (``"source format"``).
+    extra : Sequence[str]
+        Values allowed besides the registry's names (``("auto",)``).
+
+    Returns
+    -------
+    Callable[[str], str]
+        Returns the value, or raises ``argparse.ArgumentTypeError`` naming the
+        allowed values (one line at the command line, exit status 2).
+
+    Examples
+    --------
+    >>> check = registry_choice("cellframe.engine.base", "ENGINES", what="engine")
+    >>> check("ray")
+    'ray'
+    """
+
+    def parse(text: str) -> str:
+        allowed = [*extra, *getattr(importlib.import_module(module), attribute)]
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {what}; allowed values: {', '.join(allowed)}"
+            )
+        return text
+
+    parse.__name__ = what
+    return parse
 
 
 def _one_line(message: object) -> str:

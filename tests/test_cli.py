@@ -168,15 +168,21 @@ def test_sql_write_refuses_to_overwrite_and_leaves_the_store_unchanged(
     ("argv", "expected"),
     [
         (["normalize", "--method", "standardise"],
-         "'standardise' is not a normalize method; allowed values: standardize, robustize, "
+         "method = 'standardise' is unknown; allowed values: standardize, robustize, "
          "mad_robustize"),
         (["select", "--operations", "variance_threshold,corr_threshold"],
-         "'corr_threshold' is not a select operations; allowed values: variance_threshold, "
+         "operations = 'corr_threshold' is unknown; allowed values: variance_threshold, "
          "frequency_threshold, correlation_threshold, drop_na_columns, blocklist, drop_outliers"),
         (["sphere", "--lam", "-0.5"], "argument --lam: -0.5 is negative; give a value >= 0"),
         (["sphere", "--method", "zca"], "allowed values: regularized, ZCA, ZCA-cor, PCA, PCA-cor"),
         (["aggregate", "--method", "max"], "allowed values: median, mean"),
         (["evaluate", "--mode", "rank"], "invalid choice: 'rank'"),
+        (["aggregate", "--level", "plate"],
+         "argument --level: level = 'plate' is unknown; allowed values: image, well, treatment"),
+        (["ingest", "x.csv", "--format", "cp_csv"],
+         "argument --format: 'cp_csv' is not a source format; allowed values: auto, "
+         "cellprofiler_csv, cellprofiler_sqlite"),
+        (["normalize", "--engine", "dask"], "argument --engine: invalid choice: 'dask'"),
     ],
 )  # fmt: skip
 def test_bad_options_are_one_line_with_allowed_values(
@@ -203,6 +209,13 @@ def test_registry_choices_accept_every_registered_name(db: Path) -> None:
     assert parser.parse_args(["sphere", "--lam", "0"]).lam == 0.0  # zero is allowed
     for engine in ENGINES:
         assert parser.parse_args(["normalize", "--engine", engine]).engine == engine
+    from cellframe.io import FORMATS
+    from cellframe.profiles.aggregate import LEVELS
+
+    for level in LEVELS:
+        assert parser.parse_args(["aggregate", "--level", level]).level == level
+    for fmt in ["auto", *FORMATS]:
+        assert parser.parse_args(["ingest", "x", "--format", fmt]).format == fmt
 
 
 CONFIG_OK = 'input = "wells"\n[[step]]\nrun = "normalize"\nmethod = "mad_robustize"\n'
@@ -212,10 +225,10 @@ CONFIG_OK = 'input = "wells"\n[[step]]\nrun = "normalize"\nmethod = "mad_robusti
     ("step", "expected"),
     [
         ('run = "normalize"\nmethod = "zscore"',
-         "step 1 (normalize): method = 'zscore' is not a normalize method; allowed values: "
+         "step 1 (normalize): method = 'zscore' is unknown; allowed values: "
          "standardize, robustize, mad_robustize"),
         ('run = "select"\noperations = ["variance_threshold", "blocklst"]',
-         "step 1 (select): operations = 'blocklst' is not a select operations; allowed values: "
+         "step 1 (select): operations = 'blocklst' is unknown; allowed values: "
          "variance_threshold"),
         ('run = "sphere"\nlam = -1e-3', "step 1 (sphere): lam = -0.001; give a number >= 0"),
         ('run = "whiten"', "step 1: run = 'whiten'; valid: aggregate, normalize"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cellframe.engine.base import ENGINES
+
 DEFAULT_CHANNELS = "DNA,ER,RNA,AGP,Mito"
 
 
@@ -72,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=ENGINES,
         default="local",
         help="ray: one model per Ray actor (per GPU when there are GPUs), plate by plate",
     )

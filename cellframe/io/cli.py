@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-_FORMATS = (
-    "auto",
-    "cellprofiler_csv",
-    "cellprofiler_sqlite",
-    "cytominer_sqlite",
-    "profiles",
-    "parquet",
-    "csv",
-    "deepprofiler",
-    "incarta",
-)
+from cellframe.cli import registry_choice
+from cellframe.engine.base import ENGINES
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -47,7 +38,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="perturbation table joined to the platemap on a shared column (e.g. broad_sample)",
     )
     p.add_argument(
-        "--format", choices=_FORMATS, default="auto", help="source format (default: auto)"
+        "--format",
+        type=registry_choice(
+            "cellframe.io.ingest", "FORMATS", what="source format", extra=["auto"]
+        ),
+        default="auto",
+        help="source format: auto or a name of io.FORMATS (cellprofiler_csv, "
+        "cellprofiler_sqlite, cytominer_sqlite, profiles, parquet, csv, deepprofiler, incarta; "
+        "default: auto)",
     )
     p.add_argument(
         "--case-duplicates",
@@ -89,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument(
         "--engine",
-        choices=("local", "ray"),
+        choices=ENGINES,
         default="local",
         help="local (default) or ray: one Ray task per SOURCE, each staging its plates' rows; "
         "the driver then commits each plate",

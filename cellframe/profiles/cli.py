@@ -16,6 +16,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cellframe.engine.base import ENGINES
+
 #: Default input table of each chained command: ingest writes ``cells``; each
 #: later step reads what the step before it writes by default (its input's
 #: name plus the step's suffix, as in a ``pipeline.toml``).
@@ -32,6 +34,7 @@ CHAIN_END = "wells_normalized_selected_sphered"
 #: Registry (module, attribute) holding the allowed values of a config key or option, per step.
 REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
     ("aggregate", "method"): ("cellframe.profiles.aggregate", "AGGREGATIONS"),
+    ("aggregate", "level"): ("cellframe.profiles.aggregate", "LEVELS"),
     ("normalize", "method"): ("cellframe.profiles.normalize", "NORMALIZATIONS"),
     ("select", "operations"): ("cellframe.profiles.select", "OPERATIONS"),
     ("sphere", "method"): ("cellframe.profiles.sphere", "SPHERE_METHODS"),
@@ -68,7 +71,7 @@ def _check_value(step: str, key: str, value: str, where: str) -> str:
     allowed = allowed_values(step, key)
     if value not in allowed:
         raise InvalidChoiceError(
-            f"{where}: {key} = {value!r} is not a {step} {key}; "
+            f"{where}: {key} = {value!r} is unknown; "
             f"allowed values: {', '.join(allowed)}"
         )
     return value
@@ -167,7 +170,7 @@ def _io(p: argparse.ArgumentParser, default_in: str, default_out: str | None) ->
 def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
-        choices=("local", "ray"),  # engine.base.ENGINES; tests/test_cli.py checks they agree
+        choices=ENGINES,
         default="local",
         help="local (default) or ray: map the step over plates on a Ray cluster",
     )
@@ -192,7 +195,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="aggregate cells to images, wells or treatments, plate by plate",
     )
     _io(p, CHAIN["aggregate"], None)
-    p.add_argument("--level", choices=("image", "well", "treatment"), default="well")
+    p.add_argument(
+        "--level",
+        type=_choice("aggregate", "level"),
+        default="well",
+        help="a name of profiles.aggregate.LEVELS (image, well, treatment; default: %(default)s)",
+    )
     p.add_argument(
         "--path",
         choices=("direct", "thesis"),
