@@ -99,6 +99,23 @@ def registry_choice(
     return parse
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (counts, sizes), else a one-line error.
+
+    Examples
+    --------
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is below 1; give a whole number >= 1")
+    return value
+
+
 def _one_line(message: object) -> str:
     return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from cellframe.cli import positive_int
+
 if TYPE_CHECKING:
     from cellframe.store import Store
 
@@ -26,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=_tables)
 
     p = subparsers.add_parser(
-        "sql", parents=[common], help="run a SQL query on the store and print or save the result"
+        "sql",
+        parents=[common],
+        help="run a SQL query on the store (every sql/ macro defined); print, export or --write it",
     )
     p.add_argument("query", help='DuckDB SQL, e.g. "SELECT * FROM wells LIMIT 5"')
     p.add_argument(
@@ -36,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="output format (default: a printed table; csv/parquet need --output unless csv)",
     )
     p.add_argument("--output", metavar="FILE", help="write the result to FILE")
-    p.add_argument("--limit", type=int, default=50, help="rows to print in table format")
+    p.add_argument("--limit", type=positive_int, default=50, help="rows to print in table format")
     p.add_argument(
         "--write",
         metavar="NAME",

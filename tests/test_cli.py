@@ -183,6 +183,9 @@ def test_sql_write_refuses_to_overwrite_and_leaves_the_store_unchanged(
          "argument --format: 'cp_csv' is not a source format; allowed values: auto, "
          "cellprofiler_csv, cellprofiler_sqlite"),
         (["normalize", "--engine", "dask"], "argument --engine: invalid choice: 'dask'"),
+        (["strength", "--k", "-3"], "argument --k: -3 is below 1; give a whole number >= 1"),
+        (["qc", "--n-components", "0"], "argument --n-components: 0 is below 1"),
+        (["evaluate", "--n-folds", "two"], "argument --n-folds: 'two' is not a whole number"),
     ],
 )  # fmt: skip
 def test_bad_options_are_one_line_with_allowed_values(

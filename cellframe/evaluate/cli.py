@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from cellframe.cli import positive_int
 from cellframe.profiles.cli import CHAIN_END
 
 if TYPE_CHECKING:
@@ -58,12 +59,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="retrieval: drop candidates equal to the query on these columns (image level: Metadata_Plate Metadata_Well)",
     )
     p.add_argument(
-        "--null-size", type=int, default=10000, help="activity: permutations per configuration"
+        "--null-size",
+        type=positive_int,
+        default=10000,
+        help="activity: permutations per configuration",
     )
     p.add_argument("--seed", type=int, default=0, help="activity: random seed")
     p.add_argument(
         "--n-folds",
-        type=int,
+        type=positive_int,
         default=2,
         help="activity: folds of the controls when a correction fitted on them is refitted "
         "by cross-fitting (default: %(default)s)",

@@ -16,6 +16,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cellframe.cli import positive_int
 from cellframe.engine.base import ENGINES
 
 #: Default input table of each chained command: ingest writes ``cells``; each
@@ -71,8 +72,7 @@ def _check_value(step: str, key: str, value: str, where: str) -> str:
     allowed = allowed_values(step, key)
     if value not in allowed:
         raise InvalidChoiceError(
-            f"{where}: {key} = {value!r} is unknown; "
-            f"allowed values: {', '.join(allowed)}"
+            f"{where}: {key} = {value!r} is unknown; allowed values: {', '.join(allowed)}"
         )
     return value
 
@@ -218,14 +218,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive_int,
         default=None,
         help="read big plates a few wells at a time, about this many rows "
         "(default: 256 MiB of float32 features)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="chunks read and reduced at once (peak memory about workers x 2 x chunk; "
         "default: one per thread, within 4 GiB)",
@@ -316,7 +316,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     _io(p, "wells", None)
     p.add_argument("--kind", choices=("wells", "images"), default="wells")
-    p.add_argument("--n-components", type=int, default=3)
+    p.add_argument("--n-components", type=positive_int, default=3)
     p.add_argument("--z-threshold", type=float, default=3.5)
     p.add_argument("--focus-z", type=float, default=4.0)
     p.add_argument("--max-saturated-percent", type=float, default=1.0)
@@ -339,7 +339,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument("--controls", default="negcon")
     p.add_argument(
-        "--k", type=int, default=None, help="keep the top K treatments (default: all, ranked)"
+        "--k",
+        type=positive_int,
+        default=None,
+        help="keep the top K treatments (default: all, ranked)",
     )
     p.set_defaults(func=_run, step="strength")
 
