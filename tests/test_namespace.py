@@ -225,6 +225,12 @@ def test_bound_methods_and_help_show_the_real_parameters():
     assert "**kwargs" not in text
     text = pydoc.render_doc(lf.cf.retrieval_metrics, renderer=pydoc.plaintext)
     assert "label: 'str' = 'Metadata_MoA'" in text and "-> 'RetrievalResult'" in text
+    # help(df.cf): every method with its parameters, none behind **kwargs it does not have.
+    page = pydoc.render_doc(df.cf, renderer=pydoc.plaintext)
+    for name in FORWARDS:
+        params = list(inspect.signature(forwarded_function(name)).parameters)[1:]
+        line = next(x for x in page.splitlines() if x.startswith(f" |  {name}(self"))
+        assert all(f"{p}:" in line or f"**{p}" in line for p in params), line
     # Completion: every method is listed before any of them is used.
     assert set(FORWARDS) <= set(dir(pl.LazyFrame().cf))
     assert set(FORWARDS) <= set(dir(pl.DataFrame().cf))
