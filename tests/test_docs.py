@@ -6,6 +6,11 @@ they do from the repository root), as a reader would paste them. A block
 fenced as ```python no-run is shown only (reference listings, or work that
 takes minutes); every page has runnable blocks, and they must run and pass
 their asserts.
+
+Every shell command the README and the guide show runs too (see "shell
+commands" below): fenced ```bash blocks in order in a sandbox, inline spans
+through concrete commands, a few listed as exempt with the reason; the
+tables they leave are checked.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -388,6 +394,113 @@ def run_shown(command: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> st
     raise AssertionError(f"no runner for {command!r}: run it here or add it to EXEMPT")
 
 
+def _read(work: Path, table: str, store: str = "screen.duckdb"):
+    from cellframe.store import Store
+
+    with Store(work / store, read_only=True) as s:
+        return s.read(table)
+
+
+def _tables(work: Path, store: str = "screen.duckdb") -> set[str]:
+    from cellframe.store import Store
+
+    with Store(work / store, read_only=True) as s:
+        return set(s.table_names())
+
+
+def _check_io(work: Path) -> None:
+    # plate1.sqlite holds 800 cells of plate P1 (re-ingested, not duplicated);
+    # the CSV tree of BR00121431: 89 cells in A01, 36 in A02 (its Cells.csv files).
+    cells = _read(work, "cells")
+    assert cells.filter(pl.col("Metadata_Plate") == "P1").height == 800
+    assert cells.height == 3 * 800
+    jump = _read(work, "cells", "jump.duckdb")
+    assert sorted(jump.group_by("Metadata_Well").len().rows()) == [("A01", 89), ("A02", 36)]
+
+
+def _check_profiles(work: Path) -> None:
+    wells = _read(work, "wells")
+    assert wells.height == 3 * 16  # 3 plates x 16 wells
+    normalized = _read(work, "wells_normalized")
+    feature = next(c for c in normalized.columns if not c.startswith("Metadata_"))
+    # mad_robustize: the DMSO wells of each plate have median 0.
+    medians = (
+        normalized.filter(pl.col("Metadata_Control") == "negcon")
+        .group_by("Metadata_Plate")
+        .agg(pl.col(feature).median())[feature]
+    )
+    assert medians.abs().max() < 1e-5
+    assert {"wells_normalized_selected", "normalize_fit", "sphere_fit"} <= _tables(work)
+
+
+def _check_store(work: Path) -> None:
+    from polars.testing import assert_frame_equal
+
+    keys = ["Metadata_Plate", "Metadata_Well"]
+    assert_frame_equal(
+        pl.read_parquet(work / "wells.parquet").sort(keys), _read(work, "wells").sort(keys)
+    )
+
+
+def _check_segment(work: Path) -> None:
+    import tifffile
+
+    objects = _read(work, "objects")
+    sites = set(objects.select("Metadata_Plate", "Metadata_Well", "Metadata_Site").unique().rows())
+    assert {("BR00123947", "G01", 1), ("CP-CC9-R1-05", "L07", 0), ("P1", "A01", 1)} <= sites
+    assert (work / "unet.pt").stat().st_size > 0 and len(list((work / "labels").iterdir())) == 2
+    assert tifffile.imread(work / "labels.tif").max() >= 1
+
+
+def _check_embed(work: Path) -> None:
+    lite0 = _read(work, "cells_efficientnet_lite0")
+    assert lite0.height == 12  # 6 sites x 2 objects
+    assert sum(not c.startswith("Metadata_") for c in lite0.columns) == 5 * 672
+    assert (work / "wsl" / "best.pt").is_file()
+
+
+def _check_engine(work: Path) -> None:
+    assert _read(work, "cells").height == 3 * 800
+    assert _read(work, "wells").height == 3 * 16
+    assert _read(work, "cells_efficientnet_lite0").height == 12
+
+
+def _check_activity(work: Path) -> None:
+    summary = _read(work, "activity_summary")
+    assert summary.height >= 1
+
+
+#: Values each fenced block must leave behind, checked after it runs.
+AFTER = {
+    "io": _check_io,
+    "profiles": _check_profiles,
+    "store": _check_store,
+    "segment": _check_segment,
+    "embed": _check_embed,
+    "engine": _check_engine,
+    "activity": _check_activity,
+}
+
+
+def _check_sql(work: Path) -> None:
+    cells = _read(work, "cells")
+    assert pl.read_csv(work / "c.csv").height == cells.height == 3 * 800
+    assert pl.read_parquet(work / "c.pq").columns == cells.columns
+
+
+def _check_evaluate(work: Path) -> None:
+    new = _tables(work) - {"cells", "wells", "wells_normalized", "image_profiles", "images"}
+    assert any("retrieval" in t or "map" in t for t in new), new
+    assert any("activity" in t for t in new), new
+
+
+AFTER_INLINE = {
+    'cellframe sql "SELECT ..." [--format csv\\|parquet --output FILE]': _check_sql,
+    "cellframe evaluate TABLE --mode retrieval\\|activity": _check_evaluate,
+}
+assert set(AFTER_INLINE) <= set(INLINE)
+
+
 SHELL_BLOCKS = [
     pytest.param(
         page,
@@ -423,6 +536,8 @@ def test_shell_block_runs(
     for line in [*GIVEN.get(page.stem, []), *block]:
         if line not in EXEMPT:
             run_shown(line, work, capsys)
+    if index == 0 and page.stem in AFTER:
+        AFTER[page.stem](work)
 
 
 @pytest.mark.parametrize("span", sorted(INLINE), ids=lambda s: s.split("\n")[0][:40])
@@ -441,3 +556,5 @@ def test_inline_command_runs(
     monkeypatch.chdir(work)
     for command in INLINE[span]:
         run_shown(command, work, capsys)
+    if span in AFTER_INLINE:
+        AFTER_INLINE[span](work)
