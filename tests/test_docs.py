@@ -558,3 +558,39 @@ def test_inline_command_runs(
         run_shown(command, work, capsys)
     if span in AFTER_INLINE:
         AFTER_INLINE[span](work)
+
+
+@pytest.mark.slow
+def test_readme_demo_and_snippet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's set-up ends with `cellframe demo`; its Python block and custom_chart.py use it."""
+    import subprocess
+    import sys
+
+    from cellframe.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet"]) == 0
+    assert (tmp_path / "cellframe-demo" / "report.html").is_file()
+    code = FENCE.findall(README.read_text())
+    assert len(code) == 1
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(code[0][1], "README.md[snippet 0]", "exec"), namespace)
+    store = namespace["store"]
+    try:
+        summary = store.sql("SELECT * FROM retrieval_summary")
+        assert summary.height >= 2 and summary["mean_average_precision"].is_between(0, 1).all()
+        assert store.read("phenotypic_activity")["Metadata_Treatment"].n_unique() == 58
+    finally:
+        store.close()
+    # examples/custom_chart.py finds the demo's store in the working folder.
+    proc = subprocess.run(
+        [sys.executable, str(DOCS.parent / "examples" / "custom_chart.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "read the demo's tables from cellframe-demo/cellframe.duckdb" in proc.stdout
+    assert (tmp_path / "cellframe-demo" / "custom_report.html").is_file()
