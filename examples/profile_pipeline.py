@@ -69,22 +69,16 @@ def make_cells(seed: int = 0) -> pl.DataFrame:
 def sphering(controls: pl.DataFrame | pl.LazyFrame) -> Spherizer:
     """The fitted correction: thesis ZCA (``lam`` = LAMBDA) fitted on the given control wells.
 
-    Defined once: it sphers the profiles below, and it is the ``correction``
-    an honest activity test refits on part of the controls (see ``activity``).
+    Defined once: it spheres the profiles below, and it is the ``correction``
+    an honest activity test refits on part of the controls (see the marked
+    activity call in ``run``).
     """
-    return Spherizer("regularized", lam=LAMBDA).fit(controls)
+    # controls=None: fit on every row given (the caller chooses the control wells).
+    return Spherizer("regularized", lam=LAMBDA, controls=None).fit(controls)
 
 
-def activity(wells: pl.DataFrame, label: str) -> pl.DataFrame:
-    """mAP and BH-corrected p-value of each compound against the DMSO wells."""
-    # ----------------------------------------------------------------------------------
-    # THE ACTIVITY CALL. Its null is the DMSO wells; after sphering those are the very
-    # wells `sphering` was fitted on, which pulls them together and away from every
-    # treated well, so even NULL_COMPOUND can come out "active". With cross-fitting
-    # in phenotypic_activity, this line becomes (on the unsphered wells):
-    #     ap = phenotypic_activity(selected, correction=sphering)
-    ap = phenotypic_activity(wells)
-    # ----------------------------------------------------------------------------------
+def score(ap: pl.DataFrame, label: str) -> pl.DataFrame:
+    """mAP and BH-corrected p-value of each compound from its wells' AP against DMSO."""
     result = mean_average_precision(
         ap.filter(~pl.col("is_control")), sameby=TREATMENT, null_size=1000, seed=0
     )
@@ -147,7 +141,17 @@ def run(path: Path, data: Path | None) -> None:
 
     # Phenotypic activity: can each compound's wells be told apart from DMSO?
     # Check the null compound before trusting the calls.
-    table = pl.concat([activity(selected, "normalized"), activity(sphered, "sphered")])
+    ap_normalized = phenotypic_activity(selected)
+    # ----------------------------------------------------------------------------------
+    # THE ACTIVITY CALL AFTER SPHERING. Its null is the DMSO wells, the very wells
+    # `sphering` was fitted on: that pulls them together and away from every treated
+    # well, so even NULL_COMPOUND comes out "active". With cross-fitting (the
+    # correction is refitted on part of the controls and the rest are the null),
+    # this line becomes:
+    #     ap_sphered = phenotypic_activity(selected, correction=sphering)
+    ap_sphered = phenotypic_activity(sphered)
+    # ----------------------------------------------------------------------------------
+    table = pl.concat([score(ap_normalized, "normalized"), score(ap_sphered, "sphered")])
     store.write("phenotypic_activity", table, mode="replace", step="example")
     with pl.Config(tbl_rows=20, float_precision=4):
         print(table.sort("profiles", TREATMENT))

@@ -171,7 +171,7 @@ def test_profile_pipeline(tmp_path: Path) -> None:
     # Until the example's activity line passes `correction=`, the false call is
     # what it demonstrates; from then on it must be gone.
     source = (EXAMPLES / "profile_pipeline.py").read_text()
-    call = re.search(r"^\s+ap = phenotypic_activity\((.*)\)$", source, re.M)
+    call = re.search(r"^\s+ap_sphered = phenotypic_activity\((.*)\)$", source, re.M)
     assert call, "the marked activity line is missing"
     if "correction=" in call[1]:
         assert q[("sphered", "cmpd0")] > 0.05
