@@ -50,3 +50,19 @@ class TableNotFoundError(CellframeError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class KeyConflictError(InvalidInputError):
+    """Rows to append carry keys (plate, well, site) the store already holds.
+
+    Raised by ``mode="append"`` writes instead of storing the rows twice; the
+    store is left unchanged.
+    """
+
+
+class DependentNullWarning(UserWarning):
+    """A significance test's null reuses the control wells a correction was fitted on."""
+
+
+class NaNExcludedWarning(UserWarning):
+    """NaN values were left out of a count, threshold or ranking (the message gives the count)."""

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
+import pyarrow as pa
 
 from cellframe._arrow import WriteInput, as_arrow_batches
 from cellframe.columns import PLATE
@@ -39,6 +41,7 @@ from cellframe.errors import InvalidInputError, SchemaMismatchError
 __all__ = [
     "MARKER",
     "PartitionVersionError",
+    "WriteChanges",
     "check_partition_version",
     "completed_plates",
     "glob_escape",
@@ -65,6 +68,10 @@ ROW_GROUPS_PER_FILE = 16
 FLOAT_COMPRESSION = "lz4"
 #: Codec of every other column (keys, labels, counts): small, and compressible.
 OTHER_COMPRESSION = "zstd"
+#: A stored file at least this large (uncompressed) that holds none of the
+#: images being replaced joins the rewritten partition as it is (a hard link)
+#: instead of being copied row by row; smaller files are merged with the new rows.
+LINK_MIN_BYTES = 4 * ROW_GROUP_BYTES
 
 
 class PartitionVersionError(InvalidInputError):
@@ -223,6 +230,35 @@ def _check_schema_against_siblings(table_root: Path, plate: str, new_file: Path)
         return
 
 
+@dataclass
+class WriteChanges:
+    """What a keyed write changed: rows written, keys new to the store, keys replaced.
+
+    Attributes
+    ----------
+    rows : int
+        Rows written.
+    keys_added : int
+        Distinct key combinations (images) the store did not hold before.
+    keys_replaced : int
+        Distinct key combinations the store held and the write replaced.
+    rows_removed : int
+        Stored rows deleted because their key was replaced.
+    """
+
+    rows: int = 0
+    keys_added: int = 0
+    keys_replaced: int = 0
+    rows_removed: int = 0
+
+    def add(self, other: WriteChanges) -> None:
+        """Add another write's counts to these."""
+        self.rows += other.rows
+        self.keys_added += other.keys_added
+        self.keys_replaced += other.keys_replaced
+        self.rows_removed += other.rows_removed
+
+
 def write_plate_partition(
     table_root: Path,
     plate: str,
@@ -230,6 +266,9 @@ def write_plate_partition(
     *,
     step: str = "write",
     parameters: Mapping[str, Any] | None = None,
+    replace_keys: Sequence[str] | None = None,
+    conflict: Literal["replace", "error"] = "replace",
+    changes: WriteChanges | None = None,
 ) -> int:
     """Write one plate's rows as a Parquet partition, atomically.
 
@@ -244,25 +283,50 @@ def write_plate_partition(
         The plate's rows, streamed batch by batch to the file.
     step, parameters
         Recorded in the partition's ``_cellframe.json``.
+    replace_keys : sequence of str, optional
+        Key columns within the plate (e.g. ``["Metadata_Well", "Metadata_Site"]``).
+        When given, the new partition holds the new rows plus the stored rows
+        whose key combination the new rows do not bring: only the images in
+        ``data`` are replaced. When None, the whole partition is replaced.
+    conflict : {"replace", "error"}, default "replace"
+        With ``replace_keys``: replace stored rows of the keys in ``data``, or
+        raise :class:`~cellframe.errors.KeyConflictError` if any is stored.
+    changes : WriteChanges, optional
+        Filled with what the write added and replaced.
 
     Returns
     -------
     int
-        Number of rows written.
+        Number of rows written (new rows only, not the stored rows kept).
 
     Raises
     ------
     SchemaMismatchError
-        If the columns differ from the table's other plates.
+        If the columns differ from the table's other plates, or from the
+        plate's stored rows that are kept.
+    KeyConflictError
+        If ``conflict="error"`` and some keys are already stored.
     InvalidInputError
         If ``data`` holds other plates or no batches.
+
+    Notes
+    -----
+    The new partition is written in a temporary folder and swapped in by
+    renames, so an error or a killed process leaves the old partition.
     """
     table_root = Path(table_root)
     final_dir = partition_dir(table_root, plate)
     table_root.mkdir(parents=True, exist_ok=True)
+    keys = list(replace_keys or [])
+    if PLATE in keys:
+        keys.remove(PLATE)  # the partition itself
+    if conflict not in ("replace", "error"):
+        raise InvalidInputError(f"conflict must be 'replace' or 'error', not {conflict!r}")
     tmp_dir = table_root / f".tmp-{uuid.uuid4().hex}"
     tmp_dir.mkdir()
     writer = _RollingWriter(tmp_dir, plate, table_root)
+    new_keys: list[pl.DataFrame] = []
+    summary = WriteChanges()
     try:
         for batch in as_arrow_batches(data):
             if PLATE in batch.column_names:
@@ -273,10 +337,31 @@ def write_plate_partition(
                         f"{sorted(map(str, values - {plate}))}"
                     )
                 batch = batch.drop_columns([PLATE])
+            if keys:
+                missing = [k for k in keys if k not in batch.column_names]
+                if missing:
+                    from cellframe.errors import MissingColumnsError
+
+                    raise MissingColumnsError(
+                        f"rows for partition {plate!r} under {table_root}",
+                        missing,
+                        "replacing rows by key needs those columns in every batch",
+                    )
+                new_keys.append(pl.from_arrow(batch.select(keys)).unique())  # type: ignore[arg-type, union-attr]
             writer.add(batch)
-        n_rows = writer.close()
-        if n_rows is None:
+        summary.rows = writer.rows
+        if writer.schema is None:
             raise InvalidInputError(f"nothing to write for plate {plate!r} under {table_root}")
+        old_files = _data_files(final_dir) if keys else []
+        to_link: list[Path] = []
+        if old_files:
+            replaced = pl.concat(new_keys).unique()
+            to_link = _keep_unreplaced(writer, old_files, replaced, keys, conflict, summary, plate)
+        elif keys:
+            summary.keys_added = pl.concat(new_keys).unique().height
+        writer.close()
+        _link_files(tmp_dir, to_link)
+        n_rows = sum(_file_rows(f) for f in _data_files(tmp_dir))
         _check_schema_against_siblings(table_root, plate, tmp_dir / DATA_FILE)
         record = {
             "cellframe_version": _version(),
@@ -288,17 +373,141 @@ def write_plate_partition(
         }
         (tmp_dir / MARKER).write_text(json.dumps(record, default=str, sort_keys=True))
         if final_dir.exists():
+            if not keys:  # the whole plate is replaced: count it as the key
+                summary.rows_removed = sum(_file_rows(f) for f in _data_files(final_dir))
+                summary.keys_replaced += 1
             old = table_root / f".old-{uuid.uuid4().hex}"
             final_dir.rename(old)
             tmp_dir.rename(final_dir)
             shutil.rmtree(old)
         else:
+            summary.keys_added += 0 if keys else 1
             tmp_dir.rename(final_dir)
     except BaseException:
         writer.abort()
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return n_rows
+    if changes is not None:
+        changes.add(summary)
+    return summary.rows
+
+
+def _file_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _keep_unreplaced(
+    writer: _RollingWriter,
+    old_files: list[Path],
+    replaced: pl.DataFrame,
+    keys: list[str],
+    conflict: str,
+    summary: WriteChanges,
+    plate: str,
+) -> list[Path]:
+    """Carry a partition's stored rows whose keys are not in ``replaced`` into the new one.
+
+    Rows of files holding a replaced key, and of small files, are copied into
+    ``writer``. A large file (:data:`LINK_MIN_BYTES`) without a replaced key
+    and with the new rows' exact schema is returned instead, to be linked
+    into the new partition unchanged: adding a site to a large plate then
+    costs the site, not the plate, while the plate's files stay few.
+    """
+    import pyarrow.parquet as pq
+
+    from cellframe.errors import KeyConflictError
+
+    file_keys: list[pl.DataFrame] = []
+    for path in old_files:
+        names = pq.read_schema(path).names
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise SchemaMismatchError(
+                f"stored partition {path} lacks key column(s) {missing}, so its images cannot "
+                "be matched with the new rows; re-ingest the whole plate with "
+                "mode='replace-plates'"
+            )
+        file_keys.append(pl.scan_parquet(path, glob=False).select(keys).unique().collect())
+    stored = pl.concat(file_keys).unique()
+    replaced = replaced.cast(stored.schema, strict=False)  # type: ignore[arg-type]
+    clash = replaced.join(stored, on=keys, how="semi", nulls_equal=True)
+    if clash.height and conflict == "error":
+        example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
+        raise KeyConflictError(
+            f"plate {plate!r} under {writer.table_root} already holds {clash.height} of the "
+            f"{replaced.height} image(s) being appended (e.g. {example}); the store is "
+            "unchanged. Use mode='replace-images' to replace them, or leave them out"
+        )
+    summary.keys_replaced += clash.height
+    summary.keys_added += replaced.height - clash.height
+    to_link = []
+    for path, keys_in_file in zip(old_files, file_keys, strict=True):
+        touched = bool(
+            clash.height and keys_in_file.join(clash, on=keys, how="semi", nulls_equal=True).height
+        )
+        if not touched and _linkable(path, writer.schema):
+            to_link.append(path)
+        else:
+            summary.rows_removed += _copy_rows(writer, path, clash if touched else None, keys)
+    return to_link
+
+
+def _linkable(path: Path, schema: Any) -> bool:
+    """Whether a stored file can join the new partition as it is (large, same schema)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return size >= LINK_MIN_BYTES and meta.schema.to_arrow_schema().equals(
+        schema, check_metadata=False
+    )
+
+
+def _link_files(folder: Path, files: list[Path]) -> None:
+    """Add stored files to a new partition folder under the next free names (hard links)."""
+    import os
+
+    start = len(_data_files(folder))
+    for i, path in enumerate(files):
+        target = folder / _data_file(start + i)
+        try:
+            os.link(path, target)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, target)
+
+
+def _copy_rows(
+    writer: _RollingWriter, path: Path, drop: pl.DataFrame | None, keys: list[str]
+) -> int:
+    """Add the rows of one stored file to ``writer``, less those keyed in ``drop``; rows dropped."""
+    import pyarrow.parquet as pq
+
+    names = writer.schema.names
+    file = pq.ParquetFile(path)
+    if sorted(file.schema_arrow.names) != sorted(names):
+        extra = [c for c in file.schema_arrow.names if c not in names]
+        missing = [c for c in names if c not in file.schema_arrow.names]
+        raise SchemaMismatchError(
+            f"the new rows of plate {writer.plate!r} have columns that differ from its stored "
+            f"rows in {path}: stored only {extra[:10]}, new only {missing[:10]}; every image "
+            "of a plate needs the same columns: re-ingest the whole plate with "
+            "mode='replace-plates', or write to a new table"
+        )
+    dropped = 0
+    for batch in file.iter_batches(batch_size=writer.group_rows):
+        table = pa.Table.from_batches([batch]).select(names)
+        if drop is not None:
+            frame = pl.from_arrow(table)
+            kept = frame.join(drop, on=keys, how="anti", nulls_equal=True)  # type: ignore[union-attr]
+            if kept.height < frame.height:  # type: ignore[union-attr]
+                dropped += frame.height - kept.height  # type: ignore[union-attr]
+                table = kept.to_arrow()
+                if not table.num_rows:
+                    continue
+        writer.add(table)
+    return dropped
 
 
 class _RollingWriter:

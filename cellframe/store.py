@@ -26,11 +26,12 @@ from cellframe._arrow import WriteInput, as_arrow_batches
 from cellframe.columns import PLATE
 from cellframe.errors import (
     InvalidInputError,
+    KeyConflictError,
     SchemaMismatchError,
     StoreLockedError,
     TableNotFoundError,
 )
-from cellframe.partitions import DATA_GLOB, glob_escape
+from cellframe.partitions import DATA_GLOB, WriteChanges, glob_escape
 
 __all__ = ["Store", "load_sql", "quote_identifier"]
 
@@ -169,6 +170,11 @@ class Store:
             config["threads"] = threads
         try:
             self._con = duckdb.connect(self.path, read_only=read_only, config=config)
+        except duckdb.InvalidInputException as exc:
+            text = str(exc)
+            if self._missing_parts and "which is missing: copy or move" in text:
+                raise InvalidInputError(text.split("Error: ", 1)[-1].strip()) from exc
+            raise
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -191,6 +197,12 @@ class Store:
                 [SCHEMA_VERSION],
             )
         self._con.execute(load_sql("macros"))
+        #: What the last :meth:`write` or :meth:`write_partition` added and replaced.
+        self.last_write = WriteChanges()
+        #: Partition views whose ``<db>.parts/<table>`` folder is absent (see _relocate_views).
+        self._missing_parts: set[str] = set()
+        if not in_memory:
+            self._relocate_views()
 
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
@@ -239,11 +251,31 @@ class Store:
         -------
         polars.DataFrame
             Empty (no columns) for statements that return nothing.
+
+        Raises
+        ------
+        InvalidInputError
+            If a file the query reads is missing or unreadable (e.g. the
+            ``<db>.parts`` folder was not copied with the database file).
         """
-        rel = self._con.sql(query, params=params)
-        if rel is None:  # a statement that returns no rows
-            return pl.DataFrame()
-        return rel.pl()
+        try:
+            rel = self._con.sql(query, params=params)
+            if rel is None:  # a statement that returns no rows
+                return pl.DataFrame()
+            return rel.pl()
+        except duckdb.InvalidInputException as exc:
+            text = str(exc)
+            if self._missing_parts and "which is missing: copy or move" in text:
+                raise InvalidInputError(text.split("Error: ", 1)[-1].strip()) from exc
+            raise
+        except duckdb.IOException as exc:
+            # Typically a partitioned table whose files did not travel with a
+            # copied database file: say so instead of DuckDB's traceback.
+            raise InvalidInputError(
+                f"a query on store {self.path} could not read a file: {str(exc).strip()}; "
+                f"a partitioned table's rows live in {Path(self.path).stem}.parts beside the "
+                "database file: copy or move that folder together with it"
+            ) from exc
 
     def has_table(self, name: str) -> bool:
         """Whether a table or view called ``name`` exists."""
@@ -272,6 +304,19 @@ class Store:
             known = ", ".join(self.table_names()) or "none"
             raise TableNotFoundError(f"no table {name!r} in store {self.path}; tables: {known}")
 
+    def _require_rows(self, name: str) -> None:
+        """Like :meth:`_require`, and the files of a partitioned table must be present."""
+        self._require(name)
+        if name in self._missing_parts:
+            raise InvalidInputError(self._missing_message(name))
+
+    def _missing_message(self, name: str) -> str:
+        return (
+            f"table {name!r} of store {self.path} is kept as Parquet files in "
+            f"{self.parts_dir / name}, which is missing: copy or move the "
+            f"{self.parts_dir.name} folder together with the database file"
+        )
+
     def table_names(self) -> list[str]:
         """Names of the data tables and views (internal tables excluded), sorted."""
         rows = self._rows(
@@ -285,11 +330,14 @@ class Store:
         """Column names of ``table`` in order."""
         self._require(table)
         rows = self._rows(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
-            "AND schema_name = 'main' ORDER BY column_index",
+            "SELECT database_name = 'temp', column_name FROM duckdb_columns() "
+            "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
             [table],
         )
-        return [r[0] for r in rows]
+        # A read-only store that was moved shadows a partition view with a
+        # temporary one (see _relocate_views): take that one's columns.
+        temp = any(r[0] for r in rows)
+        return [r[1] for r in rows if r[0] == temp]
 
     def schema(self, table: str) -> pl.Schema:
         """Polars schema of ``table`` (no rows are read).
@@ -334,7 +382,7 @@ class Store:
         -------
         polars.LazyFrame
         """
-        self._require(table)
+        self._require_rows(table)
         root = self.partition_root(table)
         if root is not None and any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             lf = pl.scan_parquet(
@@ -352,7 +400,7 @@ class Store:
 
     def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Read a whole table into memory (use :meth:`scan` for large tables)."""
-        self._require(table)
+        self._require_rows(table)
         if self.partition_root(table) is not None:
             return self.scan(table, columns).collect()
         # Eager reads skip building a lazy DuckDB source, which costs about a
@@ -396,7 +444,11 @@ class Store:
             if self.partition_root(name) is not None:
                 kind = "parquet"
             q = quote_identifier(name)
-            n_rows = self._scalar(f"SELECT count(*) FROM {q}")
+            if name in self._missing_parts:
+                kind = "parquet (files missing)"
+            n_rows = (
+                None if name in self._missing_parts else self._scalar(f"SELECT count(*) FROM {q}")
+            )
             n_cols = len(self.columns(name))
             prov = self._rows(
                 "SELECT step, parameters::VARCHAR, cellframe_version, created_at "
@@ -452,6 +504,7 @@ class Store:
         mode: Literal["append", "replace"] = "append",
         replace_plate: bool = False,
         replace_keys: Sequence[str] | None = None,
+        conflict: Literal["replace", "error"] = "replace",
         new_columns: Literal["error", "add"] = "error",
         step: str = "write",
         parameters: Mapping[str, Any] | None = None,
@@ -475,7 +528,13 @@ class Store:
         replace_keys : sequence of str, optional
             Delete the stored rows whose values of these columns occur in
             ``data`` before inserting (e.g. plate, well, site to redo one site),
-            in the same transaction.
+            in the same transaction. Rows of other key values stay.
+        conflict : {"replace", "error"}, default "replace"
+            What to do when rows of a key in ``data`` (``replace_keys``,
+            ``replace_plate``) are already stored: delete them (replace), or
+            raise :class:`KeyConflictError` and leave the store unchanged
+            (append without ever duplicating). A key brought by several
+            batches of one write is not a conflict.
         new_columns : {"error", "add"}, default "error"
             What to do with columns the stored table lacks: raise
             :class:`SchemaMismatchError`, or add them (NULL for earlier rows).
@@ -497,11 +556,14 @@ class Store:
             If the rows' columns differ from the stored table's.
         MissingColumnsError
             If ``replace_plate`` is set and there is no ``Metadata_Plate`` column.
+        KeyConflictError
+            If ``conflict="error"`` and a key of ``data`` is already stored.
 
         Notes
         -----
         Any exception (or the process being killed) before the commit leaves
-        the store exactly as it was.
+        the store exactly as it was. What the write added and replaced is in
+        :attr:`last_write` afterwards.
         """
         if self.read_only:
             raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
@@ -510,6 +572,9 @@ class Store:
             raise InvalidInputError(f"mode must be 'append' or 'replace', not {mode!r}")
         if new_columns not in ("error", "add"):
             raise InvalidInputError(f"new_columns must be 'error' or 'add', not {new_columns!r}")
+        if conflict not in ("replace", "error"):
+            raise InvalidInputError(f"conflict must be 'replace' or 'error', not {conflict!r}")
+        changes = WriteChanges()
         params_json = json.dumps(dict(parameters or {}), default=str, sort_keys=True)
         keys = list(replace_keys or [])
         if replace_plate and PLATE not in keys:
@@ -562,7 +627,7 @@ class Store:
                             table, stored_cols, batch, name, new_columns, i
                         )
                     if keys:
-                        self._delete_keys(table, keys, cols, name)
+                        self._delete_keys(table, keys, name, conflict, changes, source)
                     if batch.num_rows:
                         col_list = ", ".join(quote_identifier(c) for c in cols)
                         con.execute(f"INSERT INTO {q} ({col_list}) SELECT {col_list} FROM {name}")
@@ -583,27 +648,63 @@ class Store:
             con.rollback()
             con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
             raise
+        changes.rows = n_rows
+        self.last_write = changes
         return n_rows
 
-    def _delete_keys(self, table: str, keys: list[str], cols: list[str], batch_name: str) -> None:
+    def _delete_keys(
+        self,
+        table: str,
+        keys: list[str],
+        batch_name: str,
+        conflict: str,
+        changes: WriteChanges,
+        source: str | None = None,
+    ) -> None:
         """Delete stored rows whose ``keys`` values occur in the batch (inside the write's transaction).
 
         Rows inserted earlier in the same write are protected: a key combination
-        is deleted only the first time a batch brings it.
+        is deleted only the first time a batch brings it. With
+        ``conflict="error"`` a stored key raises :class:`KeyConflictError` instead.
         """
-        del cols  # checked by the caller
         key_list = ", ".join(quote_identifier(k) for k in keys)
+        q = quote_identifier(table)
         seen = "_cf_seen_keys"
+        hits = "_cf_hit_keys"
         self._con.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {seen} AS SELECT DISTINCT {key_list} "
             f"FROM {batch_name} LIMIT 0"
         )
-        new = f"(SELECT DISTINCT {key_list} FROM {batch_name} EXCEPT SELECT * FROM {seen})"
         self._con.execute(
-            f"DELETE FROM {quote_identifier(table)} WHERE ({key_list}) IN "
-            f"(SELECT ({key_list}) FROM {new})"
+            f"CREATE OR REPLACE TEMP TABLE _cf_new_keys AS SELECT DISTINCT {key_list} "
+            f"FROM {batch_name} EXCEPT SELECT * FROM {seen}"
         )
-        self._con.execute(f"INSERT INTO {seen} SELECT * FROM {new}")
+        # Struct comparison: NULL key values match NULL (as the Parquet layout's anti-join).
+        self._con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {hits} AS SELECT DISTINCT {key_list} FROM {q} "
+            f"WHERE ({key_list}) IN (SELECT ({key_list}) FROM _cf_new_keys)"
+        )
+        n_new = self._scalar("SELECT count(*) FROM _cf_new_keys")
+        n_hit = self._scalar(f"SELECT count(*) FROM {hits}")
+        if n_hit and conflict == "error":
+            example = self._con.sql(f"SELECT * FROM {hits} LIMIT 1").pl().row(0, named=True)
+            shown = ", ".join(f"{k}={v!r}" for k, v in example.items())
+            raise KeyConflictError(
+                (f"{source}: " if source else "")
+                + f"table {table!r} of {self.path} already holds rows of {n_hit} of the "
+                f"image(s) being appended (keys {keys}; e.g. {shown}); nothing was written. "
+                "Use mode='replace-images' to replace them, or leave them out of the source"
+            )
+        if n_hit:
+            deleted = self._con.execute(
+                f"DELETE FROM {q} WHERE ({key_list}) IN (SELECT ({key_list}) FROM {hits})"
+            ).fetchone()
+            changes.rows_removed += int(deleted[0]) if deleted else 0
+        changes.keys_replaced += n_hit
+        changes.keys_added += n_new - n_hit
+        self._con.execute(f"INSERT INTO {seen} SELECT * FROM _cf_new_keys")
+        self._con.execute(f"DROP TABLE {hits}")
+        self._con.execute("DROP TABLE _cf_new_keys")
 
     def _reconcile(
         self,
@@ -695,13 +796,17 @@ class Store:
         step: str = "write",
         parameters: Mapping[str, Any] | None = None,
         source: str | None = None,
+        replace_keys: Sequence[str] | None = None,
+        conflict: Literal["replace", "error"] = "replace",
     ) -> int:
         """Write one plate of a large table as a Parquet partition beside the database.
 
         The rows go to ``<db>.parts/<table>/Metadata_Plate=<plate>/part.parquet``
         (zstd; a large plate continues in ``part-1.parquet``, ...), first under a temporary name and then renamed, so a reader never
         sees half a plate; the table is a view over all partitions, so SQL and
-        :meth:`scan` see one table. Re-writing a plate replaces it.
+        :meth:`scan` see one table. Re-writing a plate replaces it, unless
+        ``replace_keys`` names the columns of an image: then only the images
+        in ``data`` are replaced and the plate's other rows stay.
 
         Parameters
         ----------
@@ -712,6 +817,12 @@ class Store:
         data : DataFrame, LazyFrame, Arrow data, or iterator of batches
             The plate's rows; a ``Metadata_Plate`` column, if present, must
             equal ``plate`` and is not stored in the file (it is the partition key).
+        replace_keys : sequence of str, optional
+            Columns identifying an image (e.g. plate, well, site): replace only
+            the stored rows of the key values in ``data``.
+        conflict : {"replace", "error"}, default "replace"
+            With ``replace_keys``: replace stored images, or raise
+            :class:`KeyConflictError` (partition unchanged) if any is stored.
 
         Returns
         -------
@@ -725,9 +836,25 @@ class Store:
             raise InvalidInputError(
                 f"{table!r} is a native table; partitions can only be added to a partitioned view"
             )
-        n_rows = write_plate_partition(
-            self.parts_dir / table, plate, data, step=step, parameters=parameters
-        )
+        if self.read_only:
+            raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
+        changes = WriteChanges()
+        try:
+            n_rows = write_plate_partition(
+                self.parts_dir / table,
+                plate,
+                data,
+                step=step,
+                parameters=parameters,
+                replace_keys=replace_keys,
+                conflict=conflict,
+                changes=changes,
+            )
+        except KeyConflictError as exc:
+            if source is None:
+                raise
+            raise KeyConflictError(f"{source}: {exc}") from exc
+        self.last_write = changes
         self.register_partitions(table)
         params_json = json.dumps(
             {**dict(parameters or {}), "plate": plate}, default=str, sort_keys=True
@@ -736,17 +863,74 @@ class Store:
         return n_rows
 
     def register_partitions(self, table: str) -> None:
-        """(Re)create the view of ``table`` over its Parquet partitions."""
+        """(Re)create the view of ``table`` over its Parquet partitions.
+
+        The view reads the partitions beside this database file. On open, a
+        store whose folder was copied or moved re-creates its views for the
+        new location (see :meth:`_relocate_views`), so a store folder can be
+        copied or moved.
+        """
         root = self.parts_dir / table
         if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")
-        pattern = f"{glob_escape(root)}/{PLATE}=*/{DATA_GLOB}".replace("'", "''")
+        if table in self._missing_parts:  # its folder is back: drop the placeholder
+            self._con.execute(f"DROP VIEW IF EXISTS temp.{quote_identifier(table)}")
+            self._missing_parts.discard(table)
+        self._con.execute(self._partition_view_sql(table, temporary=False))
+
+    def _partition_pattern(self, table: str) -> str:
+        return f"{glob_escape(self.parts_dir / table)}/{PLATE}=*/{DATA_GLOB}"
+
+    def _partition_view_sql(self, table: str, *, temporary: bool) -> str:
+        pattern = self._partition_pattern(table).replace("'", "''")
         # hive_types keeps plate names such as "0001" as strings.
-        self._con.execute(
-            f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS "
+        return (
+            f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {quote_identifier(table)} AS "
             # The plate first, as in native tables (hive puts the partition key last).
             f"SELECT CAST({quote_identifier(PLATE)} AS VARCHAR) AS {quote_identifier(PLATE)}, "
             f"* EXCLUDE ({quote_identifier(PLATE)}) "
             f"FROM read_parquet('{pattern}', hive_partitioning = true, "
             f"hive_types = {{'{PLATE}': VARCHAR}})"
         )
+
+    def _relocate_views(self) -> None:
+        """Point partition views at this database's own folder if it was copied or moved.
+
+        A view's SQL holds the absolute glob of its partitions (DuckDB resolves
+        relative paths against the process's working folder, not the database
+        file). A view whose glob is not this store's ``<db>.parts/<table>`` is
+        re-created for it: in the file when the store is writable (the next
+        open then finds nothing to do), as a temporary view shadowing the
+        stored one when it is read-only.
+        """
+        rows = self._rows(
+            "SELECT view_name, sql FROM duckdb_views() WHERE schema_name = 'main' "
+            "AND NOT internal AND NOT temporary AND sql LIKE '%read_parquet(%'"
+        )
+        for name, sql in rows:
+            expected = self._partition_pattern(name).replace("'", "''")
+            if f"'{expected}'" in sql:
+                continue
+            if not _stored_partition_view(sql, name):
+                continue  # a view the user made; not ours to rewrite
+            if not (self.parts_dir / name).is_dir():
+                # Its partitions did not travel with the database file. The
+                # stored view may still reach the original's files: shadow it
+                # with a session-only view that names the missing folder, so
+                # the copy never answers from another store's files.
+                self._missing_parts.add(name)
+                message = self._missing_message(name).replace("'", "''")
+                self._con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {quote_identifier(name)} AS "
+                    f"SELECT error('{message}') AS {quote_identifier(PLATE)} FROM range(1) "
+                    # The filter makes every query evaluate it (count(*) included).
+                    f"WHERE error('{message}') IS NOT NULL"
+                )
+                continue
+            self._con.execute(self._partition_view_sql(name, temporary=self.read_only))
+
+
+def _stored_partition_view(sql: str, table: str) -> bool:
+    """Whether a view's SQL is one :meth:`Store.register_partitions` made for ``table``."""
+    tail = f".parts/{table}/{PLATE}=*/{DATA_GLOB}'"
+    return "hive_partitioning" in sql and tail in sql

@@ -47,20 +47,29 @@ CREATE OR REPLACE TEMP MACRO cf_pair_similarity(tbl, key_col, a, b) AS TABLE
 
 -- Per-MoA summary of a per-query metrics table written by `cellframe evaluate`
 -- (columns average_precision, folds_of_enrichment, hit_at_top and the label
--- column).  Several labels joined by '|' count for each label.  Example:
+-- column).  Several labels joined by '|' count for each label.  NaN metrics
+-- are left out of the means (NaN sorts above every number in DuckDB, so one
+-- NaN would head the ranking) and counted in n_nan; a null hit is not a hit.
+-- Example:
 --   FROM cf_moa_summary('wells_eval_per_query', 'Metadata_MoA');
 CREATE OR REPLACE TEMP MACRO cf_moa_summary(tbl, label_col) AS TABLE
     WITH labelled AS (
         SELECT trim(unnest(string_split(CAST(COLUMNS(label_col) AS VARCHAR), '|'))) AS moa,
-               average_precision, folds_of_enrichment, hit_at_top
+               CAST(average_precision AS DOUBLE) AS average_precision,
+               CAST(folds_of_enrichment AS DOUBLE) AS folds_of_enrichment,
+               hit_at_top
         FROM query_table(tbl)
     )
     SELECT moa,
            count(*) AS n_queries,
-           avg(average_precision) AS mean_average_precision,
-           avg(folds_of_enrichment) AS mean_folds_of_enrichment,
-           CAST(sum(CAST(hit_at_top AS INTEGER)) AS BIGINT) AS hits_at_top
+           avg(average_precision) FILTER (WHERE NOT isnan(average_precision))
+               AS mean_average_precision,
+           avg(folds_of_enrichment) FILTER (WHERE NOT isnan(folds_of_enrichment))
+               AS mean_folds_of_enrichment,
+           CAST(count(*) FILTER (WHERE hit_at_top) AS BIGINT) AS hits_at_top,
+           CAST(count(*) FILTER (WHERE isnan(average_precision) OR isnan(folds_of_enrichment))
+                AS BIGINT) AS n_nan
     FROM labelled
     WHERE moa <> ''
     GROUP BY moa
-    ORDER BY mean_average_precision DESC, moa;
+    ORDER BY mean_average_precision DESC NULLS LAST, moa;

@@ -34,7 +34,10 @@ CREATE TABLE IF NOT EXISTS platemap (
     Metadata_Control   VARCHAR
 );
 
--- Images: one row per site and channel, where the pixels live.
+-- Images: one row per site and channel, where the pixels live. An image is
+-- (Metadata_Plate, Metadata_Well, Metadata_Site), the key every writer replaces
+-- by: writing a site's rows replaces that site's stored rows and no others
+-- (Store.write(..., replace_keys=[plate, well, site])).
 CREATE TABLE IF NOT EXISTS images (
     Metadata_Plate VARCHAR NOT NULL,
     Metadata_Well  VARCHAR NOT NULL,
@@ -47,7 +50,9 @@ CREATE TABLE IF NOT EXISTS images (
 );
 
 -- Objects found by segmentation (or taken from CellProfiler locations),
--- ready for cropping.
+-- ready for cropping. Written per image and object type: segmenting a site
+-- again replaces (or, without --replace, refuses) the objects of that
+-- (Metadata_Plate, Metadata_Well, Metadata_Site, Object) only.
 CREATE TABLE IF NOT EXISTS objects (
     Metadata_Plate        VARCHAR NOT NULL,
     Metadata_Well         VARCHAR NOT NULL,

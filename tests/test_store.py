@@ -330,3 +330,223 @@ def test_case_insensitive_duplicate_columns_are_named(store: Store) -> None:
     with pytest.raises(SchemaMismatchError, match="case-insensitively"):
         store.write("t", df)
     assert not store.has_table("t")
+
+
+# ------------------------------------------------------------ keyed writes
+def sites(plate: str, well: str, site: int, value: float, n: int = 2) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            PLATE: [plate] * n,
+            WELL: [well] * n,
+            "Metadata_Site": pl.Series([site] * n, dtype=pl.Int32),
+            "Metadata_ObjectNumber": list(range(1, n + 1)),
+            "f": [value + i for i in range(n)],
+        }
+    )
+
+
+IMAGE = [PLATE, WELL, "Metadata_Site"]
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_keyed_writes_replace_or_refuse_exactly_the_images_given(store: Store, layout: str) -> None:
+    from cellframe.errors import KeyConflictError
+
+    def write(frame: pl.DataFrame, conflict: str = "replace") -> None:
+        if layout == "table":
+            store.write("cells", frame, replace_keys=IMAGE, conflict=conflict)  # type: ignore[arg-type]
+        else:
+            store.write_partition(
+                "cells",
+                frame[PLATE][0],
+                frame,
+                replace_keys=IMAGE,
+                conflict=conflict,  # type: ignore[arg-type]
+            )
+
+    write(sites("P1", "A01", 1, 1.0))
+    write(sites("P1", "A01", 2, 10.0, n=3))
+    write(sites("P2", "A01", 1, 100.0))
+    assert (store.last_write.keys_added, store.last_write.keys_replaced) == (1, 0)
+    write(sites("P1", "A01", 2, 20.0))  # site 2 again: 3 rows become these 2
+    assert store.last_write.keys_replaced == 1 and store.last_write.rows_removed == 3
+    expected = pl.concat(
+        [sites("P1", "A01", 1, 1.0), sites("P1", "A01", 2, 20.0), sites("P2", "A01", 1, 100.0)]
+    )
+    keys = [*IMAGE, "Metadata_ObjectNumber"]
+    assert_frame_equal(store.read("cells").sort(keys), expected.sort(keys))
+    # Appending a stored image is refused and changes nothing; a new one is accepted.
+    with pytest.raises(KeyConflictError, match="Metadata_Site=1"):
+        write(sites("P1", "A01", 1, 5.0), conflict="error")
+    write(sites("P1", "B01", 1, 7.0), conflict="error")
+    assert store.read("cells").height == expected.height + 2
+    assert store.sql("SELECT sum(f) AS s FROM cells WHERE Metadata_Site = 1")["s"][
+        0
+    ] == pytest.approx(1.0 + 2.0 + 100.0 + 101.0 + 7.0 + 8.0)
+
+
+def test_a_key_brought_by_two_batches_of_one_write_is_kept_whole(store: Store) -> None:
+    # One image split over batches (a reader's batch boundary) is one image, not a conflict.
+    frame = sites("P1", "A01", 1, 1.0, n=4)
+    store.write("cells", iter([frame[:2], frame[2:]]), replace_keys=IMAGE, conflict="error")
+    assert store.read("cells").height == 4
+    store.write_partition("parts", "P1", iter([frame[:2], frame[2:]]), replace_keys=IMAGE)
+    assert store.read("parts").height == 4
+
+
+# ------------------------------------------------------------ relocation
+def _two_tables(path: Path) -> None:
+    with Store(path) as s:
+        s.write_partition("cells", "P1", sites("P1", "A01", 1, 1.0))
+        s.write_partition("cells", "P[2]", sites("P[2]", "B02", 3, 5.0, n=3))
+        s.write("wells", wells("P1"))
+
+
+def _answers(path: Path, read_only: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    with Store(path, read_only=read_only) as s:
+        by_sql = s.sql(
+            "SELECT Metadata_Plate, count(*) AS n, sum(f) AS f FROM cells GROUP BY 1 ORDER BY 1"
+        )
+        by_scan = s.scan("cells").sort(PLATE, "Metadata_ObjectNumber").collect()
+        joined = s.sql(
+            "SELECT w.Metadata_Plate, count(*) AS n FROM cells c JOIN wells w USING (Metadata_Plate) "
+            "GROUP BY 1 ORDER BY 1"
+        )
+    return by_sql, by_scan, joined
+
+
+@pytest.mark.parametrize("how", ["copy", "move", "copy-then-delete"])
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_store_folder_can_be_copied_or_moved(tmp_path: Path, how: str, read_only: bool) -> None:
+    import shutil
+
+    original = tmp_path / "screen [2024]" / "s.duckdb"
+    _two_tables(original)
+    expected = _answers(original, read_only=True)
+    assert expected[0].rows() == [("P1", 2, 3.0), ("P[2]", 3, 18.0)]
+    new = tmp_path / "elsewhere" / "s.duckdb"
+    if how == "move":
+        shutil.move(original.parent, new.parent)
+    else:
+        shutil.copytree(original.parent, new.parent)
+    if how == "copy":
+        # Make the original differ: a copy must not answer from the original's files.
+        with Store(original) as s:
+            s.write_partition("cells", "P1", sites("P1", "A01", 1, 50.0))
+    if how == "copy-then-delete":
+        shutil.rmtree(original.parent)
+    for _ in range(2):  # a writable open rewrites the views once; the second finds them right
+        got = _answers(new, read_only=read_only)
+        for a, b in zip(got, expected, strict=True):
+            assert_frame_equal(a, b)
+    with Store(new, read_only=True) as s:
+        view = s.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'cells' AND NOT temporary")
+        assert (str(new.parent) in view["sql"][0]) == (not read_only)
+
+
+@pytest.mark.parametrize("original_kept", [False, True])
+def test_a_database_file_copied_without_its_partitions_names_the_folder(
+    tmp_path: Path, original_kept: bool
+) -> None:
+    import shutil
+
+    original = tmp_path / "a" / "s.duckdb"
+    _two_tables(original)
+    alone = tmp_path / "b" / "s.duckdb"
+    alone.parent.mkdir()
+    shutil.copy(original, alone)
+    if not original_kept:
+        shutil.rmtree(original.parent)
+    # With the original kept, the copy must not answer from the original's files either.
+    with Store(alone, read_only=True) as s:
+        assert s.sql("SELECT count(*) AS n FROM wells")["n"][0] == 3  # native tables still answer
+        with pytest.raises(InvalidInputError, match=r"b/s\.parts/cells, which is missing"):
+            s.sql("SELECT count(*) FROM cells")
+        with pytest.raises(InvalidInputError, match=r"s\.parts.*which is missing"):
+            s.scan("cells")
+        listed = s.tables().filter(pl.col("table") == "cells")
+        assert listed["kind"][0] == "parquet (files missing)" and listed["rows"][0] is None
+    # Writing a plate into the copy starts its own partitions; the table is then readable.
+    with Store(alone) as s:
+        s.write_partition("cells", "P9", sites("P9", "C01", 1, 0.5))
+        assert s.sql("SELECT Metadata_Plate, count(*) AS n FROM cells GROUP BY 1").rows() == [
+            ("P9", 2)
+        ]
+
+
+def _folder_bytes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_partition_rewrite_killed_or_refused_leaves_the_old_partition(tmp_path: Path) -> None:
+    from cellframe.partitions import partition_dir, remove_stale_temporaries
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        s.write_partition("cells", "P1", sites("P1", "A01", 1, 1.0), replace_keys=IMAGE)
+        s.write_partition("cells", "P1", sites("P1", "A01", 2, 3.0), replace_keys=IMAGE)
+        root = s.parts_dir / "cells"
+    folder = partition_dir(root, "P1")
+    before = _folder_bytes(folder)
+    # New rows whose columns differ from the plate's stored rows: refused, nothing changes.
+    with Store(db) as s:
+        with pytest.raises(SchemaMismatchError, match=r"stored only \['f'\], new only \['g'\]"):
+            s.write_partition(
+                "cells", "P1", sites("P1", "A01", 3, 9.0).rename({"f": "g"}), replace_keys=IMAGE
+            )
+    assert _folder_bytes(folder) == before
+    # A writer killed while streaming a site's rows into the plate.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import polars as pl
+        from cellframe.store import Store
+        rows = pl.DataFrame({{"Metadata_Plate": ["P1"] * 2, "Metadata_Well": ["A01"] * 2,
+                              "Metadata_Site": pl.Series([1, 1], dtype=pl.Int32),
+                              "Metadata_ObjectNumber": [1, 2], "f": [7.0, 8.0]}})
+        def dies():
+            yield rows
+            os.kill(os.getpid(), signal.SIGKILL)
+        Store({str(db)!r}).write_partition("cells", "P1", dies(),
+            replace_keys=["Metadata_Plate", "Metadata_Well", "Metadata_Site"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == -9
+    assert _folder_bytes(folder) == before
+    assert remove_stale_temporaries(root) == 1  # the killed writer's temporary folder
+    with Store(db, read_only=True) as s:
+        assert sorted(s.read("cells")["f"].to_list()) == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_large_stored_files_without_replaced_images_are_linked_not_copied(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cellframe.partitions as partitions
+
+    monkeypatch.setattr(partitions, "LINK_MIN_BYTES", 0)  # every file counts as large
+    for site, value in [(1, 1.0), (2, 10.0), (3, 100.0)]:
+        store.write_partition("cells", "P1", sites("P1", "A01", site, value), replace_keys=IMAGE)
+    folder = partitions.partition_dir(store.parts_dir / "cells", "P1")
+    files = partitions.partition_files(store.parts_dir / "cells", "P1")
+    assert len(files) == 3  # one file per write: the earlier ones were linked
+
+    def site_of(path: Path) -> int:
+        return pl.read_parquet(path, glob=False)["Metadata_Site"][0]
+
+    inode = {site_of(f): f.stat().st_ino for f in files}
+    store.write_partition("cells", "P1", sites("P1", "A01", 2, 20.0), replace_keys=IMAGE)
+    after = {site_of(f): f.stat().st_ino for f in partitions.partition_files(folder.parent, "P1")}
+    assert after[1] == inode[1] and after[3] == inode[3]  # untouched files: the same files
+    assert after[2] != inode[2]  # the file holding the replaced site was rewritten
+    assert store.last_write.rows_removed == 2
+    got = store.read("cells").sort("Metadata_Site", "Metadata_ObjectNumber")["f"].to_list()
+    assert got == [1.0, 2.0, 20.0, 21.0, 100.0, 101.0]
+    marker = json.loads((folder / partitions.MARKER).read_text())
+    assert marker["rows"] == 6

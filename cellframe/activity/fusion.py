@@ -172,7 +172,7 @@ def retrospective_union(
         if "auprc" in frame.columns
         else pl.lit(None, pl.Float64)
     )
-    from cellframe.activity.metrics import WELL_PREDICTED_AUROC
+    from cellframe.activity.metrics import WELL_PREDICTED_AUROC, above
 
     return (
         frame.group_by(ASSAY, maintain_order=True)
@@ -182,6 +182,6 @@ def retrospective_union(
             ASSAY,
             "auroc",
             "auprc",
-            (pl.col("auroc") > WELL_PREDICTED_AUROC).fill_null(False).alias("well_predicted"),
+            above("auroc", WELL_PREDICTED_AUROC).alias("well_predicted"),  # NaN is not > 0.9
         )
     )

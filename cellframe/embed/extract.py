@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from cellframe.columns import FEATURE_DTYPE
+from cellframe.columns import FEATURE_DTYPE, PLATE, SITE, WELL
 from cellframe.embed.crops import BOX_SIZE
 from cellframe.embed.dataset import (
     OBJECT_KEYS,
@@ -30,6 +30,9 @@ from cellframe.embed.dataset import (
 from cellframe.errors import InvalidInputError
 
 __all__ = ["EmbedTiming", "embed_objects", "write_embeddings"]
+
+#: The columns of an image: a write replaces the stored rows of the images it brings.
+IMAGE_KEYS = (PLATE, WELL, SITE)
 
 
 class Embedder(Protocol):  # pragma: no cover - typing only
@@ -188,7 +191,7 @@ def write_embeddings(
     *,
     table: str | None = None,
     mode: str = "append",
-    replace_plate: bool = True,
+    replace_plate: bool = False,
     parameters: dict[str, Any] | None = None,
     source: str | None = None,
 ) -> int:
@@ -207,9 +210,10 @@ def write_embeddings(
         Table name (default ``cells_<embedder.name>``).
     mode : {"append", "replace"}
         As in :meth:`Store.write`.
-    replace_plate : bool
-        Replace the stored rows of the plates in ``frame`` (default True), so
-        embedding a plate again does not duplicate it.
+    replace_plate : bool, default False
+        Replace every stored row of the plates in ``frame``. By default only
+        the images (plate, well, site) in ``frame`` are replaced: embedding a
+        site again does not duplicate it, and the plate's other sites stay.
     parameters : dict, optional
         More parameters to record (box size, channels, ...).
     source : str, optional
@@ -227,6 +231,7 @@ def write_embeddings(
         frame,
         mode=mode,
         replace_plate=replace_plate,
+        replace_keys=None if replace_plate else [c for c in IMAGE_KEYS if c in frame.columns],
         step="embed",
         parameters=params,
         source=source,

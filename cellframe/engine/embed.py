@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from cellframe.columns import PLATE
+from cellframe.columns import PLATE, SITE, WELL
 from cellframe.engine.base import MapReport
 from cellframe.engine.run import MAX_RETRIES, connect_ray
 from cellframe.partitions import (
@@ -52,8 +52,15 @@ class _EmbedWorker:
         frame = embed_objects(
             objects, images, self.embedder, channels=channels, progress=False, **options
         )
+        # Only the sites embedded here are replaced: the plate's other sites,
+        # embedded by an earlier run, stay.
         return write_plate_partition(
-            Path(table_root), plate, frame, step="embed", parameters=parameters
+            Path(table_root),
+            plate,
+            frame,
+            step="embed",
+            parameters=parameters,
+            replace_keys=[c for c in (WELL, SITE) if c in frame.columns],
         )
 
 

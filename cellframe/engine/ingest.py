@@ -1,21 +1,29 @@
-"""Ingest many sources (one per plate, typically) with the local engine or on Ray.
+"""Ingest many sources (one per plate, site or well) with the local engine or on Ray.
 
-A screen arrives as one CellProfiler SQLite file (or CSV folder) per plate.
-With ``engine="ray"`` each source is read by one Ray task, which streams its
-single cells into the plate's Parquet partition
-(``<db>.parts/<table>/Metadata_Plate=<plate>/``, written under a temporary name
-and renamed, so a retried or killed task never leaves half a plate); the
-driver then registers the partitions as one view, writes the platemap rows and
-records provenance. The rows are those :func:`cellframe.io.ingest` writes with
-``layout="parquet"``, which is what the local engine runs, source by source.
+A screen arrives as one CellProfiler SQLite file (or CSV folder) per plate, or
+per site or well. Each source is read by one task (a Ray task with
+``engine="ray"``, in this process with ``engine="local"``), which streams its
+single cells into a staging partition of its own
+(``<db>.parts/<table>/.staging-<run>/<i>/Metadata_Plate=<plate>/``), written
+under a temporary name and renamed, so a retried or killed task never leaves
+half a plate. When every task is done, the driver checks that no image (plate,
+well, site) came from two sources and, in ``mode="append"``, that none is
+stored yet; then it commits plate by plate: a plate's partition becomes its
+stored rows minus the images the sources bring, plus the sources' rows (or,
+with ``mode="replace-plates"``, the sources' rows only), written under a
+temporary name and swapped in by renames. Tasks that share a plate therefore
+never race for its partition. The driver then registers the view, writes the
+platemap rows and records provenance.
 
-A re-run skips sources whose plates are already complete (their partition
-markers name the same source), unless ``force``.
+A re-run on Ray skips sources already committed (the partition markers name
+them), unless ``force``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +33,20 @@ from typing import Any
 import polars as pl
 
 from cellframe._progress import progress as progress_bar
+from cellframe.columns import PLATE
 from cellframe.engine.base import MapReport
 from cellframe.engine.run import MAX_RETRIES, _check_engine, connect_ray, run_tasks
 from cellframe.errors import InvalidInputError
 from cellframe.partitions import (
+    DATA_FILE,
+    DATA_GLOB,
     MARKER,
+    WriteChanges,
+    _check_schema_against_siblings,
     check_partition_version,
     completed_plates,
     partition_dir,
+    partition_files,
     read_marker,
     remove_stale_temporaries,
     write_plate_partition,
@@ -56,11 +70,19 @@ class IngestPlatesReport(MapReport):
         Sources whose plates were already complete (resume).
     warnings : list of str
         Recoverable problems, each prefixed with its source.
+    images_added, images_replaced : int
+        Images (plate, well, site) new to the table, and stored ones replaced
+        (with ``mode="replace-plates"``: plates).
+    rows_replaced : int
+        Stored rows deleted by the replacement.
     """
 
     sources: list[str] = field(default_factory=list)
     skipped_sources: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    images_added: int = 0
+    images_replaced: int = 0
+    rows_replaced: int = 0
 
     def __str__(self) -> str:
         lines = [
@@ -72,6 +94,10 @@ class IngestPlatesReport(MapReport):
                 else ""
             )
         ]
+        lines.append(
+            f"{self.images_added:,} image(s) added, {self.images_replaced:,} replaced "
+            f"({self.rows_replaced:,} stored rows replaced)"
+        )
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -82,15 +108,20 @@ def _source_key(source: str | os.PathLike[str]) -> str:
 
 def _ingest_source(
     source: str,
-    table_root: str,
+    staging_root: str,
     table: str,
     platemap: pl.DataFrame | None,
     reader_options: dict[str, Any],
     parameters: dict[str, Any],
 ) -> dict[str, Any]:
-    """Body of one task: stream one source into its plates' partitions."""
+    """Body of one task: stream one source into staging partitions, one per plate.
+
+    Returns the source, its plates, rows, warnings and the image keys (well,
+    site) of each plate, which the driver checks before committing.
+    """
     from cellframe.io.ingest import (
         annotated_batches,
+        image_key_columns,
         plate_runs,
         resolve_reader,
         unmatched_message,
@@ -107,26 +138,159 @@ def _ingest_source(
     state: dict[str, Any] = {}
     rows = 0
     plates: list[str] = []
+    images: dict[str, pl.DataFrame] = {}
     params = {**parameters, "format": reader_cls.format, "source": _source_key(source)}
     batches = annotated_batches(reader, platemap, state, table=table, progress=False)
+
+    def keyed(run: Any, plate: str) -> Any:
+        for frame in run:
+            keys = [k for k in image_key_columns(list(frame.columns)) if k != PLATE]
+            seen = frame.select(keys).unique()
+            images[plate] = pl.concat([images[plate], seen]) if plate in images else seen
+            yield frame
+
     for plate, run in plate_runs(batches, source):
-        rows += write_plate_partition(Path(table_root), plate, run, step=STEP, parameters=params)
+        rows += write_plate_partition(
+            Path(staging_root), plate, keyed(run, plate), step=STEP, parameters=params
+        )
         plates.append(plate)
     messages = reader.issues.summary()
     if state.get("unmatched"):
         messages.append(unmatched_message(state["unmatched"]))
-    return {"source": str(source), "plates": plates, "rows": rows, "warnings": messages}
+    return {
+        "source": str(source),
+        "plates": plates,
+        "rows": rows,
+        "warnings": messages,
+        "images": {p: f.unique() for p, f in images.items()},
+        "staging": staging_root,
+    }
 
 
 def _complete_sources(table_root: Path) -> dict[str, list[str]]:
-    """Sources whose partitions are complete, with their plates (from the markers)."""
+    """Sources committed to complete partitions, with their plates (from the markers)."""
     out: dict[str, list[str]] = {}
     for plate in completed_plates(table_root):
         record = read_marker(partition_dir(table_root, plate)) or {}
-        source = (record.get("parameters") or {}).get("source")
-        if record.get("step") == STEP and source:
-            out.setdefault(source, []).append(plate)
+        if record.get("step") != STEP:
+            continue
+        params = record.get("parameters") or {}
+        for source in params.get("sources") or [params.get("source")]:
+            if source:
+                out.setdefault(source, []).append(plate)
     return out
+
+
+def _check_images(results: list[dict[str, Any]]) -> None:
+    """Refuse a run in which two sources hold the same image (the second would hide the first)."""
+    owner: dict[str, tuple[str, pl.DataFrame]] = {}
+    for result in results:
+        for plate, keys in result["images"].items():
+            if plate in owner:
+                other, stored = owner[plate]
+                both = keys.join(stored, on=keys.columns, how="semi", nulls_equal=True)
+                if both.height:
+                    example = ", ".join(f"{k}={v!r}" for k, v in both.row(0, named=True).items())
+                    raise InvalidInputError(
+                        f"plate {plate!r} has {both.height} image(s) in two sources, {other} and "
+                        f"{result['source']} (e.g. {example}); nothing was written. Ingest each "
+                        "image from one source (or the sources into different tables)"
+                    )
+                owner[plate] = (f"{other}, {result['source']}", pl.concat([stored, keys]))
+            else:
+                owner[plate] = (result["source"], keys)
+
+
+def _check_append(table_root: Path, results: list[dict[str, Any]]) -> None:
+    """``mode="append"``: refuse (store unchanged) if any image of the sources is stored."""
+    from cellframe.errors import KeyConflictError
+
+    for result in results:
+        for plate, keys in result["images"].items():
+            files = partition_files(table_root, plate)
+            if not files or not keys.columns:
+                continue
+            stored = pl.scan_parquet(files, glob=False).select(keys.columns).unique().collect()
+            clash = keys.cast(stored.schema, strict=False).join(  # type: ignore[arg-type]
+                stored, on=keys.columns, how="semi", nulls_equal=True
+            )
+            if clash.height:
+                example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
+                raise KeyConflictError(
+                    f"{result['source']}: plate {plate!r} of {table_root} already holds "
+                    f"{clash.height} of its image(s) (e.g. {example}); nothing was written. "
+                    "Use mode='replace-images' to replace them, or leave them out"
+                )
+
+
+def _commit(
+    table_root: Path,
+    results: list[dict[str, Any]],
+    mode: str,
+    parameters: dict[str, Any],
+    changes: WriteChanges,
+) -> None:
+    """Move the staged plates of ``results`` into the table, plate by plate."""
+    by_plate: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        for plate in result["plates"]:
+            by_plate.setdefault(plate, []).append(result)
+    for plate, parts in sorted(by_plate.items()):
+        staged = [partition_dir(Path(r["staging"]), plate) for r in parts]
+        final = partition_dir(table_root, plate)
+        if len(staged) == 1 and (mode == "replace-plates" or not final.exists()):
+            # The common case (one source per plate, a new plate): a rename.
+            _check_schema_against_siblings(table_root, plate, staged[0] / DATA_FILE)
+            if final.exists():
+                changes.rows_removed += sum(pq_rows(f) for f in partition_files(table_root, plate))
+                changes.keys_replaced += 1
+                old = table_root / f".old-{uuid.uuid4().hex}"
+                final.rename(old)
+                staged[0].rename(final)
+                shutil.rmtree(old)
+            else:
+                images = parts[0]["images"].get(plate)
+                changes.keys_added += images.height if images is not None else 0
+                staged[0].rename(final)
+            continue
+        files = [f for folder in staged for f in sorted(folder.glob(DATA_GLOB))]
+        record = read_marker(final) or {}
+        before = (record.get("parameters") or {}) if mode != "replace-plates" else {}
+        sources = [
+            *(before.get("sources") or ([before["source"]] if before.get("source") else [])),
+            *(_source_key(r["source"]) for r in parts),
+        ]
+        params = {**parameters, "sources": sorted(set(sources))}
+        write_plate_partition(
+            table_root,
+            plate,
+            (batch for f in files for batch in _file_batches(f)),
+            step=STEP,
+            parameters=params,
+            replace_keys=None if mode == "replace-plates" else _image_keys(parts, plate),
+            changes=changes,
+        )
+
+
+def _image_keys(parts: list[dict[str, Any]], plate: str) -> list[str]:
+    """The image key columns (within a plate) of the staged sources of ``plate``."""
+    for result in parts:
+        if plate in result["images"]:
+            return list(result["images"][plate].columns)
+    return []
+
+
+def _file_batches(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=65_536)
+
+
+def pq_rows(path: Path) -> int:
+    """Rows of one Parquet file (from its footer)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
 
 def ingest_plates(
@@ -143,14 +307,15 @@ def ingest_plates(
     progress: bool = True,
     batch_rows: int | None = None,
     memory_limit: str = "512MB",
+    mode: str = "replace-images",
 ) -> IngestPlatesReport:
     """Ingest several sources into one per-plate Parquet table, locally or on Ray.
 
     Parameters
     ----------
     sources : sequence of path
-        Files or folders, each holding whole plates (a plate must not be split
-        across sources).
+        Files or folders: whole plates, or sites or wells of plates (a plate
+        may be spread over several sources, an image may not).
     store : Store
         Destination store; ``table`` becomes (or must already be) a
         partitioned view.
@@ -160,17 +325,21 @@ def ingest_plates(
     format : str, default "auto"
         Format of every source (see :data:`cellframe.io.FORMATS`).
     engine : {"local", "ray"}
-        ``"local"`` ingests the sources one after another in this process;
-        ``"ray"`` runs one task per source.
+        ``"local"`` reads the sources one after another in this process;
+        ``"ray"`` runs one task per source. Both commit the same way.
     address : str, optional
         Ray cluster address (see :func:`cellframe.engine.connect_ray`).
     force : bool, default False
-        Ray engine: re-read sources whose plates are already complete.
+        Ray engine: re-read sources already committed by an earlier run.
     progress : bool, default True
     batch_rows : int, optional
         Rows per batch while reading.
     memory_limit : str, default "512MB"
         DuckDB memory limit of a temporary staging database (unsorted sources).
+    mode : {"replace-images", "append", "replace-plates"}, default "replace-images"
+        As in :func:`cellframe.io.ingest`: replace the stored rows of the
+        images the sources hold (other images stay); refuse if any is stored;
+        or replace the sources' plates whole.
 
     Returns
     -------
@@ -179,8 +348,10 @@ def ingest_plates(
     Raises
     ------
     InvalidInputError
-        If no source is given, ``table`` is a native table, or two sources
-        hold the same plate.
+        If no source is given, ``table`` is a native table, ``mode`` is
+        unknown, or two sources hold the same image (nothing is written).
+    KeyConflictError
+        If ``mode="append"`` and an image is already stored (nothing is written).
     EngineUnavailableError
         If Ray cannot be reached.
     cellframe.partitions.PartitionVersionError
@@ -191,9 +362,13 @@ def ingest_plates(
     >>> report = ingest_plates(sorted(Path("screen").glob("*.sqlite")), store,
     ...                        engine="ray")                    # doctest: +SKIP
     """
-    from cellframe.io.ingest import IngestWarning, ingest, platemap_frame, write_platemap
+    from cellframe.io.ingest import MODES, IngestWarning, platemap_frame, write_platemap
 
     _check_engine(engine)
+    if mode not in MODES:
+        raise InvalidInputError(
+            f"unknown ingest mode {mode!r}; valid: {', '.join(repr(m) for m in MODES)}"
+        )
     if not sources:
         raise InvalidInputError("no sources to ingest: pass one or more files or folders")
     keys = [_source_key(s) for s in sources]
@@ -212,70 +387,73 @@ def ingest_plates(
         "platemap": None if platemap is None else str(platemap)[:200],
         "annotations": None if annotations is None else str(annotations)[:200],
         "layout": "parquet",
+        "mode": mode,
+        "engine": engine,
     }
-    plate_source: dict[str, str] = {}
-
-    def claim(result: dict[str, Any]) -> None:
-        for plate in result["plates"]:
-            if plate in plate_source and plate_source[plate] != result["source"]:
-                raise InvalidInputError(
-                    f"plate {plate!r} is in two sources, {plate_source[plate]} and "
-                    f"{result['source']}; the second replaced the first's partition. Ingest a "
-                    "plate from one source (or the sources into different tables)"
-                )
-            plate_source[plate] = result["source"]
-
-    if engine == "local":
-        for source in progress_bar(list(sources), desc="ingest", unit="source", enabled=progress):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", IngestWarning)
-                one = ingest(
-                    source,
-                    store,
-                    table=table,
-                    platemap=pm,
-                    format=format,
-                    progress=False,
-                    batch_rows=batch_rows,
-                    memory_limit=memory_limit,
-                    layout="parquet",
-                )
-            claim({"source": str(source), "plates": one.plates})
-            report.rows += one.rows
-            report.computed += one.plates
-            report.sources.append(str(source))
-            report.warnings += [f"{source}: {w.message}" for w in caught]
-        return report  # ingest() wrote each source's platemap rows
-
-    ray = connect_ray(address)
     table_root = store.parts_dir / table
+    new_folders = [p for p in (table_root.parent, table_root) if not p.exists()]
+    table_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(table_root)
-    done = _complete_sources(table_root)
-    todo = []
-    for source, key in zip(sources, keys, strict=True):
-        if key in done and not force:
-            for plate in done[key]:
-                check_partition_version(table_root, plate, STEP)
-                plate_source[plate] = str(source)
-            report.skipped_sources.append(str(source))
-            report.skipped += done[key]
+    todo = list(sources)
+    if engine == "ray":
+        done = _complete_sources(table_root)
+        todo = []
+        for source, key in zip(sources, keys, strict=True):
+            if key in done and not force:
+                for plate in done[key]:
+                    check_partition_version(table_root, plate, STEP)
+                report.skipped_sources.append(str(source))
+                report.skipped += [p for p in done[key] if p not in report.skipped]
+            else:
+                todo.append(source)
+    staging = table_root / f".tmp-staging-{uuid.uuid4().hex}"
+    results: list[dict[str, Any]] = []
+    try:
+        folders = {str(s): str(staging / str(i)) for i, s in enumerate(todo)}
+        if engine == "local":
+            for source in progress_bar(todo, desc="ingest", unit="source", enabled=progress):
+                results.append(
+                    _ingest_source(
+                        str(source), folders[str(source)], table, pm, options, parameters
+                    )
+                )
         else:
-            todo.append(source)
-    task = ray.remote(max_retries=MAX_RETRIES)(_ingest_source)
-    pm_ref = ray.put(pm)
-    bar = progress_bar(range(len(todo)), desc="ingest (ray)", unit="source", enabled=progress)
-    for source, result in run_tasks(
-        ray,
-        [str(s) for s in todo],
-        lambda source: task.remote(source, str(table_root), table, pm_ref, options, parameters),
-        describe=lambda source: f"while ingesting {source} (Ray engine)",
-        bar=bar,
-    ):
-        claim(result)
+            ray = connect_ray(address)
+            task = ray.remote(max_retries=MAX_RETRIES)(_ingest_source)
+            pm_ref = ray.put(pm)
+            bar = progress_bar(
+                range(len(todo)), desc="ingest (ray)", unit="source", enabled=progress
+            )
+            for _, result in run_tasks(
+                ray,
+                [str(s) for s in todo],
+                lambda source: task.remote(
+                    source, folders[source], table, pm_ref, options, parameters
+                ),
+                describe=lambda source: f"while ingesting {source} (Ray engine)",
+                bar=bar,
+            ):
+                results.append(result)
+        _check_images(results)
+        if mode == "append":
+            _check_append(table_root, results)
+        changes = WriteChanges()
+        _commit(table_root, results, mode, parameters, changes)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(new_folders):  # leave no trace of a refused run
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    for result in results:
         report.rows += result["rows"]
-        report.computed += result["plates"]
-        report.sources.append(source)
-        report.warnings += [f"{source}: {w}" for w in result["warnings"]]
+        report.computed += [p for p in result["plates"] if p not in report.computed]
+        report.sources.append(result["source"])
+        report.warnings += [f"{result['source']}: {w}" for w in result["warnings"]]
+    report.images_added = changes.keys_added
+    report.images_replaced = changes.keys_replaced
+    report.rows_replaced = changes.rows_removed
     remove_stale_temporaries(table_root)
     if not any(table_root.glob(f"*/{MARKER}")):
         raise InvalidInputError(f"no plate was written under {table_root}")
@@ -283,7 +461,7 @@ def ingest_plates(
     store.record_provenance(
         table,
         STEP,
-        {**parameters, "engine": "ray", "plates": report.computed, "sources": report.sources},
+        {**parameters, "plates": report.computed, "sources": report.sources},
         n_rows=report.rows,
         source=", ".join(report.sources)[:1000] or None,
     )

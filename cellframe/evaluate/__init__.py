@@ -1,5 +1,10 @@
-"""Evaluation: similarity, retrieval metrics, copairs-compatible AP and p-values, replicate metrics."""
+"""Evaluation: similarity, retrieval metrics, copairs-compatible AP and p-values (cross-fitted after a correction), replicate metrics."""
 
+from cellframe.evaluate.crossfit import (
+    activity_from_store,
+    control_folds,
+    correction_from_provenance,
+)
 from cellframe.evaluate.pairs import average_precision, label_matrix, phenotypic_activity
 from cellframe.evaluate.replicates import ReplicateResult, grit, percent_replicating
 from cellframe.evaluate.retrieval import (
@@ -26,10 +31,13 @@ from cellframe.evaluate.sql import register_evaluate_sql
 __all__ = [
     "ReplicateResult",
     "RetrievalResult",
+    "activity_from_store",
     "average_precision",
     "average_precision_p_values",
     "benjamini_hochberg",
     "check_float32_similarity",
+    "control_folds",
+    "correction_from_provenance",
     "cosine_similarity",
     "folds_of_enrichment",
     "grit",

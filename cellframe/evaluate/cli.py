@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "with provenance. retrieval: interpolated mAP, folds of enrichment and hits "
             "at the top fraction with positives sharing a --label value ('|' separates "
             "several). activity: copairs-compatible AP of replicates against negative "
-            "controls, with permutation p-values and BH-corrected p-values per treatment."
+            "controls, with permutation p-values and BH-corrected p-values per treatment. "
+            "When the table's provenance shows normalize/sphere steps fitted on the controls, "
+            "activity refits them by cross-fitting (--n-folds folds of the controls, each "
+            "held out of the fit and used as the null) from the pre-correction table."
         ),
     )
     p.add_argument("table", help="profile table in the store (e.g. wells_normalized)")
@@ -47,6 +50,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--null-size", type=int, default=10000, help="activity: permutations per configuration"
     )
     p.add_argument("--seed", type=int, default=0, help="activity: random seed")
+    p.add_argument(
+        "--n-folds",
+        type=int,
+        default=2,
+        help="activity: folds of the controls when a correction fitted on them is refitted "
+        "by cross-fitting (default: %(default)s)",
+    )
+    p.add_argument(
+        "--as-is",
+        action="store_true",
+        help="activity: evaluate the table as it is even when its provenance shows a "
+        "correction fitted on the controls (the null is then not independent; warns)",
+    )
     p.add_argument("--threshold", type=float, default=0.05, help="activity: significance level")
     p.add_argument(
         "--features",
@@ -96,8 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 source=args.table,
             )
         else:
-            from cellframe.evaluate.pairs import phenotypic_activity
-            from cellframe.evaluate.significance import mean_average_precision
+            from cellframe.evaluate.crossfit import activity_from_store
 
             params |= {
                 "treatment": args.treatment,
@@ -107,23 +122,28 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "null_size": args.null_size,
                 "seed": args.seed,
                 "threshold": args.threshold,
+                "n_folds": args.n_folds,
             }
-            per_query = phenotypic_activity(
-                lf,
+            result = activity_from_store(
+                store,
+                args.table,
                 treatment=args.treatment,
                 controls=pl.col(args.control_column) == args.control_value,
                 same_plate=args.same_plate,
                 features=args.features,
-                keep=[c for c in meta if c != args.treatment],
+                n_folds=args.n_folds,
+                seed=args.seed,
+                null_size=args.null_size,
+                threshold=args.threshold,
+                cross_fit=not args.as_is,
                 progress=not args.quiet,
             )
-            summary = mean_average_precision(
-                per_query.filter(~pl.col("is_control")),
-                sameby=[args.treatment],
-                null_size=args.null_size,
-                seed=args.seed,
-                threshold=args.threshold,
-            )
+            per_query, summary = result.per_query, result.summary
+            params |= {"null": result.null, "null_source": result.plan.source}
+            if result.null == "cross-fitted":
+                params["refitted_steps"] = result.plan.steps
+            if not args.quiet:
+                print(f"null: {result.null} ({result.plan.describe()})")
         store.write(
             f"{prefix}_per_query",
             per_query,

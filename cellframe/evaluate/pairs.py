@@ -16,7 +16,7 @@ queries at a time, so memory is ``O(n x block)``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +26,7 @@ from cellframe.columns import CONTROL, NEGATIVE_CONTROL, TREATMENT, feature_colu
 from cellframe.errors import InvalidInputError
 from cellframe.evaluate._data import default_block_rows, encode, profile_matrix
 from cellframe.evaluate._ranking import average_precision_from_ranks, rank_lists
+from cellframe.evaluate.crossfit import Correction, control_folds, fit_correction
 from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
 
 if TYPE_CHECKING:  # scipy is imported where labels are built
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # scipy is imported where labels are built
 __all__ = ["average_precision", "label_matrix", "phenotypic_activity"]
 
 _REFERENCE = "__cf_reference_index"
+_ROW = "Metadata_cf_crossfit_row"  # Metadata_: corrections pass it through
 
 
 def label_matrix(series: pl.Series, *, sep: str = "|") -> tuple[sp.csr_matrix, list[str]]:
@@ -303,6 +305,9 @@ def phenotypic_activity(
     dtype: type[np.floating] = np.float32,
     block_rows: int | None = None,
     progress: bool = False,
+    correction: Correction | None = None,
+    n_folds: int = 2,
+    seed: int = 0,
 ) -> pl.DataFrame:
     """AP of each profile retrieving its replicates against negative controls.
 
@@ -324,11 +329,37 @@ def phenotypic_activity(
         Plate column used with ``same_plate``.
     features, keep, dtype, block_rows, progress
         As in :func:`average_precision`.
+    correction : callable, estimator or sequence, optional
+        A correction fitted on control wells (sphering, normalization), given
+        *unfitted*: ``callable(frame) -> fitted`` with ``fitted.transform(frame)``
+        (e.g. ``lambda rows: Spherizer(lam=1e-2).fit(rows)``), an estimator with
+        ``fit``/``transform`` (copied per fold), or a sequence of them applied
+        in order. ``profiles`` are then the *pre-correction* profiles and the
+        activity is cross-fitted (see :mod:`cellframe.evaluate.crossfit`): for
+        each of ``n_folds`` folds of the controls, the correction is fitted on
+        every row except that fold's controls, and each treatment well is
+        ranked against the held-out controls only. Without a correction the
+        controls are used as given (copairs' recipe).
+    n_folds : int, default 2
+        Folds of the controls (stratified per ``plate`` when that column exists).
+    seed : int, default 0
+        Seed of the fold assignment.
 
     Returns
     -------
     polars.DataFrame
-        As :func:`average_precision`, plus ``is_control``.
+        As :func:`average_precision`, plus ``is_control``. With a correction,
+        one row per (profile, fold) it was scored in, with a ``fold`` column:
+        a treatment well appears once per fold, a control once (its held-out
+        fold, with a null AP). Pass the treatment rows to
+        :func:`~cellframe.evaluate.mean_average_precision` to average over
+        replicates and folds.
+
+    Raises
+    ------
+    InvalidInputError
+        No control row, bad ``n_folds`` (below 2 or above the number of
+        controls), or a correction that returns no ``transform``.
 
     Examples
     --------
@@ -356,24 +387,71 @@ def phenotypic_activity(
             "no negative-control rows matched the controls expression: phenotypic activity "
             "ranks replicates against controls; check controls="
         )
-    # copairs' reference-index trick: each control gets its own index, so no two
-    # controls form a positive pair and every negative pair is (treatment, control).
-    ref = np.where(is_ctrl, np.arange(df.height), -1)
-    df = df.with_columns(pl.Series(_REFERENCE, ref), pl.Series("is_control", is_ctrl))
-    neg_same = [plate] if same_plate else []
-    out = _average_precision(
-        df,
-        pos_sameby=[treatment, _REFERENCE],
-        pos_diffby=[],
-        neg_sameby=neg_same,
-        neg_diffby=[treatment, _REFERENCE],
-        multilabel=None,
-        sep="|",
-        features=features,
-        keep=[*keep, "is_control"],
-        dtype=dtype,
-        block_rows=block_rows,
-        progress=progress,
-        expect_positives=~is_ctrl,
-    )
-    return out.drop(_REFERENCE)
+
+    def score(frame: pl.DataFrame, ctrl: np.ndarray, feats: list[str]) -> pl.DataFrame:
+        # copairs' reference-index trick: each control gets its own index, so no two
+        # controls form a positive pair and every negative pair is (treatment, control).
+        ref = np.where(ctrl, np.arange(frame.height), -1)
+        frame = frame.with_columns(pl.Series(_REFERENCE, ref), pl.Series("is_control", ctrl))
+        out = _average_precision(
+            frame,
+            pos_sameby=[treatment, _REFERENCE],
+            pos_diffby=[],
+            neg_sameby=[plate] if same_plate else [],
+            neg_diffby=[treatment, _REFERENCE],
+            multilabel=None,
+            sep="|",
+            features=feats,
+            keep=[*keep, "is_control"],
+            dtype=dtype,
+            block_rows=block_rows,
+            progress=progress,
+            expect_positives=~ctrl,
+        )
+        return out.drop(_REFERENCE)
+
+    if correction is None:
+        return score(df, is_ctrl, features)
+    return _cross_fitted(
+        df, is_ctrl, features, score, correction=correction, n_folds=n_folds, seed=seed,
+        plate=plate,
+    )  # fmt: skip
+
+
+def _cross_fitted(
+    df: pl.DataFrame,
+    is_ctrl: np.ndarray,
+    features: list[str],
+    score: Callable[[pl.DataFrame, np.ndarray, list[str]], pl.DataFrame],
+    *,
+    correction: Correction,
+    n_folds: int,
+    seed: int,
+    plate: str,
+) -> pl.DataFrame:
+    """Score each fold's held-out controls against a correction fitted without them."""
+    strata = encode(df[plate]) if plate in df.columns else None
+    folds = control_folds(is_ctrl, n_folds=n_folds, seed=seed, strata=strata)
+    metadata = [c for c in df.columns if c not in set(features)]
+    base = df.select([*metadata, *features]).with_row_index(_ROW)
+    parts = []
+    for f in range(n_folds):
+        held_out = folds == f
+        fit_rows = base.filter(pl.Series(~held_out)).drop(_ROW)
+        fitted = fit_correction(correction, fit_rows)
+        scored = base.filter(pl.Series(~is_ctrl | held_out))
+        out = fitted.transform(scored).lazy().collect()
+        if _ROW not in out.columns or out.height != scored.height:
+            raise InvalidInputError(
+                "the correction's transform must keep every row and the metadata columns "
+                f"(fold {f}: {scored.height} rows in, {out.height} out)"
+            )
+        original = out[_ROW].to_numpy()
+        res = score(out.drop(_ROW), is_ctrl[original], feature_columns(out))
+        parts.append(
+            res.with_columns(
+                pl.Series("row", original[res["row"].to_numpy()], dtype=pl.UInt32),
+                pl.lit(f, dtype=pl.Int32).alias("fold"),
+            )
+        )
+    return pl.concat(parts).sort(["row", "fold"])

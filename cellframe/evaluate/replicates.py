@@ -337,8 +337,12 @@ def grit(
         .with_columns(
             sd=(pl.col("sq") / pl.col("n") - pl.col("mu") ** 2).clip(lower_bound=0).sqrt()
         )
-        # StandardScaler leaves a zero spread unscaled.
-        .with_columns(sd=pl.when(pl.col("sd") > 0).then(pl.col("sd")).otherwise(1.0))
+        # StandardScaler leaves a zero spread unscaled (NaN is not > 0 here: is_nan first).
+        .with_columns(
+            sd=pl.when(~pl.col("sd").is_nan() & (pl.col("sd") > 0))
+            .then(pl.col("sd"))
+            .otherwise(1.0)
+        )
     )
     t_row = np.concatenate(t_rows) if t_rows else np.zeros(0, dtype=np.int64)
     targets = pl.DataFrame(
@@ -350,6 +354,7 @@ def grit(
         .with_columns(z=(pl.col("t") - pl.col("mu")) / pl.col("sd"))
         .group_by("perturbation")
         .agg(agg.alias("grit"))
+        .with_columns(pl.col("grit").fill_nan(None))  # null sorts last; NaN would sort first
     )
     return (
         per_pert.select("perturbation", "group")

@@ -15,12 +15,13 @@ the same distribution, other random numbers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 
-from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
 
 __all__ = [
     "average_precision_p_values",
@@ -131,6 +132,15 @@ def _null_table(
     return out
 
 
+def _warn_nan(n_nan: int, n: int, what: str) -> None:
+    warnings.warn(
+        f"{n_nan} of {n} rows of the AP table have a NaN average_precision: {what} "
+        "(NaN would rank above every null AP and count as significant)",
+        NaNExcludedWarning,
+        stacklevel=3,
+    )
+
+
 def _require(ap: pl.DataFrame, cols: Sequence[str]) -> None:
     missing = [c for c in cols if c not in ap.columns]
     if missing:
@@ -155,7 +165,11 @@ def average_precision_p_values(
     k = ap["n_pos_pairs"].to_numpy().astype(np.int64)
     m = ap["n_total_pairs"].to_numpy().astype(np.int64)
     score = ap["average_precision"].fill_null(np.nan).to_numpy().astype(np.float64)
-    mask = k > 0
+    # NaN sorts above every null AP and would get the smallest p-value: no p-value.
+    nan_ap = (k > 0) & np.isnan(score)
+    if nan_ap.any():
+        _warn_nan(int(nan_ap.sum()), ap.height, "they get no p-value")
+    mask = (k > 0) & ~nan_ap
     pvals = np.full(ap.height, np.nan, dtype=np.float32)
     if mask.any():
         configs, inv = np.unique(np.stack([k[mask], m[mask]], axis=1), axis=0, return_inverse=True)
@@ -239,7 +253,13 @@ def mean_average_precision(
     _require(ap, [*group, "average_precision", "n_pos_pairs", "n_total_pairs"])
     if null_size < 1:
         raise InvalidInputError(f"null_size must be positive, got {null_size}")
-    scored = ap.filter(pl.col("average_precision").is_not_null() & (pl.col("n_pos_pairs") > 0))
+    has_pos = pl.col("n_pos_pairs") > 0
+    nan_ap = ap.filter(has_pos & pl.col("average_precision").is_nan()).height
+    if nan_ap:
+        _warn_nan(nan_ap, ap.height, "they are left out of mAP")
+    scored = ap.filter(
+        pl.col("average_precision").is_not_null() & ~pl.col("average_precision").is_nan() & has_pos
+    )
     if scored.height == 0:
         raise InvalidInputError("no profile has positives: nothing to average into mAP")
     k = scored["n_pos_pairs"].to_numpy().astype(np.int64)

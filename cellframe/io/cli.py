@@ -24,16 +24,21 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="read single cells (CellProfiler SQLite/CSV, Parquet, DeepProfiler, IN Carta) into the store",
         description=(
-            "Read SOURCE and write its rows to a table of the store, replacing the rows of "
-            "every plate it holds (re-ingesting never duplicates). One transaction: an error "
-            "or an interrupted run leaves the store as it was."
+            "Read SOURCE and write its rows to a table of the store. By default "
+            "(--mode replace-images) the stored rows of exactly the images (plate, well, site) "
+            "in SOURCE are replaced: other sites, wells and plates stay, so a plate can be "
+            "ingested one site or well folder at a time and re-ingesting never duplicates. "
+            "--dry-run says what would be added and replaced. One transaction (or an atomic "
+            "swap of each plate's Parquet files): an error or an interrupted run leaves the "
+            "store as it was."
         ),
     )
     p.add_argument(
         "source",
         metavar="SOURCE",
         nargs="+",
-        help="file or folder to read; several (one per plate) are written as per-plate Parquet",
+        help="file or folder to read; several (whole plates, or sites or wells of plates) are "
+        "written as per-plate Parquet, each plate committed once",
     )
     p.add_argument("--platemap", metavar="FILE", help="platemap CSV/TSV joined on plate and well")
     p.add_argument(
@@ -62,11 +67,26 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "over 1 GiB",
     )
     p.add_argument(
+        "--mode",
+        choices=("replace-images", "append", "replace-plates"),
+        default="replace-images",
+        help="replace-images (default): replace the stored rows of the images (plate, well, "
+        "site) in SOURCE, keep every other image; append: add the rows, refuse (store "
+        "unchanged) if any image is already stored; replace-plates: delete every stored row "
+        "of SOURCE's plates first, including images SOURCE does not hold",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read SOURCE and print what would be added and replaced (plates, images, rows); "
+        "write nothing",
+    )
+    p.add_argument(
         "--engine",
         choices=("local", "ray"),
         default="local",
-        help="local (default) or ray: one Ray task per SOURCE, each writing its plates' Parquet "
-        "partitions",
+        help="local (default) or ray: one Ray task per SOURCE, each staging its plates' rows; "
+        "the driver then commits each plate",
     )
     p.add_argument(
         "--address",
@@ -76,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument(
         "--force",
         action="store_true",
-        help="Ray engine: re-read sources whose plates a previous run completed",
+        help="Ray engine: re-read sources a previous run already committed",
     )
     p.set_defaults(func=_ingest)
 
@@ -87,6 +107,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from cellframe.io.ingest import IngestWarning, ingest
 
     many = len(args.source) > 1 or args.engine == "ray"
+    if args.dry_run:
+        return _dry_run(args)
     if many and (args.plate or args.well):
         raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE (local engine)")
     if many and args.layout == "table":
@@ -114,6 +136,7 @@ def _ingest(args: argparse.Namespace) -> int:
                     force=args.force,
                     progress=not args.quiet,
                     memory_limit=args.memory_limit,
+                    mode=args.mode,
                 )
         else:
             report = ingest(
@@ -128,8 +151,38 @@ def _ingest(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 memory_limit=args.memory_limit,
                 layout=args.layout,
+                mode=args.mode,
             )
     if not args.quiet:
         print(report)
         print(f"store: {args.store}")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """``--dry-run``: read every SOURCE and print what would change; the store is not written."""
+    import warnings
+
+    from cellframe.io.ingest import IngestWarning, ingest
+
+    if len(args.source) > 1 and (args.plate or args.well):
+        raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE")
+    for source in args.source:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IngestWarning)
+            report = ingest(
+                source,
+                args.store,
+                table=args.table,
+                platemap=args.platemap,
+                annotations=args.annotations,
+                format=args.format,
+                plate=args.plate,
+                well=args.well,
+                progress=not args.quiet,
+                memory_limit=args.memory_limit,
+                mode=args.mode,
+                dry_run=True,
+            )
+        print(report)
     return 0

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
-from cellframe.columns import METADATA_PREFIX, PLATE, WELL, feature_columns
+from cellframe.columns import METADATA_PREFIX, PLATE, SITE, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownFormatError
 from cellframe.io._base import Reader
 from cellframe.io.cellprofiler_csv import TABLE_FILES, CellProfilerCSV, find_table_folders
@@ -38,6 +39,32 @@ FORMATS: dict[str, type[Reader]] = {
 #: Default table for each level of data a reader yields.
 DEFAULT_TABLES = {"cell": "cells", "image": "image_profiles"}
 
+#: Write modes of :func:`ingest`, the safe one first (the default).
+MODES = ("replace-images", "append", "replace-plates")
+
+#: The columns that identify an image, in the order they are looked for.
+IMAGE_KEYS = (PLATE, WELL, SITE)
+
+
+def image_key_columns(columns: list[str]) -> list[str]:
+    """The columns identifying an image among ``columns``: plate, well and site.
+
+    ``Metadata_ImageNumber`` is not used: CellProfiler numbers images per run,
+    so every per-site or per-well output folder starts again at 1 and two
+    folders' images could not be told apart. Rows without a site column are
+    keyed by plate and well, rows without a well by plate. The plate is always
+    part of the key (a write then needs the column), so a replacement never
+    reaches into another plate.
+
+    Examples
+    --------
+    >>> image_key_columns(["Metadata_Plate", "Metadata_Well", "Metadata_Site", "f"])
+    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site']
+    >>> image_key_columns(["Metadata_Plate", "Metadata_Well", "f"])
+    ['Metadata_Plate', 'Metadata_Well']
+    """
+    return [PLATE, *(c for c in IMAGE_KEYS[1:] if c in columns)]
+
 
 class IngestWarning(UserWarning):
     """A recoverable problem met while ingesting (the message gives counts)."""
@@ -56,9 +83,23 @@ class IngestReport:
     format : str
         Format it was read as.
     plates : list of str
-        Plates written (each replaced any rows it had before).
+        Plates written to.
     rows : int
-        Rows written.
+        Rows written (or, for a dry run, that would be written).
+    mode : str
+        Write mode (see :func:`ingest`).
+    dry_run : bool
+        Whether nothing was written (the counts say what would be).
+    images_added : int
+        Images (plate, well, site) the store did not hold before.
+    images_replaced : int
+        Images the store held whose rows were replaced by the source's. A dry
+        run with ``mode="replace-plates"`` counts every stored image of the
+        source's plates.
+    plates_replaced : int
+        ``mode="replace-plates"``: stored plates whose rows were all replaced.
+    rows_replaced : int
+        Stored rows deleted by the replacement.
     n_features, n_metadata : int
         Feature and ``Metadata_*`` columns of the rows.
     warnings : list of str
@@ -72,17 +113,50 @@ class IngestReport:
     format: str
     plates: list[str] = field(default_factory=list)
     rows: int = 0
+    mode: str = "replace-images"
+    dry_run: bool = False
+    images_added: int = 0
+    images_replaced: int = 0
+    plates_replaced: int = 0
+    rows_replaced: int = 0
     n_features: int = 0
     n_metadata: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        lines = [
-            f"ingested {self.rows:,} rows from {self.source} ({self.format}) into table "
-            f"{self.table!r}: {len(self.plates)} plate(s), {self.n_features:,} features, "
-            f"{self.n_metadata} metadata columns, in {self.seconds:.1f} s",
-        ]
+        if self.dry_run:
+            lines = [
+                f"dry run, nothing written: {self.source} ({self.format}) holds {self.rows:,} "
+                f"rows of {len(self.plates)} plate(s) ({', '.join(self.plates)}), "
+                f"{self.n_features:,} features",
+                f"mode {self.mode}: would add {self.images_added:,} image(s) and replace "
+                f"{self.images_replaced:,} stored image(s)"
+                + (
+                    f" of {self.plates_replaced:,} plate(s)"
+                    if self.mode == "replace-plates"
+                    else ""
+                )
+                + f" ({self.rows_replaced:,} stored rows) in table {self.table!r}",
+            ]
+            if self.mode == "append" and self.images_replaced:
+                lines.append(
+                    f"append would be refused: {self.images_replaced:,} image(s) are already "
+                    "stored (use --mode replace-images to replace them)"
+                )
+        else:
+            lines = [
+                f"ingested {self.rows:,} rows from {self.source} ({self.format}) into table "
+                f"{self.table!r}: {len(self.plates)} plate(s), {self.n_features:,} features, "
+                f"{self.n_metadata} metadata columns, in {self.seconds:.1f} s",
+                f"mode {self.mode}: "
+                + (
+                    f"{self.plates_replaced:,} plate(s) replaced"
+                    if self.mode == "replace-plates"
+                    else f"{self.images_added:,} image(s) added, {self.images_replaced:,} replaced"
+                )
+                + f" ({self.rows_replaced:,} stored rows replaced)",
+            ]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -193,13 +267,17 @@ def ingest(
     staging_dir: str | os.PathLike[str] | None = None,
     memory_limit: str = "512MB",
     layout: str = "auto",
+    mode: str = "replace-images",
+    dry_run: bool = False,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
     The rows stream from the reader into :meth:`Store.write` batch by batch,
-    in one transaction with ``replace_plate=True``: re-ingesting a plate
-    replaces its rows and never duplicates them, and an error (or a killed
-    process) leaves the store exactly as it was.
+    in one transaction. Which stored rows the new ones replace is ``mode``'s
+    choice; by default exactly the images (plate, well, site) in ``source``,
+    so ingesting a plate's sites one folder at a time gives the same table
+    as one ingest of the whole plate, and re-ingesting never duplicates. An
+    error (or a killed process) leaves the store exactly as it was.
 
     Parameters
     ----------
@@ -246,6 +324,18 @@ def ingest(
         the plate. ``"auto"`` keeps the layout of an existing table, and
         otherwise picks ``"parquet"`` for single cells from sources over
         1 GiB and ``"table"`` for the rest.
+    mode : {"replace-images", "append", "replace-plates"}, default "replace-images"
+        ``"replace-images"``: the stored rows of every image in ``source`` are
+        replaced; other images, wells and plates stay. ``"append"``: add the
+        rows, and raise :class:`~cellframe.errors.KeyConflictError` (store
+        unchanged) if any image of ``source`` is already stored.
+        ``"replace-plates"``: every stored row of the plates in ``source`` is
+        deleted first, including images the source does not hold.
+        Images are identified by :func:`image_key_columns`.
+    dry_run : bool, default False
+        Read ``source`` and report what would be added and replaced (plates,
+        images, rows) without writing anything; the store is opened
+        read-only (and not created when absent).
 
     Returns
     -------
@@ -258,7 +348,10 @@ def ingest(
     MissingColumnsError
         If key columns (plate, well, image or object numbers) are missing.
     InvalidInputError
-        If a feature column holds text, or the source is inconsistent.
+        If a feature column holds text, the source is inconsistent, or
+        ``mode`` is unknown.
+    KeyConflictError
+        If ``mode="append"`` and an image of ``source`` is already stored.
     EmptyInputError
         If the source holds no rows.
     StoreLockedError
@@ -279,6 +372,12 @@ def ingest(
     >>> print(report)                                        # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    if mode not in MODES:
+        raise InvalidInputError(
+            f"unknown ingest mode {mode!r}; valid: {', '.join(repr(m) for m in MODES)}"
+        )
+    if layout not in ("auto", "table", "parquet"):
+        raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
     reader_cls = resolve_reader(format, source)
     reader = reader_cls(
         source,
@@ -292,7 +391,9 @@ def ingest(
     )
     table = table or DEFAULT_TABLES[reader.level]
     pm = platemap_frame(platemap, annotations)
-    report = IngestReport(table=table, source=str(source), format=reader_cls.format)
+    report = IngestReport(
+        table=table, source=str(source), format=reader_cls.format, mode=mode, dry_run=dry_run
+    )
     state: dict[str, Any] = {"plates": set(), "unmatched": 0, "columns": None}
 
     # Lazy: nothing is read until a writer consumes it.
@@ -304,43 +405,21 @@ def ingest(
         "platemap": _describe(platemap),
         "annotations": _describe(annotations),
         "layout": layout,
+        "mode": mode,
     }
-    if layout not in ("auto", "table", "parquet"):
-        raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
-    own = not isinstance(store, Store)
-    st = Store(store, memory_limit=memory_limit) if own else store
-    try:
-        if layout == "auto":
-            layout = _auto_layout(st, table, reader.level, Path(source))
-            parameters = {**parameters, "layout": layout}
-        if layout == "table":
-            n = st.write(
-                table,
-                rows,
-                replace_plate=True,
-                step="ingest",
-                parameters=parameters,
-                source=str(source),
-            )
-        else:
-            n = 0
-            for plate_name, run in plate_runs(rows, source):
-                n += st.write_partition(
-                    table, plate_name, run, step="ingest", parameters=parameters, source=str(source)
-                )
-        report.rows = n
-        report.plates = sorted(state["plates"])
-        cols: list[str] = state["columns"] or []
-        # The schema of the rows read (reading the table's would open every
-        # Parquet footer of a partitioned table).
-        schema = state.get("schema") or pl.Schema()
-        report.n_features = len(feature_columns(schema))
-        report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
-        if pm is not None and report.plates:
-            write_platemap(st, pm, report.plates, platemap)
-    finally:
-        if own:
-            st.close()
+    if dry_run:
+        _dry_run(rows, store, report)
+    else:
+        _write(
+            rows, store, report, parameters, source, reader.level, pm, platemap, memory_limit, state
+        )
+    report.plates = sorted(state["plates"])
+    cols: list[str] = state["columns"] or []
+    # The schema of the rows read (reading the table's would open every
+    # Parquet footer of a partitioned table).
+    schema = state.get("schema") or pl.Schema()
+    report.n_features = len(feature_columns(schema))
+    report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
     messages = reader.issues.summary()
     if state["unmatched"]:
         messages.append(unmatched_message(state["unmatched"]))
@@ -349,6 +428,143 @@ def ingest(
     report.warnings = messages
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _peek(frames: Iterator[pl.DataFrame]) -> tuple[pl.DataFrame | None, Iterator[pl.DataFrame]]:
+    """The first frame of a stream, and the whole stream (that frame included)."""
+    first = next(frames, None)
+    if first is None:
+        return None, iter(())
+    return first, itertools.chain([first], frames)
+
+
+def _write(
+    rows: Iterator[pl.DataFrame],
+    store: Store | str | os.PathLike[str],
+    report: IngestReport,
+    parameters: Mapping[str, Any],
+    source: str | os.PathLike[str],
+    level: str,
+    pm: pl.DataFrame | None,
+    platemap: Any,
+    memory_limit: str,
+    state: dict[str, Any],
+) -> None:
+    """Write the rows in ``report.mode`` and fill the report's counts."""
+    from cellframe.partitions import WriteChanges
+
+    mode = report.mode
+    table = report.table
+    layout = str(parameters["layout"])
+    conflict: Literal["replace", "error"] = "error" if mode == "append" else "replace"
+    own = not isinstance(store, Store)
+    st = Store(store, memory_limit=memory_limit) if own else store
+    try:
+        if layout == "auto":
+            layout = _auto_layout(st, table, level, Path(source))
+            parameters = {**parameters, "layout": layout}
+        first, rows = _peek(rows)
+        keys = image_key_columns(list(first.columns) if first is not None else [])
+        whole_plates = mode == "replace-plates"
+        changes = WriteChanges()
+        if layout == "table":
+            n = st.write(
+                table,
+                rows,
+                replace_keys=[PLATE] if whole_plates else keys,
+                conflict=conflict,
+                step="ingest",
+                parameters=parameters,
+                source=str(source),
+            )
+            changes.add(st.last_write)
+        else:
+            n = 0
+            for plate_name, run in plate_runs(rows, source):
+                n += st.write_partition(
+                    table,
+                    plate_name,
+                    run,
+                    step="ingest",
+                    parameters=parameters,
+                    source=str(source),
+                    replace_keys=None if whole_plates else keys,
+                    conflict=conflict,
+                )
+                changes.add(st.last_write)
+        report.rows = n
+        if whole_plates:
+            # The keys replaced are plates: each write counts whole plates.
+            report.plates_replaced = changes.keys_replaced
+        else:
+            report.images_added = changes.keys_added
+            report.images_replaced = changes.keys_replaced
+        report.rows_replaced = changes.rows_removed
+        if pm is not None and state["plates"]:
+            write_platemap(st, pm, sorted(state["plates"]), platemap)
+    finally:
+        if own:
+            st.close()
+
+
+def _dry_run(
+    rows: Iterator[pl.DataFrame],
+    store: Store | str | os.PathLike[str],
+    report: IngestReport,
+) -> None:
+    """Read the rows and count what :func:`ingest` would add and replace; write nothing."""
+    counts: list[pl.DataFrame] = []
+    keys: list[str] | None = None
+    n_rows = 0
+    for frame in rows:
+        if keys is None:
+            keys = image_key_columns(list(frame.columns))
+        counts.append(frame.group_by(keys).len())
+        n_rows += frame.height
+    report.rows = n_rows
+    if keys is None:
+        return
+    incoming = pl.concat(counts).group_by(keys).agg(pl.col("len").sum())
+    plates = incoming[PLATE].unique().to_list()
+    stored = _stored_image_rows(store, report.table, keys, plates)
+    stored = stored.cast({k: incoming.schema[k] for k in keys})  # type: ignore[arg-type]
+    hit = stored.join(incoming.select(keys), on=keys, how="semi", nulls_equal=True)
+    if report.mode == "replace-plates":
+        report.plates_replaced = stored[PLATE].n_unique()
+        report.images_replaced = stored.height
+        report.rows_replaced = int(stored["len"].sum())
+        report.images_added = incoming.height - hit.height
+    else:
+        report.images_replaced = hit.height
+        report.images_added = incoming.height - hit.height
+        report.rows_replaced = int(hit["len"].sum())
+
+
+def _stored_image_rows(
+    store: Store | str | os.PathLike[str], table: str, keys: list[str], plates: list[str]
+) -> pl.DataFrame:
+    """Rows per image (``keys`` + ``len``) stored in ``table`` for ``plates``; read-only."""
+    empty = pl.DataFrame(schema={**{k: pl.String for k in keys}, "len": pl.UInt32})
+    if isinstance(store, Store):
+        st, own = store, False
+    elif Path(store).exists():
+        st, own = Store(store, read_only=True), True
+    else:
+        return empty
+    try:
+        if not st.has_table(table):
+            return empty
+        have = st.columns(table)
+        cols = [k for k in keys if k in have]
+        lf = st.scan(table, cols).filter(pl.col(PLATE).is_in(plates))
+        out = lf.group_by(cols).len().collect()
+        for k in keys:
+            if k not in out.columns:
+                out = out.with_columns(pl.lit(None, pl.String).alias(k))
+        return out.select([*keys, pl.col("len").cast(pl.UInt32)])
+    finally:
+        if own:
+            st.close()
 
 
 #: Single-cell sources larger than this go to per-plate Parquet under layout="auto".
@@ -471,14 +687,24 @@ def write_platemap(
         rows = pl.DataFrame({PLATE: plates}).join(pm, how="cross")
     if rows.height == 0:
         return
+    # The wells of this platemap replace their stored rows; other wells stay.
     store.write(
         "platemap",
         rows,
-        replace_plate=True,
+        replace_keys=[PLATE, WELL],
         new_columns="add",
         step="ingest_platemap",
         source=None if isinstance(source, pl.DataFrame) else str(source),
     )
 
 
-__all__ = ["FORMATS", "IngestReport", "IngestWarning", "detect_format", "ingest", "resolve_reader"]
+__all__ = [
+    "FORMATS",
+    "MODES",
+    "IngestReport",
+    "IngestWarning",
+    "detect_format",
+    "image_key_columns",
+    "ingest",
+    "resolve_reader",
+]

@@ -22,11 +22,14 @@ parameters). :func:`run_pipeline` chains them from a config such as::
     run = "sphere"
     lam = 0.01
 
+    [[step]]
+    run = "activity"         # cross-fits the sphering: an honest null
+
 A top-level ``engine = "ray"`` (with ``address = "HOST:PORT"`` for a
 cluster) runs aggregation, normalization, feature selection, sphering and QC
 on Ray (see :mod:`cellframe.engine`). Each step reads the previous step's output unless it names ``input``; its
 output defaults to the input name plus a suffix (``_normalized``,
-``_selected``, ``_sphered``, ``_qc``, ``_strength``; ``wells`` /
+``_selected``, ``_sphered``, ``_qc``, ``_strength``, ``_activity``; ``wells`` /
 ``images`` / ``treatments`` for aggregation).
 """
 
@@ -50,6 +53,7 @@ __all__ = [
     "STEPS",
     "StepReport",
     "load_config",
+    "run_activity",
     "run_aggregate",
     "run_normalize",
     "run_pipeline",
@@ -461,6 +465,89 @@ def run_strength(
     )
 
 
+def run_activity(
+    store: Store,
+    source: str,
+    dest: str,
+    *,
+    treatment: str | None = None,
+    controls: str = "negcon",
+    control_column: str | None = None,
+    same_plate: bool = False,
+    features: Sequence[str] | None = None,
+    n_folds: int = 2,
+    seed: int = 0,
+    null_size: int = 10000,
+    threshold: float = 0.05,
+    cross_fit: bool = True,
+    progress: bool = True,
+) -> StepReport:
+    """Phenotypic activity of ``source`` with an honest null: ``dest`` and ``<dest>_per_query``.
+
+    When ``source`` was made by steps fitted on the control wells (sphering,
+    normalization), they are refitted by cross-fitting from the pre-correction
+    table named in provenance (:func:`cellframe.evaluate.crossfit.activity_from_store`),
+    so the controls that form the null were not used to fit the correction.
+    ``controls`` is the value of ``control_column`` (default ``Metadata_Control``)
+    that marks negative controls.
+    """
+    import polars as pl
+
+    from cellframe.columns import CONTROL, TREATMENT
+    from cellframe.evaluate.crossfit import activity_from_store
+
+    t0 = time.perf_counter()
+    treatment = treatment or TREATMENT
+    column = control_column or CONTROL
+    result = activity_from_store(
+        store,
+        source,
+        treatment=treatment,
+        controls=pl.col(column) == controls,
+        same_plate=same_plate,
+        features=features,
+        n_folds=n_folds,
+        seed=seed,
+        null_size=null_size,
+        threshold=threshold,
+        cross_fit=cross_fit,
+        progress=progress,
+    )
+    params = {
+        "treatment": treatment,
+        "control_column": column,
+        "controls": controls,
+        "same_plate": same_plate,
+        "n_folds": n_folds,
+        "seed": seed,
+        "null_size": null_size,
+        "threshold": threshold,
+        "null": result.null,
+        "null_source": result.plan.source,
+        "refitted_steps": result.plan.steps if result.null == "cross-fitted" else [],
+    }
+    n = store.write(
+        dest, result.summary, mode="replace", step="activity", parameters=params, source=source
+    )
+    store.write(
+        f"{dest}_per_query",
+        result.per_query,
+        mode="replace",
+        step="activity",
+        parameters=params,
+        source=source,
+    )
+    n_active = int(result.summary["below_corrected_p"].sum())
+    return StepReport(
+        "activity",
+        source,
+        dest,
+        n,
+        time.perf_counter() - t0,
+        f"{n_active} of {n} treatments active (q < {threshold}); null {result.null}",
+    )
+
+
 #: Step runners by name (the ``run`` key of a config step and the CLI command).
 STEPS: dict[str, Callable[..., StepReport]] = {
     "aggregate": run_aggregate,
@@ -469,6 +556,7 @@ STEPS: dict[str, Callable[..., StepReport]] = {
     "sphere": run_sphere,
     "qc": run_qc,
     "strength": run_strength,
+    "activity": run_activity,
 }
 
 #: Steps that run on an engine (``engine = "ray"`` at the top of a config).
@@ -480,6 +568,7 @@ _SUFFIX = {
     "sphere": "_sphered",
     "qc": "_qc",
     "strength": "_strength",
+    "activity": "_activity",
 }
 _LEVEL_TABLE = {"image": "image_profiles", "well": "wells", "treatment": "treatments"}
 

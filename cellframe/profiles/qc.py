@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from cellframe.columns import PLATE, is_metadata
-from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
 from cellframe.profiles._common import resolve_features, schema_of, short_list, to_numpy64, warn
 
 __all__ = [
@@ -72,8 +73,11 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     [-1.349, -0.674, 0.0, 0.674, 65.426]
     """
     x = np.asarray(values, dtype=np.float64)
-    med = np.nanmedian(x, axis=0)
-    mad = MAD_SCALE * np.nanmedian(np.abs(x - med), axis=0)
+    with warnings.catch_warnings():
+        # An all-NaN column gives NaN z-scores; callers count and report them.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, axis=0)
+        mad = MAD_SCALE * np.nanmedian(np.abs(x - med), axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (x - med) / mad
     return np.where((x - med) == 0, 0.0, z)
@@ -201,6 +205,7 @@ def _flag_scores(
             z[mask] = robust_z(values[mask])
     else:
         z = robust_z(values)
+    _warn_undecided(np.isnan(z).any(axis=1), "well(s)", "a NaN robust z-score on a PC")
     reasons: list[str | None] = []
     for row in z:
         parts = [
@@ -211,6 +216,19 @@ def _flag_scores(
         reasons.append("; ".join(parts) if parts else None)
     flags = pl.Series(OUTLIER, [r is not None for r in reasons])
     return scores.with_columns(flags, pl.Series(REASON, reasons, dtype=pl.String))
+
+
+def _warn_undecided(undecided: np.ndarray, what: str, why: str) -> None:
+    """Report rows a NaN kept from being judged: NaN is never compared with a threshold."""
+    n = int(np.count_nonzero(undecided))
+    if n:
+        warnings.warn(
+            f"{n} of {len(undecided)} {what} have {why} (missing values or a group with "
+            "too few rows): not flagged on it, since NaN is neither above nor below a "
+            "threshold; check them by hand",
+            NaNExcludedWarning,
+            stacklevel=4,
+        )
 
 
 _FOCUS = re.compile(r"ImageQuality_PowerLogLogSlope_(.+)$")
@@ -295,21 +313,25 @@ def _image_flags(
         else np.zeros(df.height, dtype=np.int64)
     )
     reasons: list[list[str]] = [[] for _ in range(df.height)]
+    undecided = np.zeros(df.height, dtype=bool)
     for col, channel in focus:
         v = df[col].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
         z = np.full(v.shape, np.nan)
         for g in np.unique(ids):
             mask = ids == g
             z[mask] = robust_z(v[mask])
+        undecided |= np.isnan(z)
         for i in np.flatnonzero(np.abs(np.nan_to_num(z, nan=0.0)) > focus_z):
             kind = "blurred" if z[i] < 0 else "unusually sharp/noisy"
             reasons[i].append(f"focus {channel}: PowerLogLogSlope robust z = {z[i]:+.2f} ({kind})")
     for col, channel in satur:
         v = df[col].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
+        undecided |= np.isnan(v)
         for i in np.flatnonzero(np.nan_to_num(v, nan=0.0) > max_saturated_percent):
             reasons[i].append(
                 f"saturation {channel}: {v[i]:.2f}% of pixels at maximum (> {max_saturated_percent:g}%)"
             )
+    _warn_undecided(undecided, "image(s)", "a missing (NaN) image-quality value or focus z-score")
     text = ["; ".join(r) if r else None for r in reasons]
     meta = df.select([c for c in df.columns if is_metadata(c)])
     return meta.with_columns(

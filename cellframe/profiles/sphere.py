@@ -479,4 +479,17 @@ def lambda_sweep(
         if prepare is not None:
             out = prepare(out)
         scores.append(float(scorer(out.collect())))
+    n_nan = int(np.isnan(scores).sum())
+    if n_nan:
+        # NaN sorts above every number: sort(..., descending=True) would pick it as best.
+        import warnings
+
+        from cellframe.errors import NaNExcludedWarning
+
+        warnings.warn(
+            f"{n_nan} of {len(scores)} lambdas scored NaN; choose the best among the others "
+            "(e.g. sweep.filter(pl.col('score').is_not_nan()))",
+            NaNExcludedWarning,
+            stacklevel=2,
+        )
     return pl.DataFrame({"lambda": grid, "score": scores})

@@ -113,12 +113,16 @@ def treatment_strength(
     assert predicate is not None
     df = lf.with_columns(predicate.fill_null(False).alias(IS_CONTROL)).collect()
     x = to_numpy64(df, feats)
-    nan_cols = np.isnan(x).any(axis=0)
+    # NaN or infinite features make NaN distances and z-scores, and NaN sorts
+    # above every number: it would head the top-k. Refuse them here.
+    nan_cols = ~np.isfinite(x).all(axis=0)
     if nan_cols.any():
         names = [f for f, b in zip(feats, nan_cols, strict=True) if b]
+        n_bad = int((~np.isfinite(x)).sum())
         raise InvalidInputError(
-            f"{len(names)} feature(s) have missing values ({short_list(names)}); drop or impute "
-            "them before computing distances"
+            f"{len(names)} feature(s) of {where} have missing or infinite values "
+            f"({n_bad} values; {short_list(names)}); drop or impute them before computing "
+            "distances"
         )
     is_ctrl = df[IS_CONTROL].to_numpy()
     group_ids = (

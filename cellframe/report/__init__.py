@@ -1,7 +1,9 @@
 """Altair charts of cellframe tables and a standalone offline HTML report."""
 
+from cellframe.report.assays import assay_prediction_chart, well_predicted_counts
 from cellframe.report.charts import (
     auroc_threshold_chart,
+    finite_rows,
     lambda_sweep_chart,
     map_vs_enrichment_chart,
     pca_before_after_chart,
@@ -13,21 +15,71 @@ from cellframe.report.charts import (
     umap_chart,
     well_predicted_overlap_chart,
 )
+from cellframe.report.compounds import (
+    compound_activity_chart,
+    moa_retrieval_chart,
+    moa_summary,
+    replicate_similarity_chart,
+)
 from cellframe.report.html import ReportSection, save_png, write_report
+from cellframe.report.images import (
+    ReportImage,
+    crop_montage,
+    outline_overlay,
+    png_data_uri,
+    scale_intensity,
+)
+from cellframe.report.plate import plate_heatmap_chart, plate_layout
+from cellframe.report.sections import (
+    activity_answer,
+    assay_prediction_section,
+    compound_activity_section,
+    control_separation,
+    correction_section,
+    moa_retrieval_section,
+    plate_health_section,
+    replicate_section,
+    segmentation_section,
+    tta_section,
+)
 
 __all__ = [
+    "ReportImage",
     "ReportSection",
+    "activity_answer",
+    "assay_prediction_chart",
+    "assay_prediction_section",
     "auroc_threshold_chart",
+    "compound_activity_chart",
+    "compound_activity_section",
+    "control_separation",
+    "correction_section",
+    "crop_montage",
+    "finite_rows",
     "lambda_sweep_chart",
     "map_vs_enrichment_chart",
+    "moa_retrieval_chart",
+    "moa_retrieval_section",
+    "moa_summary",
+    "outline_overlay",
     "pca_before_after_chart",
     "pca_chart",
     "pca_coordinates",
+    "plate_health_section",
+    "plate_heatmap_chart",
+    "plate_layout",
+    "png_data_uri",
     "precision_recall_chart",
     "qc_outlier_chart",
+    "replicate_section",
+    "replicate_similarity_chart",
     "save_png",
+    "scale_intensity",
+    "segmentation_section",
     "tta_delta_chart",
+    "tta_section",
     "umap_chart",
+    "well_predicted_counts",
     "well_predicted_overlap_chart",
     "write_report",
 ]

@@ -19,6 +19,7 @@ from cellframe.errors import InvalidInputError, MissingColumnsError
 
 __all__ = [
     "auroc_threshold_chart",
+    "finite_rows",
     "lambda_sweep_chart",
     "map_vs_enrichment_chart",
     "pca_before_after_chart",
@@ -94,9 +95,12 @@ def pca_chart(
     *,
     color: str = PLATE,
     shape: str | None = CONTROL,
+    on_top: str | None = CONTROL,
     features: Sequence[str] | None = None,
     title: str = "PCA of well profiles",
-) -> alt.Chart:
+    missing_label: str = "treated",
+    colors: Mapping[str, str] | None = None,
+) -> alt.LayerChart:
     """Scatter of the first two principal components, coloured by a column.
 
     Parameters
@@ -107,37 +111,62 @@ def pca_chart(
         Column that colours the points.
     shape : str or None, default "Metadata_Control"
         Column that sets the point shape (ignored when absent).
+    on_top : str or None, default "Metadata_Control"
+        Rows where this column is set (the controls) are drawn in a second
+        layer over the others, so a few control wells are never hidden under
+        hundreds of treated wells (ignored when absent).
     features : sequence of str, optional
         Feature columns (default: all).
     title : str
         Chart title.
+    missing_label : str, default "treated"
+        Shown for null values of ``color`` and ``shape``.
+    colors : mapping of str to str, optional
+        Value of ``color`` -> colour (default: Vega's category colours).
 
     Returns
     -------
-    altair.Chart
+    altair.LayerChart
+        The points under ``on_top`` first, then those with it set.
     """
     _require(profiles, [color], "PCA")
     coords, explained = pca_coordinates(profiles, features=features)
     left_out = profiles.height - coords.height
     if left_out:
         title = f"{title} ({left_out} profiles with missing values left out)"
-    if shape is not None and shape in coords.columns:
-        coords = coords.with_columns(pl.col(shape).fill_null("none"))
+    top = (
+        coords[on_top].is_not_null().to_numpy()
+        if on_top is not None and on_top in coords.columns
+        else np.zeros(coords.height, dtype=bool)
+    )
+    for c in {color, shape} - {None}:
+        if c in coords.columns:
+            coords = coords.with_columns(pl.col(c).cast(pl.String).fill_null(missing_label))
     tooltip = [c for c in coords.columns if c.startswith("Metadata_")][:6]
     enc = {
-        "x": alt.X("PC1:Q", title=f"PC1 ({explained[0]:.0%})"),
-        "y": alt.Y("PC2:Q", title=f"PC2 ({explained[1]:.0%})"),
-        "color": alt.Color(f"{color}:N"),
+        "x": alt.X("PC1:Q", title=f"PC1 ({explained[0]:.0%} of variance)"),
+        "y": alt.Y("PC2:Q", title=f"PC2 ({explained[1]:.0%} of variance)"),
+        "color": alt.Color(
+            f"{color}:N",
+            title=color.removeprefix("Metadata_"),
+            scale=alt.Scale(domain=list(colors), range=list(colors.values()))
+            if colors
+            else alt.Undefined,
+        ),
         "tooltip": tooltip,
     }
-    if shape is not None and shape in coords.columns:
-        enc["shape"] = alt.Shape(f"{shape}:N")
-    return (
-        alt.Chart(coords.to_pandas(), title=title)
-        .mark_point(filled=True, opacity=0.7)
+    if shape is not None and shape != color and shape in coords.columns:
+        enc["shape"] = alt.Shape(f"{shape}:N", title=shape.removeprefix("Metadata_"))
+    under = coords.filter(pl.Series(~top))
+    over = coords.filter(pl.Series(top))
+    layers = [
+        alt.Chart(part.to_pandas())
+        .mark_point(filled=True, opacity=opacity, size=size)
         .encode(**enc)
-        .properties(width=320, height=280)
-    )
+        for part, opacity, size in ((under, 0.45, 30), (over, 0.95, 60))
+        if part.height
+    ]
+    return alt.layer(*layers, title=title).properties(width=320, height=280)
 
 
 def pca_before_after_chart(
@@ -146,11 +175,28 @@ def pca_before_after_chart(
     *,
     color: str = PLATE,
     shape: str | None = CONTROL,
+    on_top: str | None = CONTROL,
+    labels: tuple[str, str] = ("Before sphering", "After sphering"),
+    colors: Mapping[str, str] | None = None,
 ) -> alt.HConcatChart:
-    """PCA of profiles before and after batch correction, side by side."""
+    """PCA of profiles before and after a correction, side by side (each its own PCA).
+
+    Parameters
+    ----------
+    before, after : polars.DataFrame
+        The same wells before and after the correction.
+    color, shape, on_top, colors
+        As in :func:`pca_chart` (controls drawn on top by default).
+    labels : (str, str)
+        Panel titles.
+
+    Returns
+    -------
+    altair.HConcatChart
+    """
     return alt.hconcat(
-        pca_chart(before, color=color, shape=shape, title="Before sphering"),
-        pca_chart(after, color=color, shape=shape, title="After sphering"),
+        pca_chart(before, color=color, shape=shape, on_top=on_top, title=labels[0], colors=colors),
+        pca_chart(after, color=color, shape=shape, on_top=on_top, title=labels[1], colors=colors),
     )
 
 
@@ -220,28 +266,89 @@ def map_vs_enrichment_chart(
     return (points + labels).properties(width=320, height=280)
 
 
+def _padded_domain(values: np.ndarray, *, min_span: float = 0.0) -> list[float]:
+    """Axis domain around the finite values, padded by 10% of their range (at least ``min_span``)."""
+    v = values[np.isfinite(values)]
+    lo, hi = float(v.min()), float(v.max())
+    pad = max((hi - lo) * 0.1, min_span / 2)
+    return [lo - pad, hi + pad]
+
+
 def lambda_sweep_chart(
     sweep: pl.DataFrame,
     *,
     lambda_column: str = "lambda",
     score_column: str = "score",
+    score_title: str = "score",
     group: str | None = None,
-) -> alt.Chart:
-    """Evaluation score (e.g. mAP) over the sphering regularisation sweep (log x axis)."""
+    best: float | None = None,
+) -> alt.LayerChart:
+    """Evaluation score (e.g. mAP) over the sphering regularisation sweep (log x axis).
+
+    Parameters
+    ----------
+    sweep : polars.DataFrame
+        One row per lambda (:func:`cellframe.profiles.lambda_sweep`).
+    lambda_column, score_column : str
+        Column names.
+    score_title : str
+        Y axis title (name the score and its unit).
+    group : str, optional
+        Column that draws one line per group.
+    best : float, optional
+        The lambda used downstream, marked with a vertical rule.
+
+    Returns
+    -------
+    altair.LayerChart
+        The y axis spans the scores' actual range (not from zero), so a small
+        difference is visible; the title states the range.
+
+    Raises
+    ------
+    InvalidInputError
+        If no score is finite or a lambda is not positive (log axis).
+    """
     _require(sweep, [lambda_column, score_column], "lambda sweep")
+    scores = sweep[score_column].cast(pl.Float64).to_numpy()
+    if not np.isfinite(scores).any():
+        raise InvalidInputError(f"the lambda sweep has no finite {score_column!r}")
+    if (sweep[lambda_column] <= 0).any():
+        raise InvalidInputError(
+            f"the lambda sweep's {lambda_column!r} must be positive for the log axis"
+        )
+    domain = _padded_domain(scores, min_span=0.01)
+    lo, hi = np.nanmin(scores), np.nanmax(scores)
     enc = {
-        "x": alt.X(f"{lambda_column}:Q", scale=alt.Scale(type="log"), title="lambda"),
-        "y": alt.Y(f"{score_column}:Q", title=score_column),
-        "tooltip": [lambda_column, score_column],
+        "x": alt.X(
+            f"{lambda_column}:Q",
+            axis=alt.Axis(values=sorted(set(sweep[lambda_column].to_list())), format="~g"),
+            scale=alt.Scale(type="log"),
+            title="lambda (ridge added to the control covariance, log scale)",
+        ),
+        "y": alt.Y(
+            f"{score_column}:Q", title=score_title, scale=alt.Scale(domain=domain, zero=False)
+        ),
+        "tooltip": [
+            alt.Tooltip(f"{lambda_column}:Q", format="g"),
+            alt.Tooltip(f"{score_column}:Q", format=".4f"),
+        ],
     }
     if group is not None:
         enc["color"] = alt.Color(f"{group}:N")
-    return (
-        alt.Chart(sweep.to_pandas(), title="Sphering: score over lambda")
-        .mark_line(point=True)
-        .encode(**enc)
-        .properties(width=320, height=240)
-    )
+    title = f"Sphering: {score_title} over lambda (range {lo:.3f} to {hi:.3f})"
+    line = alt.Chart(sweep.to_pandas()).mark_line(point=True).encode(**enc)
+    layers = [line]
+    if best is not None:
+        layers.append(
+            alt.Chart(pl.DataFrame({lambda_column: [best]}).to_pandas())
+            .mark_rule(strokeDash=[4, 3], color="#7b8794")
+            .encode(
+                x=f"{lambda_column}:Q",
+                tooltip=[alt.Tooltip(f"{lambda_column}:Q", title="lambda used", format="g")],
+            )
+        )
+    return alt.layer(*layers, title=title).properties(width=360, height=240)
 
 
 def precision_recall_chart(
@@ -294,17 +401,39 @@ def qc_outlier_chart(
 def tta_delta_chart(
     deltas: pl.DataFrame, *, image: str = "image", delta: str = "delta"
 ) -> alt.Chart:
-    """Per-image change of the segmentation score with test-time augmentation."""
+    """Per-image change of the segmentation score with test-time augmentation.
+
+    Parameters
+    ----------
+    deltas : polars.DataFrame
+        One row per image: ``image``, ``delta`` (score with TTA minus without)
+        and, when present, ``original`` and ``tta`` (shown in the tooltip).
+
+    Returns
+    -------
+    altair.Chart
+        Bars sorted by the change; green where TTA helped, red where it hurt.
+    """
     _require(deltas, [image, delta], "TTA delta")
+    tips = [alt.Tooltip(f"{image}:N")] + [
+        alt.Tooltip(f"{c}:Q", format=".3f", title=t)
+        for c, t in (
+            ("original", "score without TTA"),
+            ("tta", "score with TTA"),
+            (delta, "change"),
+        )
+        if c in deltas.columns
+    ]
     return (
         alt.Chart(deltas.to_pandas(), title="Test-time augmentation: score change per image")
         .mark_bar()
         .encode(
-            x=alt.X(f"{image}:N", sort="-y", title="Image"),
-            y=alt.Y(f"{delta}:Q", title="merged - original"),
+            x=alt.X(f"{image}:N", sort="-y", title="Held-out image", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{delta}:Q", title="DSB score with TTA minus without (0-1 scale)"),
             color=alt.condition(
                 f"datum['{delta}'] >= 0", alt.value("#2ca02c"), alt.value("#d62728")
             ),
+            tooltip=tips,
         )
         .properties(width=360, height=220)
     )
@@ -331,8 +460,9 @@ def auroc_threshold_chart(
         np.round(np.arange(0.5, 1.0001, 0.01), 2) if thresholds is None else np.asarray(thresholds)
     )
     rows = []
-    for (mod,), group in per_assay.group_by(modality, maintain_order=True):
-        values = group[auroc].drop_nulls().to_numpy()
+    kept, _ = finite_rows(per_assay, [auroc])  # NaN > t is true in Polars: never count it
+    for (mod,), group in kept.group_by(modality, maintain_order=True):
+        values = group[auroc].to_numpy()
         for t in grid:
             rows.append({modality: mod, "threshold": float(t), "assays": int((values > t).sum())})
     return (
@@ -383,3 +513,20 @@ def well_predicted_overlap_chart(sets: Mapping[str, Sequence[str]]) -> alt.Chart
         )
         .properties(width=320, height=240)
     )
+
+
+def finite_rows(df: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int]:
+    """Rows whose ``columns`` are all non-null (and finite, for float columns), and how many were left out.
+
+    Polars and DuckDB order NaN above every number (``NaN > 0.9`` is true), so
+    every count or threshold in a chart goes through this first.
+    """
+    floats = [c for c in columns if df.schema[c].is_float()]
+    others = [c for c in columns if c not in set(floats)]
+    checks = []
+    if floats:
+        checks.append(pl.all_horizontal(pl.col(floats).is_finite().fill_null(False)))
+    if others:
+        checks.append(pl.all_horizontal(pl.col(others).is_not_null()))
+    kept = df.filter(*checks) if checks else df
+    return kept, df.height - kept.height

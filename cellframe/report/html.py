@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,27 +19,34 @@ import altair as alt
 import polars as pl
 
 from cellframe.errors import InvalidInputError
+from cellframe.report.images import ReportImage
 
 __all__ = ["ReportSection", "save_png", "write_report"]
 
 
 @dataclass
 class ReportSection:
-    """A chart with a heading and a caption.
+    """A question, its one-line answer, the chart (and images) that show it, and a caption.
 
     Attributes
     ----------
     title : str
-        Section heading.
-    chart : altair.TopLevelMixin
-        The chart.
+        Section heading, best phrased as the question the section answers.
+    chart : altair.TopLevelMixin or None
+        The chart (None for a section of images only).
     caption : str
-        One or two sentences saying what the chart shows.
+        What the chart shows and what to look for.
+    answer : str
+        One line, computed from the data, shown above the chart.
+    images : sequence of ReportImage
+        Images embedded as PNG data URIs (:mod:`cellframe.report.images`).
     """
 
     title: str
-    chart: alt.TopLevelMixin
+    chart: alt.TopLevelMixin | None = None
     caption: str = ""
+    answer: str = ""
+    images: Sequence[ReportImage] = field(default_factory=tuple)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -51,9 +58,16 @@ _PAGE = """<!DOCTYPE html>
   body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2933; }}
   h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.15rem; margin-top: 2.2rem; }}
   .caption {{ color: #52606d; max-width: 60rem; }}
+  .answer {{ font-size: 1.05rem; font-weight: 600; max-width: 60rem; margin: 0.4rem 0 0.8rem; }}
+  section {{ padding-bottom: 0.5rem; border-bottom: 1px solid #e4e7eb; }}
+  figure {{ display: inline-block; margin: 0 1.2rem 1rem 0; vertical-align: top; }}
+  figure img {{ image-rendering: pixelated; border: 1px solid #cbd2d9; }}
+  figcaption {{ color: #52606d; font-size: 0.85rem; max-width: 360px; }}
   table.summary {{ border-collapse: collapse; font-size: 0.9rem; }}
   table.summary td, table.summary th {{ border-bottom: 1px solid #e4e7eb; padding: 0.2rem 0.8rem; text-align: left; }}
   #cellframe-errors {{ color: #b00020; white-space: pre-wrap; }}
+  nav ol {{ columns: 2; max-width: 60rem; padding-left: 1.4rem; }}
+  nav a {{ color: #2b6cb0; text-decoration: none; }}
   footer {{ margin-top: 3rem; color: #7b8794; font-size: 0.8rem; }}
 </style>
 <script type="text/javascript">
@@ -64,6 +78,7 @@ _PAGE = """<!DOCTYPE html>
 <h1>{title}</h1>
 <p class="caption">{subtitle}</p>
 {summary}
+{contents}
 {sections}
 <div id="cellframe-errors"></div>
 <footer>Made by cellframe {version} on {when}. Charts: Vega-Lite {vl_version}, rendered in the browser from the data inlined in this file.</footer>
@@ -102,6 +117,16 @@ def _summary_table(summary: Mapping[str, object] | pl.DataFrame | None) -> str:
     return f'<table class="summary">{rows}</table>'
 
 
+def _contents(sections: Sequence[ReportSection]) -> str:
+    if len(sections) < 3:
+        return ""
+    items = "".join(
+        f'<li><a href="#section-{i}">{html.escape(s.title)}</a></li>'
+        for i, s in enumerate(sections)
+    )
+    return f"<nav><ol>{items}</ol></nav>"
+
+
 def write_report(
     sections: Sequence[ReportSection],
     path: str | Path,
@@ -115,7 +140,7 @@ def write_report(
     Parameters
     ----------
     sections : sequence of ReportSection
-        The charts, in page order.
+        The sections (question, answer, chart and/or images, caption), in page order.
     path : str or Path
         Output file (``.html``); its folder is created.
     title, subtitle : str
@@ -131,7 +156,8 @@ def write_report(
     Raises
     ------
     InvalidInputError
-        If there are no sections.
+        If there are no sections, a section has neither chart nor image, or an
+        image is not a data URI (the report must open offline).
     """
     import vl_convert as vlc
     from altair.utils._importers import vl_version_for_vl_convert
@@ -139,21 +165,42 @@ def write_report(
     from cellframe import __version__
 
     if not sections:
-        raise InvalidInputError("a report needs at least one chart")
+        raise InvalidInputError("a report needs at least one section")
+    empty = [s.title for s in sections if s.chart is None and not s.images]
+    if empty:
+        raise InvalidInputError(f"report sections without a chart or an image: {empty}")
     vl_version = vl_version_for_vl_convert()
     bundle = vlc.javascript_bundle(vl_version=vl_version)
-    specs = [s.chart.to_dict() for s in sections]
+    specs = [s.chart.to_dict() for s in sections if s.chart is not None]
     body = []
+    n_chart = 0
     for i, s in enumerate(sections):
-        caption = f'<p class="caption">{html.escape(s.caption)}</p>' if s.caption else ""
-        body.append(
-            f"<section><h2>{html.escape(s.title)}</h2>{caption}"
-            f'<div class="chart" id="chart-{i}"></div></section>'
-        )
+        parts = [f'<section id="section-{i}"><h2>{html.escape(s.title)}</h2>']
+        if s.answer:
+            parts.append(f'<p class="answer">{html.escape(s.answer)}</p>')
+        if s.caption:
+            parts.append(f'<p class="caption">{html.escape(s.caption)}</p>')
+        if s.chart is not None:
+            parts.append(f'<div class="chart" id="chart-{n_chart}"></div>')
+            n_chart += 1
+        for img in s.images:
+            if not img.src.startswith("data:image/"):
+                raise InvalidInputError(
+                    f"section {s.title!r}: image {img.caption!r} is not a data URI; "
+                    "embed it with cellframe.report.images.png_data_uri"
+                )
+            width = f' width="{int(img.width)}"' if img.width else ""
+            parts.append(
+                f'<figure><img src="{img.src}" alt="{html.escape(img.caption)}"{width}>'
+                f"<figcaption>{html.escape(img.caption)}</figcaption></figure>"
+            )
+        parts.append("</section>")
+        body.append("".join(parts))
     page = _PAGE.format(
         title=html.escape(title),
         subtitle=html.escape(subtitle),
         summary=_summary_table(summary),
+        contents=_contents(sections),
         sections="\n".join(body),
         bundle=bundle.replace("</script", "<\\/script"),
         specs=json.dumps(specs).replace("</", "<\\/"),

@@ -9,8 +9,15 @@ from polars.testing import assert_frame_equal
 
 from cellframe.activity.columns import ASSAY, COMPOUND, FOLD, MODALITY, PROBABILITY, READOUT
 from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union
-from cellframe.activity.metrics import assay_fold_metrics, assay_metrics, summary_table
-from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.activity.metrics import (
+    above,
+    assay_fold_metrics,
+    assay_metrics,
+    count_above,
+    count_above_by,
+    summary_table,
+)
+from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
 
 
 def _preds(rows):
@@ -92,7 +99,9 @@ def test_summary_reproduces_published_counts(moshkov):
         "auc_70",
         "auc_90",
     )
-    summary = summary_table(table.rename({"auc": "auroc"}))
+    # One assay per modality has NaN everywhere; it is reported, never counted.
+    with pytest.warns(NaNExcludedWarning, match="119 of 4590 assays have a NaN or null AUROC"):
+        summary = summary_table(table.rename({"auc": "auroc"}))
     got = dict(zip(summary[MODALITY], summary["n_auroc_gt_0.9"], strict=True))
     for name, count in PUBLISHED.items():
         assert got[name] == count, name
@@ -153,3 +162,86 @@ def test_early_fusion_concatenates_and_counts_missing():
     assert_frame_equal(fused, expected)
     with pytest.raises(InvalidInputError, match="one profile per compound"):
         early_fusion({"MO": pl.concat([mo, mo]), "GE": ge})
+
+
+# ---------------------------------------------------------------- NaN is never above a threshold
+NAN = float("nan")
+
+
+def test_count_above_excludes_and_reports_nan():
+    values = [0.95, NAN, 0.9, 0.9000001, None, 0.2]
+    with pytest.warns(NaNExcludedWarning, match="2 of 6 AUROCs are NaN or null"):
+        assert count_above(values, 0.9, what="AUROCs") == 2  # 0.9 itself is not above
+    assert count_above(pl.Series([0.95, 0.91]), 0.9) == 2  # no NaN, no warning
+    frame = pl.DataFrame({"auroc": values})
+    assert frame.select(above("auroc", 0.9))["auroc"].to_list() == [
+        True, False, False, True, False, False,
+    ]  # fmt: skip
+    # The trap this guards against: a bare comparison counts NaN as above.
+    assert frame.select((pl.col("auroc") > 0.9).sum()).item() == 3
+
+
+def test_count_above_by_returns_excluded_counts():
+    frame = pl.DataFrame(
+        {"modality": ["cs", "cs", "ge", "ge", "ge"], "auroc": [NAN, 0.95, 0.3, None, 0.99]}
+    )
+    with pytest.warns(NaNExcludedWarning, match="2 of 5 'auroc' values"):
+        got = count_above_by(frame, "auroc", 0.9, by="modality")
+    expected = pl.DataFrame(
+        {"modality": ["cs", "ge"], "n": [2, 3], "n_above": [1, 1], "n_excluded": [1, 1]}
+    )
+    assert_frame_equal(got, expected)
+    with pytest.raises(MissingColumnsError):
+        count_above_by(frame, "auc", 0.9, by="modality")
+
+
+def test_summary_table_counts_no_nan_assay():
+    per_assay = pl.DataFrame(
+        {
+            MODALITY: ["cs"] * 4 + ["ge"] * 2,
+            ASSAY: ["a1", "a2", "a3", "a4", "a1", "a2"],
+            "auroc": [0.95, NAN, 0.91, 0.5, NAN, 0.99],
+        }
+    )
+    with pytest.warns(NaNExcludedWarning, match="2 of 6 assays"):
+        got = summary_table(per_assay)
+    cs = got.filter(pl.col(MODALITY) == "cs").row(0, named=True)
+    assert (cs["n_assays"], cs["n_evaluated"], cs["n_auroc_gt_0.9"], cs["n_auroc_gt_0.5"]) == (
+        4, 3, 2, 2,
+    )  # fmt: skip
+    assert cs["mean_auroc"] == pytest.approx((0.95 + 0.91 + 0.5) / 3)
+    ge = got.filter(pl.col(MODALITY) == "ge").row(0, named=True)
+    assert (ge["n_evaluated"], ge["n_auroc_gt_0.9"]) == (1, 1)
+
+
+def test_fold_metrics_leave_nan_predictions_out():
+    rows = [
+        ("cs", "c1", "A", 0, 1, 0.9),
+        ("cs", "c2", "A", 0, 0, 0.1),
+        ("cs", "c3", "A", 0, 1, NAN),
+        ("cs", "c4", "A", 0, 0, 0.4),
+    ]
+    with pytest.warns(NaNExcludedWarning, match="1 of 4 predictions"):
+        got = assay_fold_metrics(_preds(rows))
+    row = got.row(0, named=True)
+    assert (row["n_positive"], row["n_negative"], row["auroc"]) == (1, 2, 1.0)
+
+
+def test_assay_metrics_nan_fold_not_well_predicted():
+    folds = pl.DataFrame(
+        {
+            MODALITY: ["cs"] * 3 + ["ge"],
+            ASSAY: ["A", "A", "A", "B"],
+            FOLD: [0, 1, 2, 0],
+            "evaluated": [True, True, True, True],
+            "auroc": [0.95, NAN, 0.93, NAN],
+            "auprc": [0.5, 0.4, NAN, NAN],
+        }
+    )
+    with pytest.warns(NaNExcludedWarning, match="3 evaluated fold"):
+        got = assay_metrics(folds)
+    a = got.filter(pl.col(ASSAY) == "A").row(0, named=True)
+    assert a["auroc"] == pytest.approx(0.94) and a["auprc"] == pytest.approx(0.45)
+    assert a["well_predicted"] is True
+    b = got.filter(pl.col(ASSAY) == "B").row(0, named=True)
+    assert b["auroc"] is None and b["well_predicted"] is False

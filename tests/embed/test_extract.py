@@ -91,6 +91,12 @@ def test_write_to_store_with_provenance(store, embedder, embedded) -> None:
     # Embedding the plate again replaces its rows.
     write_embeddings(store, frame, embedder)
     assert store.sql("SELECT count(*) AS n FROM cells_efficientnet_b0")["n"][0] == 5
+    # Embedding one site again replaces that site only: the plate's other site stays.
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
+    first = frame.filter(pl.col("Metadata_Well") == frame["Metadata_Well"][0])
+    assert 0 < first.height < frame.height
+    write_embeddings(store, first, embedder)
+    assert_frame_equal(store.read("cells_efficientnet_b0").sort(keys), frame.sort(keys))
 
 
 def test_empty_site_warns_and_no_objects_raise(two_sites, embedder) -> None:

@@ -133,7 +133,9 @@ def test_bad_inputs_are_refused(sources: list[Path], tmp_path: Path, ray_local) 
     # Two files holding the same plate: named, not silently merged.
     twin = write_synthetic_sqlite(tmp_path / "twin.sqlite", n_cells=50, n_features=15, plate="PA")
     with Store(tmp_path / "t.duckdb") as st:
-        with pytest.raises(InvalidInputError, match="plate 'PA' is in two sources"):
+        with pytest.raises(
+            InvalidInputError, match=r"plate .PA. has \d+ image\(s\) in two sources"
+        ):
             ingest_plates([sources[0], twin], st, engine="ray", progress=False)
 
 
@@ -155,3 +157,70 @@ def test_cli_ingests_several_sources_on_ray(
     # Several sources are always per-plate Parquet: --layout table is refused, not ignored.
     with pytest.raises(SystemExit, match="--layout table needs one SOURCE"):
         main([*args, "--layout", "table"])
+
+
+# ---------------------------------------------------- per-site sources, modes
+CELL_KEYS = [PLATE, WELL, "Metadata_Site", OBJECT_NUMBER]
+
+
+@pytest.fixture(scope="module")
+def site_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    from tests.io._sites import write_site_folders
+
+    return write_site_folders(tmp_path_factory.mktemp("plate"))
+
+
+def test_sites_as_sources_one_run_or_one_at_a_time_equal_one_ingest(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, ray_local
+) -> None:
+    from cellframe.io import ingest
+
+    plate, sites = site_folders
+    ingest(plate, tmp_path / "whole.duckdb", progress=False, layout="parquet")
+    with Store(tmp_path / "whole.duckdb", read_only=True) as st:
+        expected = st.read("cells").sort(CELL_KEYS)
+    assert expected.height == 89 + 89 + 36
+    for engine in ("local", "ray"):
+        # All sites in one run (they share plate BR00121431: staged, then committed once) ...
+        with Store(tmp_path / f"{engine}-one-run.duckdb") as st:
+            report = ingest_plates(sites, st, engine=engine, progress=False)
+            assert (report.rows, report.images_added, report.images_replaced) == (214, 3, 0)
+            assert_frame_equal(st.read("cells").sort(CELL_KEYS), expected)
+        # ... or one site per run, and a site again: the same table, no duplicates.
+        with Store(tmp_path / f"{engine}-per-site.duckdb") as st:
+            for site in [*sites, sites[1]]:
+                last = ingest_plates([site], st, engine=engine, progress=False, force=True)
+            assert (last.images_added, last.images_replaced, last.rows_replaced) == (0, 1, 89)
+            assert_frame_equal(st.read("cells").sort(CELL_KEYS), expected)
+            assert not [p for p in st.parts_dir.joinpath("cells").iterdir() if p.name[0] == "."]
+
+
+def test_engine_append_and_duplicate_images_leave_the_store_unchanged(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, ray_local
+) -> None:
+    import shutil
+
+    from cellframe.errors import KeyConflictError
+    from tests.io._sites import store_bytes
+
+    _, sites = site_folders
+    db = tmp_path / "s.duckdb"
+    with Store(db) as st:
+        ingest_plates(sites[:2], st, engine="ray", progress=False, mode="append")
+    before = store_bytes(db)
+    with Store(db) as st:
+        with pytest.raises(KeyConflictError, match=r"already holds 1 of its image\(s\)"):
+            ingest_plates(sites[1:], st, engine="ray", progress=False, mode="append", force=True)
+    assert store_bytes(db) == before
+    # The same site twice in one run (a copied folder): refused before anything is written.
+    twin = tmp_path / "twin"
+    shutil.copytree(sites[2], twin)
+    with Store(db) as st:
+        with pytest.raises(InvalidInputError, match=r"1 image\(s\) in two sources"):
+            ingest_plates([sites[2], twin], st, engine="local", progress=False)
+    assert store_bytes(db) == before
+    # Control: appending the new site alone is accepted.
+    with Store(db) as st:
+        report = ingest_plates(sites[2:], st, engine="local", progress=False, mode="append")
+        assert (report.rows, report.images_added) == (36, 1)
+        assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214

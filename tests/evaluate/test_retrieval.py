@@ -214,3 +214,22 @@ def test_ap_in_unit_interval_and_interpolated_not_below(seed, n):
     ap_ni = pq["average_precision_noninterpolated"].to_numpy()
     assert np.all((ap >= 0) & (ap <= 1 + 1e-12))
     assert np.all(ap >= ap_ni - 1e-12)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_features_are_refused_not_ranked(bad):
+    """Hits in the top 1 % and enrichment rank similarities; a NaN would rank first."""
+    from cellframe.errors import InvalidInputError
+
+    df = synthetic_screen(n_treatments=6, n_controls=0, seed=3).drop("Metadata_Control")
+    poisoned = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(bad).otherwise(pl.col("f05")).alias("f05")
+    )
+    for call in (lambda f: retrieval_metrics(f, label="Metadata_MoA"), hits_at_top):
+        with pytest.raises(InvalidInputError, match=r"1 NaN/infinite feature values.*'f05' \(1\)"):
+            call(poisoned)
+    # Control: a valid but unusual value (huge, finite) is ranked, not refused.
+    huge = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(1e30).otherwise(pl.col("f05")).alias("f05")
+    )
+    assert hits_at_top(huge)["n_queries"].sum() == df.height

@@ -110,3 +110,41 @@ def test_map_errors():
 
     with pytest.raises(MissingColumnsError, match="n_total_pairs"):
         mean_average_precision(ap.drop("n_total_pairs"), sameby="g")
+
+
+# ---------------------------------------------------------------- NaN is never significant
+def _ap_table(aps):
+    n = len(aps)
+    return pl.DataFrame(
+        {
+            "Metadata_Treatment": ["a"] * 3 + ["b"] * (n - 3),
+            "average_precision": aps,
+            "n_pos_pairs": [2] * n,
+            "n_total_pairs": [10] * n,
+        }
+    )
+
+
+def test_nan_ap_gets_no_p_value_and_stays_out_of_map():
+    from cellframe.errors import NaNExcludedWarning
+
+    nan = float("nan")
+    table = _ap_table([1.0, nan, 0.5, 0.2, 0.3, 1.0])
+    with pytest.warns(NaNExcludedWarning, match="1 of 6 rows .* NaN average_precision"):
+        p = average_precision_p_values(table, null_size=500, seed=1)
+    assert p["p_value"][1] is None  # NaN would have had p = 1 / (null_size + 1)
+    clean = average_precision_p_values(
+        _ap_table([1.0, 0.7, 0.5, 0.2, 0.3, 1.0]), null_size=500, seed=1
+    )
+    assert p["p_value"].drop_nulls().len() == 5
+    assert p["p_value"][0] == clean["p_value"][0]  # an unusual but valid AP of 1.0 is kept
+    with pytest.warns(NaNExcludedWarning, match="left out of mAP"):
+        got = mean_average_precision(table, sameby="Metadata_Treatment", null_size=500)
+    a = got.filter(pl.col("Metadata_Treatment") == "a")
+    assert a["n_queries"][0] == 2 and a["mean_average_precision"][0] == pytest.approx(0.75)
+    # All-NaN group: no row rather than a "significant" NaN mAP.
+    with pytest.warns(NaNExcludedWarning, match="3 of 6"):
+        only_b = mean_average_precision(
+            _ap_table([nan, nan, nan, 0.2, 0.3, 1.0]), sameby="Metadata_Treatment", null_size=500
+        )
+    assert only_b["Metadata_Treatment"].to_list() == ["b"]

@@ -60,3 +60,24 @@ def test_moa_summary_macro(store):
     assert got["n_queries"].to_list() == ref["n"].to_list()
     np.testing.assert_allclose(got["mean_average_precision"], ref["m"], atol=1e-12)
     assert got["hits_at_top"].to_list() == ref["h"].to_list()
+
+
+def test_moa_summary_macro_leaves_nan_out(store):
+    s, _ = store
+    per_query = pl.DataFrame(
+        {
+            "Metadata_MoA": ["x", "x", "y", "y|x"],
+            "average_precision": [0.5, float("nan"), 0.25, 0.75],
+            "folds_of_enrichment": [2.0, 3.0, float("nan"), 1.0],
+            "hit_at_top": [True, None, False, True],
+        }
+    )
+    s.write("nan_per_query", per_query, step="test")
+    got = s.sql("FROM cf_moa_summary('nan_per_query', 'Metadata_MoA')")
+    # x: APs 0.5, NaN, 0.75 -> 0.625 (NaN left out, counted); y: 0.25, 0.75 -> 0.5.
+    assert got["moa"].to_list() == ["x", "y"]  # NaN no longer sorts first
+    np.testing.assert_allclose(got["mean_average_precision"], [0.625, 0.5])
+    np.testing.assert_allclose(got["mean_folds_of_enrichment"], [2.0, 1.0])
+    assert got["n_queries"].to_list() == [3, 2]
+    assert got["n_nan"].to_list() == [1, 1]
+    assert got["hits_at_top"].to_list() == [2, 1]

@@ -16,6 +16,8 @@ from cellframe.io import ingest, read_platemap
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
+from ._sites import store_bytes, write_site_folders
+
 
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -161,3 +163,148 @@ def test_cli_ingest_and_errors(
     bad.write_text("nope")
     assert main(["ingest", str(bad), "--store", str(path), "-q"]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- write modes
+CELL_KEYS = [PLATE, WELL, "Metadata_Site", "Metadata_ObjectNumber"]
+
+
+@pytest.fixture(scope="module")
+def site_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A real plate's CellProfiler output as three per-site folders (A01/1, A01/2, A02/1)."""
+    return write_site_folders(tmp_path_factory.mktemp("plate"))
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_ingesting_sites_one_folder_at_a_time_equals_one_ingest(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    plate, sites = site_folders
+    whole = ingest(plate, tmp_path / "whole.duckdb", progress=False, layout=layout)
+    assert whole.rows == 89 + 89 + 36 and whole.images_added == 3
+    reports = [ingest(s, tmp_path / "inc.duckdb", progress=False, layout=layout) for s in sites]
+    assert [r.rows for r in reports] == [89, 89, 36]
+    assert [(r.images_added, r.images_replaced) for r in reports] == [(1, 0)] * 3
+    # Re-ingesting a site replaces that site only, and never duplicates it.
+    again = ingest(sites[0], tmp_path / "inc.duckdb", progress=False, layout=layout)
+    assert (again.images_added, again.images_replaced, again.rows_replaced) == (0, 1, 89)
+    with (
+        Store(tmp_path / "whole.duckdb", read_only=True) as a,
+        Store(tmp_path / "inc.duckdb", read_only=True) as b,
+    ):
+        expected, got = a.read("cells").sort(CELL_KEYS), b.read("cells").sort(CELL_KEYS)
+        per_site = b.sql(
+            "SELECT Metadata_Well, Metadata_Site, count(*) AS n FROM cells GROUP BY ALL ORDER BY ALL"
+        )
+        assert (b.partition_root("cells") is not None) == (layout == "parquet")
+    assert_frame_equal(got, expected)
+    assert per_site.rows() == [("A01", 1, 89), ("A01", 2, 89), ("A02", 1, 36)]
+    assert got.select(CELL_KEYS).is_duplicated().sum() == 0
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_append_refuses_a_stored_image_and_leaves_the_store_unchanged(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    from cellframe.errors import KeyConflictError
+
+    _, sites = site_folders
+    db = tmp_path / "s.duckdb"
+    ingest(sites[0], db, progress=False, layout=layout, mode="append")
+    # Control: appending a new site is accepted.
+    ok = ingest(sites[1], db, progress=False, layout=layout, mode="append")
+    assert (ok.rows, ok.images_added, ok.images_replaced) == (89, 1, 0)
+    before = store_bytes(db)
+    with pytest.raises(KeyConflictError, match=r"already holds.*Metadata_Site=2.*replace-images"):
+        ingest(sites[1], db, progress=False, layout=layout, mode="append")
+    assert store_bytes(db) == before
+    with Store(db, read_only=True) as s:
+        assert s.sql("SELECT count(*) AS n FROM cells")["n"][0] == 178
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_an_error_mid_source_leaves_the_store_byte_for_byte_unchanged(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    from cellframe.errors import InvalidInputError
+    from cellframe.io import CellProfilerCSV
+
+    plate, sites = site_folders
+
+    class FailsAfterOneBatch(CellProfilerCSV):
+        def batches(self):  # type: ignore[no-untyped-def]
+            for frame in super().batches():
+                yield frame
+                raise InvalidInputError("simulated: the source ends in a broken row")
+
+    db = tmp_path / "s.duckdb"
+    ingest(sites[0], db, progress=False, layout=layout)
+    ingest(sites[2], db, progress=False, layout=layout)
+    before = store_bytes(db)
+    assert len(before) == (1 if layout == "table" else 3)  # db; or db, data file and marker
+    with pytest.raises(InvalidInputError, match="simulated"):
+        ingest(plate, db, progress=False, layout=layout, format=FailsAfterOneBatch)
+    assert store_bytes(db) == before
+
+
+def test_replace_plates_deletes_the_plates_other_images_as_asked(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    from cellframe.errors import InvalidInputError
+
+    plate, sites = site_folders
+    db = tmp_path / "s.duckdb"
+    ingest(plate, db, progress=False)
+    report = ingest(sites[2], db, progress=False, mode="replace-plates")
+    assert (report.plates_replaced, report.rows_replaced) == (1, 214)
+    with Store(db, read_only=True) as s:
+        assert s.sql("SELECT DISTINCT Metadata_Well FROM cells").rows() == [("A02",)]
+    with pytest.raises(InvalidInputError, match="unknown ingest mode 'merge'"):
+        ingest(sites[2], db, progress=False, mode="merge")
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_dry_run_counts_what_would_change_and_writes_nothing(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    plate, sites = site_folders
+    db = tmp_path / "s.duckdb"
+    fresh = ingest(plate, tmp_path / "absent.duckdb", progress=False, dry_run=True)
+    assert (fresh.rows, fresh.images_added, fresh.images_replaced) == (214, 3, 0)
+    assert not (tmp_path / "absent.duckdb").exists()  # not even created
+    ingest(sites[0], db, progress=False, layout=layout)
+    before = store_bytes(db)
+    plan = ingest(plate, db, progress=False, dry_run=True)
+    assert (plan.rows, plan.images_added, plan.images_replaced, plan.rows_replaced) == (
+        214,
+        2,
+        1,
+        89,
+    )
+    assert plan.plates == ["BR00121431"] and "dry run, nothing written" in str(plan)
+    whole = ingest(sites[2], db, progress=False, dry_run=True, mode="replace-plates")
+    assert (whole.images_added, whole.images_replaced, whole.rows_replaced) == (1, 1, 89)
+    refused = ingest(sites[0], db, progress=False, dry_run=True, mode="append")
+    assert "append would be refused: 1 image(s)" in str(refused)
+    assert store_bytes(db) == before
+
+
+def test_cli_mode_and_dry_run(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, sites = site_folders
+    db = tmp_path / "cli.duckdb"
+    assert main(["ingest", str(sites[0]), "--store", str(db), "--quiet"]) == 0
+    before = store_bytes(db)
+    assert main(["ingest", str(sites[0]), str(sites[2]), "--store", str(db), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would add 0 image(s) and replace 1 stored image(s) (89 stored rows)" in out
+    assert "would add 1 image(s) and replace 0 stored image(s) (0 stored rows)" in out
+    assert store_bytes(db) == before
+    assert main(["ingest", str(sites[0]), "--store", str(db), "--mode", "append", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"cellframe: error: {sites[0]}: ")
+    assert "already holds rows of 1 of the image(s) being appended" in err
+    assert store_bytes(db) == before
+    assert main(["ingest", str(sites[2]), "--store", str(db), "--mode", "append"]) == 0
+    assert "1 image(s) added, 0 replaced" in capsys.readouterr().out

@@ -214,3 +214,67 @@ def test_feature_sets_that_differ_between_plates(tmp_path):
         with pytest.raises(MissingColumnsError, match=r"Cells_F5.*select common features"):
             norm.transform(wells2)
         assert np.isfinite(norm.transform(wells1).collect()["Cells_F5"].to_numpy()).all()
+
+
+def test_profile_config_with_activity_step_cross_fits(tmp_path, capsys):
+    """`cellframe profile` with an activity step: the sphering is refitted per fold."""
+    rng = np.random.default_rng(7)
+    d, n_ctrl = 30, 20
+    mix = rng.normal(size=(d, d)) / np.sqrt(d) + np.eye(d)
+    zero = rng.normal(size=(6, d)) @ mix  # drawn like the controls
+    strong = rng.normal(size=d) * 3 + rng.normal(size=(6, d)) @ mix
+    x = np.vstack([zero, strong, rng.normal(size=(n_ctrl, d)) @ mix])
+    wells = pl.DataFrame(
+        {
+            PLATE: [f"P{i % 2}" for i in range(12 + n_ctrl)],
+            "Metadata_Well": [f"W{i:02d}" for i in range(12 + n_ctrl)],
+            "Metadata_Treatment": ["ZERO"] * 6 + ["STRONG"] * 6 + ["DMSO"] * n_ctrl,
+            "Metadata_Control": [None] * 12 + ["negcon"] * n_ctrl,
+        }
+    ).hstack(pl.DataFrame(x.astype(np.float32), schema=[f"f{i:02d}" for i in range(d)]))
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        s.write("wells", wells, step="ingest")
+    config = tmp_path / "p.toml"
+    config.write_text(
+        'input = "wells"\n\n[[step]]\nrun = "sphere"\nlam = 0.001\n\n'
+        '[[step]]\nrun = "activity"\nnull_size = 2000\n'
+    )
+    assert main(["profile", "--store", str(path), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "wells_sphered -> wells_sphered_activity" in out and "null cross-fitted" in out
+    with Store(path, read_only=True) as s:
+        summary = s.read("wells_sphered_activity").sort("Metadata_Treatment")
+        params = json.loads(s.provenance("wells_sphered_activity")["parameters"][0])
+    assert summary["Metadata_Treatment"].to_list() == ["STRONG", "ZERO"]
+    q = dict(zip(summary["Metadata_Treatment"], summary["corrected_p_value"], strict=True))
+    assert q["STRONG"] < 0.05 < q["ZERO"]
+    assert params["null"] == "cross-fitted" and params["null_source"] == "wells"
+    assert params["refitted_steps"] == ["sphere"]
+
+
+def test_evaluate_activity_bad_folds_is_one_line_and_changes_nothing(tmp_path, capsys):
+    path = tmp_path / "s.duckdb"
+    wells = pl.DataFrame(
+        {
+            PLATE: ["P"] * 6,
+            "Metadata_Treatment": ["a", "a", "b", "b", "DMSO", "DMSO"],
+            "Metadata_Control": [None] * 4 + ["negcon"] * 2,
+            "f1": [1.0, 0.9, 0.0, 0.1, 0.5, -0.5],
+            "f2": [0.0, 0.1, 1.0, 0.9, 0.2, 0.3],
+        }
+    )
+    with Store(path) as s:
+        s.write("wells", wells, step="ingest")
+    main(["sphere", "--store", str(path), "--input", "wells", "--controls", "all", "--quiet"])
+    with Store(path, read_only=True) as s:
+        before = s.tables()
+    code = main(
+        ["evaluate", "wells_sphered", "--store", str(path), "--mode", "activity", "--n-folds", "3"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert "2 control rows for n_folds=3" in err
+    with Store(path, read_only=True) as s:
+        assert_frame_equal(s.tables(), before)

@@ -98,3 +98,48 @@ def test_standardized_pca_leaves_out_constant_features():
     np.testing.assert_allclose(
         result.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-10
     )
+
+
+def test_image_qc_nan_is_reported_not_flagged():
+    from cellframe.errors import NaNExcludedWarning
+
+    nan = float("nan")
+    slope = [-2.0, -2.1, -1.9, -2.05, nan, -2.0, -3.5]  # image 5 has no focus value
+    sat = [0.0, 0.1, nan, 2.5, 0.0, 0.0, 0.0]  # image 3 has no saturation value
+    df = pl.DataFrame(
+        {
+            PLATE: ["P"] * 7,
+            "Metadata_Site": list(range(1, 8)),
+            "Image_ImageQuality_PowerLogLogSlope_OrigDNA": slope,
+            "Image_ImageQuality_PercentMaximal_OrigDNA": sat,
+        }
+    )
+    with (
+        pytest.warns(NaNExcludedWarning, match="2 of 7 image"),
+        pytest.warns(ProfilesWarning, match="2 of 7 image"),
+    ):
+        out = image_qc(df)
+    # The saturated and the blurred images are still flagged; the NaN ones are not.
+    assert out[OUTLIER].to_list() == [False, False, False, True, False, False, True]
+    assert out[REASON][2] is None and out[REASON][4] is None
+
+
+def test_outlier_wells_nan_z_is_reported_not_flagged():
+    from cellframe.errors import NaNExcludedWarning
+
+    # Plate P2 holds one well: its robust z is 0/0 = NaN on every PC.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(21, 4))
+    x[3] += 30.0
+    df = pl.DataFrame({PLATE: ["P1"] * 20 + ["P2"], WELL: [f"W{i:02d}" for i in range(21)]}).hstack(
+        pl.DataFrame(x, schema=[f"f{i}" for i in range(4)])
+    )
+    scores = pca_profiles(df, 1).scores
+    from cellframe.profiles.qc import _flag_scores
+
+    single = scores.filter(pl.col(PLATE) == "P2").with_columns(pl.lit(float("nan")).alias("PC1"))
+    mixed = pl.concat([scores.filter(pl.col(PLATE) == "P1"), single])
+    with pytest.warns(NaNExcludedWarning, match="1 of 21 well"):
+        out = _flag_scores(mixed, z_threshold=3.5, by=[PLATE])
+    assert out.filter(pl.col(OUTLIER))[WELL].to_list() == ["W03"]
+    assert out.filter(pl.col(WELL) == "W20")[OUTLIER][0] is False

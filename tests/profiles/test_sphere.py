@@ -196,3 +196,16 @@ def test_lambda_sweep_with_cellframe_evaluate(lincs):
             sphere(lincs, lam=lam, controls=controls).collect(), label="Metadata_moa"
         )
         assert 0.0 <= value <= 1.0 and value == pytest.approx(direct, rel=1e-9)
+
+
+def test_lambda_sweep_reports_nan_scores(nelisa):
+    """A NaN score would sort above every number and be picked as the best lambda."""
+    from cellframe.errors import NaNExcludedWarning
+
+    data = nelisa.filter(pl.col(PLATE) == nelisa[PLATE][0])
+    calls = iter([0.3, float("nan"), 0.2])
+    with pytest.warns(NaNExcludedWarning, match="1 of 3 lambdas scored NaN"):
+        table = lambda_sweep(data, [1e-3, 1e-1, 1e1], controls=NEGCON, score=lambda _: next(calls))
+    assert table.sort("score", descending=True)["lambda"][0] == 1e-1  # the trap
+    best = table.filter(pl.col("score").is_not_nan()).sort("score", descending=True)
+    assert best["lambda"][0] == 1e-3

@@ -91,3 +91,13 @@ def test_bad_input():
         treatment_strength(pl.DataFrame(P2))  # two controls at distance 1 each
     with pytest.raises(InvalidInputError, match="needs negative controls"):
         treatment_strength(pl.DataFrame(P1), controls="all")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_feature_never_heads_the_top_k(bad):
+    """A NaN/inf distance would sort first in a descending top-k: it is refused instead."""
+    f1 = [0.0, 2.0, 0.0, 4.0, bad, 1.0]  # treatment a's well is missing
+    with pytest.raises(InvalidInputError, match=r"1 feature\(s\) .* missing or infinite .*'f1'"):
+        strong_treatments(pl.DataFrame({**P1, "f1": f1}), k=1)
+    # Control: the same plate with finite values ranks a (distance 5) above b (distance 1).
+    assert strong_treatments(pl.DataFrame(P1), k=1)[TREATMENT].to_list() == ["a"]

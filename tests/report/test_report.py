@@ -10,12 +10,14 @@ import pytest
 
 from cellframe.errors import InvalidInputError, MissingColumnsError
 from cellframe.report import (
+    ReportImage,
     ReportSection,
     auroc_threshold_chart,
     lambda_sweep_chart,
     map_vs_enrichment_chart,
     pca_chart,
     pca_coordinates,
+    png_data_uri,
     precision_recall_chart,
     qc_outlier_chart,
     save_png,
@@ -62,8 +64,9 @@ def test_pca_chart_leaves_out_missing_rows_and_says_so() -> None:
     )
     spec = pca_chart(df).to_dict()
     assert "1 profiles with missing values left out" in spec["title"]
-    data = next(iter(spec["datasets"].values()))
-    assert len(data) == 39
+    # treated wells in one layer, controls drawn over them in a second
+    assert sum(len(d) for d in spec["datasets"].values()) == 39
+    assert [len(spec["datasets"][layer["data"]["name"]]) for layer in spec["layer"]] == [19, 20]
 
 
 def test_auroc_threshold_counts() -> None:
@@ -97,8 +100,15 @@ def test_missing_columns_and_empty_tables_are_named() -> None:
         lambda_sweep_chart(pl.DataFrame({"lambda": [1.0]}))
     with pytest.raises(InvalidInputError, match="no rows"):
         tta_delta_chart(pl.DataFrame({"image": [], "delta": []}))
-    with pytest.raises(InvalidInputError, match="at least one chart"):
+    with pytest.raises(InvalidInputError, match="at least one section"):
         write_report([], "x.html")
+    with pytest.raises(InvalidInputError, match="without a chart or an image"):
+        write_report([ReportSection("Empty?")], "x.html")
+    with pytest.raises(InvalidInputError, match="not a data URI"):
+        write_report(
+            [ReportSection("Linked?", images=[ReportImage("https://x.org/a.png", "remote")])],
+            "x.html",
+        )
 
 
 def all_sections() -> list[ReportSection]:
@@ -161,3 +171,40 @@ def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert seen.rendered == len(sections)
     assert len(seen.svgs_per_chart) == len(sections) and all(n >= 1 for n in seen.svgs_per_chart)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_with_answers_and_images_renders_in_chromium(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(40, 60), dtype=np.uint8)
+    sections = [
+        ReportSection(
+            "Which wells differ?",
+            pca_chart(profiles()),
+            "Look for controls apart from treated wells.",
+            answer="3 of 40 wells differ.",
+        ),
+        ReportSection(
+            "What do the cells look like?",
+            None,
+            "Look for outlines on debris.",
+            answer="66 nuclei on 2 sites.",
+            images=[ReportImage(png_data_uri(image), "site 1", width=120)],
+        ),
+        ReportSection(
+            "PR",
+            precision_recall_chart(pl.DataFrame({"recall": [0.0, 1.0], "precision": [1.0, 0.5]})),
+        ),
+    ]
+    path = write_report(sections, tmp_path / "report.html")
+    seen = render_report(path, tmp_path / "report.png", tmp_path / "sections")
+    assert seen.errors == [] and seen.console_errors == [] and seen.blocked_requests == []
+    assert seen.rendered == 2 and all(n >= 1 for n in seen.svgs_per_chart)
+    assert seen.images == [(60, 40)]  # decoded at its own size
+    assert [(s["title"], s["answer"], s["charts"], s["images"]) for s in seen.sections] == [
+        ("Which wells differ?", "3 of 40 wells differ.", 1, 0),
+        ("What do the cells look like?", "66 nuclei on 2 sites.", 0, 1),
+        ("PR", "", 1, 0),
+    ]
+    assert [p.name for p in seen.section_screenshots] == [
+        "section-0.png", "section-1.png", "section-2.png",
+    ]  # fmt: skip
