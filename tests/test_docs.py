@@ -69,9 +69,9 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 README = DOCS.parent / "README.md"
 COMMAND_PAGES = [README, *PAGES]
-SHELL_FENCE = re.compile(
-    r"^```(?:bash|sh|shell|console)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE
-)
+EVERY_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+SHELL_INFO = ("bash", "sh", "shell", "console")
+COMMAND_LINE = re.compile(r"^(?:cellframe|python|\.venv/bin/)\S*\s")
 ANY_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 INLINE_COMMAND = re.compile(r"`((?:cellframe |python |\.venv/bin/)[^`]*)`")
 
@@ -86,13 +86,21 @@ EXEMPT = {
         "installs system and Python packages as root and runs this very test suite"
     ),
     ".venv/bin/python -m pytest -m slow": "runs the slow part of this very test suite",
-    ".venv/bin/python benchmarks/bench_ingest.py --cells 20000 --features 1000 --layout parquet": (
-        "a benchmark: minutes, and it runs the anchor tool (CytoTable) beside cellframe"
-    ),
-    "python benchmarks/bench_engine.py": (
-        "a benchmark: 16 plates on local and Ray engines, minutes on 2 cores"
+    "cellframe demo": "about 3 minutes: runs in test_readme_demo_and_snippet (slow)",
+}
+#: Shown commands not run, by pattern, with the reason.
+EXEMPT_PATTERNS = {
+    r"^(?:\.venv/bin/)?python benchmarks/bench_\w+\.py": (
+        "a benchmark: minutes at screen scale, and most run the anchor tool (pycytominer, "
+        "copairs, CytoTable) beside cellframe; benchmarks are run by hand"
     ),
 }
+
+
+def is_exempt(command: str) -> bool:
+    """Whether a shown command is listed in EXEMPT or matches EXEMPT_PATTERNS."""
+    return command in EXEMPT or any(re.match(p, command) for p in EXEMPT_PATTERNS)
+
 
 #: Inline spans (placeholders, options named in prose) -> the commands run for them.
 INLINE = {
@@ -126,6 +134,18 @@ INLINE = {
         "cellframe evaluate wells_normalized --store screen.duckdb --mode activity",
     ],
     "cellframe activity experiment.toml": [],
+    "cellframe normalize": [
+        "cellframe aggregate --store screen.duckdb",
+        "cellframe normalize --store screen.duckdb",
+    ],
+    "cellframe evaluate --mode activity": [
+        "cellframe aggregate --store screen.duckdb",
+        "cellframe normalize --store screen.duckdb",
+        "cellframe select --store screen.duckdb --input wells_normalized",
+        "cellframe sphere --store screen.duckdb --input wells_normalized_selected "
+        "--output wells_sphered",
+        "cellframe evaluate wells_sphered --store screen.duckdb --mode activity",
+    ],
     "cellframe ingest plate1.sqlite plate2.sqlite ... --store\nscreen.duckdb --engine ray "
     "[--address HOST:PORT] [--force]": [
         "cellframe ingest plate1.sqlite plate2.sqlite --store screen.duckdb --engine ray --force "
@@ -155,14 +175,24 @@ COVERED = {
 }
 
 #: What a page's commands take as given (its prose says the store has wells).
-GIVEN = {"store": ["cellframe aggregate --store screen.duckdb"]}
+GIVEN = {
+    "store-0": ["cellframe aggregate --store screen.duckdb"],
+    "evaluate-0": ["cellframe aggregate --store screen.duckdb"],
+}
+#: Blocks about a store of other cells than the sandbox's screen.duckdb start without it.
+FRESH_STORE = {"io-1"}
 PYTHON_SHORTER = {"examples/activity_tox21.py": ["--quick", "--max-compounds", "200"]}
 
 
 def shell_commands(page: Path) -> list[list[str]]:
     """Each fenced shell block of ``page`` as its commands (continuations joined)."""
     blocks = []
-    for body in SHELL_FENCE.findall(page.read_text()):
+    for info, body in EVERY_FENCE.findall(page.read_text()):
+        lines = [x.strip() for x in body.splitlines() if x.strip()]
+        # A fence without a language whose lines are all commands is shell too.
+        plain = not info.strip() and lines and all(COMMAND_LINE.match(x) for x in lines)
+        if info.split()[:1] not in [[x] for x in SHELL_INFO] and not plain:
+            continue
         joined = re.sub(r"\\\n\s*", " ", body)
         blocks.append([line.strip() for line in joined.splitlines() if line.strip()])
     return blocks
@@ -201,7 +231,7 @@ def test_every_shown_command_is_run_or_exempt() -> None:
     shown = shown_commands()
     fenced = {line for page in COMMAND_PAGES for block in shell_commands(page) for line in block}
     unknown = {
-        c: p for c, p in shown.items() if c not in fenced and c not in INLINE and c not in EXEMPT
+        c: p for c, p in shown.items() if c not in fenced and c not in INLINE and not is_exempt(c)
     }
     assert not unknown, (
         f"commands shown in the docs but neither run nor exempt: {unknown}; add each to INLINE "
@@ -312,8 +342,12 @@ def _write_sandbox(root: Path) -> None:
         ]
         rois.append(roifile.ImagejRoi.frompoints(np.array(box, dtype=np.float32)))
     roifile.roiwrite(root / "rough_rois.zip", rois)
-    # The CellProfiler CSV tree of JUMP plate BR00121431 (`ingest analysis/`).
-    shutil.copytree(demo / "cellprofiler" / "BR00121431", root / "analysis")
+    # The CSV tree of JUMP plate BR00121431 (`ingest analysis/`), and the same
+    # two sites as plate1/site1 and plate1/site3 (`ingest plate1/site3/`).
+    tree = demo / "cellprofiler" / "BR00121431"
+    shutil.copytree(tree, root / "analysis")
+    shutil.copytree(tree / "BR00121431-A01-1", root / "plate1" / "site1")
+    shutil.copytree(tree / "BR00121431-A02-1", root / "plate1" / "site3")
     # The profiling chain of docs/profiles.md, as printed there.
     toml = re.search(r"^```toml\n(input = \"cells\".*?)^```", (DOCS / "profiles.md").read_text(),
                      re.DOTALL | re.MULTILINE)  # fmt: skip
@@ -420,6 +454,23 @@ def _check_io(work: Path) -> None:
     assert sorted(jump.group_by("Metadata_Well").len().rows()) == [("A01", 89), ("A02", 36)]
 
 
+def _check_io_sites(work: Path) -> None:
+    # plate1/ holds the two sites of BR00121431: 89 cells in A01, 36 in A02.
+    cells = _read(work, "cells")
+    assert sorted(cells.group_by("Metadata_Well").len().rows()) == [("A01", 89), ("A02", 36)]
+
+
+def _check_evaluate_sphered(work: Path) -> None:
+    # The plain chain sphere -> evaluate is cross-fitted: provenance says so.
+    from cellframe.store import Store
+
+    with Store(work / "screen.duckdb", read_only=True) as store:
+        made = [t for t in store.table_names() if t.startswith("wells_sphered_")]
+        assert made, store.table_names()
+        notes = str(store.provenance(made[0]).to_dicts())
+    assert "cross-fitted" in notes, notes
+
+
 def _check_profiles(work: Path) -> None:
     wells = _read(work, "wells")
     assert wells.height == 3 * 16  # 3 plates x 16 wells
@@ -474,13 +525,15 @@ def _check_activity(work: Path) -> None:
 
 #: Values each fenced block must leave behind, checked after it runs.
 AFTER = {
-    "io": _check_io,
-    "profiles": _check_profiles,
-    "store": _check_store,
-    "segment": _check_segment,
-    "embed": _check_embed,
-    "engine": _check_engine,
-    "activity": _check_activity,
+    "io-0": _check_io,
+    "io-1": _check_io_sites,
+    "profiles-0": _check_profiles,
+    "store-0": _check_store,
+    "segment-0": _check_segment,
+    "embed-0": _check_embed,
+    "engine-0": _check_engine,
+    "activity-0": _check_activity,
+    "evaluate-0": _check_evaluate_sphered,
 }
 
 
@@ -515,7 +568,7 @@ SHELL_BLOCKS = [
     )
     for page in COMMAND_PAGES
     for i, block in enumerate(shell_commands(page))
-    if not all(line in EXEMPT for line in block)
+    if not all(is_exempt(line) for line in block)
 ]
 
 
@@ -535,11 +588,14 @@ def test_shell_block_runs(
     work = tmp_path / "work"
     shutil.copytree(command_sandbox, work, symlinks=True)
     monkeypatch.chdir(work)
-    for line in [*GIVEN.get(page.stem, []), *block]:
-        if line not in EXEMPT:
+    if f"{page.stem}-{index}" in FRESH_STORE:
+        (work / "screen.duckdb").unlink()
+        shutil.rmtree(work / "screen.parts", ignore_errors=True)
+    for line in [*GIVEN.get(f"{page.stem}-{index}", []), *block]:
+        if not is_exempt(line):
             run_shown(line, work, capsys)
-    if index == 0 and page.stem in AFTER:
-        AFTER[page.stem](work)
+    if f"{page.stem}-{index}" in AFTER:
+        AFTER[f"{page.stem}-{index}"](work)
 
 
 def test_covered_spans_run_in_a_block() -> None:
