@@ -9,7 +9,9 @@ Builds a small screen (2 plates x 24 wells x 3 sites x 20 cells x 30 features;
 number: cmpd0 has no effect at all) in a store, then chains the profiling
 transforms with the Polars ``cf`` namespace, saves the fitted sphering, ranks
 the strongest treatments and scores phenotypic activity (copairs-compatible mAP
-with permutation p-values) before and after sphering. ``--data`` takes your own
+with permutation p-values) before and after sphering; after sphering the test is
+cross-fitted (the sphering is refitted without the DMSO wells that serve as the
+null), so cmpd0 is not called active. ``--data`` takes your own
 single cells instead (Parquet or CSV, with ``Metadata_Plate``, ``Metadata_Well``,
 ``Metadata_Site``, ``Metadata_Treatment`` and ``Metadata_Control`` = ``negcon``
 on the negative-control wells).
@@ -25,7 +27,7 @@ import numpy as np
 import polars as pl
 
 import cellframe  # noqa: F401  (registers the lf.cf namespace)
-from cellframe.columns import CONTROL, NEGATIVE_CONTROL, TREATMENT
+from cellframe.columns import TREATMENT
 from cellframe.evaluate import mean_average_precision, phenotypic_activity
 from cellframe.profiles import Spherizer, feature_select, strong_treatments
 from cellframe.store import Store
@@ -66,15 +68,14 @@ def make_cells(seed: int = 0) -> pl.DataFrame:
     )
 
 
-def sphering(controls: pl.DataFrame | pl.LazyFrame) -> Spherizer:
-    """The fitted correction: thesis ZCA (``lam`` = LAMBDA) fitted on the given control wells.
+def sphering(rows: pl.DataFrame | pl.LazyFrame) -> Spherizer:
+    """The fitted correction: thesis ZCA (``lam`` = LAMBDA) fitted on the negcon wells of ``rows``.
 
     Defined once: it spheres the profiles below, and it is the ``correction``
-    an honest activity test refits on part of the controls (see the marked
-    activity call in ``run``).
+    that an honest activity test refits without the held-out control wells
+    (see the marked activity call in ``run``).
     """
-    # controls=None: fit on every row given (the caller chooses the control wells).
-    return Spherizer("regularized", lam=LAMBDA, controls=None).fit(controls)
+    return Spherizer("regularized", lam=LAMBDA).fit(rows)  # fits on the negcon rows
 
 
 def score(ap: pl.DataFrame, label: str) -> pl.DataFrame:
@@ -128,8 +129,7 @@ def run(path: Path, data: Path | None) -> None:
     print(f"kept {len(selection.kept)} features; dropped {selection.dropped.height}")
     selected = selection.apply(wells).collect()
 
-    negcon = pl.col(CONTROL) == NEGATIVE_CONTROL
-    sph = sphering(selected.filter(negcon))
+    sph = sphering(selected)
     sph.save(store, "sphere_fit")  # apply later to new plates
     sphered = sph.transform(selected).collect()
     store.write(
@@ -143,13 +143,12 @@ def run(path: Path, data: Path | None) -> None:
     # Check the null compound before trusting the calls.
     ap_normalized = phenotypic_activity(selected)
     # ----------------------------------------------------------------------------------
-    # THE ACTIVITY CALL AFTER SPHERING. Its null is the DMSO wells, the very wells
-    # `sphering` was fitted on: that pulls them together and away from every treated
-    # well, so even NULL_COMPOUND comes out "active". With cross-fitting (the
-    # correction is refitted on part of the controls and the rest are the null),
-    # this line becomes:
-    #     ap_sphered = phenotypic_activity(selected, correction=sphering)
-    ap_sphered = phenotypic_activity(sphered)
+    # THE ACTIVITY CALL AFTER SPHERING. Sphering is fitted on the DMSO wells; tested
+    # against those same wells (phenotypic_activity(sphered)) even NULL_COMPOUND
+    # comes out "active", since the fit pulls the controls together and away from
+    # every treated well. Cross-fitting refits `sphering` without one fold of the
+    # DMSO wells and ranks each treated well against that held-out fold only:
+    ap_sphered = phenotypic_activity(selected, correction=sphering)
     # ----------------------------------------------------------------------------------
     table = pl.concat([score(ap_normalized, "normalized"), score(ap_sphered, "sphered")])
     store.write("phenotypic_activity", table, mode="replace", step="example")

@@ -167,14 +167,16 @@ def test_profile_pipeline(tmp_path: Path) -> None:
         (pl.col("profiles") == "sphered") & (pl.col("Metadata_Treatment") == "cmpd0")
     ).row(0, named=True)
     assert f"null compound cmpd0, sphered profiles: mAP {null['mean_average_precision']:.3f}" in out
-    # After sphering the null is honest only with cross-fitting (correction=).
-    # Until the example's activity line passes `correction=`, the false call is
-    # what it demonstrates; from then on it must be gone.
+    # After sphering, the activity call is cross-fitted (correction=sphering): the
+    # null compound stays inactive and the strong ones stay active (in the same
+    # call, testing against the DMSO wells sphering was fitted on, cmpd0 came out
+    # active: q = 0.026).
     source = (EXAMPLES / "profile_pipeline.py").read_text()
     call = re.search(r"^\s+ap_sphered = phenotypic_activity\((.*)\)$", source, re.M)
-    assert call, "the marked activity line is missing"
-    if "correction=" in call[1]:
-        assert q[("sphered", "cmpd0")] > 0.05
+    assert call and "correction=sphering" in call[1], "the marked activity line is missing"
+    assert q[("sphered", "cmpd0")] > 0.05
+    assert all(q[("sphered", f"cmpd{k}")] < 0.05 for k in (2, 3, 4, 5))
+    assert "null compound cmpd0, sphered profiles" in out and "ACTIVE" not in out
     # Sphering whitens the 12 DMSO wells it was fitted on: their covariance is
     # near the identity (regularized ZCA, lam = 0.01, so slightly below it).
     features = [c for c in sphered.columns if not c.startswith("Metadata_")]
