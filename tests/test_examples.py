@@ -275,7 +275,9 @@ def test_custom_chart_without_a_demo_store(tmp_path: Path) -> None:
     assert [c[0].split()[0] for c in counts] == ["normalized", "sphered"]
     n = len(lincs_compounds())
     assert all(int(c[1]) == n for c in counts)
-    assert 0 < int(counts[0][2]) < n  # before sphering some compounds are not active
+    # Cross-fitted nulls: some compounds active, not all (tested against the
+    # controls the sphering was fitted on, all 58 came out active).
+    assert all(0 < int(c[2]) < n for c in counts)
     assert (work / "activity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (work / "custom_report.html").read_text()
     assert "Phenotypic activity per compound" in html
