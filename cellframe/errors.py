@@ -66,3 +66,23 @@ class DependentNullWarning(UserWarning):
 
 class NaNExcludedWarning(UserWarning):
     """NaN values were left out of a count, threshold or ranking (the message gives the count)."""
+
+
+class DuplicateWellsError(InvalidInputError):
+    """A platemap lists one (plate,) well on several rows that disagree."""
+
+
+class CaseDuplicateColumnsError(InvalidInputError):
+    """A file holds columns whose names differ only in case and whose values differ."""
+
+
+class FeatureMismatchError(SchemaMismatchError):
+    """Files of one source hold different feature columns."""
+
+
+class TooFewControlsError(InvalidInputError):
+    """A plate (or group) has too few rows or control rows to estimate a spread."""
+
+
+class InvalidImageError(InvalidInputError):
+    """An image cannot be segmented or embedded as given (NaN pixels, too small, wrong channels)."""

@@ -1,11 +1,13 @@
 """RDKit chemistry: SMILES parsing, Morgan fingerprints, Bemis-Murcko scaffolds, PAINS.
 
 DOMAIN.md §6 (CS features). RDKit is imported here only; an unparseable SMILES
-never stops a run: it is counted, reported in a warning and skipped.
+never stops a run: it is counted, reported in a warning with its place and
+RDKit's own reason (captured from RDKit's log), and skipped.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from functools import cache
@@ -18,46 +20,173 @@ from cellframe.activity.columns import COMPOUND
 
 __all__ = [
     "PAINS_FAMILIES",
+    "InvalidSmilesWarning",
+    "SameMoleculeWarning",
+    "canonical_smiles",
     "morgan_fingerprints",
     "morgan_frame",
     "murcko_scaffolds",
     "pains_matches",
     "parse_smiles",
+    "smiles_reasons",
 ]
 
 #: RDKit FilterCatalog families of Baell & Holloway (2010) PAINS filters.
 PAINS_FAMILIES = ("A", "B", "C")
 
 
-def parse_smiles(smiles: Sequence[str | None], *, warn: bool = True, where: str = "") -> list[Any]:
+class InvalidSmilesWarning(UserWarning):
+    """SMILES that RDKit cannot parse (or empty ones) were skipped; the message lists them."""
+
+
+class SameMoleculeWarning(UserWarning):
+    """Rows wrote one molecule (one RDKit canonical SMILES) in different ways; they were merged."""
+
+
+#: How many bad SMILES a message lists before it gives only the count.
+SHOWN_SMILES = 10
+_STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+
+
+def _rdkit_reason(lines: list[str], smiles: str) -> str:
+    """One line from RDKit's log lines for one SMILES (time stamps, echo and caret dropped)."""
+    out: list[str] = []
+    for line in lines:
+        text = _STAMP.sub("", line).strip()
+        if not text or text == smiles or set(text) <= {"^", " "} or text in out:
+            continue
+        out.append(text)
+    reason = " / ".join(out) or "RDKit returned no molecule"
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def smiles_reasons(smiles: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+    """Parse SMILES with RDKit and keep RDKit's reason for each failure.
+
+    RDKit writes its parse errors to its log; they are captured here (sent to
+    Python's ``sys.stderr`` with ``rdBase.LogToPythonStderr`` and read back)
+    rather than printed.
+
+    Parameters
+    ----------
+    smiles : sequence
+        SMILES strings; ``None``, NaN and blank entries are "empty SMILES".
+
+    Returns
+    -------
+    mols : list of rdkit.Chem.Mol or None
+    reasons : list of str or None
+        None where the molecule parsed, else RDKit's message (or ``"empty SMILES"``).
+
+    Examples
+    --------
+    >>> mols, reasons = smiles_reasons(["CCO", "C1CC", ""])
+    >>> [m is None for m in mols]
+    [False, True, True]
+    >>> reasons[1], reasons[2]
+    ("SMILES Parse Error: unclosed ring for input: 'C1CC'", 'empty SMILES')
+    """
+    import contextlib
+    import io
+
+    from rdkit import Chem, RDLogger, rdBase
+
+    texts = [s if isinstance(s, str) and s.strip() else None for s in smiles]
+    # Parse everything with RDKit's log off (fast), then parse only the failures again
+    # with the log captured, for their reasons.
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        mols: list[Any] = [None if s is None else Chem.MolFromSmiles(s) for s in texts]
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    reasons: list[str | None] = ["empty SMILES" if s is None else None for s in texts]
+    failed = [i for i, (s, m) in enumerate(zip(texts, mols, strict=True)) if s and m is None]
+    if failed:
+        rdBase.LogToPythonStderr()
+        try:
+            for i in failed:
+                buffer = io.StringIO()
+                with contextlib.redirect_stderr(buffer):
+                    Chem.MolFromSmiles(texts[i])
+                reasons[i] = _rdkit_reason(buffer.getvalue().splitlines(), str(texts[i]))
+        finally:
+            rdBase.LogToCppStreams()
+    return mols, reasons
+
+
+def canonical_smiles(smiles: Sequence[Any]) -> tuple[list[str | None], list[str | None]]:
+    """RDKit canonical SMILES, so that one molecule written two ways compares equal.
+
+    Parameters
+    ----------
+    smiles : sequence
+        SMILES strings.
+
+    Returns
+    -------
+    canonical : list of str or None
+        ``Chem.MolToSmiles`` of each parsed molecule; None where it does not parse.
+    reasons : list of str or None
+        RDKit's reason for each failure (see :func:`smiles_reasons`).
+
+    Examples
+    --------
+    >>> canonical_smiles(["OCC", "C(O)C", "CCO"])[0]
+    ['CCO', 'CCO', 'CCO']
+    """
+    from rdkit import Chem
+
+    mols, reasons = smiles_reasons(smiles)
+    return [None if m is None else Chem.MolToSmiles(m) for m in mols], reasons
+
+
+def describe_bad_smiles(
+    labels: Sequence[str], smiles: Sequence[Any], reasons: Sequence[str | None]
+) -> str:
+    """``line 6 'C1CC': <reason>; ...`` for the first :data:`SHOWN_SMILES` failures."""
+    items = [
+        f"{lab} {s!r}: {r}" if r != "empty SMILES" else f"{lab}: empty SMILES"
+        for lab, s, r in zip(labels, smiles, reasons, strict=True)
+        if r is not None
+    ]
+    text = "; ".join(items[:SHOWN_SMILES])
+    return text + (f"; ... ({len(items)} in all)" if len(items) > SHOWN_SMILES else "")
+
+
+def parse_smiles(
+    smiles: Sequence[str | None],
+    *,
+    warn: bool = True,
+    where: str = "",
+    labels: Sequence[str] | None = None,
+) -> list[Any]:
     """Parse SMILES with RDKit; unparseable entries become ``None``.
 
     Parameters
     ----------
     smiles : sequence of str
-        SMILES strings (``None``/empty are unparseable).
+        SMILES strings (``None``/NaN/empty are unparseable).
     warn : bool, default True
-        Warn once with the number of unparseable SMILES and a few examples.
+        Warn once (:class:`InvalidSmilesWarning`) with the number of
+        unparseable SMILES and, for the first ten, where they are and RDKit's reason.
     where : str
         Name of the source, for the warning.
+    labels : sequence of str, optional
+        What to call each entry in the warning (e.g. ``"line 7"`` or a
+        compound id); default ``"entry <i>"`` (1-based).
 
     Returns
     -------
     list of rdkit.Chem.Mol or None
     """
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")  # RDKit prints every failure to stderr; we count instead
-    try:
-        mols = [Chem.MolFromSmiles(s) if s else None for s in smiles]
-    finally:
-        RDLogger.EnableLog("rdApp.*")
-    bad = [s for s, m in zip(smiles, mols, strict=True) if m is None]
-    if bad and warn:
-        shown = ", ".join(repr(s) for s in bad[:3])
+    mols, reasons = smiles_reasons(smiles)
+    n_bad = sum(r is not None for r in reasons)
+    if n_bad and warn:
+        names = list(labels) if labels is not None else [f"entry {i + 1}" for i in range(len(mols))]
         warnings.warn(
-            f"{len(bad)} of {len(mols)} SMILES{' in ' + where if where else ''} cannot be parsed "
-            f"by RDKit and are skipped (e.g. {shown})",
+            f"{n_bad} of {len(mols)} SMILES{' in ' + where if where else ''} cannot be parsed "
+            f"by RDKit and are skipped: {describe_bad_smiles(names, smiles, reasons)}",
+            InvalidSmilesWarning,
             stacklevel=2,
         )
     return mols

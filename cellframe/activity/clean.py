@@ -193,7 +193,9 @@ def clean_assay_matrix(
     if m.smiles is not None:
         from cellframe.activity.chem import pains_matches, parse_smiles
 
-        mols = parse_smiles(m.smiles, where="the assay matrix")
+        mols = parse_smiles(
+            m.smiles, where="the assay matrix", labels=[f"compound {c!r}" for c in m.compounds]
+        )
         ok = np.array([mol is not None for mol in mols])
         m = record("invalid SMILES", m.subset(compounds=ok), "unparseable by RDKit")
         mols = [mol for mol, good in zip(mols, ok, strict=True) if good]

@@ -259,7 +259,11 @@ def run_experiment(
 
     # 2. features per modality
     if matrix.smiles is not None:
-        mols = parse_smiles(matrix.smiles, where=str(matrix_path))
+        mols = parse_smiles(
+            matrix.smiles,
+            where=str(matrix_path),
+            labels=[f"compound {c!r}" for c in matrix.compounds],
+        )
         ok = np.array([m is not None for m in mols])
         if not ok.all():
             matrix = matrix.subset(compounds=ok)

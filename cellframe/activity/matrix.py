@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -23,12 +23,17 @@ from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsE
 
 __all__ = [
     "AssayMatrix",
+    "ReadoutWarning",
     "assay_matrix_from_long",
     "assay_matrix_from_wide",
     "read_assay_matrix",
 ]
 
 ConflictPolicy = Literal["missing", "hit", "error"]
+
+
+class ReadoutWarning(UserWarning):
+    """Rows of one compound were merged, or conflicting readouts resolved (with counts)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,64 @@ def _check_empty_assays(assays: list[str], values: np.ndarray, where: str) -> No
         )
 
 
+def _row_labels(n: int, first_line: int | None) -> list[str]:
+    """``line N`` of a text file (``first_line`` = line of the first row), else ``row N``."""
+    if first_line is None:
+        return [f"row {i + 1}" for i in range(n)]
+    return [f"line {i + first_line}" for i in range(n)]
+
+
+def _warn_bad_smiles(
+    where: str, labels: list[str], raw: list[Any], reasons: list[str | None], action: str
+) -> None:
+    from cellframe.activity.chem import InvalidSmilesWarning, describe_bad_smiles
+
+    n_bad = sum(r is not None for r in reasons)
+    if n_bad:
+        warnings.warn(
+            f"{where}: {n_bad} of {len(raw)} SMILES cannot be parsed by RDKit ({action}): "
+            f"{describe_bad_smiles(labels, raw, reasons)}",
+            InvalidSmilesWarning,
+            stacklevel=3,
+        )
+
+
+def _same_molecule_ids(
+    raw: list[Any], canonical: list[str | None], labels: list[str], where: str
+) -> tuple[list[str | None], int]:
+    """Each row's id as the first spelling of its canonical molecule; warn where spellings differ.
+
+    Returns the ids (None for empty SMILES) and the number of rows that spelled a
+    molecule differently from its first row.
+    """
+    from cellframe.activity.chem import SameMoleculeWarning
+
+    first: dict[str, tuple[str, str]] = {}
+    ids: list[str | None] = []
+    rewritten: list[str] = []
+    for s, c, lab in zip(raw, canonical, labels, strict=True):
+        if not isinstance(s, str) or not s.strip():
+            ids.append(None)
+            continue
+        key = c if c is not None else s
+        if key not in first:
+            first[key] = (s, lab)
+        spelled, at = first[key]
+        if s != spelled:
+            rewritten.append(f"{lab} {s!r} = {at} {spelled!r}")
+        ids.append(spelled)
+    if rewritten:
+        shown = "; ".join(rewritten[:5]) + (" ..." if len(rewritten) > 5 else "")
+        warnings.warn(
+            f"{where}: {len(rewritten)} row(s) write a molecule that an earlier row wrote "
+            f"differently (same RDKit canonical SMILES: {shown}); they are the same compound, "
+            "so their readouts are merged under the first spelling",
+            SameMoleculeWarning,
+            stacklevel=3,
+        )
+    return ids, len(rewritten)
+
+
 def assay_matrix_from_long(
     frame: pl.DataFrame | pl.LazyFrame,
     *,
@@ -178,6 +241,8 @@ def assay_matrix_from_long(
     smiles_column: str | None = SMILES,
     on_conflict: ConflictPolicy = "missing",
     where: str = "the long readout table",
+    canonicalize: bool = True,
+    first_line: int | None = None,
 ) -> AssayMatrix:
     """Build an :class:`AssayMatrix` from one row per (compound, assay) readout.
 
@@ -197,6 +262,14 @@ def assay_matrix_from_long(
         hit, ``"error"`` raises. The first two warn with the count.
     where : str
         Name of the source for messages.
+    canonicalize : bool, default True
+        Compare SMILES as RDKit canonical SMILES, so one structure written
+        two ways for a compound is not "two SMILES"; unparseable and empty
+        SMILES are warned per row with RDKit's reason (and kept, for
+        :func:`~cellframe.activity.clean.clean_assay_matrix` to drop).
+    first_line : int, optional
+        File line of the first row (2 below a header), for messages; rows are
+        numbered from 1 otherwise.
 
     Returns
     -------
@@ -208,7 +281,7 @@ def assay_matrix_from_long(
         If a required column is absent.
     InvalidInputError
         On readouts other than 0/1, on conflicting readouts with
-        ``on_conflict="error"``, or a compound with two different SMILES.
+        ``on_conflict="error"``, or a compound with two different structures.
     EmptyInputError
         If there is no readout at all.
     """
@@ -226,14 +299,40 @@ def assay_matrix_from_long(
         pl.col(compound_column).cast(pl.String),
         pl.col(assay_column).cast(pl.String),
     )
-    compounds_df = df.select(compound_column, *([smiles_column] if has_smiles else [])).unique(
-        maintain_order=True
-    )
-    if has_smiles and compounds_df[compound_column].is_duplicated().any():
-        bad = compounds_df.filter(pl.col(compound_column).is_duplicated())[compound_column][0]
-        raise InvalidInputError(
-            f"{where}: compound {bad!r} has more than one SMILES; give each compound one structure"
+    if has_smiles and canonicalize:
+        from cellframe.activity.chem import canonical_smiles
+
+        raw = df[smiles_column].cast(pl.String).to_list()
+        canonical, reasons = canonical_smiles(raw)
+        labels = _row_labels(df.height, first_line)
+        _warn_bad_smiles(where, labels, raw, reasons, "kept; cleaning drops them")
+        key = pl.Series(
+            "__cf_structure",
+            [c if c is not None else s for c, s in zip(canonical, raw, strict=True)],
+            pl.String,
         )
+        structures = df.select(compound_column, smiles_column).with_columns(key)
+    elif has_smiles:
+        structures = df.select(compound_column, smiles_column).with_columns(
+            pl.col(smiles_column).alias("__cf_structure")
+        )
+    if has_smiles:
+        per_compound = structures.unique(
+            subset=[compound_column, "__cf_structure"], keep="first", maintain_order=True
+        )
+        if per_compound[compound_column].is_duplicated().any():
+            bad = per_compound.filter(pl.col(compound_column).is_duplicated())
+            first = bad[compound_column][0]
+            spellings = bad.filter(pl.col(compound_column) == first)[smiles_column].to_list()
+            raise InvalidInputError(
+                f"{where}: compound {first!r} has {len(spellings)} different structures "
+                f"({', '.join(repr(x) for x in spellings[:3])}), and "
+                f"{bad[compound_column].n_unique()} compound(s) in all have more than one; "
+                "give each compound one structure"
+            )
+        compounds_df = per_compound.select(compound_column, smiles_column)
+    else:
+        compounds_df = df.select(compound_column).unique(maintain_order=True)
     compounds = compounds_df[compound_column].to_list()
     smiles = compounds_df[smiles_column].to_list() if has_smiles else None
     assays = df[assay_column].unique(maintain_order=True).to_list()
@@ -280,7 +379,9 @@ def assay_matrix_from_long(
             .alias("_lo")
         )
         action = "kept as hits" if on_conflict == "hit" else "set to missing"
-        warnings.warn(msg + f"; {action}", stacklevel=2)
+        warnings.warn(
+            msg + f"; {action} (on_conflict={on_conflict!r})", ReadoutWarning, stacklevel=2
+        )
     i = merged["_i"].to_numpy()
     j = merged["_j"].to_numpy()
     values[i, j] = merged["_lo"].to_numpy().astype(np.float32)
@@ -296,6 +397,8 @@ def assay_matrix_from_wide(
     assays: Sequence[str] | None = None,
     on_conflict: ConflictPolicy = "missing",
     where: str = "the wide readout table",
+    canonicalize: bool = True,
+    first_line: int | None = None,
 ) -> AssayMatrix:
     """Build an :class:`AssayMatrix` from one row per compound, one column per assay.
 
@@ -310,11 +413,21 @@ def assay_matrix_from_wide(
         SMILES column; ``None`` when the table has none.
     assays : sequence of str, optional
         Assay columns (default: every other column).
-    on_conflict : {"missing", "hit", "error"}
-        How duplicate compounds with conflicting readouts are merged (see
-        :func:`assay_matrix_from_long`).
+    on_conflict : {"missing", "hit", "error"}, default "missing"
+        How duplicate compounds with conflicting readouts (a 1 and a 0 in one
+        assay) are merged: set to missing, kept as a hit, or refused; the
+        first two warn with the number of (compound, assay) pairs.
     where : str
         Name of the source for messages.
+    canonicalize : bool, default True
+        Identify compounds by their RDKit canonical SMILES when the SMILES
+        column is the identifier, so one molecule written two ways is one
+        compound (its rows merged, with a warning naming the lines, under
+        ``on_conflict``); rows with an empty SMILES and no other id are
+        skipped with a warning naming their lines. Unparseable SMILES are
+        warned per line with RDKit's reason.
+    first_line : int, optional
+        File line of the first row (2 below a header), for messages.
 
     Returns
     -------
@@ -341,6 +454,8 @@ def assay_matrix_from_wide(
         raise MissingColumnsError(where, absent)
     if not assay_cols:
         raise EmptyInputError(f"{where} has no assay columns")
+    if smiles_column is not None and canonicalize:
+        df = _canonical_rows(df, id_col, smiles_column, where, first_line)
     ids = df.select(pl.col(id_col).cast(pl.String).alias(COMPOUND))
     smiles = (
         df.select(pl.col(smiles_column).cast(pl.String).alias(SMILES))
@@ -375,6 +490,7 @@ def assay_matrix_from_wide(
     n_dup = int(ids[COMPOUND].filter(duplicated).n_unique())
     warnings.warn(
         f"{where}: {n_dup} compound(s) appear on more than one row; their readouts are merged",
+        ReadoutWarning,
         stacklevel=2,
     )
     long = pl.concat(
@@ -389,7 +505,66 @@ def assay_matrix_from_wide(
         smiles_column=SMILES if smiles is not None else None,
         on_conflict=on_conflict,
         where=where,
+        canonicalize=False,  # done above, per file line
     )
+
+
+def _warn_shared_structures(
+    ids: list[str | None], canonical: list[str | None], labels: list[str], where: str
+) -> None:
+    """Warn (counted) where one molecule is listed under several compound ids."""
+    from cellframe.activity.chem import SameMoleculeWarning
+
+    seen: dict[str, dict[str | None, str]] = {}
+    for i, c, lab in zip(ids, canonical, labels, strict=True):
+        if c is not None:
+            seen.setdefault(c, {}).setdefault(i, lab)
+    shared = [v for v in seen.values() if len(v) > 1]
+    if shared:
+        shown = "; ".join(
+            " = ".join(f"{i!r} ({lab})" for i, lab in list(v.items())[:3]) for v in shared[:3]
+        )
+        warnings.warn(
+            f"{where}: {len(shared)} molecule(s) (one RDKit canonical SMILES) are listed under "
+            f"more than one compound id ({shown}); they are kept apart as the ids say. Give "
+            "them one id to merge their readouts",
+            SameMoleculeWarning,
+            stacklevel=4,
+        )
+
+
+def _canonical_rows(
+    df: pl.DataFrame, id_col: str, smiles_column: str, where: str, first_line: int | None
+) -> pl.DataFrame:
+    """Warn about bad SMILES per line; where SMILES are the ids, one id per molecule."""
+    from cellframe.activity.chem import InvalidSmilesWarning, canonical_smiles
+
+    raw = df[smiles_column].cast(pl.String).to_list()
+    canonical, reasons = canonical_smiles(raw)
+    labels = _row_labels(df.height, first_line)
+    if id_col != smiles_column:
+        _warn_bad_smiles(where, labels, raw, reasons, "kept; cleaning drops them")
+        _warn_shared_structures(df[id_col].cast(pl.String).to_list(), canonical, labels, where)
+        return df
+    empty = [r == "empty SMILES" for r in reasons]
+    unparsed = [r if r != "empty SMILES" else None for r in reasons]
+    _warn_bad_smiles(where, labels, raw, unparsed, "kept; cleaning drops them")
+    ids, _ = _same_molecule_ids(raw, canonical, labels, where)
+    out = df.with_columns(pl.Series(smiles_column, ids, pl.String))
+    if any(empty):
+        lines = [lab for lab, e in zip(labels, empty, strict=True) if e]
+        shown = ", ".join(lines[:10]) + (f", ... ({len(lines)} in all)" if len(lines) > 10 else "")
+        warnings.warn(
+            f"{where}: {len(lines)} row(s) have an empty SMILES, which is also their only "
+            f"identifier ({shown}); they are skipped. Fill in the structure, or give the "
+            "table a compound id column (compound_column=)",
+            InvalidSmilesWarning,
+            stacklevel=3,
+        )
+        out = out.filter(~pl.Series(empty))
+        if out.height == 0:
+            raise EmptyInputError(f"{where}: every row has an empty SMILES")
+    return out
 
 
 def _read_names(
@@ -418,6 +593,7 @@ def read_assay_matrix(
     assays: Sequence[str] | str | Path | None = None,
     smiles: Sequence[str] | str | Path | None = None,
     on_conflict: ConflictPolicy = "missing",
+    canonicalize: bool = True,
 ) -> AssayMatrix:
     """Read an assay matrix from a wide or long CSV/Parquet file or a MatrixMarket file.
 
@@ -435,8 +611,12 @@ def read_assay_matrix(
         Columns of a long table.
     compounds, assays, smiles : sequence of str or a text file (one per line), optional
         Row/column names and SMILES of a MatrixMarket file (default: positions).
-    on_conflict : {"missing", "hit", "error"}
-        Merging of duplicate compounds with conflicting readouts.
+    on_conflict : {"missing", "hit", "error"}, default "missing"
+        Merging of duplicate compounds (the same id, or the same canonical
+        molecule) with conflicting readouts; see :func:`assay_matrix_from_wide`.
+    canonicalize : bool, default True
+        Compare SMILES as RDKit canonical SMILES and report bad ones per file
+        line with RDKit's reason (see :func:`assay_matrix_from_wide`).
 
     Returns
     -------
@@ -457,11 +637,13 @@ def read_assay_matrix(
     name = path.name.lower()
     if format == "mtx" or (format == "auto" and name.endswith((".mtx", ".mtx.gz"))):
         return _read_matrix_market(path, compounds=compounds, assays=assays, smiles=smiles)
+    first_line: int | None = None
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
         sep = "\t" if ".tsv" in name else ","
         df = pl.read_csv(
             path, separator=sep, infer_schema_length=0, glob=False
         )  # all strings: cast later
+        first_line = 2  # below the header
     elif name.endswith(".parquet"):
         df = pl.read_parquet(path, glob=False)
     else:
@@ -480,6 +662,8 @@ def read_assay_matrix(
             smiles_column=smiles_column if smiles_column in df.columns else None,
             on_conflict=on_conflict,
             where=str(path),
+            canonicalize=canonicalize,
+            first_line=first_line,
         )
     return assay_matrix_from_wide(
         df,
@@ -487,6 +671,8 @@ def read_assay_matrix(
         smiles_column=smiles_column,
         on_conflict=on_conflict,
         where=str(path),
+        canonicalize=canonicalize,
+        first_line=first_line,
     )
 
 

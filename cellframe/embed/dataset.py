@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL, missing_columns
 from cellframe.embed.crops import BOX_SIZE, crop_objects
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.io.images import ImageWarning, check_pixels
 
 __all__ = ["CENTER_X", "CENTER_Y", "SiteCropDataset", "SiteKey", "crop_loader"]
 
@@ -188,6 +189,22 @@ class SiteCropDataset(IterableDataset):
                 f"{image.shape[0] if image.ndim == 3 else 'no channel axis, so'} "
                 f"channel(s) but {len(self.channels)} are named ({', '.join(self.channels)}); "
                 "pass the channels in the order of the image's first axis"
+            )
+        # NaN pixels or an image much smaller than the crop box: a named error, not features
+        # of zero padding. A blank (constant) channel is counted in a warning.
+        blank = check_pixels(
+            image,
+            where=where,
+            channels=self.channels,
+            min_side=max(1, self.box_size // 2),
+            purpose=f"half the {self.box_size}-pixel crop box (crops would be mostly padding)",
+        )
+        if blank:
+            warnings.warn(
+                f"{where}: {len(blank)} of {len(self.channels)} channel(s) are blank "
+                f"(constant): {', '.join(blank)}; their features describe no cell",
+                ImageWarning,
+                stacklevel=2,
             )
         if self.mask_objects and labels is None:
             raise InvalidInputError(

@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument(
         "--format", choices=_FORMATS, default="auto", help="source format (default: auto)"
     )
+    p.add_argument(
+        "--case-duplicates",
+        choices=["error", "rename"],
+        help="profile files: columns equal up to case with different values are refused "
+        "(error, the default) or the later one kept as <name>_2 (rename); equal ones are merged",
+    )
     p.add_argument("--table", metavar="NAME", help="destination table (default: cells)")
     p.add_argument("--plate", metavar="NAME", help="plate name for every row (sources without one)")
     p.add_argument("--well", metavar="WELL", help="well for single-well sources without one")
@@ -152,6 +158,9 @@ def _ingest(args: argparse.Namespace) -> int:
                 memory_limit=args.memory_limit,
                 layout=args.layout,
                 mode=args.mode,
+                reader_options=(
+                    {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
+                ),
             )
     if not args.quiet:
         print(report)

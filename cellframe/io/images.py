@@ -29,11 +29,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cellframe.errors import InvalidInputError, UnknownFormatError
+from cellframe.errors import InvalidImageError, InvalidInputError, UnknownFormatError
 
 __all__ = [
     "ChannelNotFoundError",
+    "ImageWarning",
     "SiteImage",
+    "check_pixels",
     "count_sites",
     "parse_site_keys",
     "read_labels",
@@ -49,6 +51,83 @@ class ChannelNotFoundError(InvalidInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class ImageWarning(UserWarning):
+    """A recoverable image problem (blank channels, ignored channel names), with counts."""
+
+
+def check_pixels(
+    pixels: np.ndarray,
+    *,
+    where: str,
+    channels: Sequence[str] | None = None,
+    min_side: int = 1,
+    purpose: str = "",
+) -> list[str]:
+    """Refuse pixels no model can use; name the blank (constant) channels.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(C, H, W)`` (or ``(H, W)``) array.
+    where : str
+        The file / site, for messages.
+    channels : sequence of str, optional
+        Channel names (default ``"0"``, ``"1"``, ...).
+    min_side : int, default 1
+        Fewest pixels along each side the caller can work with (a model's
+        input, a crop box).
+    purpose : str
+        What ``min_side`` is, for the message (e.g. ``"the 128-pixel crop box"``).
+
+    Returns
+    -------
+    list of str
+        Names of the channels whose pixels all have one value (blank).
+
+    Raises
+    ------
+    InvalidImageError
+        If a pixel is NaN or infinite (the count per channel is given), or a
+        side is shorter than ``min_side``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_pixels(np.stack([np.eye(4), np.full((4, 4), 3.0)]), where="x", channels=["DNA", "ER"])
+    ['ER']
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    names = list(channels) if channels is not None else [str(i) for i in range(arr.shape[0])]
+    if len(names) != arr.shape[0]:
+        raise InvalidImageError(
+            f"{where}: the image has {arr.shape[0]} channel(s) but {len(names)} channel name(s) "
+            f"were given ({', '.join(names)}); name each channel of the file once, in file order"
+        )
+    height, width = arr.shape[-2:]
+    if height < min_side or width < min_side:
+        raise InvalidImageError(
+            f"{where}: the image is {height} x {width} pixels, smaller than "
+            f"{purpose or f'{min_side} pixels'} ({min_side} x {min_side}); "
+            "check the file (a thumbnail or a failed export?) or choose a smaller size"
+        )
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = (~np.isfinite(arr)).reshape(arr.shape[0], -1).sum(axis=1)
+        if bad.any():
+            detail = ", ".join(
+                f"{n}: {int(k)} of {height * width}" for n, k in zip(names, bad, strict=True) if k
+            )
+            raise InvalidImageError(
+                f"{where}: {int(bad.sum())} pixel(s) are NaN or infinite ({detail}); "
+                "segmentation and embedding would silently find nothing there. Replace them "
+                "(e.g. numpy.nan_to_num with the channel's background) or leave the site out"
+            )
+    flat = arr.reshape(arr.shape[0], -1)
+    blank = flat.min(axis=1) == flat.max(axis=1)
+    return [n for n, b in zip(names, blank, strict=True) if b]
 
 
 class SiteImage(NamedTuple):
@@ -284,11 +363,25 @@ def read_site(
     if channel_names is not None:
         names = [str(n) for n in channel_names]
         if len(names) != n_channels:
-            raise InvalidInputError(
-                f"channel_names lists {len(names)} name(s) but {p} has {n_channels} channel(s)"
+            raise InvalidImageError(
+                f"channel_names lists {len(names)} name(s) ({', '.join(names)}) but {p} has "
+                f"{n_channels} channel(s); give one name per channel, in file order"
             )
     else:
-        names = stored_names or _sidecar_channels(sidecar_from) or []
+        sidecar = None if stored_names else _sidecar_channels(sidecar_from)
+        names = stored_names or sidecar or []
+        if names and len(names) != n_channels:
+            origin = f"{sidecar_from.parent / 'channels.csv'}" if sidecar else "the file's metadata"
+            import warnings
+
+            warnings.warn(
+                f"{p} has {n_channels} channel(s) but {origin} names {len(names)} "
+                f"({', '.join(names)}); the names are not used and the channels are called "
+                f"{', '.join(str(i) for i in range(n_channels))}. Pass channel_names= "
+                "(CLI: --channel-names) with one name per channel",
+                ImageWarning,
+                stacklevel=2,
+            )
         if len(names) != n_channels:
             names = [str(i) for i in range(n_channels)]
 

@@ -269,6 +269,7 @@ def ingest(
     layout: str = "auto",
     mode: str = "replace-images",
     dry_run: bool = False,
+    reader_options: Mapping[str, Any] | None = None,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -336,6 +337,9 @@ def ingest(
         Read ``source`` and report what would be added and replaced (plates,
         images, rows) without writing anything; the store is opened
         read-only (and not created when absent).
+    reader_options : mapping, optional
+        Options only one reader has, e.g. ``{"case_duplicates": "rename"}``
+        for profile files (see :class:`~cellframe.io.ProfilesFile`).
 
     Returns
     -------
@@ -388,9 +392,10 @@ def ingest(
         staging_dir=staging_dir,
         memory_limit=memory_limit,
         in_memory=in_memory,
+        **_reader_options(reader_cls, reader_options),
     )
     table = table or DEFAULT_TABLES[reader.level]
-    pm = platemap_frame(platemap, annotations)
+    pm, pm_messages = _platemap_with_messages(platemap, annotations)
     report = IngestReport(
         table=table, source=str(source), format=reader_cls.format, mode=mode, dry_run=dry_run
     )
@@ -420,14 +425,54 @@ def ingest(
     schema = state.get("schema") or pl.Schema()
     report.n_features = len(feature_columns(schema))
     report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
-    messages = reader.issues.summary()
-    if state["unmatched"]:
+    messages = pm_messages + reader.issues.summary()
+    if pm is not None and state.get("wells"):
+        from cellframe.io.platemap import well_coverage_messages
+
+        wells = pl.concat(state["wells"]).unique()
+        messages += well_coverage_messages(wells, pm, n_rows=state["unmatched"])
+    elif state["unmatched"]:
         messages.append(unmatched_message(state["unmatched"]))
     for message in messages:
         warnings.warn(message, IngestWarning, stacklevel=2)
     report.warnings = messages
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _platemap_with_messages(
+    platemap: str | os.PathLike[str] | pl.DataFrame | None,
+    annotations: str | os.PathLike[str] | pl.DataFrame | None,
+) -> tuple[pl.DataFrame | None, list[str]]:
+    """:func:`platemap_frame`, its platemap warnings returned as report lines (others re-issued)."""
+    from cellframe.io.platemap import PlatemapWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = platemap_frame(platemap, annotations)
+    messages = []
+    for w in caught:
+        if issubclass(w.category, PlatemapWarning):
+            messages.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return pm, messages
+
+
+def _reader_options(reader_cls: type[Reader], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options``, checked against the parameters of ``reader_cls``."""
+    import inspect
+
+    if not options:
+        return {}
+    known = set(inspect.signature(reader_cls.__init__).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidInputError(
+            f"the {reader_cls.format!r} reader has no option(s) {unknown}; "
+            "drop them or pass format= for a reader that has them"
+        )
+    return dict(options)
 
 
 def _peek(frames: Iterator[pl.DataFrame]) -> tuple[pl.DataFrame | None, Iterator[pl.DataFrame]]:
@@ -611,6 +656,7 @@ def annotated_batches(
             else:
                 missing = frame.select(WELL).filter(~pl.col(WELL).is_in(platemap[WELL].to_list()))
             state["unmatched"] += missing.height
+            state.setdefault("wells", []).append(frame.select(PLATE, WELL).unique())
             frame = _metadata_first(annotate(frame, platemap))
         frame = _align(frame, state)
         state["plates"].update(frame[PLATE].unique().to_list())

@@ -6,6 +6,19 @@ write the joined single cells as Parquet or CSV(.gz), one row per cell, with
 ``Image_Metadata_Well``, and ``Metadata_ObjectNumber_cells`` beside its
 ``Metadata_ObjectNumber``). The reader renames those keys to cellframe's
 convention and types the features, streaming the file in batches.
+
+Real files are checked, not trusted:
+
+* Columns whose names differ only in case (LINCS well profiles hold both
+  ``Metadata_Plate_Map_Name`` from the barcode platemap and
+  ``Metadata_plate_map_name`` from the map file) are one column to SQL. Equal
+  values are merged into the first spelling (an :class:`IngestWarning` names
+  them); different values raise
+  :class:`~cellframe.errors.CaseDuplicateColumnsError`, or, with
+  ``case_duplicates="rename"``, the later spelling is kept as ``<name>_2``.
+* Every file of a folder must hold the same feature columns; a file that
+  differs raises :class:`~cellframe.errors.FeatureMismatchError` naming the
+  file, its plates and the differing columns.
 """
 
 from __future__ import annotations
@@ -13,12 +26,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
-from cellframe.columns import IMAGE_NUMBER, METADATA_PREFIX, OBJECT_NUMBER
-from cellframe.errors import UnknownFormatError
+from cellframe.columns import IMAGE_NUMBER, METADATA_PREFIX, OBJECT_NUMBER, PLATE
+from cellframe.errors import (
+    CaseDuplicateColumnsError,
+    FeatureMismatchError,
+    InvalidInputError,
+    UnknownFormatError,
+)
 from cellframe.io._base import Reader, csv_header, require_rows, scan_csv_batches
 from cellframe.io._normalize import (
     cast_features,
@@ -30,6 +48,15 @@ from cellframe.io._normalize import (
 #: Columns that are identifiers or text, not measurements, though they lack the prefix.
 _METADATA_PARTS = ("FileName_", "PathName_", "URL_", "MD5Digest_")
 _PROFILE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")
+#: Choices of ``case_duplicates`` for columns equal up to case whose values differ.
+CASE_DUPLICATES = ("error", "rename")
+#: Columns a message lists before it gives only the count.
+_SHOWN = 8
+
+
+def _shown(items: list[str]) -> str:
+    text = ", ".join(repr(c) for c in items[:_SHOWN])
+    return text + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
 
 
 def _metadata_name(column: str) -> str | None:
@@ -65,6 +92,25 @@ class ProfilesFile(Reader):
     Every column that is not ``Metadata_*`` (after the renames in the module
     docstring) is a feature and must be numeric.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A profile file, or a folder of them (read in name order).
+    case_duplicates : {"error", "rename"}, default "error"
+        What to do with columns whose names differ only in case and whose
+        values differ (equal ones are always merged, with a warning):
+        raise :class:`~cellframe.errors.CaseDuplicateColumnsError`, or keep
+        the later spelling as ``<name>_2`` (``_3``, ...).
+    **kwargs
+        Reader parameters (see :class:`~cellframe.io.Reader`).
+
+    Raises
+    ------
+    CaseDuplicateColumnsError
+        See ``case_duplicates``.
+    FeatureMismatchError
+        If the files of a folder hold different feature columns.
+
     Examples
     --------
     >>> reader = ProfilesFile("SQ00014613.parquet")     # doctest: +SKIP
@@ -74,9 +120,22 @@ class ProfilesFile(Reader):
 
     format = "profiles"
 
-    def __init__(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        case_duplicates: Literal["error", "rename"] = "error",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(path, **kwargs)
+        if case_duplicates not in CASE_DUPLICATES:
+            raise InvalidInputError(
+                f"case_duplicates must be one of {list(CASE_DUPLICATES)}, not {case_duplicates!r}"
+            )
+        self.case_duplicates = case_duplicates
         self.files = _files(self.path)
+        #: (file, lower-case name) -> what was done with the later spelling: "merged" or its new name.
+        self._case_decisions: dict[tuple[str, str], str] = {}
 
     def _lazy(self, file: Path) -> tuple[pl.LazyFrame | None, str]:
         name = file.name.lower()
@@ -128,13 +187,111 @@ class ProfilesFile(Reader):
     def batches(self) -> Iterator[pl.DataFrame]:
         """Yield the profiles in batches, keys renamed and features Float32."""
         n = 0
+        reference: tuple[Path, list[str]] | None = None
         for file in self.files:
+            offset = 0
             for raw in self._raw_batches(file):
+                raw = self._merge_case_duplicates(raw, file, offset)
+                offset += raw.height
                 frame = self._normalize(raw, file)
+                features = [c for c in frame.columns if not c.startswith(METADATA_PREFIX)]
+                if reference is None:
+                    reference = (file, features)
+                elif features != reference[1]:
+                    self._feature_mismatch(frame, file, features, *reference)
                 n += frame.height
                 if frame.height:
                     yield frame
         require_rows(n, self.path, "profile rows")
+
+    @staticmethod
+    def _feature_mismatch(
+        frame: pl.DataFrame, file: Path, features: list[str], first: Path, expected: list[str]
+    ) -> None:
+        missing = [c for c in expected if c not in set(features)]
+        extra = [c for c in features if c not in set(expected)]
+        plates = frame[PLATE].unique().sort().to_list() if PLATE in frame.columns else []
+        parts = []
+        if missing:
+            parts.append(f"lacks {len(missing)} feature(s) of {first.name} ({_shown(missing)})")
+        if extra:
+            parts.append(f"has {len(extra)} feature(s) {first.name} lacks ({_shown(extra)})")
+        if not parts:
+            parts.append(f"holds the features of {first.name} in another order")
+        raise FeatureMismatchError(
+            f"profile file {file} (plate(s) {', '.join(map(str, plates)) or 'unknown'}) "
+            + " and ".join(parts)
+            + f"; every file of {file.parent} must hold the same features: ingest it into "
+            "another table, or select the shared features first"
+        )
+
+    def _merge_case_duplicates(self, raw: pl.DataFrame, file: Path, offset: int) -> pl.DataFrame:
+        """Merge columns equal up to case when their values are equal; else refuse or rename."""
+        groups: dict[str, list[str]] = {}
+        for c in raw.columns:
+            groups.setdefault(c.lower(), []).append(c)
+        drop: list[str] = []
+        rename: dict[str, str] = {}
+        lower_taken = set(groups)
+        for names in groups.values():
+            if len(names) < 2:
+                continue
+            keep = names[0]
+            for other in names[1:]:
+                key = (str(file), other.lower() + "|" + other)
+                same = raw.select(
+                    (pl.col(keep).cast(pl.String).eq_missing(pl.col(other).cast(pl.String)))
+                    .all()
+                    .alias("s")
+                ).item()
+                decided = self._case_decisions.get(key)
+                if same and decided in (None, "merged"):
+                    self._case_decisions[key] = "merged"
+                    drop.append(other)
+                    self.issues.add(
+                        f"{file}: columns {keep!r} and {other!r} differ only in case and hold "
+                        f"the same values; they were merged into {keep!r}"
+                    )
+                    continue
+                if decided not in (None, "merged"):
+                    rename[other] = decided
+                    continue
+                diff = raw.select(
+                    ~pl.col(keep).cast(pl.String).eq_missing(pl.col(other).cast(pl.String))
+                ).to_series()
+                row = int(diff.arg_true()[0])
+                line = (
+                    f"row {offset + row + 1}"
+                    if file.name.lower().endswith((".parquet", ".pq"))
+                    else f"line {offset + row + 2}"
+                )
+                detail = (
+                    f"{file}: columns {keep!r} and {other!r} differ only in case (one column "
+                    f"to SQL) but hold different values in {int(diff.sum())} row(s) of this "
+                    f"batch (first at {line}: {raw[keep][row]!r} vs {raw[other][row]!r})"
+                )
+                if decided == "merged":
+                    raise CaseDuplicateColumnsError(
+                        detail + "; earlier rows were equal and merged. Fix the file, or pass "
+                        "case_duplicates='rename' (--case-duplicates rename)"
+                    )
+                if self.case_duplicates == "error":
+                    raise CaseDuplicateColumnsError(
+                        detail + "; rename one of them in the file, or pass "
+                        "case_duplicates='rename' (CLI: --case-duplicates rename) to keep "
+                        f"{other!r} as {other + '_2'!r}"
+                    )
+                k = 2
+                while f"{other}_{k}".lower() in lower_taken:
+                    k += 1
+                new = f"{other}_{k}"
+                lower_taken.add(new.lower())
+                self._case_decisions[key] = new
+                rename[other] = new
+                self.issues.add(detail + f"; {other!r} was kept as {new!r}")
+        if drop:
+            raw = raw.drop(drop)
+        return raw.rename(rename) if rename else raw
 
     def _normalize(self, raw: pl.DataFrame, file: Path) -> pl.DataFrame:
         where = f"{file}"

@@ -15,6 +15,13 @@ A feature whose control spread is zero in a group is never divided by a tiny
 number (pycytominer's ``epsilon=1e-18`` turns it into ~1e18): it is reported
 in a warning with counts and then kept centred (``zero_spread="center"``),
 dropped (``"drop"``) or refused (``"error"``).
+
+A group with fewer than ``min_controls`` control rows (a plate holding a
+single well, or one control well) has no spread to estimate: normalizing it
+would turn its profiles into all-zero rows. It is refused
+(:class:`~cellframe.errors.TooFewControlsError`, ``too_few_controls="error"``,
+the default) or left out with a warning counting its groups and rows
+(``too_few_controls="drop"``); never silently zeroed.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from cellframe.columns import FEATURE_DTYPE, PLATE
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidInputError, TooFewControlsError
 from cellframe.profiles._common import (
     RowFilter,
     filter_columns,
@@ -118,6 +125,13 @@ class Normalizer:
     missing_controls : {"error", "drop"}, default "error"
         What :meth:`transform` does with rows of a group that had no controls
         at fit time: raise :class:`NoControlsError`, or drop them with a warning.
+    min_controls : int, default 2
+        Fewest control rows a group needs to estimate a spread.
+    too_few_controls : {"error", "drop"}, default "error"
+        What to do with groups that have fewer control rows than
+        ``min_controls``: raise :class:`~cellframe.errors.TooFewControlsError`,
+        or leave them out of the fit and drop their rows in :meth:`transform`
+        (both warned with the counts of groups and rows).
 
     Attributes
     ----------
@@ -128,6 +142,9 @@ class Normalizer:
         per feature, its centre and spread.
     zero_spread_ : polars.DataFrame
         ``(group..., feature)`` pairs whose spread was zero.
+    excluded_groups_ : polars.DataFrame
+        The ``by`` columns of groups left out for too few controls
+        (``too_few_controls="drop"``) with their ``Metadata_N_Controls``.
     """
 
     def __init__(
@@ -140,6 +157,8 @@ class Normalizer:
         zero_spread: Literal["center", "drop", "error"] = "center",
         epsilon: float = 1e-18,
         missing_controls: Literal["error", "drop"] = "error",
+        min_controls: int = 2,
+        too_few_controls: Literal["error", "drop"] = "error",
     ) -> None:
         self.method = method
         self._stat_fn = resolve_method(method, NORMALIZATIONS, "normalization method")
@@ -156,6 +175,14 @@ class Normalizer:
             )
         if epsilon < 0:
             raise ValueError("epsilon must be non-negative")
+        if too_few_controls not in ("error", "drop"):
+            raise ValueError(
+                f"too_few_controls must be 'error' or 'drop', not {too_few_controls!r}"
+            )
+        if int(min_controls) < 1:
+            raise ValueError(f"min_controls must be at least 1, not {min_controls!r}")
+        self.min_controls = int(min_controls)
+        self.too_few_controls = too_few_controls
         self.zero_spread = zero_spread
         self.epsilon = float(epsilon)
         self.missing_controls = missing_controls
@@ -172,6 +199,8 @@ class Normalizer:
             "zero_spread": self.zero_spread,
             "epsilon": self.epsilon,
             "missing_controls": self.missing_controls,
+            "min_controls": self.min_controls,
+            "too_few_controls": self.too_few_controls,
         }
 
     def fit(self, lf: pl.LazyFrame | pl.DataFrame) -> Normalizer:
@@ -230,6 +259,7 @@ class Normalizer:
                 "controls (e.g. controls=\"Metadata_pert_type = 'control'\") or pass "
                 "controls='all' to fit on every row"
             )
+        stats = self._exclude_small_groups(stats)
         self._check_groups(stats, features)
         self.features_ = features
         self.stats_ = stats
@@ -239,14 +269,35 @@ class Normalizer:
     def _group_label(self, row: dict[str, Any]) -> str:
         return ", ".join(f"{k}={row[k]!r}" for k in self.by) or "all rows"
 
-    def _check_groups(self, stats: pl.DataFrame, features: list[str]) -> None:
-        few = stats.filter(pl.col(N_CONTROLS) < 2)
-        if few.height:
-            labels = [self._group_label(r) for r in few.iter_rows(named=True)]
-            warn(
-                f"{few.height} group(s) have a single control row, so every control spread "
-                f"there is zero: {short_list(labels, quote=False)}"
+    def _exclude_small_groups(self, stats: pl.DataFrame) -> pl.DataFrame:
+        """Refuse, or leave out, groups with fewer than ``min_controls`` control rows."""
+        few = stats.filter(pl.col(N_CONTROLS) < self.min_controls)
+        self.excluded_groups_ = few.select(*self.by, N_CONTROLS)
+        if few.height == 0:
+            return stats
+        labels = [
+            f"{self._group_label(r)} ({r[N_CONTROLS]} control row(s))"
+            for r in few.iter_rows(named=True)
+        ]
+        msg = (
+            f"{few.height} of {stats.height} group(s) have fewer than {self.min_controls} "
+            f"control rows (controls={self.controls!r}), too few to estimate a spread; "
+            "normalizing them would turn their profiles into all-zero rows: "
+            f"{short_list(labels, quote=False)}"
+        )
+        if self.too_few_controls == "error":
+            raise TooFewControlsError(
+                msg + "; add control wells, pool plates with by=() or a coarser by=, fit on "
+                "controls='all', or pass too_few_controls='drop' to leave those groups out"
             )
+        warn(
+            msg + "; those groups are left out of the fit and their rows are dropped "
+            "(too_few_controls='drop')",
+            stacklevel=4,
+        )
+        return stats.filter(pl.col(N_CONTROLS) >= self.min_controls)
+
+    def _check_groups(self, stats: pl.DataFrame, features: list[str]) -> None:
         empty = [f for f in features if stats[_center(f)].null_count() > 0]
         if empty:
             n_groups = sum(stats[_center(f)].null_count() for f in empty)
@@ -350,6 +401,22 @@ class Normalizer:
         schema = lf.collect_schema()
         dropped = [f for f in getattr(self, "dropped_features_", []) if f in schema]
         stats = self.stats_.drop(N_CONTROLS)
+        excluded = getattr(self, "excluded_groups_", None)
+        if self.by and excluded is not None and excluded.height:
+            keys = excluded.select(self.by)
+            n_rows = (
+                lf.join(keys.lazy(), on=self.by, how="semi", nulls_equal=True)
+                .select(pl.len())
+                .collect()
+                .item()
+            )
+            if n_rows:
+                warn(
+                    f"{n_rows} row(s) of {keys.height} group(s) with too few controls are "
+                    "dropped (too_few_controls='drop'): "
+                    f"{short_list([self._group_label(r) for r in keys.iter_rows(named=True)], quote=False)}"
+                )
+                lf = lf.join(keys.lazy(), on=self.by, how="anti", nulls_equal=True)
         if self.by:
             stats = stats.with_columns(pl.lit(True).alias("__cf_has_stats"))
             groups = lf.select(self.by).unique().collect()
@@ -438,6 +505,8 @@ class Normalizer:
             zero_spread=params["zero_spread"],
             epsilon=params["epsilon"],
             missing_controls=params["missing_controls"],
+            min_controls=params.get("min_controls", 2),
+            too_few_controls=params.get("too_few_controls", "error"),
         )
         frame = store.read(name)
         features = [c for c in params["features"] if c in frame.columns]
@@ -472,6 +541,8 @@ def normalize(
     zero_spread: Literal["center", "drop", "error"] = "center",
     epsilon: float = 1e-18,
     missing_controls: Literal["error", "drop"] = "error",
+    min_controls: int = 2,
+    too_few_controls: Literal["error", "drop"] = "error",
 ) -> pl.LazyFrame:
     """Normalize profiles against controls, per plate by default.
 
@@ -501,5 +572,7 @@ def normalize(
         zero_spread=zero_spread,
         epsilon=epsilon,
         missing_controls=missing_controls,
+        min_controls=min_controls,
+        too_few_controls=too_few_controls,
     )
     return norm.fit_transform(lf)

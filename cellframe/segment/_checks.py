@@ -6,8 +6,14 @@ import numpy as np
 
 from cellframe.errors import EmptyInputError, InvalidInputError
 
+#: Fewest pixels along a side of an image to segment: one row or column of pixels holds
+#: no object outline (a 1 x 1 "image" is a failed export, not a site).
+MIN_SEGMENT_SIDE = 2
 
-def as_image_stack(image: np.ndarray, *, name: str = "image") -> np.ndarray:
+
+def as_image_stack(
+    image: np.ndarray, *, name: str = "image", min_side: int = MIN_SEGMENT_SIDE
+) -> np.ndarray:
     """Return ``image`` as a ``(C, H, W)`` array, rejecting wrong or empty input.
 
     Parameters
@@ -15,14 +21,23 @@ def as_image_stack(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     image : array-like
         ``(H, W)`` or ``(C, H, W)``.
     name : str
-        What to call the array in error messages.
+        What to call the array in error messages (the file and site, where known).
+    min_side : int, default 2
+        Fewest pixels along each side.
 
     Raises
     ------
     InvalidInputError
         If the array is not 2-D or 3-D or not numeric.
+    InvalidImageError
+        If a pixel is NaN or infinite, or a side is shorter than ``min_side``.
     EmptyInputError
-        If it has no pixels or every pixel is zero.
+        If it has no pixels, or every channel is blank (all zeros or constant).
+
+    Warns
+    -----
+    ImageWarning
+        If some, not all, channels are blank (the count and names).
     """
     arr = np.asarray(image)
     if arr.ndim == 2:
@@ -40,6 +55,24 @@ def as_image_stack(image: np.ndarray, *, name: str = "image") -> np.ndarray:
         raise EmptyInputError(
             f"{name} is all zeros: nothing to segment (a blank or failed acquisition?); "
             "skip this site"
+        )
+    from cellframe.io.images import ImageWarning, check_pixels
+
+    blank = check_pixels(arr, where=name, min_side=min_side, purpose="what can hold a nucleus")
+    if len(blank) == arr.shape[0]:
+        raise EmptyInputError(
+            f"{name} is blank (constant): every pixel of its {arr.shape[0]} channel(s) has one "
+            f"value ({arr.reshape(-1)[0].item()!r}); nothing to segment (a failed "
+            "acquisition?); skip this site"
+        )
+    if blank:
+        import warnings
+
+        warnings.warn(
+            f"{name}: {len(blank)} of {arr.shape[0]} channel(s) are blank (constant): "
+            f"{', '.join(blank)}",
+            ImageWarning,
+            stacklevel=3,
         )
     return arr
 

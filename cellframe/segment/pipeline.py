@@ -21,7 +21,15 @@ import polars as pl
 from cellframe._progress import progress as _progress
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
-from cellframe.io.images import count_sites, parse_site_keys, read_site, write_labels
+from cellframe.io.images import (
+    ImageWarning,
+    check_pixels,
+    count_sites,
+    parse_site_keys,
+    read_site,
+    write_labels,
+)
+from cellframe.segment._checks import MIN_SEGMENT_SIDE
 from cellframe.segment.objects import OBJECTS_SCHEMA, objects_table
 
 __all__ = [
@@ -209,8 +217,15 @@ def segment_sites(
     Returns
     -------
     polars.DataFrame
-        Rows for the store's ``objects`` table. Sites whose channel is all
-        zeros are skipped with a warning giving their count.
+        Rows for the store's ``objects`` table. Sites whose channel is blank
+        (all zeros, or one value everywhere) are skipped with a warning giving
+        their count.
+
+    Raises
+    ------
+    InvalidImageError
+        If a site's channel has NaN or infinite pixels or is smaller than
+        2 x 2 pixels (the message names the file and site).
     """
     segment = make_segmenter(method, **options)
     frames = [pl.DataFrame(schema=OBJECTS_SCHEMA)]
@@ -218,6 +233,15 @@ def segment_sites(
     for spec in _progress(sites, desc="segment", unit="site", enabled=progress):
         pixels, _ = read_site(
             spec.path, site=spec.index, channels=channel, channel_names=channel_names
+        )
+        where = f"{spec.path} (site {spec.plate}/{spec.well}/s{spec.site}, channel {channel})"
+        # NaN pixels or a thumbnail-sized image: a named error, not "0 objects".
+        check_pixels(
+            pixels,
+            where=where,
+            channels=[channel],
+            min_side=MIN_SEGMENT_SIDE,
+            purpose="what can hold a nucleus",
         )
         try:
             labels = segment(pixels)
@@ -236,7 +260,9 @@ def segment_sites(
         )
     if blank:
         warnings.warn(
-            f"{len(blank)} site(s) skipped, their {channel} channel is blank: {blank}", stacklevel=2
+            f"{len(blank)} site(s) skipped, their {channel} channel is blank: {blank}",
+            ImageWarning,
+            stacklevel=2,
         )
     return pl.concat(frames)
 

@@ -92,9 +92,9 @@ def test_read_platemap_renames_and_maps_controls() -> None:
 
 
 def test_read_platemap_duplicate_wells_is_an_error() -> None:
-    from cellframe.errors import InvalidInputError
+    from cellframe.errors import DuplicateWellsError
 
-    with pytest.raises(InvalidInputError, match=r"'A01'.*more than once"):
+    with pytest.raises(DuplicateWellsError, match=r"more than once.*'A01' \(row 1, row 2\)"):
         read_platemap(pl.DataFrame({"well": ["A1", "A01"], "treatment": ["x", "y"]}))
 
 

@@ -8,7 +8,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import CONTROL, PLATE, feature_columns
-from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.errors import (
+    EmptyInputError,
+    InvalidInputError,
+    MissingColumnsError,
+    TooFewControlsError,
+)
 from cellframe.profiles import NORMALIZATIONS, NoControlsError, Normalizer, normalize
 from cellframe.profiles._common import ProfilesWarning
 
@@ -132,6 +137,7 @@ def test_no_controls_on_a_plate():
 
 
 def test_plate_with_one_well_and_all_nan_feature():
+    """A one-well plate has no spread: refused by default, left out (counted) on request."""
     df = pl.concat(
         [
             _plate(
@@ -141,13 +147,33 @@ def test_plate_with_one_well_and_all_nan_feature():
         ],
         how="vertical_relaxed",
     )
+    with pytest.raises(
+        TooFewControlsError,
+        match=r"1 of 2 group\(s\) have fewer than 2 control rows.*all-zero.*"
+        r"Metadata_Plate='P2' \(1 control row\(s\)\).*too_few_controls='drop'",
+    ):
+        normalize(df).collect()
     with pytest.warns(ProfilesWarning) as record:
-        out = normalize(df).collect()
+        out = normalize(df, too_few_controls="drop").collect()
     messages = " | ".join(str(w.message) for w in record)
-    assert "1 group(s) have a single control row" in messages and "'P2'" in messages
+    assert "left out of the fit" in messages and "1 row(s) of 1 group(s)" in messages
     assert "no non-missing control value" in messages and "'nan'" in messages
-    assert out["nan"].null_count() == 4
-    assert out.filter(pl.col(PLATE) == "P2")["f"].to_list() == [0.0]  # centred only
+    # P1 is normalized against its two controls (mean 2, std 1); P2 is not in the output.
+    assert out[PLATE].to_list() == ["P1"] * 3
+    assert out["f"].to_list() == [-1.0, 1.0, 2.0]
+    assert out["nan"].null_count() == 3
+    # A valid but unusual control: min_controls=1 accepts the one-well plate, centred only.
+    with pytest.warns(ProfilesWarning, match="zero control spread"):
+        one = normalize(df, min_controls=1).collect()
+    assert one.filter(pl.col(PLATE) == "P2")["f"].to_list() == [0.0]
+    # A single plate with a single well (as the per-plate engine fits it): refused by
+    # default, left out (an empty result, counted) with too_few_controls="drop".
+    p2 = df.filter(pl.col(PLATE) == "P2")
+    with pytest.raises(TooFewControlsError, match="1 of 1 group"):
+        normalize(p2)
+    with pytest.warns(ProfilesWarning, match=r"1 row\(s\) of 1 group\(s\) with too few controls"):
+        empty = normalize(p2, too_few_controls="drop").collect()
+    assert empty.height == 0 and empty.columns == p2.columns
 
 
 def test_save_load_and_apply_to_new_plate(store, nelisa):
@@ -197,3 +223,28 @@ def test_robustize_one_group_over_all_rows_matches_sklearn(lincs):
     # The same single plate grouped by plate gives the same statistics.
     per_plate = normalize(lincs, "robustize", by=[PLATE], controls=None).collect()
     assert_frame_equal(ours, per_plate)
+
+
+def test_one_well_plate_through_the_per_plate_engine():
+    """The local engine fits each plate alone: the one-well plate is refused or left out."""
+    from cellframe.engine.profiling import normalize_plates
+    from cellframe.store import Store
+
+    df = pl.DataFrame(
+        {
+            PLATE: ["P1", "P1", "P1", "P2"],
+            "Metadata_Well": ["A01", "A02", "A03", "A01"],
+            CONTROL: ["negcon", "negcon", None, "negcon"],
+            "f": [1.0, 3.0, 4.0, 5.0],
+        }
+    )
+    with Store() as store:
+        store.write("wells", df, step="test")
+        with pytest.raises(TooFewControlsError, match="Metadata_Plate='P2'"):
+            normalize_plates(store, "wells", "wells_e", Normalizer(), progress=False)
+        with pytest.warns(ProfilesWarning, match=r"1 row\(s\) of 1 group\(s\)"):
+            normalize_plates(
+                store, "wells", "wells_n", Normalizer(too_few_controls="drop"), progress=False
+            )
+        out = store.read("wells_n").sort("Metadata_Well")
+    assert out[PLATE].to_list() == ["P1"] * 3 and out["f"].to_list() == [-1.0, 1.0, 2.0]

@@ -32,12 +32,14 @@ def test_detections_become_label_images():
     m[1, 1:4, 1:4] = 0.8  # score 0.95: painted first, keeps the overlap
     m[2, 4:6, 4:6] = 0.9  # score 0.3: below threshold
     seg = MaskRCNNSegmenter(FakeDetector(m, [0.6, 0.95, 0.3]))
-    lab = seg(np.ones((6, 6)))
+    # Any non-constant image: the fake detector ignores the pixels (a constant one is blank).
+    image = np.arange(36.0).reshape(6, 6)
+    lab = seg(image)
     expected = np.zeros((6, 6), np.int32)
     expected[0:3, 0:3] = 2
     expected[1:4, 1:4] = 1
     np.testing.assert_array_equal(lab, expected)
-    labs = seg([np.ones((6, 6)), np.ones((6, 6))])
+    labs = seg([image, image])
     assert len(labs) == 2 and seg.model.seen[-1] == 2  # one forward pass for the batch
 
 
@@ -45,7 +47,8 @@ def test_tta_merge_of_a_detector_runs_batched():
     m = np.zeros((1, 8, 8))
     m[0, 2:6, 2:6] = 1.0  # symmetric object: the same under every transform
     det = FakeDetector(m, [0.9])
-    merged = tta_instances(MaskRCNNSegmenter(det), np.ones((8, 8)), batched=True)
+    image = np.arange(64.0).reshape(8, 8)
+    merged = tta_instances(MaskRCNNSegmenter(det), image, batched=True)
     assert det.seen == [6]
     np.testing.assert_array_equal(merged, (m[0] > 0.5).astype(np.int32))
 

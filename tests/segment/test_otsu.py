@@ -55,4 +55,4 @@ def test_bad_images():
     with pytest.raises(InvalidInputError, match=r"expected \(H, W\) or \(C, H, W\)"):
         otsu_segment(np.ones((2, 3, 4, 5)))
     with pytest.raises(InvalidInputError, match="channel 2 out of range"):
-        otsu_segment(np.ones((2, 5, 5)), channel=2)
+        otsu_segment(np.arange(50.0).reshape(2, 5, 5), channel=2)

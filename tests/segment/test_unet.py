@@ -140,10 +140,14 @@ def test_bad_input_to_unet():
         predict_proba(model, np.zeros((8, 8)))
     with pytest.raises(EmptyInputError, match="no pixels"):
         predict_proba(model, np.zeros((0, 8)))
+    # Not constant: a constant image is refused as blank before any other check.
+    ramp = np.arange(64.0).reshape(8, 8)
     with pytest.raises(InvalidInputError, match="reads 1"):
-        predict_proba(model, np.ones((3, 8, 8)))
+        predict_proba(model, np.stack([ramp] * 3))
     with pytest.raises(InvalidInputError, match="overlap"):
-        predict_proba(model, np.ones((8, 8)), tile=16, overlap=8)
+        predict_proba(model, ramp, tile=16, overlap=8)
+    with pytest.raises(EmptyInputError, match=r"blank \(constant\)"):
+        predict_proba(model, np.ones((8, 8)))
     with pytest.raises(InvalidInputError, match="out_channels"):
         UNet(UNetConfig(out_channels=2))
     with pytest.raises(InvalidInputError, match="as many label images"):
