@@ -134,6 +134,9 @@ INLINE = {
         "cellframe evaluate wells_normalized --store screen.duckdb --mode activity",
     ],
     "cellframe activity experiment.toml": [],
+    "cellframe ingest": [
+        "cellframe ingest plate1.sqlite --store fresh.duckdb --platemap platemap.csv"
+    ],
     "cellframe normalize": [
         "cellframe aggregate --store screen.duckdb",
         "cellframe normalize --store screen.duckdb",
