@@ -48,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--plate", metavar="NAME", help="plate name for every row (sources without one)")
     p.add_argument("--well", metavar="WELL", help="well for single-well sources without one")
     p.add_argument(
+        "--compartments",
+        metavar="LIST",
+        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+        help="CellProfiler sources: compartments to join, comma-separated (default: Cells, "
+        "Cytoplasm and Nuclei for SQLite, a file without one is refused; those present for CSV)",
+    )
+    p.add_argument(
         "--memory-limit",
         default="512MB",
         metavar="SIZE",
@@ -128,6 +135,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 memory_limit=args.memory_limit,
                 layout=args.layout,
+                compartments=args.compartments,
             )
     if not args.quiet:
         print(report)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from cellframe.columns import METADATA_PREFIX, PLATE, WELL, feature_columns
+from cellframe.columns import METADATA_PREFIX, PLATE, SITE, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownFormatError
 from cellframe.io._base import Reader
 from cellframe.io.cellprofiler_csv import TABLE_FILES, CellProfilerCSV, find_table_folders
@@ -193,6 +193,7 @@ def ingest(
     staging_dir: str | os.PathLike[str] | None = None,
     memory_limit: str = "512MB",
     layout: str = "auto",
+    compartments: Sequence[str] | None = None,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -246,6 +247,10 @@ def ingest(
         the plate. ``"auto"`` keeps the layout of an existing table, and
         otherwise picks ``"parquet"`` for single cells from sources over
         1 GiB and ``"table"`` for the rest.
+    compartments : sequence of str, optional
+        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
+        Nuclei). Default: all three for SQLite (a file without one is
+        refused), those present for CSV trees.
 
     Returns
     -------
@@ -280,8 +285,15 @@ def ingest(
     """
     t0 = time.perf_counter()
     reader_cls = resolve_reader(format, source)
+    options: dict[str, Any] = {} if compartments is None else {"compartments": compartments}
+    if options and not issubclass(reader_cls, (CellProfilerCSV, CellProfilerSQLite)):
+        raise InvalidInputError(
+            f"compartments= applies to CellProfiler CSV and SQLite sources, not {source} "
+            f"({reader_cls.format})"
+        )
     reader = reader_cls(
         source,
+        **options,
         plate=plate,
         well=well,
         batch_rows=batch_rows,
@@ -304,6 +316,7 @@ def ingest(
         "platemap": _describe(platemap),
         "annotations": _describe(annotations),
         "layout": layout,
+        **options,
     }
     if layout not in ("auto", "table", "parquet"):
         raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
@@ -338,6 +351,12 @@ def ingest(
         report.n_metadata = sum(c.startswith(METADATA_PREFIX) for c in cols)
         if pm is not None and report.plates:
             write_platemap(st, pm, report.plates, platemap)
+        images = reader.image_rows()
+        if images is not None and images.height:
+            # Every image read, empty sites included (they have no cells to show them).
+            st.write(
+                "images", images, replace_keys=[PLATE, WELL, SITE], step="ingest", source=str(source)
+            )
     finally:
         if own:
             st.close()

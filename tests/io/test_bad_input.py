@@ -139,7 +139,7 @@ def test_nan_and_inf_are_null_with_a_counted_warning(tmp_path: Path) -> None:
     )
     src = write_tree(tmp_path / "nan", cells=cells)
     with pytest.warns(
-        IngestWarning, match=r"4 NaN or infinite value\(s\) in 2 feature column\(s\)"
+        IngestWarning, match=r"2 NaN and 2 infinite value\(s\) in 2 feature column\(s\)"
     ):
         report = ingest(src, tmp_path / "s.duckdb", progress=False)
     assert report.rows == 3  # no row dropped
@@ -147,7 +147,7 @@ def test_nan_and_inf_are_null_with_a_counted_warning(tmp_path: Path) -> None:
         df = s.read("cells").sort("Metadata_ObjectNumber")
     assert df["Cells_AreaShape_Area"].to_list() == [None, None, 300.0]
     assert df["Cells_Intensity_Mean_DNA"].to_list() == [0.5, None, None]
-    assert any("NaN or infinite" in w for w in report.warnings)
+    assert any("2 NaN and 2 infinite" in w for w in report.warnings)
 
 
 def test_empty_csv_real_case_warns_and_keeps_the_rest(cytominer_db: Path, tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_empty_csv_real_case_warns_and_keeps_the_rest(cytominer_db: Path, tmp_pa
         report = ingest(tree, tmp_path / "s.duckdb", progress=False)
     text = "\n".join(str(w.message) for w in record)
     assert "E17-4/Cells.csv is empty (0 bytes)" in text
-    assert "10 of 20 Cytoplasm objects had no matching" in text
+    assert "the folder's 10 Cytoplasm objects were left out" in text
     assert report.rows == 10
 
 

@@ -13,6 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import FEATURE_DTYPE, OBJECT_NUMBER, PLATE, SITE, WELL, feature_columns
+from cellframe.errors import IncompleteExportError
 from cellframe.io import CellProfilerSQLite, ingest
 
 KEYS = [PLATE, WELL, SITE, OBJECT_NUMBER]
@@ -142,7 +143,10 @@ def test_cytominer_database_sqlite_equals_its_csv_tree(cytominer_db: Path) -> No
 def test_cell_locations_sqlite_with_text_columns(pct: Path) -> None:
     """All columns declared TEXT; numbers stored as text still parse, plate/well/site kept."""
     path = pct / "cell_locations_example_data" / "test_BR00126114.sqlite"
-    df = read_all(path)
+    # The file holds Nuclei only: refused by default, read when Nuclei is asked for.
+    with pytest.raises(IncompleteExportError, match=r"no table for the Cells, Cytoplasm"):
+        CellProfilerSQLite(path)
+    df = read_all(path, compartments=["Nuclei"])
     con = sqlite3.connect(path)
     ref = pd.read_sql(
         "SELECT i.Metadata_Well AS well, CAST(i.Metadata_Site AS INT) AS site, "
