@@ -157,7 +157,7 @@ class CellProfilerCSV(Reader):
         return rel
 
     def _image_table(self, index: int, folder: Path, file: Path) -> pl.DataFrame | None:
-        layout = inspect_csv(file, table="Image", issues=self.issues)
+        layout = inspect_csv(file, table="Image table", issues=self.issues)
         if layout is None:
             self.issues.add(f"{file} is empty (0 bytes): skipped")
             return None
@@ -225,7 +225,9 @@ class CellProfilerCSV(Reader):
                         "cannot be placed on a plate); re-export that site to include them"
                     )
                     continue
-                layouts = {c: inspect_csv(tables[c], table=c, issues=self.issues) for c in comps}
+                layouts = {
+                    c: inspect_csv(tables[c], table=f"{c} table", issues=self.issues) for c in comps
+                }
                 if self._skip_partial(folder, tables, layouts):
                     continue
                 where = f"{tables['Image']} (Image table)"
@@ -318,7 +320,7 @@ class CellProfilerCSV(Reader):
         last = header[-1]
         suspects: list[int] = []
         for raw in scan_csv_batches(
-            file, schema, batch_rows=batch_rows, table=comp, separator=layout.separator
+            file, schema, batch_rows=batch_rows, table=f"{comp} table", separator=layout.separator
         ):
             if raw[last].null_count():
                 suspects += (raw[last].is_null().arg_true() + n).to_list()
@@ -341,7 +343,7 @@ class CellProfilerCSV(Reader):
         elif n > 1:
             _check_unique(pl.concat(keys), file, comp)
         if suspects:
-            check_short_rows(layout, suspects, table=comp)
+            check_short_rows(layout, suspects, table=f"{comp} table")
         return n
 
     def _keys(self, images: list[pl.DataFrame]) -> pl.DataFrame:

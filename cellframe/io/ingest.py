@@ -355,7 +355,11 @@ def ingest(
         if images is not None and images.height:
             # Every image read, empty sites included (they have no cells to show them).
             st.write(
-                "images", images, replace_keys=[PLATE, WELL, SITE], step="ingest", source=str(source)
+                "images",
+                images,
+                replace_keys=[PLATE, WELL, SITE],
+                step="ingest",
+                source=str(source),
             )
     finally:
         if own:

@@ -764,7 +764,7 @@ def test_corpus_short_row_of_real_cytominer_data(
     path, digest = corpus_store
     with pytest.raises(
         TruncatedFileError,
-        match=r"J21-2/Cells\.csv \(Cells\): line 2 \(the last\) holds 564 of the 586 fields",
+        match=r"J21-2/Cells\.csv \(Cells table\): line 2 \(the last\) holds 564 of the 586 fields",
     ):
         ingest(tree, path, progress=False)
     assert sha256(path) == digest

@@ -92,7 +92,7 @@ def test_data_b_short_row_is_refused_with_file_and_line(cytominer_db: Path) -> N
     with pytest.raises(TruncatedFileError) as err:
         read_all(cytominer_db / "data_b")
     msg = str(err.value)
-    assert "J21-2/Cells.csv (Cells): line 2 (the last) holds 564 of the 586 fields" in msg
+    assert "J21-2/Cells.csv (Cells table): line 2 (the last) holds 564 of the 586 fields" in msg
     assert "short row" in msg
 
 
