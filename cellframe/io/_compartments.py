@@ -929,6 +929,27 @@ def _image_name(column: str) -> str | None:
     return None
 
 
+def check_unique_images(image: pl.DataFrame, where_of: Callable[[str], str]) -> None:
+    """Raise :class:`DuplicateKeysError` when an image table holds one image twice.
+
+    Each cell would be joined to both rows: the single cells would be doubled.
+    ``where_of(table_key)`` names the file (and table) of an image.
+    """
+    keys = image.select(TABLE_KEY, IMAGE_KEY)
+    dup = keys.is_duplicated()
+    if not dup.any():
+        return
+    rows = keys.with_row_index("_row").filter(dup)
+    table, number = rows.row(0)[1:]
+    n = rows.filter((pl.col(TABLE_KEY) == table) & (pl.col(IMAGE_KEY) == number)).height
+    raise DuplicateKeysError(
+        f"{where_of(str(table))}: ImageNumber {int(number) & 0xFFFFFFFF} names {n} image rows; "
+        "each cell would be joined to every one of them and counted twice: the image table "
+        "holds rows twice (appended or concatenated exports): remove the repeated rows, or "
+        "re-export it"
+    )
+
+
 def report_unreferenced(
     issues: Issues, unreferenced: Mapping[str, int], rows: Mapping[str, int], base: str, where: str
 ) -> None:

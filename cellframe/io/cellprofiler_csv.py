@@ -42,6 +42,7 @@ from cellframe.io._compartments import (
     OBJECT_KEY,
     Staging,
     canonical_compartment,
+    check_unique_images,
     duplicate_keys_error,
     image_metadata,
     report_unreferenced,
@@ -178,6 +179,7 @@ class CellProfilerCSV(Reader):
             return
         images: list[pl.DataFrame] = []
         self._no_objects: list[tuple[Path, int]] = []
+        self._image_files: dict[str, str] = {}
         n_bytes = sum(f.stat().st_size for _, t in self.folders for f in t.values())
         with Staging(
             self.staging_dir,
@@ -232,6 +234,7 @@ class CellProfilerCSV(Reader):
                     continue
                 where = f"{tables['Image']} (Image table)"
                 images.append(image_metadata(df, table_key=rel, image_offset=offset, where=where))
+                self._image_files[rel] = where
                 staged = {
                     c: self._stage(staging, c, layout, rel, offset)
                     for c, layout in layouts.items()
@@ -350,6 +353,7 @@ class CellProfilerCSV(Reader):
         if not images:
             require_rows(0, self.path, "Image.csv rows")
         image = pl.concat(images, how="diagonal_relaxed")
+        check_unique_images(image, lambda key: self._image_files.get(key, f"Image.csv in {key}"))
         return normalize_keys(
             image, where=f"Image.csv files under {self.root}", plate=self.plate, well=self.well
         )

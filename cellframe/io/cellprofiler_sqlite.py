@@ -46,6 +46,7 @@ from cellframe.io._compartments import (
     SortedMerge,
     Staging,
     canonical_compartment,
+    check_unique_images,
     columns_by_base,
     image_metadata,
     report_unreferenced,
@@ -395,6 +396,7 @@ class CellProfilerSQLite(Reader):
         df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         where = f"{self.path}, table {table!r}"
         meta = image_metadata(df, where=where)
+        check_unique_images(meta, lambda _key: where)
         return normalize_keys(meta, where=where, plate=self.plate, well=self.well)
 
     def _key_columns(self, comp: str) -> tuple[str | None, str | None]:

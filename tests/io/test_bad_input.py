@@ -468,6 +468,10 @@ def _dangling_parent(site: Path) -> None:
     ).write_csv(site / "Cytoplasm.csv")
 
 
+def _duplicate_image_row(site: Path) -> None:
+    edit_lines(site / "Image.csv", lambda L: L.insert(2, L[1]))
+
+
 def _no_cells_file(site: Path) -> None:
     second = site.parent / "BR00121431-A02-2"
     shutil.copytree(site, second)
@@ -524,6 +528,12 @@ ERRORS = {
             "ImageNumber 10, ObjectNumber 2 names 2 Nuclei objects (lines 3, 4)",
             "remove the repeated rows",
         ],
+    ),
+    "duplicate_image_row": (
+        _duplicate_image_row,
+        DuplicateKeysError,
+        "Image.csv (Image table)",
+        ["ImageNumber 10 names 2 image rows", "counted twice", "remove the repeated rows"],
     ),
     "missing_object_number": (
         _no_object_number,
