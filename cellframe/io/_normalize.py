@@ -343,16 +343,17 @@ def cast_features(
             n = df[c].null_count()
             if n:
                 issues.count("empty", where, c, n)
-    nan = df.select(pl.col(features).is_nan().sum()).row(0)
-    inf = df.select(pl.col(features).is_infinite().sum()).row(0)
-    bad_cols = [c for c, a, b in zip(features, nan, inf, strict=True) if a or b]
+    # One pass finds the columns holding either; only those are counted apart (usually none).
+    counts = df.select((~pl.col(features).is_finite()).sum()).row(0, named=True)
+    bad_cols = [c for c, n in counts.items() if n]
     if bad_cols:
         if issues is not None:
-            for c, a, b in zip(features, nan, inf, strict=True):
-                if a:
-                    issues.count("nan", where, c, int(a))
-                if b:
-                    issues.count("inf", where, c, int(b))
+            nan = df.select(pl.col(bad_cols).is_nan().sum()).row(0, named=True)
+            for c in bad_cols:
+                if nan[c]:
+                    issues.count("nan", where, c, int(nan[c]))
+                if counts[c] - nan[c]:
+                    issues.count("inf", where, c, int(counts[c] - nan[c]))
         df = df.with_columns(
             pl.when(pl.col(bad_cols).is_finite()).then(pl.col(bad_cols)).name.keep()
         )
