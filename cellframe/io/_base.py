@@ -341,6 +341,13 @@ def _check_last_row(
     if not last.strip():
         return
     fields = _split(last, separator)
+    if not ends_with_newline and last.count('"') % 2:
+        line = _lines_before(path, compressed, size - len(tail) + cut + 1) + 1
+        raise TruncatedFileError(
+            f"{path} ({table}): line {line:,} (the last) ends inside a quoted value and without "
+            "a line break: the file was cut in the middle of a row (an interrupted copy); copy "
+            "it again from the source, or delete that line to ingest the rows before it"
+        )
     if len(fields) < len(columns):
         line = _lines_before(path, compressed, size - len(tail) + cut + 1) + 1
         if ends_with_newline:
