@@ -123,13 +123,16 @@ class Reader:
         self.empty_images = empty.select(PLATE, WELL, SITE, IMAGE_NUMBER)
         if not empty.height:
             return
+        from cellframe.io._compartments import images_table_rows
+
         first = empty.row(0, named=True)
-        has_files = any(c.startswith("Metadata_FileName_") for c in image.columns)
+        recorded = images_table_rows(empty).select(PLATE, WELL, SITE).unique().height
         record = (
             "they are recorded in the store's images table, with no cells"
-            if has_files
-            else f"{source} names no image files (FileName_*), so the store's images table "
-            "cannot hold them and this warning is their only record"
+            if recorded == empty.height
+            else f"{empty.height - recorded} of them lack a plate, well, site or image file "
+            f"name (FileName_*) in {source}, so the store's images table cannot hold them and "
+            "this warning is their only record"
         )
         self.issues.add(
             f"{empty.height} image(s) in {self.path} hold no objects (empty sites; e.g. plate "

@@ -963,3 +963,45 @@ def test_corpus_cli_error_is_one_line_exit_2(
     assert len(lines) == 1, proc.stderr
     assert "Nuclei.csv" in lines[0] and "ObjectNumber 2 names 2 Nuclei objects" in lines[0]
     assert sha256(path) == digest
+
+
+def test_empty_site_without_file_names_is_named_in_the_warning(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "t")
+    empty = src / "site2"
+    empty.mkdir()
+    (empty / "Image.csv").write_text(
+        "ImageNumber,Metadata_Plate,Metadata_Well,Metadata_Site\n1,P1,B3,2\n"
+    )
+    for name in ("Cells", "Cytoplasm", "Nuclei"):
+        header = (src / "site1" / f"{name}.csv").read_text().split("\n")[0]
+        (empty / f"{name}.csv").write_text(header + "\n")
+    report, messages = ingest_quietly(src, tmp_path / "s.duckdb")
+    assert report.rows == 3
+    assert len(messages) == 1
+    assert "1 image(s) in" in messages[0] and "plate P1, well B03, site 2" in messages[0]
+    assert "1 of them lack a plate, well, site or image file name" in messages[0]
+    assert "this warning is their only record" in messages[0]
+
+
+def test_sqlite_image_without_objects_is_recorded(tmp_path: Path) -> None:
+    """An ExportToDatabase image row with no objects: in the images table, with 0 cells."""
+    db = write_synthetic_sqlite(tmp_path / "e.sqlite", n_cells=40, n_features=3, cells_per_image=10)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TEMP TABLE extra AS SELECT * FROM Per_Image WHERE ImageNumber = 1")
+    con.execute("UPDATE extra SET ImageNumber = 99, Image_Metadata_Site = 99")
+    con.execute("INSERT INTO Per_Image SELECT * FROM extra")
+    con.commit()
+    n_images = con.execute("SELECT count(*) FROM Per_Image").fetchone()[0]
+    con.close()
+    report, messages = ingest_quietly(db, tmp_path / "s.duckdb")
+    assert report.rows == 40
+    assert len(messages) == 1 and "1 image(s) in" in messages[0] and "site 99" in messages[0]
+    with Store(tmp_path / "s.duckdb", read_only=True) as s:
+        sites = s.sql(
+            "SELECT i.Metadata_Well AS well, i.Metadata_Site AS site, (SELECT count(*) FROM "
+            "cells c WHERE c.Metadata_Well = i.Metadata_Well AND c.Metadata_Site = "
+            "i.Metadata_Site) AS n FROM images i ORDER BY well, site"
+        )
+    assert sites.height == n_images == 5
+    assert sites.filter(pl.col("site") == 99)["n"].to_list() == [0]
+    assert sites["n"].sum() == 40
