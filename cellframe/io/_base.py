@@ -204,16 +204,12 @@ def _lines_before(path: Path, compressed: bool, n_bytes: int) -> int:
     return count
 
 
-def _head_and_tail(path: Path, compressed: bool) -> tuple[bytes, bytes, int]:
-    """The first line, the last up to 1 MiB, and the (decompressed) size of a file.
+def _head_and_tail(path: Path, compressed: bool, table: str) -> tuple[bytes, bytes | None, int]:
+    """The first line, the last up to 1 MiB, and the size of a file.
 
-    A plain file is read at its two ends only. A gzip stream must be
-    decompressed to reach its end (streamed; one chunk is held).
-
-    Raises
-    ------
-    TruncatedFileError
-        If the gzip stream ends before its end marker (an interrupted copy).
+    A plain file is read at its two ends only. Of a gzip stream only the
+    start is decompressed (its end would cost a full decompression): the tail
+    is None, and a stream cut short is named by :func:`scan_csv_batches`.
     """
     if not compressed:
         size = path.stat().st_size
@@ -227,39 +223,33 @@ def _head_and_tail(path: Path, compressed: bool) -> tuple[bytes, bytes, int]:
             fh.seek(max(0, size - _CHUNK))
             tail = fh.read()
         return head.split(b"\n", 1)[0], tail, size
-    decomp = zlib.decompressobj(wbits=31)
     head = b""
-    tail = b""
-    size = 0
-    with open(path, "rb") as fh:
-        while True:
-            raw = fh.read(_CHUNK)
-            if not raw:
-                break
-            data = decomp.decompress(raw)
-            while decomp.eof and decomp.unused_data:
-                # Concatenated gzip members (``cat a.gz b.gz``) form one file.
-                rest = decomp.unused_data
-                decomp = zlib.decompressobj(wbits=31)
-                data += decomp.decompress(rest)
-            size += len(data)
+    with gzip.open(path, "rb") as fh:
+        try:
+            while b"\n" not in head:
+                more = fh.read(_CHUNK)
+                if not more:
+                    break
+                head += more
+        except (EOFError, OSError, zlib.error) as exc:
             if b"\n" not in head:
-                head += data[: _CHUNK * 8]
-            tail = (tail + data)[-_CHUNK:]
-    if not decomp.eof:
-        raise TruncatedFileError(
-            f"{path}: the gzip stream ends before its end marker after {size:,} bytes of data: "
-            "the file was cut short (an interrupted copy or download); copy it again from the "
-            "source"
-        )
-    return head.split(b"\n", 1)[0], tail, size
+                raise _gzip_error(path, exc, table) from exc
+    return head.split(b"\n", 1)[0], None, -1
+
+
+def _gzip_error(path: Path, exc: BaseException, table: str = "") -> TruncatedFileError:
+    where = f"{path} ({table})" if table else str(path)
+    return TruncatedFileError(
+        f"{where}: the gzip stream is damaged or ends before its end marker ({exc}): the file "
+        "was cut short (an interrupted copy or download); copy it again from the source"
+    )
 
 
 def inspect_csv(path: Path, *, table: str, issues: Issues | None = None) -> CsvLayout | None:
     """Check a CSV file before it is read: compression, delimiter, header, last row.
 
-    Cheap: a plain file is read at its two ends; a gzip file is decompressed
-    once as a stream (no more than one chunk held).
+    Cheap: a plain file is read at its two ends; of a gzip file only the
+    start is decompressed.
 
     * gzip data is recognised by its magic bytes; a file so compressed whose
       name does not end in ``.gz`` is noted in ``issues`` (``"gzip"``).
@@ -268,7 +258,10 @@ def inspect_csv(path: Path, *, table: str, issues: Issues | None = None) -> CsvL
     * A UTF-8 byte-order mark and CRLF line ends are accepted as they are.
     * A last line with fewer fields than the header (a copy interrupted in
       the middle of a row) raises; a last line without a line break but with
-      every field is noted (``"no_final_newline"``).
+      every field is noted (``"no_final_newline"``). Only for plain files: a
+      gzip stream is not decompressed to its end here (short rows are found
+      while reading, see :func:`check_short_rows`; a cut stream by
+      :func:`scan_csv_batches`).
 
     Parameters
     ----------
@@ -295,7 +288,7 @@ def inspect_csv(path: Path, *, table: str, issues: Issues | None = None) -> CsvL
         return None
     with open(path, "rb") as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
-    head, tail, size = _head_and_tail(path, compressed)
+    head, tail, size = _head_and_tail(path, compressed, table)
     header = head.decode("utf-8-sig", errors="replace").rstrip("\r")
     if not header.strip():
         return None
@@ -318,7 +311,8 @@ def inspect_csv(path: Path, *, table: str, issues: Issues | None = None) -> CsvL
             + "; CellProfiler writes each column once, so the file was edited or concatenated: "
             "keep one of them (or rename the other) and ingest again"
         )
-    _check_last_row(path, compressed, tail, size, columns, separator, table, issues)
+    if tail is not None:
+        _check_last_row(path, compressed, tail, size, columns, separator, table, issues)
     return CsvLayout(path=path, columns=columns, separator=separator, compressed=compressed)
 
 
@@ -426,10 +420,7 @@ def scan_csv_batches(
     try:
         yield from lf.collect_batches(chunk_size=batch_rows)
     except OSError as exc:
-        raise TruncatedFileError(
-            f"cannot read {path} ({table}): {exc}; the file is damaged or was cut short: copy "
-            "it again from the source"
-        ) from exc
+        raise _gzip_error(path, exc, table) from exc
     except pl.exceptions.SchemaError as exc:
         raise InvalidInputError(
             f"{path} ({table}): the header does not split into the columns found when the file "

@@ -500,7 +500,7 @@ ERRORS = {
         _cut_gzip,
         TruncatedFileError,
         "Nuclei.csv.gz",
-        ["gzip stream ends before its end marker", "cut short"],
+        ["(Nuclei table): the gzip stream is damaged or ends before its end marker", "cut short"],
     ),
     "header_only_compartment": (
         _header_only_nuclei,
