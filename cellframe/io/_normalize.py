@@ -339,10 +339,10 @@ def cast_features(
         df = df.with_columns(pl.col(to_cast).cast(FEATURE_DTYPE, strict=False))
     if issues is not None:
         # null_count is O(1): Arrow arrays keep it.
-        for c in features:
-            n = df[c].null_count()
+        nulls = df.select(features).null_count().row(0, named=True)
+        for c, n in nulls.items():
             if n:
-                issues.count("empty", where, c, n)
+                issues.count("empty", where, c, int(n))
     # One pass finds the columns holding either; only those are counted apart (usually none).
     counts = df.select((~pl.col(features).is_finite()).sum()).row(0, named=True)
     bad_cols = [c for c, n in counts.items() if n]
