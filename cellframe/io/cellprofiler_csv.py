@@ -173,7 +173,29 @@ class CellProfilerCSV(Reader):
             ) from exc
 
     def batches(self) -> Iterator[pl.DataFrame]:
-        """Yield single-cell (or, for image-only trees, image-level) batches."""
+        """Yield single-cell (or, for image-only trees, image-level) batches.
+
+        Every file is checked before its rows are used (see docs/io.md, "What
+        cellframe refuses and why"); recoverable problems are collected in
+        :attr:`issues` with counts, and images without objects in
+        :attr:`empty_images`.
+
+        Raises
+        ------
+        TruncatedFileError
+            A row with fewer fields than the header, or a gzip stream cut short.
+        DuplicateColumnsError
+            A header naming a column twice (also with and without the prefix).
+        DuplicateKeysError
+            Two objects (or image rows) with one (ImageNumber, ObjectNumber).
+        DanglingReferenceError
+            A ``Parent_*`` number naming no object of its image.
+        IncompleteExportError
+            A header-only compartment file beside others with objects, or a
+            folder without a compartment file the other folders have.
+        MissingColumnsError
+            No ``ImageNumber`` or ``ObjectNumber`` column.
+        """
         if self.level == "image":
             yield from self._image_level()
             return

@@ -485,7 +485,19 @@ class CellProfilerSQLite(Reader):
             yield frame
 
     def batches(self) -> Iterator[pl.DataFrame]:
-        """Yield single-cell batches."""
+        """Yield single-cell batches.
+
+        Raises
+        ------
+        CorruptFileError
+            SQLite reports a damaged page while a table is read.
+        DuplicateKeysError
+            Two objects (or image rows) with one (ImageNumber, object number).
+        DanglingReferenceError
+            A ``Parent_*`` number naming no object of its image.
+        MissingColumnsError
+            No ``ImageNumber`` or object-number column.
+        """
         con = self._connect()
         try:
             image = self._image(con)
