@@ -420,7 +420,13 @@ def scan_csv_batches(
     try:
         yield from lf.collect_batches(chunk_size=batch_rows)
     except OSError as exc:
-        raise _gzip_error(path, exc, table) from exc
+        with open(path, "rb") as fh:
+            compressed = fh.read(2) == _GZIP_MAGIC
+        if compressed:
+            raise _gzip_error(path, exc, table) from exc
+        raise InvalidInputError(
+            f"cannot read {path} ({table}): {exc}; check that the file is readable and whole"
+        ) from exc
     except pl.exceptions.SchemaError as exc:
         raise InvalidInputError(
             f"{path} ({table}): the header does not split into the columns found when the file "

@@ -1005,3 +1005,18 @@ def test_sqlite_image_without_objects_is_recorded(tmp_path: Path) -> None:
     assert sites.height == n_images == 5
     assert sites.filter(pl.col("site") == 99)["n"].to_list() == [0]
     assert sites["n"].sum() == 40
+
+
+def test_corpus_bundled_gzip_cut_after_its_header(tmp_path: Path, corpus_store) -> None:
+    """The bundled Cells.csv.gz cut at two thirds: its start reads, the read names the cut."""
+    site = tmp_path / "cut" / "BR00121431-A02-1"
+    shutil.copytree(DEMO_SITE, site)
+    data = (site / "Cells.csv.gz").read_bytes()
+    (site / "Cells.csv.gz").write_bytes(data[: len(data) * 2 // 3])
+    path, digest = corpus_store
+    with pytest.raises(TruncatedFileError) as err:
+        ingest(site.parent, path, progress=False)
+    msg = str(err.value)
+    assert "Cells.csv.gz (Cells table): the gzip stream is damaged or ends before" in msg
+    assert "cut short" in msg
+    assert sha256(path) == digest
