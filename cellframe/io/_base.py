@@ -373,19 +373,20 @@ def _short_row_error(
 def check_short_rows(layout: CsvLayout, rows: list[int], *, table: str) -> None:
     """Raise :class:`TruncatedFileError` if one of ``rows`` (0-based data rows) is short.
 
-    Streams the file once, parsing only the lines asked about (one line per
-    row, as CellProfiler writes them).
+    Streams the file once with :mod:`csv` (quoted line breaks are part of
+    their row), stopping after the last row asked about.
     """
     wanted = set(rows)
     opener = gzip.open if layout.compressed else open
     n_columns = len(layout.columns)
     with opener(layout.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
-        next(fh, None)  # the header
-        for i, line in enumerate(fh):
+        records = csv.reader(fh, delimiter=layout.separator)
+        next(records, None)  # the header
+        for i, fields in enumerate(records):
             if i in wanted:
-                fields = _split(line.rstrip("\r\n"), layout.separator)
                 if len(fields) < n_columns:
-                    raise _short_row_error(layout.path, table, i + 2, len(fields), n_columns)
+                    line = records.line_num
+                    raise _short_row_error(layout.path, table, line, len(fields), n_columns)
                 wanted.discard(i)
                 if not wanted:
                     return
