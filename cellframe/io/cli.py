@@ -94,6 +94,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from cellframe.io.ingest import IngestWarning, ingest
 
     many = len(args.source) > 1 or args.engine == "ray"
+    if many and args.compartments:
+        raise SystemExit(
+            "cellframe ingest: --compartments applies to a single SOURCE (local engine)"
+        )
     if many and (args.plate or args.well):
         raise SystemExit("cellframe ingest: --plate/--well apply to a single SOURCE (local engine)")
     if many and args.layout == "table":
