@@ -426,6 +426,19 @@ class Staging:
             ).fetchall()[0][0]
         return unreferenced
 
+    def object_counts(self, compartment: str) -> pl.DataFrame:
+        """Objects of ``compartment`` per image: ``_cf_table``, ``_cf_image``, ``n``."""
+        self.flush()
+        if self.in_memory:
+            counts = self._table(compartment).group_by(TABLE_KEY, IMAGE_KEY).len("n")
+        else:
+            table = self._con.sql(
+                f"SELECT {TABLE_KEY}, {IMAGE_KEY}, count(*) AS n FROM "
+                f"{quote_identifier('stage_' + compartment)} GROUP BY ALL"
+            ).to_arrow_table()
+            counts = pl.from_arrow(table)  # type: ignore[assignment]
+        return counts.cast({TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64, "n": pl.Int64})  # type: ignore[union-attr]
+
     def image_keys(self) -> pl.DataFrame:
         """The distinct (``_cf_table``, ``_cf_image``) of every staged object, any compartment."""
         self.flush()
@@ -948,6 +961,81 @@ def check_unique_images(image: pl.DataFrame, where_of: Callable[[str], str]) -> 
         "holds rows twice (appended or concatenated exports): remove the repeated rows, or "
         "re-export it"
     )
+
+
+def image_counts(df: pl.DataFrame, *, table_key: str, image_offset: int) -> pl.DataFrame | None:
+    """The ``Count_<Compartment>`` columns of an image table, keyed like the staged objects.
+
+    None when the table has no such column (cytominer-database's test sets).
+    """
+    names = {}
+    for comp in COMPARTMENTS:
+        for c in (f"Count_{comp}", f"Image_Count_{comp}"):
+            if c in df.columns:
+                names[comp] = c
+                break
+    image = next((c for c in ("ImageNumber", "Image_ImageNumber") if c in df.columns), None)
+    if not names or image is None:
+        return None
+    return df.select(
+        pl.lit(table_key, pl.String).alias(TABLE_KEY),
+        (pl.col(image).cast(pl.Int64, strict=False) + image_offset).alias(IMAGE_KEY),
+        *[
+            pl.col(c).cast(pl.Int64, strict=False).alias(f"Count_{comp}")
+            for comp, c in names.items()
+        ],
+    )
+
+
+def check_counts(
+    expected: pl.DataFrame,
+    counts: Mapping[str, pl.DataFrame],
+    where_of: Callable[[str, str], str],
+    image_where_of: Callable[[str], str],
+    issues: Issues,
+) -> None:
+    """Warn (with counts) where a compartment holds another number of objects than counted.
+
+    CellProfiler's image table counts each image's objects (``Count_Cells``,
+    ...); an object table cut between two rows by an interrupted copy, or
+    taken from another run, holds another number. So does a table
+    subsampled on purpose (cytominer-database's test sets), which is why this
+    is a warning and not an error.
+
+    Parameters
+    ----------
+    expected : polars.DataFrame
+        ``_cf_table``, ``_cf_image`` and ``Count_<Compartment>`` columns (see
+        :func:`image_counts`).
+    counts : mapping
+        Per compartment, its objects per image (``_cf_table``, ``_cf_image``, ``n``).
+    where_of, image_where_of : callable
+        The file of a compartment's (or the image table's) rows of a table key.
+    issues : Issues
+        Receives one message per compartment that disagrees.
+    """
+    keys = [TABLE_KEY, IMAGE_KEY]
+    for comp, got in counts.items():
+        column = f"Count_{comp}"
+        if column not in expected.columns:
+            continue
+        rows = (
+            expected.select(*keys, column)
+            .drop_nulls(column)
+            .join(got, on=keys, how="left")
+            .with_columns(pl.col("n").fill_null(0))
+            .filter(pl.col("n") != pl.col(column))
+        )
+        if rows.height:
+            table, image, n_expected, n = rows.row(0)
+            issues.add(
+                f"{rows.height} image(s) hold another number of {comp} objects than the image "
+                f"table counts ({column}); e.g. {where_of(comp, str(table))} holds {n} of "
+                f"ImageNumber {int(image) & 0xFFFFFFFF}, {image_where_of(str(table))} counts "
+                f"{n_expected}: an object table cut between two rows (an interrupted copy) or "
+                "from another run looks like this; check those files (their rows were read as "
+                "they are)"
+            )
 
 
 def report_unreferenced(

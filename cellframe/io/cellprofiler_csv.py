@@ -42,8 +42,10 @@ from cellframe.io._compartments import (
     OBJECT_KEY,
     Staging,
     canonical_compartment,
+    check_counts,
     check_unique_images,
     duplicate_keys_error,
+    image_counts,
     image_metadata,
     report_unreferenced,
 )
@@ -202,6 +204,7 @@ class CellProfilerCSV(Reader):
         images: list[pl.DataFrame] = []
         self._no_objects: list[tuple[Path, int]] = []
         self._image_files: dict[str, str] = {}
+        expected: list[pl.DataFrame] = []
         n_bytes = sum(f.stat().st_size for _, t in self.folders for f in t.values())
         with Staging(
             self.staging_dir,
@@ -257,6 +260,9 @@ class CellProfilerCSV(Reader):
                 where = f"{tables['Image']} (Image table)"
                 images.append(image_metadata(df, table_key=rel, image_offset=offset, where=where))
                 self._image_files[rel] = where
+                counted = image_counts(df, table_key=rel, image_offset=offset)
+                if counted is not None:
+                    expected.append(counted)
                 staged = {
                     c: self._stage(staging, c, layout, rel, offset)
                     for c, layout in layouts.items()
@@ -280,6 +286,14 @@ class CellProfilerCSV(Reader):
             require_rows(n_objects, self.path, "objects", self.issues)
             image = self._keys(images)
             staging.check_images(image, f"Image.csv under {self.root}")
+            if expected:
+                check_counts(
+                    pl.concat(expected, how="diagonal_relaxed"),
+                    {c: staging.object_counts(c) for c in staging.compartments},
+                    staging.where_of,
+                    lambda key: self._image_files.get(key, "Image.csv"),
+                    self.issues,
+                )
             unreferenced = staging.check_references()
             self._images = image
             self._note_empty_images(image, staging.image_keys(), "Image.csv")

@@ -472,6 +472,10 @@ def _duplicate_image_row(site: Path) -> None:
     edit_lines(site / "Image.csv", lambda L: L.insert(2, L[1]))
 
 
+def _cut_at_row_boundary(site: Path) -> None:
+    edit_lines(site / "Cytoplasm.csv", lambda L: L.__delitem__(slice(30, -1)))
+
+
 def _no_cells_file(site: Path) -> None:
     second = site.parent / "BR00121431-A02-2"
     shutil.copytree(site, second)
@@ -715,7 +719,11 @@ def _empty_site(site: Path) -> None:
     empty = site.parent / "BR00121431-A02-9"
     empty.mkdir()
     image = pl.read_csv(site / "Image.csv", infer_schema=False)
-    image.with_columns(pl.lit("9").alias("Metadata_Site")).write_csv(empty / "Image.csv")
+    counts = [c for c in image.columns if c.startswith("Count_")]
+    assert {"Count_Cells", "Count_Cytoplasm", "Count_Nuclei"} <= set(counts)
+    image.with_columns(
+        pl.lit("9").alias("Metadata_Site"), *[pl.lit("0").alias(c) for c in counts]
+    ).write_csv(empty / "Image.csv")
     for name in OBJECT_TABLES:
         header = (site / f"{name}.csv").read_text().split("\n")[0]
         (empty / f"{name}.csv").write_text(header + "\n")
@@ -746,6 +754,24 @@ def test_corpus_empty_site_is_recorded_with_zero_cells(
     ]
 
 
+def test_corpus_object_table_cut_between_rows_is_counted(
+    clean_site: Path, clean_cells: pl.DataFrame, tmp_path: Path
+) -> None:
+    """Cytoplasm.csv cut after its 29th row: Image.csv's Count_Cytoplasm (36) disagrees."""
+    source = make_case(clean_site, tmp_path, _cut_at_row_boundary)
+    report, messages = ingest_quietly(source, tmp_path / "s.duckdb")
+    assert report.rows == 29
+    text = "\n".join(messages)
+    assert "1 image(s) hold another number of Cytoplasm objects than the image table counts" in text
+    assert "Cytoplasm.csv (Cytoplasm table) holds 29 of ImageNumber 10" in text
+    assert "Image.csv (Image table) counts 36" in text and "interrupted copy" in text
+    # The 7 Cells and 7 Nuclei objects without their Cytoplasm are counted too.
+    assert "7 of 36 Cells objects" in text and "7 of 36 Nuclei objects" in text
+    got = stored_plate(tmp_path / "s.duckdb")
+    kept = clean_cells.filter(pl.col("Metadata_Cytoplasm_Number_Object_Number") <= 29)
+    assert_frame_equal(got, kept.sort("Metadata_ObjectNumber"))
+
+
 def test_corpus_nuclei_no_cell_names_are_counted(
     clean_site: Path, clean_cells: pl.DataFrame, tmp_path: Path
 ) -> None:
@@ -756,6 +782,8 @@ def test_corpus_nuclei_no_cell_names_are_counted(
             site / "Nuclei.csv",
             lambda L: L.insert(len(L) - 1, ",".join(["10", "99", *L[1].split(",")[2:]])),
         )
+        image = pl.read_csv(site / "Image.csv", infer_schema=False)
+        image.with_columns(pl.lit("37").alias("Count_Nuclei")).write_csv(site / "Image.csv")
 
     source = make_case(clean_site, tmp_path, extra_nucleus)
     _, messages = ingest_quietly(source, tmp_path / "s.duckdb")
