@@ -227,7 +227,7 @@ def _head_and_tail(path: Path, compressed: bool, table: str) -> tuple[bytes, byt
     with gzip.open(path, "rb") as fh:
         try:
             while b"\n" not in head:
-                more = fh.read(_CHUNK)
+                more = fh.read(1 << 16)  # a wide header is ~80 KB: decompress no more
                 if not more:
                     break
                 head += more
