@@ -83,3 +83,40 @@ def test_cli_errors_are_one_line(
     assert "--output" in capsys.readouterr().err
     assert main(["sql", "--store", str(db), "SELEC nonsense"]) == 2
     assert "query failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["activity", "missing.toml"], "no experiment config at missing.toml"),
+        (["ingest", "missing.sqlite"], "no such file or folder: missing.sqlite"),
+        (["segment", "run", "missing.tif"], "no image file or zarr store at missing.tif"),
+        (["profile", "--config", "missing.toml"], "missing.toml"),
+    ],
+)
+def test_documented_commands_on_missing_input_fail_in_one_line(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "screen.duckdb"
+    if args[0] == "profile":  # profile reads an existing store
+        Store(store).close()
+    before = store.read_bytes() if store.exists() else None
+    assert main([*args, "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellframe: error: ") and message in err
+    assert err.count("\n") == 1  # one line, no traceback
+    # The store is left as it was (absent, or byte-for-byte the same).
+    assert (store.read_bytes() if store.exists() else None) == before
+
+
+def test_activity_config_is_positional(capsys: pytest.CaptureFixture[str]) -> None:
+    # README once showed `cellframe activity --config experiment.toml`.
+    with pytest.raises(SystemExit) as exc:
+        main(["activity", "--config", "experiment.toml"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --config" in capsys.readouterr().err
