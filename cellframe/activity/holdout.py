@@ -28,6 +28,7 @@ from cellframe.errors import InvalidInputError
 __all__ = [
     "HOLDOUT_SPLITS",
     "HoldoutResult",
+    "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
     "holdout_metrics",
     "train_holdout",
@@ -57,6 +58,10 @@ def _random(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> np.
 #: Train/validation/test partitions by name: ``f(smiles, fractions, seed)`` ->
 #: 0 (train), 1 (validation) or 2 (test) per compound.
 HOLDOUT_SPLITS: dict[str, Partition] = {"random": _random, "scaffold": _scaffold}
+
+
+class UnparsedCompoundsWarning(UserWarning):
+    """Compounds whose SMILES RDKit cannot parse were left out of training and testing."""
 
 
 class UnscoredAssayWarning(UserWarning):
@@ -178,11 +183,12 @@ def train_holdout(
     split: str = "scaffold",
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     seed: int = 0,
+    where: str = "the assay matrix",
 ) -> HoldoutResult:
     """Train each model on one partition of ``matrix`` and score it on the held-out part.
 
-    Compounds whose SMILES RDKit cannot parse are left out (counted in a
-    warning and in :attr:`HoldoutResult.n_unparsed`). Every model sees the same
+    Compounds whose SMILES RDKit cannot parse are left out (counted in an
+    :class:`UnparsedCompoundsWarning` and in :attr:`HoldoutResult.n_unparsed`). Every model sees the same
     partition: it is fitted on the training part (a :class:`MultitaskClassifier`
     stops early on the validation part; a :class:`RandomForestBaseline` ignores
     it) and predicts the test part.
@@ -202,6 +208,8 @@ def train_holdout(
         Train, validation and test fractions.
     seed : int, default 0
         Seed of the random partition (the scaffold partition has no randomness).
+    where : str, default "the assay matrix"
+        Name of the source, for warnings and messages.
 
     Returns
     -------
@@ -224,9 +232,18 @@ def train_holdout(
     if not models:
         raise InvalidInputError("give at least one model to train")
     kinds = {name: _input_kind(model) for name, model in models.items()}
-    mols = parse_smiles(matrix.smiles, where="the assay matrix")
+    mols = parse_smiles(matrix.smiles, warn=False)
     kept = np.flatnonzero([m is not None for m in mols])
     n_unparsed = len(mols) - kept.size
+    if n_unparsed:
+        bad = [repr(matrix.smiles[i]) for i, m in enumerate(mols) if m is None]
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        warnings.warn(
+            f"{n_unparsed} of {len(mols)} compounds of {where} have a SMILES RDKit cannot "
+            f"parse ({shown}); they are left out of training and testing",
+            UnparsedCompoundsWarning,
+            stacklevel=2,
+        )
     data = matrix.subset(compounds=kept)
     mols = [mols[i] for i in kept]
     part = HOLDOUT_SPLITS[split](data.smiles, fractions, seed)
@@ -234,8 +251,8 @@ def train_holdout(
     for name, rows in (("training", train), ("validation", val), ("test", test)):
         if rows.size == 0:
             raise InvalidInputError(
-                f"the {split} partition {list(fractions)} of {len(mols)} compounds leaves the "
-                f"{name} part empty; use more compounds or other fractions"
+                f"the {split} partition {list(fractions)} of the {len(mols)} compounds of "
+                f"{where} leaves the {name} part empty; use more compounds or other fractions"
             )
     y = data.values
     n_train = {a: int((~np.isnan(y[train, j])).sum()) for j, a in enumerate(data.assays)}

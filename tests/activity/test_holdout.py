@@ -17,7 +17,7 @@ from cellframe.activity import (
     read_assay_matrix,
     train_holdout,
 )
-from cellframe.activity.holdout import UnscoredAssayWarning
+from cellframe.activity.holdout import UnparsedCompoundsWarning, UnscoredAssayWarning
 from cellframe.demo import demo_data_dir
 from cellframe.errors import InvalidInputError
 
@@ -47,8 +47,9 @@ def test_auroc_and_counts_match_sklearn(tox21: AssayMatrix) -> None:
         "rf": forest(),
         "ffn": MultitaskClassifier(hidden_sizes=(32,), max_epochs=3, patience=3, device="cpu"),
     }
-    with pytest.warns(UserWarning, match="1 of 401 SMILES"):
-        result = train_holdout(tox21, models)
+    with pytest.warns(UnparsedCompoundsWarning, match="1 of 401 compounds of tox21") as seen:
+        result = train_holdout(tox21, models, where="tox21")
+    assert BAD_SMILES in str(seen[0].message)
     assert result.n_unparsed == 1 and result.partition[-1] == -1
     part = result.partition
     assert ((part >= 0) & (part <= 2)).sum() == 400
