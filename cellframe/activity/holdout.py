@@ -180,7 +180,7 @@ def train_holdout(
     matrix: AssayMatrix,
     models: Mapping[str, MultitaskClassifier | RandomForestBaseline],
     *,
-    split: str = "scaffold",
+    split: str | Partition = "scaffold",
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     seed: int = 0,
     where: str = "the assay matrix",
@@ -201,9 +201,11 @@ def train_holdout(
         Name (written to the ``model`` column) -> unfitted model. A forest and a
         ``"ffn"`` network get 2048-bit Morgan fingerprints (radius 2); a
         ``"dmpnn"`` network gets molecular graphs.
-    split : {"scaffold", "random"}, default "scaffold"
+    split : {"scaffold", "random"} or callable, default "scaffold"
         Partition (:data:`HOLDOUT_SPLITS`): Bemis-Murcko scaffold groups, largest
-        first into train (:func:`cellframe.activity.scaffold_partition`), or random.
+        first into train (:func:`cellframe.activity.scaffold_partition`), or random;
+        a callable ``f(smiles, fractions, seed)`` returning 0/1/2 per compound is
+        used as is (its ``__name__`` goes to the ``split`` column).
     fractions : sequence of 3 float, default (0.7, 0.1, 0.2)
         Train, validation and test fractions.
     seed : int, default 0
@@ -225,8 +227,12 @@ def train_holdout(
     """
     from cellframe.activity.chem import parse_smiles
 
-    if split not in HOLDOUT_SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {sorted(HOLDOUT_SPLITS)}")
+    if callable(split):
+        partition, split_name = split, getattr(split, "__name__", "custom")
+    elif split in HOLDOUT_SPLITS:
+        partition, split_name = HOLDOUT_SPLITS[split], split
+    else:
+        raise ValueError(f"unknown split {split!r}; valid: {sorted(HOLDOUT_SPLITS)} or a callable")
     if matrix.smiles is None:
         raise InvalidInputError("train_holdout needs an assay matrix with SMILES")
     if not models:
@@ -246,12 +252,16 @@ def train_holdout(
         )
     data = matrix.subset(compounds=kept)
     mols = [mols[i] for i in kept]
-    part = HOLDOUT_SPLITS[split](data.smiles, fractions, seed)
+    part = np.asarray(partition(data.smiles, fractions, seed))
+    if part.shape != (len(mols),) or not np.isin(part, (0, 1, 2)).all():
+        raise InvalidInputError(
+            f"the {split_name} partition must give 0, 1 or 2 for each of the {len(mols)} compounds"
+        )
     train, val, test = (np.flatnonzero(part == p) for p in (0, 1, 2))
     for name, rows in (("training", train), ("validation", val), ("test", test)):
         if rows.size == 0:
             raise InvalidInputError(
-                f"the {split} partition {list(fractions)} of the {len(mols)} compounds of "
+                f"the {split_name} partition {list(fractions)} of the {len(mols)} compounds of "
                 f"{where} leaves the {name} part empty; use more compounds or other fractions"
             )
     y = data.values
@@ -267,7 +277,7 @@ def train_holdout(
         else:
             model.fit(x[train], y[train])
         prob = model.predict_proba(_take(x, test))
-        frames.append(_long_predictions(data, prob, test, model=name, split=split))
+        frames.append(_long_predictions(data, prob, test, model=name, split=split_name))
     predictions = pl.concat(frames)
     full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
     full_part[kept] = part

@@ -87,6 +87,18 @@ def test_random_split_is_reproducible(tox21: AssayMatrix) -> None:
     assert np.bincount(a.partition[a.partition >= 0]).tolist() == [280, 40, 80]
 
 
+def test_callable_split(tox21: AssayMatrix) -> None:
+    def odd_even(smiles, fractions, seed):  # every 10th compound validates, odd ones test
+        n = len(smiles)
+        return np.where(np.arange(n) % 10 == 0, 1, np.where(np.arange(n) % 2 == 1, 2, 0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train_holdout(tox21, {"rf": forest()}, split=odd_even)
+    assert set(result.metrics["split"]) == {"odd_even"}
+    assert np.bincount(result.partition[result.partition >= 0]).tolist() == [160, 40, 200]
+
+
 def test_one_class_test_readouts_give_null_auroc(tox21: AssayMatrix) -> None:
     ok = tox21.subset(compounds=np.arange(400))
     # a second assay whose positives are all training compounds: no AUROC on the test part
@@ -106,7 +118,7 @@ def test_one_class_test_readouts_give_null_auroc(tox21: AssayMatrix) -> None:
 
 
 def test_bad_arguments(tox21: AssayMatrix) -> None:
-    with pytest.raises(ValueError, match="valid: \\['random', 'scaffold'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['random', 'scaffold'\\] or a callable"):
         train_holdout(tox21, {"rf": forest()}, split="kmeans")
     with pytest.raises(InvalidInputError, match="at least one model"):
         train_holdout(tox21, {})
@@ -115,6 +127,12 @@ def test_bad_arguments(tox21: AssayMatrix) -> None:
     no_smiles = AssayMatrix(compounds=["a", "b"], assays=["t"], values=np.array([[0.0], [1.0]]))
     with pytest.raises(InvalidInputError, match="SMILES"):
         train_holdout(no_smiles, {"rf": forest()})
+    with (
+        pytest.raises(InvalidInputError, match="0, 1 or 2 for each of the 400"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        train_holdout(tox21, {"rf": forest()}, split=lambda smiles, fractions, seed: [0, 2])
     tiny = tox21.subset(compounds=np.arange(3))
     with pytest.raises(InvalidInputError, match="part empty"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
