@@ -334,7 +334,7 @@ def _trained_activity(ctx: _Context) -> None:
     import torch
 
     from cellframe.activity import MultitaskClassifier, RandomForestBaseline, read_assay_matrix
-    from cellframe.activity.holdout import train_holdout
+    from cellframe.activity.holdout import mean_auroc_per_model, train_holdout
 
     source = ctx.data / "activity" / "tox21_subset.csv"
     matrix = read_assay_matrix(source)
@@ -375,18 +375,14 @@ def _trained_activity(ctx: _Context) -> None:
                     parameters=parameters, source=src)  # fmt: skip
     ctx.store.write("activity_predictions", result.predictions, mode="replace",
                     step="train_holdout", parameters=parameters, source=src)  # fmt: skip
-    per_model = result.metrics.group_by("model", maintain_order=True).agg(
-        pl.col("auroc").drop_nulls().mean().alias("mean"),
-        pl.col("auroc").is_null().sum().alias("without"),
-    )
     label = f"{len(matrix.assays)} Tox21 assays (scaffold split)"
-    for row in per_model.iter_rows(named=True):
-        model, mean, without = row["model"], row["mean"], row["without"]
+    for row in mean_auroc_per_model(result.metrics).iter_rows(named=True):
+        model, mean = row["model"], row["mean_auroc"]
         ctx.summary[f"mean held-out AUROC on {label}, {model}"] = (
             None if mean is None else round(mean, 3)
         )
-        if without:  # test readouts of one class only: no AUROC, not averaged
-            ctx.summary[f"assays without a held-out AUROC, {model}"] = without
+        if row["n_without"]:  # test readouts of one class only: no AUROC, not averaged
+            ctx.summary[f"assays without a held-out AUROC, {model}"] = row["n_without"]
 
 
 def _activity(ctx: _Context) -> None:

@@ -40,6 +40,7 @@ _NAMES: dict[str, str] = {
     "kmeans_folds": "splits",
     "late_fusion": "fusion",
     "load_config": "experiment",
+    "mean_auroc_per_model": "holdout",
     "make_folds": "splits",
     "masked_bce_loss": "networks",
     "morgan_fingerprints": "chem",

@@ -23,7 +23,7 @@ from cellframe.activity.graph import GraphSet
 from cellframe.activity.matrix import AssayMatrix
 from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
 from cellframe.activity.splits import random_partition, scaffold_partition
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidInputError, MissingColumnsError
 
 __all__ = [
     "HOLDOUT_SPLITS",
@@ -31,6 +31,7 @@ __all__ = [
     "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
     "holdout_metrics",
+    "mean_auroc_per_model",
     "train_holdout",
 ]
 
@@ -174,6 +175,38 @@ def holdout_metrics(predictions: pl.DataFrame, n_train: Mapping[str, int]) -> pl
             stacklevel=2,
         )
     return metrics
+
+
+def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Mean held-out AUROC per model over the assays that have one.
+
+    Parameters
+    ----------
+    metrics : polars.DataFrame
+        ``model`` and ``auroc`` columns (:attr:`HoldoutResult.metrics`); null or
+        NaN = no AUROC (never averaged, counted in ``n_without``).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``model``, ``mean_auroc`` (null when no assay has a value), ``n_assays``,
+        ``n_without``, in order of first appearance.
+
+    Examples
+    --------
+    >>> m = pl.DataFrame({"model": ["a", "a", "b"], "auroc": [0.8, float("nan"), None]})
+    >>> mean_auroc_per_model(m).rows()
+    [('a', 0.8, 2, 1), ('b', None, 1, 1)]
+    """
+    missing = [c for c in (MODEL_COL, "auroc") if c not in metrics.columns]
+    if missing:
+        raise MissingColumnsError("the held-out metrics", missing)
+    value = pl.col("auroc").cast(pl.Float64).fill_nan(None)
+    return metrics.group_by(MODEL_COL, maintain_order=True).agg(
+        value.mean().alias("mean_auroc"),
+        pl.len().cast(pl.Int64).alias("n_assays"),
+        value.is_null().sum().cast(pl.Int64).alias("n_without"),
+    )
 
 
 def train_holdout(

@@ -17,7 +17,11 @@ from cellframe.activity import (
     read_assay_matrix,
     train_holdout,
 )
-from cellframe.activity.holdout import UnparsedCompoundsWarning, UnscoredAssayWarning
+from cellframe.activity.holdout import (
+    UnparsedCompoundsWarning,
+    UnscoredAssayWarning,
+    mean_auroc_per_model,
+)
 from cellframe.demo import demo_data_dir
 from cellframe.errors import InvalidInputError
 
@@ -115,6 +119,11 @@ def test_one_class_test_readouts_give_null_auroc(tox21: AssayMatrix) -> None:
     row = result.metrics.filter(pl.col("assay") == "train-only hits").row(0, named=True)
     assert row["auroc"] is None and row["n_test_positive"] == 0 and row["n_test"] == 80
     assert result.metrics["auroc"].drop_nulls().len() == 3
+    means = mean_auroc_per_model(result.metrics).row(0, named=True)
+    scored = result.metrics["auroc"].drop_nulls().to_numpy()
+    assert means == {
+        "model": "rf", "mean_auroc": pytest.approx(scored.mean()), "n_assays": 4, "n_without": 1,
+    }  # fmt: skip
 
 
 def test_bad_arguments(tox21: AssayMatrix) -> None:
