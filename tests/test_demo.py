@@ -320,3 +320,27 @@ def test_demo_report_renders_offline(demo, tmp_path: Path) -> None:
     assert seen.errors == [] and seen.console_errors == [] and seen.blocked_requests == []
     assert seen.rendered == len(seen.svgs_per_chart) == 8
     assert all(n >= 1 for n in seen.svgs_per_chart)
+
+
+def test_bad_published_table_is_one_cli_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A corrupt AUROC file reaches the user as one line naming file, assay, column and value."""
+    import shutil
+
+    import cellframe.demo as demo_module
+    from cellframe.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data_dir() / "activity", data / "activity")
+    path = data / "activity" / "scaffold_median_AUC.csv"
+    lines = path.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if ",mobc_es_op," in line)
+    fields = lines[row].split(",")
+    fields[1] = "0x93"  # a typo for 0.93
+    lines[row] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(demo_module, "demo_data_dir", lambda: data)
+    monkeypatch.setattr(demo_module, "STEPS", (("compound activity", demo_module._activity),))
+    assert main(["demo", "--output", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "'auc'" in err[0] and "'0x93'" in err[0]
+    assert f"'{fields[0]}'" in err[0]
