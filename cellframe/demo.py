@@ -300,8 +300,6 @@ def _tta(ctx: _Context) -> None:
     )
 
 
-#: Tox21 assays bundled for the demo's trained models (the three with the most hits).
-TOX21_ASSAYS = ("NR-AhR", "SR-ARE", "SR-MMP")
 #: Epochs of the demo's D-MPNN (early stopping on the validation part keeps the best).
 DMPNN_EPOCHS = 8
 #: Seed of everything random in the activity step (partition, forests, network).
