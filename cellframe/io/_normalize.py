@@ -218,32 +218,69 @@ class Issues:
     """Recoverable problems met while reading, reported as warnings with counts."""
 
     messages: list[str] = field(default_factory=list)
-    #: (where, column) -> number of NaN/inf values stored as null.
-    nonfinite: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (where, column) -> number of NaN values stored as null.
+    nan: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (where, column) -> number of +-inf values stored as null.
+    inf: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: (where, column) -> number of empty fields (null as read).
+    empty: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: kind of recovery -> files it applied to (see :data:`FILE_NOTES`).
+    files: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, message: str) -> None:
         """Record one message (kept once)."""
         if message not in self.messages:
             self.messages.append(message)
 
-    def count_nonfinite(self, where: str, column: str, n: int) -> None:
-        """Add ``n`` NaN/inf values found in ``column`` of ``where``."""
+    def count(self, kind: str, where: str, column: str, n: int) -> None:
+        """Add ``n`` values of ``kind`` (``"nan"``, ``"inf"``, ``"empty"``) in ``column``."""
+        counts = getattr(self, kind)
         key = (where, column)
-        self.nonfinite[key] = self.nonfinite.get(key, 0) + n
+        counts[key] = counts.get(key, 0) + n
+
+    def note_file(self, kind: str, file: str) -> None:
+        """Record that a recovery of ``kind`` (a key of :data:`FILE_NOTES`) applied to ``file``."""
+        files = self.files.setdefault(kind, [])
+        if file not in files:
+            files.append(file)
 
     def summary(self) -> list[str]:
-        """Every message, with one line for the NaN/inf counts."""
+        """Every message, with one line per kind of value count and of file recovery."""
         out = list(self.messages)
-        if self.nonfinite:
-            total = sum(self.nonfinite.values())
-            cols = sorted({c for _, c in self.nonfinite})
-            worst = sorted(self.nonfinite.items(), key=lambda kv: -kv[1])[:5]
-            detail = "; ".join(f"{c} in {w}: {n}" for (w, c), n in worst)
+        for kind, files in self.files.items():
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            out.append(f"{len(files)} {FILE_NOTES.get(kind, kind)}: {shown}")
+        if self.nan or self.inf:
+            n_nan, n_inf = sum(self.nan.values()), sum(self.inf.values())
+            both = {**self.nan}
+            for k, n in self.inf.items():
+                both[k] = both.get(k, 0) + n
             out.append(
-                f"{total} NaN or infinite value(s) in {len(cols)} feature column(s) were stored as "
-                f"null (rows are kept; e.g. {detail})"
+                f"{n_nan} NaN and {n_inf} infinite value(s) in "
+                f"{len({c for _, c in both})} feature column(s) were stored as null (rows are "
+                f"kept; e.g. {_worst(both)})"
+            )
+        if self.empty:
+            out.append(
+                f"{sum(self.empty.values())} empty field(s) in "
+                f"{len({c for _, c in self.empty})} feature column(s) are null (rows are kept; "
+                f"e.g. {_worst(self.empty)})"
             )
         return out
+
+
+#: Recoveries a reader applies to a whole file, and how the warning names them.
+FILE_NOTES = {
+    "gzip": "file(s) named .csv hold gzip-compressed data and were read by their magic bytes",
+    "delimiter": "file(s) are not comma-separated; the delimiter was sniffed from the header",
+    "no_final_newline": "file(s) do not end with a line break, as an interrupted copy leaves "
+    "them; their last row has every field and was read as it is: check that it is complete",
+}
+
+
+def _worst(counts: dict[tuple[str, str], int]) -> str:
+    worst = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    return "; ".join(f"{c} in {w}: {n}" for (w, c), n in worst)
 
 
 def cast_features(
@@ -254,6 +291,9 @@ def cast_features(
     issues: Issues | None,
 ) -> pl.DataFrame:
     """Cast feature columns to Float32, turning NaN and +-inf into null (counted).
+
+    NaN, infinite values and empty fields (null as read) are counted apart in
+    ``issues``.
 
     Parameters
     ----------
@@ -297,14 +337,23 @@ def cast_features(
     to_cast = [c for c in features if schema[c] != FEATURE_DTYPE]
     if to_cast:
         df = df.with_columns(pl.col(to_cast).cast(FEATURE_DTYPE, strict=False))
-    counts = df.select((pl.col(features).is_nan() | pl.col(features).is_infinite()).sum()).row(
-        0, named=True
-    )
+    if issues is not None:
+        # null_count is O(1): Arrow arrays keep it.
+        nulls = df.select(features).null_count().row(0, named=True)
+        for c, n in nulls.items():
+            if n:
+                issues.count("empty", where, c, int(n))
+    # One pass finds the columns holding either; only those are counted apart (usually none).
+    counts = df.select((~pl.col(features).is_finite()).sum()).row(0, named=True)
     bad_cols = [c for c, n in counts.items() if n]
     if bad_cols:
         if issues is not None:
+            nan = df.select(pl.col(bad_cols).is_nan().sum()).row(0, named=True)
             for c in bad_cols:
-                issues.count_nonfinite(where, c, int(counts[c]))
+                if nan[c]:
+                    issues.count("nan", where, c, int(nan[c]))
+                if counts[c] - nan[c]:
+                    issues.count("inf", where, c, int(counts[c] - nan[c]))
         df = df.with_columns(
             pl.when(pl.col(bad_cols).is_finite()).then(pl.col(bad_cols)).name.keep()
         )

@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--plate", metavar="NAME", help="plate name for every row (sources without one)")
     p.add_argument("--well", metavar="WELL", help="well for single-well sources without one")
     p.add_argument(
+        "--compartments",
+        metavar="LIST",
+        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+        help="CellProfiler sources: compartments to join, comma-separated (default: Cells, "
+        "Cytoplasm and Nuclei for SQLite, a file without one is refused; those present for CSV)",
+    )
+    p.add_argument(
         "--memory-limit",
         default="512MB",
         metavar="SIZE",
@@ -108,12 +115,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _ingest(args: argparse.Namespace) -> int:
     import warnings
 
+    from cellframe.errors import InvalidInputError
     from cellframe.io.ingest import IngestWarning, ingest
 
     many = len(args.source) > 1 or args.engine == "ray"
+    if many and args.compartments:
+        raise InvalidInputError(
+            "cellframe ingest: --compartments applies to a single SOURCE (local engine); "
+            "ingest the sources one at a time"
+        )
     if args.dry_run:
         return _dry_run(args)
-    from cellframe.errors import InvalidInputError
 
     if many and (args.plate or args.well):
         raise InvalidInputError(
@@ -164,6 +176,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 reader_options=(
                     {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
                 ),
+                compartments=args.compartments,
             )
     if not args.quiet:
         print(report)

@@ -19,7 +19,13 @@ import polars as pl
 
 from cellframe.columns import METADATA_PREFIX, OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.errors import MissingColumnsError, UnknownFormatError
-from cellframe.io._base import Reader, csv_header, require_rows, scan_csv_batches
+from cellframe.io._base import (
+    Reader,
+    csv_header,
+    inspect_csv,
+    require_rows,
+    scan_csv_batches,
+)
 from cellframe.io._normalize import (
     cast_features,
     default_batch_rows,
@@ -102,10 +108,12 @@ class InCartaCSV(Reader):
         """Yield each file's objects in batches, plate = file name."""
         total = 0
         for file in self.files:
-            header = csv_header(file)
-            if header is None:
+            # Duplicate columns, a cut last row, gzip data and the delimiter, as for CellProfiler.
+            layout = inspect_csv(file, table="IN Carta objects", issues=self.issues)
+            if layout is None:
                 self.issues.add(f"{file} is empty (0 bytes): skipped")
                 continue
+            header = layout.columns
             missing = [c for c in SIGNATURE if c not in header]
             if missing:
                 raise MissingColumnsError(f"{file} (IN Carta export)", missing)
@@ -114,7 +122,9 @@ class InCartaCSV(Reader):
             features = [rename[c] for c in header if c not in KEY_COLUMNS]
             where = f"{file} (IN Carta objects)"
             rows = self.batch_rows or default_batch_rows(len(header))
-            for raw in scan_csv_batches(file, schema, batch_rows=rows, table="IN Carta objects"):
+            for raw in scan_csv_batches(
+                file, schema, batch_rows=rows, table="IN Carta objects", separator=layout.separator
+            ):
                 df = raw.rename(rename)
                 df = df.with_columns(
                     pl.col(OBJECT_NUMBER).cast(pl.Int64, strict=False),

@@ -6,7 +6,7 @@ import itertools
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -270,6 +270,7 @@ def ingest(
     mode: str = "replace-images",
     dry_run: bool = False,
     reader_options: Mapping[str, Any] | None = None,
+    compartments: Sequence[str] | None = None,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -340,6 +341,10 @@ def ingest(
     reader_options : mapping, optional
         Options only one reader has, e.g. ``{"case_duplicates": "rename"}``
         for profile files (see :class:`~cellframe.io.ProfilesFile`).
+    compartments : sequence of str, optional
+        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
+        Nuclei). Default: all three for SQLite (a file without one is
+        refused), those present for CSV trees.
 
     Returns
     -------
@@ -383,8 +388,15 @@ def ingest(
     if layout not in ("auto", "table", "parquet"):
         raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
     reader_cls = resolve_reader(format, source)
+    options: dict[str, Any] = {} if compartments is None else {"compartments": compartments}
+    if options and not issubclass(reader_cls, (CellProfilerCSV, CellProfilerSQLite)):
+        raise InvalidInputError(
+            f"compartments= applies to CellProfiler CSV and SQLite sources, not {source} "
+            f"({reader_cls.format})"
+        )
     reader = reader_cls(
         source,
+        **options,
         plate=plate,
         well=well,
         batch_rows=batch_rows,
@@ -411,12 +423,23 @@ def ingest(
         "annotations": _describe(annotations),
         "layout": layout,
         "mode": mode,
+        **options,
     }
     if dry_run:
         _dry_run(rows, store, report)
     else:
         _write(
-            rows, store, report, parameters, source, reader.level, pm, platemap, memory_limit, state
+            rows,
+            store,
+            report,
+            parameters,
+            source,
+            reader.level,
+            pm,
+            platemap,
+            memory_limit,
+            state,
+            reader.image_rows,
         )
     report.plates = sorted(state["plates"])
     cols: list[str] = state["columns"] or []
@@ -494,6 +517,7 @@ def _write(
     platemap: Any,
     memory_limit: str,
     state: dict[str, Any],
+    image_rows: Callable[[], pl.DataFrame | None],
 ) -> None:
     """Write the rows in ``report.mode`` and fill the report's counts."""
     from cellframe.partitions import WriteChanges
@@ -547,6 +571,16 @@ def _write(
         report.rows_replaced = changes.rows_removed
         if pm is not None and state["plates"]:
             write_platemap(st, pm, sorted(state["plates"]), platemap)
+        images = image_rows()
+        if images is not None and images.height:
+            # Every image read, empty sites included (they have no cells to show them).
+            st.write(
+                "images",
+                images,
+                replace_keys=[PLATE, WELL, SITE],
+                step="ingest",
+                source=str(source),
+            )
     finally:
         if own:
             st.close()

@@ -179,9 +179,42 @@ def treatment_strength(
 def strong_treatments(
     lf: pl.LazyFrame | pl.DataFrame,
     k: int = 10,
-    **kwargs: object,
+    *,
+    treatment: str = TREATMENT,
+    controls: RowFilter = "negcon",
+    by: Sequence[str] = (PLATE,),
+    features: Sequence[str] | None = None,
+    ddof: int = 0,
 ) -> pl.DataFrame:
     """The top ``k`` treatments by strength Z(t) (see :func:`treatment_strength`).
+
+    Parameters
+    ----------
+    lf : polars.LazyFrame or DataFrame
+        Well profiles (normalized, possibly sphered).
+    k : int, default 10
+        How many treatments to keep (at least 1).
+    treatment : str, default "Metadata_Treatment"
+        Column naming each well's treatment.
+    controls : str, polars.Expr or None, default "negcon"
+        The negative-control wells (see ``row_filter``).
+    by : sequence of str, default ("Metadata_Plate",)
+        Groups that each have their own controls (plates).
+    features : sequence of str, optional
+        Features spanning the distance (default: all numeric non-metadata columns).
+    ddof : int, default 0
+        Degrees of freedom of the control std (0: population std).
+
+    Returns
+    -------
+    polars.DataFrame
+        The first ``k`` rows of :attr:`StrengthResult.treatments` (treatment,
+        ``strength``, ``n_wells``, ``n_plates``, ``rank``), strongest first.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``k`` is below 1, or as :func:`treatment_strength` does.
 
     Examples
     --------
@@ -195,5 +228,8 @@ def strong_treatments(
     ['b']
     """
     if k < 1:
-        raise ValueError("k must be at least 1")
-    return treatment_strength(lf, **kwargs).treatments.head(k)  # type: ignore[arg-type]
+        raise InvalidInputError(f"strong_treatments: k={k}; pass k=1 or more treatments to keep")
+    result = treatment_strength(
+        lf, treatment=treatment, controls=controls, by=by, features=features, ddof=ddof
+    )
+    return result.treatments.head(k)

@@ -515,11 +515,11 @@ def assay_prediction_section(
         kept, _ = finite_rows(trained, ["auroc"])
         per_model = (
             kept.group_by("model")
-            .agg(pl.col("auroc").median().alias("median"), pl.len().alias("n"))
+            .agg(pl.col("auroc").mean().alias("mean"), pl.len().alias("n"))
             .sort("model")
         )
-        answer += "; trained here, median held-out AUROC: " + ", ".join(
-            f"{r['model']} {r['median']:.2f} ({r['n']} assays)"
+        answer += "; trained here, mean held-out AUROC: " + ", ".join(
+            f"{r['model']} {r['mean']:.3f} ({r['n']} assays)"
             for r in per_model.iter_rows(named=True)
         )
     return ReportSection(

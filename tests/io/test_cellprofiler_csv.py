@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import FEATURE_DTYPE, OBJECT_NUMBER, PLATE, SITE, WELL, feature_columns
+from cellframe.errors import TruncatedFileError
 from cellframe.io import CellProfilerCSV
 
 KEYS = [PLATE, WELL, SITE, OBJECT_NUMBER]
@@ -85,26 +87,40 @@ def test_data_a_per_site_tree(cytominer_db: Path, in_memory: bool) -> None:
     assert "CSV files not read" in " ".join(reader.issues.messages)
 
 
-def test_data_b_empty_and_header_only_files_warn_with_counts(cytominer_db: Path) -> None:
+def test_data_b_short_row_is_refused_with_file_and_line(cytominer_db: Path) -> None:
+    """J21-2/Cells.csv's one row has 564 of the header's 586 fields: never stored with nulls."""
+    with pytest.raises(TruncatedFileError) as err:
+        read_all(cytominer_db / "data_b")
+    msg = str(err.value)
+    assert "J21-2/Cells.csv (Cells table): line 2 (the last) holds 564 of the 586 fields" in msg
+    assert "short row" in msg
+
+
+def test_data_b_empty_and_header_only_files_warn_with_counts(
+    cytominer_db: Path, tmp_path: Path
+) -> None:
     """E17-4 has 0-byte Cells.csv and Nuclei.csv; N23-5 an Image.csv without rows."""
-    df, reader = read_all(cytominer_db / "data_b")
+    tree = tmp_path / "data_b"
+    for site in ("A01-1", "A01-2", "B01-1", "B01-2", "E17-4", "N23-5"):
+        shutil.copytree(cytominer_db / "data_b" / site, tree / site)
+    df, reader = read_all(tree)
     messages = "\n".join(reader.issues.summary())
     assert "E17-4/Cells.csv is empty (0 bytes)" in messages
     assert "E17-4/Nuclei.csv is empty (0 bytes)" in messages
     assert "N23-5 has an Image.csv without rows" in messages
     # E17-4's 10 Cytoplasm objects have no partners: left out and counted, never silent.
-    assert "10 of 51 Cytoplasm objects" in messages
-    # A01-1, A01-2, B01-1, B01-2 (10 cells each) and J21-2 (1 cell)
-    assert df.height == 41
-    assert df.group_by(WELL).len().sort(WELL).rows() == [("A01", 20), ("B01", 20), ("J21", 1)]
+    assert "Cells.csv and Nuclei.csv of " in messages
+    assert "the folder's 10 Cytoplasm objects were left out" in messages
+    # A01-1, A01-2, B01-1, B01-2 (10 cells each)
+    assert df.height == 40
+    assert df.group_by(WELL).len().sort(WELL).rows() == [("A01", 20), ("B01", 20)]
     # The one NaN of B01-2/Cells.csv is null, and counted.
     raw = pd.read_csv(cytominer_db / "data_b" / "B01-2" / "Cells.csv")
-    n_nan = int(
-        raw["AreaShape_Compactness"].isna().sum() + np.isinf(raw["AreaShape_Compactness"]).sum()
-    )
-    assert n_nan == 1
+    n_nan = int(raw["AreaShape_Compactness"].isna().sum())
+    n_inf = int(np.isinf(raw["AreaShape_Compactness"]).sum())
+    assert (n_nan, n_inf) == (1, 0)
     assert df["Cells_AreaShape_Compactness"].null_count() == 1
-    assert "1 NaN or infinite value(s)" in messages
+    assert "1 NaN and 0 infinite value(s)" in messages
 
 
 def test_data_c_image_only_tree_gives_image_rows(cytominer_db: Path) -> None:
@@ -154,8 +170,11 @@ def test_jump_collate_wide_tables(jump_collate: Path) -> None:
         np.testing.assert_allclose(
             got[col].to_numpy(), ref[col].to_numpy(np.float32), rtol=0, atol=0
         )
-    # Sites without object tables only add their (unused) image rows.
-    assert reader.issues.messages == []
+    # Sites without object tables (A01-2, A02-2) are left out, counted, not taken for empty sites.
+    assert len(reader.issues.messages) == 1
+    assert "2 folder(s) hold an Image.csv but no object table" in reader.issues.messages[0]
+    assert "their 2 image(s) were left out" in reader.issues.messages[0]
+    assert reader.empty_images.height == 0
 
 
 @pytest.mark.slow

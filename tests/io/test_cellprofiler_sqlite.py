@@ -13,7 +13,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import FEATURE_DTYPE, OBJECT_NUMBER, PLATE, SITE, WELL, feature_columns
+from cellframe.errors import IncompleteExportError
 from cellframe.io import CellProfilerSQLite, ingest
+from cellframe.store import Store
 
 KEYS = [PLATE, WELL, SITE, OBJECT_NUMBER]
 
@@ -142,7 +144,10 @@ def test_cytominer_database_sqlite_equals_its_csv_tree(cytominer_db: Path) -> No
 def test_cell_locations_sqlite_with_text_columns(pct: Path) -> None:
     """All columns declared TEXT; numbers stored as text still parse, plate/well/site kept."""
     path = pct / "cell_locations_example_data" / "test_BR00126114.sqlite"
-    df = read_all(path)
+    # The file holds Nuclei only: refused by default, read when Nuclei is asked for.
+    with pytest.raises(IncompleteExportError, match=r"no table for the Cells, Cytoplasm"):
+        CellProfilerSQLite(path)
+    df = read_all(path, compartments=["Nuclei"])
     con = sqlite3.connect(path)
     ref = pd.read_sql(
         "SELECT i.Metadata_Well AS well, CAST(i.Metadata_Site AS INT) AS site, "
@@ -178,3 +183,53 @@ def test_ingest_streams_in_bounded_batches(tmp_path: Path) -> None:
     assert_frame_equal(streamed, read_all(db, in_memory=True).sort(keys))
     report = ingest(db, tmp_path / "s.duckdb", progress=False, batch_rows=200, in_memory=False)
     assert report.rows == 2_010
+
+
+def test_cli_compartments_option_takes_the_ones_listed(tmp_path: Path) -> None:
+    """A file without Per_Cells: refused by default (exit 2, one line), read with --compartments."""
+    import subprocess
+    import sys
+
+    from cellframe.io._synthetic import write_synthetic_sqlite
+
+    db = write_synthetic_sqlite(tmp_path / "s.sqlite", n_cells=50, n_features=3, cells_per_image=10)
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE Per_Cells")
+    n_expected = con.execute("SELECT count(*) FROM Per_Cytoplasm").fetchone()[0]
+    con.commit()
+    con.close()
+    repo = Path(__file__).resolve().parents[2]
+    store = tmp_path / "s.duckdb"
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cellframe.cli",
+                "ingest",
+                str(db),
+                "--store",
+                str(store),
+                "--quiet",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=repo,
+        )
+
+    refused = cli()
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "s.sqlite has no table for the Cells compartment" in refused.stderr
+    if store.exists():
+        with Store(store, read_only=True) as s:
+            assert "cells" not in s.table_names()
+    taken = cli("--compartments", "Cytoplasm,Nuclei")
+    assert taken.returncode == 0, taken.stderr
+    with Store(store, read_only=True) as s:
+        assert s.sql("SELECT count(*) AS n FROM cells")["n"][0] == n_expected == 50
+        cols = s.columns("cells")
+    assert not any(c.startswith("Cells_") for c in cols)
+    assert "Nuclei_Feature_0000" in cols and "Cytoplasm_Feature_0000" in cols

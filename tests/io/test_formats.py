@@ -201,3 +201,29 @@ def test_sqlite_layout_detection(sq14613: Path, nf1_sqlite: Path) -> None:
     assert {"Per_Image", "Per_Cells"} <= {
         r[0] for r in con.execute("SELECT name FROM sqlite_master")
     }
+
+
+def test_incarta_cut_copy_and_gzip_are_named(cpo: Path, tmp_path: Path) -> None:
+    """IN Carta files get the CSV checks of the CellProfiler reader: a cut row, gzip by magic."""
+    import gzip
+
+    from cellframe.errors import TruncatedFileError
+
+    src = sorted((cpo / "in-carta" / "colas-lab").glob("*Day0*.csv"))[0]
+    clean = collect(InCartaCSV(src))
+    cut = tmp_path / "cut" / src.name
+    cut.parent.mkdir()
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) - 40])
+    with pytest.raises(
+        TruncatedFileError, match=r"cut/Test 0 Day0.*\(IN Carta objects\): line 145 \(the last\)"
+    ):
+        collect(InCartaCSV(cut))
+    packed = tmp_path / "gz" / src.name
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(data))
+    reader = InCartaCSV(packed)
+    assert_frame_equal(collect(reader), clean)
+    assert any(
+        "1 file(s) named .csv hold gzip-compressed data" in m for m in reader.issues.summary()
+    )

@@ -72,8 +72,12 @@ def test_cast_features_counts_nonfinite_and_keeps_rows() -> None:
     assert out.schema == pl.Schema({"a": pl.Float32, "b": pl.Float32, "c": pl.Float32})
     assert out["a"].to_list() == [1.0, None, None]
     assert out["b"].to_list() == [2.0, None, None]
-    assert issues.nonfinite == {("t.csv", "a"): 2, ("t.csv", "b"): 1}
-    assert "3 NaN or infinite value(s) in 2 feature column(s)" in issues.summary()[-1]
+    assert issues.nan == {("t.csv", "a"): 1}
+    assert issues.inf == {("t.csv", "a"): 1, ("t.csv", "b"): 1}
+    assert issues.empty == {("t.csv", "b"): 1}  # the blank " "
+    summary = issues.summary()
+    assert "1 NaN and 2 infinite value(s) in 2 feature column(s)" in summary[-2]
+    assert "1 empty field(s) in 1 feature column(s)" in summary[-1]
 
 
 def test_cast_features_rejects_text() -> None:

@@ -205,12 +205,6 @@ def test_unknown_method_lists_valid():
         Normalizer("zscore")
 
 
-def test_namespace_forwarding(nelisa):
-    a = nelisa.lazy().cf.normalize("robustize", controls=NELISA_CONTROLS).collect()
-    b = normalize(nelisa, "robustize", controls=NELISA_CONTROLS).collect()
-    assert_frame_equal(a, b)
-
-
 def test_robustize_one_group_over_all_rows_matches_sklearn(lincs):
     """``by=()`` runs the quantiles through a group-by (was ~8 s on 384 x 454 in a select)."""
     from sklearn.preprocessing import RobustScaler

@@ -92,7 +92,7 @@ def test_assay_prediction_chart_and_answer() -> None:
     section = assay_prediction_section(published, trained)
     assert section.answer == (
         "Published, assays with AUROC > 0.9: CS 1 of 1 / MO 2 of 2 (1 NaN AUROCs not counted); "
-        "trained here, median held-out AUROC: D-MPNN 0.70 (1 assays), RandomForest 0.70 "
+        "trained here, mean held-out AUROC: D-MPNN 0.700 (1 assays), RandomForest 0.700 "
         "(2 assays)."
     )
     # without a trained table: one panel, and the answer names only published numbers

@@ -1,0 +1,342 @@
+"""Train on one part of an assay matrix, score on a held-out part.
+
+The quick, single-split counterpart of :func:`cellframe.activity.cross_validate`,
+used by ``cellframe demo``: one train/validation/test partition (scaffold or
+random, fixed seed), each model trained once on the training part (the network
+stops early on the validation part; a forest ignores it), and per-assay AUROC
+on the test part. The held-out predictions are returned too, so every AUROC can
+be recomputed from them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from cellframe.activity.columns import ASSAY, FOLD, MODALITY, PROBABILITY, READOUT
+from cellframe.activity.graph import GraphSet
+from cellframe.activity.matrix import AssayMatrix
+from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
+from cellframe.activity.splits import random_partition, scaffold_partition
+from cellframe.errors import InvalidInputError, MissingColumnsError
+
+__all__ = [
+    "HOLDOUT_SPLITS",
+    "HoldoutResult",
+    "UnparsedCompoundsWarning",
+    "UnscoredAssayWarning",
+    "holdout_metrics",
+    "mean_auroc_per_model",
+    "train_holdout",
+]
+
+#: Column names of the tables :func:`train_holdout` returns (plain names: the
+#: demo stores them as ``activity_trained`` and ``activity_predictions``).
+COMPOUND_COL, SMILES_COL, ASSAY_COL, MODEL_COL, SPLIT_COL = (
+    "compound",
+    "smiles",
+    "assay",
+    "model",
+    "split",
+)
+
+Partition = Callable[..., np.ndarray]
+
+
+def _scaffold(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
+    return scaffold_partition(smiles, fractions=fractions)  # deterministic: no seed needed
+
+
+def _random(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
+    return random_partition(len(smiles), fractions=fractions, seed=seed)
+
+
+#: Train/validation/test partitions by name: ``f(smiles, fractions, seed)`` ->
+#: 0 (train), 1 (validation) or 2 (test) per compound.
+HOLDOUT_SPLITS: dict[str, Partition] = {"random": _random, "scaffold": _scaffold}
+
+
+class UnparsedCompoundsWarning(UserWarning):
+    """Compounds whose SMILES RDKit cannot parse were left out of training and testing."""
+
+
+class UnscoredAssayWarning(UserWarning):
+    """An assay's held-out readouts hold one class only, so it has no AUROC."""
+
+
+@dataclass
+class HoldoutResult:
+    """What :func:`train_holdout` made.
+
+    Attributes
+    ----------
+    metrics : polars.DataFrame
+        One row per model and assay: ``assay`` (str), ``model`` (str), ``split``
+        (str), ``auroc`` (float; null where the test readouts hold one class
+        only), ``n_train``, ``n_test``, ``n_test_positive`` (int64; observed
+        readouts of that assay among the training and test compounds).
+    predictions : polars.DataFrame
+        One row per model and observed test readout: ``compound``, ``smiles``,
+        ``assay``, ``model``, ``split``, ``readout`` (Int8, 0/1) and
+        ``probability`` (Float64).
+    partition : numpy.ndarray
+        0 (train), 1 (validation), 2 (test) per compound kept; -1 for the
+        compounds left out because RDKit cannot parse their SMILES.
+    n_unparsed : int
+        Compounds left out because RDKit cannot parse their SMILES.
+    """
+
+    metrics: pl.DataFrame
+    predictions: pl.DataFrame
+    partition: np.ndarray
+    n_unparsed: int
+
+
+def _input_kind(model: Any) -> str:
+    """``"graphs"`` for a D-MPNN network, ``"morgan"`` for a forest or a dense network."""
+    if isinstance(model, MultitaskClassifier) and model.encoder == "dmpnn":
+        return "graphs"
+    if isinstance(model, MultitaskClassifier | RandomForestBaseline):
+        return "morgan"
+    raise InvalidInputError(
+        f"cannot train a {type(model).__name__}: give a RandomForestBaseline or a "
+        "MultitaskClassifier (encoder 'ffn' on Morgan fingerprints or 'dmpnn' on graphs)"
+    )
+
+
+def _featurize(kind: str, mols: list[Any]) -> np.ndarray | GraphSet:
+    from cellframe.activity.chem import morgan_fingerprints
+    from cellframe.activity.graph import featurize_molecules
+
+    return featurize_molecules(mols) if kind == "graphs" else morgan_fingerprints(mols)
+
+
+def _take(inputs: np.ndarray | GraphSet, index: np.ndarray) -> np.ndarray | GraphSet:
+    return inputs.subset(index) if isinstance(inputs, GraphSet) else inputs[index]
+
+
+def holdout_metrics(predictions: pl.DataFrame, n_train: Mapping[str, int]) -> pl.DataFrame:
+    """Per-assay held-out AUROC of each model, from long predictions.
+
+    AUROC is computed by :func:`cellframe.activity.assay_fold_metrics`
+    (scikit-learn's ``roc_auc_score``); an assay whose test readouts hold one
+    class only gets a null AUROC and an :class:`UnscoredAssayWarning` stating
+    how many such rows there are.
+
+    Parameters
+    ----------
+    predictions : polars.DataFrame
+        ``assay, model, split, readout, probability`` per observed test readout.
+    n_train : mapping of str to int
+        Observed training readouts per assay.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``assay, model, split, auroc, n_train, n_test, n_test_positive``,
+        sorted by model and assay.
+    """
+    from cellframe.activity.metrics import assay_fold_metrics
+
+    split = predictions.select(MODEL_COL, SPLIT_COL).unique()
+    per_fold = assay_fold_metrics(
+        predictions.select(
+            pl.col(MODEL_COL).alias(MODALITY),
+            pl.col(ASSAY_COL).alias(ASSAY),
+            pl.lit(0, pl.Int64).alias(FOLD),
+            pl.col(READOUT),
+            pl.col(PROBABILITY),
+        )
+    )
+    metrics = (
+        per_fold.join(split, left_on=MODALITY, right_on=MODEL_COL, how="left")
+        .select(
+            pl.col(ASSAY).alias(ASSAY_COL),
+            pl.col(MODALITY).alias(MODEL_COL),
+            pl.col(SPLIT_COL),
+            pl.col("auroc").cast(pl.Float64),
+            pl.col(ASSAY).replace_strict(dict(n_train), return_dtype=pl.Int64).alias("n_train"),
+            (pl.col("n_positive") + pl.col("n_negative")).cast(pl.Int64).alias("n_test"),
+            pl.col("n_positive").cast(pl.Int64).alias("n_test_positive"),
+        )
+        .sort(MODEL_COL, ASSAY_COL)
+    )
+    n_null = int(metrics["auroc"].is_null().sum())
+    if n_null:
+        warnings.warn(
+            f"{n_null} of {metrics.height} model x assay rows have no AUROC: their test "
+            "readouts hold one class only (auroc is null there)",
+            UnscoredAssayWarning,
+            stacklevel=2,
+        )
+    return metrics
+
+
+def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Mean held-out AUROC per model over the assays that have one.
+
+    Parameters
+    ----------
+    metrics : polars.DataFrame
+        ``model`` and ``auroc`` columns (:attr:`HoldoutResult.metrics`); null or
+        NaN = no AUROC (never averaged, counted in ``n_without``).
+
+    Returns
+    -------
+    polars.DataFrame
+        ``model``, ``mean_auroc`` (null when no assay has a value), ``n_assays``,
+        ``n_without``, in order of first appearance.
+
+    Examples
+    --------
+    >>> m = pl.DataFrame({"model": ["a", "a", "b"], "auroc": [0.8, float("nan"), None]})
+    >>> mean_auroc_per_model(m).rows()
+    [('a', 0.8, 2, 1), ('b', None, 1, 1)]
+    """
+    missing = [c for c in (MODEL_COL, "auroc") if c not in metrics.columns]
+    if missing:
+        raise MissingColumnsError("the held-out metrics", missing)
+    value = pl.col("auroc").cast(pl.Float64).fill_nan(None)
+    return metrics.group_by(MODEL_COL, maintain_order=True).agg(
+        value.mean().alias("mean_auroc"),
+        pl.len().cast(pl.Int64).alias("n_assays"),
+        value.is_null().sum().cast(pl.Int64).alias("n_without"),
+    )
+
+
+def train_holdout(
+    matrix: AssayMatrix,
+    models: Mapping[str, MultitaskClassifier | RandomForestBaseline],
+    *,
+    split: str | Partition = "scaffold",
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    where: str = "the assay matrix",
+) -> HoldoutResult:
+    """Train each model on one partition of ``matrix`` and score it on the held-out part.
+
+    Compounds whose SMILES RDKit cannot parse are left out (counted in an
+    :class:`UnparsedCompoundsWarning` and in :attr:`HoldoutResult.n_unparsed`). Every model sees the same
+    partition: it is fitted on the training part (a :class:`MultitaskClassifier`
+    stops early on the validation part; a :class:`RandomForestBaseline` ignores
+    it) and predicts the test part.
+
+    Parameters
+    ----------
+    matrix : AssayMatrix
+        Readouts with SMILES.
+    models : mapping of str to MultitaskClassifier or RandomForestBaseline
+        Name (written to the ``model`` column) -> unfitted model. A forest and a
+        ``"ffn"`` network get 2048-bit Morgan fingerprints (radius 2); a
+        ``"dmpnn"`` network gets molecular graphs.
+    split : {"scaffold", "random"} or callable, default "scaffold"
+        Partition (:data:`HOLDOUT_SPLITS`): Bemis-Murcko scaffold groups, largest
+        first into train (:func:`cellframe.activity.scaffold_partition`), or random;
+        a callable ``f(smiles, fractions, seed)`` returning 0/1/2 per compound is
+        used as is (its ``__name__`` goes to the ``split`` column).
+    fractions : sequence of 3 float, default (0.7, 0.1, 0.2)
+        Train, validation and test fractions.
+    seed : int, default 0
+        Seed of the random partition (the scaffold partition has no randomness).
+    where : str, default "the assay matrix"
+        Name of the source, for warnings and messages.
+
+    Returns
+    -------
+    HoldoutResult
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``split`` (the message lists the valid ones).
+    InvalidInputError
+        If the matrix has no SMILES, no model is given, a model is of an unknown
+        kind, or a part of the partition is empty.
+    """
+    from cellframe.activity.chem import parse_smiles
+
+    if callable(split):
+        partition, split_name = split, getattr(split, "__name__", "custom")
+    elif split in HOLDOUT_SPLITS:
+        partition, split_name = HOLDOUT_SPLITS[split], split
+    else:
+        raise ValueError(f"unknown split {split!r}; valid: {sorted(HOLDOUT_SPLITS)} or a callable")
+    if matrix.smiles is None:
+        raise InvalidInputError("train_holdout needs an assay matrix with SMILES")
+    if not models:
+        raise InvalidInputError("give at least one model to train")
+    kinds = {name: _input_kind(model) for name, model in models.items()}
+    mols = parse_smiles(matrix.smiles, warn=False)
+    kept = np.flatnonzero([m is not None for m in mols])
+    n_unparsed = len(mols) - kept.size
+    if n_unparsed:
+        bad = [repr(matrix.smiles[i]) for i, m in enumerate(mols) if m is None]
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        warnings.warn(
+            f"{n_unparsed} of {len(mols)} compounds of {where} have a SMILES RDKit cannot "
+            f"parse ({shown}); they are left out of training and testing",
+            UnparsedCompoundsWarning,
+            stacklevel=2,
+        )
+    data = matrix.subset(compounds=kept)
+    mols = [mols[i] for i in kept]
+    part = np.asarray(partition(data.smiles, fractions, seed))
+    if part.shape != (len(mols),) or not np.isin(part, (0, 1, 2)).all():
+        raise InvalidInputError(
+            f"the {split_name} partition must give 0, 1 or 2 for each of the {len(mols)} compounds"
+        )
+    train, val, test = (np.flatnonzero(part == p) for p in (0, 1, 2))
+    for name, rows in (("training", train), ("validation", val), ("test", test)):
+        if rows.size == 0:
+            raise InvalidInputError(
+                f"the {split_name} partition {list(fractions)} of the {len(mols)} compounds of "
+                f"{where} leaves the {name} part empty; use more compounds or other fractions"
+            )
+    y = data.values
+    n_train = {a: int((~np.isnan(y[train, j])).sum()) for j, a in enumerate(data.assays)}
+    features: dict[str, np.ndarray | GraphSet] = {}
+    frames = []
+    for name, model in models.items():
+        if kinds[name] not in features:
+            features[kinds[name]] = _featurize(kinds[name], mols)
+        x = features[kinds[name]]
+        if isinstance(model, MultitaskClassifier):
+            model.fit(_take(x, train), y[train], validation=(_take(x, val), y[val]))
+        else:
+            model.fit(x[train], y[train])
+        prob = model.predict_proba(_take(x, test))
+        frames.append(_long_predictions(data, prob, test, model=name, split=split_name))
+    predictions = pl.concat(frames)
+    full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
+    full_part[kept] = part
+    return HoldoutResult(
+        metrics=holdout_metrics(predictions, n_train),
+        predictions=predictions,
+        partition=full_part,
+        n_unparsed=n_unparsed,
+    )
+
+
+def _long_predictions(
+    data: AssayMatrix, prob: np.ndarray, rows: np.ndarray, *, model: str, split: str
+) -> pl.DataFrame:
+    values = data.values[rows]
+    r, c = np.nonzero(~np.isnan(values))
+    n = len(r)
+    assert data.smiles is not None
+    return pl.DataFrame(
+        {
+            COMPOUND_COL: pl.Series([data.compounds[rows[i]] for i in r], dtype=pl.String),
+            SMILES_COL: pl.Series([data.smiles[rows[i]] for i in r], dtype=pl.String),
+            ASSAY_COL: pl.Series([data.assays[j] for j in c], dtype=pl.String),
+            MODEL_COL: pl.Series([model] * n, dtype=pl.String),
+            SPLIT_COL: pl.Series([split] * n, dtype=pl.String),
+            READOUT: pl.Series(values[r, c].astype(np.int8), dtype=pl.Int8),
+            PROBABILITY: pl.Series(prob[r, c].astype(np.float64), dtype=pl.Float64),
+        }
+    )
