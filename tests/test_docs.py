@@ -127,11 +127,20 @@ INLINE = {
         "cellframe aggregate --store screen.duckdb --engine ray",
         "cellframe select --store screen.duckdb --input wells --engine ray",
     ],
-    "cellframe evaluate TABLE --mode retrieval\\|activity": [
+    'cellframe sql "SELECT ..." --write NAME [--as table\\|view] [--replace]': [
+        'cellframe sql --store screen.duckdb "SELECT * FROM cells LIMIT 3" --write c3',
+        'cellframe sql --store screen.duckdb "SELECT 1 AS one" --write one --as view',
+        'cellframe sql --store screen.duckdb "SELECT 2 AS one" --write one --as view --replace',
+    ],
+    "cellframe evaluate [TABLE] --mode retrieval\\|activity": [
         "cellframe aggregate --store screen.duckdb",
         "cellframe normalize --store screen.duckdb --input wells",
         "cellframe evaluate wells_normalized --store screen.duckdb --mode retrieval",
         "cellframe evaluate wells_normalized --store screen.duckdb --mode activity",
+        # [TABLE] left out: the end of the chain the commands write by default.
+        "cellframe select --store screen.duckdb",
+        "cellframe sphere --store screen.duckdb",
+        "cellframe evaluate --store screen.duckdb --mode activity --null-size 1000",
     ],
     "cellframe activity experiment.toml": [],
     "cellframe ingest": [
@@ -550,11 +559,22 @@ def _check_evaluate(work: Path) -> None:
     new = _tables(work) - {"cells", "wells", "wells_normalized", "image_profiles", "images"}
     assert any("retrieval" in t or "map" in t for t in new), new
     assert any("activity" in t for t in new), new
+    assert "wells_normalized_selected_sphered_activity_summary" in new, new
+
+
+def _check_sql_write(work: Path) -> None:
+    from cellframe.store import Store
+
+    with Store(work / "screen.duckdb", read_only=True) as store:
+        assert store.read("c3").height == 3
+        assert store.read("one")["one"].to_list() == [2]  # the replaced view
+        assert store.provenance("one")["step"].to_list() == ["sql"]
 
 
 AFTER_INLINE = {
     'cellframe sql "SELECT ..." [--format csv\\|parquet --output FILE]': _check_sql,
-    "cellframe evaluate TABLE --mode retrieval\\|activity": _check_evaluate,
+    'cellframe sql "SELECT ..." --write NAME [--as table\\|view] [--replace]': _check_sql_write,
+    "cellframe evaluate [TABLE] --mode retrieval\\|activity": _check_evaluate,
 }
 assert set(AFTER_INLINE) <= set(INLINE)
 
