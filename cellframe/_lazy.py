@@ -92,40 +92,64 @@ def attach(
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of one module to run hooks after it executes."""
+    """Finds nothing itself; wraps the loader of one module to run hooks after it executes.
+
+    It stays in ``sys.meta_path`` until the module has executed (a bare
+    ``importlib.util.find_spec`` check does not use it up) and runs its hooks once.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.hooks: list[Callable[[ModuleType], None]] = []
+        self.fired = False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != self.name:
+        if fullname != self.name or self.fired:
             return None
-        sys.meta_path.remove(self)  # one shot; also keeps the search below from finding us
         spec = None
         for finder in sys.meta_path:
-            spec = (
-                finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
-            )
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 break
         if spec is None or spec.loader is None:
             return spec
-        loader, hooks = spec.loader, self.hooks
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: ModuleType) -> None:
-                loader.exec_module(module)
-                for hook in hooks:
-                    hook(module)
-
-        spec.loader = _Loader()
+        spec.loader = _HookLoader(spec.loader, self)
         return spec
+
+    def fire(self, module: ModuleType) -> None:
+        if self.fired:
+            return
+        self.fired = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for hook in self.hooks:
+            hook(module)
+
+
+class _HookLoader(importlib.abc.Loader):
+    """A module's own loader, then the hooks; anything else is the loader's."""
+
+    def __init__(self, loader: Any, finder: _PostImportFinder) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The module sees its own loader, before and after: only the hooks are added.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        self._finder.fire(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
+        return getattr(self._loader, name)
 
 
 def when_imported(name: str, hook: Callable[[ModuleType], None]) -> None:
@@ -151,7 +175,7 @@ def when_imported(name: str, hook: Callable[[ModuleType], None]) -> None:
         hook(sys.modules[name])
         return
     for finder in sys.meta_path:
-        if isinstance(finder, _PostImportFinder) and finder.name == name:
+        if isinstance(finder, _PostImportFinder) and finder.name == name and not finder.fired:
             finder.hooks.append(hook)
             return
     finder = _PostImportFinder(name)

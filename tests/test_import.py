@@ -85,17 +85,22 @@ def test_cellframe_help_is_fast() -> None:
     assert min(times) < 0.4, times
 
 
-def test_namespace_registers_when_polars_is_imported_after_cellframe() -> None:
+@pytest.mark.parametrize("polars_first", [False, True])
+def test_namespace_registers_whichever_is_imported_first(polars_first: bool) -> None:
     code = (
-        "import sys, cellframe\n"
-        "assert 'polars' not in sys.modules\n"
+        "import sys, importlib.util\n"
+        + ("import polars as pl\n" if polars_first else "")
+        + "import cellframe\n"
+        # An availability check (as optional-dependency probes do) imports nothing.
+        "assert importlib.util.find_spec('polars') is not None\n"
+        f"assert ('polars' in sys.modules) is {polars_first}\n"
         "import polars as pl\n"
         "lf = pl.LazyFrame({'Metadata_Plate': ['P'], 'f': [1.0]})\n"
-        "print(type(lf.cf).__module__)\n"
+        "print(type(lf.cf).__module__, type(pl.__loader__).__name__)\n"
     )
     proc = _python("-c", code)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "cellframe.namespace"
+    assert proc.stdout.split() == ["cellframe.namespace", "SourceFileLoader"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
