@@ -40,7 +40,7 @@ import polars as pl
 
 from cellframe.columns import CONTROL, MOA, TREATMENT
 
-__all__ = ["DemoResult", "demo_data_dir", "register", "run_demo"]
+__all__ = ["DemoResult", "demo_data_dir", "run_demo"]
 
 #: Lambda grid of the sphering sweep (the thesis sweeps 1e-4 ... 1e0).
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -576,21 +576,6 @@ def run_demo(output: str | Path = "cellframe-demo", *, progress: bool = True) ->
         result.tables = {r["table"]: r["rows"] for r in store.tables().iter_rows(named=True)}
         result.summary = ctx.summary
     return result
-
-
-def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``cellframe demo`` to the command line."""
-    p = subparsers.add_parser(
-        "demo", help="run cellframe end to end on the bundled real data (cellframe-demo/)"
-    )
-    p.add_argument(
-        "--output",
-        default="cellframe-demo",
-        metavar="DIR",
-        help="output folder (default: %(default)s)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
-    p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
