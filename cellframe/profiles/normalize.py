@@ -44,6 +44,7 @@ from cellframe.profiles._common import (
     short_list,
     warn,
 )
+from cellframe.profiles._fitted import Rows
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -229,7 +230,56 @@ class Normalizer:
         features = resolve_features(lf, self.features, where)
         features = [f for f in features if f not in self.by]
         predicate = row_filter(self.controls)
+        return self._fit_controls(lf if predicate is None else lf.filter(predicate), features)
+
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> Rows:
+        """The control rows of ``frame`` (grouping columns and features): what the fit needs.
+
+        Medians (``robustize``, ``mad_robustize``) and custom methods have no
+        finite sufficient statistic, so the statistic is the rows themselves
+        (``needs_all_rows``); merging concatenates them.
+
+        Raises
+        ------
+        MissingColumnsError
+            If a grouping column, the control column or a feature is absent.
+        """
+        lf = frame.lazy()
+        where = "the profiles to normalize"
+        require_columns(
+            lf, self.by, where, "name existing columns in by=, or by=() for no grouping"
+        )
+        require_columns(
+            lf,
+            filter_columns(self.controls),
+            where,
+            "name the control rows with controls=..., or controls='all' to fit on every row",
+        )
+        features = [f for f in resolve_features(lf, self.features, where) if f not in self.by]
+        predicate = row_filter(self.controls)
         ctrl = lf if predicate is None else lf.filter(predicate)
+        return Rows(ctrl.select(*self.by, *features).collect())
+
+    def from_statistics(self, stats: Rows) -> Normalizer:
+        """Fit from (merged) control rows (see :meth:`statistics`); returns ``self``.
+
+        Raises
+        ------
+        EmptyInputError
+            If there is no control row.
+        InvalidInputError
+            With ``zero_spread="error"``, if some control spread is zero.
+        """
+        if not isinstance(stats, Rows):
+            raise InvalidInputError(
+                f"a Normalizer is fitted from its control rows (Rows, from "
+                f"Normalizer.statistics), not {type(stats).__name__}"
+            )
+        features = [c for c in stats.frame.columns if c not in self.by]
+        return self._fit_controls(stats.frame.lazy(), features)
+
+    def _fit_controls(self, ctrl: pl.LazyFrame, features: list[str]) -> Normalizer:
+        """Fit the statistics of each group on the control rows ``ctrl``."""
         aggs: list[pl.Expr] = [pl.len().alias(N_CONTROLS)]
         for f in features:
             x = pl.col(f).cast(pl.Float64).fill_nan(None)
@@ -293,7 +343,7 @@ class Normalizer:
         warn(
             msg + "; those groups are left out of the fit and their rows are dropped "
             "(too_few_controls='drop')",
-            stacklevel=4,
+            stacklevel=5,
         )
         return stats.filter(pl.col(N_CONTROLS) >= self.min_controls)
 
@@ -338,13 +388,13 @@ class Normalizer:
                 "zero_spread='center' or 'drop'"
             )
         if self.zero_spread == "drop":
-            warn(msg + "; dropped (zero_spread='drop')", stacklevel=4)
+            warn(msg + "; dropped (zero_spread='drop')", stacklevel=5)
             keep = [f for f in self.features_ if f not in set(bad)]
             self.stats_ = stats.drop([c for f in bad for c in (_center(f), _scale(f))])
             self.features_ = keep
             self.dropped_features_ = bad
         else:
-            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=4)
+            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=5)
             # A spread of 1 keeps the feature centred and avoids dividing by ~0.
             for f in bad:
                 s = self.stats_[_scale(f)]
@@ -458,9 +508,15 @@ class Normalizer:
         return out.drop([*helper, *dropped])
 
     def fit_transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-        """:meth:`fit` then :meth:`transform` on the same rows."""
-        lf = lf.lazy()
-        return self.fit(lf).transform(lf)
+        """:meth:`fit` then :meth:`transform` on the same rows.
+
+        A LazyFrame source is read once: collected, then fitted on and
+        transformed from memory (the profiles a normalizer is fitted on are
+        well-level tables; stream single cells with :meth:`fit` on the controls
+        and :meth:`transform`).
+        """
+        df = lf.collect() if isinstance(lf, pl.LazyFrame) else lf
+        return self.fit(df).transform(df)
 
     # ------------------------------------------------------------------ storage
     def to_frame(self) -> pl.DataFrame:
@@ -487,29 +543,38 @@ class Normalizer:
         store.write(name, self.to_frame(), mode="replace", step="normalize_fit", parameters=params)
 
     @classmethod
-    def load(cls, store: Store, name: str) -> Normalizer:
-        """Read statistics saved with :meth:`save`."""
-        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
-        if prov.height == 0:
-            raise InvalidInputError(
-                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
-            )
-        params = json.loads(prov["parameters"][-1])
-        method = params["method"]
+    def from_frame(cls, frame: pl.DataFrame, parameters: dict[str, Any]) -> Normalizer:
+        """A fitted normalizer from :meth:`to_frame`'s table and its parameters.
+
+        ``parameters`` holds :meth:`parameters` plus ``features`` (and
+        ``dropped_features``), as :meth:`save` records them.
+
+        Raises
+        ------
+        InvalidInputError
+            If the method is a custom callable (not serialisable: refit it).
+        MissingColumnsError
+            If a column of the saved layout is absent.
+        """
+        method = parameters["method"]
         if method not in NORMALIZATIONS:
-            raise InvalidInputError(f"table {name!r} holds a custom method {method!r}; refit it")
+            raise InvalidInputError(
+                f"a saved normalization holds a custom method {method!r}; refit it"
+            )
         obj = cls(
             method,
-            by=params["by"],
-            controls=params["controls"],
-            zero_spread=params["zero_spread"],
-            epsilon=params["epsilon"],
-            missing_controls=params["missing_controls"],
-            min_controls=params.get("min_controls", 2),
-            too_few_controls=params.get("too_few_controls", "error"),
+            by=parameters["by"],
+            controls=parameters["controls"],
+            zero_spread=parameters["zero_spread"],
+            epsilon=parameters["epsilon"],
+            missing_controls=parameters["missing_controls"],
+            min_controls=parameters.get("min_controls", 2),
+            too_few_controls=parameters.get("too_few_controls", "error"),
         )
-        frame = store.read(name)
-        features = [c for c in params["features"] if c in frame.columns]
+        require_columns(
+            frame, [*obj.by, STATISTIC, N_CONTROLS], "the saved normalization statistics"
+        )
+        features = [c for c in parameters["features"] if c in frame.columns]
         center = frame.filter(pl.col(STATISTIC) == "center")
         scale = frame.filter(pl.col(STATISTIC) == "scale")
         if obj.by:
@@ -523,8 +588,23 @@ class Normalizer:
         obj.features_ = features
         obj.stats_ = stats
         obj.zero_spread_ = pl.DataFrame()
-        obj.dropped_features_ = list(params.get("dropped_features", []))
+        obj.dropped_features_ = list(parameters.get("dropped_features", []))
         return obj
+
+    @classmethod
+    def load(cls, store: Store, name: str) -> Normalizer:
+        """Read statistics saved with :meth:`save` (:meth:`from_frame` of the table)."""
+        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
+        if prov.height == 0:
+            raise InvalidInputError(
+                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
+            )
+        params = json.loads(prov["parameters"][-1])
+        if params["method"] not in NORMALIZATIONS:
+            raise InvalidInputError(
+                f"table {name!r} holds a custom method {params['method']!r}; refit it"
+            )
+        return cls.from_frame(store.read(name), params)
 
     def __repr__(self) -> str:
         state = f", fitted on {len(self.features_)} features" if hasattr(self, "features_") else ""
