@@ -278,13 +278,16 @@ class CrossMoments:
         InvalidInputError
             If some value was missing (pairwise counts differ).
         """
-        if not self.compact:
-            raise InvalidInputError(
-                "a covariance matrix needs complete rows; these moments saw missing values "
-                "(drop or impute the features with missing values first)"
-            )
-        n = float(self.n)
-        cov = (self.p - np.outer(self.s, self.s) / n) / n
+        if self.compact:
+            n, s = float(self.n), self.s
+        else:
+            if self.n.size and not np.all(self.n == self.n.flat[0]):
+                raise InvalidInputError(
+                    "a covariance matrix needs complete rows; these moments saw missing "
+                    "values (drop or impute the features with missing values first)"
+                )
+            n, s = float(self.n.flat[0]) if self.n.size else 0.0, np.diag(self.s).copy()
+        cov = (self.p - np.outer(s, s) / n) / n
         return (cov + cov.T) / 2
 
     def correlation(self, constant: np.ndarray | None = None) -> np.ndarray:

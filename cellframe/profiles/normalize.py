@@ -354,7 +354,8 @@ class Normalizer:
             warn(
                 f"{len(empty)} feature(s) have no non-missing control value in "
                 f"{n_groups} (group, feature) pair(s); their normalized values are null: "
-                f"{short_list(empty)}"
+                f"{short_list(empty)}",
+                stacklevel=5,
             )
 
     def _handle_zero_spread(self) -> None:
