@@ -167,21 +167,21 @@ class Normalizer:
         self.controls = controls
         self.features = None if features is None else list(features)
         if zero_spread not in ("center", "drop", "error"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"zero_spread must be 'center', 'drop' or 'error', not {zero_spread!r}"
             )
         if missing_controls not in ("error", "drop"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"missing_controls must be 'error' or 'drop', not {missing_controls!r}"
             )
         if epsilon < 0:
-            raise ValueError("epsilon must be non-negative")
+            raise InvalidInputError("epsilon must be non-negative")
         if too_few_controls not in ("error", "drop"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"too_few_controls must be 'error' or 'drop', not {too_few_controls!r}"
             )
         if int(min_controls) < 1:
-            raise ValueError(f"min_controls must be at least 1, not {min_controls!r}")
+            raise InvalidInputError(f"min_controls must be at least 1, not {min_controls!r}")
         self.min_controls = int(min_controls)
         self.too_few_controls = too_few_controls
         self.zero_spread = zero_spread

@@ -385,7 +385,7 @@ def run_qc(
 
     t0 = time.perf_counter()
     if kind not in ("wells", "images"):
-        raise ValueError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
+        raise InvalidInputError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
     groups = (PLATE,) if by is None else tuple(by)
     if engine != "local":
         from cellframe.profiles.plates import flag_outlier_wells_plates, image_qc_plates

@@ -122,7 +122,7 @@ def _prepare(
 
 def _check_variance_params(min_variance: float) -> None:
     if min_variance < 0:
-        raise ValueError("min_variance must be non-negative")
+        raise InvalidInputError("min_variance must be non-negative")
 
 
 def _variance_drops(
@@ -173,9 +173,9 @@ def variance_threshold(
 
 def _check_frequency_params(freq_cut: float, unique_cut: float) -> None:
     if not 0 <= freq_cut <= 1:
-        raise ValueError("freq_cut must be between 0 and 1")
+        raise InvalidInputError("freq_cut must be between 0 and 1")
     if not 0 <= unique_cut <= 1:
-        raise ValueError("unique_cut must be between 0 and 1")
+        raise InvalidInputError("unique_cut must be between 0 and 1")
 
 
 def _frequency_drops(
@@ -279,11 +279,11 @@ def _pearson(x: np.ndarray) -> np.ndarray:
 
 def _check_correlation_params(threshold: float, method: str, strategy: str) -> None:
     if method != "pearson":
-        raise ValueError(f"unknown correlation method {method!r}; valid: 'pearson'")
+        raise InvalidInputError(f"unknown correlation method {method!r}; valid: 'pearson'")
     if not 0 <= threshold <= 1:
-        raise ValueError("threshold must be between 0 and 1")
+        raise InvalidInputError("threshold must be between 0 and 1")
     if strategy not in ("pycytominer", "iterative"):
-        raise ValueError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
+        raise InvalidInputError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
 
 
 def _correlation_drops(
@@ -361,7 +361,7 @@ def correlation_threshold(
 
 def _check_na_params(cutoff: float) -> None:
     if not 0 <= cutoff <= 1:
-        raise ValueError("cutoff must be between 0 and 1")
+        raise InvalidInputError("cutoff must be between 0 and 1")
 
 
 def _na_drops(
@@ -547,12 +547,14 @@ def _operations(
     known = {p for _, names in OPERATIONS.values() for p in names}
     unknown = sorted(set(params) - known)
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown feature-selection parameter(s) {unknown}; valid: {sorted(known)}"
         )
     for op in ops:
         if isinstance(op, str) and op not in OPERATIONS:
-            raise ValueError(f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}")
+            raise InvalidInputError(
+                f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}"
+            )
     return ops
 
 

@@ -59,7 +59,7 @@ _GRAM_MIN_RATIO = 1e-10
 
 def _check_method(method: str) -> str:
     if method not in SPHERE_METHODS:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown sphering method {method!r}; valid: {', '.join(map(repr, SPHERE_METHODS))}"
         )
     return method
@@ -169,9 +169,9 @@ class Spherizer:
     ) -> None:
         self.method = _check_method(method)
         if lam < 0:
-            raise ValueError("lam must be non-negative")
+            raise InvalidInputError("lam must be non-negative")
         if method in ("ZCA-cor", "PCA-cor") and not center:
-            raise ValueError("PCA-cor and ZCA-cor require center=True")
+            raise InvalidInputError("PCA-cor and ZCA-cor require center=True")
         self.lam = float(lam)
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -536,7 +536,7 @@ def lambda_sweep(
     """
     grid = np.asarray(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, dtype=np.float64)
     if grid.size == 0 or np.any(grid < 0):
-        raise ValueError("lambdas must be a non-empty sequence of non-negative numbers")
+        raise InvalidInputError("lambdas must be a non-empty sequence of non-negative numbers")
     scorer = score if score is not None else _default_score(label)
     base = Spherizer("regularized", controls=controls, features=features)
     data = lf.lazy().collect()

@@ -195,5 +195,5 @@ def strong_treatments(
     ['b']
     """
     if k < 1:
-        raise ValueError("k must be at least 1")
+        raise InvalidInputError("k must be at least 1")
     return treatment_strength(lf, **kwargs).treatments.head(k)  # type: ignore[arg-type]
