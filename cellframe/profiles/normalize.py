@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import polars as pl
 
 from cellframe.columns import FEATURE_DTYPE, PLATE
@@ -42,9 +44,10 @@ from cellframe.profiles._common import (
     resolve_method,
     row_filter,
     short_list,
+    to_numpy64,
     warn,
 )
-from cellframe.profiles._fitted import Rows
+from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -98,6 +101,33 @@ def _center(f: str) -> str:
 
 def _scale(f: str) -> str:
     return f"__cf_scale__{f}"
+
+
+@dataclass
+class GroupedStatistics:
+    """Mergeable per-group moments of the control rows (``standardize``'s statistic).
+
+    Attributes
+    ----------
+    schema : dict of str to polars.DataType
+        The grouping columns.
+    groups : dict of tuple to ColumnStatistics
+        Per group key (the values of the grouping columns), the moments of its
+        control rows; merged group by group (Chan's update).
+    features : list of str
+    """
+
+    schema: dict[str, Any]
+    groups: dict[tuple[Any, ...], ColumnStatistics]
+    features: list[str]
+    needs_all_rows: bool = field(default=False, init=False, repr=False)
+
+    def merge(self, other: GroupedStatistics) -> GroupedStatistics:
+        """The statistics of both sets of rows together, group by group (exact)."""
+        groups = dict(self.groups)
+        for key, value in other.groups.items():
+            groups[key] = groups[key].merge(value) if key in groups else value
+        return GroupedStatistics(self.schema, groups, self.features)
 
 
 class Normalizer:
@@ -232,12 +262,15 @@ class Normalizer:
         predicate = row_filter(self.controls)
         return self._fit_controls(lf if predicate is None else lf.filter(predicate), features)
 
-    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> Rows:
-        """The control rows of ``frame`` (grouping columns and features): what the fit needs.
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> GroupedStatistics | Rows:
+        """What the fit needs from the control rows of ``frame``.
 
+        ``standardize``: per group, mergeable moments of the control rows
+        (:class:`GroupedStatistics`; count, mean, sum of squared deviations).
         Medians (``robustize``, ``mad_robustize``) and custom methods have no
-        finite sufficient statistic, so the statistic is the rows themselves
-        (``needs_all_rows``); merging concatenates them.
+        finite sufficient statistic, so their statistic is the control rows
+        themselves (grouping columns and features; ``needs_all_rows``);
+        merging concatenates them.
 
         Raises
         ------
@@ -258,7 +291,20 @@ class Normalizer:
         features = [f for f in resolve_features(lf, self.features, where) if f not in self.by]
         predicate = row_filter(self.controls)
         ctrl = lf if predicate is None else lf.filter(predicate)
-        return Rows(ctrl.select(*self.by, *features).collect())
+        rows = ctrl.select(*self.by, *features).collect()
+        if self.method != "standardize":
+            return Rows(rows)
+        parts = (
+            rows.partition_by(self.by, as_dict=True, maintain_order=True) if self.by else {(): rows}
+        )
+        return GroupedStatistics(
+            dict(rows.select(self.by).schema),
+            {
+                key: ColumnStatistics.of(to_numpy64(df, features), features)
+                for key, df in parts.items()
+            },
+            features,
+        )
 
     def from_statistics(self, stats: Rows) -> Normalizer:
         """Fit from (merged) control rows (see :meth:`statistics`); returns ``self``.
@@ -270,13 +316,37 @@ class Normalizer:
         InvalidInputError
             With ``zero_spread="error"``, if some control spread is zero.
         """
-        if not isinstance(stats, Rows):
+        if isinstance(stats, GroupedStatistics) and self.method == "standardize":
+            return self._finish(self._standardize_frame(stats), list(stats.features))
+        if not isinstance(stats, Rows) or self.method == "standardize":
             raise InvalidInputError(
                 f"a Normalizer is fitted from its control rows (Rows, from "
-                f"Normalizer.statistics), not {type(stats).__name__}"
+                f"Normalizer.statistics; GroupedStatistics for 'standardize'), not "
+                f"{type(stats).__name__}"
             )
         features = [c for c in stats.frame.columns if c not in self.by]
         return self._fit_controls(stats.frame.lazy(), features)
+
+    def _standardize_frame(self, stats: GroupedStatistics) -> pl.DataFrame:
+        """Per group: control count, mean and population std of each feature (null without values)."""
+        len_dtype = pl.DataFrame({"x": [0]}).select(pl.len()).dtypes[0]
+        keys = list(stats.groups)
+        columns: dict[str, pl.Series] = {
+            c: pl.Series(c, [k[i] for k in keys], dtype=dtype)
+            for i, (c, dtype) in enumerate(stats.schema.items())
+        }
+        st = list(stats.groups.values())
+        columns[N_CONTROLS] = pl.Series(N_CONTROLS, [g.n_rows for g in st], dtype=len_dtype)
+        for j, f in enumerate(stats.features):
+            some = [g.count[j] > 0 for g in st]
+            center = [float(g.mean[j]) if ok else None for g, ok in zip(st, some, strict=True)]
+            scale = [
+                float(np.sqrt(g.variance[j])) if ok else None
+                for g, ok in zip(st, some, strict=True)
+            ]
+            columns[_center(f)] = pl.Series(_center(f), center, dtype=pl.Float64)
+            columns[_scale(f)] = pl.Series(_scale(f), scale, dtype=pl.Float64)
+        return pl.DataFrame(list(columns.values()))
 
     def _fit_controls(self, ctrl: pl.LazyFrame, features: list[str]) -> Normalizer:
         """Fit the statistics of each group on the control rows ``ctrl``."""
@@ -299,6 +369,10 @@ class Normalizer:
                 .drop(key)
                 .collect(engine="streaming")
             )
+        return self._finish(stats, features)
+
+    def _finish(self, stats: pl.DataFrame, features: list[str]) -> Normalizer:
+        """Checks and zero-spread handling shared by every way of fitting."""
         if self.by:
             stats = stats.sort(self.by, nulls_last=True)
         if stats.height == 0 or int(stats[N_CONTROLS].sum()) == 0:
@@ -343,7 +417,7 @@ class Normalizer:
         warn(
             msg + "; those groups are left out of the fit and their rows are dropped "
             "(too_few_controls='drop')",
-            stacklevel=5,
+            stacklevel=6,
         )
         return stats.filter(pl.col(N_CONTROLS) >= self.min_controls)
 
@@ -355,7 +429,7 @@ class Normalizer:
                 f"{len(empty)} feature(s) have no non-missing control value in "
                 f"{n_groups} (group, feature) pair(s); their normalized values are null: "
                 f"{short_list(empty)}",
-                stacklevel=5,
+                stacklevel=6,
             )
 
     def _handle_zero_spread(self) -> None:
@@ -389,13 +463,13 @@ class Normalizer:
                 "zero_spread='center' or 'drop'"
             )
         if self.zero_spread == "drop":
-            warn(msg + "; dropped (zero_spread='drop')", stacklevel=5)
+            warn(msg + "; dropped (zero_spread='drop')", stacklevel=6)
             keep = [f for f in self.features_ if f not in set(bad)]
             self.stats_ = stats.drop([c for f in bad for c in (_center(f), _scale(f))])
             self.features_ = keep
             self.dropped_features_ = bad
         else:
-            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=5)
+            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=6)
             # A spread of 1 keeps the feature centred and avoids dividing by ~0.
             for f in bad:
                 s = self.stats_[_scale(f)]

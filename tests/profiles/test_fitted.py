@@ -8,6 +8,7 @@ re-based moments must not. Tolerances are stated per check.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,7 @@ from cellframe.profiles._fitted import (
     fit_local,
     merge_all,
 )
-from cellframe.profiles.normalize import Normalizer
+from cellframe.profiles.normalize import N_CONTROLS, Normalizer
 from cellframe.profiles.qc import PCA, pca_profiles
 from cellframe.profiles.select import FeatureSelector, feature_select
 from cellframe.profiles.sphere import Spherizer
@@ -208,6 +209,8 @@ def test_normalizer_statistics_are_the_control_rows_and_merge_exactly() -> None:
     assert split.transform(df).collect().equals(whole.transform(df).collect())
     with pytest.raises(InvalidInputError, match="fitted from its control rows"):
         Normalizer().from_statistics(ColumnStatistics.of(np.ones((2, 1)), ["f"]))
+    with pytest.raises(InvalidInputError, match="fitted from its control rows"):
+        Normalizer("mad_robustize").from_statistics(Normalizer().statistics(df))
 
 
 def test_every_step_meets_the_contract_and_round_trips_through_a_frame() -> None:
@@ -273,3 +276,36 @@ def test_a_fitted_step_in_a_lazy_chain_reads_its_source_once(step) -> None:
     ref_lf.collect()
     ref_lf.collect()
     assert len(_) == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 1000), st.lists(st.integers(0, 60), max_size=6))
+def test_standardize_from_grouped_moments_equals_the_polars_fit(seed: int, cuts: list[int]) -> None:
+    """standardize merges per-group moments: any split gives Polars' mean and std(ddof=0)."""
+    from cellframe.profiles.normalize import GroupedStatistics
+
+    df = profiles(seed, 60).with_columns(
+        # a feature missing on every control of one plate, and a null plate key
+        pl.when(pl.col(PLATE) == "P1").then(None).otherwise(pl.col("Cells_f0")).alias("Cells_f0"),
+        pl.when(pl.int_range(pl.len()) < 4).then(None).otherwise(pl.col(PLATE)).alias(PLATE),
+    )
+    assert isinstance(Normalizer().statistics(df), GroupedStatistics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no non-missing control value" (Cells_f0 on P1)
+        whole = Normalizer(too_few_controls="drop").fit(df)  # the Polars group-by path
+        split = fit_local(Normalizer(too_few_controls="drop"), parts_of(df, cuts))
+    a, b = whole.stats_, split.stats_
+    assert a.columns == b.columns and a.select(PLATE, N_CONTROLS).equals(
+        b.select(PLATE, N_CONTROLS)
+    )
+    for c in a.columns[2:]:
+        assert a[c].is_null().to_list() == b[c].is_null().to_list()
+        # centres ~1e6, spreads ~1e-3..1e-2: one ulp of 1e6 (1.2e-10) is already
+        # ~1e-8..1e-7 of a spread, the floor for any float64 method (Polars' own
+        # std is off by up to ~3e-8 here); X^T X / n - mean^2 would be off by ~1.
+        np.testing.assert_allclose(b[c].to_numpy(), a[c].to_numpy(), rtol=1e-7)
+    ctrl = df.filter((pl.col(PLATE) == "P2") & (pl.col(CONTROL) == "negcon"))["Cells_f1"]
+    x = ctrl.to_numpy()
+    ref = np.sqrt(((x - x.mean()) ** 2).mean())
+    ours = b.filter(pl.col(PLATE) == "P2")["__cf_scale__Cells_f1"][0]
+    assert abs(ours - ref) <= 1e-7 * ref  # two-pass NumPy reference, same floor
