@@ -192,8 +192,7 @@ def apply_selection_plates(
     dropped = selection.dropped_features
     if engine != "local" and not force:
         _check_previous_selection(store, dest, dropped)
-    step = FeatureSelector("blocklist")
-    step.selection_ = selection
+    step = FeatureSelector.from_selection(selection)
     params = {"n_kept": len(selection.kept), "dropped": dropped, **(parameters or {})}
     return apply_plates(
         store, source, dest, step, name="select", parameters=params, engine=engine,

@@ -834,6 +834,13 @@ class FeatureSelector:
         return pl.concat([kept, dropped], how="vertical")
 
     @classmethod
+    def from_selection(cls, selection: FeatureSelection) -> FeatureSelector:
+        """A fitted selector applying an existing :class:`FeatureSelection`."""
+        obj = cls([])
+        obj.selection_ = selection
+        return obj
+
+    @classmethod
     def from_frame(cls, frame: pl.DataFrame, **kwargs: Any) -> FeatureSelector:
         """A fitted selector from :meth:`to_frame`'s table (``kwargs``: the parameters).
 
