@@ -392,6 +392,8 @@ class ColumnStatistics:
     ) -> ColumnStatistics:
         """Statistics of ``x`` (shape (n, d), float64 with NaN for missing)."""
         present = ~np.isnan(x)
+        if x.shape[0] and present.all() and not values:
+            return cls._of_complete(x, features, moments=moments)
         count = present.sum(axis=0)
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
@@ -417,6 +419,30 @@ class ColumnStatistics:
             peak,
             tables,
             CrossMoments.of(x) if moments else None,
+        )
+
+    @classmethod
+    def _of_complete(
+        cls, x: np.ndarray, features: Sequence[str], *, moments: bool
+    ) -> ColumnStatistics:
+        """:meth:`of` without missing values: one centred copy serves M2 and the moments."""
+        n, d = x.shape
+        mean = x.sum(axis=0) / n
+        u = x - mean
+        m2 = np.einsum("ij,ij->j", u, u)
+        minimum, maximum = x.min(axis=0), x.max(axis=0)
+        cross = CrossMoments(mean, n, u.sum(axis=0), m2.copy(), u.T @ u) if moments else None
+        return cls(
+            list(features),
+            int(n),
+            np.full(d, n, dtype=np.int64),
+            mean,
+            m2,
+            minimum,
+            maximum,
+            np.maximum(np.abs(minimum), np.abs(maximum)),
+            None,
+            cross,
         )
 
     def merge(self, other: ColumnStatistics) -> ColumnStatistics:

@@ -306,8 +306,8 @@ class Normalizer:
             features,
         )
 
-    def from_statistics(self, stats: Rows) -> Normalizer:
-        """Fit from (merged) control rows (see :meth:`statistics`); returns ``self``.
+    def from_statistics(self, stats: GroupedStatistics | Rows) -> Normalizer:
+        """Fit from (merged) :meth:`statistics`; returns ``self``.
 
         Raises
         ------
