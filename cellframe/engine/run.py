@@ -15,6 +15,7 @@ from cellframe._arrow import WriteInput
 from cellframe._progress import progress as progress_bar
 from cellframe.columns import PLATE
 from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
+from cellframe.errors import InvalidInputError
 from cellframe.partitions import (
     DATA_GLOB,
     check_partition_version,
@@ -40,7 +41,7 @@ MAX_RETRIES = 3
 
 def _check_engine(engine: str) -> None:
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+        raise InvalidInputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:

@@ -117,7 +117,7 @@ def resolve_method(choice: str | Callable[..., T], registry: Mapping[str, T], wh
     if choice in registry:
         return registry[choice]  # type: ignore[index]
     valid = ", ".join(repr(k) for k in registry)
-    raise ValueError(f"unknown {what} {choice!r}; valid: {valid} (or a callable)")
+    raise InvalidInputError(f"unknown {what} {choice!r}; valid: {valid} (or a callable)")
 
 
 def as_features_frame(lf: pl.LazyFrame, features: Sequence[str]) -> pl.LazyFrame:

@@ -242,7 +242,7 @@ def _aggregate_frame(
 
 def _level_strata(level: str, strata: Sequence[str] | None) -> list[str]:
     if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; valid: {', '.join(map(repr, LEVELS))}")
+        raise InvalidInputError(f"unknown level {level!r}; valid: {', '.join(map(repr, LEVELS))}")
     return list(strata) if strata is not None else list(LEVEL_KEYS[level])
 
 
@@ -285,7 +285,7 @@ def aggregate(
         One row per group with ``Metadata_Count_Cells`` and Float32 features.
     """
     if path not in ("direct", "thesis"):
-        raise ValueError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
+        raise InvalidInputError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
     final_strata = _level_strata(level, strata)
     if path == "direct":
         chosen = method if method is not None else ("mean" if level == "treatment" else "median")
@@ -466,7 +466,7 @@ def aggregate_table(
     table is read one unit at a time through the store's connection.
     """
     if path not in ("direct", "thesis"):
-        raise ValueError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
+        raise InvalidInputError(f"unknown path {path!r}; valid: 'direct', 'thesis'")
     final_strata = _level_strata(level, strata)
     columns = store.columns(source)
     schema = store.schema(source)

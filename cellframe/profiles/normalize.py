@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import polars as pl
 
 from cellframe.columns import FEATURE_DTYPE, PLATE
@@ -42,8 +44,10 @@ from cellframe.profiles._common import (
     resolve_method,
     row_filter,
     short_list,
+    to_numpy64,
     warn,
 )
+from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -97,6 +101,33 @@ def _center(f: str) -> str:
 
 def _scale(f: str) -> str:
     return f"__cf_scale__{f}"
+
+
+@dataclass
+class GroupedStatistics:
+    """Mergeable per-group moments of the control rows (``standardize``'s statistic).
+
+    Attributes
+    ----------
+    schema : dict of str to polars.DataType
+        The grouping columns.
+    groups : dict of tuple to ColumnStatistics
+        Per group key (the values of the grouping columns), the moments of its
+        control rows; merged group by group (Chan's update).
+    features : list of str
+    """
+
+    schema: dict[str, Any]
+    groups: dict[tuple[Any, ...], ColumnStatistics]
+    features: list[str]
+    needs_all_rows: bool = field(default=False, init=False, repr=False)
+
+    def merge(self, other: GroupedStatistics) -> GroupedStatistics:
+        """The statistics of both sets of rows together, group by group (exact)."""
+        groups = dict(self.groups)
+        for key, value in other.groups.items():
+            groups[key] = groups[key].merge(value) if key in groups else value
+        return GroupedStatistics(self.schema, groups, self.features)
 
 
 class Normalizer:
@@ -166,21 +197,21 @@ class Normalizer:
         self.controls = controls
         self.features = None if features is None else list(features)
         if zero_spread not in ("center", "drop", "error"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"zero_spread must be 'center', 'drop' or 'error', not {zero_spread!r}"
             )
         if missing_controls not in ("error", "drop"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"missing_controls must be 'error' or 'drop', not {missing_controls!r}"
             )
         if epsilon < 0:
-            raise ValueError("epsilon must be non-negative")
+            raise InvalidInputError("epsilon must be non-negative")
         if too_few_controls not in ("error", "drop"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"too_few_controls must be 'error' or 'drop', not {too_few_controls!r}"
             )
         if int(min_controls) < 1:
-            raise ValueError(f"min_controls must be at least 1, not {min_controls!r}")
+            raise InvalidInputError(f"min_controls must be at least 1, not {min_controls!r}")
         self.min_controls = int(min_controls)
         self.too_few_controls = too_few_controls
         self.zero_spread = zero_spread
@@ -229,7 +260,96 @@ class Normalizer:
         features = resolve_features(lf, self.features, where)
         features = [f for f in features if f not in self.by]
         predicate = row_filter(self.controls)
+        return self._fit_controls(lf if predicate is None else lf.filter(predicate), features)
+
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> GroupedStatistics | Rows:
+        """What the fit needs from the control rows of ``frame``.
+
+        ``standardize``: per group, mergeable moments of the control rows
+        (:class:`GroupedStatistics`; count, mean, sum of squared deviations).
+        Medians (``robustize``, ``mad_robustize``) and custom methods have no
+        finite sufficient statistic, so their statistic is the control rows
+        themselves (grouping columns and features; ``needs_all_rows``);
+        merging concatenates them.
+
+        Raises
+        ------
+        MissingColumnsError
+            If a grouping column, the control column or a feature is absent.
+        """
+        lf = frame.lazy()
+        where = "the profiles to normalize"
+        require_columns(
+            lf, self.by, where, "name existing columns in by=, or by=() for no grouping"
+        )
+        require_columns(
+            lf,
+            filter_columns(self.controls),
+            where,
+            "name the control rows with controls=..., or controls='all' to fit on every row",
+        )
+        features = [f for f in resolve_features(lf, self.features, where) if f not in self.by]
+        predicate = row_filter(self.controls)
         ctrl = lf if predicate is None else lf.filter(predicate)
+        rows = ctrl.select(*self.by, *features).collect()
+        if self.method != "standardize":
+            return Rows(rows)
+        parts = (
+            rows.partition_by(self.by, as_dict=True, maintain_order=True) if self.by else {(): rows}
+        )
+        return GroupedStatistics(
+            dict(rows.select(self.by).schema),
+            {
+                key: ColumnStatistics.of(to_numpy64(df, features), features)
+                for key, df in parts.items()
+            },
+            features,
+        )
+
+    def from_statistics(self, stats: GroupedStatistics | Rows) -> Normalizer:
+        """Fit from (merged) :meth:`statistics`; returns ``self``.
+
+        Raises
+        ------
+        EmptyInputError
+            If there is no control row.
+        InvalidInputError
+            With ``zero_spread="error"``, if some control spread is zero.
+        """
+        if isinstance(stats, GroupedStatistics) and self.method == "standardize":
+            return self._finish(self._standardize_frame(stats), list(stats.features))
+        if not isinstance(stats, Rows) or self.method == "standardize":
+            raise InvalidInputError(
+                f"a Normalizer is fitted from its control rows (Rows, from "
+                f"Normalizer.statistics; GroupedStatistics for 'standardize'), not "
+                f"{type(stats).__name__}"
+            )
+        features = [c for c in stats.frame.columns if c not in self.by]
+        return self._fit_controls(stats.frame.lazy(), features)
+
+    def _standardize_frame(self, stats: GroupedStatistics) -> pl.DataFrame:
+        """Per group: control count, mean and population std of each feature (null without values)."""
+        len_dtype = pl.DataFrame({"x": [0]}).select(pl.len()).dtypes[0]
+        keys = list(stats.groups)
+        columns: dict[str, pl.Series] = {
+            c: pl.Series(c, [k[i] for k in keys], dtype=dtype)
+            for i, (c, dtype) in enumerate(stats.schema.items())
+        }
+        st = list(stats.groups.values())
+        columns[N_CONTROLS] = pl.Series(N_CONTROLS, [g.n_rows for g in st], dtype=len_dtype)
+        for j, f in enumerate(stats.features):
+            some = [g.count[j] > 0 for g in st]
+            center = [float(g.mean[j]) if ok else None for g, ok in zip(st, some, strict=True)]
+            scale = [
+                float(np.sqrt(g.variance[j])) if ok else None
+                for g, ok in zip(st, some, strict=True)
+            ]
+            columns[_center(f)] = pl.Series(_center(f), center, dtype=pl.Float64)
+            columns[_scale(f)] = pl.Series(_scale(f), scale, dtype=pl.Float64)
+        return pl.DataFrame(list(columns.values()))
+
+    def _fit_controls(self, ctrl: pl.LazyFrame, features: list[str]) -> Normalizer:
+        """Fit the statistics of each group on the control rows ``ctrl``."""
         aggs: list[pl.Expr] = [pl.len().alias(N_CONTROLS)]
         for f in features:
             x = pl.col(f).cast(pl.Float64).fill_nan(None)
@@ -249,6 +369,10 @@ class Normalizer:
                 .drop(key)
                 .collect(engine="streaming")
             )
+        return self._finish(stats, features)
+
+    def _finish(self, stats: pl.DataFrame, features: list[str]) -> Normalizer:
+        """Checks and zero-spread handling shared by every way of fitting."""
         if self.by:
             stats = stats.sort(self.by, nulls_last=True)
         if stats.height == 0 or int(stats[N_CONTROLS].sum()) == 0:
@@ -293,7 +417,7 @@ class Normalizer:
         warn(
             msg + "; those groups are left out of the fit and their rows are dropped "
             "(too_few_controls='drop')",
-            stacklevel=4,
+            stacklevel=6,
         )
         return stats.filter(pl.col(N_CONTROLS) >= self.min_controls)
 
@@ -304,7 +428,8 @@ class Normalizer:
             warn(
                 f"{len(empty)} feature(s) have no non-missing control value in "
                 f"{n_groups} (group, feature) pair(s); their normalized values are null: "
-                f"{short_list(empty)}"
+                f"{short_list(empty)}",
+                stacklevel=6,
             )
 
     def _handle_zero_spread(self) -> None:
@@ -338,13 +463,13 @@ class Normalizer:
                 "zero_spread='center' or 'drop'"
             )
         if self.zero_spread == "drop":
-            warn(msg + "; dropped (zero_spread='drop')", stacklevel=4)
+            warn(msg + "; dropped (zero_spread='drop')", stacklevel=6)
             keep = [f for f in self.features_ if f not in set(bad)]
             self.stats_ = stats.drop([c for f in bad for c in (_center(f), _scale(f))])
             self.features_ = keep
             self.dropped_features_ = bad
         else:
-            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=4)
+            warn(msg + "; kept centred, not scaled (zero_spread='center')", stacklevel=6)
             # A spread of 1 keeps the feature centred and avoids dividing by ~0.
             for f in bad:
                 s = self.stats_[_scale(f)]
@@ -458,9 +583,15 @@ class Normalizer:
         return out.drop([*helper, *dropped])
 
     def fit_transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-        """:meth:`fit` then :meth:`transform` on the same rows."""
-        lf = lf.lazy()
-        return self.fit(lf).transform(lf)
+        """:meth:`fit` then :meth:`transform` on the same rows.
+
+        A LazyFrame source is read once: collected, then fitted on and
+        transformed from memory (the profiles a normalizer is fitted on are
+        well-level tables; stream single cells with :meth:`fit` on the controls
+        and :meth:`transform`).
+        """
+        df = lf.collect() if isinstance(lf, pl.LazyFrame) else lf
+        return self.fit(df).transform(df)
 
     # ------------------------------------------------------------------ storage
     def to_frame(self) -> pl.DataFrame:
@@ -487,29 +618,38 @@ class Normalizer:
         store.write(name, self.to_frame(), mode="replace", step="normalize_fit", parameters=params)
 
     @classmethod
-    def load(cls, store: Store, name: str) -> Normalizer:
-        """Read statistics saved with :meth:`save`."""
-        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
-        if prov.height == 0:
-            raise InvalidInputError(
-                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
-            )
-        params = json.loads(prov["parameters"][-1])
-        method = params["method"]
+    def from_frame(cls, frame: pl.DataFrame, parameters: dict[str, Any]) -> Normalizer:
+        """A fitted normalizer from :meth:`to_frame`'s table and its parameters.
+
+        ``parameters`` holds :meth:`parameters` plus ``features`` (and
+        ``dropped_features``), as :meth:`save` records them.
+
+        Raises
+        ------
+        InvalidInputError
+            If the method is a custom callable (not serialisable: refit it).
+        MissingColumnsError
+            If a column of the saved layout is absent.
+        """
+        method = parameters["method"]
         if method not in NORMALIZATIONS:
-            raise InvalidInputError(f"table {name!r} holds a custom method {method!r}; refit it")
+            raise InvalidInputError(
+                f"a saved normalization holds a custom method {method!r}; refit it"
+            )
         obj = cls(
             method,
-            by=params["by"],
-            controls=params["controls"],
-            zero_spread=params["zero_spread"],
-            epsilon=params["epsilon"],
-            missing_controls=params["missing_controls"],
-            min_controls=params.get("min_controls", 2),
-            too_few_controls=params.get("too_few_controls", "error"),
+            by=parameters["by"],
+            controls=parameters["controls"],
+            zero_spread=parameters["zero_spread"],
+            epsilon=parameters["epsilon"],
+            missing_controls=parameters["missing_controls"],
+            min_controls=parameters.get("min_controls", 2),
+            too_few_controls=parameters.get("too_few_controls", "error"),
         )
-        frame = store.read(name)
-        features = [c for c in params["features"] if c in frame.columns]
+        require_columns(
+            frame, [*obj.by, STATISTIC, N_CONTROLS], "the saved normalization statistics"
+        )
+        features = [c for c in parameters["features"] if c in frame.columns]
         center = frame.filter(pl.col(STATISTIC) == "center")
         scale = frame.filter(pl.col(STATISTIC) == "scale")
         if obj.by:
@@ -523,8 +663,23 @@ class Normalizer:
         obj.features_ = features
         obj.stats_ = stats
         obj.zero_spread_ = pl.DataFrame()
-        obj.dropped_features_ = list(params.get("dropped_features", []))
+        obj.dropped_features_ = list(parameters.get("dropped_features", []))
         return obj
+
+    @classmethod
+    def load(cls, store: Store, name: str) -> Normalizer:
+        """Read statistics saved with :meth:`save` (:meth:`from_frame` of the table)."""
+        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
+        if prov.height == 0:
+            raise InvalidInputError(
+                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
+            )
+        params = json.loads(prov["parameters"][-1])
+        if params["method"] not in NORMALIZATIONS:
+            raise InvalidInputError(
+                f"table {name!r} holds a custom method {params['method']!r}; refit it"
+            )
+        return cls.from_frame(store.read(name), params)
 
     def __repr__(self) -> str:
         state = f", fitted on {len(self.features_)} features" if hasattr(self, "features_") else ""

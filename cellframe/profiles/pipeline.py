@@ -118,7 +118,7 @@ def run_aggregate(
 
     t0 = time.perf_counter()
     if engine != "local":
-        from cellframe.engine.profiling import aggregate_plates
+        from cellframe.profiles.plates import aggregate_plates
 
         report = aggregate_plates(
             store, source, dest, level=level, path=path, strata=strata, method=method,
@@ -182,14 +182,23 @@ def run_normalize(
             missing_controls=missing_controls,  # type: ignore[arg-type]
         )
     if engine != "local":
-        from cellframe.engine.profiling import fit_normalizer, normalize_plates
+        from cellframe.engine.fitted import apply_plates, fit_plates
 
+        # With the default grouping (per plate) each plate is fitted on its own
+        # rows, a pure per-plate function; a grouping that spans plates is
+        # fitted once from every plate's merged statistics.
+        fitted = bool(fit_from)
+        per_plate = not fitted and list(norm.by) == [PLATE] and not save_fit
+        if not per_plate and not fitted:
+            norm = fit_plates(
+                store, source, norm, engine=engine, address=address, progress=progress,
+                desc="normalization fit",
+            )  # fmt: skip
         if save_fit:
-            if not fit_from:
-                norm = fit_normalizer(store, source, norm, engine=engine, address=address)
             norm.save(store, save_fit)
-        report = normalize_plates(
-            store, source, dest, norm, engine=engine, address=address, force=force,
+        report = apply_plates(
+            store, source, dest, norm, name="normalize", parameters=norm.parameters(),
+            fit_each_plate=per_plate, engine=engine, address=address, force=force,
             progress=progress,
         )  # fmt: skip
         return _engine_step_report("normalize", source, dest, report, t0, norm._method_name())
@@ -236,7 +245,7 @@ def run_select(
     """
     t0 = time.perf_counter()
     if engine != "local":
-        from cellframe.engine.select import apply_selection_plates, feature_select_plates
+        from cellframe.profiles.plates import apply_selection_plates, feature_select_plates
 
         result = feature_select_plates(
             store, source, list(operations), features=features, samples=samples, engine=engine,
@@ -317,17 +326,18 @@ def run_sphere(
             method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
         )
     if engine != "local":
-        from cellframe.engine.profiling import fit_spherizer, sphere_plates
+        from cellframe.engine.fitted import apply_plates, fit_plates
 
         if not fit_from:
-            sph = fit_spherizer(
-                store, source, sph, engine=engine, address=address, progress=progress
-            )
+            sph = fit_plates(
+                store, source, sph, engine=engine, address=address, progress=progress,
+                desc="sphering fit",
+            )  # fmt: skip
         if save_fit:
             sph.save(store, save_fit)
-        report = sphere_plates(
-            store, source, dest, sph, engine=engine, address=address, force=force,
-            progress=progress,
+        report = apply_plates(
+            store, source, dest, sph, name="sphere", parameters=sph.parameters(), engine=engine,
+            address=address, force=force, progress=progress,
         )  # fmt: skip
         return _engine_step_report("sphere", source, dest, report, t0, repr(sph))
     del progress
@@ -375,10 +385,10 @@ def run_qc(
 
     t0 = time.perf_counter()
     if kind not in ("wells", "images"):
-        raise ValueError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
+        raise InvalidInputError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
     groups = (PLATE,) if by is None else tuple(by)
     if engine != "local":
-        from cellframe.engine.qc import flag_outlier_wells_plates, image_qc_plates
+        from cellframe.profiles.plates import flag_outlier_wells_plates, image_qc_plates
         from cellframe.store import quote_identifier
 
         if kind == "wells":

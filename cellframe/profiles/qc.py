@@ -24,8 +24,10 @@ import polars as pl
 from cellframe.columns import PLATE, is_metadata
 from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
 from cellframe.profiles._common import resolve_features, schema_of, short_list, to_numpy64, warn
+from cellframe.profiles._fitted import ColumnStatistics
 
 __all__ = [
+    "PCA",
     "PCAResult",
     "flag_outlier_wells",
     "image_qc",
@@ -147,6 +149,176 @@ def pca_profiles(
         components=vt[:k],
         features=feats,
     )
+
+
+class PCA:
+    """A PCA of profiles as a fitted step, from exact mergeable moments.
+
+    Fitted from :class:`~cellframe.profiles._fitted.ColumnStatistics` with
+    cross-moments (the covariance of all rows, however they were split), it
+    equals :func:`pca_profiles` to floating-point rounding: the same features
+    (those with a missing value anywhere are left out, with a warning), the
+    same axes and signs (each axis' largest absolute loading positive).
+
+    Parameters
+    ----------
+    n_components : int, default 2
+    features : sequence of str, optional
+        Default: every numeric non-metadata column.
+    standardize : bool, default False
+        PCA of the correlation matrix (features without spread left out).
+
+    Attributes
+    ----------
+    features_ : list of str
+    mean_, scale_ : numpy.ndarray, shape (d,)
+        Profiles are scored as ``((x - mean_) / scale_) @ components_.T``.
+    components_ : numpy.ndarray, shape (k, d)
+    explained_variance_ratio_ : numpy.ndarray, shape (k,)
+    n_rows_ : int
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [0.0, 2.0, 4.0, 6.1]})
+    >>> PCA(1).fit(df).explained_variance_ratio_.round(4).tolist()
+    [1.0]
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        features: Sequence[str] | None = None,
+        standardize: bool = False,
+    ) -> None:
+        self.n_components = int(n_components)
+        self.features = None if features is None else list(features)
+        self.standardize = bool(standardize)
+
+    def parameters(self) -> dict[str, object]:
+        """JSON-serialisable parameters."""
+        return {"n_components": self.n_components, "standardize": self.standardize}
+
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> ColumnStatistics:
+        """Counts, means and cross-moments of ``frame``'s features (mergeable, exact)."""
+        df = frame.lazy().collect() if isinstance(frame, pl.LazyFrame) else frame
+        feats = resolve_features(df, self.features, "the profiles for PCA")
+        return ColumnStatistics.of(to_numpy64(df, feats), feats, moments=True)
+
+    def from_statistics(self, stats: ColumnStatistics) -> PCA:
+        """Fit the principal axes from (merged) statistics.
+
+        Raises
+        ------
+        InvalidInputError
+            With fewer than 2 rows, no complete feature or ``n_components < 1``.
+        """
+        feats = stats.features
+        complete = stats.count == stats.n_rows
+        if not complete.all():
+            gone = [f for f, c in zip(feats, complete, strict=True) if not c]
+            warn(
+                f"{len(gone)} feature(s) with missing values left out of the PCA: "
+                f"{short_list(gone)}"
+            )
+        index = np.flatnonzero(complete)
+        n, d = stats.n_rows, index.size
+        if n < 2 or d == 0 or self.n_components < 1:
+            raise InvalidInputError(
+                f"PCA needs at least 2 profiles and 1 complete feature (got {n} x {d}) "
+                f"and n_components >= 1 (got {self.n_components})"
+            )
+        assert stats.moments is not None
+        cov = stats.moments.subset(index).rebased(stats.mean[index]).covariance()
+        mean = stats.mean[index]
+        scale = np.ones(d)
+        if self.standardize:
+            std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+            keep = (std > 0) & ~stats.constant[index]
+            index, mean, std = index[keep], mean[keep], std[keep]
+            cov = cov[np.ix_(keep, keep)] / np.outer(std, std)
+            scale = std
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1]
+        k = min(self.n_components, n, index.size)
+        components = evecs[:, order[:k]].T
+        signs = np.sign(components[np.arange(k), np.argmax(np.abs(components), axis=1)])
+        signs[signs == 0] = 1.0
+        total = float(np.trace(cov))
+        self.features_ = [feats[i] for i in index]
+        self.mean_, self.scale_ = mean, scale
+        self.components_ = components * signs[:, None]
+        self.explained_variance_ratio_ = (
+            np.clip(evals[order[:k]], 0.0, None) / total if total > 0 else np.zeros(k)
+        )
+        self.n_rows_ = int(n)
+        return self
+
+    def fit(self, frame: pl.LazyFrame | pl.DataFrame) -> PCA:
+        """Fit on ``frame``'s rows."""
+        return self.from_statistics(self.statistics(frame))
+
+    def scores(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The metadata columns of ``frame``, then ``PC1 ... PCk`` (Float64)."""
+        if not hasattr(self, "components_"):
+            raise InvalidInputError("this PCA is not fitted; call fit(...) first")
+        x = (to_numpy64(frame, self.features_) - self.mean_) / self.scale_
+        values = x @ self.components_.T
+        meta = frame.select([c for c in frame.columns if is_metadata(c)])
+        k = values.shape[1]
+        pcs = pl.DataFrame(
+            {f"PC{i + 1}": values[:, i] for i in range(k)},
+            schema={f"PC{i + 1}": pl.Float64 for i in range(k)},
+        )
+        return pl.concat([meta, pcs], how="horizontal")
+
+    def transform(self, frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """:meth:`scores` of ``frame`` as a LazyFrame."""
+        df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        return self.scores(df).lazy()
+
+    def to_frame(self) -> pl.DataFrame:
+        """The fit as a table: rows ``mean``, ``scale``, ``PC1 ... PCk``; features as columns."""
+        if not hasattr(self, "components_"):
+            raise InvalidInputError("this PCA is not fitted; call fit(...) first")
+        rows = np.vstack([self.mean_, self.scale_, self.components_])
+        labels = ["mean", "scale", *[f"PC{i + 1}" for i in range(len(self.components_))]]
+        frame = pl.DataFrame(rows, schema=dict.fromkeys(self.features_, pl.Float64), orient="row")
+        return frame.insert_column(0, pl.Series("Metadata_Row", labels))
+
+    @classmethod
+    def from_frame(
+        cls, frame: pl.DataFrame, explained_variance_ratio: Sequence[float] | None = None
+    ) -> PCA:
+        """A fitted PCA from :meth:`to_frame`'s table.
+
+        Raises
+        ------
+        InvalidInputError
+            If the table is not a saved PCA.
+        """
+        labels = frame["Metadata_Row"].to_list() if "Metadata_Row" in frame.columns else []
+        if labels[:2] != ["mean", "scale"]:
+            raise InvalidInputError(
+                "this table is not a saved PCA: its Metadata_Row column must start with "
+                "'mean', 'scale'"
+            )
+        feats = [c for c in frame.columns if c != "Metadata_Row"]
+        values = frame.select(feats).to_numpy().astype(np.float64)
+        obj = cls(len(labels) - 2, features=feats)
+        obj.features_ = feats
+        obj.mean_, obj.scale_, obj.components_ = values[0], values[1], values[2:]
+        k = len(labels) - 2
+        obj.explained_variance_ratio_ = (
+            np.full(k, np.nan)
+            if explained_variance_ratio is None
+            else np.asarray(explained_variance_ratio, dtype=np.float64)
+        )
+        obj.n_rows_ = 0
+        return obj
+
+    def __repr__(self) -> str:
+        return f"PCA({self.n_components}, standardize={self.standardize})"
 
 
 def flag_outlier_wells(

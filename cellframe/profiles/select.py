@@ -35,15 +35,19 @@ import polars as pl
 from cellframe.errors import InvalidInputError
 from cellframe.profiles._common import (
     RowFilter,
+    filter_columns,
     require_columns,
     resolve_features,
     row_filter,
     to_numpy64,
 )
+from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 __all__ = [
     "OPERATIONS",
     "FeatureSelection",
+    "FeatureSelector",
+    "SelectionStatistics",
     "blocklist",
     "correlation_threshold",
     "default_blocklist",
@@ -118,7 +122,7 @@ def _prepare(
 
 def _check_variance_params(min_variance: float) -> None:
     if min_variance < 0:
-        raise ValueError("min_variance must be non-negative")
+        raise InvalidInputError("min_variance must be non-negative")
 
 
 def _variance_drops(
@@ -169,9 +173,9 @@ def variance_threshold(
 
 def _check_frequency_params(freq_cut: float, unique_cut: float) -> None:
     if not 0 <= freq_cut <= 1:
-        raise ValueError("freq_cut must be between 0 and 1")
+        raise InvalidInputError("freq_cut must be between 0 and 1")
     if not 0 <= unique_cut <= 1:
-        raise ValueError("unique_cut must be between 0 and 1")
+        raise InvalidInputError("unique_cut must be between 0 and 1")
 
 
 def _frequency_drops(
@@ -275,11 +279,11 @@ def _pearson(x: np.ndarray) -> np.ndarray:
 
 def _check_correlation_params(threshold: float, method: str, strategy: str) -> None:
     if method != "pearson":
-        raise ValueError(f"unknown correlation method {method!r}; valid: 'pearson'")
+        raise InvalidInputError(f"unknown correlation method {method!r}; valid: 'pearson'")
     if not 0 <= threshold <= 1:
-        raise ValueError("threshold must be between 0 and 1")
+        raise InvalidInputError("threshold must be between 0 and 1")
     if strategy not in ("pycytominer", "iterative"):
-        raise ValueError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
+        raise InvalidInputError(f"unknown strategy {strategy!r}; valid: 'pycytominer', 'iterative'")
 
 
 def _correlation_drops(
@@ -357,7 +361,7 @@ def correlation_threshold(
 
 def _check_na_params(cutoff: float) -> None:
     if not 0 <= cutoff <= 1:
-        raise ValueError("cutoff must be between 0 and 1")
+        raise InvalidInputError("cutoff must be between 0 and 1")
 
 
 def _na_drops(
@@ -543,12 +547,14 @@ def _operations(
     known = {p for _, names in OPERATIONS.values() for p in names}
     unknown = sorted(set(params) - known)
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown feature-selection parameter(s) {unknown}; valid: {sorted(known)}"
         )
     for op in ops:
         if isinstance(op, str) and op not in OPERATIONS:
-            raise ValueError(f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}")
+            raise InvalidInputError(
+                f"unknown operation {op!r}; valid: {', '.join(map(repr, OPERATIONS))}"
+            )
     return ops
 
 
@@ -579,3 +585,282 @@ def select_features(
 ) -> pl.LazyFrame:
     """:func:`feature_select`, then drop the selected features from ``profiles``."""
     return feature_select(profiles, operation, **kwargs).apply(profiles)
+
+
+# ------------------------------------------------------------ fitted step
+def _defaults(op: str) -> dict[str, Any]:
+    """The keyword defaults of operation ``op`` (its function's signature: one source of truth)."""
+    import inspect
+
+    fn = OPERATIONS[op][0]
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in ("features", "samples")
+    }
+
+
+#: The drop rule of each operation from merged :class:`ColumnStatistics`:
+#: ``rule(stats, index, kept, kwargs) -> {feature: reason}``; ``index`` holds the
+#: positions of ``kept`` in ``stats.features`` and ``kwargs`` the operation's
+#: keywords (defaults filled in).
+StatisticRule = Callable[[ColumnStatistics, np.ndarray, list[str], dict[str, Any]], dict[str, str]]
+
+STATISTIC_RULES: dict[str, StatisticRule] = {
+    "variance_threshold": lambda st, ix, kept, kw: _variance_drops(
+        kept, st.variance[ix], kw["min_variance"]
+    ),
+    "frequency_threshold": lambda st, ix, kept, kw: _frequency_drops(
+        kept, [st.value_counts(int(i)) for i in ix], st.n_rows, kw["freq_cut"], kw["unique_cut"]
+    ),
+    "correlation_threshold": lambda st, ix, kept, kw: _correlation_drops(
+        kept,
+        st.moments.subset(ix).correlation(st.constant[ix]),  # type: ignore[union-attr]
+        kw["threshold"],
+        kw["strategy"],
+    ),
+    "drop_na_columns": lambda st, ix, kept, kw: _na_drops(
+        kept, st.n_rows - st.count[ix], st.n_rows, kw["cutoff"]
+    ),
+    "drop_outliers": lambda st, ix, kept, kw: _outlier_drops(
+        kept, st.peak[ix], kw["outlier_cutoff"]
+    ),
+    "blocklist": lambda st, ix, kept, kw: _blocklist_drops(kept, kw["blocklist"]),
+}
+
+#: Operations that read no row (their statistic is the feature names).
+_NO_DATA = frozenset({"blocklist"})
+
+
+@dataclass(frozen=True)
+class SelectionStatistics:
+    """Statistics of a :class:`FeatureSelector`: column statistics, plus rows for callables.
+
+    Attributes
+    ----------
+    columns : ColumnStatistics, optional
+        ``None`` when no operation reads data.
+    rows : Rows, optional
+        The selected rows (features only), when a callable operation needs them.
+    """
+
+    columns: ColumnStatistics | None
+    rows: Rows | None = None
+
+    @property
+    def needs_all_rows(self) -> bool:
+        """True when a callable operation needs the rows themselves."""
+        return self.rows is not None
+
+    def merge(self, other: SelectionStatistics) -> SelectionStatistics:
+        """The statistics of both sets of rows together (exact)."""
+        columns = (
+            None
+            if self.columns is None or other.columns is None
+            else self.columns.merge(other.columns)
+        )
+        rows = None if self.rows is None or other.rows is None else self.rows.merge(other.rows)
+        return SelectionStatistics(columns, rows)
+
+
+class FeatureSelector:
+    """Feature selection as a fitted step: mergeable statistics, then the drop rules.
+
+    Equals :func:`feature_select` (same kept features and reasons; the Pearson
+    correlations to floating-point rounding) whether it is fitted on the
+    whole table or on merged per-plate statistics.
+
+    Parameters
+    ----------
+    operation : str, callable or sequence of those, default "variance_threshold"
+        As in :func:`feature_select`.
+    features : sequence of str, optional
+        Candidate features (default: every numeric non-metadata column).
+    samples : str, polars.Expr or None, default "all"
+        Rows to compute the statistics on.
+    **params
+        pycytominer's parameter names, as in :func:`feature_select`.
+
+    Attributes
+    ----------
+    selection_ : FeatureSelection
+        The fit.
+
+    Raises
+    ------
+    ValueError
+        For an unknown operation or parameter, or a parameter out of range.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"a": [1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0]})
+    >>> FeatureSelector("variance_threshold").fit(df).selection_.kept
+    ['b']
+    """
+
+    def __init__(
+        self,
+        operation: str | Operation | Sequence[str | Operation] = "variance_threshold",
+        *,
+        features: Sequence[str] | None = None,
+        samples: RowFilter = "all",
+        **params: Any,
+    ) -> None:
+        self.operations = _operations(operation, params)
+        self.params = dict(params)
+        self.features = None if features is None else list(features)
+        self.samples = samples
+        self._kwargs = {}
+        for op in self.operations:
+            if isinstance(op, str):
+                names = OPERATIONS[op][1]
+                kw = _defaults(op)
+                kw.update({names[k]: v for k, v in params.items() if k in names})
+                self._kwargs[op] = kw
+        kw = self._kwargs
+        if "variance_threshold" in kw:
+            _check_variance_params(kw["variance_threshold"]["min_variance"])
+        if "frequency_threshold" in kw:
+            _check_frequency_params(
+                kw["frequency_threshold"]["freq_cut"], kw["frequency_threshold"]["unique_cut"]
+            )
+        if "correlation_threshold" in kw:
+            c = kw["correlation_threshold"]
+            _check_correlation_params(c["threshold"], c["method"], c["strategy"])
+        if "drop_na_columns" in kw:
+            _check_na_params(kw["drop_na_columns"]["cutoff"])
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (recorded in provenance)."""
+        return {
+            "operations": [op if isinstance(op, str) else repr(op) for op in self.operations],
+            "samples": self.samples if isinstance(self.samples, str | None) else str(self.samples),
+            **{
+                k: (list(v) if k == "blocklist" and v is not None else v)
+                for k, v in self.params.items()
+            },
+        }
+
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> SelectionStatistics:
+        """What the operations need from ``frame``'s rows (only that is computed).
+
+        Raises
+        ------
+        MissingColumnsError
+            If a feature or a column of ``samples`` is absent.
+        """
+        lf = frame.lazy()
+        where = "the profiles to select features from"
+        feats = resolve_features(lf, self.features, where)
+        require_columns(lf, filter_columns(self.samples), where, "check samples=")
+        names = {op for op in self.operations if isinstance(op, str)}
+        custom = any(not isinstance(op, str) for op in self.operations)
+        needs_data = bool(names - _NO_DATA) or custom
+        rows = None
+        columns = None
+        if needs_data:
+            predicate = row_filter(self.samples)
+            df = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
+            columns = ColumnStatistics.of(
+                to_numpy64(df, feats),
+                feats,
+                values="frequency_threshold" in names,
+                moments="correlation_threshold" in names,
+            )
+            rows = Rows(df) if custom else None
+        else:
+            columns = ColumnStatistics.of(np.empty((0, len(feats))), feats)
+        return SelectionStatistics(columns, rows)
+
+    def from_statistics(self, stats: SelectionStatistics) -> FeatureSelector:
+        """Fit from (merged) statistics: apply each operation's drop rule in order.
+
+        Raises
+        ------
+        EmptyInputError
+            If an operation needs data and no row was seen.
+        InvalidInputError
+            If every feature would be dropped.
+        """
+        assert stats.columns is not None
+        cols = stats.columns
+        names = {op for op in self.operations if isinstance(op, str)}
+        needs_data = bool(names - _NO_DATA) or stats.rows is not None
+        if needs_data and cols.n_rows == 0:
+            from cellframe.errors import EmptyInputError
+
+            raise EmptyInputError(f"no rows to select features on (samples={self.samples!r})")
+        position = {f: i for i, f in enumerate(cols.features)}
+
+        def run(op: str | Operation, kept: list[str]) -> FeatureSelection:
+            if not isinstance(op, str):
+                assert stats.rows is not None
+                return op(stats.rows.frame, features=kept, samples="all")
+            idx = np.array([position[f] for f in kept], dtype=np.int64)
+            return _result(kept, STATISTIC_RULES[op](cols, idx, kept, self._kwargs[op]), op)
+
+        self.selection_ = _compose(self.operations, cols.features, run)
+        return self
+
+    def fit(self, frame: pl.LazyFrame | pl.DataFrame) -> FeatureSelector:
+        """Fit on ``frame``'s rows (:meth:`statistics`, then :meth:`from_statistics`)."""
+        return self.from_statistics(self.statistics(frame))
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "selection_"):
+            raise InvalidInputError(
+                "this FeatureSelector is not fitted; call fit(...) or from_statistics(...) first"
+            )
+
+    def transform(self, frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+        """``frame`` without the dropped features (other columns pass through)."""
+        self._require_fitted()
+        return self.selection_.apply(frame)
+
+    def to_frame(self) -> pl.DataFrame:
+        """The fit as a table: ``feature``, ``kept``, ``operation`` and ``reason`` (null if kept)."""
+        self._require_fitted()
+        kept = pl.DataFrame(
+            {"feature": self.selection_.kept},
+            schema={"feature": pl.String},
+        ).with_columns(
+            pl.lit(True).alias("kept"),
+            pl.lit(None, dtype=pl.String).alias("operation"),
+            pl.lit(None, dtype=pl.String).alias("reason"),
+        )
+        dropped = self.selection_.dropped.with_columns(pl.lit(False).alias("kept")).select(
+            "feature", "kept", "operation", "reason"
+        )
+        return pl.concat([kept, dropped], how="vertical")
+
+    @classmethod
+    def from_selection(cls, selection: FeatureSelection) -> FeatureSelector:
+        """A fitted selector applying an existing :class:`FeatureSelection`."""
+        obj = cls([])
+        obj.selection_ = selection
+        return obj
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, **kwargs: Any) -> FeatureSelector:
+        """A fitted selector from :meth:`to_frame`'s table (``kwargs``: the parameters).
+
+        Raises
+        ------
+        MissingColumnsError
+            If a column of the saved layout is absent.
+        """
+        require_columns(
+            frame, ["feature", "kept", "operation", "reason"], "the saved feature selection"
+        )
+        obj = cls(**kwargs)
+        kept = frame.filter(pl.col("kept"))["feature"].to_list()
+        dropped = frame.filter(~pl.col("kept")).select(list(_DROPPED_SCHEMA)).cast(_DROPPED_SCHEMA)
+        obj.selection_ = FeatureSelection(kept=kept, dropped=dropped)
+        return obj
+
+    def __repr__(self) -> str:
+        ops = [
+            op if isinstance(op, str) else getattr(op, "__name__", "callable")
+            for op in self.operations
+        ]
+        return f"FeatureSelector({ops})"

@@ -12,12 +12,15 @@ Two families:
   values*, null-space singular values set to the smallest non-zero one when
   n <= d, ``-cor`` methods standardize first. No lambda reproduces it.
 
-The fitted transform (mean, scale, W and the parameters) is a small object
-saved to and loaded from the store and applied to new plates.
+A :class:`Spherizer` is a fitted step (:mod:`cellframe.profiles._fitted`):
+``statistics`` of any split of the rows merge exactly, ``from_statistics``
+fits, ``transform`` applies, ``to_frame``/``from_frame`` save the fit as a
+table (mean, scale, W) to apply to new plates.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,6 +38,7 @@ from cellframe.profiles._common import (
     row_filter,
     to_numpy64,
 )
+from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -55,18 +59,10 @@ _GRAM_MIN_RATIO = 1e-10
 
 def _check_method(method: str) -> str:
     if method not in SPHERE_METHODS:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown sphering method {method!r}; valid: {', '.join(map(repr, SPHERE_METHODS))}"
         )
     return method
-
-
-def _eigh_covariance(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (clipped at 0) and eigenvectors of X^T X / n for centred X."""
-    n = xc.shape[0]
-    cov = (xc.T @ xc) / n
-    evals, evecs = np.linalg.eigh(cov)
-    return np.clip(evals, 0.0, None), evecs
 
 
 def _regularized_w(evals: np.ndarray, evecs: np.ndarray, lam: float) -> np.ndarray:
@@ -156,6 +152,9 @@ class Spherizer:
     output_names_ : list of str
         Output feature names: the input names, or ``PC1 ... PCd`` for PCA.
     n_controls_ : int
+    eigenvalues_, eigenvectors_ : numpy.ndarray
+        ``"regularized"`` only: the control covariance's eigenvalues (descending)
+        and eigenvectors (columns, in ascending eigenvalue order).
     """
 
     def __init__(
@@ -170,9 +169,9 @@ class Spherizer:
     ) -> None:
         self.method = _check_method(method)
         if lam < 0:
-            raise ValueError("lam must be non-negative")
+            raise InvalidInputError("lam must be non-negative")
         if method in ("ZCA-cor", "PCA-cor") and not center:
-            raise ValueError("PCA-cor and ZCA-cor require center=True")
+            raise InvalidInputError("PCA-cor and ZCA-cor require center=True")
         self.lam = float(lam)
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -191,8 +190,21 @@ class Spherizer:
             else str(self.controls),
         }
 
-    def _control_matrix(self, lf: pl.LazyFrame | pl.DataFrame) -> tuple[list[str], np.ndarray]:
-        lf = lf.lazy()
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> ColumnStatistics | Rows:
+        """What the fit needs from ``frame``'s control rows (mergeable).
+
+        ``"regularized"``: counts, means and cross-moments of the control rows
+        (exact when merged, re-based, no ``X^T X / n - mu mu^T`` cancellation).
+        pycytominer's methods use an SVD of the centred controls, which has no
+        finite sufficient statistic: the control rows themselves
+        (:class:`~cellframe.profiles._fitted.Rows`, ``needs_all_rows``).
+
+        Raises
+        ------
+        MissingColumnsError
+            If the control column or a feature is absent.
+        """
+        lf = frame.lazy()
         where = "the profiles to sphere"
         require_columns(
             lf,
@@ -203,25 +215,94 @@ class Spherizer:
         features = resolve_features(lf, self.features, where)
         predicate = row_filter(self.controls)
         ctrl = (lf if predicate is None else lf.filter(predicate)).select(features).collect()
-        x = to_numpy64(ctrl, features)
-        if x.shape[0] < 2:
+        if self.method != "regularized":
+            return Rows(ctrl)
+        return ColumnStatistics.of(to_numpy64(ctrl, features), features, moments=True)
+
+    def _check_controls(self, features: Sequence[str], n: int, count: np.ndarray) -> None:
+        if n < 2:
             from cellframe.errors import EmptyInputError
 
             raise EmptyInputError(
-                f"sphering needs at least 2 control profiles, found {x.shape[0]} "
+                f"sphering needs at least 2 control profiles, found {n} "
                 f"(controls={self.controls!r})"
             )
-        bad = np.isnan(x).any(axis=0)
+        bad = count < n
         if bad.any():
             names = [f for f, b in zip(features, bad, strict=True) if b]
             raise InvalidInputError(
                 f"{len(names)} feature(s) have missing values in the control profiles, e.g. "
                 f"{names[:5]}; drop them (drop_na_columns) or impute before sphering"
             )
-        return features, x
+
+    def from_statistics(self, stats: ColumnStatistics | Rows) -> Spherizer:
+        """Fit mean and W from (merged) statistics of the control rows; returns ``self``.
+
+        Raises
+        ------
+        EmptyInputError
+            With fewer than 2 control rows.
+        InvalidInputError
+            With missing values in the controls, a constant feature in a
+            ``-cor`` method, (pycytominer's check) rank-deficient controls, or
+            statistics of the wrong kind for the method.
+        """
+        if self.method == "regularized":
+            if not isinstance(stats, ColumnStatistics) or stats.moments is None:
+                raise InvalidInputError(
+                    "the regularized ZCA is fitted from ColumnStatistics with moments "
+                    f"(Spherizer.statistics), not {type(stats).__name__}"
+                )
+            features = list(stats.features)
+            self._check_controls(features, stats.n_rows, stats.count)
+            d = len(features)
+            self.mean_ = stats.mean.copy()
+            self.scale_ = np.ones(d)
+            cov = stats.moments.rebased(stats.mean).covariance()
+            evals, evecs = np.linalg.eigh(cov)
+            evals = np.clip(evals, 0.0, None)
+            self.eigenvalues_ = evals[::-1].copy()
+            self.eigenvectors_ = evecs
+            self.W_ = _regularized_w(evals, evecs, self.lam)
+            self.n_controls_ = int(stats.n_rows)
+        else:
+            if not isinstance(stats, Rows):
+                raise InvalidInputError(
+                    f"sphering method {self.method!r} is fitted from the control rows "
+                    f"(Rows, from Spherizer.statistics), not {type(stats).__name__}"
+                )
+            features = list(stats.frame.columns)
+            x = to_numpy64(stats.frame, features)
+            self._check_controls(features, x.shape[0], (~np.isnan(x)).sum(axis=0))
+            self._fit_pycytominer(features, x)
+            self.n_controls_ = x.shape[0]
+            d = len(features)
+        self.features_ = features
+        self.output_names_ = (
+            [f"PC{i}" for i in range(1, d + 1)] if self.method.startswith("PCA") else list(features)
+        )
+        return self
+
+    def _fit_pycytominer(self, features: list[str], x: np.ndarray) -> None:
+        d = x.shape[1]
+        if self.method.endswith("-cor"):
+            self.mean_ = x.mean(axis=0)
+            std = x.std(axis=0)
+            if np.any(std == 0):
+                zero = [f for f, s in zip(features, std, strict=True) if s == 0]
+                raise InvalidInputError(
+                    f"{len(zero)} feature(s) are constant in the controls, e.g. {zero[:5]}; "
+                    f"{self.method} divides by their std: remove them first (variance_threshold)"
+                )
+            self.scale_ = std
+        else:
+            self.mean_ = x.mean(axis=0) if self.center else np.zeros(d)
+            self.scale_ = np.ones(d)
+        xt = (x - self.mean_) / self.scale_
+        self.W_ = _pycytominer_w(xt, self.method, self.epsilon, self.center)
 
     def fit(self, lf: pl.LazyFrame | pl.DataFrame) -> Spherizer:
-        """Fit mean and W on the control rows of ``lf``.
+        """Fit mean and W on the control rows of ``lf`` (:meth:`statistics`, :meth:`from_statistics`).
 
         Raises
         ------
@@ -231,36 +312,7 @@ class Spherizer:
             With missing values in the controls, a constant feature in a
             ``-cor`` method, or (pycytominer's check) rank-deficient controls.
         """
-        features, x = self._control_matrix(lf)
-        self.features_ = features
-        self.n_controls_ = x.shape[0]
-        d = x.shape[1]
-        if self.method == "regularized":
-            self.mean_ = x.mean(axis=0)
-            self.scale_ = np.ones(d)
-            evals, evecs = _eigh_covariance(x - self.mean_)
-            self.eigenvalues_ = evals[::-1].copy()
-            self.W_ = _regularized_w(evals, evecs, self.lam)
-        else:
-            if self.method.endswith("-cor"):
-                self.mean_ = x.mean(axis=0)
-                std = x.std(axis=0)
-                if np.any(std == 0):
-                    zero = [f for f, s in zip(features, std, strict=True) if s == 0]
-                    raise InvalidInputError(
-                        f"{len(zero)} feature(s) are constant in the controls, e.g. {zero[:5]}; "
-                        f"{self.method} divides by their std: remove them first (variance_threshold)"
-                    )
-                self.scale_ = std
-            else:
-                self.mean_ = x.mean(axis=0) if self.center else np.zeros(d)
-                self.scale_ = np.ones(d)
-            xt = (x - self.mean_) / self.scale_
-            self.W_ = _pycytominer_w(xt, self.method, self.epsilon, self.center)
-        self.output_names_ = (
-            [f"PC{i}" for i in range(1, d + 1)] if self.method.startswith("PCA") else list(features)
-        )
-        return self
+        return self.from_statistics(self.statistics(lf))
 
     def _require_fitted(self) -> None:
         if not hasattr(self, "W_"):
@@ -310,8 +362,13 @@ class Spherizer:
         return lf.map_batches(apply, schema=out_schema, streamable=True)
 
     def fit_transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-        """:meth:`fit` on the controls, then :meth:`transform` every row."""
-        return self.fit(lf).transform(lf)
+        """:meth:`fit` on the controls, then :meth:`transform` every row.
+
+        A LazyFrame source is read once: collected, fitted on and transformed
+        from memory (profiles that are fitted on fit in memory).
+        """
+        df = lf.collect() if isinstance(lf, pl.LazyFrame) else lf
+        return self.fit(df).transform(df)
 
     # ------------------------------------------------------------------ storage
     def to_frame(self) -> pl.DataFrame:
@@ -322,8 +379,42 @@ class Spherizer:
         frame = pl.DataFrame(rows, schema=dict.fromkeys(self.features_, pl.Float64), orient="row")
         return frame.insert_column(0, pl.Series(ROW, labels))
 
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, parameters: dict[str, Any]) -> Spherizer:
+        """A fitted transform from :meth:`to_frame`'s table and :meth:`parameters`.
+
+        Raises
+        ------
+        InvalidInputError
+            If the table is not a saved sphering transform.
+        """
+        obj = cls(
+            parameters["method"],
+            lam=parameters["lam"],
+            epsilon=parameters["epsilon"],
+            center=parameters["center"],
+            controls=parameters["controls"],
+        )
+        labels = frame[ROW].to_list() if ROW in frame.columns else []
+        if labels[:2] != ["mean", "scale"]:
+            raise InvalidInputError(
+                f"this table is not a saved sphering transform: its {ROW} column must start "
+                "with 'mean', 'scale'"
+            )
+        features = [c for c in frame.columns if c != ROW]
+        values = frame.select(features).to_numpy().astype(np.float64)
+        obj.features_ = features
+        obj.mean_, obj.scale_ = values[0], values[1]
+        obj.W_ = np.ascontiguousarray(values[2:].T)
+        obj.output_names_ = labels[2:]
+        obj.n_controls_ = int(parameters.get("n_controls", 0))
+        return obj
+
     def save(self, store: Store, name: str) -> None:
-        """Write the fitted transform to table ``name`` of ``store`` (replacing it)."""
+        """Write the fitted transform to table ``name`` of ``store`` (replacing it).
+
+        A thin wrapper: :meth:`to_frame` written with :meth:`parameters` as provenance.
+        """
         params = {
             **self.parameters(),
             "n_controls": self.n_controls_,
@@ -333,32 +424,16 @@ class Spherizer:
 
     @classmethod
     def load(cls, store: Store, name: str) -> Spherizer:
-        """Read a transform saved with :meth:`save`."""
+        """Read a transform saved with :meth:`save` (:meth:`from_frame` of the table)."""
         prov = store.provenance(name).filter(pl.col("step") == "sphere_fit")
         if prov.height == 0:
             raise InvalidInputError(
                 f"table {name!r} was not written by Spherizer.save (no sphere_fit provenance)"
             )
-        params = json.loads(prov["parameters"][-1])
-        obj = cls(
-            params["method"],
-            lam=params["lam"],
-            epsilon=params["epsilon"],
-            center=params["center"],
-            controls=params["controls"],
-        )
-        frame = store.read(name)
-        features = [c for c in frame.columns if c != ROW]
-        labels = frame[ROW].to_list()
-        if labels[:2] != ["mean", "scale"]:
-            raise InvalidInputError(f"table {name!r} is not a saved sphering transform")
-        values = frame.select(features).to_numpy().astype(np.float64)
-        obj.features_ = features
-        obj.mean_, obj.scale_ = values[0], values[1]
-        obj.W_ = np.ascontiguousarray(values[2:].T)
-        obj.output_names_ = labels[2:]
-        obj.n_controls_ = int(params.get("n_controls", 0))
-        return obj
+        try:
+            return cls.from_frame(store.read(name), json.loads(prov["parameters"][-1]))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"table {name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         extra = (
@@ -461,20 +536,17 @@ def lambda_sweep(
     """
     grid = np.asarray(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, dtype=np.float64)
     if grid.size == 0 or np.any(grid < 0):
-        raise ValueError("lambdas must be a non-empty sequence of non-negative numbers")
+        raise InvalidInputError("lambdas must be a non-empty sequence of non-negative numbers")
     scorer = score if score is not None else _default_score(label)
     base = Spherizer("regularized", controls=controls, features=features)
-    feats, x = base._control_matrix(lf)
-    mean = x.mean(axis=0)
-    evals, evecs = _eigh_covariance(x - mean)
     data = lf.lazy().collect()
+    base.from_statistics(base.statistics(data))
+    evals, evecs = base.eigenvalues_[::-1], base.eigenvectors_
     scores = []
     for lam in grid:
-        sph = Spherizer("regularized", lam=float(lam), controls=controls, features=feats)
-        sph.features_, sph.n_controls_ = feats, x.shape[0]
-        sph.mean_, sph.scale_ = mean, np.ones(len(feats))
+        sph = copy.copy(base)
+        sph.lam = float(lam)
         sph.W_ = _regularized_w(evals, evecs, float(lam))
-        sph.output_names_ = list(feats)
         out = sph.transform(data)
         if prepare is not None:
             out = prepare(out)

@@ -11,9 +11,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import CONTROL, OBJECT_NUMBER, PLATE, SITE, WELL
-from cellframe.engine.profiling import aggregate_plates, normalize_plates, sphere_plates
+from cellframe.engine.fitted import apply_plates, fit_plates
 from cellframe.profiles.normalize import Normalizer
 from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_sphere
+from cellframe.profiles.plates import aggregate_plates
 from cellframe.profiles.sphere import Spherizer
 from cellframe.store import Store
 
@@ -82,7 +83,17 @@ def test_normalize_on_ray_equals_local(screen: Store, ray_local, method: str, by
         warnings.simplefilter("ignore")
         run_normalize(screen, "wells", f"n_{tag}", method=method, by=by, progress=False)
         normalizer = Normalizer(method, by=(PLATE,) if by is None else by)
-        normalize_plates(screen, "wells", f"n_{tag}_ray", normalizer, engine="ray", progress=False)
+        if by is None:  # per plate: each plate fitted on its own rows
+            apply_plates(
+                screen, "wells", f"n_{tag}_ray", normalizer, name="normalize",
+                fit_each_plate=True, engine="ray", progress=False,
+            )  # fmt: skip
+        else:  # one fit from every plate's merged statistics
+            fitted = fit_plates(screen, "wells", normalizer, engine="ray", progress=False)
+            apply_plates(
+                screen, "wells", f"n_{tag}_ray", fitted, name="normalize", engine="ray",
+                progress=False,
+            )  # fmt: skip
     assert same(screen, f"n_{tag}", f"n_{tag}_ray") == screen.read("wells").height
 
 
@@ -90,15 +101,13 @@ def test_sphering_fit_from_sufficient_statistics(screen: Store, ray_local) -> No
     if not screen.has_table("wells"):
         run_aggregate(screen, "cells", "wells", progress=False)
     run_sphere(screen, "wells", "sphered", lam=1e-2, progress=False)
-    report = sphere_plates(
-        screen, "wells", "sphered_ray", Spherizer(lam=1e-2), engine="ray", progress=False
+    fitted = fit_plates(screen, "wells", Spherizer(lam=1e-2), engine="ray", progress=False)
+    report = apply_plates(
+        screen, "wells", "sphered_ray", fitted, name="sphere", engine="ray", progress=False
     )
     assert report.rows == screen.read("wells").height
     same(screen, "sphered", "sphered_ray")
     # the fit itself against float64 NumPy on all control wells at once
-    from cellframe.engine.profiling import fit_spherizer
-
-    fitted = fit_spherizer(screen, "wells", Spherizer(lam=1e-2), engine="ray", progress=False)
     x = screen.read("wells").filter(pl.col(CONTROL) == "negcon").select(fitted.features_).to_numpy()
     x = x.astype(np.float64)
     mu = x.mean(axis=0)

@@ -11,15 +11,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import PLATE, SITE, WELL, feature_columns
-from cellframe.engine.qc import (
+from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.profiles._common import ProfilesWarning
+from cellframe.profiles.pipeline import run_pipeline, run_qc
+from cellframe.profiles.plates import (
     fit_pca_plates,
     flag_outlier_wells_plates,
     image_qc_plates,
     pca_plates,
 )
-from cellframe.errors import InvalidInputError, MissingColumnsError
-from cellframe.profiles._common import ProfilesWarning
-from cellframe.profiles.pipeline import run_pipeline, run_qc
 from cellframe.profiles.qc import OUTLIER, REASON, flag_outlier_wells, image_qc, pca_profiles
 from cellframe.store import Store
 
@@ -136,8 +136,8 @@ def test_pca_leaves_out_features_with_missing_values(screen, tmp_path) -> None:
             fitted = fit_pca_plates(store, "wells", 2, progress=False)
         with pytest.warns(ProfilesWarning):
             local = pca_profiles(holed, 2)
-    assert "Cells_f3" not in fitted.features and fitted.features == local.features
-    np.testing.assert_allclose(fitted.components, local.components, atol=1e-10)
+    assert "Cells_f3" not in fitted.features_ and fitted.features_ == local.features
+    np.testing.assert_allclose(fitted.components_, local.components, atol=1e-10)
 
 
 @pytest.mark.parametrize("by", [(PLATE,), None])

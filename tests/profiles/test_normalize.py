@@ -221,8 +221,13 @@ def test_robustize_one_group_over_all_rows_matches_sklearn(lincs):
 
 def test_one_well_plate_through_the_per_plate_engine():
     """The local engine fits each plate alone: the one-well plate is refused or left out."""
-    from cellframe.engine.profiling import normalize_plates
+    from cellframe.engine.fitted import apply_plates
     from cellframe.store import Store
+
+    def normalize_plates(store, source, dest, norm, progress):
+        return apply_plates(
+            store, source, dest, norm, name="normalize", fit_each_plate=True, progress=progress
+        )
 
     df = pl.DataFrame(
         {
