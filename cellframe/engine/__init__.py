@@ -21,6 +21,8 @@ __getattr__, __dir__, __all__ = attach(
     {
         "ENGINES": "base",
         "EngineUnavailableError": "base",
+        "apply_plates": "fitted",
+        "fit_plates": "fitted",
         "map_plates": "run",
         "MapReport": "base",
         "reduce_plates": "run",
@@ -29,4 +31,5 @@ __getattr__, __dir__, __all__ = attach(
 
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
+    from cellframe.engine.fitted import apply_plates, fit_plates
     from cellframe.engine.run import map_plates, reduce_plates

@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = attach(
         "drop_outliers": "select",
         "feature_select": "select",
         "FeatureSelection": "select",
+        "FeatureSelector": "select",
         "flag_outlier_wells": "qc",
         "frequency_threshold": "select",
         "image_qc": "qc",
@@ -37,6 +38,7 @@ __getattr__, __dir__, __all__ = attach(
         "normalize": "normalize",
         "Normalizer": "normalize",
         "OPERATIONS": "select",
+        "PCA": "qc",
         "pca_profiles": "qc",
         "PCAResult": "qc",
         "robust_z": "qc",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
     from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
     from cellframe.profiles.qc import (
+        PCA,
         PCAResult,
         flag_outlier_wells,
         image_qc,
@@ -68,6 +71,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.profiles.select import (
         OPERATIONS,
         FeatureSelection,
+        FeatureSelector,
         blocklist,
         correlation_threshold,
         default_blocklist,
