@@ -34,7 +34,9 @@ TRAINED_COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
+# Session scope: one demo run per worker, even when the worker interleaves other
+# modules' tests between these (a module-scoped fixture would run it again).
+@pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("demo")
     with warnings.catch_warnings():
@@ -42,7 +44,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         return run_demo(out, progress=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tables(demo) -> dict[str, pl.DataFrame]:
     names = (
         "objects", "segmentation_tta", "phenotypic_activity", "wells_lincs_normalized",
