@@ -116,19 +116,32 @@ def _ingest_source(
 ) -> dict[str, Any]:
     """Body of one task: stream one source into staging partitions, one per plate.
 
-    Returns the source, its plates, rows, warnings and the image keys (well,
-    site) of each plate, which the driver checks before committing.
+    ``source`` is an absolute path (resolved on the driver), so a worker
+    whose working folder differs reads the file the user named. Returns the
+    source, its plates, rows, warnings, the image keys (well, site) of each
+    plate, which the driver checks before committing, the rows of the
+    ``images`` table (every image read, empty sites included), and the
+    (plate, well) pairs read with the count of rows in wells the platemap
+    lacks (for the driver's coverage messages).
     """
+    from cellframe.io.cellprofiler_csv import CellProfilerCSV
+    from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite
     from cellframe.io.ingest import (
         annotated_batches,
         image_key_columns,
         plate_runs,
         resolve_reader,
-        unmatched_message,
     )
 
     options = dict(reader_options)
     reader_cls = resolve_reader(options.pop("format", "auto"), source)
+    if options.get("compartments") is None:
+        options.pop("compartments", None)
+    elif not issubclass(reader_cls, (CellProfilerCSV, CellProfilerSQLite)):
+        raise InvalidInputError(
+            f"compartments= applies to CellProfiler CSV and SQLite sources, not {source} "
+            f"({reader_cls.format}); leave it out or ingest that source on its own"
+        )
     reader = reader_cls(source, progress=False, **options)
     if reader.level != "cell":
         raise InvalidInputError(
@@ -154,15 +167,16 @@ def _ingest_source(
             Path(staging_root), plate, keyed(run, plate), step=STEP, parameters=params
         )
         plates.append(plate)
-    messages = reader.issues.summary()
-    if state.get("unmatched"):
-        messages.append(unmatched_message(state["unmatched"]))
+    wells = state.get("wells")
     return {
         "source": str(source),
         "plates": plates,
         "rows": rows,
-        "warnings": messages,
+        "warnings": reader.issues.summary(),
         "images": {p: f.unique() for p, f in images.items()},
+        "image_rows": reader.image_rows(),
+        "wells": pl.concat(wells).unique() if wells else None,
+        "unmatched": int(state.get("unmatched") or 0),
         "staging": staging_root,
     }
 
@@ -272,6 +286,26 @@ def _commit(
         )
 
 
+def _write_images(store: Store, results: list[dict[str, Any]]) -> None:
+    """Write every image the sources read to the ``images`` table, as :func:`ingest` does.
+
+    Empty sites are among them (they have no cells to show them); only the
+    stored rows of the same (plate, well, site) are replaced.
+    """
+    from cellframe.columns import SITE, WELL
+
+    parts = [r for r in results if r["image_rows"] is not None and r["image_rows"].height]
+    if not parts:
+        return
+    store.write(
+        "images",
+        pl.concat([r["image_rows"] for r in parts], how="vertical_relaxed"),
+        replace_keys=[PLATE, WELL, SITE],
+        step=STEP,
+        source=", ".join(r["source"] for r in parts)[:1000],
+    )
+
+
 def _image_keys(parts: list[dict[str, Any]], plate: str) -> list[str]:
     """The image key columns (within a plate) of the staged sources of ``plate``."""
     for result in parts:
@@ -308,6 +342,7 @@ def ingest_plates(
     batch_rows: int | None = None,
     memory_limit: str = "512MB",
     mode: str = "replace-images",
+    compartments: Sequence[str] | None = None,
 ) -> IngestPlatesReport:
     """Ingest several sources into one per-plate Parquet table, locally or on Ray.
 
@@ -340,6 +375,20 @@ def ingest_plates(
         As in :func:`cellframe.io.ingest`: replace the stored rows of the
         images the sources hold (other images stay); refuse if any is stored;
         or replace the sources' plates whole.
+    compartments : sequence of str, optional
+        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
+        Nuclei), passed to every source's reader (see :func:`cellframe.io.ingest`).
+        A source in another format is refused.
+
+    Relative source paths are resolved against this process's working
+    folder before any task starts, so Ray workers (whose working folder may
+    differ) read the files named here.
+
+    Besides the single cells, every image read (empty sites included, with
+    no cells) is written to the store's ``images`` table, replacing only the
+    stored rows of the same (plate, well, site), as :func:`cellframe.io.ingest`
+    does. With a platemap, the data wells it lacks and its wells without
+    data are named in the warnings (counts and the first few wells).
 
     Returns
     -------
@@ -349,7 +398,9 @@ def ingest_plates(
     ------
     InvalidInputError
         If no source is given, ``table`` is a native table, ``mode`` is
-        unknown, or two sources hold the same image (nothing is written).
+        unknown, ``compartments`` is given for a source that is not
+        CellProfiler output, or two sources hold the same image (nothing is
+        written).
     KeyConflictError
         If ``mode="append"`` and an image is already stored (nothing is written).
     EngineUnavailableError
@@ -362,7 +413,14 @@ def ingest_plates(
     >>> report = ingest_plates(sorted(Path("screen").glob("*.sqlite")), store,
     ...                        engine="ray")                    # doctest: +SKIP
     """
-    from cellframe.io.ingest import MODES, IngestWarning, platemap_frame, write_platemap
+    from cellframe.io.ingest import (
+        MODES,
+        IngestWarning,
+        _platemap_with_messages,
+        unmatched_message,
+        write_platemap,
+    )
+    from cellframe.io.platemap import well_coverage_messages
 
     _check_engine(engine)
     if mode not in MODES:
@@ -381,20 +439,28 @@ def ingest_plates(
             "partitions: choose another table name or ingest with cellframe.io.ingest"
         )
     report = IngestPlatesReport(table=table, engine=engine)
-    pm = platemap_frame(platemap, annotations)
-    options = {"format": format, "batch_rows": batch_rows, "memory_limit": memory_limit}
+    pm, pm_messages = _platemap_with_messages(platemap, annotations)
+    options = {
+        "format": format,
+        "batch_rows": batch_rows,
+        "memory_limit": memory_limit,
+        "compartments": None if compartments is None else list(compartments),
+    }
     parameters = {
         "platemap": None if platemap is None else str(platemap)[:200],
         "annotations": None if annotations is None else str(annotations)[:200],
         "layout": "parquet",
         "mode": mode,
         "engine": engine,
+        "compartments": options["compartments"],
     }
     table_root = store.parts_dir / table
     new_folders = [p for p in (table_root.parent, table_root) if not p.exists()]
     table_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(table_root)
-    todo = list(sources)
+    # Absolute paths (resolved here, on the driver): a Ray worker's working
+    # folder is not the caller's.
+    todo = list(keys)
     if engine == "ray":
         done = _complete_sources(table_root)
         todo = []
@@ -405,7 +471,7 @@ def ingest_plates(
                 report.skipped_sources.append(str(source))
                 report.skipped += [p for p in done[key] if p not in report.skipped]
             else:
-                todo.append(source)
+                todo.append(key)
     staging = table_root / f".tmp-staging-{uuid.uuid4().hex}"
     results: list[dict[str, Any]] = []
     try:
@@ -451,6 +517,13 @@ def ingest_plates(
         report.computed += [p for p in result["plates"] if p not in report.computed]
         report.sources.append(result["source"])
         report.warnings += [f"{result['source']}: {w}" for w in result["warnings"]]
+    wells = [r["wells"] for r in results if r["wells"] is not None]
+    unmatched = sum(r["unmatched"] for r in results)
+    if pm is not None and wells:
+        report.warnings += well_coverage_messages(pl.concat(wells).unique(), pm, n_rows=unmatched)
+    elif unmatched:
+        report.warnings.append(unmatched_message(unmatched))
+    report.warnings = pm_messages + report.warnings
     report.images_added = changes.keys_added
     report.images_replaced = changes.keys_replaced
     report.rows_replaced = changes.rows_removed
@@ -467,6 +540,7 @@ def ingest_plates(
     )
     if pm is not None and report.computed:
         write_platemap(store, pm, sorted(report.computed), platemap)
+    _write_images(store, results)
     for message in report.warnings:
         warnings.warn(message, IngestWarning, stacklevel=2)
     return report

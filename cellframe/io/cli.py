@@ -119,11 +119,6 @@ def _ingest(args: argparse.Namespace) -> int:
     from cellframe.io.ingest import IngestWarning, ingest
 
     many = len(args.source) > 1 or args.engine == "ray"
-    if many and args.compartments:
-        raise InvalidInputError(
-            "cellframe ingest: --compartments applies to a single SOURCE (local engine); "
-            "ingest the sources one at a time"
-        )
     if args.dry_run:
         return _dry_run(args)
 
@@ -158,6 +153,7 @@ def _ingest(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                     memory_limit=args.memory_limit,
                     mode=args.mode,
+                    compartments=args.compartments,
                 )
         else:
             report = ingest(
@@ -213,6 +209,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                 memory_limit=args.memory_limit,
                 mode=args.mode,
                 dry_run=True,
+                compartments=args.compartments,
             )
         print(report)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +16,7 @@ from cellframe.engine.ingest import ingest_plates
 from cellframe.errors import InvalidInputError
 from cellframe.io import CellProfilerSQLite
 from cellframe.io._synthetic import write_synthetic_sqlite
+from cellframe.io.ingest import IngestWarning
 from cellframe.partitions import completed_plates
 from cellframe.store import Store
 
@@ -225,3 +227,189 @@ def test_engine_append_and_duplicate_images_leave_the_store_unchanged(
         report = ingest_plates(sites[2:], st, engine="local", progress=False, mode="append")
         assert (report.rows, report.images_added) == (36, 1)
         assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214
+
+
+# ------------------------------------- images table, compartments, platemap coverage, paths
+IMAGE_KEYS = [PLATE, WELL, "Metadata_Site", "Channel"]
+
+
+@pytest.fixture(scope="module")
+def imaged_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """Sources A01-1, A01-2 and A02 (sites 1 and 9, site 9 empty), with image file names."""
+    from tests.io._sites import DEMO_PLATE, write_site_folders
+
+    plate, sites = write_site_folders(tmp_path_factory.mktemp("imaged"))
+    for site, src, number in zip(
+        sites,
+        ["BR00121431-A01-1", "BR00121431-A01-1", "BR00121431-A02-1"],
+        [None, 2, None],
+        strict=True,
+    ):
+        image = pl.read_csv(DEMO_PLATE / src / "Image.csv.gz", infer_schema=False)
+        keep = [
+            c
+            for c in image.columns
+            if c == "ImageNumber" or c.startswith(("Metadata_", "Count_", "FileName_", "PathName_"))
+        ]
+        image = image.select(keep)
+        if number is not None:
+            image = image.with_columns(pl.lit(str(number)).alias("Metadata_Site"))
+        image.write_csv(site / "Image.csv")
+    # Well A02 as one source (its site 1 and the empty site 9): a folder holding only
+    # an empty site is refused by every reader (no objects at all).
+    well = plate / "A02"
+    well.mkdir()
+    sites[2] = sites[2].rename(well / "A02-1")
+    empty = well / "A02-9"
+    empty.mkdir()
+    image = pl.read_csv(sites[2] / "Image.csv", infer_schema=False)
+    counts = [c for c in image.columns if c.startswith("Count_")]
+    image.with_columns(
+        pl.lit("9").alias("Metadata_Site"),
+        pl.lit("site9.tiff").alias("FileName_OrigDNA"),
+        *[pl.lit("0").alias(c) for c in counts],
+    ).write_csv(empty / "Image.csv")
+    for name in ("Cells", "Cytoplasm", "Nuclei"):
+        header = (sites[2] / f"{name}.csv").read_text().split("\n")[0]
+        (empty / f"{name}.csv").write_text(header + "\n")
+    return plate, [*sites[:2], well]
+
+
+def _images(db: Path) -> pl.DataFrame:
+    with Store(db, read_only=True) as st:
+        return st.read("images").sort(IMAGE_KEYS)
+
+
+def test_images_table_equals_one_ingest_of_the_plate(
+    imaged_sites: tuple[Path, list[Path]], tmp_path: Path, ray_local
+) -> None:
+    from cellframe.io import ingest
+
+    plate, sites = imaged_sites
+    with pytest.warns(IngestWarning, match="empty sites"):
+        ingest(plate, tmp_path / "whole.duckdb", progress=False, layout="parquet")
+    expected = _images(tmp_path / "whole.duckdb")
+    # Hand count: 4 sites x the demo's channels; the empty site is there, with no cells.
+    channels = expected["Channel"].n_unique()
+    assert channels >= 2 and expected.height == 4 * channels
+    empty = expected.filter(pl.col("Metadata_Site") == 9)
+    assert empty.height == channels and empty[WELL].unique().to_list() == ["A02"]
+    assert sum(p.endswith("/site9.tiff") for p in empty["Path"].to_list()) == 1
+    for engine in ("local", "ray"):
+        db = tmp_path / f"{engine}.duckdb"
+        with Store(db) as st, pytest.warns(IngestWarning, match="empty sites"):
+            ingest_plates(sites, st, engine=engine, progress=False)
+        assert_frame_equal(_images(db), expected)
+        with Store(db, read_only=True) as st:
+            assert st.sql("SELECT count(*) AS n FROM cells WHERE Metadata_Site = 9")["n"][0] == 0
+        # One site at a time, a site again: only that site's image rows are replaced.
+        db = tmp_path / f"{engine}-per-site.duckdb"
+        for site in [*sites, sites[1]]:
+            with Store(db) as st, warnings.catch_warnings():
+                warnings.simplefilter("ignore", IngestWarning)
+                ingest_plates([site], st, engine=engine, progress=False, force=True)
+        assert_frame_equal(_images(db), expected)
+
+
+def test_compartments_reach_every_reader_and_the_cli(
+    imaged_sites: tuple[Path, list[Path]],
+    tmp_path: Path,
+    ray_local,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cellframe.cli import main
+    from cellframe.io import ingest
+    from tests.io._sites import store_bytes
+
+    plate, sites = imaged_sites
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IngestWarning)
+        ingest(plate, tmp_path / "whole.duckdb", progress=False, compartments=["Nuclei"])
+    with Store(tmp_path / "whole.duckdb", read_only=True) as st:
+        expected = st.read("cells").sort(CELL_KEYS)
+    prefixes = {c.split("_")[0] for c in expected.columns if not c.startswith("Metadata_")}
+    assert prefixes == {"Nuclei"} and expected.height == 214
+    for engine in ("local", "ray"):
+        with Store(tmp_path / f"{engine}.duckdb") as st, warnings.catch_warnings():
+            warnings.simplefilter("ignore", IngestWarning)
+            ingest_plates(sites, st, engine=engine, progress=False, compartments=["Nuclei"])
+            got = st.read("cells").sort(CELL_KEYS)
+        assert_frame_equal(got.select(expected.columns), expected, check_column_order=False)
+        assert got.columns == expected.columns
+    # Control: without compartments every compartment is joined.
+    with Store(tmp_path / "all.duckdb") as st, warnings.catch_warnings():
+        warnings.simplefilter("ignore", IngestWarning)
+        ingest_plates(sites, st, progress=False)
+        assert {"Cells", "Cytoplasm", "Nuclei"} <= {c.split("_")[0] for c in st.columns("cells")}
+    # The CLI passes --compartments to several sources (it refused them before).
+    db = tmp_path / "cli.duckdb"
+    args = ["ingest", *map(str, sites), "--store", str(db), "--compartments", "Nuclei", "--quiet"]
+    assert main(args) == 0
+    with Store(db, read_only=True) as st:
+        assert_frame_equal(st.read("cells").sort(CELL_KEYS), expected)
+    # A source that is not CellProfiler output: refused by name, the store unchanged.
+    profile = tmp_path / "profiles.parquet"
+    pl.DataFrame({PLATE: ["P9"], WELL: ["A01"], "Cells_f": [1.0]}).write_parquet(profile)
+    before = store_bytes(db)
+    bad = ["ingest", *map(str, sites), str(profile), *args[-5:], "--engine", "ray"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "compartments= applies to CellProfiler" in err and str(profile) in err
+    assert store_bytes(db) == before
+
+
+def _coverage(message: str) -> bool:
+    return "are in wells the platemap does not list" in message or "have no rows" in message
+
+
+def test_platemap_coverage_names_wells_as_the_single_source_path(
+    imaged_sites: tuple[Path, list[Path]], tmp_path: Path, ray_local
+) -> None:
+    from cellframe.io import ingest
+
+    plate, sites = imaged_sites
+    pm = tmp_path / "platemap.csv"
+    # A02 (36 cells) is missing; B05 has no data.
+    pl.DataFrame({"well_position": ["A01", "B05"], "treatment": ["t1", "t2"]}).write_csv(pm)
+    single = ingest(plate, tmp_path / "one.duckdb", platemap=pm, progress=False)
+    coverage = [m for m in single.warnings if _coverage(m)]
+    assert coverage == [
+        "36 row(s) are in wells the platemap does not list (1 well(s): BR00121431/A02); "
+        "their annotation columns are null",
+        "1 well(s) of the platemap have no rows in the plate(s) read (BR00121431/B05); "
+        "nothing was measured there",
+    ]
+    for engine in ("local", "ray"):
+        with Store(tmp_path / f"{engine}.duckdb") as st:
+            with pytest.warns(IngestWarning) as caught:
+                report = ingest_plates(sites, st, platemap=pm, engine=engine, progress=False)
+        assert [m for m in report.warnings if _coverage(m)] == coverage
+        assert {str(w.message) for w in caught} >= set(coverage)
+    # Control: a platemap listing exactly the data wells gives no coverage message.
+    full = tmp_path / "full.csv"
+    pl.DataFrame({"well_position": ["A01", "A02"], "treatment": ["t1", "t2"]}).write_csv(full)
+    with Store(tmp_path / "full.duckdb") as st:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IngestWarning)
+            report = ingest_plates(sites, st, platemap=full, progress=False)
+    assert not [m for m in report.warnings if _coverage(m)]
+
+
+def test_relative_sources_are_resolved_on_the_driver(
+    imaged_sites: tuple[Path, list[Path]],
+    tmp_path: Path,
+    ray_local,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plate, sites = imaged_sites
+    # The driver moves to the plate's parent after Ray started: the workers' working
+    # folder is elsewhere, so the relative names only mean something on the driver.
+    monkeypatch.chdir(plate.parent)
+    relative = [str(s.relative_to(plate.parent)) for s in sites]
+    assert not Path(relative[0]).is_absolute() and Path(relative[0]).exists()
+    with Store(tmp_path / "rel.duckdb") as st, warnings.catch_warnings():
+        warnings.simplefilter("ignore", IngestWarning)
+        report = ingest_plates(relative, st, engine="ray", progress=False)
+        assert (report.rows, report.images_added) == (214, 3)
+        assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214
+    assert sorted(report.sources) == sorted(str(s.resolve()) for s in sites)
