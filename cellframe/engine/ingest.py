@@ -403,6 +403,8 @@ def ingest_plates(
         written).
     KeyConflictError
         If ``mode="append"`` and an image is already stored (nothing is written).
+    FileNotFoundError
+        If a source does not exist (nothing is written).
     EngineUnavailableError
         If Ray cannot be reached.
     cellframe.partitions.PartitionVersionError
@@ -433,6 +435,14 @@ def ingest_plates(
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise InvalidInputError(f"sources listed more than once: {twice}")
+    missing = [str(s) for s, k in zip(sources, keys, strict=True) if not Path(k).exists()]
+    if missing:
+        # Checked here, in the caller's working folder, before any task starts.
+        raise FileNotFoundError(
+            f"no such file or folder: {', '.join(missing[:5])}"
+            + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else "")
+            + f" (relative to {Path.cwd()}); nothing was written"
+        )
     if store.has_table(table) and store.partition_root(table) is None:
         raise InvalidInputError(
             f"{table!r} is a native table in {store.path}; per-plate ingest writes Parquet "

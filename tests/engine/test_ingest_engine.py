@@ -413,3 +413,8 @@ def test_relative_sources_are_resolved_on_the_driver(
         assert (report.rows, report.images_added) == (214, 3)
         assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214
     assert sorted(report.sources) == sorted(str(s.resolve()) for s in sites)
+    # A name that does not exist here is refused on the driver, before any task, by name.
+    with Store(tmp_path / "rel.duckdb") as st:
+        with pytest.raises(FileNotFoundError, match=r"no such file or folder: BR00121431/A09 "):
+            ingest_plates([relative[0], "BR00121431/A09"], st, engine="ray", progress=False)
+        assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214
