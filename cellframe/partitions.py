@@ -438,7 +438,7 @@ def _keep_unreplaced(
         raise KeyConflictError(
             f"plate {plate!r} under {writer.table_root} already holds {clash.height} of the "
             f"{replaced.height} image(s) being appended (e.g. {example}); the store is "
-            "unchanged. Use mode='replace-images' to replace them, or leave them out"
+            "unchanged. Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out"
         )
     summary.keys_replaced += clash.height
     summary.keys_added += replaced.height - clash.height

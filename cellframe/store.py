@@ -693,7 +693,7 @@ class Store:
                 (f"{source}: " if source else "")
                 + f"table {table!r} of {self.path} already holds rows of {n_hit} of the "
                 f"image(s) being appended (keys {keys}; e.g. {shown}); nothing was written. "
-                "Use mode='replace-images' to replace them, or leave them out of the source"
+                "Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out of the source"
             )
         if n_hit:
             deleted = self._con.execute(

@@ -233,7 +233,7 @@ def _check_append(table_root: Path, results: list[dict[str, Any]]) -> None:
                 raise KeyConflictError(
                     f"{result['source']}: plate {plate!r} of {table_root} already holds "
                     f"{clash.height} of its image(s) (e.g. {example}); nothing was written. "
-                    "Use mode='replace-images' to replace them, or leave them out"
+                    "Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out"
                 )
 
 
