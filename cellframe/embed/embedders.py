@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from cellframe.embed.weights import LITE0_PACKAGE, RANDOM, WeightsMismatchError, create_backbone
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "FEATURE_LAYER",
     "CellEmbedder",
     "ChannelEmbedder",
     "channels_to_rgb",
+    "check_architecture",
     "load_checkpoint",
     "resolve_device",
     "scale_per_channel_max",
@@ -47,6 +48,71 @@ FEATURE_LAYER = "blocks.5.0.bn2"
 
 #: Input side of the ImageNet network (DeepProfiler ``use_pretrained_input_size``).
 INPUT_SIZE = 224
+
+
+#: timm module whose architectures (EfficientNet, Lite, TinyNet, MixNet, ...) have
+#: the stage layout that :data:`FEATURE_LAYER` names.
+ARCH_FAMILY = "efficientnet"
+
+
+def check_architecture(
+    arch: str, *, layer: str = FEATURE_LAYER, option: str = "arch", in_chans: int = 3
+) -> str:
+    """Refuse an architecture that timm lacks or whose features cellframe cannot tap.
+
+    The network is built on PyTorch's ``meta`` device (no weights, no memory),
+    so the check costs a fraction of a second and runs before any data is read.
+
+    Parameters
+    ----------
+    arch : str
+        timm architecture name, e.g. ``"efficientnet_b0"``.
+    layer : str
+        Module the features are read from (:data:`FEATURE_LAYER`).
+    option : str
+        How the user passed ``arch`` (``"--arch"`` at the command line), for the message.
+    in_chans : int
+        Input channels to build the network with.
+
+    Returns
+    -------
+    str
+        ``arch``, unchanged.
+
+    Raises
+    ------
+    InvalidChoiceError
+        If timm's registry has no such architecture, or its network has no
+        module ``layer``; the message lists the valid architectures (timm's
+        :data:`ARCH_FAMILY` module) closest to ``arch``.
+
+    Examples
+    --------
+    >>> check_architecture("tinynet_e")
+    'tinynet_e'
+    """
+    import difflib
+
+    import timm
+
+    family = timm.list_models(module=ARCH_FAMILY)
+    if timm.is_model(arch):
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+        except Exception:  # a network that cannot be built without storage
+            model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+        if any(name == layer for name, _ in model.named_modules()):
+            return arch
+        defect = f"timm's {arch!r} has no module {layer!r} to read cell features from"
+    else:
+        defect = f"timm's registry has no architecture {arch!r}"
+    close = difflib.get_close_matches(arch, family, n=6, cutoff=0.0)
+    raise InvalidChoiceError(
+        f"{option} {arch!r}: {defect}; valid: the {len(family)} architectures of "
+        f"timm.list_models(module={ARCH_FAMILY!r}), closest {', '.join(map(repr, close))} "
+        "(default 'efficientnet_b0')"
+    )
 
 
 class _LayerReached(Exception):
