@@ -27,6 +27,7 @@ from cellframe.columns import PLATE
 from cellframe.errors import (
     InvalidInputError,
     KeyConflictError,
+    NullKeyError,
     SchemaMismatchError,
     StoreLockedError,
     TableNotFoundError,
@@ -558,6 +559,9 @@ class Store:
             If ``replace_plate`` is set and there is no ``Metadata_Plate`` column.
         KeyConflictError
             If ``conflict="error"`` and a key of ``data`` is already stored.
+        NullKeyError
+            If rows leave null a column the stored table declares NOT NULL
+            (the keys and locations of ``images``, ``objects``, ``platemap``).
 
         Notes
         -----
@@ -594,9 +598,12 @@ class Store:
                     "Store.write_partition, or pass mode='replace' to turn it into a table"
                 )
             stored_cols = self.columns(table) if exists else None
+            not_null = self._not_null_columns(table) if exists else []
             n_rows = 0
             for i, batch in enumerate(as_arrow_batches(data)):
                 cols = batch.column_names
+                if not_null:
+                    self._check_not_null(table, batch, not_null, n_rows, source)
                 lowered = [c.lower() for c in cols]
                 if len(set(lowered)) != len(cols):
                     # DuckDB identifiers are case-insensitive: "Metadata_Control"
@@ -651,6 +658,53 @@ class Store:
         changes.rows = n_rows
         self.last_write = changes
         return n_rows
+
+    def _not_null_columns(self, table: str) -> list[str]:
+        """Columns of a stored table declared NOT NULL (the fixed tables of sql/schema.sql)."""
+        return [
+            name
+            for (name,) in self._rows(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+                "AND schema_name = 'main' AND NOT is_nullable ORDER BY column_index",
+                [table],
+            )
+        ]
+
+    @staticmethod
+    def _check_not_null(
+        table: str, batch: pa.Table, not_null: list[str], offset: int, source: str | None
+    ) -> None:
+        """Refuse a batch with nulls (or no column at all) where ``table`` declares NOT NULL.
+
+        Checked before the batch reaches DuckDB, whose constraint error names
+        neither the rows nor their count. ``offset`` is the number of rows of
+        earlier batches, so row numbers count from the start of the input.
+        """
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        if n == 0:
+            return
+        defects = []
+        for col in not_null:
+            if col not in batch.column_names:
+                defects.append(f"{col!r} (absent: {n} of {n} rows)")
+                continue
+            values = batch.column(col)
+            if values.null_count:
+                first = pc.index(pc.is_null(values), True).as_py()
+                defects.append(
+                    f"{col!r} ({values.null_count} of {n} rows, first at row "
+                    f"{offset + first + 1} of the input)"
+                )
+        if defects:
+            raise NullKeyError(
+                (f"{source}: " if source else "")
+                + f"table {table!r} declares NOT NULL column(s) that the rows leave null: "
+                + "; ".join(defects)
+                + "; nothing was written. Drop or fill those rows (every row of "
+                f"{table!r} needs its keys and location) before writing"
+            )
 
     def _delete_keys(
         self,
