@@ -30,6 +30,7 @@ from cellframe.errors import (
     NullKeyError,
     SchemaMismatchError,
     StoreLockedError,
+    TableExistsError,
     TableNotFoundError,
 )
 from cellframe.partitions import DATA_GLOB, WriteChanges, glob_escape
@@ -916,6 +917,28 @@ class Store:
         self._record(table, step, params_json, n_rows, source)
         return n_rows
 
+    def check_partition_target(self, table: str) -> None:
+        """Refuse to write Parquet partitions for ``table`` when it is a native table or a plain view.
+
+        The Ray engine writes a table as per-plate Parquet partitions under a
+        view; DuckDB cannot turn a stored table into that view. Call this
+        before any work so a run fails at once, with nothing written.
+
+        Raises
+        ------
+        TableExistsError
+            If ``table`` exists and is not a view over this store's partitions.
+        """
+        if not self.has_table(table) or self.partition_root(table) is not None:
+            return
+        kind = "view" if self._is_view(table) else "native DuckDB table"
+        raise TableExistsError(
+            f"table {table!r} exists in {self.path} as a {kind}, and the Ray engine writes "
+            f"Parquet partitions (under {self.parts_dir / table}) that cannot replace it; "
+            "write to another table (--output another name), drop it first "
+            f"(Store.drop({table!r})), or use --engine local, which replaces it"
+        )
+
     def register_partitions(self, table: str) -> None:
         """(Re)create the view of ``table`` over its Parquet partitions.
 
@@ -923,7 +946,16 @@ class Store:
         store whose folder was copied or moved re-creates its views for the
         new location (see :meth:`_relocate_views`), so a store folder can be
         copied or moved.
+
+        Raises
+        ------
+        TableExistsError
+            If ``table`` is a native table or a plain view (see
+            :meth:`check_partition_target`).
+        TableNotFoundError
+            If there are no partitions.
         """
+        self.check_partition_target(table)
         root = self.parts_dir / table
         if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")
