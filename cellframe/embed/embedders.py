@@ -97,22 +97,34 @@ def check_architecture(
 
     family = timm.list_models(module=ARCH_FAMILY)
     if timm.is_model(arch):
-        try:
-            with torch.device("meta"):
-                model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
-        except Exception:  # a network that cannot be built without storage
-            model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
-        if any(name == layer for name, _ in model.named_modules()):
+        if _has_module(arch, layer, in_chans):
             return arch
         defect = f"timm's {arch!r} has no module {layer!r} to read cell features from"
     else:
         defect = f"timm's registry has no architecture {arch!r}"
-    close = difflib.get_close_matches(arch, family, n=6, cutoff=0.0)
+    # The closest names that do have the layer (a few builds, on the error path only).
+    close = [
+        name
+        for name in difflib.get_close_matches(arch, family, n=12, cutoff=0.0)
+        if _has_module(name, layer, in_chans)
+    ][:6]
     raise InvalidChoiceError(
-        f"{option} {arch!r}: {defect}; valid: the {len(family)} architectures of "
-        f"timm.list_models(module={ARCH_FAMILY!r}), closest {', '.join(map(repr, close))} "
-        "(default 'efficientnet_b0')"
+        f"{option} {arch!r}: {defect}; valid: the architectures of "
+        f"timm.list_models(module={ARCH_FAMILY!r}) that have it (of its {len(family)} names), closest "
+        f"{', '.join(map(repr, close))} (default 'efficientnet_b0')"
     )
+
+
+def _has_module(arch: str, layer: str, in_chans: int) -> bool:
+    """Whether timm's ``arch`` has a module named ``layer`` (built without weights)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+    except Exception:  # a network that cannot be built without storage
+        model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+    return any(name == layer for name, _ in model.named_modules())
 
 
 class _LayerReached(Exception):

@@ -196,6 +196,7 @@ def test_ray_into_an_existing_native_table_is_refused_before_any_work(
         store.write("cells", cells(n_plates=2, n_wells=2, n_sites=1, n_cells=3))
         run_aggregate(store, "cells", "wells", progress=False)  # local engine: a native table
         local = store.read("wells")
+        parts = store.parts_dir / "wells"
     before = path.read_bytes()
     argv = ["aggregate", "--store", str(path), "--input", "cells", "--output", "wells"]
     assert main([*argv, "--engine", "ray", "-q"]) == 2
@@ -204,7 +205,7 @@ def test_ray_into_an_existing_native_table_is_refused_before_any_work(
     assert "'wells' exists in" in err and "as a native DuckDB table" in err
     assert "--output another name" in err and "--engine local" in err
     assert path.read_bytes() == before
-    assert not (tmp_path / "s.duckdb.parts" / "wells").exists()
+    assert not parts.exists() and parts.parent.name == "s.parts"
     with Store(path) as store:
         with pytest.raises(TableExistsError, match="as a native DuckDB table"):
             aggregate_plates(store, "cells", "wells", engine="ray", progress=False)
