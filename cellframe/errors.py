@@ -118,3 +118,11 @@ class InvalidChoiceError(InvalidInputError):
 
 class TableExistsError(InvalidInputError):
     """A command would overwrite an existing store table or view without being told to (``--replace``)."""
+
+
+class ConfigNotFoundError(CellframeError, FileNotFoundError):
+    """A config file the user named (``--config``) does not exist or is a folder."""
+
+
+class NullKeyError(InvalidInputError):
+    """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""

@@ -27,8 +27,10 @@ from cellframe.columns import PLATE
 from cellframe.errors import (
     InvalidInputError,
     KeyConflictError,
+    NullKeyError,
     SchemaMismatchError,
     StoreLockedError,
+    TableExistsError,
     TableNotFoundError,
 )
 from cellframe.partitions import DATA_GLOB, WriteChanges, glob_escape
@@ -558,6 +560,9 @@ class Store:
             If ``replace_plate`` is set and there is no ``Metadata_Plate`` column.
         KeyConflictError
             If ``conflict="error"`` and a key of ``data`` is already stored.
+        NullKeyError
+            If rows leave null a column the stored table declares NOT NULL
+            (the keys and locations of ``images``, ``objects``, ``platemap``).
 
         Notes
         -----
@@ -594,9 +599,12 @@ class Store:
                     "Store.write_partition, or pass mode='replace' to turn it into a table"
                 )
             stored_cols = self.columns(table) if exists else None
+            not_null = self._not_null_columns(table) if exists else []
             n_rows = 0
             for i, batch in enumerate(as_arrow_batches(data)):
                 cols = batch.column_names
+                if not_null:
+                    self._check_not_null(table, batch, not_null, n_rows, source)
                 lowered = [c.lower() for c in cols]
                 if len(set(lowered)) != len(cols):
                     # DuckDB identifiers are case-insensitive: "Metadata_Control"
@@ -651,6 +659,53 @@ class Store:
         changes.rows = n_rows
         self.last_write = changes
         return n_rows
+
+    def _not_null_columns(self, table: str) -> list[str]:
+        """Columns of a stored table declared NOT NULL (the fixed tables of sql/schema.sql)."""
+        return [
+            name
+            for (name,) in self._rows(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+                "AND schema_name = 'main' AND NOT is_nullable ORDER BY column_index",
+                [table],
+            )
+        ]
+
+    @staticmethod
+    def _check_not_null(
+        table: str, batch: pa.Table, not_null: list[str], offset: int, source: str | None
+    ) -> None:
+        """Refuse a batch with nulls (or no column at all) where ``table`` declares NOT NULL.
+
+        Checked before the batch reaches DuckDB, whose constraint error names
+        neither the rows nor their count. ``offset`` is the number of rows of
+        earlier batches, so row numbers count from the start of the input.
+        """
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        if n == 0:
+            return
+        defects = []
+        for col in not_null:
+            if col not in batch.column_names:
+                defects.append(f"{col!r} (absent: {n} of {n} rows)")
+                continue
+            values = batch.column(col)
+            if values.null_count:
+                first = pc.index(pc.is_null(values), True).as_py()
+                defects.append(
+                    f"{col!r} ({values.null_count} of {n} rows, first at row "
+                    f"{offset + first + 1} of the input)"
+                )
+        if defects:
+            raise NullKeyError(
+                (f"{source}: " if source else "")
+                + f"table {table!r} declares NOT NULL column(s) that the rows leave null: "
+                + "; ".join(defects)
+                + "; nothing was written. Drop or fill those rows (every row of "
+                f"{table!r} needs its keys and location) before writing"
+            )
 
     def _delete_keys(
         self,
@@ -862,6 +917,28 @@ class Store:
         self._record(table, step, params_json, n_rows, source)
         return n_rows
 
+    def check_partition_target(self, table: str) -> None:
+        """Refuse to write Parquet partitions for ``table`` when it is a native table or a plain view.
+
+        The Ray engine writes a table as per-plate Parquet partitions under a
+        view; DuckDB cannot turn a stored table into that view. Call this
+        before any work so a run fails at once, with nothing written.
+
+        Raises
+        ------
+        TableExistsError
+            If ``table`` exists and is not a view over this store's partitions.
+        """
+        if not self.has_table(table) or self.partition_root(table) is not None:
+            return
+        kind = "view" if self._is_view(table) else "native DuckDB table"
+        raise TableExistsError(
+            f"table {table!r} exists in {self.path} as a {kind}, and the Ray engine writes "
+            f"Parquet partitions (under {self.parts_dir / table}) that cannot replace it; "
+            "write to another table (--output another name), drop it first "
+            f"(Store.drop({table!r})), or use --engine local, which replaces it"
+        )
+
     def register_partitions(self, table: str) -> None:
         """(Re)create the view of ``table`` over its Parquet partitions.
 
@@ -869,7 +946,16 @@ class Store:
         store whose folder was copied or moved re-creates its views for the
         new location (see :meth:`_relocate_views`), so a store folder can be
         copied or moved.
+
+        Raises
+        ------
+        TableExistsError
+            If ``table`` is a native table or a plain view (see
+            :meth:`check_partition_target`).
+        TableNotFoundError
+            If there are no partitions.
         """
+        self.check_partition_target(table)
         root = self.parts_dir / table
         if not any(root.glob(f"{PLATE}=*/{DATA_GLOB}")):
             raise TableNotFoundError(f"no Parquet partitions under {root}")

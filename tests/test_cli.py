@@ -358,3 +358,43 @@ def test_cellframe_error_from_a_command_is_one_line_in_a_subprocess(tmp_path: Pa
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("cellframe: error: no store at") and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sphere", "--input", "wells", "--output", "s", "--lam", "inf"],
+         "cellframe sphere: error: argument --lam: inf is not a finite number; give a value >= 0"),
+        (["sphere", "--input", "wells", "--output", "s", "--lam", "nan"],
+         "cellframe sphere: error: argument --lam: nan is not a finite number; give a value >= 0"),
+        (["sphere", "--input", "wells", "--output", "s", "--method", "ZCA", "--epsilon", "nan"],
+         "cellframe: error: Spherizer epsilon=nan"),
+        (["profile", "--config", "missing.toml"],
+         "cellframe: error: pipeline config missing.toml does not exist"),
+    ],
+)  # fmt: skip
+def test_parameter_and_config_errors_are_one_line_and_change_nothing(
+    argv: list[str], expected: str, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = db.read_bytes()
+    assert main([*argv, "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(expected), err
+    assert "Traceback" not in err and "Errno" not in err
+    assert db.read_bytes() == before
+
+
+def test_a_config_lambda_of_infinity_is_one_line(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "p.toml"
+    config.write_text('input = "wells"\n[[step]]\nrun = "sphere"\nlam = inf\ncontrols = "all"\n')
+    before = db.read_bytes()
+    assert main(["profile", "--config", str(config), "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{config}, step 1 (sphere): lam = inf" in err
+    assert "give a number >= 0 (finite: not nan or inf)" in err
+    assert db.read_bytes() == before
+    # Control: lam = 0 is valid and the same chain runs.
+    config.write_text('input = "wells"\n[[step]]\nrun = "sphere"\nlam = 0.0\ncontrols = "all"\n')
+    assert main(["profile", "--config", str(config), "--store", str(db), "-q"]) == 0

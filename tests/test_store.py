@@ -550,3 +550,58 @@ def test_large_stored_files_without_replaced_images_are_linked_not_copied(
     assert got == [1.0, 2.0, 20.0, 21.0, 100.0, 101.0]
     marker = json.loads((folder / partitions.MARKER).read_text())
     assert marker["rows"] == 6
+
+
+def _objects(n: int = 4, **nulls: list[int]) -> pl.DataFrame:
+    """Rows for the schema's ``objects`` table; ``nulls`` puts None at those row indices."""
+    cols: dict[str, list] = {
+        PLATE: ["P1"] * n,
+        WELL: ["A01"] * n,
+        "Metadata_Site": [1] * n,
+        "Metadata_ObjectNumber": list(range(1, n + 1)),
+        "Object": ["Nuclei"] * n,
+        "Location_Center_X": [10.0 + i for i in range(n)],
+        "Location_Center_Y": [20.0 + i for i in range(n)],
+    }
+    for col, rows in nulls.items():
+        cols[col] = [None if i in rows else v for i, v in enumerate(cols[col])]
+    frame = pl.DataFrame(cols, schema_overrides={"Metadata_Site": pl.Int32})
+    return frame.with_columns(
+        pl.lit(None, dtype=pl.Float64).alias("AreaShape_Area"),
+        *[
+            pl.lit(None, dtype=pl.Int32).alias(f"BoundingBox_{c}")
+            for c in ("MinX", "MinY", "MaxX", "MaxY")
+        ],
+    )
+
+
+def test_null_keys_are_refused_before_duckdb_sees_them(tmp_path: Path) -> None:
+    from cellframe.errors import NullKeyError
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        s.write("objects", _objects(2), step="seed")
+    before = path.read_bytes()
+    with Store(path) as s:
+        # Two null sites and one null X among 5 rows; the second batch of an iterator.
+        bad = _objects(5, Metadata_Site=[1, 3], Location_Center_X=[4])
+        with pytest.raises(NullKeyError) as info:
+            s.write("objects", iter([_objects(1), bad]), source="cells.csv", step="t")
+        msg = str(info.value)
+        assert "cells.csv: table 'objects'" in msg
+        assert "'Metadata_Site' (2 of 5 rows, first at row 3 of the input)" in msg
+        assert "'Location_Center_X' (1 of 5 rows, first at row 6 of the input)" in msg
+        assert "NOT NULL" in msg and "nothing was written" in msg
+        # A NOT NULL column the rows lack altogether (new_columns="add" lets rows lack columns).
+        with pytest.raises(NullKeyError, match=r"'Object' \(absent: 3 of 3 rows\)"):
+            s.write("objects", _objects(3).drop("Object"), new_columns="add")
+        assert s.read("objects").height == 2
+    assert path.read_bytes() == before
+    # Controls: nulls in the nullable columns of objects, and in any column of a
+    # table without NOT NULL constraints, are stored as they are.
+    with Store(path) as s:
+        ok = _objects(3).with_columns(pl.Series("AreaShape_Area", [None, 5.0, None]))
+        assert s.write("objects", ok) == 3
+        assert s.read("objects")["AreaShape_Area"].null_count() == 4
+        free = wells("P1").with_columns(pl.lit(None, dtype=pl.String).alias(WELL))
+        assert s.write("free", free) == 3 and s.read("free")[WELL].null_count() == 3

@@ -22,7 +22,7 @@ import numpy as np
 
 from cellframe._progress import progress as _progress
 from cellframe.activity.graph import GraphSet
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "DEFAULT_GRID",
@@ -78,8 +78,9 @@ def noam_learning_rate(
 
     Raises
     ------
-    ValueError
-        If a count is not positive or warm-up is not shorter than training.
+    InvalidInputError
+        If a count is not positive or warm-up is not shorter than training
+        (a ``ValueError`` too).
 
     Examples
     --------
@@ -91,15 +92,17 @@ def noam_learning_rate(
     0.000316
     """
     if steps_per_epoch < 1 or total_epochs < 1:
-        raise ValueError(
-            f"steps_per_epoch and total_epochs must be positive, got {steps_per_epoch}, "
-            f"{total_epochs}"
+        raise InvalidInputError(
+            f"noam_learning_rate: steps_per_epoch ({steps_per_epoch}) and total_epochs "
+            f"({total_epochs}) must be positive integers"
         )
     warmup = warmup_epochs * steps_per_epoch
     total = total_epochs * steps_per_epoch
     if not 0 <= warmup < total:
-        raise ValueError(
-            f"warmup_epochs ({warmup_epochs}) must be >= 0 and below the {total_epochs} epochs"
+        raise InvalidInputError(
+            f"noam_learning_rate: warmup_epochs ({warmup_epochs}) must be >= 0 and below "
+            f"total_epochs ({total_epochs}): valid values are 0 <= warmup_epochs < "
+            f"{total_epochs}; shorten the warm-up or train for more epochs"
         )
     if step < warmup:
         return init_lr + (max_lr - init_lr) * step / warmup
@@ -226,6 +229,33 @@ class MultitaskClassifier:
     progress: bool = False
     history_: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self._check_settings()
+
+    def _check_settings(self) -> None:
+        """Refuse settings that would fail (or train nonsense) later, naming them and the valid values."""
+        if self.encoder not in ("dmpnn", "ffn"):
+            raise InvalidChoiceError(
+                f"MultitaskClassifier encoder={self.encoder!r}; valid: 'dmpnn', 'ffn'"
+            )
+        if not callable(self.lr_schedule) and self.lr_schedule not in LR_SCHEDULES:
+            raise InvalidChoiceError(
+                f"MultitaskClassifier lr_schedule={self.lr_schedule!r}; valid: "
+                f"{sorted(LR_SCHEDULES)} "
+                "or a callable f(step, steps_per_epoch, max_epochs)"
+            )
+        if not isinstance(self.max_epochs, int | np.integer) or self.max_epochs < 1:
+            raise InvalidInputError(
+                f"MultitaskClassifier max_epochs={self.max_epochs!r} must be an integer >= 1"
+            )
+        if self.lr_schedule == "noam" and not 0 <= self.warmup_epochs < self.max_epochs:
+            raise InvalidInputError(
+                f"MultitaskClassifier(lr_schedule='noam', warmup_epochs={self.warmup_epochs!r}, "
+                f"max_epochs={self.max_epochs!r}): the warm-up must end before training does; "
+                f"valid values are 0 <= warmup_epochs < {self.max_epochs} (lower warmup_epochs "
+                "or raise max_epochs)"
+            )
+
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters (for cloning with other values)."""
         return {
@@ -254,7 +284,7 @@ class MultitaskClassifier:
             extra = np.nan_to_num((extra - self._mu) / self._sd).astype(np.float32)
             return GraphSet(**{**inputs.__dict__, "extra": extra})
         if self.encoder != "ffn":
-            raise ValueError(f"unknown encoder {self.encoder!r}; valid: ['dmpnn', 'ffn']")
+            raise InvalidChoiceError(f"unknown encoder {self.encoder!r}; valid: 'dmpnn', 'ffn'")
         if isinstance(inputs, GraphSet):
             raise InvalidInputError("encoder='ffn' needs a dense feature array, not a GraphSet")
         x = np.asarray(inputs, dtype=np.float32)
@@ -307,11 +337,7 @@ class MultitaskClassifier:
     def _schedule(self) -> Callable[[int, int, int], float]:
         if callable(self.lr_schedule):
             return self.lr_schedule
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"unknown lr_schedule {self.lr_schedule!r}; valid: {sorted(LR_SCHEDULES)} "
-                "or a callable f(step, steps_per_epoch, max_epochs)"
-            )
+        self._check_settings()
         return LR_SCHEDULES[self.lr_schedule](self)
 
     # ----------------------------------------------------------------- fitting

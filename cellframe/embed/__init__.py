@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = attach(
         "BOX_SIZE": "crops",
         "CellEmbedder": "embedders",
         "ChannelEmbedder": "embedders",
+        "check_architecture": "embedders",
         "collect_crops": "train",
         "create_backbone": "weights",
         "crop_boxes": "crops",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
         FEATURE_LAYER,
         CellEmbedder,
         ChannelEmbedder,
+        check_architecture,
         load_checkpoint,
         tap_layer,
     )

@@ -247,6 +247,7 @@ def _embed_on_ray(args: argparse.Namespace, store, objects, loader, channels) ->
 
 
 def _train(args: argparse.Namespace) -> int:
+    from cellframe.embed.embedders import check_architecture
     from cellframe.embed.train import (
         TrainConfig,
         cell_labels,
@@ -257,6 +258,7 @@ def _train(args: argparse.Namespace) -> int:
     )
     from cellframe.errors import InvalidInputError
 
+    check_architecture(args.arch, option="--arch")  # before any crop is read
     with _open_store(args) as store:
         objects, loader, _sites, channels = _inputs(args, store)
         crops, cells = collect_crops(

@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from cellframe.embed.weights import LITE0_PACKAGE, RANDOM, WeightsMismatchError, create_backbone
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "FEATURE_LAYER",
     "CellEmbedder",
     "ChannelEmbedder",
     "channels_to_rgb",
+    "check_architecture",
     "load_checkpoint",
     "resolve_device",
     "scale_per_channel_max",
@@ -47,6 +48,83 @@ FEATURE_LAYER = "blocks.5.0.bn2"
 
 #: Input side of the ImageNet network (DeepProfiler ``use_pretrained_input_size``).
 INPUT_SIZE = 224
+
+
+#: timm module whose architectures (EfficientNet, Lite, TinyNet, MixNet, ...) have
+#: the stage layout that :data:`FEATURE_LAYER` names.
+ARCH_FAMILY = "efficientnet"
+
+
+def check_architecture(
+    arch: str, *, layer: str = FEATURE_LAYER, option: str = "arch", in_chans: int = 3
+) -> str:
+    """Refuse an architecture that timm lacks or whose features cellframe cannot tap.
+
+    The network is built on PyTorch's ``meta`` device (no weights, no memory),
+    so the check costs a fraction of a second and runs before any data is read.
+
+    Parameters
+    ----------
+    arch : str
+        timm architecture name, e.g. ``"efficientnet_b0"``.
+    layer : str
+        Module the features are read from (:data:`FEATURE_LAYER`).
+    option : str
+        How the user passed ``arch`` (``"--arch"`` at the command line), for the message.
+    in_chans : int
+        Input channels to build the network with.
+
+    Returns
+    -------
+    str
+        ``arch``, unchanged.
+
+    Raises
+    ------
+    InvalidChoiceError
+        If timm's registry has no such architecture, or its network has no
+        module ``layer``; the message lists the valid architectures (timm's
+        :data:`ARCH_FAMILY` module) closest to ``arch``.
+
+    Examples
+    --------
+    >>> check_architecture("tinynet_e")
+    'tinynet_e'
+    """
+    import difflib
+
+    import timm
+
+    family = timm.list_models(module=ARCH_FAMILY)
+    if timm.is_model(arch):
+        if _has_module(arch, layer, in_chans):
+            return arch
+        defect = f"timm's {arch!r} has no module {layer!r} to read cell features from"
+    else:
+        defect = f"timm's registry has no architecture {arch!r}"
+    # The closest names that do have the layer (a few builds, on the error path only).
+    close = [
+        name
+        for name in difflib.get_close_matches(arch, family, n=12, cutoff=0.0)
+        if _has_module(name, layer, in_chans)
+    ][:6]
+    raise InvalidChoiceError(
+        f"{option} {arch!r}: {defect}; valid: the architectures of "
+        f"timm.list_models(module={ARCH_FAMILY!r}) that have it (of its {len(family)} names), closest "
+        f"{', '.join(map(repr, close))} (default 'efficientnet_b0')"
+    )
+
+
+def _has_module(arch: str, layer: str, in_chans: int) -> bool:
+    """Whether timm's ``arch`` has a module named ``layer`` (built without weights)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+    except Exception:  # a network that cannot be built without storage
+        model = timm.create_model(arch, pretrained=False, in_chans=in_chans)
+    return any(name == layer for name, _ in model.named_modules())
 
 
 class _LayerReached(Exception):

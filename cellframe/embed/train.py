@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from cellframe.columns import OBJECT_NUMBER, PLATE, WELL
 from cellframe.embed.augment import Augmentation, augment_batch
 from cellframe.embed.dataset import ImageSource, SiteCropDataset
-from cellframe.embed.embedders import resolve_device, scale_per_channel_max
+from cellframe.embed.embedders import check_architecture, resolve_device, scale_per_channel_max
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
 
 __all__ = [
@@ -353,8 +353,12 @@ def train_embedder(
     InvalidInputError
         If lengths disagree, the split has unknown values or no training
         cells, or fewer than two classes train.
+    InvalidChoiceError
+        If ``config.arch`` is not an architecture cellframe can embed with
+        (:func:`cellframe.embed.embedders.check_architecture`).
     """
     cfg = config or TrainConfig()
+    check_architecture(cfg.arch, option="TrainConfig arch", in_chans=len(channels))
     dev = resolve_device(device)
     amp = (dev.type == "cuda") if cfg.amp is None else bool(cfg.amp) and dev.type == "cuda"
     batch_size = cfg.batch_size or (128 if dev.type == "cuda" else 32)

@@ -114,6 +114,7 @@ def embed_plates(
     frame = store.read(objects) if isinstance(objects, str) else objects
     embedder = make_embedder()  # on the driver only for its name and provenance
     table = dest or f"cells_{embedder.name}"
+    store.check_partition_target(table)  # a native table: refused before any plate is embedded
     params = {**embedder.provenance, "channels": list(channels), "engine": "ray"}
     del embedder
     root = store.parts_dir / table

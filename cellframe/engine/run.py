@@ -245,6 +245,9 @@ def map_plates(
     ------
     EngineUnavailableError
         If Ray cannot be reached.
+    TableExistsError
+        Ray engine: if ``dest`` exists as a native table (or a plain view),
+        which Parquet partitions cannot replace; checked before any work.
     cellframe.partitions.PartitionVersionError
         If an existing partition was written by another cellframe version or
         step and ``force`` is not set.
@@ -266,6 +269,7 @@ def map_plates(
             report.computed.append(plate)
         return report
 
+    store.check_partition_target(dest)  # before Ray starts or a partition is written
     ray = connect_ray(address)
     table_root = store.parts_dir / dest
     remove_stale_temporaries(table_root)

@@ -102,8 +102,10 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:  # also refuses NaN
+    if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; give a value >= 0")
+    if not value < float("inf"):  # NaN or infinity
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number; give a value >= 0")
     return value
 
 
@@ -146,8 +148,10 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
             for item in value if isinstance(value, list) else [value]:
                 _check_value(name, key, item, where)
         lam = step.get("lam")
-        if lam is not None and not (isinstance(lam, int | float) and lam >= 0):
-            raise InvalidChoiceError(f"{where}: lam = {lam!r}; give a number >= 0")
+        if lam is not None and not (isinstance(lam, int | float) and 0 <= lam < float("inf")):
+            raise InvalidChoiceError(
+                f"{where}: lam = {lam!r}; give a number >= 0 (finite: not nan or inf)"
+            )
 
 
 def _csv(text: str) -> list[str]:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellframe._progress import progress as _progress
-from cellframe.errors import InvalidInputError
+from cellframe.errors import ConfigNotFoundError, InvalidChoiceError, InvalidInputError
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -385,7 +385,10 @@ def run_qc(
 
     t0 = time.perf_counter()
     if kind not in ("wells", "images"):
-        raise InvalidInputError(f"unknown QC kind {kind!r}; valid: 'wells', 'images'")
+        raise InvalidChoiceError(
+            f"unknown QC kind {kind!r} (run_qc kind=); valid: 'wells', 'images' "
+            "(PCA outlier wells, or image quality)"
+        )
     groups = (PLATE,) if by is None else tuple(by)
     if engine != "local":
         from cellframe.profiles.plates import flag_outlier_wells_plates, image_qc_plates
@@ -588,12 +591,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
+    ConfigNotFoundError
+        If the file does not exist or is a folder (a ``FileNotFoundError`` too).
     InvalidInputError
         If it is not valid TOML or lacks ``[[step]]`` entries.
     """
     path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigNotFoundError(
+            f"pipeline config {path} {what} (working folder {Path.cwd()}); pass the path of a "
+            "pipeline TOML file (see docs/profiles.md)"
+        )
     try:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from cellframe.columns import FEATURE_DTYPE, MOA
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 from cellframe.profiles._common import (
     RowFilter,
     filter_columns,
@@ -59,10 +59,24 @@ _GRAM_MIN_RATIO = 1e-10
 
 def _check_method(method: str) -> str:
     if method not in SPHERE_METHODS:
-        raise InvalidInputError(
+        raise InvalidChoiceError(
             f"unknown sphering method {method!r}; valid: {', '.join(map(repr, SPHERE_METHODS))}"
         )
     return method
+
+
+def _check_nonnegative(name: str, value: float, what: str) -> float:
+    """``value`` as a float when it is a finite number >= 0, else a named error."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (np.isfinite(number) and number >= 0):
+        raise InvalidInputError(
+            f"Spherizer {name}={value!r} ({what}) must be a finite number >= 0 "
+            f"(e.g. {name}=1e-2; 0 for none)"
+        )
+    return number
 
 
 def _regularized_w(evals: np.ndarray, evecs: np.ndarray, lam: float) -> np.ndarray:
@@ -168,12 +182,10 @@ class Spherizer:
         features: Sequence[str] | None = None,
     ) -> None:
         self.method = _check_method(method)
-        if lam < 0:
-            raise InvalidInputError("lam must be non-negative")
+        self.lam = _check_nonnegative("lam", lam, "the ridge added to the covariance's eigenvalues")
+        self.epsilon = _check_nonnegative("epsilon", epsilon, "pycytominer's whitening epsilon")
         if method in ("ZCA-cor", "PCA-cor") and not center:
             raise InvalidInputError("PCA-cor and ZCA-cor require center=True")
-        self.lam = float(lam)
-        self.epsilon = float(epsilon)
         self.center = bool(center)
         self.controls = controls
         self.features = None if features is None else list(features)
@@ -535,8 +547,11 @@ def lambda_sweep(
         Columns ``lambda`` and ``score``, one row per lambda, in grid order.
     """
     grid = np.asarray(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, dtype=np.float64)
-    if grid.size == 0 or np.any(grid < 0):
-        raise InvalidInputError("lambdas must be a non-empty sequence of non-negative numbers")
+    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid >= 0)):
+        raise InvalidInputError(
+            f"lambda_sweep lambdas={list(grid)!r} must be a non-empty sequence of finite "
+            "numbers >= 0 (e.g. [1e-4, 1e-2, 1])"
+        )
     scorer = score if score is not None else _default_score(label)
     base = Spherizer("regularized", controls=controls, features=features)
     data = lf.lazy().collect()

@@ -216,3 +216,31 @@ def test_dmpnn_uses_normalized_descriptors_with_noam():
     clf.fit(graphs.subset(train), y[train])
     assert clf.network_.encoder.out_features == 16 + 2
     assert mean_auroc(y[test], clf.predict_proba(graphs.subset(test))) > 0.95
+
+
+def test_noam_settings_are_refused_where_they_are_passed():
+    from cellframe.activity.model import noam_learning_rate
+    from cellframe.errors import InvalidChoiceError
+
+    # The schedule itself: a cellframe error naming both parameters and the valid range.
+    with pytest.raises(InvalidInputError, match=r"warmup_epochs \(2\.0\).*total_epochs \(2\)"):
+        noam_learning_rate(0, steps_per_epoch=10, total_epochs=2, warmup_epochs=2.0)
+    with pytest.raises(InvalidInputError, match="steps_per_epoch"):
+        noam_learning_rate(0, steps_per_epoch=0, total_epochs=2)
+    # The classifier: refused at construction, before any data or training.
+    with pytest.raises(InvalidInputError) as info:
+        MultitaskClassifier(lr_schedule="noam", max_epochs=2, warmup_epochs=2.0)
+    msg = str(info.value)
+    assert "max_epochs=2" in msg and "warmup_epochs=2.0" in msg and "0 <= warmup_epochs < 2" in msg
+    with pytest.raises(InvalidInputError, match="warmup_epochs=-1"):
+        MultitaskClassifier(lr_schedule="noam", warmup_epochs=-1.0)
+    with pytest.raises(InvalidInputError, match="max_epochs=0"):
+        MultitaskClassifier(max_epochs=0)
+    with pytest.raises(InvalidChoiceError, match="'constant', 'noam'"):
+        MultitaskClassifier(lr_schedule="cosine")
+    with pytest.raises(InvalidChoiceError, match="'dmpnn', 'ffn'"):
+        MultitaskClassifier(encoder="gnn")
+    # Valid but unusual: no warm-up, the shortest noam run, a long warm-up without noam.
+    assert noam_learning_rate(0, steps_per_epoch=1, total_epochs=1, warmup_epochs=0.0) == 1e-3
+    assert MultitaskClassifier(lr_schedule="noam", max_epochs=3, warmup_epochs=2.0).max_epochs == 3
+    assert MultitaskClassifier(lr_schedule="constant", max_epochs=1, warmup_epochs=5.0).lr == 1e-3

@@ -163,3 +163,38 @@ def test_train_then_embed_with_the_checkpoint(tiny_screen, tmp_path: Path, capsy
         frame = store.read("cells_wsl_tinynet_e")
     assert frame.shape == (5, 4 + 336)
     assert frame.select(pl.all().exclude("^Metadata_.*$").is_nan().any()).row(0) == (False,) * 336
+
+
+@pytest.mark.parametrize(
+    ("arch", "defect"),
+    [
+        ("resnet18", "timm's 'resnet18' has no module 'blocks.5.0.bn2'"),
+        ("efficientnet_b9", "timm's registry has no architecture 'efficientnet_b9'"),
+    ],
+)
+def test_train_embedder_refuses_an_architecture_it_cannot_use(
+    tiny_screen, tmp_path: Path, capsys, arch, defect
+) -> None:
+    db, folder = tiny_screen
+    before = db.read_bytes()
+    argv = ["train-embedder", "--store", str(db), "--images", str(folder), "--arch", arch]
+    argv += ["--epochs", "1", "--box-size", "16", "--channels", "DNA,ER"]
+    argv += ["--checkpoint-dir", str(tmp_path / "ckpt"), "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "KeyError" not in err
+    assert f"--arch {arch!r}: {defect}" in err
+    # The valid ones are read from timm's registry, closest first.
+    assert "architectures of timm.list_models(module='efficientnet')" in err
+    assert "'efficientnet_b" in err
+    assert db.read_bytes() == before and not (tmp_path / "ckpt").exists()
+
+
+def test_check_architecture_accepts_the_efficientnet_family() -> None:
+    from cellframe.embed.embedders import check_architecture
+    from cellframe.errors import InvalidChoiceError
+
+    for arch in ("efficientnet_b0", "efficientnet_lite0", "tinynet_e", "mixnet_s"):
+        assert check_architecture(arch) == arch
+    with pytest.raises(InvalidChoiceError, match="TrainConfig arch 'vit_tiny_patch16_224'"):
+        check_architecture("vit_tiny_patch16_224", option="TrainConfig arch")

@@ -183,3 +183,38 @@ def test_whole_chain_on_ray_equals_local(screen: Store, ray_local) -> None:
     a = screen.read("ch_qc").sort(PLATE, WELL)
     b = screen.read("ch_qc_ray").sort(PLATE, WELL).select(a.columns)
     assert_frame_equal(a, b, check_exact=False, rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_ray_into_an_existing_native_table_is_refused_before_any_work(
+    tmp_path: Path, ray_local, capsys
+) -> None:
+    from cellframe.cli import main
+    from cellframe.errors import TableExistsError
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.write("cells", cells(n_plates=2, n_wells=2, n_sites=1, n_cells=3))
+        run_aggregate(store, "cells", "wells", progress=False)  # local engine: a native table
+        local = store.read("wells")
+        parts = store.parts_dir / "wells"
+    before = path.read_bytes()
+    argv = ["aggregate", "--store", str(path), "--input", "cells", "--output", "wells"]
+    assert main([*argv, "--engine", "ray", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Catalog" not in err and "Traceback" not in err
+    assert "'wells' exists in" in err and "as a native DuckDB table" in err
+    assert "--output another name" in err and "--engine local" in err
+    assert path.read_bytes() == before
+    assert not parts.exists() and parts.parent.name == "s.parts"
+    with Store(path) as store:
+        with pytest.raises(TableExistsError, match="as a native DuckDB table"):
+            aggregate_plates(store, "cells", "wells", engine="ray", progress=False)
+        assert_frame_equal(store.read("wells"), local)
+    # Controls: the local engine replaces its own native table, and Ray writes a
+    # new name (and re-runs into its own partitioned view) with the same rows.
+    assert main([*argv, "-q"]) == 0
+    assert main([*argv[:-1], "wells_ray", "--engine", "ray", "-q"]) == 0
+    assert main([*argv[:-1], "wells_ray", "--engine", "ray", "--force", "-q"]) == 0
+    with Store(path) as store:
+        assert_frame_equal(store.read("wells"), local)
+        assert same(store, "wells", "wells_ray") == local.height == 4

@@ -278,3 +278,37 @@ def test_evaluate_activity_bad_folds_is_one_line_and_changes_nothing(tmp_path, c
     assert "2 control rows for n_folds=3" in err
     with Store(path, read_only=True) as s:
         assert_frame_equal(s.tables(), before)
+
+
+def test_missing_config_file_is_one_line(screen_store, tmp_path, capsys):
+    path, _ = screen_store
+    before = path.read_bytes()
+    missing = tmp_path / "missing.toml"
+    assert main(["profile", "--store", str(path), "--config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Errno" not in err
+    assert f"pipeline config {missing} does not exist" in err
+    assert path.read_bytes() == before
+    from cellframe.errors import ConfigNotFoundError
+    from cellframe.profiles.pipeline import load_config
+
+    with pytest.raises(ConfigNotFoundError, match=r"missing\.toml"):
+        load_config(missing)
+    assert isinstance(ConfigNotFoundError("x"), FileNotFoundError)  # callers catching it still do
+    folder = tmp_path / "a_folder.toml"
+    folder.mkdir()
+    with pytest.raises(ConfigNotFoundError, match="is a folder"):
+        load_config(folder)
+
+
+def test_run_qc_unknown_kind_lists_the_kinds(screen_store):
+    from cellframe.errors import InvalidChoiceError
+    from cellframe.profiles.pipeline import run_qc
+
+    path, _ = screen_store
+    with Store(path) as store:
+        with pytest.raises(
+            InvalidChoiceError, match=r"unknown QC kind 'cells'.*valid: 'wells', 'images'"
+        ):
+            run_qc(store, "cells", "qc", kind="cells", progress=False)
+        assert "qc" not in store.tables()["table"].to_list()

@@ -209,3 +209,22 @@ def test_lambda_sweep_reports_nan_scores(nelisa):
     assert table.sort("score", descending=True)["lambda"][0] == 1e-1  # the trap
     best = table.filter(pl.col("score").is_not_nan()).sort("score", descending=True)
     assert best["lambda"][0] == 1e-3
+
+
+@pytest.mark.parametrize("lam", [-1e-3, float("nan"), float("inf")])
+def test_bad_lambda_is_a_named_error(lam):
+    with pytest.raises(InvalidInputError, match=r"lam=.*finite number >= 0"):
+        Spherizer(lam=lam)
+    with pytest.raises(InvalidInputError, match="lam="):
+        sphere(pl.DataFrame({"a": [1.0, 2.0]}), lam=lam, controls=None)
+
+
+def test_bad_epsilon_and_method_are_named_errors():
+    from cellframe.errors import InvalidChoiceError
+
+    with pytest.raises(InvalidInputError, match=r"epsilon=nan"):
+        Spherizer("ZCA", epsilon=float("nan"))
+    with pytest.raises(InvalidChoiceError, match="'regularized'"):
+        Spherizer("whiten")
+    # lam = 0 (no regularisation) and a huge lam are valid.
+    assert Spherizer(lam=0.0).lam == 0.0 and Spherizer(lam=1e6).lam == 1e6
