@@ -275,7 +275,9 @@ def test_trained_models_auroc_recomputed_from_predictions(demo, tables) -> None:
     }  # fmt: skip
     assert set(trained["assay"]) == {"NR-AhR", "SR-ARE", "SR-MMP"}
     assert set(trained["split"]) == {"scaffold"}
-    bundled = pl.read_csv(demo_data_dir() / "activity" / "tox21_subset.csv", glob=False)
+    bundled = pl.read_csv(
+        demo_data_dir() / "moleculenet" / "tox21.csv.gz", n_rows=2000, glob=False
+    ).select("smiles", "NR-AhR", "SR-ARE", "SR-MMP")
     for row in trained.iter_rows(named=True):
         p = predictions.filter(
             (pl.col("model") == row["model"]) & (pl.col("assay") == row["assay"])
@@ -308,13 +310,27 @@ def test_trained_models_auroc_recomputed_from_predictions(demo, tables) -> None:
     assert means["D-MPNN"] > 0.65 and means["RandomForest on Morgan fingerprints"] > 0.55
 
 
-def test_bundled_tox21_subset_is_the_shared_file(shared_data: Path) -> None:
+def test_demo_tox21_subset_is_the_shared_file(shared_data: Path) -> None:
+    """The demo's matrix is data rows 1-2,000 of the real Tox21, its three assays, unchanged."""
+    from cellframe.activity.chem import InvalidSmilesWarning
+    from cellframe.activity.matrix import read_assay_subset
+    from cellframe.demo import TOX21_DEMO_ASSAYS, TOX21_DEMO_COMPOUNDS
+
     with (shared_data / "assay-matrices-moleculenet" / "tox21.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
-    cols = [rows[0].index(c) for c in ("smiles", "NR-AhR", "SR-ARE", "SR-MMP")]
-    expected = [[r[i] for i in cols] for r in rows[:2001]]
-    with (demo_data_dir() / "activity" / "tox21_subset.csv").open(newline="") as fh:
-        assert list(csv.reader(fh)) == expected
+    cols = [rows[0].index(c) for c in ("smiles", *TOX21_DEMO_ASSAYS)]
+    expected = [[r[i] for i in cols] for r in rows[1 : TOX21_DEMO_COMPOUNDS + 1]]
+    with pytest.warns(InvalidSmilesWarning, match=r"tox21\.csv\.gz: 1 of 2000 SMILES .* line 1324"):
+        m = read_assay_subset(
+            demo_data_dir() / "moleculenet" / "tox21.csv.gz",
+            TOX21_DEMO_COMPOUNDS,
+            TOX21_DEMO_ASSAYS,
+        )
+    assert m.assays == list(TOX21_DEMO_ASSAYS) and m.smiles == [r[0] for r in expected]
+    assert m.compounds == m.smiles  # MoleculeNet's SMILES are the ids; no row merged
+    values = [[float(v) if v else None for v in r[1:]] for r in expected]
+    got = [[None if np.isnan(v) else float(v) for v in row] for row in m.values]
+    assert got == values and int(m.observed.sum()) == 4658 and int(m.hits.sum()) == 673
 
 
 def test_demo_report_renders_offline(demo, tmp_path: Path) -> None:

@@ -20,11 +20,16 @@ from cellframe.errors import EmptyInputError
 
 __all__ = [
     "CleaningResult",
+    "SkippedStepWarning",
     "clean_assay_matrix",
     "frequent_hitters",
     "hit_set_iou",
     "redundant_assay_clusters",
 ]
+
+
+class SkippedStepWarning(UserWarning):
+    """A cleaning step could not run (e.g. PAINS without SMILES) and was skipped."""
 
 
 @dataclass
@@ -194,7 +199,10 @@ def clean_assay_matrix(
         from cellframe.activity.chem import pains_matches, parse_smiles
 
         mols = parse_smiles(
-            m.smiles, where="the assay matrix", labels=[f"compound {c!r}" for c in m.compounds]
+            m.smiles,
+            where="the assay matrix",
+            labels=[f"compound {c!r}" for c in m.compounds],
+            binaries=m.binaries,  # the molecules parsed when the matrix was read
         )
         ok = np.array([mol is not None for mol in mols])
         m = record("invalid SMILES", m.subset(compounds=ok), "unparseable by RDKit")
@@ -204,7 +212,12 @@ def clean_assay_matrix(
             per_family = ", ".join(f"{f}: {int(match[f].sum())}" for f in pains_families)
             m = record("PAINS", m.subset(compounds=~match["any"]), per_family)
     elif pains:
-        warnings.warn("the assay matrix has no SMILES: the PAINS step is skipped", stacklevel=2)
+        warnings.warn(
+            f"the assay matrix of {m.shape[0]} compounds has no SMILES: the PAINS step is "
+            "skipped (pass pains=False to skip it without this warning)",
+            SkippedStepWarning,
+            stacklevel=2,
+        )
 
     m = record(
         "assays without readouts",

@@ -263,6 +263,7 @@ def run_experiment(
             matrix.smiles,
             where=str(matrix_path),
             labels=[f"compound {c!r}" for c in matrix.compounds],
+            binaries=matrix.binaries,
         )
         ok = np.array([m is not None for m in mols])
         if not ok.all():

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cellframe.activity.chem import InvalidSmilesWarning
 from cellframe.activity.columns import ASSAY, FOLD, MODALITY, PROBABILITY, READOUT
 from cellframe.activity.graph import GraphSet
 from cellframe.activity.matrix import AssayMatrix
@@ -61,8 +62,12 @@ def _random(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> np.
 HOLDOUT_SPLITS: dict[str, Partition] = {"random": _random, "scaffold": _scaffold}
 
 
-class UnparsedCompoundsWarning(UserWarning):
-    """Compounds whose SMILES RDKit cannot parse were left out of training and testing."""
+class UnparsedCompoundsWarning(InvalidSmilesWarning):
+    """Compounds whose SMILES RDKit cannot parse were left out of training and testing.
+
+    An :class:`~cellframe.activity.chem.InvalidSmilesWarning`, so one filter on
+    that class covers every report of unparseable SMILES.
+    """
 
 
 class UnscoredAssayWarning(UserWarning):
@@ -271,7 +276,7 @@ def train_holdout(
     if not models:
         raise InvalidInputError("give at least one model to train")
     kinds = {name: _input_kind(model) for name, model in models.items()}
-    mols = parse_smiles(matrix.smiles, warn=False)
+    mols = parse_smiles(matrix.smiles, warn=False, binaries=matrix.binaries)
     kept = np.flatnonzero([m is not None for m in mols])
     n_unparsed = len(mols) - kept.size
     if n_unparsed:

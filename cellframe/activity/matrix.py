@@ -9,9 +9,10 @@ missing readouts. ``to_long`` turns it into the store's long table.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ __all__ = [
     "assay_matrix_from_long",
     "assay_matrix_from_wide",
     "read_assay_matrix",
+    "read_assay_subset",
 ]
 
 ConflictPolicy = Literal["missing", "hit", "error"]
@@ -50,12 +52,19 @@ class AssayMatrix:
         ``(n_compounds, n_assays)`` float32: 1.0 hit, 0.0 no hit, NaN missing.
     smiles : list of str, optional
         SMILES per compound (same order as ``compounds``).
+    binaries : list of bytes or None, optional
+        RDKit molecule of each SMILES as ``Mol.ToBinary()`` bytes (None where it
+        does not parse), set by the readers that canonicalize SMILES so that
+        cleaning and training rebuild the molecules instead of parsing the SMILES
+        again (:func:`~cellframe.activity.chem.parse_smiles`); kept by
+        :meth:`subset`. Not part of equality or the repr.
     """
 
     compounds: list[str]
     assays: list[str]
     values: np.ndarray
     smiles: list[str] | None = None
+    binaries: list[bytes | None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)
@@ -68,6 +77,13 @@ class AssayMatrix:
         if self.smiles is not None and len(self.smiles) != len(self.compounds):
             raise InvalidInputError(
                 f"{len(self.smiles)} SMILES for {len(self.compounds)} compounds; give one per compound"
+            )
+        if self.binaries is not None and (
+            self.smiles is None or len(self.binaries) != len(self.smiles)
+        ):
+            raise InvalidInputError(
+                "assay matrix molecule binaries need SMILES, one binary per SMILES; "
+                "leave binaries=None to parse the SMILES instead"
             )
         observed = values[~np.isnan(values)]
         bad = np.setdiff1d(np.unique(observed), [0.0, 1.0])
@@ -117,6 +133,7 @@ class AssayMatrix:
             assays=[self.assays[j] for j in cols],
             values=self.values[np.ix_(rows, cols)],
             smiles=None if self.smiles is None else [self.smiles[i] for i in rows],
+            binaries=None if self.binaries is None else [self.binaries[i] for i in rows],
         )
 
     # ---------------------------------------------------------------- frames
@@ -170,6 +187,7 @@ def _check_empty_assays(assays: list[str], values: np.ndarray, where: str) -> No
         warnings.warn(
             f"{len(empty)} assay(s) of {where} have no observed readouts ({shown}); "
             "clean_assay_matrix drops them",
+            ReadoutWarning,
             stacklevel=3,
         )
 
@@ -299,11 +317,13 @@ def assay_matrix_from_long(
         pl.col(compound_column).cast(pl.String),
         pl.col(assay_column).cast(pl.String),
     )
+    by_text: dict[str, bytes] | None = None
     if has_smiles and canonicalize:
-        from cellframe.activity.chem import canonical_smiles
+        from cellframe.activity.chem import canonical_molecules
 
         raw = df[smiles_column].cast(pl.String).to_list()
-        canonical, reasons = canonical_smiles(raw)
+        canonical, reasons, binaries = canonical_molecules(raw)
+        by_text = _binaries_by_text(raw, binaries)
         labels = _row_labels(df.height, first_line)
         _warn_bad_smiles(where, labels, raw, reasons, "kept; cleaning drops them")
         key = pl.Series(
@@ -386,7 +406,23 @@ def assay_matrix_from_long(
     j = merged["_j"].to_numpy()
     values[i, j] = merged["_lo"].to_numpy().astype(np.float32)
     _check_empty_assays(assays, values, where)
-    return AssayMatrix(compounds=compounds, assays=assays, values=values, smiles=smiles)
+    return AssayMatrix(
+        compounds=compounds,
+        assays=assays,
+        values=values,
+        smiles=smiles,
+        binaries=None if by_text is None else _binaries_of(smiles, by_text),
+    )
+
+
+def _binaries_by_text(raw: list[Any], binaries: list[bytes | None]) -> dict[str, bytes]:
+    """SMILES text -> its molecule's bytes (the texts that parsed)."""
+    return {s: b for s, b in zip(raw, binaries, strict=True) if b is not None}
+
+
+def _binaries_of(smiles: list[Any] | None, by_text: dict[str, bytes]) -> list[bytes | None] | None:
+    """The bytes of each SMILES text (parsed once, at reading), None where it did not parse."""
+    return None if smiles is None else [by_text.get(s) for s in smiles]
 
 
 def assay_matrix_from_wide(
@@ -454,8 +490,9 @@ def assay_matrix_from_wide(
         raise MissingColumnsError(where, absent)
     if not assay_cols:
         raise EmptyInputError(f"{where} has no assay columns")
+    by_text: dict[str, bytes] | None = None
     if smiles_column is not None and canonicalize:
-        df = _canonical_rows(df, id_col, smiles_column, where, first_line)
+        df, by_text = _canonical_rows(df, id_col, smiles_column, where, first_line)
     ids = df.select(pl.col(id_col).cast(pl.String).alias(COMPOUND))
     smiles = (
         df.select(pl.col(smiles_column).cast(pl.String).alias(SMILES))
@@ -481,11 +518,13 @@ def assay_matrix_from_wide(
                 f"{where}: readouts must be 1 (hit), 0 (no hit) or blank; found {bad[:5].tolist()}"
             )
         _check_empty_assays(assay_cols, values, where)
+        smiles_list = None if smiles is None else smiles[SMILES].to_list()
         return AssayMatrix(
             compounds=ids[COMPOUND].to_list(),
             assays=assay_cols,
             values=values.astype(np.float32),
-            smiles=None if smiles is None else smiles[SMILES].to_list(),
+            smiles=smiles_list,
+            binaries=None if by_text is None else _binaries_of(smiles_list, by_text),
         )
     n_dup = int(ids[COMPOUND].filter(duplicated).n_unique())
     warnings.warn(
@@ -500,13 +539,16 @@ def assay_matrix_from_wide(
         variable_name=ASSAY,
         value_name=READOUT,
     )
-    return assay_matrix_from_long(
+    merged = assay_matrix_from_long(
         long,
         smiles_column=SMILES if smiles is not None else None,
         on_conflict=on_conflict,
         where=where,
         canonicalize=False,  # done above, per file line
     )
+    if by_text is None:
+        return merged
+    return dataclasses.replace(merged, binaries=_binaries_of(merged.smiles, by_text))
 
 
 def _warn_shared_structures(
@@ -535,17 +577,21 @@ def _warn_shared_structures(
 
 def _canonical_rows(
     df: pl.DataFrame, id_col: str, smiles_column: str, where: str, first_line: int | None
-) -> pl.DataFrame:
-    """Warn about bad SMILES per line; where SMILES are the ids, one id per molecule."""
-    from cellframe.activity.chem import InvalidSmilesWarning, canonical_smiles
+) -> tuple[pl.DataFrame, dict[str, bytes]]:
+    """Warn about bad SMILES per line; where SMILES are the ids, one id per molecule.
+
+    Also returns each SMILES text that parsed with its molecule's bytes.
+    """
+    from cellframe.activity.chem import InvalidSmilesWarning, canonical_molecules
 
     raw = df[smiles_column].cast(pl.String).to_list()
-    canonical, reasons = canonical_smiles(raw)
+    canonical, reasons, binaries = canonical_molecules(raw)
+    by_text = _binaries_by_text(raw, binaries)
     labels = _row_labels(df.height, first_line)
     if id_col != smiles_column:
         _warn_bad_smiles(where, labels, raw, reasons, "kept; cleaning drops them")
         _warn_shared_structures(df[id_col].cast(pl.String).to_list(), canonical, labels, where)
-        return df
+        return df, by_text
     empty = [r == "empty SMILES" for r in reasons]
     unparsed = [r if r != "empty SMILES" else None for r in reasons]
     _warn_bad_smiles(where, labels, raw, unparsed, "kept; cleaning drops them")
@@ -564,7 +610,7 @@ def _canonical_rows(
         out = out.filter(~pl.Series(empty))
         if out.height == 0:
             raise EmptyInputError(f"{where}: every row has an empty SMILES")
-    return out
+    return out, by_text
 
 
 def _read_names(
@@ -673,6 +719,113 @@ def read_assay_matrix(
         where=str(path),
         canonicalize=canonicalize,
         first_line=first_line,
+    )
+
+
+def read_assay_subset(
+    path: str | Path,
+    n_rows: int,
+    assays: Sequence[str],
+    *,
+    smiles_column: str = "smiles",
+    compound_column: str | None = None,
+    on_conflict: ConflictPolicy = "missing",
+    canonicalize: bool = True,
+) -> AssayMatrix:
+    """The first ``n_rows`` rows and the named assays of a wide CSV assay matrix.
+
+    For a small matrix taken from a large one (the demo trains on the first
+    2,000 Tox21 compounds and three of its assays): only those rows are read
+    and canonicalized, and the result is what :func:`read_assay_matrix` gives
+    on a file holding those rows and columns (messages name the lines of
+    ``path``).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv``, ``.csv.gz``, ``.tsv`` or ``.tsv.gz`` file, one row per compound.
+    n_rows : int
+        How many data rows (below the header, in file order) to take; one row
+        is one compound in MoleculeNet's files (rows of one molecule are merged).
+    assays : sequence of str
+        Assay columns to take, in this order.
+    smiles_column, compound_column : str
+        As in :func:`assay_matrix_from_wide`.
+    on_conflict : {"missing", "hit", "error"}, default "missing"
+        As in :func:`assay_matrix_from_wide`.
+    canonicalize : bool, default True
+        As in :func:`assay_matrix_from_wide`.
+
+    Returns
+    -------
+    AssayMatrix
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    InvalidInputError
+        If ``n_rows`` is not positive, the file has fewer data rows, or no
+        assay is named.
+    MissingColumnsError
+        If a named column is not in the file.
+    UnknownFormatError
+        If ``path`` is not a CSV/TSV file.
+
+    Examples
+    --------
+    >>> from cellframe.demo import demo_data_dir
+    >>> m = read_assay_subset(
+    ...     demo_data_dir() / "moleculenet" / "tox21.csv.gz", 5, ["NR-AhR", "SR-MMP"]
+    ... )
+    >>> m.assays, m.values[:, 0].tolist()
+    (['NR-AhR', 'SR-MMP'], [1.0, 0.0, nan, 0.0, 0.0])
+    """
+    from cellframe.errors import UnknownFormatError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no assay matrix at {path}")
+    name = path.name.lower()
+    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
+        raise UnknownFormatError(
+            f"read_assay_subset reads .csv/.tsv(.gz) files, not {path}; "
+            "use read_assay_matrix and AssayMatrix.subset"
+        )
+    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
+        raise InvalidInputError(
+            f"n_rows must be a positive number of rows of {path} to take, not {n_rows!r}"
+        )
+    assays = list(assays)
+    if not assays:
+        raise InvalidInputError(f"name at least one assay column of {path} to take")
+    if len(set(assays)) != len(assays):
+        raise InvalidInputError(f"assay columns named twice for {path}: {assays}")
+    df = pl.read_csv(
+        path,
+        separator="\t" if ".tsv" in name else ",",
+        infer_schema_length=0,  # all strings, cast later, as read_assay_matrix
+        n_rows=int(n_rows),
+        glob=False,
+    )
+    keys = [c for c in dict.fromkeys((compound_column, smiles_column)) if c is not None]
+    missing = [c for c in [*keys, *assays] if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(str(path), missing, f"columns present: {df.columns[:14]}")
+    if df.height < n_rows:
+        raise InvalidInputError(
+            f"{path} has {df.height} data rows, fewer than the {n_rows} asked for; "
+            f"ask for at most {df.height}"
+        )
+    return assay_matrix_from_wide(
+        df.select([*keys, *assays]),
+        compound_column=compound_column,
+        smiles_column=smiles_column,
+        assays=assays,
+        on_conflict=on_conflict,
+        where=str(path),
+        canonicalize=canonicalize,
+        first_line=2,
     )
 
 

@@ -14,7 +14,6 @@ from cellframe.activity import (
     MultitaskClassifier,
     RandomForestBaseline,
     murcko_scaffolds,
-    read_assay_matrix,
     train_holdout,
 )
 from cellframe.activity.holdout import (
@@ -22,6 +21,7 @@ from cellframe.activity.holdout import (
     UnscoredAssayWarning,
     mean_auroc_per_model,
 )
+from cellframe.activity.matrix import read_assay_subset
 from cellframe.demo import demo_data_dir
 from cellframe.errors import InvalidInputError
 
@@ -30,7 +30,9 @@ BAD_SMILES = "NC(=O)NC1N=C(O[AlH3](O)O)NC1=O"  # in Tox21; RDKit rejects the val
 
 @pytest.fixture(scope="module")
 def tox21() -> AssayMatrix:
-    m = read_assay_matrix(demo_data_dir() / "activity" / "tox21_subset.csv")
+    m = read_assay_subset(
+        demo_data_dir() / "moleculenet" / "tox21.csv.gz", 2000, ["NR-AhR", "SR-ARE", "SR-MMP"]
+    )
     first = m.subset(compounds=np.arange(400))
     assert BAD_SMILES not in first.smiles
     bad = m.subset(compounds=[m.smiles.index(BAD_SMILES)])

@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from cellframe.activity.columns import ASSAY, COMPOUND, READOUT
 from cellframe.activity.matrix import (
     AssayMatrix,
+    ReadoutWarning,
     assay_matrix_from_long,
     assay_matrix_from_wide,
     read_assay_matrix,
@@ -92,7 +93,7 @@ def test_duplicate_compounds_conflicting_readouts():
 
 def test_assay_without_readouts_warns_with_count():
     df = pl.DataFrame({"smiles": ["CCO", "CCN"], "a1": [1, 0], "empty": [None, None]})
-    with pytest.warns(UserWarning, match=r"1 assay\(s\) .* no observed readouts \('empty'\)"):
+    with pytest.warns(ReadoutWarning, match=r"1 assay\(s\) .* no observed readouts \('empty'\)"):
         m = assay_matrix_from_wide(df)
     assert np.isnan(m.values[:, 1]).all()
 
