@@ -615,3 +615,65 @@ def remove_stale_temporaries(table_root: Path) -> int:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)
+
+
+def drop_plate_images(
+    table_root: Path,
+    plate: str,
+    images: pl.DataFrame,
+    *,
+    step: str = "write",
+    parameters: Mapping[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Delete the stored rows of some images of one plate's partition, atomically.
+
+    Used for images that now hold no objects (empty sites): re-ingesting such
+    a site must remove its old cells although it brings no rows.
+
+    Parameters
+    ----------
+    table_root : Path
+        The table's folder (``<db>.parts/<table>``).
+    plate : str
+        The plate.
+    images : DataFrame
+        Key columns of the images to delete (e.g. well and site; a
+        ``Metadata_Plate`` column is ignored). Key columns the partition lacks
+        make the call delete nothing (the partition cannot tell those images
+        apart); with only ``Metadata_Plate``, every row of the plate is deleted.
+    step, parameters
+        Recorded in the rewritten partition's ``_cellframe.json``.
+
+    Returns
+    -------
+    tuple of int
+        The number of images (key combinations) and of rows deleted.
+    """
+    files = partition_files(Path(table_root), plate)
+    if not files:
+        return 0, 0
+    stored = pl.scan_parquet(files, glob=False)
+    schema = stored.collect_schema()
+    keys = [c for c in images.columns if c != PLATE]
+    if any(k not in schema for k in keys):
+        return 0, 0
+    if keys:
+        drop = images.select(keys).unique().cast({k: schema[k] for k in keys}, strict=False)
+        hit = stored.select(keys).unique().join(drop.lazy(), on=keys, how="semi", nulls_equal=True)
+        kept = stored.join(drop.lazy(), on=keys, how="anti", nulls_equal=True).collect()
+        n_images = hit.collect().height
+    else:
+        kept = stored.head(0).collect()
+        n_images = 1
+    n_before = sum(_file_rows(f) for f in files)
+    removed = n_before - kept.height
+    if removed == 0:
+        return 0, 0
+    if kept.height:
+        write_plate_partition(Path(table_root), plate, kept, step=step, parameters=parameters)
+    else:
+        final_dir = partition_dir(Path(table_root), plate)
+        old = Path(table_root) / f".old-{uuid.uuid4().hex}"
+        final_dir.rename(old)
+        shutil.rmtree(old)
+    return n_images, removed

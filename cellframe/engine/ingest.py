@@ -45,6 +45,7 @@ from cellframe.partitions import (
     _check_schema_against_siblings,
     check_partition_version,
     completed_plates,
+    drop_plate_images,
     partition_dir,
     partition_files,
     read_marker,
@@ -175,10 +176,76 @@ def _ingest_source(
         "warnings": reader.issues.summary(),
         "images": {p: f.unique() for p, f in images.items()},
         "image_rows": reader.image_rows(),
+        "empty": _empty_sites(reader.empty_images),
         "wells": pl.concat(wells).unique() if wells else None,
         "unmatched": int(state.get("unmatched") or 0),
         "staging": staging_root,
     }
+
+
+def _empty_sites(empty: pl.DataFrame | None) -> pl.DataFrame | None:
+    """(plate, well, site) of a source's images without objects, or None."""
+    from cellframe.columns import SITE, WELL
+
+    if empty is None or not empty.height:
+        return None
+    return empty.select(PLATE, WELL, SITE).unique()
+
+
+def _stored_empty_sites(table_root: Path, empty: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The empty sites ``empty`` whose rows ``table_root``'s partitions hold, by plate."""
+    out: dict[str, pl.DataFrame] = {}
+    for (plate,), frame in empty.group_by(PLATE, maintain_order=True):
+        files = partition_files(table_root, str(plate))
+        if not files:
+            continue
+        stored = pl.scan_parquet(files, glob=False)
+        schema = stored.collect_schema()
+        keys = [c for c in frame.columns if c != PLATE]
+        if any(k not in schema for k in keys):
+            continue
+        drop = frame.select(keys).cast({k: schema[k] for k in keys}, strict=False)
+        hit = stored.select(keys).unique().collect()
+        hit = hit.join(drop, on=keys, how="semi", nulls_equal=True)
+        if hit.height:
+            out[str(plate)] = hit
+    return out
+
+
+def _drop_empty_sites(
+    table_root: Path,
+    results: list[dict[str, Any]],
+    mode: str,
+    parameters: dict[str, Any],
+    changes: WriteChanges,
+) -> None:
+    """Delete the stored rows of the sources' empty sites (they bring no rows to replace them).
+
+    ``replace-images`` deletes the rows of each empty (plate, well, site);
+    ``replace-plates`` deletes the plates that hold only empty sites in the
+    run (plates with rows were replaced whole by the commit).
+    """
+    written = {p for r in results for p in r["plates"]}
+    for result in results:
+        empty = result.get("empty")
+        if empty is None:
+            continue
+        if mode == "replace-plates":
+            for plate in sorted(set(empty[PLATE].cast(pl.String).to_list()) - written):
+                k, n = drop_plate_images(
+                    table_root,
+                    plate,
+                    pl.DataFrame({PLATE: [plate]}),
+                    step=STEP,
+                    parameters=parameters,
+                )
+                changes.keys_replaced += k
+                changes.rows_removed += n
+            continue
+        for plate, keys in _stored_empty_sites(table_root, empty).items():
+            k, n = drop_plate_images(table_root, plate, keys, step=STEP, parameters=parameters)
+            changes.keys_replaced += k
+            changes.rows_removed += n
 
 
 def _complete_sources(table_root: Path) -> dict[str, list[str]]:
@@ -235,6 +302,17 @@ def _check_append(table_root: Path, results: list[dict[str, Any]]) -> None:
                     f"{clash.height} of its image(s) (e.g. {example}); nothing was written. "
                     "Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out"
                 )
+        empty = result.get("empty")
+        for plate, clash in (
+            _stored_empty_sites(table_root, empty) if empty is not None else {}
+        ).items():
+            example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
+            raise KeyConflictError(
+                f"{result['source']}: plate {plate!r} of {table_root} already holds rows of "
+                f"{clash.height} of its image(s) that now hold no objects (empty sites; e.g. "
+                f"{example}); nothing was written. Use mode='replace-images' (command line: "
+                "--mode replace-images) to replace them, or leave them out"
+            )
 
 
 def _commit(
@@ -515,6 +593,7 @@ def ingest_plates(
             _check_append(table_root, results)
         changes = WriteChanges()
         _commit(table_root, results, mode, parameters, changes)
+        _drop_empty_sites(table_root, results, mode, parameters, changes)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in reversed(new_folders):  # leave no trace of a refused run
@@ -538,16 +617,19 @@ def ingest_plates(
     report.images_replaced = changes.keys_replaced
     report.rows_replaced = changes.rows_removed
     remove_stale_temporaries(table_root)
-    if not any(table_root.glob(f"*/{MARKER}")):
+    has_plates = any(table_root.glob(f"*/{MARKER}"))
+    if not has_plates and not any(r.get("empty") is not None for r in results):
         raise InvalidInputError(f"no plate was written under {table_root}")
-    store.register_partitions(table)
-    store.record_provenance(
-        table,
-        STEP,
-        {**parameters, "plates": report.computed, "sources": report.sources},
-        n_rows=report.rows,
-        source=", ".join(report.sources)[:1000] or None,
-    )
+    if has_plates:
+        # Sources of empty sites only, into a new table, write no cells (no table).
+        store.register_partitions(table)
+        store.record_provenance(
+            table,
+            STEP,
+            {**parameters, "plates": report.computed, "sources": report.sources},
+            n_rows=report.rows,
+            source=", ".join(report.sources)[:1000] or None,
+        )
     if pm is not None and report.computed:
         write_platemap(store, pm, sorted(report.computed), platemap)
     _write_images(store, results)

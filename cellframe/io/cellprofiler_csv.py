@@ -203,6 +203,7 @@ class CellProfilerCSV(Reader):
             return
         images: list[pl.DataFrame] = []
         self._no_objects: list[tuple[Path, int]] = []
+        self._zero_byte = False
         self._image_files: dict[str, str] = {}
         expected: list[pl.DataFrame] = []
         n_bytes = sum(f.stat().st_size for _, t in self.folders for f in t.values())
@@ -283,7 +284,10 @@ class CellProfilerCSV(Reader):
                 )
             if not staging.compartments:
                 require_rows(0, self.path, "objects", self.issues)
-            require_rows(n_objects, self.path, "objects", self.issues)
+            if n_objects == 0 and (self._zero_byte or not images):
+                # Only a source whose every object file is header-only holds empty
+                # sites; a 0-byte file was never written, so its images are not empty.
+                require_rows(0, self.path, "objects", self.issues)
             image = self._keys(images)
             staging.check_images(image, f"Image.csv under {self.root}")
             if expected:
@@ -298,6 +302,9 @@ class CellProfilerCSV(Reader):
             self._images = image
             self._note_empty_images(image, staging.image_keys(), "Image.csv")
             n_out = 0
+            if n_objects == 0:
+                # Empty sites only: their images are recorded (image_rows), no cells.
+                return
             for frame in staging.iter_joined(image, self.batch_rows):
                 n_out += frame.height
                 yield frame
@@ -315,6 +322,7 @@ class CellProfilerCSV(Reader):
         empty = [c for c, layout in layouts.items() if layout is None]
         for comp in empty:
             self.issues.add(f"{tables[comp]} is empty (0 bytes): skipped")
+            self._zero_byte = True
         if not empty:
             return False
         counts = {c: _count_rows(layout) for c, layout in layouts.items() if layout is not None}

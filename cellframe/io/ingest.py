@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import polars as pl
 
 from cellframe.columns import METADATA_PREFIX, PLATE, SITE, WELL, feature_columns
-from cellframe.errors import InvalidInputError, UnknownFormatError
+from cellframe.errors import InvalidInputError, KeyConflictError, UnknownFormatError
 from cellframe.io._base import Reader
 from cellframe.io.cellprofiler_csv import TABLE_FILES, CellProfilerCSV, find_table_folders
 from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite, is_sqlite
@@ -440,6 +441,7 @@ def ingest(
             memory_limit,
             state,
             reader.image_rows,
+            lambda: reader.empty_images,
         )
     report.plates = sorted(state["plates"])
     cols: list[str] = state["columns"] or []
@@ -518,8 +520,15 @@ def _write(
     memory_limit: str,
     state: dict[str, Any],
     image_rows: Callable[[], pl.DataFrame | None],
+    empty_images: Callable[[], pl.DataFrame | None] = lambda: None,
 ) -> None:
-    """Write the rows in ``report.mode`` and fill the report's counts."""
+    """Write the rows in ``report.mode`` and fill the report's counts.
+
+    Images without objects (empty sites, ``empty_images``, known once the
+    first frame is read) bring no rows, so their stored rows are handled
+    here: ``append`` refuses them, ``replace-images`` deletes them (a site
+    re-exported with zero objects loses its old cells).
+    """
     from cellframe.partitions import WriteChanges
 
     mode = report.mode
@@ -536,7 +545,24 @@ def _write(
         keys = image_key_columns(list(first.columns) if first is not None else [])
         whole_plates = mode == "replace-plates"
         changes = WriteChanges()
-        if layout == "table":
+        empty = empty_images()
+        stored_empty = (
+            _stored_empty_sites(st, table, empty, whole_plates)
+            if empty is not None and empty.height and st.has_table(table)
+            else None
+        )
+        if mode == "append" and stored_empty is not None and stored_empty.height:
+            shown = ", ".join(f"{k}={v!r}" for k, v in stored_empty.row(0, named=True).items())
+            raise KeyConflictError(
+                f"{source}: table {table!r} of {st.path} already holds rows of "
+                f"{stored_empty.height} of the image(s) being appended, which now hold no "
+                f"objects (empty sites; e.g. {shown}); nothing was written. Use "
+                "mode='replace-images' (command line: --mode replace-images) to replace "
+                "them, or leave them out of the source"
+            )
+        if first is None and empty is not None and empty.height:
+            n = 0  # empty sites only: no cell rows (the table is not created)
+        elif layout == "table":
             n = st.write(
                 table,
                 rows,
@@ -562,6 +588,14 @@ def _write(
                 )
                 changes.add(st.last_write)
         report.rows = n
+        if stored_empty is not None and whole_plates:
+            # Plates whose rows were all replaced above are not deleted again.
+            written = pl.Series(sorted(state["plates"]), dtype=pl.String)
+            stored_empty = stored_empty.filter(~pl.col(PLATE).cast(pl.String).is_in(written))
+        if stored_empty is not None and stored_empty.height:
+            n_keys, n_removed = _drop_stored(st, table, layout, stored_empty, parameters)
+            changes.keys_replaced += n_keys
+            changes.rows_removed += n_removed
         if whole_plates:
             # The keys replaced are plates: each write counts whole plates.
             report.plates_replaced = changes.keys_replaced
@@ -584,6 +618,56 @@ def _write(
     finally:
         if own:
             st.close()
+
+
+def _stored_empty_sites(
+    st: Store, table: str, empty: pl.DataFrame, whole_plates: bool
+) -> pl.DataFrame:
+    """Keys of ``table``'s stored rows that belong to the empty images ``empty``.
+
+    With ``whole_plates`` the keys are plates; otherwise (plate, well, site),
+    and none when the table lacks one of them (it cannot tell sites apart).
+    """
+    have = set(st.columns(table))
+    keys = [PLATE] if whole_plates else [PLATE, WELL, SITE]
+    if any(k not in have or k not in empty.columns for k in keys):
+        return pl.DataFrame(schema={k: pl.String for k in keys})
+    stored = st.scan(table, keys).unique().collect()
+    drop = empty.select(keys).unique().cast(dict(stored.schema), strict=False)  # type: ignore[arg-type]
+    return stored.join(drop, on=keys, how="semi", nulls_equal=True)
+
+
+def _drop_stored(
+    st: Store, table: str, layout: str, drop: pl.DataFrame, parameters: Mapping[str, Any]
+) -> tuple[int, int]:
+    """Delete ``table``'s rows of the keys in ``drop``; the images and rows deleted."""
+    from cellframe.partitions import drop_plate_images
+    from cellframe.store import quote_identifier
+
+    if layout == "table":
+        keys = drop.columns
+        key_list = ", ".join(quote_identifier(k) for k in keys)
+        name = f"_cf_drop_{uuid.uuid4().hex}"
+        con = st.connection
+        con.register(name, drop.to_arrow())
+        try:
+            deleted = con.execute(
+                f"DELETE FROM {quote_identifier(table)} WHERE ({key_list}) IN "
+                f"(SELECT ({key_list}) FROM {name})"
+            ).fetchone()
+        finally:
+            con.unregister(name)
+        return drop.height, int(deleted[0]) if deleted else 0
+    root = st.parts_dir / table
+    n_keys = n_rows = 0
+    for (plate,), frame in drop.group_by(PLATE, maintain_order=True):
+        k, r = drop_plate_images(
+            root, str(plate), frame, step="ingest", parameters=dict(parameters)
+        )
+        n_keys += k
+        n_rows += r
+    st.register_partitions(table)
+    return n_keys, n_rows
 
 
 def _dry_run(

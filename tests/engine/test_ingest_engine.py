@@ -418,3 +418,44 @@ def test_relative_sources_are_resolved_on_the_driver(
         with pytest.raises(FileNotFoundError, match=r"no such file or folder: BR00121431/A09 "):
             ingest_plates([relative[0], "BR00121431/A09"], st, engine="ray", progress=False)
         assert st.sql("SELECT count(*) AS n FROM cells")["n"][0] == 214
+
+
+def test_engine_sites_with_an_empty_site_equal_one_ingest_and_emptied_site_is_removed(
+    tmp_path: Path,
+) -> None:
+    from cellframe.errors import KeyConflictError
+    from cellframe.io import ingest
+    from tests.io._sites import store_bytes, write_empty_site, write_site_folders
+
+    plate, sites = write_site_folders(tmp_path / "src", files=True)
+    sites = [write_empty_site(plate / "A03-1", "A03", 1), *sites]
+    image_keys = [PLATE, WELL, "Metadata_Site", "Channel"]
+    ingest(plate, tmp_path / "whole.duckdb", progress=False, layout="parquet")
+    with Store(tmp_path / "whole.duckdb", read_only=True) as st:
+        expected = st.read("cells").sort(CELL_KEYS)
+        expected_images = st.read("images").sort(image_keys)
+    assert expected.height == 214 and expected_images[WELL].unique().len() == 3
+    db = tmp_path / "per-site.duckdb"
+    with Store(db) as st:
+        # The empty site first: no cells table is made, its image is recorded.
+        first = ingest_plates([sites[0]], st, engine="local", progress=False)
+        assert (first.rows, first.images_replaced) == (0, 0)
+        assert not st.has_table("cells") and st.read("images")[WELL].unique().to_list() == ["A03"]
+        for site in sites[1:]:
+            ingest_plates([site], st, engine="local", progress=False)
+        assert_frame_equal(st.read("cells").sort(CELL_KEYS), expected)
+        assert_frame_equal(st.read("images").sort(image_keys), expected_images)
+    # Site A01/2 re-exported with no objects: append refuses, replace-images removes its cells.
+    emptied = write_empty_site(tmp_path / "redo" / "A01-2", "A01", 2)
+    before = store_bytes(db)
+    with Store(db) as st:
+        with pytest.raises(KeyConflictError, match=r"no objects.*Metadata_Site=2"):
+            ingest_plates([emptied], st, engine="local", progress=False, mode="append")
+    assert store_bytes(db) == before
+    with Store(db) as st:
+        report = ingest_plates([emptied], st, engine="local", progress=False)
+        assert (report.rows, report.images_replaced, report.rows_replaced) == (0, 1, 89)
+        got = st.read("cells").sort(CELL_KEYS)
+    kept = expected.filter(~((pl.col(WELL) == "A01") & (pl.col("Metadata_Site") == 2)))
+    assert kept.height == 125
+    assert_frame_equal(got, kept)

@@ -16,7 +16,7 @@ from cellframe.io import ingest, read_platemap
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
-from ._sites import store_bytes, write_site_folders
+from ._sites import store_bytes, write_empty_site, write_site_folders
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +308,100 @@ def test_cli_mode_and_dry_run(
     assert store_bytes(db) == before
     assert main(["ingest", str(sites[2]), "--store", str(db), "--mode", "append"]) == 0
     assert "1 image(s) added, 0 replaced" in capsys.readouterr().out
+
+
+def _plate_with_empty_site(root: Path) -> tuple[Path, list[Path]]:
+    """The three slim sites plus an empty site (A03 site 1, no objects), listed first."""
+    plate, sites = write_site_folders(root, files=True)
+    return plate, [write_empty_site(plate / "A03-1", "A03", 1), *sites]
+
+
+def _tables(db: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    with Store(db, read_only=True) as s:
+        cells = s.read("cells").sort(CELL_KEYS)
+        images = s.read("images").sort([PLATE, WELL, "Metadata_Site", "Channel"])
+    return cells, images
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_sites_one_at_a_time_with_an_empty_site_equal_one_ingest(
+    tmp_path: Path, layout: str
+) -> None:
+    plate, sites = _plate_with_empty_site(tmp_path / "src")
+    whole = ingest(plate, tmp_path / "whole.duckdb", progress=False, layout=layout)
+    assert (whole.rows, whole.images_added) == (89 + 89 + 36, 3)
+    # The empty site comes first: the cells table does not exist yet and is not created.
+    first = ingest(sites[0], tmp_path / "inc.duckdb", progress=False, layout=layout)
+    assert (first.rows, first.images_added, first.images_replaced) == (0, 0, 0)
+    with Store(tmp_path / "inc.duckdb", read_only=True) as s:
+        assert not s.has_table("cells")
+        assert s.sql("SELECT DISTINCT Metadata_Well, Metadata_Site FROM images").rows() == [
+            ("A03", 1)
+        ]
+    reports = [ingest(s, tmp_path / "inc.duckdb", progress=False, layout=layout) for s in sites[1:]]
+    assert [r.rows for r in reports] == [89, 89, 36]
+    # Re-ingesting the empty site once cells are stored changes nothing.
+    again = ingest(sites[0], tmp_path / "inc.duckdb", progress=False, layout=layout)
+    assert (again.rows, again.images_replaced, again.rows_replaced) == (0, 0, 0)
+    cells, images = _tables(tmp_path / "inc.duckdb")
+    want_cells, want_images = _tables(tmp_path / "whole.duckdb")
+    assert_frame_equal(cells, want_cells)
+    assert_frame_equal(images, want_images)
+    assert cells.height == 214
+    assert images.select(WELL, "Metadata_Site").unique().sort(WELL, "Metadata_Site").rows() == [
+        ("A01", 1),
+        ("A01", 2),
+        ("A02", 1),
+        ("A03", 1),
+    ]
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_a_site_reingested_empty_loses_its_cells_and_only_those(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    from cellframe.errors import KeyConflictError
+
+    plate, _ = site_folders
+    db = tmp_path / "s.duckdb"
+    ingest(plate, db, progress=False, layout=layout)
+    before, _ = _tables(db)
+    emptied = write_empty_site(tmp_path / "redo" / "A01-2", "A01", 2)
+    # Append refuses the stored site (store unchanged); a new empty site is appended.
+    unchanged = store_bytes(db)
+    with pytest.raises(KeyConflictError, match=r"no objects.*Metadata_Site=2.*replace-images"):
+        ingest(emptied, db, progress=False, layout=layout, mode="append")
+    assert store_bytes(db) == unchanged
+    new = write_empty_site(tmp_path / "new" / "A03-1", "A03", 1)
+    ok = ingest(new, db, progress=False, layout=layout, mode="append")
+    assert (ok.rows, ok.images_replaced, ok.rows_replaced) == (0, 0, 0)
+    report = ingest(emptied, db, progress=False, layout=layout)
+    assert (report.rows, report.images_replaced, report.rows_replaced) == (0, 1, 89)
+    cells, images = _tables(db)
+    expected = before.filter(~((pl.col(WELL) == "A01") & (pl.col("Metadata_Site") == 2)))
+    assert expected.height == 89 + 36
+    assert_frame_equal(cells, expected)
+    assert images.select(WELL, "Metadata_Site").unique().sort(WELL, "Metadata_Site").rows() == [
+        ("A01", 2),
+        ("A03", 1),
+    ]
+
+
+def test_empty_site_refusals_stay(tmp_path: Path) -> None:
+    from cellframe.errors import EmptyInputError
+
+    db = tmp_path / "s.duckdb"
+    ingest(write_empty_site(tmp_path / "ok" / "A03-1", "A03", 1), db, progress=False)
+    before = store_bytes(db)
+    # An Image.csv without rows: nothing to record.
+    no_rows = write_empty_site(tmp_path / "norows" / "A03-2", "A03", 2)
+    header = (no_rows / "Image.csv").read_text().split("\n")[0]
+    (no_rows / "Image.csv").write_text(header + "\n")
+    with pytest.raises(EmptyInputError, match="norows"):
+        ingest(no_rows, db, progress=False)
+    # A 0-byte object file was never written: the site is not known to be empty.
+    zero = write_empty_site(tmp_path / "zero" / "A03-3", "A03", 3)
+    (zero / "Cells.csv").write_text("")
+    with pytest.raises(EmptyInputError, match=r"holds no objects.*Cells.csv is empty \(0 bytes\)"):
+        ingest(zero, db, progress=False)
+    assert store_bytes(db) == before
