@@ -669,11 +669,7 @@ def drop_plate_images(
     removed = n_before - kept.height
     if removed == 0:
         return 0, 0
-    if kept.height:
-        write_plate_partition(Path(table_root), plate, kept, step=step, parameters=parameters)
-    else:
-        final_dir = partition_dir(Path(table_root), plate)
-        old = Path(table_root) / f".old-{uuid.uuid4().hex}"
-        final_dir.rename(old)
-        shutil.rmtree(old)
+    # A plate left without rows keeps a 0-row partition: the table keeps its
+    # columns and its view (a table whose only plate is emptied stays readable).
+    write_plate_partition(Path(table_root), plate, kept, step=step, parameters=parameters)
     return n_images, removed

@@ -405,3 +405,22 @@ def test_empty_site_refusals_stay(tmp_path: Path) -> None:
     with pytest.raises(EmptyInputError, match=r"holds no objects.*Cells.csv is empty \(0 bytes\)"):
         ingest(zero, db, progress=False)
     assert store_bytes(db) == before
+
+
+@pytest.mark.parametrize("layout", ["table", "parquet"])
+def test_emptying_the_only_stored_site_leaves_a_readable_table_without_rows(
+    site_folders: tuple[Path, list[Path]], tmp_path: Path, layout: str
+) -> None:
+    _, sites = site_folders
+    db = tmp_path / "s.duckdb"
+    ingest(sites[2], db, progress=False, layout=layout)
+    with Store(db, read_only=True) as s:
+        columns = s.columns("cells")
+    emptied = write_empty_site(tmp_path / "redo" / "A02-1", "A02", 1)
+    report = ingest(emptied, db, progress=False, layout=layout)
+    assert (report.rows, report.images_replaced, report.rows_replaced) == (0, 1, 36)
+    with Store(db, read_only=True) as s:
+        assert s.sql("SELECT count(*) AS n FROM cells")["n"][0] == 0
+        assert s.read("cells").columns == columns
+    # Control: the site's cells come back when it is ingested again.
+    assert ingest(sites[2], db, progress=False, layout=layout).rows == 36
