@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from cellframe.cli import registry_choice
 from cellframe.engine.base import ENGINES
@@ -156,28 +157,31 @@ def _ingest(args: argparse.Namespace) -> int:
                     compartments=args.compartments,
                 )
         else:
-            report = ingest(
-                args.source[0],
-                args.store,
-                table=args.table,
-                platemap=args.platemap,
-                annotations=args.annotations,
-                format=args.format,
-                plate=args.plate,
-                well=args.well,
-                progress=not args.quiet,
-                memory_limit=args.memory_limit,
-                layout=args.layout,
-                mode=args.mode,
-                reader_options=(
-                    {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
-                ),
-                compartments=args.compartments,
-            )
+            report = ingest(args.source[0], args.store, **_single_source_options(args))
     if not args.quiet:
         print(report)
         print(f"store: {args.store}")
     return 0
+
+
+def _single_source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of one ``ingest`` call, the same for a real run and a dry run."""
+    return {
+        "table": args.table,
+        "platemap": args.platemap,
+        "annotations": args.annotations,
+        "format": args.format,
+        "plate": args.plate,
+        "well": args.well,
+        "progress": not args.quiet,
+        "memory_limit": args.memory_limit,
+        "layout": args.layout,
+        "mode": args.mode,
+        "reader_options": (
+            {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
+        ),
+        "compartments": args.compartments,
+    }
 
 
 def _dry_run(args: argparse.Namespace) -> int:
@@ -196,20 +200,6 @@ def _dry_run(args: argparse.Namespace) -> int:
     for source in args.source:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IngestWarning)
-            report = ingest(
-                source,
-                args.store,
-                table=args.table,
-                platemap=args.platemap,
-                annotations=args.annotations,
-                format=args.format,
-                plate=args.plate,
-                well=args.well,
-                progress=not args.quiet,
-                memory_limit=args.memory_limit,
-                mode=args.mode,
-                dry_run=True,
-                compartments=args.compartments,
-            )
+            report = ingest(source, args.store, dry_run=True, **_single_source_options(args))
         print(report)
     return 0
