@@ -154,9 +154,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
             )
             per_query, summary = result.per_query, result.summary
-            params |= {"null": result.null, "null_source": result.plan.source}
-            if result.null == "cross-fitted":
-                params["refitted_steps"] = result.plan.steps
+            params |= result.provenance()
             if not args.quiet:
                 print(f"null: {result.null} ({result.plan.describe()})")
         store.write(

@@ -425,6 +425,14 @@ class StoreActivity:
     plan: CorrectionPlan
     null: str
 
+    def provenance(self) -> dict[str, Any]:
+        """How the null was made, for the provenance of the tables written from it."""
+        return {
+            "null": self.null,
+            "null_source": self.plan.source,
+            "refitted_steps": self.plan.steps if self.null == "cross-fitted" else [],
+        }
+
 
 def activity_from_store(
     store: Store,

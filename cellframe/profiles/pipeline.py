@@ -535,9 +535,7 @@ def run_activity(
         "seed": seed,
         "null_size": null_size,
         "threshold": threshold,
-        "null": result.null,
-        "null_source": result.plan.source,
-        "refitted_steps": result.plan.steps if result.null == "cross-fitted" else [],
+        **result.provenance(),
     }
     n = store.write(
         dest, result.summary, mode="replace", step="activity", parameters=params, source=source
