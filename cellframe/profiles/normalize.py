@@ -246,7 +246,11 @@ class Normalizer:
         InvalidInputError
             With ``zero_spread="error"``, if some control spread is zero.
         """
-        lf = lf.lazy()
+        return self._fit_controls(*self._control_rows(lf))
+
+    def _control_rows(self, frame: pl.LazyFrame | pl.DataFrame) -> tuple[pl.LazyFrame, list[str]]:
+        """The control rows the fit reads and the features it fits (grouping columns excluded)."""
+        lf = frame.lazy()
         where = "the profiles to normalize"
         require_columns(
             lf, self.by, where, "name existing columns in by=, or by=() for no grouping"
@@ -257,10 +261,9 @@ class Normalizer:
             where,
             "name the control rows with controls=..., or controls='all' to fit on every row",
         )
-        features = resolve_features(lf, self.features, where)
-        features = [f for f in features if f not in self.by]
+        features = [f for f in resolve_features(lf, self.features, where) if f not in self.by]
         predicate = row_filter(self.controls)
-        return self._fit_controls(lf if predicate is None else lf.filter(predicate), features)
+        return (lf if predicate is None else lf.filter(predicate)), features
 
     def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> GroupedStatistics | Rows:
         """What the fit needs from the control rows of ``frame``.
@@ -277,20 +280,7 @@ class Normalizer:
         MissingColumnsError
             If a grouping column, the control column or a feature is absent.
         """
-        lf = frame.lazy()
-        where = "the profiles to normalize"
-        require_columns(
-            lf, self.by, where, "name existing columns in by=, or by=() for no grouping"
-        )
-        require_columns(
-            lf,
-            filter_columns(self.controls),
-            where,
-            "name the control rows with controls=..., or controls='all' to fit on every row",
-        )
-        features = [f for f in resolve_features(lf, self.features, where) if f not in self.by]
-        predicate = row_filter(self.controls)
-        ctrl = lf if predicate is None else lf.filter(predicate)
+        ctrl, features = self._control_rows(frame)
         rows = ctrl.select(*self.by, *features).collect()
         if self.method != "standardize":
             return Rows(rows)
