@@ -172,11 +172,6 @@ class Store:
             config["threads"] = threads
         try:
             self._con = duckdb.connect(self.path, read_only=read_only, config=config)
-        except duckdb.InvalidInputException as exc:
-            text = str(exc)
-            if self._missing_parts and "which is missing: copy or move" in text:
-                raise InvalidInputError(text.split("Error: ", 1)[-1].strip()) from exc
-            raise
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
