@@ -294,7 +294,23 @@ def test_validate_config_passes_a_valid_config(tmp_path: Path) -> None:
         CONFIG_OK + '[[step]]\nrun = "select"\noperations = ["blocklist", "drop_outliers"]\n'
         '[[step]]\nrun = "sphere"\nmethod = "ZCA-cor"\nlam = 0\n'
     )
-    validate_config(config, "p.toml")  # raises nothing
+    assert validate_config(config, "p.toml") is None
+    # The same config with one value off is refused at that step and key, so
+    # the pass above is the check accepting these values, not a check that
+    # accepts everything (lam = 0 and two operations are the unusual values).
+    import copy
+
+    from cellframe.errors import InvalidChoiceError
+
+    for index, key, bad in (
+        (1, "operations", ["blocklist", "drop_outlier"]),
+        (2, "method", "ZCA-corr"),
+        (2, "lam", -1),
+    ):
+        broken = copy.deepcopy(config)
+        broken["step"][index][key] = bad
+        with pytest.raises(InvalidChoiceError, match=rf"p\.toml, step {index + 1} .*{key} ="):
+            validate_config(broken, "p.toml")
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
