@@ -535,6 +535,15 @@ def _check_activity(work: Path) -> None:
     assert summary.height >= 1
 
 
+def _check_activity_example(work: Path) -> None:
+    # The first command stores one mean test ROC-AUC per (split, model) in tox21.duckdb.
+    results = _read(work, "moleculenet_results", "tox21.duckdb")
+    assert results["model"].n_unique() == 3, results
+    for column in ("mean_auroc", "mean_auprc"):
+        assert results[column].is_between(0, 1).all(), results
+    assert (results["mean_auroc"] > 0.5).any(), results  # some model beats chance
+
+
 #: Values each fenced block must leave behind, checked after it runs.
 AFTER = {
     "io-0": _check_io,
@@ -545,24 +554,25 @@ AFTER = {
     "embed-0": _check_embed,
     "engine-0": _check_engine,
     "activity-0": _check_activity,
+    "activity-1": _check_activity_example,
     "evaluate-0": _check_evaluate_sphered,
 }
 
 
-def _check_sql(work: Path) -> None:
+def _check_sql(work: Path, printed: str) -> None:
     cells = _read(work, "cells")
     assert pl.read_csv(work / "c.csv").height == cells.height == 3 * 800
     assert pl.read_parquet(work / "c.pq").columns == cells.columns
 
 
-def _check_evaluate(work: Path) -> None:
+def _check_evaluate(work: Path, printed: str) -> None:
     new = _tables(work) - {"cells", "wells", "wells_normalized", "image_profiles", "images"}
     assert any("retrieval" in t or "map" in t for t in new), new
     assert any("activity" in t for t in new), new
     assert "wells_normalized_selected_sphered_activity_summary" in new, new
 
 
-def _check_sql_write(work: Path) -> None:
+def _check_sql_write(work: Path, printed: str) -> None:
     from cellframe.store import Store
 
     with Store(work / "screen.duckdb", read_only=True) as store:
@@ -571,12 +581,101 @@ def _check_sql_write(work: Path) -> None:
         assert store.provenance("one")["step"].to_list() == ["sql"]
 
 
+def _check_ingest_two_plates(work: Path, printed: str) -> None:
+    # plate1/plate2 re-ingested over the sandbox's three plates: replaced, not duplicated.
+    cells = _read(work, "cells")
+    assert (
+        cells.group_by("Metadata_Plate").len().sort("Metadata_Plate")["len"].to_list() == [800] * 3
+    )
+    assert "1,600 rows" in printed or "1600 rows" in printed, printed
+
+
+def _check_tables(work: Path, printed: str) -> None:
+    assert "cells" in printed and ("2,400" in printed or "2400" in printed), printed
+
+
+def _check_sql_one(work: Path, printed: str) -> None:
+    assert "one" in printed and "1" in printed.split("one", 1)[1], printed
+
+
+def _check_segment_run(work: Path, printed: str) -> None:
+    from cellframe.store import Store
+
+    # No --store: the command writes to the default store, cellframe.duckdb.
+    with Store(work / "cellframe.duckdb", read_only=True) as store:
+        objects = store.read("objects")
+    assert objects.height > 0 and objects["Metadata_ObjectNumber"].min() >= 1
+    assert printed.startswith(f"{objects.height} Nuclei object(s) from 1 site(s)"), printed
+
+
+def _check_advise(work: Path, printed: str) -> None:
+    assert any(word in printed.lower() for word in ("u-net", "unet", "otsu", "cellpose")), printed
+
+
+def _check_select_ray(work: Path, printed: str) -> None:
+    wells, selected = _read(work, "wells"), _read(work, "wells_selected")
+    assert selected.height == wells.height == 3 * 16
+    assert set(selected.columns) <= set(wells.columns)
+
+
+def _check_fresh_ingest(work: Path, printed: str) -> None:
+    cells = _read(work, "cells", "fresh.duckdb")
+    assert cells.height == 800 and cells["Metadata_Plate"].unique().to_list() == ["P1"]
+    assert cells["Metadata_Treatment"].null_count() == 0  # the platemap was joined
+
+
+def _check_normalized(work: Path, printed: str) -> None:
+    # standardize (the CLI default): the DMSO wells of each plate have mean 0, std 1.
+    normalized = _read(work, "wells_normalized")
+    feature = next(c for c in normalized.columns if not c.startswith("Metadata_"))
+    stats = (
+        normalized.filter(pl.col("Metadata_Control") == "negcon")
+        .group_by("Metadata_Plate")
+        .agg(pl.col(feature).mean().alias("mean"), pl.col(feature).std(ddof=0).alias("std"))
+    )
+    assert normalized.height == 3 * 16 and stats["mean"].abs().max() < 1e-5
+    assert (stats["std"] - 1).abs().max() < 1e-4
+
+
+def _check_activity_cli(work: Path, printed: str) -> None:
+    summary = _read(work, "wells_sphered_activity_summary")
+    # one row per treatment that is not the control: cmpdA ... cmpdD
+    assert sorted(summary["Metadata_Treatment"].to_list()) == ["cmpdA", "cmpdB", "cmpdC", "cmpdD"]
+    assert "null: cross-fitted" in printed, printed
+
+
+def _check_ray_ingest(work: Path, printed: str) -> None:
+    cells = _read(work, "cells")
+    assert cells.filter(pl.col("Metadata_Plate").is_in(["P1", "P2"])).height == 2 * 800
+    assert cells.height == 3 * 800
+
+
+def _check_profile_chain(work: Path, printed: str) -> None:
+    assert _read(work, "wells").height == 3 * 16
+    chain = {"wells_normalized", "wells_normalized_selected", "wells_normalized_selected_sphered"}
+    assert chain <= _tables(work)
+    assert _read(work, "wells_normalized_selected_sphered").height == 3 * 16
+
+
 AFTER_INLINE = {
     'cellframe sql "SELECT ..." [--format csv\\|parquet --output FILE]': _check_sql,
     'cellframe sql "SELECT ..." --write NAME [--as table\\|view] [--replace]': _check_sql_write,
     "cellframe evaluate [TABLE] --mode retrieval\\|activity": _check_evaluate,
+    "cellframe ingest SOURCE [SOURCE ...] --platemap platemap.csv": _check_ingest_two_plates,
+    "cellframe tables": _check_tables,
+    "cellframe sql": _check_sql_one,
+    "cellframe segment run IMAGES --channel DNA": _check_segment_run,
+    "cellframe segment advise --modality fluorescence --dim 2d": _check_advise,
+    "cellframe select --engine ray": _check_select_ray,
+    "cellframe ingest": _check_fresh_ingest,
+    "cellframe normalize": _check_normalized,
+    "cellframe evaluate --mode activity": _check_activity_cli,
+    "cellframe ingest plate1.sqlite plate2.sqlite ... --store\nscreen.duckdb --engine ray "
+    "[--address HOST:PORT] [--force]": _check_ray_ingest,
+    "cellframe aggregate": _check_profile_chain,
 }
-assert set(AFTER_INLINE) <= set(INLINE)
+# Every inline command that runs is checked for what it leaves or prints.
+assert set(AFTER_INLINE) == {span for span, commands in INLINE.items() if commands}
 
 
 SHELL_BLOCKS = [
@@ -593,6 +692,8 @@ SHELL_BLOCKS = [
     for i, block in enumerate(shell_commands(page))
     if not all(is_exempt(line) for line in block)
 ]
+# Every block that runs is checked for what it leaves behind.
+assert set(AFTER) == {p.id for p in SHELL_BLOCKS}
 
 
 @pytest.mark.parametrize(("page", "index", "block"), SHELL_BLOCKS)
@@ -617,8 +718,7 @@ def test_shell_block_runs(
     for line in [*GIVEN.get(f"{page.stem}-{index}", []), *block]:
         if not is_exempt(line):
             run_shown(line, work, capsys)
-    if f"{page.stem}-{index}" in AFTER:
-        AFTER[f"{page.stem}-{index}"](work)
+    AFTER[f"{page.stem}-{index}"](work)
 
 
 def test_covered_spans_run_in_a_block() -> None:
@@ -644,10 +744,8 @@ def test_inline_command_runs(
     work = tmp_path / "work"
     shutil.copytree(command_sandbox, work, symlinks=True)
     monkeypatch.chdir(work)
-    for command in INLINE[span]:
-        run_shown(command, work, capsys)
-    if span in AFTER_INLINE:
-        AFTER_INLINE[span](work)
+    printed = "".join(run_shown(command, work, capsys) for command in INLINE[span])
+    AFTER_INLINE[span](work, printed)
 
 
 @pytest.mark.slow
