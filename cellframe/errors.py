@@ -5,7 +5,8 @@ Every message names the file, table or column at fault and says what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class CellframeError(Exception):
@@ -58,6 +59,18 @@ class KeyConflictError(InvalidInputError):
     Raised by ``mode="append"`` writes instead of storing the rows twice; the
     store is left unchanged.
     """
+
+
+#: The fix every append refusal (:class:`KeyConflictError`) names.
+REPLACE_IMAGES_HINT = (
+    "Use mode='replace-images' (command line: --mode replace-images) to replace them, "
+    "or leave them out"
+)
+
+
+def key_example(row: Mapping[str, Any]) -> str:
+    """One key of a refusal's rows as ``column=value, ...`` (the example a message shows)."""
+    return ", ".join(f"{k}={v!r}" for k, v in row.items())
 
 
 class DependentNullWarning(UserWarning):

@@ -417,7 +417,7 @@ def _keep_unreplaced(
     """
     import pyarrow.parquet as pq
 
-    from cellframe.errors import KeyConflictError
+    from cellframe.errors import REPLACE_IMAGES_HINT, KeyConflictError, key_example
 
     file_keys: list[pl.DataFrame] = []
     for path in old_files:
@@ -434,11 +434,11 @@ def _keep_unreplaced(
     replaced = replaced.cast(stored.schema, strict=False)  # type: ignore[arg-type]
     clash = replaced.join(stored, on=keys, how="semi", nulls_equal=True)
     if clash.height and conflict == "error":
-        example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
         raise KeyConflictError(
             f"plate {plate!r} under {writer.table_root} already holds {clash.height} of the "
-            f"{replaced.height} image(s) being appended (e.g. {example}); the store is "
-            "unchanged. Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out"
+            f"{replaced.height} image(s) being appended (e.g. "
+            f"{key_example(clash.row(0, named=True))}); the store is unchanged. "
+            + REPLACE_IMAGES_HINT
         )
     summary.keys_replaced += clash.height
     summary.keys_added += replaced.height - clash.height

@@ -25,6 +25,7 @@ import pyarrow as pa
 from cellframe._arrow import WriteInput, as_arrow_batches
 from cellframe.columns import PLATE
 from cellframe.errors import (
+    REPLACE_IMAGES_HINT,
     InvalidInputError,
     KeyConflictError,
     NullKeyError,
@@ -32,6 +33,7 @@ from cellframe.errors import (
     StoreLockedError,
     TableExistsError,
     TableNotFoundError,
+    key_example,
 )
 from cellframe.partitions import DATA_GLOB, WriteChanges, glob_escape
 
@@ -738,12 +740,11 @@ class Store:
         n_hit = self._scalar(f"SELECT count(*) FROM {hits}")
         if n_hit and conflict == "error":
             example = self._con.sql(f"SELECT * FROM {hits} LIMIT 1").pl().row(0, named=True)
-            shown = ", ".join(f"{k}={v!r}" for k, v in example.items())
             raise KeyConflictError(
                 (f"{source}: " if source else "")
                 + f"table {table!r} of {self.path} already holds rows of {n_hit} of the "
-                f"image(s) being appended (keys {keys}; e.g. {shown}); nothing was written. "
-                "Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out of the source"
+                f"image(s) being appended (keys {keys}; e.g. {key_example(example)}); nothing "
+                f"was written. {REPLACE_IMAGES_HINT} of the source"
             )
         if n_hit:
             deleted = self._con.execute(

@@ -36,7 +36,7 @@ from cellframe._progress import progress as progress_bar
 from cellframe.columns import PLATE
 from cellframe.engine.base import MapReport
 from cellframe.engine.run import MAX_RETRIES, _check_engine, connect_ray, run_tasks
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidInputError, key_example
 from cellframe.partitions import (
     DATA_FILE,
     DATA_GLOB,
@@ -271,7 +271,7 @@ def _check_images(results: list[dict[str, Any]]) -> None:
                 other, stored = owner[plate]
                 both = keys.join(stored, on=keys.columns, how="semi", nulls_equal=True)
                 if both.height:
-                    example = ", ".join(f"{k}={v!r}" for k, v in both.row(0, named=True).items())
+                    example = key_example(both.row(0, named=True))
                     raise InvalidInputError(
                         f"plate {plate!r} has {both.height} image(s) in two sources, {other} and "
                         f"{result['source']} (e.g. {example}); nothing was written. Ingest each "
@@ -284,7 +284,7 @@ def _check_images(results: list[dict[str, Any]]) -> None:
 
 def _check_append(table_root: Path, results: list[dict[str, Any]]) -> None:
     """``mode="append"``: refuse (store unchanged) if any image of the sources is stored."""
-    from cellframe.errors import KeyConflictError
+    from cellframe.errors import REPLACE_IMAGES_HINT, KeyConflictError
 
     for result in results:
         for plate, keys in result["images"].items():
@@ -296,22 +296,20 @@ def _check_append(table_root: Path, results: list[dict[str, Any]]) -> None:
                 stored, on=keys.columns, how="semi", nulls_equal=True
             )
             if clash.height:
-                example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
                 raise KeyConflictError(
                     f"{result['source']}: plate {plate!r} of {table_root} already holds "
-                    f"{clash.height} of its image(s) (e.g. {example}); nothing was written. "
-                    "Use mode='replace-images' (command line: --mode replace-images) to replace them, or leave them out"
+                    f"{clash.height} of its image(s) (e.g. {key_example(clash.row(0, named=True))}"
+                    f"); nothing was written. {REPLACE_IMAGES_HINT}"
                 )
         empty = result.get("empty")
         for plate, clash in (
             _stored_empty_sites(table_root, empty) if empty is not None else {}
         ).items():
-            example = ", ".join(f"{k}={v!r}" for k, v in clash.row(0, named=True).items())
             raise KeyConflictError(
                 f"{result['source']}: plate {plate!r} of {table_root} already holds rows of "
                 f"{clash.height} of its image(s) that now hold no objects (empty sites; e.g. "
-                f"{example}); nothing was written. Use mode='replace-images' (command line: "
-                "--mode replace-images) to replace them, or leave them out"
+                f"{key_example(clash.row(0, named=True))}); nothing was written. "
+                + REPLACE_IMAGES_HINT
             )
 
 

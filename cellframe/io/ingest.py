@@ -15,7 +15,13 @@ from typing import Any, Literal
 import polars as pl
 
 from cellframe.columns import METADATA_PREFIX, PLATE, SITE, WELL, feature_columns
-from cellframe.errors import InvalidInputError, KeyConflictError, UnknownFormatError
+from cellframe.errors import (
+    REPLACE_IMAGES_HINT,
+    InvalidInputError,
+    KeyConflictError,
+    UnknownFormatError,
+    key_example,
+)
 from cellframe.io._base import Reader
 from cellframe.io.cellprofiler_csv import TABLE_FILES, CellProfilerCSV, find_table_folders
 from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite, is_sqlite
@@ -552,13 +558,11 @@ def _write(
             else None
         )
         if mode == "append" and stored_empty is not None and stored_empty.height:
-            shown = ", ".join(f"{k}={v!r}" for k, v in stored_empty.row(0, named=True).items())
             raise KeyConflictError(
                 f"{source}: table {table!r} of {st.path} already holds rows of "
                 f"{stored_empty.height} of the image(s) being appended, which now hold no "
-                f"objects (empty sites; e.g. {shown}); nothing was written. Use "
-                "mode='replace-images' (command line: --mode replace-images) to replace "
-                "them, or leave them out of the source"
+                f"objects (empty sites; e.g. {key_example(stored_empty.row(0, named=True))}); "
+                f"nothing was written. {REPLACE_IMAGES_HINT} of the source"
             )
         if first is None and empty is not None and empty.height:
             n = 0  # empty sites only: no cell rows (the table is not created)
