@@ -1273,7 +1273,7 @@ class TypicalVariationNormalizer:
         schema = lf.collect_schema()
         out_schema = {c: t for c, t in schema.items() if c not in set(self.features_)}
         out_schema.update(dict.fromkeys(self.output_names_, FEATURE_DTYPE))
-        return lf.map_batches(self._apply, schema=out_schema, streamable=True)
+        return lf.map_batches(self._apply, schema=out_schema, streamable=False)
 
     def fit_transform(self, frame: Frame) -> pl.LazyFrame:
         """:meth:`fit` then :meth:`transform` on the same rows (read once)."""
