@@ -360,6 +360,7 @@ def _kendall(x: np.ndarray) -> np.ndarray:
         else:
             tau = num / np.sqrt(np.outer(den, den))
     tau[~np.isfinite(tau)] = np.nan
+    np.fill_diagonal(tau, 1.0)  # as pandas, even for a constant feature
     return np.clip(tau, -1.0, 1.0)
 
 
