@@ -50,6 +50,7 @@ from cellframe.profiles._common import (
 from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 __all__ = [
+    "CORRECTIONS",
     "INT_METHODS",
     "CellCountRegressor",
     "InverseNormalTransformer",
@@ -636,7 +637,7 @@ class WellPositionCorrector:
         if not hasattr(self, "means_"):
             raise InvalidInputError("this WellPositionCorrector is not fitted; call fit(...) first")
 
-    def _means_frame(self, dtype: Any) -> pl.DataFrame:
+    def _means_frame(self, dtype: Any = None) -> pl.DataFrame:
         cols = {self.position: pl.Series(self.position, self.positions_, dtype=dtype)}
         for j, f in enumerate(self.features_):
             cols[f"__cf_mean__{f}"] = pl.Series(self.means_[:, j])
@@ -705,7 +706,7 @@ class WellPositionCorrector:
     def to_frame(self) -> pl.DataFrame:
         """The fit as a table: one row per position, its mean of each feature."""
         self._require_fitted()
-        frame = self._means_frame(pl.String)
+        frame = self._means_frame()
         return frame.rename({f"__cf_mean__{f}": f for f in self.features_})
 
     @classmethod
@@ -1389,8 +1390,8 @@ def typical_variation_normalize(
     return step.fit_transform(lf)
 
 
-#: The steps of this module by name (for recipes): class and the function that runs it.
-STEPS: dict[str, tuple[type, Callable[..., pl.LazyFrame]]] = {
+#: The steps of this module by name: the fitted class and the function that runs it.
+CORRECTIONS: dict[str, tuple[type, Callable[..., pl.LazyFrame]]] = {
     "inverse_normal": (InverseNormalTransformer, inverse_normal_transform),
     "well_position": (WellPositionCorrector, well_position_correct),
     "cell_count": (CellCountRegressor, regress_cell_count),
