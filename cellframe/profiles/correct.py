@@ -383,7 +383,11 @@ class InverseNormalTransformer:
         return self.fit(df).transform(df)
 
     def to_frame(self) -> pl.DataFrame:
-        """The fit as a table: per group, its sorted reference values (null-padded), one column per feature."""
+        """The fit as a table: per group its sorted reference values, one column per feature.
+
+        Columns are null-padded to the group's longest (features with missing
+        values hold fewer reference values).
+        """
         self._require_fitted()
         parts = []
         for key, refs in self.references_.items():
@@ -669,7 +673,8 @@ class WellPositionCorrector:
         if unknown.height:
             raise InvalidInputError(
                 f"{unknown.height} well position(s) of the profiles were not in the fit: "
-                f"{short_list(unknown[self.position].to_list())}; fit on rows covering every position"
+                f"{short_list(unknown[self.position].to_list())}; fit on rows covering every "
+                "position"
             )
         out = lf.join(means, on=self.position, how="left", nulls_equal=True, maintain_order="left")
         x = {f: pl.col(f).cast(pl.Float64) for f in self.features_}

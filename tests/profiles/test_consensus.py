@@ -14,6 +14,17 @@ from cellframe.errors import InvalidInputError, MissingColumnsError
 from cellframe.profiles.consensus import N_REPLICATES, consensus, modz_weights
 
 
+@pytest.fixture(scope="module")
+def lincs() -> pl.DataFrame:
+    """LINCS SQ00015054 well profiles (384 x 454), the copy bundled in cellframe/data/demo
+    (the same file as ../shared/data/profiles-lincs-SQ00015054), so the parity runs without
+    the shared data."""
+    from cellframe.demo import demo_data_dir
+
+    path = demo_data_dir() / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
+    return pl.read_csv(path, infer_schema_length=1000)
+
+
 def replicates() -> pl.DataFrame:
     return pl.DataFrame(
         {

@@ -35,6 +35,17 @@ from cellframe.profiles.correct import (
 FEATURES = [f"f{j}" for j in range(5)]
 
 
+@pytest.fixture(scope="module")
+def lincs() -> pl.DataFrame:
+    """LINCS SQ00015054 well profiles (384 x 454), the copy bundled in cellframe/data/demo
+    (the same file as ../shared/data/profiles-lincs-SQ00015054), so the parity runs without
+    the shared data."""
+    from cellframe.demo import demo_data_dir
+
+    path = demo_data_dir() / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
+    return pl.read_csv(path, infer_schema_length=1000)
+
+
 def three_plates(seed: int = 0, n_wells: int = 24, n_controls: int = 6) -> pl.DataFrame:
     """3 plates x 24 well positions; 6 negcon wells per plate; a plate effect, a position
     effect and a cell-count effect of known size on every feature."""
@@ -378,3 +389,15 @@ def test_ray_plate_fit_equals_local_fit(plate_store, ray_local, name: str) -> No
     print(f"{name}: max |local - ray| = {diff:.1e}")
     assert diff <= 1e-6
     assert_frame_equal(a.drop(feats), b.drop(feats))
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_each_step_meets_the_fitted_contract(name: str) -> None:
+    from cellframe.profiles._fitted import FittedStep, Statistics
+
+    wells = three_plates(n_controls=8)
+    step = STEPS[name]()
+    assert isinstance(step, FittedStep)
+    stats = step.statistics(wells)
+    assert isinstance(stats, Statistics)
+    assert stats.needs_all_rows is (name == "inverse_normal")  # ranks gather the rows
