@@ -678,26 +678,28 @@ class WellPositionCorrector:
             )
         out = lf.join(means, on=self.position, how="left", nulls_equal=True, maintain_order="left")
         x = {f: pl.col(f).cast(pl.Float64) for f in self.features_}
-        unfit = (
-            out.select(
-                pl.sum_horizontal(
-                    [
-                        (
-                            x[f].is_not_null() & ~x[f].is_nan() & pl.col(f"__cf_mean__{f}").is_nan()
-                        ).sum()
-                        for f in self.features_
-                    ]
+        # Only a feature with a position lacking a mean can leave a value uncorrected.
+        suspect = [f for j, f in enumerate(self.features_) if np.isnan(self.means_[:, j]).any()]
+        if suspect:
+            counts = (
+                out.select(
+                    (x[f].is_not_null() & ~x[f].is_nan() & pl.col(f"__cf_mean__{f}").is_nan())
+                    .sum()
+                    .alias(f)
+                    for f in suspect
                 )
+                .collect()
+                .row(0, named=True)
             )
-            .collect()
-            .item()
-        )
-        if unfit:
-            raise InvalidInputError(
-                f"{unfit} value(s) sit at a well position whose fit rows hold no value of that "
-                "feature, so no position mean exists to subtract; drop features with missing "
-                "values first (drop_na_columns) or fit on controls=None"
-            )
+            bad = {f: n for f, n in counts.items() if n}
+            if bad:
+                raise InvalidInputError(
+                    f"{sum(bad.values())} value(s) of {len(bad)} feature(s) "
+                    f"({short_list([f'{f} ({n})' for f, n in bad.items()], quote=False)}) sit "
+                    "at a well position whose fit rows hold no value of that feature, so no "
+                    "position mean exists to subtract; drop features with missing values first "
+                    "(drop_na_columns) or fit on controls=None"
+                )
         out = out.with_columns(
             (x[f] - pl.col(f"__cf_mean__{f}")).cast(FEATURE_DTYPE).alias(f) for f in self.features_
         )

@@ -401,3 +401,21 @@ def test_each_step_meets_the_fitted_contract(name: str) -> None:
     stats = step.statistics(wells)
     assert isinstance(stats, Statistics)
     assert stats.needs_all_rows is (name == "inverse_normal")  # ranks gather the rows
+
+
+def test_well_position_refuses_a_value_without_a_position_mean() -> None:
+    wells = hand_wells().with_columns(
+        pl.when(pl.col(CONTROL) == "negcon", pl.col(WELL) == "A03")
+        .then(None)
+        .otherwise(pl.col("g"))
+        .alias("g"),
+        pl.Series(CONTROL, ["negcon", "negcon", "negcon", "", "negcon", "negcon"]),
+    )
+    # A03's control wells (P1, P2) hold no g: no A03 mean of g. A01: P1 only (0); A02: (2 + 6) / 2.
+    step = WellPositionCorrector(controls="negcon").fit(wells)
+    assert np.isnan(step.means_[step.positions_.index("A03"), 1])
+    out = step.transform(wells.filter(pl.col(WELL) != "A03")).collect()
+    assert out["g"].to_list() == [0.0, -2.0, 4.0, 2.0]
+    extra = wells.vstack(wells.filter(pl.col(WELL) == "A03").with_columns(pl.lit(9.0).alias("g")))
+    with pytest.raises(InvalidInputError, match=r"2 value\(s\) of 1 feature\(s\) \(g \(2\)\)"):
+        step.transform(extra).collect()
