@@ -336,7 +336,8 @@ class InverseNormalTransformer:
                 "this InverseNormalTransformer is not fitted; call fit(...) first"
             )
 
-    def _apply(self, df: pl.DataFrame) -> pl.DataFrame:
+    def _apply(self, df: pl.DataFrame, *, fitted_rows: bool = False) -> pl.DataFrame:
+        """Transform ``df``; ``fitted_rows``: ``df`` holds exactly the rows of the fit."""
         x = to_numpy64(df, self.features_)
         out = np.full(x.shape, np.nan)
         for key, rows in _groups(df, self.by):
@@ -346,7 +347,21 @@ class InverseNormalTransformer:
                     f"group {_label(self.by, key)} was not among the rows the inverse-normal "
                     "transform was fitted on; fit on every group (or by=() for one fit)"
                 )
-            for j, ref in enumerate(refs):
+            todo = range(len(refs))
+            if fitted_rows and isinstance(self._kind, _RankOffset):
+                # The fit's own rows: their average ranks straight from one vectorized
+                # rankdata (the same numbers as searching the reference, ~2x faster).
+                from scipy.stats import rankdata
+
+                block = x[rows]
+                complete = np.flatnonzero(~np.isnan(block).any(axis=0))
+                if complete.size:
+                    c, n = self._kind.offset, rows.size
+                    ranks = rankdata(block[:, complete], method="average", axis=0)
+                    out[np.ix_(rows, complete)] = _ndtri((ranks - c) / (n - 2 * c + 1))
+                todo = np.flatnonzero(np.isnan(block).any(axis=0))
+            for j in todo:
+                ref = refs[j]
                 if isinstance(self._kind, _Quantiles):
                     out[rows, j] = _quantile_int(x[rows, j], ref)
                 else:
@@ -380,7 +395,9 @@ class InverseNormalTransformer:
     def fit_transform(self, frame: Frame) -> pl.LazyFrame:
         """:meth:`fit` then :meth:`transform` on the same rows (read once)."""
         df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        return self.fit(df).transform(df)
+        self.fit(df)
+        require_columns(df, [*self.by, *self.features_], "the profiles to rank-transform")
+        return self._apply(df, fitted_rows=True).lazy()
 
     def to_frame(self) -> pl.DataFrame:
         """The fit as a table: per group its sorted reference values, one column per feature.

@@ -421,3 +421,15 @@ def test_well_position_refuses_a_value_without_a_position_mean() -> None:
     extra = wells.vstack(wells.filter(pl.col(WELL) == "A03").with_columns(pl.lit(9.0).alias("g")))
     with pytest.raises(InvalidInputError, match=r"2 value\(s\) of 1 feature\(s\) \(g \(2\)\)"):
         step.transform(extra).collect()
+
+
+@pytest.mark.parametrize("method", ["blom", "pycytominer"])
+def test_int_fit_transform_equals_fit_then_transform(method: str) -> None:
+    wells = three_plates()
+    x = wells["f1"].to_numpy().copy()
+    x[[2, 30, 31]] = np.nan
+    wells = wells.with_columns(pl.Series("f1", x), pl.col("f3").round(0))  # NaN and ties
+    for by in ([PLATE], []):
+        fast = InverseNormalTransformer(method, by=by).fit_transform(wells).collect()
+        slow = InverseNormalTransformer(method, by=by).fit(wells).transform(wells).collect()
+        assert_frame_equal(fast, slow)
