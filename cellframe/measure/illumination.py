@@ -347,7 +347,7 @@ class IlluminationFunction:
         """The fit as a table: one row per image row, parameters repeated on every row.
 
         Columns: ``Metadata_Plate``, ``Metadata_Channel``, ``Row`` (int32),
-        ``Values`` (list of float32, the function's row), ``NImages`` and the
+        ``Values`` (array of float32, the function's row), ``NImages`` and the
         parameters (``Statistic``, ``Smoothing``, ``Size``, ``Rescale``, ``Trim``).
         """
         function = self._require_fitted()
@@ -357,7 +357,7 @@ class IlluminationFunction:
                 PLATE: pl.Series([self.plate] * h, dtype=pl.String),
                 CHANNEL: pl.Series([self.channel] * h, dtype=pl.String),
                 "Row": pl.Series(np.arange(h, dtype=np.int32)),
-                "Values": pl.Series(list(function), dtype=pl.List(pl.Float32)),
+                "Values": pl.Series(function, dtype=pl.Array(pl.Float32, function.shape[1])),
                 "NImages": pl.Series([self.n_images_] * h, dtype=pl.Int64),
                 "Statistic": [self.statistic] * h,
                 "Smoothing": [self.smoothing] * h,
@@ -400,7 +400,15 @@ class IlluminationFunction:
                 f"the saved illumination function's Row column must be 0..{frame.height - 1} "
                 "once each; some rows are missing or repeated"
             )
-        lengths = frame["Values"].list.len().unique().to_list()
+        values = frame["Values"]
+        if isinstance(values.dtype, pl.Array):  # DuckDB and Parquet may return either
+            values = values.cast(pl.List(values.dtype.inner))
+        if not isinstance(values.dtype, pl.List):
+            raise InvalidInputError(
+                f"the saved illumination function's Values column is {values.dtype}; expected "
+                "one list of floats per image row"
+            )
+        lengths = values.list.len().unique().to_list()
         if len(lengths) != 1:
             raise InvalidInputError(
                 f"the saved illumination function's rows have different lengths {sorted(lengths)}"
@@ -416,7 +424,7 @@ class IlluminationFunction:
             plate=first[PLATE],
             channel=first[CHANNEL],
         )
-        function = np.stack(frame["Values"].to_list()).astype(np.float32)
+        function = np.stack(values.to_list()).astype(np.float32)
         if not (np.isfinite(function).all() and (function > 0).all()):
             raise InvalidInputError(
                 "the saved illumination function has values that are not finite and > 0; refit it"
