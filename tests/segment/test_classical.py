@@ -189,6 +189,46 @@ def test_threshold_methods_match_scikit_image_and_correction_and_bounds_apply():
     np.testing.assert_array_equal(mask, img >= 0.45)
 
 
+def test_three_class_otsu_matches_scikit_image_multiotsu_with_128_bins():
+    from skimage.filters import threshold_multiotsu
+
+    rng = np.random.default_rng(2)
+    img = np.concatenate([rng.normal(m, 0.03, 4000) for m in (0.1, 0.4, 0.8)]).clip(0, 1)
+    img = img.reshape(120, 100)
+    low, high = threshold_multiotsu(img.ravel(), classes=3, nbins=128)
+    assert threshold_image(img, method="otsu_three_class")[1] == pytest.approx(low, rel=1e-12)
+    assert threshold_image(img, method="otsu_three_class_background")[1] == pytest.approx(
+        high, rel=1e-12
+    )
+    assert 0.1 < low < 0.4 < high < 0.8
+
+
+def test_adaptive_threshold_finds_objects_on_an_uneven_background():
+    # Background rising from 0.15 (left) to 0.30 (right); 15 disks 0.2 above it.
+    shape = (200, 300)
+    xx = np.mgrid[0 : shape[0], 0 : shape[1]][1]
+    background = 0.15 + 0.15 * xx / (shape[1] - 1)
+    img = background.copy()
+    for cy in (40, 100, 160):
+        for cx in (30, 90, 150, 210, 270):
+            m = disk(shape, cy, cx, 8)
+            img[m] += 0.2
+    kw = {"size_range": (8, 40), "smoothing_sigma": 0, "declump": "none"}
+    # One global threshold lets the bright right side merge into one object (dropped).
+    assert int(identify_primary(img, **kw).max()) < 15
+    adaptive = identify_primary(img, threshold_strategy="adaptive", **kw)
+    assert int(adaptive.max()) == 15
+    assert np.bincount(adaptive.ravel())[1:].tolist() == [int(disk(shape, 100, 150, 8).sum())] * 15
+    # The reported threshold is the mean of the local ones, within 0.7-1.5 x the global.
+    _, glob = threshold_image(img, smoothing_sigma=0)
+    _, mean_local = threshold_image(img, smoothing_sigma=0, strategy="adaptive")
+    assert 0.7 * glob <= mean_local <= 1.5 * glob and mean_local != glob
+    with pytest.raises(InvalidInputError, match="window of 120 px is more than half"):
+        threshold_image(img, strategy="adaptive", window=120)
+    with pytest.raises(InvalidChoiceError, match="global, adaptive"):
+        threshold_image(img, strategy="local")
+
+
 def test_bad_input_is_refused_with_a_named_error():
     img = np.zeros(SHAPE)
     img[disk(SHAPE, 40, 40, 6)] = 0.5
