@@ -22,7 +22,9 @@ CellProfiler's public source):
 * rescale "Median": divided by the median of the positive pixels (no clipping);
 * smoothing "Median Filter" with a size in pixels, or "Fit Polynomial" (the
   second-degree polynomial in x and y of ``centrosome.smooth.fit_polynomial``);
-* CorrectIlluminationApply "Divide": ``corrected = image / function``.
+* CorrectIlluminationApply "Divide": ``corrected = image / function``, with
+  integer images scaled to [0, 1] by their dtype's maximum first, as
+  CellProfiler loads them.
 
 The robust option is a per-pixel trimmed mean over sites (the lowest and
 highest ``trim`` fraction of each pixel's values dropped), not BaSiCPy:
@@ -319,8 +321,11 @@ class IlluminationFunction:
         Parameters
         ----------
         image : numpy.ndarray
-            2-D image of the same shape as the function, any numeric dtype;
-            intensity units are kept (a uint16 image stays in 0..65535 units).
+            2-D image of the same shape as the function. Integer images are
+            first scaled to [0, 1] by their dtype's maximum, as CellProfiler
+            loads them (a uint16 pixel of 6553.5 becomes 0.1), so corrected
+            images feed :func:`cellframe.segment.segment_site` and
+            CellProfiler-scaled measurements; float images are taken as they are.
 
         Returns
         -------
@@ -340,6 +345,9 @@ class IlluminationFunction:
                 f"{self._where()} is {function.shape[0]} x {function.shape[1]}; use the function "
                 "fitted on this plate and channel"
             )
+        raw = np.asarray(image)
+        if np.issubdtype(raw.dtype, np.integer):
+            arr = arr / float(np.iinfo(raw.dtype).max)
         return (arr / function).astype(np.float32)
 
     # ------------------------------------------------------------ storage
@@ -554,6 +562,9 @@ def fit_illumination(images: Iterable[np.ndarray], **params: Any) -> Illuminatio
 
 def apply_illumination(image: np.ndarray, function: IlluminationFunction) -> np.ndarray:
     """Correct ``image`` by dividing it by a fitted illumination ``function`` (float32 out).
+
+    Integer images are scaled to [0, 1] by their dtype's maximum first (as
+    CellProfiler loads them); float images are divided as they are.
 
     Raises
     ------

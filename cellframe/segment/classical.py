@@ -172,7 +172,7 @@ def threshold_image(
     method: Threshold = "minimum_cross_entropy",
     smoothing_sigma: float = 1.0,
     correction: float = 1.0,
-    bounds: tuple[float, float] = (0.0, 1.0),
+    bounds: tuple[float, float] | None = None,
     strategy: str = "global",
     window: int = 50,
 ) -> tuple[np.ndarray, float]:
@@ -196,8 +196,10 @@ def threshold_image(
         sigma = s / 0.6744 / 2 (its default 1.3488 is sigma 1); 0 for none.
     correction : float
         Threshold correction factor.
-    bounds : (float, float)
-        Lower and upper bounds on the threshold.
+    bounds : (float, float), optional
+        Lower and upper bounds on the threshold (CellProfiler's default
+        (0, 1) is the range of its scaled images; none by default, so float
+        images in other units threshold as well).
     strategy : {"global", "adaptive"}
         One threshold for the image, or CellProfiler's "Adaptive": a threshold
         per block of ``window`` x ``window`` px, blended by a cubic spline
@@ -223,12 +225,13 @@ def threshold_image(
         raise InvalidChoiceError(
             f"unknown threshold strategy {strategy!r}; valid: global, adaptive"
         )
-    guide = min(max(_one_threshold(image.ravel(), fn) * correction, bounds[0]), bounds[1])
+    lo, hi = (-np.inf, np.inf) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    guide = min(max(_one_threshold(image.ravel(), fn) * correction, lo), hi)
     level: float | np.ndarray = guide
     reported = guide
     if strategy == "adaptive":
         local = _block_thresholds(image, fn, window) * correction
-        level = np.clip(local, max(bounds[0], 0.7 * guide), min(bounds[1], 1.5 * guide))
+        level = np.clip(local, max(lo, 0.7 * guide), min(hi, 1.5 * guide))
         reported = float(level.mean())
     if smoothing_sigma <= 0:
         return image >= level, reported

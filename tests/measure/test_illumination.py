@@ -273,15 +273,23 @@ def test_bad_images_are_refused_with_named_errors():
     assert (fit_illumination([one], size=3).function_ >= 1).all()
 
 
-def test_apply_keeps_intensity_units():
+def test_apply_scales_integer_images_like_cellprofiler():
     g = gradient()
     site = np.round(g * 1000).astype(np.uint16)
-    f = fit_illumination([site], smoothing="none", rescale="none")
-    np.testing.assert_allclose(apply_illumination(site, f), 1.0, rtol=1e-6)
+    f = fit_illumination([site], smoothing="none", rescale="none")  # the function is site itself
+    # uint16 is divided by 65535 first (CellProfiler's scaling), then by the function.
+    np.testing.assert_allclose(apply_illumination(site, f), 1 / 65535, rtol=1e-6)
     f = fit_illumination([site], smoothing="none")
     corrected = apply_illumination(site, f)
     q = robust_min(site.astype(float))
-    assert corrected.max() == pytest.approx(q, rel=1e-3)  # the function's min is 1
+    assert corrected.max() == pytest.approx(q / 65535, rel=1e-3)  # the function's min is 1
+    # Float images are divided as they are; uint8 by 255.
+    np.testing.assert_allclose(
+        apply_illumination(site.astype(np.float32), f), site / f.function_, rtol=1e-6
+    )
+    small = np.round(g * 100).astype(np.uint8)
+    f8 = fit_illumination([small], smoothing="none", rescale="none")
+    np.testing.assert_allclose(apply_illumination(small, f8), 1 / 255, rtol=1e-6)
 
 
 def test_docstring_examples_run():

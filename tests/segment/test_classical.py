@@ -167,6 +167,8 @@ def test_integer_images_are_scaled_like_cellprofiler():
     b = identify_primary(as_u16 / 65535.0, size_range=(8, 40))
     np.testing.assert_array_equal(a, b)
     assert int(a.max()) == 2
+    # A float image in other units (e.g. illumination-corrected raw counts) gives the same.
+    np.testing.assert_array_equal(identify_primary(img * 4000.0, size_range=(8, 40)), a)
     # A manual threshold is on the [0, 1] scale for integer images too.
     _, t = threshold_image(as_u16 / 65535.0, method=0.3)
     assert t == 0.3
