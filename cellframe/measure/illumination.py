@@ -113,7 +113,8 @@ class IlluminationStatistics:
     count : int
         Number of images summed.
     images : list of numpy.ndarray, optional
-        The images themselves (float64), kept for ``statistic="median"`` and
+        The images themselves (in their own dtype: a uint16 site costs 2 bytes
+        a pixel), kept for ``statistic="median"`` and
         ``"trimmed_mean"``; ``None`` for the mean.
     """
 
@@ -281,7 +282,7 @@ class IlluminationFunction:
             total += arr
             count += 1
             if kept is not None:
-                kept.append(arr.copy())
+                kept.append(np.array(image, copy=True))
         if total is None:
             raise EmptyInputError(f"no images to fit an illumination function on{self._where()}")
         return IlluminationStatistics(total, count, kept)
@@ -303,9 +304,9 @@ class IlluminationFunction:
         if self.statistic == "mean":
             average = stats.total / stats.count
         elif self.statistic == "median":
-            average = np.median(np.stack(stats.images), axis=0)  # type: ignore[arg-type]
+            average = _by_rows(stats.images, np.median)  # type: ignore[arg-type]
         else:
-            average = _trimmed_mean(np.stack(stats.images), self.trim)  # type: ignore[arg-type]
+            average = _by_rows(stats.images, lambda a, axis: _trimmed_mean(a, self.trim))  # type: ignore[arg-type]
         smoothed = self._smooth(average)
         self.function_ = self._rescale(smoothed).astype(np.float32)
         self.n_images_ = int(stats.count)
@@ -494,6 +495,20 @@ class IlluminationFunction:
             )
             out = np.where(low, floor, out)
         return out
+
+
+def _by_rows(images: list[np.ndarray], reduce: Any, rows: int = 64) -> np.ndarray:
+    """``reduce(stack, axis=0)`` over the stacked images, a band of ``rows`` rows at a time.
+
+    Stacking a band at a time keeps the extra memory at one band of every
+    image instead of a second copy of them all.
+    """
+    h, w = images[0].shape
+    out = np.empty((h, w), dtype=np.float64)
+    for r0 in range(0, h, rows):
+        band = np.stack([im[r0 : r0 + rows] for im in images]).astype(np.float64, copy=False)
+        out[r0 : r0 + rows] = reduce(band, axis=0)
+    return out
 
 
 def _trimmed_mean(stack: np.ndarray, trim: float) -> np.ndarray:
