@@ -796,7 +796,8 @@ class SiteObjects:
         ``Cells_Parent_Nuclei``, ``Cells_Children_Cytoplasm_Count``,
         ``Cytoplasm_Parent_Cells``, ``Cytoplasm_Parent_Nuclei``.
     thresholds : dict of str to float
-        Final thresholds (``Threshold_FinalThreshold_Nuclei``, ``..._Cells``).
+        Final thresholds (``Threshold_FinalThreshold_Nuclei``, ``..._Cells``)
+        of the objects identified here.
     """
 
     nuclei: np.ndarray
@@ -845,6 +846,7 @@ def segment_site(
     secondary: Mapping[str, Any] | None = None,
     shrink: bool = True,
     site: str = "the site",
+    nuclei_labels: np.ndarray | None = None,
 ) -> SiteObjects:
     """Nuclei, cells and cytoplasm of one site, related as CellProfiler writes them.
 
@@ -862,6 +864,10 @@ def segment_site(
         Shrink nuclei before subtracting them (:func:`identify_tertiary`).
     site : str
         How to name the site in messages (e.g. ``"plate P1 well A01 site 1"``).
+    nuclei_labels : numpy.ndarray, optional
+        Nuclei found another way (e.g. :func:`cellframe.segment.unet_segment`):
+        cells are grown from them and keep their numbers; ``nuclei`` and
+        ``primary`` are then not used.
 
     Returns
     -------
@@ -883,7 +889,13 @@ def segment_site(
     """
     p_args = _check_keys(primary, _PRIMARY_KEYS, "primary")
     s_args = _check_keys(secondary, _SECONDARY_KEYS, "secondary")
-    missing = [c for c in (nuclei, cells) if c not in channels]
+    if nuclei_labels is not None and p_args:
+        raise InvalidInputError(
+            "pass either nuclei_labels= (nuclei found another way) or primary= parameters "
+            "(to identify them here), not both"
+        )
+    needed = (cells,) if nuclei_labels is not None else (nuclei, cells)
+    missing = [c for c in needed if c not in channels]
     if missing:
         raise InvalidInputError(
             f"{site} has no channel {' or '.join(repr(m) for m in missing)}; its channels are "
@@ -898,12 +910,20 @@ def segment_site(
             f"{site} has images of different shapes ({listed}); every channel of a site "
             "must have the same size"
         )
-    p = _primary(channels[nuclei], name=f"channel {nuclei!r} of {site}", **p_args)
+    if nuclei_labels is None:
+        p = _primary(channels[nuclei], name=f"channel {nuclei!r} of {site}", **p_args)
+    else:
+        given = _as_labels(nuclei_labels, f"nuclei_labels of {site}", np.shape(channels[cells]))
+        p = _Primary(given, given, float("nan"))
     shape = p.labels.shape
     if p.labels.max() == 0:
+        source = (
+            "in nuclei_labels"
+            if nuclei_labels is not None
+            else f"in channel {nuclei!r} (threshold {p.threshold:.4g})"
+        )
         warnings.warn(
-            f"{site}: 0 nuclei found in channel {nuclei!r} (threshold {p.threshold:.4g}); "
-            "its cells and cytoplasm are empty",
+            f"{site}: 0 nuclei found {source}; its cells and cytoplasm are empty",
             NoObjectsWarning,
             stacklevel=2,
         )
@@ -912,7 +932,7 @@ def segment_site(
         empty = np.zeros(shape, np.int32)
         return SiteObjects(
             p.labels, empty, empty.copy(), _relationships(p.labels, empty, empty),
-            {"Threshold_FinalThreshold_Nuclei": p.threshold},
+            _thresholds(p.threshold, None),
         )  # fmt: skip
     cell_labels, threshold_cells = _secondary(
         channels[cells],
@@ -927,11 +947,18 @@ def segment_site(
         cell_labels,
         cytoplasm,
         _relationships(p.labels, cell_labels, cytoplasm),
-        {
-            "Threshold_FinalThreshold_Nuclei": p.threshold,
-            "Threshold_FinalThreshold_Cells": threshold_cells,
-        },
+        _thresholds(p.threshold, threshold_cells),
     )
+
+
+def _thresholds(nuclei: float, cells: float | None) -> dict[str, float]:
+    """CellProfiler's ``Threshold_FinalThreshold_<objects>`` of the thresholds computed here."""
+    out = {}
+    if not np.isnan(nuclei):
+        out["Threshold_FinalThreshold_Nuclei"] = nuclei
+    if cells is not None:
+        out["Threshold_FinalThreshold_Cells"] = cells
+    return out
 
 
 # ------------------------------------------------------------------ saving

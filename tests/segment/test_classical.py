@@ -386,6 +386,24 @@ def test_segment_site_relates_the_compartments_as_cellprofiler_writes_them():
     }
 
 
+def test_segment_site_grows_cells_from_nuclei_found_another_way():
+    _, body, nuclei_true, _ = _site()
+    given = np.zeros(SHAPE, np.int32)
+    for i, (cy, cx, r) in enumerate(reversed(nuclei_true), start=1):  # numbered differently
+        given[disk(SHAPE, cy, cx, r)] = i
+    objs = segment_site({"AGP": body}, nuclei_labels=given, secondary={"smoothing_sigma": 0})
+    np.testing.assert_array_equal(objs.nuclei, given)
+    np.testing.assert_array_equal(objs.cells[given > 0], given[given > 0])
+    reference = identify_secondary(body, given, smoothing_sigma=0)
+    np.testing.assert_array_equal(objs.cells, reference)
+    assert set(objs.thresholds) == {"Threshold_FinalThreshold_Cells"}
+    assert objs.relationships["Cells_Parent_Nuclei"].to_list() == [1, 2, 3]
+    with pytest.raises(InvalidInputError, match="not both"):
+        segment_site({"AGP": body}, nuclei_labels=given, primary={"size_range": (5, 30)})
+    with pytest.raises(InvalidImageError, match="same size"):
+        segment_site({"AGP": body}, nuclei_labels=given[:-1])
+
+
 def test_segment_site_refuses_bad_sites_with_named_errors():
     dna, body, _, _ = _site()
     with pytest.raises(InvalidInputError, match=r"no channel 'AGP'.*'DNA', 'RNA'"):
