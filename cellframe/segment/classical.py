@@ -17,13 +17,16 @@
   writes it (``Parent_Nuclei``, ``Children_Cytoplasm_Count``, ...).
 
 The conventions are those of CellProfiler's public source (IdentifyPrimaryObjects,
-Threshold, IdentifySecondaryObjects, IdentifyTertiaryObjects): thresholds on
-intensities scaled to [0, 1] (integer images are divided by their dtype's
-maximum, as CellProfiler does for images without other metadata), threshold
-smoothing sigma = scale / 0.6744 / 2, declumping smoothing filter
-2.35 x min diameter / 3.5, maxima suppressed within min diameter / 1.5
-(on an image shrunk to 10 / min diameter when the minimum diameter exceeds
-10 px), size limits on area pi d^2 / 4.
+Threshold, IdentifySecondaryObjects, IdentifyTertiaryObjects): integer images
+are divided by their dtype's maximum, as CellProfiler does for images without
+other metadata (float images are used as they are), threshold smoothing
+sigma = scale / 0.6744 / 2, declumping smoothing filter 2.35 x min diameter /
+3.5, maxima suppressed within min diameter / 1.5 (on an image shrunk to
+10 / min diameter when the minimum diameter exceeds 10 px), size limits on
+area pi d^2 / 4. The default threshold smoothing, sigma 1, is CellProfiler's
+default scale 1.3488; CellProfiler 5 without advanced settings uses scale 1
+(sigma 0.74). On CellProfiler's ExampleHuman site, with its pipeline's
+settings, the objects are CellProfiler's own (tests/segment/test_classical.py).
 """
 
 from __future__ import annotations
