@@ -750,11 +750,19 @@ def relate_objects(parents: np.ndarray, children: np.ndarray) -> tuple[np.ndarra
     """
     n_parents, n_children = int(parents.max(initial=0)), int(children.max(initial=0))
     both = (parents > 0) & (children > 0)
-    overlap = np.zeros((n_children + 1, n_parents + 1), np.int64)
-    np.add.at(overlap, (children[both], parents[both]), 1)
-    parent_of_child = np.where(
-        overlap[1:].max(axis=1, initial=0) > 0, overlap[1:].argmax(axis=1), 0
-    )
+    # Overlap counts of the (child, parent) pairs that occur: memory grows with the
+    # pairs, not with children x parents (10,000 objects would need 800 MB dense).
+    pairs = children[both].astype(np.int64) * (n_parents + 1) + parents[both]
+    keys, counts = np.unique(pairs, return_counts=True)
+    child, parent = np.divmod(keys, n_parents + 1)
+    # Per child: the largest count, then the smallest parent label.
+    order = np.lexsort((parent, -counts, child))
+    first = np.ones(order.size, bool)
+    first[1:] = child[order][1:] != child[order][:-1]
+    best = order[first]
+    parent_of_child = np.zeros(n_children + 1, np.int64)
+    parent_of_child[child[best]] = parent[best]
+    parent_of_child = parent_of_child[1:]
     children_per_parent = np.bincount(parent_of_child, minlength=n_parents + 1)[1:]
     return parent_of_child.astype(np.int32), children_per_parent.astype(np.int32)
 

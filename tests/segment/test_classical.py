@@ -358,6 +358,22 @@ def test_relate_objects_takes_the_largest_overlap_as_parent():
     assert children_per_parent.tolist() == [1, 1, 0]
 
 
+def test_relate_objects_equals_the_dense_overlap_argmax_on_random_labels():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        parents, children = rng.integers(0, 6, (8, 9)), rng.integers(0, 5, (8, 9))
+        both = (parents > 0) & (children > 0)
+        overlap = np.zeros((children.max() + 1, parents.max() + 1), int)
+        np.add.at(overlap, (children[both], parents[both]), 1)
+        expected = np.where(overlap[1:].max(axis=1) > 0, overlap[1:].argmax(axis=1), 0)
+        parent_of_child, children_per_parent = relate_objects(parents, children)
+        assert parent_of_child.tolist() == expected.tolist()
+        assert (
+            children_per_parent.tolist()
+            == np.bincount(expected, minlength=parents.max() + 1)[1:].tolist()
+        )
+
+
 # -------------------------------------------------------------------- site
 def test_segment_site_relates_the_compartments_as_cellprofiler_writes_them():
     dna, body, _, _ = _site()
