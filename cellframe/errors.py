@@ -139,3 +139,15 @@ class ConfigNotFoundError(CellframeError, FileNotFoundError):
 
 class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
+
+
+class IlluminationWarning(UserWarning):
+    """An illumination function had pixels at or below zero that were raised (count in the message)."""
+
+
+class NoObjectsWarning(UserWarning):
+    """A site yielded no objects (no nuclei above the threshold, or all filtered out)."""
+
+
+class BlankImageError(EmptyInputError, InvalidImageError):
+    """An image that objects are identified on is constant (a blank or missing channel)."""
