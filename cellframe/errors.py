@@ -139,3 +139,7 @@ class ConfigNotFoundError(CellframeError, FileNotFoundError):
 
 class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
+
+
+class SkippedLabelsWarning(UserWarning):
+    """A batch-panel metric left out labels it is undefined for (one batch, too few rows); the message counts them."""
