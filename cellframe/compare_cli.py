@@ -149,11 +149,11 @@ def _compare(args: argparse.Namespace) -> int:
         n_neighbors=args.n_neighbors,
         seed=args.seed,
     )
-    if args.csv:
-        table.write_csv(args.csv)
     out = write_compare_report(
         table, args.out, subtitle=f"batch: {args.batch}; label: {args.label}"
     )
+    if args.csv:
+        table.write_csv(args.csv)
     if not args.quiet:
         shown = table.select(
             "method", *(pl.col(c).round(3) for c in ("batch_score", "bio_score", "overall_score"))

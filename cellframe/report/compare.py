@@ -132,7 +132,7 @@ def compare_metrics_chart(table: pl.DataFrame, *, method: str = "method") -> alt
     ).to_pandas()
     base = alt.Chart(long, title="Every metric of the panel (higher is better)").encode(
         x=alt.X("metric:N", sort=metrics, title=None, axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y(f"{method}:N", title=None),
+        y=alt.Y(f"{method}:N", title=None, sort=table[method].to_list()),
     )
     cells = base.mark_rect().encode(
         color=alt.Color("value:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="value"),
