@@ -106,6 +106,18 @@ def test_simpson_of_balanced_neighbourhood_is_one_half():
     assert _simpson(dist, np.zeros_like(codes), 2, perplexity=1.5) == pytest.approx([1, 1])
 
 
+def test_lisi_two_batch_toy_with_perfect_mixing_has_the_known_value():
+    # 100 equidistant points (the unit vectors), batches alternating: every row's
+    # neighbours are the 99 others at one distance, so the weights are uniform and a
+    # row sees 49 of its own batch and 50 of the other. Simpson = (49^2 + 50^2) / 99^2;
+    # LISI = 99^2 / 4901 = 1.99980 (-> 2, the number of batches, as n grows).
+    x = np.eye(100)
+    batch = np.arange(100) % 2
+    expected = 99**2 / (49**2 + 50**2)
+    assert lisi(x, batch, perplexity=40) == pytest.approx(np.full(100, expected), abs=1e-12)
+    assert ilisi(x, batch, perplexity=40) == pytest.approx(expected - 1, abs=1e-12)
+
+
 def test_lisi_separated_batches_scale_to_zero_and_random_mixing_near_one():
     x, labels = blobs(n_labels=2, per=120, seed=2)
     values = lisi(x, labels)
