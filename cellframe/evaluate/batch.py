@@ -819,7 +819,12 @@ def batch_panel(
     """
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     _require(df, [batch, label], "profiles")
-    feats = list(features) if features is not None else feature_columns(df)
+    # a numeric batch or label column without the Metadata_ prefix is not a feature
+    feats = (
+        list(features)
+        if features is not None
+        else [c for c in feature_columns(df) if c not in (batch, label)]
+    )
     _require(df, feats, "profiles")
     x = _matrix(df.select(feats), "profiles")
     b, l_ = df[batch], df[label]
@@ -908,20 +913,24 @@ def compare(
     for key, frame in frames.items():
         source, correction = _method_names(key)
         name = key if isinstance(key, str) else f"{source}/{correction}"
+        df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        _require(df, [batch, label], f"table {name!r}")
         try:
-            row = batch_panel(
-                frame,
-                batch=batch,
-                label=label,
-                controls=controls,
-                n_neighbors=n_neighbors,
-                perplexity=perplexity,
-                seed=seed,
-            )
-        except MissingColumnsError:
-            raise
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                row = batch_panel(
+                    df,
+                    batch=batch,
+                    label=label,
+                    controls=controls,
+                    n_neighbors=n_neighbors,
+                    perplexity=perplexity,
+                    seed=seed,
+                )
         except InvalidInputError as err:
             raise type(err)(f"table {name!r}: {err}") from err
+        for w in caught:  # re-issued with the table's name, so several tables stay apart
+            warnings.warn(f"table {name!r}: {w.message}", w.category, stacklevel=2)
         rows.append(
             pl.DataFrame(
                 {"method": [name], "feature_source": [source], "correction": [correction]},

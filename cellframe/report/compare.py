@@ -46,7 +46,8 @@ def _require(table: pl.DataFrame, columns: Sequence[str], what: str) -> None:
 def compare_chart(table: pl.DataFrame, *, method: str = "method") -> alt.LayerChart:
     """Batch score (x) against biology score (y), one labelled point per method.
 
-    Both axes run from 0 to 1; the dashed lines are equal overall score
+    Both axes run from 0 to 1; labels that would overlap are moved down, in
+    their point's colour; the dashed lines are equal overall score
     (0.4 x batch + 0.6 x biology) through each method, so a point up and to the
     right of another is better on both halves.
 
@@ -82,8 +83,23 @@ def compare_chart(table: pl.DataFrame, *, method: str = "method") -> alt.LayerCh
             *(alt.Tooltip(f"{c}:Q", format=".3f") for c in _SCORES),
         ],
     )
-    labels = base.mark_text(dx=9, align="left", fontSize=12).encode(
-        x="batch_score:Q", y="bio_score:Q", text=f"{method}:N"
+    placed = _label_positions(data["batch_score"].tolist(), data["bio_score"].tolist())
+    label_data = pl.DataFrame(
+        {
+            method: data[method].tolist(),
+            "label_x": [p[0] for p in placed],
+            "label_y": [p[1] for p in placed],
+        }
+    ).to_pandas()
+    labels = (
+        alt.Chart(label_data)
+        .mark_text(dx=9, align="left", fontSize=12)
+        .encode(
+            x="label_x:Q",
+            y="label_y:Q",
+            text=f"{method}:N",
+            color=alt.Color(f"{method}:N", legend=None),  # a moved label keeps its point's colour
+        )
     )
     # iso-overall lines: bio = (overall - 0.4 batch) / 0.6 over batch in [0, 1], clipped to the box
     w = BATCH_WEIGHT
@@ -104,6 +120,25 @@ def compare_chart(table: pl.DataFrame, *, method: str = "method") -> alt.LayerCh
         )
     )
     return (iso + points + labels).properties(width=420, height=380)
+
+
+def _label_positions(
+    x: list[float], y: list[float], *, width: float = 0.3, height: float = 0.035
+) -> list[tuple[float, float]]:
+    """Label anchors in data units: at each point, moved down past labels already placed.
+
+    A label is about ``width`` x ``height`` of the unit square (12 px text on a
+    420 x 380 chart); from the highest point down, a label that would overlap an
+    earlier one steps down by ``height`` until it is clear.
+    """
+    order = sorted(range(len(x)), key=lambda i: (-y[i], x[i]))
+    out: dict[int, tuple[float, float]] = {}
+    for i in order:
+        ly = y[i]
+        while any(abs(x[i] - px) < width and abs(ly - py) < height for px, py in out.values()):
+            ly -= height
+        out[i] = (x[i], ly)
+    return [out[i] for i in range(len(x))]
 
 
 def compare_metrics_chart(table: pl.DataFrame, *, method: str = "method") -> alt.Chart:

@@ -295,6 +295,30 @@ def test_batch_panel_row_and_overall_formula():
     assert vals["batch_score"] > 0.7 and vals["bio_score"] > 0.8
 
 
+def test_compare_names_the_table_in_its_warnings():
+    df = small_screen(reps=6)
+    extra = df.filter(pl.col("Metadata_Treatment") == "t1").head(2)  # 2 rows, plate P0 only
+    df = pl.concat([df, extra.with_columns(pl.lit("rare").alias("Metadata_Treatment"))])
+    with pytest.warns(SkippedLabelsWarning) as record:
+        compare({"raw": df}, batch="Metadata_Plate", label="Metadata_Treatment")
+    messages = sorted(str(w.message) for w in record if w.category is SkippedLabelsWarning)
+    assert messages == [
+        "table 'raw': kbet: 1 of 6 labels skipped (under 10 rows or one batch)",
+        "table 'raw': silhouette_batch: 1 of 6 labels skipped (a single batch, or one row per "
+        "batch)",
+    ]
+
+
+def test_numeric_batch_column_is_not_a_feature():
+    df = small_screen(reps=6)
+    numeric = df.with_columns(pl.col("Metadata_Plate").str.slice(1).cast(pl.Int64).alias("plate"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedLabelsWarning)
+        a = batch_panel(df, batch="Metadata_Plate", label="Metadata_Treatment")
+        b = batch_panel(numeric, batch="plate", label="Metadata_Treatment")
+    assert a.row(0) == pytest.approx(b.row(0), abs=1e-12)
+
+
 def test_batch_panel_refusals():
     df = small_screen(reps=6)
     with pytest.raises(InvalidInputError, match="single value"):
@@ -333,6 +357,9 @@ def test_compare_rows_and_names():
     # the plate shift lowers the batch score; the unshifted copies score alike
     b = table["batch_score"].to_list()
     assert b[0] < b[1] - 0.3 and b[1] == pytest.approx(b[2], abs=1e-12)
+    with pytest.raises(MissingColumnsError, match="table 'nolabel' lacks"):
+        compare({"nolabel": df.drop("Metadata_Treatment")}, batch="Metadata_Plate",
+                label="Metadata_Treatment")  # fmt: skip
     with pytest.raises(InvalidInputError, match="table 'bad'"):
         compare({"bad": df.with_columns(pl.lit("P").alias("Metadata_Plate"))},
                 batch="Metadata_Plate", label="Metadata_Treatment")  # fmt: skip

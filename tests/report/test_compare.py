@@ -40,6 +40,7 @@ def test_compare_chart_points_and_iso_lines():
     spec = compare_chart(table).to_dict()
     layers = spec["layer"]
     assert [layer["mark"]["type"] for layer in layers] == ["line", "point", "text"]
+    assert layers[2]["encoding"]["color"]["field"] == "method"  # a moved label keeps its colour
     assert layers[1]["encoding"]["x"]["field"] == "batch_score"
     assert layers[1]["encoding"]["y"]["field"] == "bio_score"
     assert layers[1]["encoding"]["x"]["scale"]["domain"] == [0, 1]
@@ -51,7 +52,7 @@ def test_compare_chart_points_and_iso_lines():
         ("cp/sphere", 0.7, 0.6),
     ]
     # each dashed line is the overall score's level set: bio = (overall - 0.4 batch) / 0.6
-    iso = next(d for d in datasets if "overall_score" not in d[0])
+    iso = next(d for d in datasets if "overall_score" not in d[0] and "label_x" not in d[0])
     line = [p for p in iso if p["method"] == "cp/center"]
     overall = 0.4 * 0.8 + 0.6 * 0.55
     assert [(p["batch_score"], p["bio_score"]) for p in line] == [
@@ -60,6 +61,17 @@ def test_compare_chart_points_and_iso_lines():
     ]
     # through the method's own point
     assert (overall - 0.4 * 0.8) / 0.6 == pytest.approx(0.55)
+    # labels sit at their points; cp/center's (0.8, 0.55) would overlap cp/sphere's
+    # (0.7, 0.6) label (0.1 apart in x, 0.05 in y: clear) -> stays; a close pair moves down
+    labels = next(d for d in datasets if "label_x" in d[0])
+    assert [(p["label_x"], p["label_y"]) for p in labels] == [(0.2, 0.5), (0.8, 0.55), (0.7, 0.6)]
+    close = table.with_columns(
+        pl.when(pl.col("method") == "cp/center").then(0.59).otherwise(pl.col("bio_score"))
+        .alias("bio_score")
+    )  # fmt: skip
+    labels = next(d for d in _data(compare_chart(close).to_dict()).values() if "label_x" in d[0])
+    assert labels[1]["label_y"] == pytest.approx(0.59 - 0.035)  # below cp/sphere's label
+    assert labels[2]["label_y"] == 0.6
 
 
 def test_compare_section_answer_and_heatmap_values():
