@@ -130,12 +130,45 @@ def _check_k(k: int, n: int, what: str) -> int:
 
 
 def _knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of each row's ``k`` nearest other rows (Euclidean, exact)."""
-    from sklearn.neighbors import NearestNeighbors
+    """Distances and indices of each row's ``k`` nearest other rows (Euclidean, exact, sorted).
 
-    nn = NearestNeighbors(n_neighbors=k).fit(x)
-    dist, idx = nn.kneighbors()  # without X: a row is not its own neighbour
+    Brute force in blocks of rows (about 256 MB of distances at a time) with
+    BLAS: ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b``, clipped at 0.
+    """
+    n = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x)
+    block = max(1, min(n, 2**25 // max(n, 1)))
+    dist = np.empty((n, k))
+    idx = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        part_d2 = np.take_along_axis(d2, part, axis=1)
+        order = np.argsort(part_d2, axis=1, kind="stable")
+        idx[start:stop] = np.take_along_axis(part, order, axis=1)
+        dist[start:stop] = np.sqrt(np.maximum(np.take_along_axis(part_d2, order, axis=1), 0.0))
     return dist, idx
+
+
+class _Neighbours:
+    """The k nearest neighbours of one matrix, computed once for the largest k asked."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self._dist: np.ndarray | None = None
+        self._idx: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._idx is None or self._idx.shape[1] < k:
+            self._dist, self._idx = _knn(self.x, k)
+        assert self._dist is not None
+        return self._dist[:, :k], self._idx[:, :k]
 
 
 def _warn_skipped(metric: str, skipped: int, total: int, why: str) -> None:
@@ -326,12 +359,21 @@ def lisi(x: Matrix, labels: Labels, *, perplexity: float = 30.0) -> np.ndarray:
     """
     arr = _matrix(x)
     codes, uniques = _codes(labels, arr.shape[0], "labels")
+    return _lisi(_Neighbours(arr), codes, len(uniques), perplexity)
+
+
+def _lisi_k(perplexity: float, n: int) -> tuple[int, float]:
+    """Neighbours and perplexity LISI uses with ``n`` rows."""
     if perplexity <= 0:
         raise InvalidInputError(f"perplexity must be positive, got {perplexity}")
-    k = _check_k(int(3 * perplexity), arr.shape[0], "3 x perplexity")
-    perp = min(float(perplexity), max(k / 3.0, 1.0))
-    dist, idx = _knn(arr, k)
-    return 1.0 / _simpson(dist, codes[idx], len(uniques), perp)
+    k = _check_k(int(3 * perplexity), n, "3 x perplexity")
+    return k, min(float(perplexity), max(k / 3.0, 1.0))
+
+
+def _lisi(nn: _Neighbours, codes: np.ndarray, n_codes: int, perplexity: float) -> np.ndarray:
+    k, perp = _lisi_k(perplexity, nn.n)
+    dist, idx = nn.get(k)
+    return 1.0 / _simpson(dist, codes[idx], n_codes, perp)
 
 
 def ilisi(x: Matrix, batch: Labels, *, perplexity: float = 30.0) -> float:
@@ -347,11 +389,15 @@ def ilisi(x: Matrix, batch: Labels, *, perplexity: float = 30.0) -> float:
         With a single batch.
     """
     arr = _matrix(x)
-    _, uniques = _codes(batch, arr.shape[0], "batch")
-    if len(uniques) < 2:
+    codes, uniques = _codes(batch, arr.shape[0], "batch")
+    return _ilisi(_Neighbours(arr), codes, len(uniques), perplexity)
+
+
+def _ilisi(nn: _Neighbours, codes: np.ndarray, n_batches: int, perplexity: float) -> float:
+    if n_batches < 2:
         raise InvalidInputError("ilisi needs at least 2 batches; the batch column has one value")
-    value = float(np.nanmedian(lisi(arr, batch, perplexity=perplexity)))
-    return (value - 1.0) / (len(uniques) - 1.0)
+    value = float(np.nanmedian(_lisi(nn, codes, n_batches, perplexity)))
+    return (value - 1.0) / (n_batches - 1.0)
 
 
 def clisi(x: Matrix, labels: Labels, *, perplexity: float = 30.0) -> float:
@@ -365,11 +411,15 @@ def clisi(x: Matrix, labels: Labels, *, perplexity: float = 30.0) -> float:
         With a single label.
     """
     arr = _matrix(x)
-    _, uniques = _codes(labels, arr.shape[0], "labels")
-    if len(uniques) < 2:
+    codes, uniques = _codes(labels, arr.shape[0], "labels")
+    return _clisi(_Neighbours(arr), codes, len(uniques), perplexity)
+
+
+def _clisi(nn: _Neighbours, codes: np.ndarray, n_labels: int, perplexity: float) -> float:
+    if n_labels < 2:
         raise InvalidInputError("clisi needs at least 2 labels; the label column has one value")
-    value = float(np.nanmedian(lisi(arr, labels, perplexity=perplexity)))
-    return (len(uniques) - value) / (len(uniques) - 1.0)
+    value = float(np.nanmedian(_lisi(nn, codes, n_labels, perplexity)))
+    return (n_labels - value) / (n_labels - 1.0)
 
 
 # --------------------------------------------------------------------------- kBET
@@ -469,14 +519,14 @@ def kbet(
 # --------------------------------------------------------------------------- graphs
 
 
-def _knn_graph(x: np.ndarray, k: int) -> sp.csr_matrix:
+def _knn_graph(nn: _Neighbours, k: int) -> sp.csr_matrix:
+    """The directed k-NN graph (an edge from each row to each of its neighbours)."""
     import scipy.sparse as sp
 
-    dist, idx = _knn(x, k)
-    n = x.shape[0]
-    return sp.csr_matrix(
-        (dist.ravel() + 1e-300, (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n)
-    )
+    _, idx = nn.get(k)
+    n = nn.n
+    ones = np.ones(n * k, dtype=np.int8)
+    return sp.csr_matrix((ones, (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
 
 
 def graph_connectivity(x: Matrix, labels: Labels, *, n_neighbors: int = 15) -> float:
@@ -490,20 +540,24 @@ def graph_connectivity(x: Matrix, labels: Labels, *, n_neighbors: int = 15) -> f
     -------
     float
     """
-    from scipy.sparse.csgraph import connected_components
-
     arr = _matrix(x)
     lab, uniques = _codes(labels, arr.shape[0], "labels")
-    graph = _knn_graph(arr, _check_k(n_neighbors, arr.shape[0], "n_neighbors"))
+    return _graph_connectivity(_Neighbours(arr), lab, len(uniques), n_neighbors)
+
+
+def _graph_connectivity(nn: _Neighbours, lab: np.ndarray, n_labels: int, k: int) -> float:
+    from scipy.sparse.csgraph import connected_components
+
+    graph = _knn_graph(nn, _check_k(k, nn.n, "n_neighbors"))
     shares = []
-    for g in range(len(uniques)):
+    for g in range(n_labels):
         rows = np.flatnonzero(lab == g)
         _, comp = connected_components(graph[rows][:, rows], connection="strong")
         shares.append(np.bincount(comp).max() / len(rows))
     return float(np.mean(shares))
 
 
-def _fuzzy_connectivities(x: np.ndarray, k: int) -> sp.csr_matrix:
+def _fuzzy_connectivities(nn: _Neighbours, k: int) -> sp.csr_matrix:
     """UMAP's fuzzy simplicial set of the k-NN graph (scanpy's ``connectivities``).
 
     Per row: ``rho`` = distance to the nearest neighbour, ``sigma`` by bisection so
@@ -512,8 +566,8 @@ def _fuzzy_connectivities(x: np.ndarray, k: int) -> sp.csr_matrix:
     """
     import scipy.sparse as sp
 
-    dist, idx = _knn(x, k)
-    n = x.shape[0]
+    dist, idx = nn.get(k)
+    n = nn.n
     rho = dist[:, 0]
     shifted = np.maximum(dist - rho[:, None], 0.0)
     target = np.log2(k)
@@ -552,16 +606,15 @@ def leiden_clusters(
         ``(n,)`` cluster ids.
     """
     arr = _matrix(x)
-    graph = _leiden_graph(arr, _check_k(n_neighbors, arr.shape[0], "n_neighbors"))
-    return _leiden(graph, resolution, seed)
+    return _leiden(_leiden_graph(_Neighbours(arr), n_neighbors), resolution, seed)
 
 
-def _leiden_graph(x: np.ndarray, k: int):
+def _leiden_graph(nn: _Neighbours, k: int):
     import igraph as ig
 
-    upper = _triu(_fuzzy_connectivities(x, k))
+    upper = _triu(_fuzzy_connectivities(nn, _check_k(k, nn.n, "n_neighbors")))
     rows, cols = upper.nonzero()
-    graph = ig.Graph(n=x.shape[0], edges=np.column_stack([rows, cols]).tolist())
+    graph = ig.Graph(n=nn.n, edges=np.column_stack([rows, cols]).tolist())
     graph.es["weight"] = np.asarray(upper[rows, cols]).ravel().tolist()
     return graph
 
@@ -611,13 +664,19 @@ def leiden_nmi_ari(
     tuple of float
         ``(nmi, ari)``.
     """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
     arr = _matrix(x)
     lab, _ = _codes(labels, arr.shape[0], "labels")
+    return _leiden_nmi_ari(_Neighbours(arr), lab, resolutions, n_neighbors, seed)
+
+
+def _leiden_nmi_ari(
+    nn: _Neighbours, lab: np.ndarray, resolutions: Sequence[float], k: int, seed: int
+) -> tuple[float, float]:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     if not len(resolutions):
         raise InvalidInputError("resolutions is empty; give at least one Leiden resolution")
-    graph = _leiden_graph(arr, _check_k(n_neighbors, arr.shape[0], "n_neighbors"))
+    graph = _leiden_graph(nn, k)
     best = (-np.inf, np.nan)
     for r in resolutions:
         clusters = _leiden(graph, r, seed)
@@ -835,15 +894,20 @@ def batch_panel(
             f"batch column {batch!r} has a single value: the panel compares batches; "
             "name the plate or source column"
         )
+    b_codes, _ = _codes(b, df.height, "batch")
+    l_codes, _ = _codes(l_, df.height, "labels")
+    # one neighbour search serves LISI (3 x perplexity) and the graphs (n_neighbors)
+    nn = _Neighbours(x)
+    nn.get(max(_lisi_k(perplexity, df.height)[0], _check_k(n_neighbors, df.height, "n_neighbors")))
     values: dict[str, float] = {}
     values["silhouette_batch"] = silhouette_batch(x, b, l_)
-    values["ilisi"] = ilisi(x, b, perplexity=perplexity)
+    values["ilisi"] = _ilisi(nn, b_codes, n_batches, perplexity)
     values["kbet"] = kbet(x, b, l_)
-    values["graph_connectivity"] = graph_connectivity(x, l_, n_neighbors=n_neighbors)
-    nmi, ari = leiden_nmi_ari(x, l_, n_neighbors=n_neighbors, seed=seed)
+    values["graph_connectivity"] = _graph_connectivity(nn, l_codes, n_labels, n_neighbors)
+    nmi, ari = _leiden_nmi_ari(nn, l_codes, LEIDEN_RESOLUTIONS, n_neighbors, seed)
     values["leiden_nmi"], values["leiden_ari"] = nmi, ari
     values["silhouette_label"] = silhouette_label(x, l_)
-    values["clisi"] = clisi(x, l_, perplexity=perplexity)
+    values["clisi"] = _clisi(nn, l_codes, n_labels, perplexity)
     values["map_control"] = map_control(df, label=label, controls=controls, features=feats)
     values["map_nonrep"] = map_nonrep(df, label=label, controls=controls, features=feats)
     batch_score = float(np.mean([values[m] for m in BATCH_METRICS]))
