@@ -13,7 +13,8 @@ feature matrix (or a frame of profiles) and label arrays:
 
 Definitions follow scib / scib-metrics (Luecken et al., Nat Methods 2022), with
 these stated deviations: neighbours are exact Euclidean k-nearest neighbours
-(scikit-learn) on the profiles as given (no PCA first); kBET's per-label
+(brute force in NumPy, one search shared by LISI and the graphs) on the
+profiles as given (no PCA first); kBET's per-label
 neighbourhoods are Euclidean rather than diffusion-map distances; the Leiden
 graph is UMAP's fuzzy connectivity of the 15 nearest neighbours (scanpy's
 default), built here in NumPy. scib-metrics itself needs JAX and is not a

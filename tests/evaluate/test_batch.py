@@ -52,6 +52,22 @@ def blobs(n_labels: int = 4, per: int = 30, d: int = 5, spread: float = 50.0, se
     return centers[labels] + rng.normal(size=(len(labels), d)), labels
 
 
+def test_knn_matches_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    from cellframe.evaluate.batch import _knn, _Neighbours
+
+    x = np.random.default_rng(9).normal(size=(300, 7)) * 10
+    dist, idx = _knn(x, 12)
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=12).fit(x).kneighbors()
+    assert np.array_equal(idx, ref_idx)
+    assert dist == pytest.approx(ref_dist, abs=1e-9)
+    nn = _Neighbours(x)
+    assert nn.get(90)[1].shape == (300, 90)
+    d12, i12 = nn.get(12)  # the first 12 columns of the larger search
+    assert np.array_equal(i12, ref_idx) and d12 == pytest.approx(ref_dist, abs=1e-9)
+
+
 # ----------------------------------------------------------------- silhouettes
 
 
