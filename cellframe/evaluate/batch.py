@@ -704,7 +704,14 @@ def _control_mask(frame: pl.DataFrame, controls: pl.Expr | None) -> np.ndarray:
                 "controls=, e.g. pl.col('Metadata_Treatment') == 'DMSO'"
             )
         controls = pl.col(CONTROL) == NEGATIVE_CONTROL
-    mask = frame.select(controls.fill_null(False).alias("c"))["c"].to_numpy().astype(bool)
+    try:
+        mask = frame.select(controls.fill_null(False).alias("c"))["c"].to_numpy().astype(bool)
+    except pl.exceptions.PolarsError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvalidInputError(
+            f"the controls expression cannot be evaluated on the profiles ({first}); "
+            f"name an existing column, e.g. pl.col({CONTROL!r}) == {NEGATIVE_CONTROL!r}"
+        ) from err
     if not mask.any():
         raise InvalidInputError(
             "no row matched the controls expression; mAP against controls needs negative "

@@ -281,6 +281,8 @@ def test_map_control_needs_controls():
     df = small_screen().drop("Metadata_Control")
     with pytest.raises(InvalidInputError, match="pass controls="):
         map_control(df, label="Metadata_Treatment")
+    with pytest.raises(InvalidInputError, match=r"controls expression cannot be evaluated.*Kind"):
+        map_control(df, label="Metadata_Treatment", controls=pl.col("Metadata_Kind") == "x")
     with pytest.raises(InvalidInputError, match="no row matched"):
         map_control(df, label="Metadata_Treatment", controls=pl.col("Metadata_Treatment") == "x")
 
