@@ -107,7 +107,12 @@ def _load(args: argparse.Namespace) -> dict[str, pl.DataFrame]:
             if name in frames:
                 raise InvalidInputError(f"{name!r} is named twice; give each TABLE its own NAME=")
             path = Path(table)
-            if table.endswith(_FILE_SUFFIXES) and path.is_file():
+            if table.endswith(_FILE_SUFFIXES):
+                if not path.is_file():
+                    raise InvalidInputError(
+                        f"no file {table} (a TABLE ending in {', '.join(_FILE_SUFFIXES)} is "
+                        "read as a file); check the path"
+                    )
                 frames[name] = _read_file(path)
                 continue
             if store is None:
@@ -126,12 +131,36 @@ def _load(args: argparse.Namespace) -> dict[str, pl.DataFrame]:
     return frames
 
 
+def _check_writable(path: str) -> None:
+    """Refuse an output path whose folder cannot be made or written, before any work."""
+    import os
+    from pathlib import Path
+
+    from cellframe.errors import InvalidInputError
+
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInputError(
+            f"cannot write {path}: its folder cannot be created ({err.strerror or err}); "
+            "choose another --out / --csv path"
+        ) from err
+    if Path(path).is_dir() or not os.access(folder, os.W_OK):
+        raise InvalidInputError(
+            f"cannot write {path}: a folder, or its folder is not writable; choose another path"
+        )
+
+
 def _compare(args: argparse.Namespace) -> int:
     import polars as pl
 
     from cellframe.evaluate.batch import compare
     from cellframe.report.compare import write_compare_report
 
+    for path in (args.out, args.csv):
+        if path:
+            _check_writable(path)
     frames = _load(args)
     controls = pl.col(args.control_column) == args.control_value
     for name, frame in frames.items():

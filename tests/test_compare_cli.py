@@ -98,6 +98,8 @@ def test_compare_writes_report_and_csv_matching_the_python_panel(store_path, tmp
         (["wells", "--control-column", "Metadata_Kind"], "'Metadata_Kind'"),
         (["=wells"], "NAME=TABLE with both parts"),
         (["a=wells", "a=wells_centered"], "'a' is named twice"),
+        (["missing.parquet"], "no file missing.parquet"),
+        (["wells", "--csv", "/proc/no/such/panel.csv"], "cannot write /proc/no/such/panel.csv"),
     ],
 )
 def test_compare_refusals_are_one_line_and_leave_the_store(
