@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "cellframe.store_cli",
     "cellframe.profiles.cli",
     "cellframe.evaluate.cli",
+    "cellframe.compare_cli",
     "cellframe.segment.cli",
     "cellframe.embed.cli",
     "cellframe.activity.cli",

@@ -151,3 +151,7 @@ class NoObjectsWarning(UserWarning):
 
 class BlankImageError(EmptyInputError, InvalidImageError):
     """An image that objects are identified on is constant (a blank or missing channel)."""
+
+
+class SkippedLabelsWarning(UserWarning):
+    """A batch-panel metric left out labels it is undefined for (one batch, too few rows); the message counts them."""

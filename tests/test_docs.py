@@ -143,6 +143,13 @@ INLINE = {
         "cellframe evaluate --store screen.duckdb --mode activity --null-size 1000",
     ],
     "cellframe activity experiment.toml": [],
+    "cellframe compare TABLE [TABLE ...] --batch COL --label COL --out report.html": [
+        "cellframe aggregate --store screen.duckdb",
+        "cellframe normalize --store screen.duckdb --input wells",
+        "cellframe compare synthetic/none=wells synthetic/normalized=wells_normalized "
+        "--store screen.duckdb --batch Metadata_Plate --label Metadata_Treatment "
+        "--out compare.html --csv compare.csv",
+    ],
     "cellframe ingest": [
         "cellframe ingest plate1.sqlite --store fresh.duckdb --platemap platemap.csv"
     ],
@@ -657,7 +664,21 @@ def _check_profile_chain(work: Path, printed: str) -> None:
     assert _read(work, "wells_normalized_selected_sphered").height == 3 * 16
 
 
+def _check_compare(work: Path, printed: str) -> None:
+    # one row per table, every score in [0, 1], the report written; the store only read
+    table = pl.read_csv(work / "compare.csv")
+    assert table["method"].to_list() == ["synthetic/none", "synthetic/normalized"], table
+    assert table["correction"].to_list() == ["none", "normalized"]
+    for column in ("batch_score", "bio_score", "overall_score"):
+        assert table[column].is_between(0, 1).all(), table
+    assert "Best overall: " in (work / "compare.html").read_text()
+    assert "report: compare.html" in printed, printed
+
+
 AFTER_INLINE = {
+    "cellframe compare TABLE [TABLE ...] --batch COL --label COL --out report.html": (
+        _check_compare
+    ),
     'cellframe sql "SELECT ..." [--format csv\\|parquet --output FILE]': _check_sql,
     'cellframe sql "SELECT ..." --write NAME [--as table\\|view] [--replace]': _check_sql_write,
     "cellframe evaluate [TABLE] --mode retrieval\\|activity": _check_evaluate,

@@ -1,4 +1,4 @@
-"""Evaluation: similarity, retrieval metrics, copairs-compatible AP and p-values (cross-fitted after a correction), replicate metrics."""
+"""Evaluation: similarity, retrieval metrics, copairs-compatible AP and p-values (cross-fitted after a correction), replicate metrics, the batch-correction panel."""
 
 # ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
 
@@ -14,16 +14,27 @@ __getattr__, __dir__, __all__ = attach(
         "activity_from_store": "crossfit",
         "average_precision": "pairs",
         "average_precision_p_values": "significance",
+        "batch_panel": "batch",
         "benjamini_hochberg": "significance",
         "check_float32_similarity": "similarity",
+        "clisi": "batch",
+        "compare": "batch",
         "control_folds": "crossfit",
         "correction_from_provenance": "crossfit",
         "cosine_similarity": "similarity",
         "folds_of_enrichment": "retrieval",
+        "graph_connectivity": "batch",
         "grit": "replicates",
         "hits_at_top": "retrieval",
+        "ilisi": "batch",
         "iter_similarity_blocks": "similarity",
+        "kbet": "batch",
         "label_matrix": "pairs",
+        "leiden_clusters": "batch",
+        "leiden_nmi_ari": "batch",
+        "lisi": "batch",
+        "map_control": "batch",
+        "map_nonrep": "batch",
         "mean_average_precision": "significance",
         "null_average_precision": "significance",
         "percent_replicating": "replicates",
@@ -33,11 +44,28 @@ __getattr__, __dir__, __all__ = attach(
         "retrieval_map": "retrieval",
         "retrieval_metrics": "retrieval",
         "RetrievalResult": "retrieval",
+        "silhouette_batch": "batch",
+        "silhouette_label": "batch",
         "top_k_similar": "similarity",
     },
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.evaluate.batch import (
+        batch_panel,
+        clisi,
+        compare,
+        graph_connectivity,
+        ilisi,
+        kbet,
+        leiden_clusters,
+        leiden_nmi_ari,
+        lisi,
+        map_control,
+        map_nonrep,
+        silhouette_batch,
+        silhouette_label,
+    )
     from cellframe.evaluate.crossfit import (
         activity_from_store,
         control_folds,

@@ -15,6 +15,9 @@ __getattr__, __dir__, __all__ = attach(
         "assay_prediction_chart": "assays",
         "assay_prediction_section": "sections",
         "auroc_threshold_chart": "charts",
+        "compare_chart": "compare",
+        "compare_metrics_chart": "compare",
+        "compare_section": "compare",
         "compound_activity_chart": "compounds",
         "compound_activity_section": "sections",
         "control_separation": "sections",
@@ -48,6 +51,7 @@ __getattr__, __dir__, __all__ = attach(
         "umap_chart": "charts",
         "well_predicted_counts": "assays",
         "well_predicted_overlap_chart": "charts",
+        "write_compare_report": "compare",
         "write_report": "html",
     },
 )
@@ -67,6 +71,12 @@ if TYPE_CHECKING:  # pragma: no cover
         tta_delta_chart,
         umap_chart,
         well_predicted_overlap_chart,
+    )
+    from cellframe.report.compare import (
+        compare_chart,
+        compare_metrics_chart,
+        compare_section,
+        write_compare_report,
     )
     from cellframe.report.compounds import (
         compound_activity_chart,
