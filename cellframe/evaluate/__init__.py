@@ -25,6 +25,11 @@ __getattr__, __dir__, __all__ = attach(
         "iter_similarity_blocks": "similarity",
         "label_matrix": "pairs",
         "mean_average_precision": "significance",
+        "MoaAccuracy": "moa",
+        "nearest_neighbour_moa": "moa",
+        "NoNeighbourWarning": "moa",
+        "nsc_accuracy": "moa",
+        "nscb_accuracy": "moa",
         "null_average_precision": "significance",
         "percent_replicating": "replicates",
         "phenotypic_activity": "pairs",
@@ -42,6 +47,13 @@ if TYPE_CHECKING:  # pragma: no cover
         activity_from_store,
         control_folds,
         correction_from_provenance,
+    )
+    from cellframe.evaluate.moa import (
+        MoaAccuracy,
+        NoNeighbourWarning,
+        nearest_neighbour_moa,
+        nsc_accuracy,
+        nscb_accuracy,
     )
     from cellframe.evaluate.pairs import average_precision, label_matrix, phenotypic_activity
     from cellframe.evaluate.replicates import ReplicateResult, grit, percent_replicating
