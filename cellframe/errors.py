@@ -139,3 +139,7 @@ class ConfigNotFoundError(CellframeError, FileNotFoundError):
 
 class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
+
+
+class PrecisionLossWarning(UserWarning):
+    """Values were rounded to fit a narrower type (float64 features in a float32 matrix); the message gives the count."""
