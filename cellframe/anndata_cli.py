@@ -35,9 +35,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("file", help="the .h5ad file")
     p.add_argument("--table", required=True, metavar="NAME", help="store table to create")
     p.add_argument("--layer", help="read the features from this layer instead of X")
-    p.add_argument(
-        "--obsm", help="read the features from this embedding (e.g. X_pca) instead of X"
-    )
+    p.add_argument("--obsm", help="read the features from this embedding (e.g. X_pca) instead of X")
     p.add_argument("--replace", action="store_true", help="replace NAME if it already exists")
     p.set_defaults(func=_import)
 

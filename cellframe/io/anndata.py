@@ -330,7 +330,11 @@ def from_anndata(
             raise InvalidInputError(
                 f"{source} has no layer {layer!r}; its layers are {list(adata.layers.keys())}"
             )
-        matrix, names, what = adata.layers[layer], list(map(str, adata.var_names)), f"layer {layer!r}"
+        matrix, names, what = (
+            adata.layers[layer],
+            list(map(str, adata.var_names)),
+            f"layer {layer!r}",
+        )
     else:
         matrix, names, what = adata.X, list(map(str, adata.var_names)), "X"
     if matrix is None:
@@ -345,7 +349,9 @@ def from_anndata(
             f"{source}: {what} holds {matrix.dtype} values, not numbers; features must be "
             "numeric (convert them, or read a numeric layer= / obsm=)"
         )
-    dup_names = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
+    dup_names = (
+        sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
+    )
     if dup_names:
         raise DuplicateColumnsError(
             f"{source}: feature name(s) {dup_names[:5]} occur more than once in var_names; "
