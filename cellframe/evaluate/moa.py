@@ -240,7 +240,11 @@ def nearest_neighbour_moa(
         zero_norm="ignore",
         what="treatment profiles",
     )
-    meta, x = pm.meta, pm.x
+    # ``row`` is the position in the input, controls included.
+    meta = pm.meta.with_columns(
+        pl.Series("row", np.flatnonzero(~is_control).astype(np.uint32), dtype=pl.UInt32)
+    )
+    x = pm.x
     labelled = np.ones(pm.n, dtype=bool)
     for col in label_cols:
         s = meta[col]

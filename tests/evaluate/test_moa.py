@@ -116,6 +116,12 @@ def test_default_controls_from_metadata_control():
     assert res.summary["n_controls_left_out"][0] == 1
     assert res.per_profile.height == 5
     assert res.per_profile["neighbour_row"].to_list() == [1, 0, 1, 4, 3]
+    # A control first: rows and neighbours keep their input positions.
+    first = pl.concat([df.tail(1), df.head(5)])
+    moved = nsc_accuracy(first, keep=["Metadata_Plate"])
+    assert moved.per_profile["row"].to_list() == [1, 2, 3, 4, 5]
+    assert moved.per_profile["neighbour_row"].to_list() == [2, 1, 2, 5, 4]
+    assert moved.per_profile["Metadata_Plate"].to_list() == ["P1", "P1", "P2", "P2", "P1"]
 
 
 def test_lone_batch_and_compound_has_no_neighbour():
@@ -213,3 +219,37 @@ def test_lincs_nsc(lincs):
     assert any(w.category is NoNeighbourWarning and "342 of 342" in str(w.message) for w in caught)
     assert one_plate.summary["n_scored"][0] == 0
     assert one_plate.summary["accuracy"][0] is None
+
+
+def test_nelisa_nsc_and_nscb_against_the_reference(shared_data):
+    """nELISA: 258 compounds on 4 plates, target as the label; NSCB leaves the plate out."""
+    path = shared_data / "profiles-nelisa" / "nelisa_profiles.parquet"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    df = pl.read_parquet(path)
+    kw = dict(
+        moa="Metadata_target",
+        compound="Metadata_broad_sample",
+        controls=pl.col("Metadata_control_type").is_not_null(),
+    )
+    nsc = nsc_accuracy(df, **kw)
+    nscb = nscb_accuracy(df, batch="Metadata_Plate", **kw)
+    treated = df.filter(pl.col("Metadata_control_type").is_null())
+    x = treated.select(pl.exclude("^Metadata_.*$")).to_numpy().astype(np.float64)
+    codes = {c: treated[c].rank("dense").to_numpy() for c in treated.columns if c in (
+        "Metadata_target", "Metadata_broad_sample", "Metadata_Plate")}  # fmt: skip
+    for res, excl in (
+        (nsc, ["Metadata_broad_sample"]),
+        (nscb, ["Metadata_broad_sample", "Metadata_Plate"]),
+    ):
+        nn, correct, has = _reference(
+            x, codes["Metadata_target"], [codes[c] for c in excl], "cosine"
+        )
+        assert has.all()
+        position = np.flatnonzero(df["Metadata_control_type"].is_null().to_numpy())
+        assert res.per_profile["row"].to_list() == position.tolist()
+        assert res.per_profile["neighbour_row"].to_list() == position[nn].tolist()
+        assert res.summary["n_correct"][0] == int(correct.sum())
+    assert nsc.summary.select("n_profiles", "n_controls_left_out").row(0) == (1033, 492)
+    # 23 / 1033 = 2.2% NSC, 13 / 1033 = 1.3% NSCB (130 targets, 129 with two or more compounds).
+    assert (nsc.summary["n_correct"][0], nscb.summary["n_correct"][0]) == (23, 13)
