@@ -21,7 +21,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
+from cellframe.errors import (
+    InvalidChoiceError,
+    InvalidInputError,
+    MissingColumnsError,
+    NaNExcludedWarning,
+)
 
 __all__ = [
     "average_precision_p_values",
@@ -518,8 +523,6 @@ def hierarchical_fdr(
     >>> out["hierarchical_corrected_p_value"].to_list()
     [0.002, 0.2, 1.0, 1.0, 1.0, 1.0]
     """
-    from cellframe.errors import InvalidChoiceError
-
     group = [by] if isinstance(by, str) else list(by)
     missing = [c for c in [*group, p_value] if c not in table.columns]
     if missing:
