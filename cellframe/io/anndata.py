@@ -14,6 +14,11 @@ is recorded in ``uns["cellframe"]``:
 * where float columns hold nulls (h5ad has no nullable float: a null would come
   back as NaN), their positions.
 
+A file cellframe wrote and another tool then subset (rows, variables) or
+extended (new ``obs`` columns) keeps the recorded dtypes of the columns it
+still has; new columns come after them as read. Reading a ``layer`` or an
+``obsm`` embedding restores the ``obs`` columns only (the record describes ``X``).
+
 An ``AnnData`` written by another tool has no such record: categorical
 ``obs`` columns become strings, nullable integers and booleans keep their
 nulls, and ``obs_names`` that are not ``0 .. n-1`` become a column
@@ -370,26 +375,49 @@ def from_anndata(
             AnnDataContentWarning,
             stacklevel=2,
         )
-    record = adata.uns.get(_UNS_KEY) if layer is None and obsm is None else None
+    record = adata.uns.get(_UNS_KEY)
     columns = [_pandas_column_to_polars(str(c), obs[c]) for c in obs.columns]
-    default_names = [str(i) for i in range(adata.n_obs)]
-    if record is None and list(map(str, obs.index)) != default_names:
+    obs_names = list(map(str, obs.index))
+    # cellframe writes obs_names "0" .. "n-1" (the rows' positions); a subset of
+    # rows keeps them. Anything else (barcodes, well ids) is data: it becomes a column.
+    try:
+        positions = np.asarray([int(v) for v in obs_names], dtype=np.int64)
+    except ValueError:
+        positions = None
+    if record is None and obs_names != [str(i) for i in range(adata.n_obs)]:
+        positions = None
+    if positions is None and adata.n_obs:
         if OBS_NAME_COLUMN in obs.columns or OBS_NAME_COLUMN in names:
             raise DuplicateColumnsError(
                 f"{source}: obs_names would become column {OBS_NAME_COLUMN!r}, which exists"
             )
-        columns.insert(0, pl.Series(OBS_NAME_COLUMN, list(map(str, obs.index)), dtype=pl.String))
+        columns.insert(0, pl.Series(OBS_NAME_COLUMN, obs_names, dtype=pl.String))
     x = pl.DataFrame(matrix.astype(np.float32, copy=False), schema=names, orient="row")
     if adata.n_obs == 0:
         x = pl.DataFrame(schema=dict.fromkeys(names, pl.Float32))
     df = pl.DataFrame(columns).hstack(x) if columns else x
     if record is not None:
-        df = _restore(df, record, source)
+        # The record describes X: a layer or an embedding only gets obs restored.
+        scope = set(map(str, obs.columns)) if (layer or obsm) else set(df.columns)
+        df = _restore(df, record, source, positions=positions, scope=scope)
     return df
 
 
-def _restore(df: pl.DataFrame, record: dict, source: str) -> pl.DataFrame:
-    """Cast back to the recorded schema and order, and put the recorded nulls back."""
+def _restore(
+    df: pl.DataFrame,
+    record: dict,
+    source: str,
+    *,
+    positions: np.ndarray | None,
+    scope: set[str],
+) -> pl.DataFrame:
+    """Cast the recorded columns back to their dtypes and order; put recorded nulls back.
+
+    Columns the record does not know (added later, or ``Metadata_obs_name``)
+    stay as read, after the known ones; recorded columns that are gone (a
+    subset of variables) are simply absent. ``positions`` are the rows'
+    original positions (from ``obs_names``), so a subset of rows keeps its nulls.
+    """
     try:
         schema = _schema_from_record(str(record["schema"]))
     except Exception as exc:  # a damaged record: say so rather than guess the dtypes
@@ -397,30 +425,46 @@ def _restore(df: pl.DataFrame, record: dict, source: str) -> pl.DataFrame:
             f"{source}: uns['cellframe']['schema'] cannot be read ({type(exc).__name__}); "
             "delete uns['cellframe'] to read the AnnData as written by another tool"
         ) from None
-    if set(schema.names()) != set(df.columns):
-        raise CorruptFileError(
-            f"{source}: uns['cellframe'] records columns {sorted(set(schema.names()) ^ set(df.columns))[:5]} "
-            "that differ from obs and var; the file was changed after cellframe wrote it: "
-            "delete uns['cellframe'] to read it as it is"
-        )
     offsets = np.asarray(record.get("null_offsets", [0]), dtype=np.int64)
-    positions = np.asarray(record.get("null_positions", []), dtype=np.int64)
+    null_positions = np.asarray(record.get("null_positions", []), dtype=np.int64)
+    null_columns = [str(c) for c in np.asarray(record.get("null_columns", []), dtype=object)]
+    unplaced = []
     nulls = {}
-    for i, name in enumerate(np.asarray(record.get("null_columns", []), dtype=object)):
-        mask = np.zeros(df.height, dtype=bool)
-        mask[positions[offsets[i] : offsets[i + 1]]] = True
-        nulls[str(name)] = mask
-    out = []
-    for name, dtype in schema.items():
-        s = df[name]
+    for i, name in enumerate(null_columns):
+        if name not in scope:
+            continue
+        if positions is None:
+            unplaced.append(name)
+            continue
+        nulls[name] = np.isin(positions, null_positions[offsets[i] : offsets[i + 1]])
+    if unplaced:
+        warnings.warn(
+            f"{source}: obs_names are not the row numbers cellframe wrote, so the nulls of "
+            f"{len(unplaced)} float column(s) ({unplaced[:3]}) cannot be placed: they read as NaN",
+            AnnDataContentWarning,
+            stacklevel=3,
+        )
+    known = [c for c in schema.names() if c in scope]
+    out = [df[c] for c in df.columns if c == OBS_NAME_COLUMN]
+    for name in known:
+        s, dtype = df[name], schema[name]
         if name in nulls:
             s = s.set(pl.Series(nulls[name]), None)
         if s.dtype == dtype:
             out.append(s)
-        elif dtype in (pl.Date, pl.Datetime) and s.dtype == pl.String:
-            out.append(s.str.strptime(dtype))
-        else:
-            out.append(s.cast(dtype))
+            continue
+        try:
+            if dtype in (pl.Date, pl.Datetime) and s.dtype == pl.String:
+                out.append(s.str.strptime(dtype))
+            else:
+                out.append(s.cast(dtype))
+        except pl.exceptions.PolarsError as exc:
+            raise CorruptFileError(
+                f"{source}: column {name!r} no longer fits the {dtype} that uns['cellframe'] "
+                f"records ({type(exc).__name__}); it was changed after cellframe wrote the "
+                "file: delete uns['cellframe'] to read it as it is"
+            ) from None
+    out += [df[c] for c in df.columns if c not in set(known) and c != OBS_NAME_COLUMN]
     return pl.DataFrame(out)
 
 

@@ -208,3 +208,33 @@ def test_cli_export_and_import(tmp_path, capsys):
         main(["import-anndata", str(h5), "--table", "wells_back", "--replace", "--store", str(db)])
         == 0
     )
+
+
+def test_edited_after_writing(tmp_path):
+    """A scanpy user subsets rows and variables, adds a layer, renames cells, then saves."""
+    df = _unusual()
+    adata = to_anndata(df)
+    sub = adata[[0, 2], ["Cells_B"]].copy()  # rows 0 and 2, one variable
+    sub.obs["Metadata_Cluster"] = ["k1", "k2"]
+    sub.write_h5ad(tmp_path / "sub.h5ad")
+    back = read_h5ad(tmp_path / "sub.h5ad")
+    expected = df[[0, 2]].drop("Cells_A").with_columns(Metadata_Cluster=pl.Series(["k1", "k2"]))
+    assert_frame_equal(back, expected.select([*[c for c in df.columns if c != "Cells_A"],
+                                              "Metadata_Cluster"]))  # fmt: skip
+    # A layer: the obs columns keep their dtypes, the features are the layer's.
+    adata.layers["scaled"] = adata.X * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is left out: X is what the layer replaces
+        as_layer = from_anndata(adata, layer="scaled")
+    assert as_layer.schema["Metadata_Date"] == pl.Date
+    assert as_layer["Metadata_Site"].to_list() == [1, None, 3, 4]
+    assert as_layer["Cells_B"].to_list()[:3] == pytest.approx([2e-38, 6.5, 14.0])
+    # Cell names replace the row numbers: they become a column, and the float nulls
+    # that can no longer be placed are named in a warning (they read as NaN).
+    renamed = to_anndata(df)
+    renamed.obs_names = ["w1", "w2", "w3", "w4"]
+    with pytest.warns(AnnDataContentWarning, match=r"nulls of 2 float column\(s\)"):
+        named = from_anndata(renamed)
+    assert named["Metadata_obs_name"].to_list() == ["w1", "w2", "w3", "w4"]
+    assert named.columns[1:] == df.columns
+    assert named["Metadata_Site"].to_list() == [1, None, 3, 4]  # nullable ints keep nulls
