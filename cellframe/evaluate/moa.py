@@ -244,11 +244,17 @@ def nearest_neighbour_moa(
         )
     if controls is None and CONTROL in df.columns:
         controls = pl.col(CONTROL) == NEGATIVE_CONTROL
-    is_control = (
-        df.select(controls.fill_null(False).alias("c"))["c"].to_numpy().astype(bool)
-        if controls is not None
-        else np.zeros(df.height, dtype=bool)
-    )
+    is_control = np.zeros(df.height, dtype=bool)
+    if controls is not None:
+        try:
+            is_control = df.select(controls.fill_null(False).alias("c"))["c"].to_numpy()
+        except pl.exceptions.PolarsError as exc:
+            raise InvalidInputError(
+                f"the controls expression cannot be evaluated on the treatment profiles "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); name existing columns, "
+                "e.g. controls=pl.col('Metadata_Control') == 'negcon'"
+            ) from None
+        is_control = is_control.astype(bool)
     n_controls = int(is_control.sum())
     label_cols = list(dict.fromkeys([moa, compound, *exclude]))
     pm = profile_matrix(

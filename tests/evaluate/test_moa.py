@@ -191,6 +191,8 @@ def test_bad_input():
         nsc_accuracy(SIX.with_columns(f1=pl.Series([np.nan, 1, 1, 1, 1, 1.0])))
     with pytest.raises(InvalidInputError, match="must return"):
         nsc_accuracy(SIX, metric=lambda a, b: a @ b[:2].T)
+    with pytest.raises(InvalidInputError, match="controls expression cannot be evaluated"):
+        nsc_accuracy(SIX, controls=pl.col("Metadata_Kind") == "DMSO")
     with pytest.raises(InvalidInputError, match="at least two"):
         nsc_accuracy(SIX.head(1))
 
