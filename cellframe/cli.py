@@ -28,6 +28,7 @@ from typing import NoReturn
 COMMAND_MODULES = (
     "cellframe.io.cli",
     "cellframe.store_cli",
+    "cellframe.anndata_cli",
     "cellframe.profiles.cli",
     "cellframe.evaluate.cli",
     "cellframe.compare_cli",

@@ -155,3 +155,7 @@ class BlankImageError(EmptyInputError, InvalidImageError):
 
 class SkippedLabelsWarning(UserWarning):
     """A batch-panel metric left out labels it is undefined for (one batch, too few rows); the message counts them."""
+
+
+class PrecisionLossWarning(UserWarning):
+    """Values were rounded to fit a narrower type (float64 features in a float32 matrix); the message gives the count."""

@@ -551,10 +551,21 @@ def _check_activity_example(work: Path) -> None:
     assert (results["mean_auroc"] > 0.5).any(), results  # some model beats chance
 
 
+def _check_io_anndata(work: Path) -> None:
+    # export -> import gives the wells table back exactly; the file is a plain AnnData.
+    import anndata
+    from polars.testing import assert_frame_equal
+
+    wells = _read(work, "wells")
+    assert_frame_equal(_read(work, "wells_from_h5ad"), wells)
+    assert anndata.read_h5ad(work / "wells.h5ad").shape[0] == wells.height == 3 * 16
+
+
 #: Values each fenced block must leave behind, checked after it runs.
 AFTER = {
     "io-0": _check_io,
     "io-1": _check_io_sites,
+    "io-3": _check_io_anndata,
     "profiles-0": _check_profiles,
     "store-0": _check_store,
     "segment-0": _check_segment,

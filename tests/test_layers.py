@@ -39,6 +39,7 @@ LAYERS = {
     "engine": 6,
     "cli": 7,
     "store_cli": 7,
+    "anndata_cli": 7,
     "namespace": 7,
     "demo": 7,
     "demo_cli": 7,

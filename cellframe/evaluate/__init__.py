@@ -20,11 +20,13 @@ __getattr__, __dir__, __all__ = attach(
         "clisi": "batch",
         "compare": "batch",
         "control_folds": "crossfit",
+        "expected_average_precision": "significance",
         "correction_from_provenance": "crossfit",
         "cosine_similarity": "similarity",
         "folds_of_enrichment": "retrieval",
         "graph_connectivity": "batch",
         "grit": "replicates",
+        "hierarchical_fdr": "significance",
         "hits_at_top": "retrieval",
         "ilisi": "batch",
         "iter_similarity_blocks": "similarity",
@@ -36,9 +38,16 @@ __getattr__, __dir__, __all__ = attach(
         "map_control": "batch",
         "map_nonrep": "batch",
         "mean_average_precision": "significance",
+        "MoaAccuracy": "moa",
+        "nearest_neighbour_moa": "moa",
+        "NoNeighbourWarning": "moa",
+        "normalized_average_precision": "significance",
+        "nsc_accuracy": "moa",
+        "nscb_accuracy": "moa",
         "null_average_precision": "significance",
         "percent_replicating": "replicates",
         "phenotypic_activity": "pairs",
+        "recall_at_k": "pairs",
         "register_evaluate_sql": "sql",
         "ReplicateResult": "replicates",
         "retrieval_map": "retrieval",
@@ -71,7 +80,19 @@ if TYPE_CHECKING:  # pragma: no cover
         control_folds,
         correction_from_provenance,
     )
-    from cellframe.evaluate.pairs import average_precision, label_matrix, phenotypic_activity
+    from cellframe.evaluate.moa import (
+        MoaAccuracy,
+        NoNeighbourWarning,
+        nearest_neighbour_moa,
+        nsc_accuracy,
+        nscb_accuracy,
+    )
+    from cellframe.evaluate.pairs import (
+        average_precision,
+        label_matrix,
+        phenotypic_activity,
+        recall_at_k,
+    )
     from cellframe.evaluate.replicates import ReplicateResult, grit, percent_replicating
     from cellframe.evaluate.retrieval import (
         RetrievalResult,
@@ -83,7 +104,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.evaluate.significance import (
         average_precision_p_values,
         benjamini_hochberg,
+        expected_average_precision,
+        hierarchical_fdr,
         mean_average_precision,
+        normalized_average_precision,
         null_average_precision,
     )
     from cellframe.evaluate.similarity import (

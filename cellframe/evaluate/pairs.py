@@ -25,14 +25,20 @@ import polars as pl
 from cellframe.columns import CONTROL, NEGATIVE_CONTROL, TREATMENT, feature_columns
 from cellframe.errors import InvalidInputError
 from cellframe.evaluate._data import default_block_rows, encode, profile_matrix
-from cellframe.evaluate._ranking import average_precision_from_ranks, rank_lists
+from cellframe.evaluate._ranking import (
+    RankLists,
+    average_precision_from_ranks,
+    rank_lists,
+    segment_sums,
+)
 from cellframe.evaluate.crossfit import Correction, control_folds, fit_correction
+from cellframe.evaluate.significance import normalized_average_precision
 from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
 
 if TYPE_CHECKING:  # scipy is imported where labels are built
     import scipy.sparse as sp
 
-__all__ = ["average_precision", "label_matrix", "phenotypic_activity"]
+__all__ = ["average_precision", "label_matrix", "phenotypic_activity", "recall_at_k"]
 
 _REFERENCE = "__cf_reference_index"
 _ROW = "Metadata_cf_crossfit_row"  # Metadata_: corrections pass it through
@@ -114,6 +120,7 @@ def _average_precision(
     block_rows: int | None,
     progress: bool,
     expect_positives: np.ndarray | None = None,
+    recall_k: Sequence[int] = (),
 ) -> pl.DataFrame:
     pos_sameby, pos_diffby = list(pos_sameby), list(pos_diffby)
     neg_sameby, neg_diffby = list(neg_sameby), list(neg_diffby)
@@ -185,10 +192,17 @@ def _average_precision(
         {
             "row": lists.query.astype(np.uint32),
             "average_precision": pl.Series(ap).fill_nan(None),
+            "normalized_average_precision": pl.Series(
+                normalized_average_precision(ap, lists.n_pos, lists.n_total)
+            ).fill_nan(None),
             "n_pos_pairs": lists.n_pos,
             "n_total_pairs": lists.n_total,
         }
     )
+    if recall_k:
+        out = out.with_columns(
+            pl.Series(f"recall_at_{k}", _recall(lists, k)).fill_nan(None) for k in recall_k
+        )
     if multilabel is not None:
         assert lists.label is not None
         names = np.array(label_names, dtype=object)[lists.label]
@@ -213,6 +227,13 @@ def _average_precision(
             stacklevel=3,
         )
     return out
+
+
+def _recall(lists: RankLists, k: int) -> np.ndarray:
+    """Share of each list's positives ranked within the first ``k`` candidates (NaN without)."""
+    within = segment_sums((lists.ranks <= k).astype(np.float64), lists)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(lists.n_pos > 0, within / lists.n_pos, np.nan)
 
 
 def average_precision(
@@ -261,7 +282,10 @@ def average_precision(
     polars.DataFrame
         One row per profile (per (profile, label) with ``multilabel``): the rule
         and ``keep`` columns, ``row`` (input position), ``average_precision``
-        (null without positives), ``n_pos_pairs``, ``n_total_pairs``.
+        (null without positives), ``normalized_average_precision`` (chance-
+        normalized, ``(AP - E[AP]) / (1 - E[AP])``, see
+        :func:`~cellframe.evaluate.normalized_average_precision`; null without
+        positives or negatives), ``n_pos_pairs``, ``n_total_pairs``.
 
     Raises
     ------
@@ -455,3 +479,79 @@ def _cross_fitted(
             )
         )
     return pl.concat(parts).sort(["row", "fold"])
+
+
+def recall_at_k(
+    profiles: pl.DataFrame | pl.LazyFrame,
+    *,
+    k: int | Sequence[int],
+    pos_sameby: Sequence[str],
+    pos_diffby: Sequence[str] = (),
+    neg_sameby: Sequence[str] = (),
+    neg_diffby: Sequence[str] = (),
+    multilabel: str | None = None,
+    sep: str = "|",
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    dtype: type[np.floating] = np.float32,
+    block_rows: int | None = None,
+    progress: bool = False,
+) -> pl.DataFrame:
+    """Recall@k of every profile under copairs' pair rules, beside its AP.
+
+    A query's candidates (its positives and negatives under the rules) are
+    ranked by cosine similarity exactly as for :func:`average_precision` (a
+    positive tied with a negative first); recall@k is the share of the
+    query's positives among its ``k`` most similar candidates (DOMAIN.md §7).
+    With ``k`` at least the number of candidates it is 1.
+
+    Parameters
+    ----------
+    profiles : polars.DataFrame or LazyFrame
+        One row per profile.
+    k : int or sequence of int
+        Cut-off(s), each ``>= 1``; one ``recall_at_<k>`` column per value.
+    pos_sameby, pos_diffby, neg_sameby, neg_diffby, multilabel, sep, features, keep, dtype, block_rows, progress
+        As in :func:`average_precision`.
+
+    Returns
+    -------
+    polars.DataFrame
+        The :func:`average_precision` table plus ``recall_at_<k>`` columns
+        (null for a query without positives).
+
+    Raises
+    ------
+    InvalidInputError
+        A ``k`` below 1 or not an integer, and the errors of :func:`average_precision`.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b"],
+    ...                    "f1": [1.0, 0.0, 0.9, 0.1], "f2": [0.0, 1.0, 0.1, 0.9]})
+    >>> rules = dict(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
+    >>> recall_at_k(df, k=[1, 2], **rules).select("recall_at_1", "recall_at_2").rows()
+    [(0.0, 0.0), (0.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
+    """
+    ks = [k] if isinstance(k, int | np.integer | float) else list(k)
+    bad = [v for v in ks if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1]
+    if not ks or bad:
+        raise InvalidInputError(
+            f"k must be a positive integer or a non-empty list of them; got {k!r}"
+        )
+    return _average_precision(
+        profiles,
+        pos_sameby=pos_sameby,
+        pos_diffby=pos_diffby,
+        neg_sameby=neg_sameby,
+        neg_diffby=neg_diffby,
+        multilabel=multilabel,
+        sep=sep,
+        features=features,
+        keep=keep,
+        dtype=dtype,
+        block_rows=block_rows,
+        progress=progress,
+        recall_k=[int(v) for v in dict.fromkeys(ks)],
+    )

@@ -8,6 +8,10 @@ every other candidate is a negative. A query without positives is not scored.
   interpolated precision at recall ``k / P`` is the largest precision at that
   recall or beyond; AP is their mean over ``k = 1 .. P``. mAP is the mean over
   queries. The non-interpolated AP (copairs, scikit-learn) is reported beside it.
+* **Chance-normalized AP** (``normalized_average_precision_noninterpolated``):
+  ``(AP - E[AP]) / (1 - E[AP])`` of the non-interpolated AP, ``E[AP]`` its
+  exact expectation under a random ranking of the same positives and
+  candidates (no closed form exists for the interpolated AP's expectation).
 * **Averaged precision-recall curve**: each query's interpolated precision is
   evaluated on one recall grid (``p(r) = max precision at recall >= r``) and
   averaged over queries.
@@ -47,6 +51,7 @@ from cellframe.evaluate._ranking import (
     segment_sums,
 )
 from cellframe.evaluate.pairs import label_matrix
+from cellframe.evaluate.significance import normalized_average_precision
 from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
 
 __all__ = [
@@ -70,7 +75,11 @@ class RetrievalResult:
         One row per scored query.
     summary : polars.DataFrame
         One row: ``n_queries``, ``mean_average_precision`` (interpolated),
-        ``mean_average_precision_noninterpolated``, ``folds_of_enrichment``,
+        ``mean_average_precision_noninterpolated``,
+        ``mean_normalized_average_precision_noninterpolated`` (chance-normalized
+        non-interpolated AP, see
+        :func:`~cellframe.evaluate.normalized_average_precision`; queries whose
+        candidates are all positives have none), ``folds_of_enrichment``,
         ``hits_at_top``, ``top_fraction``, ``n_unscored``.
     pr_curve : polars.DataFrame
         ``recall``, ``precision``: the averaged interpolated curve.
@@ -173,6 +182,7 @@ def _per_query(
     b = n_top - a
     c = lists.n_pos - a
     d = lists.n_neg - b
+    ap_plain = average_precision_from_ranks(lists)
     return (
         pl.DataFrame(
             {
@@ -180,7 +190,10 @@ def _per_query(
                 "n_positives": lists.n_pos,
                 "n_candidates": n_cand,
                 "average_precision": interpolated_average_precision_from_ranks(lists),
-                "average_precision_noninterpolated": average_precision_from_ranks(lists),
+                "average_precision_noninterpolated": ap_plain,
+                "normalized_average_precision_noninterpolated": pl.Series(
+                    normalized_average_precision(ap_plain, lists.n_pos, n_cand)
+                ).fill_nan(None),
                 "n_top": n_top,
                 "positives_in_top": a,
                 "folds_of_enrichment": folds_of_enrichment(a, b, c, d),
@@ -196,6 +209,7 @@ def _per_query(
                 "n_candidates",
                 "average_precision",
                 "average_precision_noninterpolated",
+                "normalized_average_precision_noninterpolated",
                 "n_top",
                 "positives_in_top",
                 "folds_of_enrichment",
@@ -324,6 +338,9 @@ def retrieval_metrics(
             "mean_average_precision": [per_query["average_precision"].mean()],
             "mean_average_precision_noninterpolated": [
                 per_query["average_precision_noninterpolated"].mean()
+            ],
+            "mean_normalized_average_precision_noninterpolated": [
+                per_query["normalized_average_precision_noninterpolated"].mean()
             ],
             "folds_of_enrichment": [per_query["folds_of_enrichment"].mean()],
             "hits_at_top": [int(per_query["hit_at_top"].sum())],

@@ -21,12 +21,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from cellframe.errors import InvalidInputError, MissingColumnsError, NaNExcludedWarning
+from cellframe.errors import (
+    InvalidChoiceError,
+    InvalidInputError,
+    MissingColumnsError,
+    NaNExcludedWarning,
+)
 
 __all__ = [
     "average_precision_p_values",
     "benjamini_hochberg",
+    "expected_average_precision",
+    "hierarchical_fdr",
     "mean_average_precision",
+    "normalized_average_precision",
     "null_average_precision",
 ]
 
@@ -241,7 +249,9 @@ def mean_average_precision(
     -------
     polars.DataFrame
         One row per group: ``sameby`` columns, ``mean_average_precision``,
-        ``n_queries``, ``p_value``, ``corrected_p_value``, ``below_p``,
+        ``mean_normalized_average_precision`` (when ``ap`` has the
+        ``normalized_average_precision`` column; mean over members where it is
+        defined), ``n_queries``, ``p_value``, ``corrected_p_value``, ``below_p``,
         ``below_corrected_p``, sorted by the group columns.
 
     Raises
@@ -274,6 +284,13 @@ def mean_average_precision(
         .sort(group)
     )
     ap_values = scored["average_precision"].to_numpy().astype(np.float64)
+    has_norm = "normalized_average_precision" in scored.columns
+    norm_values = (
+        scored["normalized_average_precision"].fill_null(np.nan).to_numpy().astype(np.float64)
+        if has_norm
+        else None
+    )
+    norm_maps = np.full(groups.height, np.nan)
     maps = np.empty(groups.height)
     pvals = np.empty(groups.height)
     for g, members in enumerate(groups["__i"].to_list()):
@@ -281,12 +298,21 @@ def mean_average_precision(
         score = ap_values[idx].sum() / len(idx)
         null = nulls[inv[idx]].mean(axis=0)  # float32, as copairs averages its nulls
         maps[g] = score
+        if norm_values is not None:
+            defined = norm_values[idx][~np.isnan(norm_values[idx])]
+            norm_maps[g] = defined.mean() if len(defined) else np.nan
         pvals[g] = (np.count_nonzero(null > score) + 1) / (null_size + 1)
     q = benjamini_hochberg(pvals)
+    norm_cols = (
+        [pl.Series("mean_normalized_average_precision", norm_maps).fill_nan(None)]
+        if has_norm
+        else []
+    )
     return (
         groups.drop("__i")
         .with_columns(
             pl.Series("mean_average_precision", maps),
+            *norm_cols,
             pl.Series("p_value", pvals),
             pl.Series("corrected_p_value", q),
             pl.Series("below_p", pvals < threshold),
@@ -296,6 +322,7 @@ def mean_average_precision(
             [
                 *group,
                 "mean_average_precision",
+                *(["mean_normalized_average_precision"] if has_norm else []),
                 "n_queries",
                 "p_value",
                 "corrected_p_value",
@@ -303,4 +330,252 @@ def mean_average_precision(
                 "below_corrected_p",
             ]
         )
+    )
+
+
+def expected_average_precision(
+    n_pos: np.ndarray | Sequence[int] | int, n_total: np.ndarray | Sequence[int] | int
+) -> np.ndarray:
+    """Expected non-interpolated AP of a uniformly random ranking, exactly.
+
+    With ``M`` positives among ``L`` candidates, every placement of the
+    positives equally likely, the precision at the positive of rank ``r`` has
+    expectation ``1/r + (M - 1)/(L - 1) x (1 - 1/r)`` (the rank-``r`` item itself,
+    plus each of the other ``r - 1`` items being a positive with probability
+    ``(M - 1)/(L - 1)``); averaging over the ``M`` positives' ranks gives
+
+    ``E[AP] = (1/L) x [(M - 1)/(L - 1) x (L - H_L) + H_L]``
+
+    with ``H_L`` the L-th harmonic number (copairs' ``expected_ap``, the
+    finite-sample formula of Bestgen 2015). ``E[AP] = 1`` when ``M = L``.
+
+    Parameters
+    ----------
+    n_pos : int or array of int
+        Positives ``M`` (``>= 1``).
+    n_total : int or array of int
+        Candidates ``L`` (positives plus negatives, ``>= M``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 expectations, NaN where ``M < 1`` (no positive: AP undefined).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``M > L`` or a count is negative.
+
+    Examples
+    --------
+    >>> expected_average_precision([1, 2, 3], [2, 4, 3]).round(4).tolist()
+    [0.75, 0.6806, 1.0]
+    """
+    from scipy.special import digamma
+
+    m = np.asarray(n_pos, dtype=np.float64)
+    t = np.asarray(n_total, dtype=np.float64)
+    m, t = np.broadcast_arrays(m, t)
+    if np.any(m < 0) or np.any(t < 0) or np.any(m > t):
+        raise InvalidInputError(
+            "expected AP needs 0 <= n_pos <= n_total for every list; got "
+            f"n_pos={m[(m < 0) | (t < 0) | (m > t)][:3].tolist()} with "
+            f"n_total={t[(m < 0) | (t < 0) | (m > t)][:3].tolist()}"
+        )
+    harmonic = digamma(t + 1.0) + np.euler_gamma  # H_L, exact to float64 rounding
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(t > 1, (m - 1.0) / np.maximum(t - 1.0, 1.0), 0.0)
+        out = (share * (t - harmonic) + harmonic) / t
+    out = np.where(m == t, 1.0, out)
+    return np.where(m >= 1, out, np.nan)
+
+
+def normalized_average_precision(
+    ap: np.ndarray | Sequence[float] | float,
+    n_pos: np.ndarray | Sequence[int] | int,
+    n_total: np.ndarray | Sequence[int] | int,
+) -> np.ndarray:
+    """Chance-normalized AP: ``(AP - E[AP]) / (1 - E[AP])``.
+
+    ``E[AP]`` is :func:`expected_average_precision` of the same positives and
+    candidates. 0 means chance, 1 a perfect ranking; a ranking worse than
+    chance is negative and can fall below -1 when ``E[AP] > 1/2`` (copairs
+    clips to [-1, 1]; here the value is left as computed). Undefined (NaN)
+    without negatives (``E[AP] = 1``: every ranking is perfect) and without
+    positives (copairs writes 0 in the first case).
+
+    Parameters
+    ----------
+    ap : float or array
+        Non-interpolated AP values (NaN passes through).
+    n_pos, n_total : int or array of int
+        Positives and candidates of each list.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 normalized APs.
+
+    Examples
+    --------
+    >>> normalized_average_precision([1.0, 0.75, 0.5], 1, 2).tolist()
+    [1.0, 0.0, -1.0]
+    """
+    a = np.asarray(ap, dtype=np.float64)
+    mu = expected_average_precision(n_pos, n_total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mu < 1.0, (a - mu) / (1.0 - mu), np.nan)
+
+
+def _combine_min(p: np.ndarray) -> float:
+    return float(p.min())
+
+
+def _combine_bonferroni(p: np.ndarray) -> float:
+    return float(min(1.0, p.min() * len(p)))
+
+
+def _combine_simes(p: np.ndarray) -> float:
+    ordered = np.sort(p)
+    return float(min(1.0, (ordered * len(p) / np.arange(1, len(p) + 1)).min()))
+
+
+#: How a group's p-values become one (stage 1 of :func:`hierarchical_fdr`).
+GROUP_COMBINERS: dict[str, Callable[[np.ndarray], float]] = {
+    "min": _combine_min,
+    "bonferroni": _combine_bonferroni,
+    "simes": _combine_simes,
+}
+
+
+def hierarchical_fdr(
+    table: pl.DataFrame,
+    *,
+    by: str | Sequence[str],
+    p_value: str = "p_value",
+    combine: str | Callable[[np.ndarray], float] = "min",
+    threshold: float = 0.05,
+) -> pl.DataFrame:
+    """Two-stage (hierarchical) Benjamini-Hochberg FDR for dose series.
+
+    Exactly what is computed (copairs' ``apply_hierarchical_fdr_correction``
+    with ``combine="min"``):
+
+    1. **Stage 1, across groups.** Each group of rows sharing the ``by``
+       columns (a compound, whose rows are its doses) gets one p-value from
+       its members' p-values: the minimum (``"min"``, the default: a compound
+       active at its top dose only is not penalised for inactive low doses),
+       the Bonferroni-adjusted minimum ``min(1, n x min p)`` or the Simes
+       combination ``min_i n p_(i) / i`` (both valid under any dependence within
+       the group, where the plain minimum is not). These group p-values get
+       BH q-values over all groups; a group is *selected* when its q-value is
+       below ``threshold``.
+    2. **Stage 2, within each selected group.** The group's own p-values get
+       BH q-values over the group's rows only (a single row keeps its p-value).
+       Rows of groups not selected get 1.0 (not rejected), as in copairs.
+
+    Rows whose p-value is null or NaN are no tests: they are counted in a
+    warning, take part in neither stage and get null outputs.
+
+    Parameters
+    ----------
+    table : polars.DataFrame
+        One row per test, e.g. :func:`mean_average_precision` with
+        ``sameby=[compound, dose]``.
+    by : str or sequence of str
+        Group columns (the compound).
+    p_value : str
+        Column holding the raw p-values.
+    combine : {"min", "bonferroni", "simes"} or callable
+        Stage-1 combination; a callable gets one group's p-values (float64
+        array) and returns its p-value.
+    threshold : float
+        FDR level for selecting groups and for ``below_hierarchical_p``.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``table`` in its order, plus ``group_p_value``,
+        ``group_corrected_p_value``, ``group_selected``,
+        ``hierarchical_corrected_p_value`` and ``below_hierarchical_p``
+        (selected group and stage-2 q-value below ``threshold``).
+
+    Raises
+    ------
+    MissingColumnsError
+        A ``by`` or ``p_value`` column is absent.
+    InvalidInputError
+        p-values outside [0, 1], or ``threshold`` outside (0, 1).
+    InvalidChoiceError
+        An unknown ``combine`` name.
+
+    Warns
+    -----
+    NaNExcludedWarning
+        With the count of rows without a p-value.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> t = pl.DataFrame({"compound": ["a", "a", "b", "b", "c", "c"],
+    ...                   "p_value": [0.001, 0.2, 0.04, 0.5, 0.3, 0.6]})
+    >>> out = hierarchical_fdr(t, by="compound")  # group q-values 0.003, 0.06, 0.3
+    >>> out["hierarchical_corrected_p_value"].to_list()
+    [0.002, 0.2, 1.0, 1.0, 1.0, 1.0]
+    """
+    group = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in [*group, p_value] if c not in table.columns]
+    if missing:
+        raise MissingColumnsError(
+            "the table to correct", missing, "name its group columns (by=) and p_value="
+        )
+    if not 0 < threshold < 1:
+        raise InvalidInputError(f"threshold must be in (0, 1), got {threshold}")
+    if callable(combine):
+        combiner = combine
+    elif combine in GROUP_COMBINERS:
+        combiner = GROUP_COMBINERS[combine]
+    else:
+        raise InvalidChoiceError(
+            f"unknown combine {combine!r}; choose one of {sorted(GROUP_COMBINERS)} or pass a callable"
+        )
+    p = table[p_value].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    tested = ~np.isnan(p)
+    out_of_range = tested & ((p < 0) | (p > 1))
+    if out_of_range.any():
+        bad = np.flatnonzero(out_of_range)
+        raise InvalidInputError(
+            f"column {p_value!r} holds {len(bad)} value(s) outside [0, 1] (first at row "
+            f"{int(bad[0])}: {p[bad[0]]}); pass raw p-values, not scores or -log10 p"
+        )
+    if (~tested).any():
+        warnings.warn(
+            f"{int((~tested).sum())} of {table.height} rows have no {p_value!r} (null or NaN): "
+            "they are no tests and get null hierarchical p-values",
+            NaNExcludedWarning,
+            stacklevel=2,
+        )
+    codes = table.select(pl.struct(group).rank("dense").alias("g"))["g"].to_numpy() - 1
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    group_p = np.full(n_groups, np.nan)
+    for g in range(n_groups):
+        members = p[(codes == g) & tested]
+        if len(members):
+            group_p[g] = combiner(members)
+    group_q = benjamini_hochberg(group_p)
+    selected = group_q < threshold  # NaN compares False
+    within = np.full(len(p), np.nan)
+    within[tested] = 1.0
+    for g in np.flatnonzero(selected):
+        rows = np.flatnonzero((codes == g) & tested)
+        within[rows] = benjamini_hochberg(p[rows])
+    row_group_p = group_p[codes]
+    return table.with_columns(
+        pl.Series("group_p_value", row_group_p).fill_nan(None),
+        pl.Series("group_corrected_p_value", group_q[codes]).fill_nan(None),
+        pl.Series("group_selected", selected[codes]),
+        pl.Series("hierarchical_corrected_p_value", within).fill_nan(None),
+        pl.Series("below_hierarchical_p", selected[codes] & (within < threshold)).set(
+            pl.Series(~tested), None
+        ),
     )
