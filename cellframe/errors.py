@@ -139,3 +139,11 @@ class ConfigNotFoundError(CellframeError, FileNotFoundError):
 
 class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
+
+
+class UnmatchedObjectsWarning(UserWarning):
+    """Objects of one compartment without their partner in another (a nucleus of no cell, ...), with counts."""
+
+
+class UndefinedMeasurementWarning(UserWarning):
+    """Measurements that are undefined for some objects (NaN: the texture of a one-pixel object, ...), with counts."""
