@@ -141,6 +141,18 @@ class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
 
 
+class IlluminationWarning(UserWarning):
+    """An illumination function had pixels at or below zero that were raised (count in the message)."""
+
+
+class NoObjectsWarning(UserWarning):
+    """A site yielded no objects (no nuclei above the threshold, or all filtered out)."""
+
+
+class BlankImageError(EmptyInputError, InvalidImageError):
+    """An image that objects are identified on is constant (a blank or missing channel)."""
+
+
 class UnmatchedObjectsWarning(UserWarning):
     """Objects of one compartment without their partner in another (a nucleus of no cell, ...), with counts."""
 

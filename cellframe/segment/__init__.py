@@ -1,5 +1,5 @@
-"""Segmentation (DOMAIN.md §4): U-Net, Otsu baseline, test-time augmentation,
-Mask R-CNN, instance merge, metrics, contour assist, method advice.
+"""Segmentation (DOMAIN.md §4, §8): U-Net, Otsu baseline, CellProfiler-style objects,
+test-time augmentation, Mask R-CNN, instance merge, metrics, contour assist, method advice.
 
 Names are imported lazily, so ``import cellframe.segment`` does not load torch
 until a model is used.
@@ -27,6 +27,9 @@ __getattr__, __dir__, __all__ = attach(
         "DIHEDRAL": "augment",
         "dsb_score": "metrics",
         "DSB_THRESHOLDS": "metrics",
+        "identify_primary": "classical",
+        "identify_secondary": "classical",
+        "identify_tertiary": "classical",
         "iou_matrix": "metrics",
         "jaccard": "metrics",
         "labels_from_probabilities": "instances",
@@ -42,9 +45,12 @@ __getattr__, __dir__, __all__ = attach(
         "resolve_device": "unet",
         "rois_to_labels": "contour",
         "RoughROI": "contour",
+        "save_labels": "classical",
         "save_unet": "unet",
+        "segment_site": "classical",
         "segment_sites": "pipeline",
         "sites_from_paths": "pipeline",
+        "SiteObjects": "classical",
         "SiteSpec": "pipeline",
         "train_maskrcnn": "maskrcnn",
         "train_unet": "train",
@@ -63,6 +69,14 @@ __getattr__, __dir__, __all__ = attach(
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.segment.advise import advise, methods_table
     from cellframe.segment.augment import DEFAULT_TTA, DIHEDRAL, apply_transform, undo_transform
+    from cellframe.segment.classical import (
+        SiteObjects,
+        identify_primary,
+        identify_secondary,
+        identify_tertiary,
+        save_labels,
+        segment_site,
+    )
     from cellframe.segment.contour import (
         AssistResult,
         RoughROI,
