@@ -173,7 +173,9 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _channel_name(key: str, channel: str, family: str) -> str:
     """CellProfiler's name of one cp-measure result for one channel."""
-    if family == "texture":  # AngularSecondMoment_3_00_256 -> Texture_AngularSecondMoment_DNA_3_00_256
+    if (
+        family == "texture"
+    ):  # AngularSecondMoment_3_00_256 -> Texture_AngularSecondMoment_DNA_3_00_256
         feature, rest = key.split("_", 1)
         return f"Texture_{feature}_{channel}_{rest}"
     if family in ("radial_distribution", "radial_zernikes"):
@@ -261,7 +263,7 @@ def measure_objects(
         (Int64) and one Float32 column per measurement, named as CellProfiler
         names it without the compartment prefix (``AreaShape_Area``,
         ``Intensity_MeanIntensity_DNA``, ``Correlation_Correlation_DNA_RNA``,
-        plus ``Location_Center_X/Y``). Channel pairs are taken in sorted
+        plus ``Location_Center_X/Y/Z``). Channel pairs are taken in sorted
         name order, as in the JUMP exports. No objects: a frame with
         ``ObjectNumber`` only and no rows.
 
@@ -301,6 +303,7 @@ def measure_objects(
                 columns[f"AreaShape_{key}"] = values
             columns["Location_Center_X"] = shape_values["Center_X"]
             columns["Location_Center_Y"] = shape_values["Center_Y"]
+            columns["Location_Center_Z"] = np.zeros(ids.size)  # 2-D: CellProfiler writes 0
         for family in ("zernike", "feret"):
             if family in chosen:
                 for key, values in core[family](clean, None).items():
@@ -462,12 +465,16 @@ def measure_site(
         .group_by("ObjectNumber")
         .agg(pl.len().cast(pl.Int64).alias("Children_Cells_Count"))
     )
-    children_cyto = pl.DataFrame(
-        {
-            "ObjectNumber": pl.Series(list(cell_of_cyto.values()), dtype=pl.Int64),
-            "Children_Cytoplasm_Count": pl.Series([1] * len(cell_of_cyto), dtype=pl.Int64),
-        }
-    ).group_by("ObjectNumber").agg(pl.col("Children_Cytoplasm_Count").sum())
+    children_cyto = (
+        pl.DataFrame(
+            {
+                "ObjectNumber": pl.Series(list(cell_of_cyto.values()), dtype=pl.Int64),
+                "Children_Cytoplasm_Count": pl.Series([1] * len(cell_of_cyto), dtype=pl.Int64),
+            }
+        )
+        .group_by("ObjectNumber")
+        .agg(pl.col("Children_Cytoplasm_Count").sum())
+    )
 
     def count(frame: pl.DataFrame, counts: pl.DataFrame, name: str) -> pl.DataFrame:
         out = frame.join(counts.filter(pl.col("ObjectNumber") > 0), on="ObjectNumber", how="left")
@@ -503,12 +510,12 @@ def measure_site(
             how="left",
         )
         .with_columns(
-            pl.when(pl.col("_cyto") > 0).then(pl.col(OBJECT_NUMBER)).alias(
-                "Metadata_Cytoplasm_Parent_Cells"
-            ),
-            pl.when(pl.col("_cyto") > 0).then(pl.col("Metadata_Cells_Parent_Nuclei")).alias(
-                "Metadata_Cytoplasm_Parent_Nuclei"
-            ),
+            pl.when(pl.col("_cyto") > 0)
+            .then(pl.col(OBJECT_NUMBER))
+            .alias("Metadata_Cytoplasm_Parent_Cells"),
+            pl.when(pl.col("_cyto") > 0)
+            .then(pl.col("Metadata_Cells_Parent_Nuclei"))
+            .alias("Metadata_Cytoplasm_Parent_Nuclei"),
         )
         .drop("_cyto")
     )
@@ -544,7 +551,10 @@ def measure_site(
         )
     features = [c for c in out.columns if not c.startswith("Metadata_")]
     if features and out.height:
-        n_nan = int(out.select(pl.sum_horizontal(pl.col(features).is_nan().cast(pl.Int64)).sum()).item() or 0)
+        n_nan = int(
+            out.select(pl.sum_horizontal(pl.col(features).is_nan().cast(pl.Int64)).sum()).item()
+            or 0
+        )
         if n_nan:
             per = (
                 out.select(pl.col(features).is_nan().sum())

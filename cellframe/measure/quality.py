@@ -206,7 +206,7 @@ def image_quality(
 def quality_flags(
     frame: pl.DataFrame | pl.LazyFrame,
     *,
-    min_slope: float = -2.5,
+    min_slope: float = -3.0,
     max_saturated_percent: float = 1.0,
     channels: Sequence[str] | None = None,
 ) -> pl.DataFrame:
@@ -219,9 +219,10 @@ def quality_flags(
     ----------
     frame : polars.DataFrame or LazyFrame
         Rows of :func:`image_quality`.
-    min_slope : float, default -2.5
+    min_slope : float, default -3.0
         A channel is blurry when its ``PowerLogLogSlope`` is below this.
-        In-focus Cell Painting sites lie around -1 to -2; the threshold is a
+        In-focus Cell Painting sites lie around -1 to -2.5 (the bundled JUMP sites:
+        -1.8 to -2.5; blurring one with a Gaussian of sigma 2 gives about -3); the threshold is a
         starting point to check against a plate's distribution.
     max_saturated_percent : float, default 1.0
         A channel is saturated when more than this percent of its pixels
@@ -253,7 +254,10 @@ def quality_flags(
         if not channels:
             raise MissingColumnsError(
                 "the image-quality table",
-                ["ImageQuality_PowerLogLogSlope_<channel>", "ImageQuality_PercentMaximal_<channel>"],
+                [
+                    "ImageQuality_PowerLogLogSlope_<channel>",
+                    "ImageQuality_PercentMaximal_<channel>",
+                ],
                 "measure it with cellframe.measure.image_quality (or cellframe measure)",
             )
     needed = [
@@ -282,5 +286,7 @@ def quality_flags(
     return meta.with_columns(
         pl.Series(BLURRY, blurry),
         pl.Series(SATURATED, saturated),
-        pl.Series("Metadata_QC_Reason", ["; ".join(r) if r else None for r in reasons], dtype=pl.String),
+        pl.Series(
+            "Metadata_QC_Reason", ["; ".join(r) if r else None for r in reasons], dtype=pl.String
+        ),
     )
