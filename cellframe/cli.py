@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "cellframe.evaluate.cli",
     "cellframe.segment.cli",
     "cellframe.embed.cli",
+    "cellframe.measure_cli",
     "cellframe.activity.cli",
     "cellframe.demo_cli",
 )

@@ -1,0 +1,556 @@
+"""``cellframe measure``: Cell Painting images in, a CellProfiler-style single-cell table out.
+
+:func:`measure_images` composes, per site, the layers below it:
+illumination correction (:mod:`cellframe.measure.illumination`, fitted per
+plate and channel over the plate's sites and stored), classical objects
+(:func:`cellframe.segment.classical.segment_site`: nuclei, cells,
+cytoplasm), measurements (:func:`cellframe.measure.features.measure_site`)
+and image quality (:func:`cellframe.measure.quality.image_quality`). It
+writes, per site:
+
+* the single cells to the per-plate Parquet table ``cells`` (replacing exactly
+  the sites measured, never others);
+* one image-quality row to ``image_quality`` and the site's channels to ``images``;
+* the label TIFFs to a folder, registered in ``object_labels`` (one row per
+  site and compartment, with the path and the object count). That table is
+  written last and is what a rerun reads to skip sites already measured.
+
+Every site is read and checked (channels present, one shape, a nuclei and a
+cell-body channel that are not blank) before anything is written, so bad input
+leaves the store as it was. Only argparse is imported at the top of this
+module; the work is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MeasureReport", "measure_images", "register"]
+
+SITE_KEYS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
+LABELS_TABLE = "object_labels"
+QUALITY_TABLE = "image_quality"
+ILLUMINATION_TABLE = "illumination"
+
+
+@dataclass
+class MeasureReport:
+    """What :func:`measure_images` did.
+
+    Attributes
+    ----------
+    table : str
+        The single-cell table written.
+    sites_measured, sites_skipped : int
+        Sites measured now, and sites skipped because they were measured before.
+    cells : int
+        Cells (rows) written.
+    seconds : float
+        Wall time of the measuring loop.
+    labels : dict
+        ``(plate, well, site) -> {compartment: path}`` of the label TIFFs written.
+    """
+
+    table: str
+    sites_measured: int = 0
+    sites_skipped: int = 0
+    cells: int = 0
+    seconds: float = 0.0
+    labels: dict[tuple[str, str, int], dict[str, Path]] = field(default_factory=dict)
+
+    @property
+    def sites_per_second(self) -> float:
+        """Sites measured per second."""
+        return self.sites_measured / self.seconds if self.seconds else 0.0
+
+    @property
+    def cells_per_second(self) -> float:
+        """Cells measured per second."""
+        return self.cells / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        return (
+            f"measured {self.sites_measured} site(s), {self.cells} cell(s) into {self.table!r} "
+            f"({self.sites_per_second:.2f} sites/s, {self.cells_per_second:.1f} cells/s); "
+            f"skipped {self.sites_skipped} site(s) measured before"
+        )
+
+
+def _site_paths(images: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files to read: zarr stores and TIFFs as given, a folder expanded to its TIFFs."""
+    from cellframe.errors import EmptyInputError
+    from cellframe.io.images import _is_zarr
+
+    out: list[Path] = []
+    for item in images:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"no image file, folder or zarr store at {path}")
+        if path.is_dir() and not _is_zarr(path):
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+            if not found:
+                raise EmptyInputError(f"folder {path} holds no .tif/.tiff files to measure")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _stored_sites(store: Any, table: str) -> set[tuple[str, str, int]]:
+    if not store.has_table(table):
+        return set()
+    rows = store.sql(f'SELECT DISTINCT {", ".join(SITE_KEYS)} FROM "{table}"')
+    return {(str(p), str(w), int(s)) for p, w, s in rows.iter_rows()}
+
+
+def _check_target(store: Any, table: str) -> None:
+    from cellframe.errors import TableExistsError
+
+    if store.has_table(table) and store.partition_root(table) is None:
+        raise TableExistsError(
+            f"table {table!r} exists in {store.path} as a native table (e.g. ingested "
+            "CellProfiler output), and cellframe measure writes per-plate Parquet partitions; "
+            "measure into another table (--table cells_measured) or drop it first"
+        )
+
+
+def _read(spec: Any, channels: list[str], channel_names: Sequence[str] | None) -> dict[str, Any]:
+    from cellframe.io.images import read_site
+
+    pixels, names = read_site(
+        spec.path, site=spec.index, channels=channels, channel_names=channel_names
+    )
+    return dict(zip(names, pixels, strict=True))
+
+
+def _check_site(
+    spec: Any, images: dict[str, Any], nuclei: str, cells: str, shape: tuple[int, int] | None
+) -> tuple[int, int]:
+    """Refuse a site no measurement can use, before anything is written."""
+    import numpy as np
+
+    from cellframe.errors import BlankImageError, InvalidImageError
+    from cellframe.io.images import check_pixels
+
+    where = f"{spec.path} (plate {spec.plate}, well {spec.well}, site {spec.site})"
+    names = list(images)
+    stack = np.stack(list(images.values()))
+    blank = check_pixels(stack, where=where, channels=names)
+    for role, channel in (("nuclei", nuclei), ("cell-body", cells)):
+        if channel in blank:
+            raise BlankImageError(
+                f"{where}: the {role} channel {channel!r} is blank (every pixel has one value), "
+                "so no objects can be found; leave the site out or check the acquisition"
+            )
+    site_shape = stack.shape[-2:]
+    if shape is not None and tuple(site_shape) != tuple(shape):
+        raise InvalidImageError(
+            f"{where}: the site is {site_shape[0]} x {site_shape[1]} pixels but earlier sites of "
+            f"its plate are {shape[0]} x {shape[1]}; one plate's illumination function needs "
+            "one image size"
+        )
+    return (int(site_shape[0]), int(site_shape[1]))
+
+
+def _illumination(
+    store: Any,
+    plate: str,
+    specs: list[Any],
+    every_site: list[Any],
+    channels: list[str],
+    channel_names: Sequence[str] | None,
+    nuclei: str,
+    cells: str,
+    params: dict[str, Any],
+    refit: bool,
+) -> tuple[dict[str, Any], Any]:
+    """Check the sites to measure; fit (over ``every_site`` of the plate) or load the functions."""
+    import polars as pl
+
+    from cellframe.measure.features import to_unit_range
+    from cellframe.measure.illumination import IlluminationFunction
+
+    stored: dict[str, Any] = {}
+    if params is not None and not refit and store.has_table(ILLUMINATION_TABLE):
+        rows = store.scan(ILLUMINATION_TABLE).filter(pl.col("Metadata_Plate") == plate).collect()
+        for channel in channels:
+            part = rows.filter(pl.col("Metadata_Channel") == channel)
+            if part.height:
+                stored[channel] = IlluminationFunction.from_frame(part)
+    fit = params is not None and len(stored) < len(channels)
+    stats: dict[str, Any] = {}
+    makers = {
+        ch: IlluminationFunction(plate=plate, channel=ch, **params)
+        for ch in channels
+        if params is not None
+    }
+    shape = None
+    for spec in every_site if fit else specs:
+        images = _read(spec, channels, channel_names)
+        shape = _check_site(spec, images, nuclei, cells, shape)
+        if fit:
+            for ch, px in images.items():
+                s = makers[ch].statistics(to_unit_range(px))
+                stats[ch] = s if ch not in stats else stats[ch].merge(s)
+    if not fit:
+        return stored, None
+    functions = {ch: makers[ch].from_statistics(stats[ch]) for ch in channels}
+    frame = pl.concat([f.to_frame() for f in functions.values()])
+    return functions, frame
+
+
+def measure_images(
+    store: Any,
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    channels: Sequence[str],
+    nuclei: str = "DNA",
+    cells: str = "AGP",
+    sites_csv: str | os.PathLike[str] | None = None,
+    pattern: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    illumination: bool = True,
+    illumination_params: dict[str, Any] | None = None,
+    primary: dict[str, Any] | None = None,
+    secondary: dict[str, Any] | None = None,
+    families: Sequence[str] | None = None,
+    texture_scales: Sequence[int] = (3, 5, 10),
+    table: str = "cells",
+    labels_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    embed: str | None = None,
+    progress: bool = True,
+) -> MeasureReport:
+    """Measure Cell Painting sites into the store: illumination, objects, measurements, quality.
+
+    Parameters
+    ----------
+    store : cellframe.store.Store
+        Where the tables go (a file-backed store: the single cells are per-plate
+        Parquet beside it).
+    images : sequence of path
+        Zarr stores, multi-channel TIFFs, or folders of TIFFs.
+    channels : sequence of str
+        Channels to measure (names in the files or their ``channels.csv``);
+        must include ``nuclei`` and ``cells``.
+    nuclei, cells : str, default "DNA", "AGP"
+        Channels the nuclei and the cell bodies are found on.
+    sites_csv : path, optional
+        Plate, Well, Site (and idx/path) of every site; default: a
+        ``sites.csv`` beside the single input, else the file names (see
+        :func:`cellframe.segment.pipeline.sites_from_paths`).
+    pattern : str, optional
+        File-name pattern with groups plate/well/site.
+    channel_names : sequence of str, optional
+        Names of every channel in the files, for files that do not carry them.
+    illumination : bool, default True
+        Correct illumination per plate and channel (the functions are fitted
+        over every site of the plate given, stored in ``illumination``, and
+        reused when more sites of that plate are measured later).
+    illumination_params : dict, optional
+        Keyword arguments of :class:`~cellframe.measure.illumination.IlluminationFunction`.
+    primary, secondary : dict, optional
+        Keyword arguments of ``identify_primary`` / ``identify_secondary``.
+    families : sequence of str, optional
+        Measurement families (default: :data:`~cellframe.measure.features.DEFAULT_FAMILIES`).
+    texture_scales : sequence of int, default (3, 5, 10)
+        Texture scales (texture takes most of the time).
+    table : str, default "cells"
+        Single-cell table to write.
+    labels_dir : path, optional
+        Folder for the label TIFFs (default ``<store>.labels`` beside the store).
+    force : bool, default False
+        Measure sites again that ``object_labels`` records as measured (and
+        refit illumination).
+    embed : str, optional
+        Not supported yet (embeddings of the same objects): run ``cellframe
+        embed`` on the ``objects`` of the same sites.
+    progress : bool, default True
+        Show a progress bar with sites/s and cells/s.
+
+    Returns
+    -------
+    MeasureReport
+
+    Raises
+    ------
+    ChannelNotFoundError
+        If a channel is missing from a site's file.
+    InvalidImageError
+        If a site's channels differ in shape, or a plate's sites in size.
+    BlankImageError
+        If a site's nuclei or cell-body channel is blank.
+    TableExistsError
+        If ``table`` is a native (non-partitioned) table.
+    InvalidInputError
+        If the options contradict each other (``nuclei`` not among ``channels``, ...).
+    """
+    import polars as pl
+
+    from cellframe.errors import InvalidInputError
+    from cellframe.measure.features import DEFAULT_FAMILIES, measure_site, to_unit_range
+    from cellframe.measure.quality import image_quality
+    from cellframe.segment.classical import save_labels, segment_site
+    from cellframe.segment.pipeline import sites_from_paths
+
+    channels = list(dict.fromkeys(channels))
+    for role, ch in (("nuclei", nuclei), ("cells", cells)):
+        if ch not in channels:
+            raise InvalidInputError(
+                f"the {role} channel {ch!r} is not among the channels to measure "
+                f"({', '.join(channels)}); add it to --channels"
+            )
+    if embed is not None:
+        raise InvalidInputError(
+            "embedding the measured objects in the same run is not supported yet; "
+            "run cellframe embed on the same sites afterwards"
+        )
+    if store.path == ":memory:" and labels_dir is None:
+        raise InvalidInputError(
+            "an in-memory store has no folder for the label images; pass labels_dir"
+        )
+    _check_target(store, table)
+    paths = _site_paths(images)
+    if sites_csv is None and len(images) == 1 and pattern is None:
+        beside = Path(images[0]).parent / "sites.csv"
+        sites_csv = beside if beside.is_file() else None
+    specs = sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
+    done = set() if force else _stored_sites(store, LABELS_TABLE)
+    todo = [s for s in specs if (s.plate, s.well, s.site) not in done]
+    report = MeasureReport(table=table, sites_skipped=len(specs) - len(todo))
+    families = list(families or DEFAULT_FAMILIES)
+    folder = Path(labels_dir) if labels_dir is not None else Path(f"{store.path}.labels")
+    params = {
+        "channels": channels, "nuclei": nuclei, "cells": cells, "illumination": illumination,
+        "families": families, "texture_scales": list(texture_scales),
+        "primary": primary or {}, "secondary": secondary or {},
+    }  # fmt: skip
+
+    # Pass 1: read and check every site (and fit illumination) before writing anything.
+    plates: dict[str, list[Any]] = {}
+    for spec in todo:
+        plates.setdefault(spec.plate, []).append(spec)
+    functions: dict[str, dict[str, Any]] = {}
+    fitted: list[Any] = []
+    for plate, plate_specs in plates.items():
+        all_of_plate = [s for s in specs if s.plate == plate]
+        functions[plate], frame = _illumination(
+            store, plate, plate_specs, all_of_plate, channels, channel_names, nuclei, cells,
+            (illumination_params or {}) if illumination else None, force,
+        )  # fmt: skip
+        if frame is not None:
+            fitted.append(frame)
+    if fitted:
+        store.write(
+            ILLUMINATION_TABLE, pl.concat(fitted), replace_keys=["Metadata_Plate", "Metadata_Channel"],
+            step="measure_illumination", parameters=illumination_params or {},
+        )  # fmt: skip
+
+    # Pass 2: per site, objects -> measurements -> store.
+    bar = _bar(len(todo), progress)
+    start = time.perf_counter()
+    try:
+        for spec in todo:
+            where = f"plate {spec.plate} well {spec.well} site {spec.site}"
+            raw = _read(spec, channels, channel_names)
+            corrected = {
+                ch: (functions[spec.plate][ch].transform(to_unit_range(px))
+                     if illumination else to_unit_range(px))
+                for ch, px in raw.items()
+            }  # fmt: skip
+            objects = segment_site(
+                corrected, nuclei=nuclei, cells=cells, primary=primary, secondary=secondary,
+                site=where,
+            )  # fmt: skip
+            frame = measure_site(
+                corrected, nuclei=objects.nuclei, cells=objects.cells,
+                cytoplasm=objects.cytoplasm, plate=spec.plate, well=spec.well, site=spec.site,
+                families=families, texture_scales=texture_scales,
+            )  # fmt: skip
+            key = f"{spec.plate}_{spec.well}_{spec.site}"
+            written = save_labels(objects, folder, _safe(key))
+            quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
+            _write_site(store, table, spec, frame, quality, raw, written, objects, params)
+            report.sites_measured += 1
+            report.cells += frame.height
+            report.labels[(spec.plate, spec.well, spec.site)] = written
+            report.seconds = time.perf_counter() - start
+            if bar is not None:
+                bar.set_postfix_str(f"{report.cells_per_second:.1f} cells/s", refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    # cellframe._progress wraps an iterable; here the bar also shows cells/s.
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="measure", unit="site", dynamic_ncols=True, leave=False)
+
+
+def _safe(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._+=-]", "-", key)
+
+
+def _write_site(
+    store: Any,
+    table: str,
+    spec: Any,
+    frame: Any,
+    quality: Any,
+    raw: dict[str, Any],
+    written: dict[str, Path],
+    objects: Any,
+    params: dict[str, Any],
+) -> None:
+    import numpy as np
+    import polars as pl
+
+    keys = list(SITE_KEYS)
+    source = str(spec.path)
+    if frame.height:
+        store.write_partition(
+            table, spec.plate, frame, replace_keys=keys, step="measure",
+            parameters=params, source=source,
+        )  # fmt: skip
+    store.write(
+        QUALITY_TABLE, quality, replace_keys=keys, new_columns="add",
+        step="measure_image_quality", source=source,
+    )  # fmt: skip
+    height, width = next(iter(raw.values())).shape
+    site_rows = {
+        "Metadata_Plate": spec.plate, "Metadata_Well": spec.well, "Metadata_Site": spec.site,
+    }  # fmt: skip
+    images = pl.DataFrame(
+        [{**site_rows, "Channel": ch, "Path": source, "Frame": spec.index, "Height": height,
+          "Width": width} for ch in raw],
+        schema_overrides={"Metadata_Site": pl.Int32, "Frame": pl.Int32, "Height": pl.Int32,
+                          "Width": pl.Int32},
+    )  # fmt: skip
+    store.write("images", images, replace_keys=keys, step="register_images", source=source)
+    base = Path(store.path).parent if store.path != ":memory:" else None
+    labels = pl.DataFrame(
+        [
+            {
+                **site_rows,
+                "Object": compartment,
+                "Path": _relative(path, base),
+                "Count": int(np.unique(objects.labels()[compartment]).size - 1),
+            }
+            for compartment, path in written.items()
+        ],
+        schema_overrides={"Metadata_Site": pl.Int32, "Count": pl.Int64},
+    )
+    # Written last: a site is "measured" (skipped on a rerun) once this row is stored.
+    store.write(LABELS_TABLE, labels, replace_keys=keys, step="measure_labels", source=source)
+
+
+def _relative(path: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return str(Path(path).resolve().relative_to(base))
+        except ValueError:
+            pass
+    return str(Path(path).resolve())
+
+
+# ------------------------------------------------------------------ command line
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cellframe.store import Store
+
+    scales = [int(s) for s in _split(args.texture_scales) or []] if args.texture_scales else []
+    with Store(args.store) as store:
+        report = measure_images(
+            store,
+            args.images,
+            channels=_split(args.channels) or [],
+            nuclei=args.nuclei,
+            cells=args.cells,
+            sites_csv=args.sites,
+            pattern=args.pattern,
+            channel_names=_split(args.channel_names),
+            illumination=not args.no_illumination,
+            families=_split(args.families),
+            texture_scales=scales,
+            table=args.table,
+            labels_dir=args.labels_dir,
+            force=args.force,
+            progress=not args.quiet,
+        )
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _scales(text: str) -> str:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole numbers >= 1 (e.g. 3,5,10)"
+        )
+    return text
+
+
+def _families(text: str) -> str:
+    from cellframe.measure.features import FAMILIES
+
+    unknown = [t for t in (_split(text) or []) if t not in FAMILIES]
+    if unknown or not _split(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement family {', '.join(unknown) or repr(text)}; "
+            f"allowed values: {', '.join(FAMILIES)}"
+        )
+    return text
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``cellframe measure``."""
+    p = subparsers.add_parser(
+        "measure",
+        parents=[common],
+        help="images -> illumination, nuclei/cells/cytoplasm, CellProfiler measurements",
+        description=(
+            "Measure Cell Painting sites as CellProfiler does: illumination correction per "
+            "plate, nuclei, cells and cytoplasm, and per-object measurements with CellProfiler's "
+            "names, written to the per-plate single-cell table (replacing exactly the sites "
+            "measured). Sites measured before are skipped unless --force."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="zarr stores, TIFFs or folders")
+    p.add_argument(
+        "--channels", required=True, help="channels to measure, e.g. DNA,ER,RNA,AGP,Mito"
+    )
+    p.add_argument("--nuclei", default="DNA", help="nuclei channel (default: %(default)s)")
+    p.add_argument("--cells", default="AGP", help="cell-body channel (default: %(default)s)")
+    p.add_argument("--sites", metavar="CSV", help="Plate,Well,Site[,idx|path] per site")
+    p.add_argument("--pattern", help="file-name regex with groups plate, well, site")
+    p.add_argument("--channel-names", help="names of every channel of files that carry none")
+    p.add_argument("--no-illumination", action="store_true", help="skip illumination correction")
+    p.add_argument(
+        "--families", type=_families, help="measurement families (default: all JUMP ones)"
+    )
+    p.add_argument("--texture-scales", type=_scales, default="3,5,10",
+                   help="texture scales (default: %(default)s)")  # fmt: skip
+    p.add_argument("--table", default="cells", help="single-cell table (default: %(default)s)")
+    p.add_argument("--labels-dir", help="folder for the label TIFFs (default: <store>.labels)")
+    p.add_argument("--force", action="store_true", help="measure sites measured before again")
+    p.set_defaults(func=_run)

@@ -1,0 +1,219 @@
+"""``cellframe measure`` and measure_images: images in, CellProfiler-style single cells out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cellframe.cli import main
+from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
+from cellframe.errors import BlankImageError, InvalidInputError
+from cellframe.io.images import ChannelNotFoundError
+from cellframe.measure_cli import measure_images
+from cellframe.store import Store
+
+JUMP = Path(__file__).resolve().parents[1] / "cellframe" / "data" / "demo" / "jump"
+CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]
+FAST = {"families": ["sizeshape", "intensity"], "progress": False}
+KEYS = [PLATE, WELL, SITE]
+
+
+def _one_site_csv(tmp_path: Path, row: int) -> Path:
+    """A sites.csv naming only one of the two bundled JUMP sites."""
+    rows = pl.read_csv(JUMP / "sites.csv", glob=False)
+    path = tmp_path / f"site{row}.csv"
+    rows[row].write_csv(path)
+    return path
+
+
+def _state(store: Store) -> dict[str, pl.DataFrame]:
+    return {t: store.read(t) for t in store.table_names() if t not in ("cellframe_provenance",)}
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> tuple[Path, object]:
+    folder = tmp_path_factory.mktemp("measured")
+    with Store(folder / "s.duckdb") as store:
+        report = measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, **FAST)
+    return folder / "s.duckdb", report
+
+
+def test_measures_both_bundled_sites_into_the_store(measured) -> None:
+    path, report = measured
+    with Store(path) as store:
+        cells = store.read("cells")
+        labels = store.read("object_labels")
+        quality = store.read("image_quality")
+        images = store.read("images")
+        illumination = store.read("illumination")
+    sites = pl.read_csv(JUMP / "sites.csv", glob=False)
+    assert report.sites_measured == 2 and report.sites_skipped == 0
+    assert report.cells == cells.height > 10
+    # one row per cell, as many as the saved Cells label image holds, per site
+    per_site = cells.group_by(KEYS).len().sort(PLATE)
+    counts = labels.filter(pl.col("Object") == "Cells").sort(PLATE)
+    assert per_site["len"].to_list() == counts["Count"].to_list()
+    assert sorted(per_site[PLATE].to_list()) == sorted(sites["Plate"].to_list())
+    # the label TIFFs exist and hold those objects
+    import tifffile
+
+    for row in labels.iter_rows(named=True):
+        tiff = tifffile.imread(path.parent / row["Path"])
+        assert np.unique(tiff).size - 1 == row["Count"]
+    # CellProfiler's names, float32 features, Metadata_ keys
+    assert {"Cells_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA",
+            "Cytoplasm_Intensity_MedianIntensity_Mito", "Metadata_Cells_Parent_Nuclei"} <= set(cells.columns)  # fmt: skip
+    assert cells.schema["Cells_AreaShape_Area"] == pl.Float32
+    assert cells.schema[OBJECT_NUMBER] == pl.Int64
+    # image quality: one row per site; images: one per site and channel
+    assert quality.height == 2 and "ImageQuality_PowerLogLogSlope_DNA" in quality.columns
+    assert images.height == 10 and sorted(set(images["Channel"])) == sorted(CHANNELS)
+    # illumination: one function per plate and channel, 384 rows each
+    assert (
+        illumination.group_by("Metadata_Plate", "Metadata_Channel").len()["len"].to_list()
+        == [384] * 10
+    )
+
+
+def test_aggregate_runs_unchanged_on_the_measured_table(measured) -> None:
+    from cellframe.profiles import aggregate
+
+    path, _ = measured
+    with Store(path) as store:
+        cells = store.read("cells")
+        wells = aggregate(store.scan("cells"), "well").collect().sort(PLATE)
+    assert wells.height == 2
+    for row in wells.iter_rows(named=True):
+        mine = cells.filter(pl.col(PLATE) == row[PLATE])
+        expected = np.median(mine["Cells_AreaShape_Area"].to_numpy())
+        assert row["Cells_AreaShape_Area"] == pytest.approx(expected)
+        assert row["Metadata_Count_Cells"] == mine.height
+
+
+def test_measured_values_follow_the_labels(measured) -> None:
+    """Nuclei area in the table equals the pixel count of that object in the saved TIFF."""
+    import tifffile
+
+    path, _ = measured
+    with Store(path) as store:
+        cells = store.read("cells").sort(PLATE, OBJECT_NUMBER)
+        labels = store.read("object_labels")
+    row = cells.row(0, named=True)
+    tiff_row = labels.filter((pl.col(PLATE) == row[PLATE]) & (pl.col("Object") == "Nuclei"))
+    nuclei = tifffile.imread(path.parent / tiff_row["Path"][0])
+    assert row["Nuclei_AreaShape_Area"] == float(
+        (nuclei == row["Metadata_Cells_Parent_Nuclei"]).sum()
+    )
+
+
+def test_rerun_skips_measured_sites_and_force_measures_again(measured, tmp_path) -> None:
+    path, first = measured
+    copy = tmp_path / "copy"
+    shutil.copytree(path.parent, copy)
+    with Store(copy / path.name) as store:
+        before = _state(store)
+        again = measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, **FAST)
+        assert (again.sites_measured, again.sites_skipped, again.cells) == (0, 2, 0)
+        after = _state(store)
+        for table, frame in before.items():
+            assert after[table].equals(frame), table
+        forced = measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, force=True, **FAST
+        )
+        assert forced.sites_measured == 2
+        assert store.read("cells").height == first.cells  # replaced, not duplicated
+
+
+def test_measuring_site_2_after_site_1_keeps_site_1(tmp_path) -> None:
+    with Store(tmp_path / "s.duckdb") as store:
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS,
+            sites_csv=_one_site_csv(tmp_path, 0), **FAST,
+        )  # fmt: skip
+        site1 = store.read("cells").sort(OBJECT_NUMBER)
+        quality1 = store.read("image_quality")
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS,
+            sites_csv=_one_site_csv(tmp_path, 1), **FAST,
+        )  # fmt: skip
+        cells = store.read("cells")
+        plate1 = site1[PLATE][0]
+        kept = cells.filter(pl.col(PLATE) == plate1).sort(OBJECT_NUMBER).select(site1.columns)
+        assert kept.equals(site1)
+        assert cells.height > site1.height
+        assert store.read("image_quality").height == 2
+        assert store.read("image_quality").filter(pl.col(PLATE) == plate1).equals(quality1)
+
+
+def test_a_folder_of_tiffs_is_measured(tmp_path) -> None:
+    import tifffile
+
+    from cellframe.io.images import read_site
+
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    names = pl.read_csv(JUMP / "channels.csv", glob=False).sort("idx")["channel"].to_list()
+    pixels, _ = read_site(JUMP / "images.zarr", site=0, channel_names=names)
+    tifffile.imwrite(folder / "PLATE1_B02_s1.tif", pixels)
+    tifffile.imwrite(folder / "PLATE1_B02_s2.tif", pixels[:, ::-1, :].copy())  # a second site
+    pl.DataFrame({"idx": range(len(names)), "channel": names}).write_csv(folder / "channels.csv")
+    with Store(tmp_path / "s.duckdb") as store:
+        report = measure_images(store, [folder], channels=CHANNELS, **FAST)
+        cells = store.read("cells")
+    assert report.sites_measured == 2
+    assert cells.select(PLATE, WELL).unique().rows() == [("PLATE1", "B02")]
+    per_site = cells.group_by(SITE).len().sort(SITE)["len"].to_list()
+    assert per_site[0] == per_site[1]  # a mirrored site has the same cells
+
+
+def test_bad_input_leaves_the_store_unchanged(tmp_path) -> None:
+    import tifffile
+
+    from cellframe.io.images import read_site
+
+    with Store(tmp_path / "s.duckdb") as store:
+        before = _state(store)
+        with pytest.raises(ChannelNotFoundError, match="'Actin'"):
+            measure_images(store, [JUMP / "images.zarr"], channels=[*CHANNELS, "Actin"], **FAST)
+        with pytest.raises(InvalidInputError, match="cells channel 'AGP' is not among"):
+            measure_images(store, [JUMP / "images.zarr"], channels=["DNA"], **FAST)
+        # the second site's cell-body channel is blank: nothing of the first is written either
+        names = pl.read_csv(JUMP / "channels.csv", glob=False).sort("idx")["channel"].to_list()
+        pixels, _ = read_site(JUMP / "images.zarr", site=0, channel_names=names)
+        folder = tmp_path / "tiffs"
+        folder.mkdir()
+        blank = pixels.copy()
+        blank[names.index("AGP")] = 0
+        tifffile.imwrite(folder / "P_A01_s1.tif", pixels)
+        tifffile.imwrite(folder / "P_A01_s2.tif", blank)
+        pl.DataFrame({"idx": range(5), "channel": names}).write_csv(folder / "channels.csv")
+        with pytest.raises(
+            BlankImageError, match=r"P_A01_s2.tif .*cell-body channel 'AGP' is blank"
+        ):
+            measure_images(store, [folder], channels=CHANNELS, **FAST)
+        assert _state(store).keys() == before.keys()
+        assert not store.has_table("cells")
+        assert store.read("images").height == 0
+
+
+def test_command_line(tmp_path, capsys) -> None:
+    store = tmp_path / "s.duckdb"
+    args = ["measure", str(JUMP / "images.zarr"), "--channels", "DNA,ER,RNA,AGP,Mito",
+            "--nuclei", "DNA", "--cells", "AGP", "--store", str(store),
+            "--families", "sizeshape,intensity", "--no-illumination"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("measured 2 site(s),") and "sites/s" in out and "cells/s" in out
+    with Store(store) as s:
+        assert not s.has_table("illumination")
+        n = s.read("cells").height
+    assert f"{n} cell(s) into 'cells'" in out
+    assert main([*args[:-3], "--families", "haralick"]) == 2
+    assert "unknown measurement family haralick" in capsys.readouterr().err
+    assert main([*args[:3], "DNA,ER", "--store", str(store), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellframe: error: the cells channel 'AGP'") and err.count("\n") == 1
