@@ -54,7 +54,10 @@ def test_measures_both_bundled_sites_into_the_store(measured) -> None:
         quality = store.read("image_quality")
         images = store.read("images")
         illumination = store.read("illumination")
+        objects = store.read("objects")
     sites = pl.read_csv(JUMP / "sites.csv", glob=False)
+    # objects: every cell's row, for cellframe embed to crop the same cells
+    assert objects.filter(pl.col("Object") == "Cells").height == cells.height
     assert report.sites_measured == 2 and report.sites_skipped == 0
     assert report.cells == cells.height > 10
     # one row per cell, as many as the saved Cells label image holds, per site
