@@ -22,7 +22,9 @@ CellProfiler's public source):
 * rescale "Median": divided by the median of the positive pixels (no clipping);
 * smoothing "Median Filter" with a size in pixels, or "Fit Polynomial" (the
   second-degree polynomial in x and y of ``centrosome.smooth.fit_polynomial``);
-* CorrectIlluminationApply "Divide": ``corrected = image / function``.
+* CorrectIlluminationApply "Divide": ``corrected = image / function``, with
+  integer images scaled to [0, 1] by their dtype's maximum first, as
+  CellProfiler loads them.
 
 The robust option is a per-pixel trimmed mean over sites (the lowest and
 highest ``trim`` fraction of each pixel's values dropped), not BaSiCPy:
@@ -111,7 +113,8 @@ class IlluminationStatistics:
     count : int
         Number of images summed.
     images : list of numpy.ndarray, optional
-        The images themselves (float64), kept for ``statistic="median"`` and
+        The images themselves (in their own dtype: a uint16 site costs 2 bytes
+        a pixel), kept for ``statistic="median"`` and
         ``"trimmed_mean"``; ``None`` for the mean.
     """
 
@@ -279,7 +282,7 @@ class IlluminationFunction:
             total += arr
             count += 1
             if kept is not None:
-                kept.append(arr.copy())
+                kept.append(np.array(image, copy=True))
         if total is None:
             raise EmptyInputError(f"no images to fit an illumination function on{self._where()}")
         return IlluminationStatistics(total, count, kept)
@@ -301,9 +304,9 @@ class IlluminationFunction:
         if self.statistic == "mean":
             average = stats.total / stats.count
         elif self.statistic == "median":
-            average = np.median(np.stack(stats.images), axis=0)  # type: ignore[arg-type]
+            average = _by_rows(stats.images, np.median)  # type: ignore[arg-type]
         else:
-            average = _trimmed_mean(np.stack(stats.images), self.trim)  # type: ignore[arg-type]
+            average = _by_rows(stats.images, lambda a, axis: _trimmed_mean(a, self.trim))  # type: ignore[arg-type]
         smoothed = self._smooth(average)
         self.function_ = self._rescale(smoothed).astype(np.float32)
         self.n_images_ = int(stats.count)
@@ -319,8 +322,11 @@ class IlluminationFunction:
         Parameters
         ----------
         image : numpy.ndarray
-            2-D image of the same shape as the function, any numeric dtype;
-            intensity units are kept (a uint16 image stays in 0..65535 units).
+            2-D image of the same shape as the function. Integer images are
+            first scaled to [0, 1] by their dtype's maximum, as CellProfiler
+            loads them (a uint16 pixel of 6553.5 becomes 0.1), so corrected
+            images feed :func:`cellframe.segment.segment_site` and
+            CellProfiler-scaled measurements; float images are taken as they are.
 
         Returns
         -------
@@ -340,6 +346,9 @@ class IlluminationFunction:
                 f"{self._where()} is {function.shape[0]} x {function.shape[1]}; use the function "
                 "fitted on this plate and channel"
             )
+        raw = np.asarray(image)
+        if np.issubdtype(raw.dtype, np.integer):
+            arr = arr / float(np.iinfo(raw.dtype).max)
         return (arr / function).astype(np.float32)
 
     # ------------------------------------------------------------ storage
@@ -347,7 +356,7 @@ class IlluminationFunction:
         """The fit as a table: one row per image row, parameters repeated on every row.
 
         Columns: ``Metadata_Plate``, ``Metadata_Channel``, ``Row`` (int32),
-        ``Values`` (list of float32, the function's row), ``NImages`` and the
+        ``Values`` (array of float32, the function's row), ``NImages`` and the
         parameters (``Statistic``, ``Smoothing``, ``Size``, ``Rescale``, ``Trim``).
         """
         function = self._require_fitted()
@@ -357,7 +366,7 @@ class IlluminationFunction:
                 PLATE: pl.Series([self.plate] * h, dtype=pl.String),
                 CHANNEL: pl.Series([self.channel] * h, dtype=pl.String),
                 "Row": pl.Series(np.arange(h, dtype=np.int32)),
-                "Values": pl.Series(list(function), dtype=pl.List(pl.Float32)),
+                "Values": pl.Series(function, dtype=pl.Array(pl.Float32, function.shape[1])),
                 "NImages": pl.Series([self.n_images_] * h, dtype=pl.Int64),
                 "Statistic": [self.statistic] * h,
                 "Smoothing": [self.smoothing] * h,
@@ -400,7 +409,15 @@ class IlluminationFunction:
                 f"the saved illumination function's Row column must be 0..{frame.height - 1} "
                 "once each; some rows are missing or repeated"
             )
-        lengths = frame["Values"].list.len().unique().to_list()
+        values = frame["Values"]
+        if isinstance(values.dtype, pl.Array):  # DuckDB and Parquet may return either
+            values = values.cast(pl.List(values.dtype.inner))
+        if not isinstance(values.dtype, pl.List):
+            raise InvalidInputError(
+                f"the saved illumination function's Values column is {values.dtype}; expected "
+                "one list of floats per image row"
+            )
+        lengths = values.list.len().unique().to_list()
         if len(lengths) != 1:
             raise InvalidInputError(
                 f"the saved illumination function's rows have different lengths {sorted(lengths)}"
@@ -416,7 +433,7 @@ class IlluminationFunction:
             plate=first[PLATE],
             channel=first[CHANNEL],
         )
-        function = np.stack(frame["Values"].to_list()).astype(np.float32)
+        function = np.stack(values.to_list()).astype(np.float32)
         if not (np.isfinite(function).all() and (function > 0).all()):
             raise InvalidInputError(
                 "the saved illumination function has values that are not finite and > 0; refit it"
@@ -478,6 +495,20 @@ class IlluminationFunction:
             )
             out = np.where(low, floor, out)
         return out
+
+
+def _by_rows(images: list[np.ndarray], reduce: Any, rows: int = 64) -> np.ndarray:
+    """``reduce(stack, axis=0)`` over the stacked images, a band of ``rows`` rows at a time.
+
+    Stacking a band at a time keeps the extra memory at one band of every
+    image instead of a second copy of them all.
+    """
+    h, w = images[0].shape
+    out = np.empty((h, w), dtype=np.float64)
+    for r0 in range(0, h, rows):
+        band = np.stack([im[r0 : r0 + rows] for im in images]).astype(np.float64, copy=False)
+        out[r0 : r0 + rows] = reduce(band, axis=0)
+    return out
 
 
 def _trimmed_mean(stack: np.ndarray, trim: float) -> np.ndarray:
@@ -546,6 +577,9 @@ def fit_illumination(images: Iterable[np.ndarray], **params: Any) -> Illuminatio
 
 def apply_illumination(image: np.ndarray, function: IlluminationFunction) -> np.ndarray:
     """Correct ``image`` by dividing it by a fitted illumination ``function`` (float32 out).
+
+    Integer images are scaled to [0, 1] by their dtype's maximum first (as
+    CellProfiler loads them); float images are divided as they are.
 
     Raises
     ------

@@ -44,6 +44,7 @@ __getattr__, __dir__, __all__ = attach(
         "read_rois": "contour",
         "resolve_device": "unet",
         "rois_to_labels": "contour",
+        "relate_objects": "classical",
         "RoughROI": "contour",
         "save_labels": "classical",
         "save_unet": "unet",
@@ -52,6 +53,7 @@ __getattr__, __dir__, __all__ = attach(
         "sites_from_paths": "pipeline",
         "SiteObjects": "classical",
         "SiteSpec": "pipeline",
+        "threshold_image": "classical",
         "train_maskrcnn": "maskrcnn",
         "train_unet": "train",
         "TrainHistory": "train",
@@ -74,8 +76,10 @@ if TYPE_CHECKING:  # pragma: no cover
         identify_primary,
         identify_secondary,
         identify_tertiary,
+        relate_objects,
         save_labels,
         segment_site,
+        threshold_image,
     )
     from cellframe.segment.contour import (
         AssistResult,

@@ -81,10 +81,21 @@ def _otsu(pixels: np.ndarray) -> float:
     return float(threshold_otsu(pixels))
 
 
-#: Global threshold methods (CellProfiler's "Minimum Cross-Entropy" and two-class "Otsu").
+def _otsu_three_class(pixels: np.ndarray, middle: int) -> float:
+    from skimage.filters import threshold_multiotsu
+
+    # CellProfiler bins three-class Otsu in 128 levels; the middle class goes to the
+    # foreground (the lower cut, CellProfiler's default) or the background (the upper).
+    return float(threshold_multiotsu(pixels, classes=3, nbins=128)[middle])
+
+
+#: Threshold methods: CellProfiler's "Minimum Cross-Entropy", two-class "Otsu", and
+#: three-class Otsu with the middle class in the foreground or the background.
 THRESHOLD_METHODS: dict[str, Callable[[np.ndarray], float]] = {
     "minimum_cross_entropy": _li,
     "otsu": _otsu,
+    "otsu_three_class": lambda pixels: _otsu_three_class(pixels, 0),
+    "otsu_three_class_background": lambda pixels: _otsu_three_class(pixels, 1),
 }
 
 #: A threshold: a registry name, a callable ``pixels -> float``, or a manual value.
@@ -161,9 +172,11 @@ def threshold_image(
     method: Threshold = "minimum_cross_entropy",
     smoothing_sigma: float = 1.0,
     correction: float = 1.0,
-    bounds: tuple[float, float] = (0.0, 1.0),
+    bounds: tuple[float, float] | None = None,
+    strategy: str = "global",
+    window: int = 50,
 ) -> tuple[np.ndarray, float]:
-    """Foreground mask of ``image`` by a global threshold (CellProfiler's Threshold, "Global").
+    """Foreground mask of ``image`` by a threshold, as CellProfiler's Threshold computes it.
 
     The threshold is computed on the unsmoothed pixels, multiplied by
     ``correction`` and clipped to ``bounds``; the mask is the Gaussian-smoothed
@@ -175,26 +188,53 @@ def threshold_image(
         2-D float image on CellProfiler's [0, 1] scale.
     method : str, float or callable
         ``"minimum_cross_entropy"`` (``skimage.filters.threshold_li``),
-        ``"otsu"``, a manual value, or ``pixels -> threshold``.
+        ``"otsu"``, ``"otsu_three_class"`` (middle class to the foreground),
+        ``"otsu_three_class_background"``, a manual value, or
+        ``pixels -> threshold``.
     smoothing_sigma : float
         Gaussian sigma; CellProfiler's "threshold smoothing scale" s gives
         sigma = s / 0.6744 / 2 (its default 1.3488 is sigma 1); 0 for none.
     correction : float
         Threshold correction factor.
-    bounds : (float, float)
-        Lower and upper bounds on the threshold.
+    bounds : (float, float), optional
+        Lower and upper bounds on the threshold (CellProfiler's default
+        (0, 1) is the range of its scaled images; none by default, so float
+        images in other units threshold as well).
+    strategy : {"global", "adaptive"}
+        One threshold for the image, or CellProfiler's "Adaptive": a threshold
+        per block of ``window`` x ``window`` px, blended by a cubic spline
+        through the block centres and kept within 0.7-1.5 x the global one.
+    window : int
+        Adaptive block size in pixels (CellProfiler's default 50).
 
     Returns
     -------
     (numpy.ndarray, float)
-        Boolean mask and the final threshold.
+        Boolean mask and the final threshold (the mean of the local
+        thresholds for ``"adaptive"``, as CellProfiler reports it).
+
+    Raises
+    ------
+    InvalidChoiceError
+        For an unknown method or strategy.
+    InvalidInputError
+        If the adaptive window is more than half the image's side.
     """
     fn = _resolve_threshold(method)
-    pixels = image.ravel()
-    raw = float(pixels[0]) if np.all(pixels == pixels[0]) else float(fn(pixels))
-    final = min(max(raw * correction, bounds[0]), bounds[1])
+    if strategy not in ("global", "adaptive"):
+        raise InvalidChoiceError(
+            f"unknown threshold strategy {strategy!r}; valid: global, adaptive"
+        )
+    lo, hi = (-np.inf, np.inf) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    guide = min(max(_one_threshold(image.ravel(), fn) * correction, lo), hi)
+    level: float | np.ndarray = guide
+    reported = guide
+    if strategy == "adaptive":
+        local = _block_thresholds(image, fn, window) * correction
+        level = np.clip(local, max(lo, 0.7 * guide), min(hi, 1.5 * guide))
+        reported = float(level.mean())
     if smoothing_sigma <= 0:
-        return image >= final, final
+        return image >= level, reported
     from centrosome.smooth import smooth_with_function_and_mask
 
     blurred = smooth_with_function_and_mask(
@@ -202,7 +242,42 @@ def threshold_image(
         lambda x: ndi.gaussian_filter(x, smoothing_sigma, mode="constant", cval=0),
         np.ones(image.shape, bool),
     )
-    return blurred >= final, final
+    return blurred >= level, reported
+
+
+def _one_threshold(pixels: np.ndarray, fn: Callable[[np.ndarray], float]) -> float:
+    """``fn(pixels)``, or the value itself where every pixel has it (CellProfiler's shortcut)."""
+    return float(pixels[0]) if np.all(pixels == pixels[0]) else float(fn(pixels))
+
+
+def _block_thresholds(
+    image: np.ndarray, fn: Callable[[np.ndarray], float], window: int
+) -> np.ndarray:
+    """Per-block thresholds blended into a smooth surface (CellProfiler's adaptive strategy)."""
+    from scipy.interpolate import RectBivariateSpline
+
+    shape = np.array(image.shape)
+    blocks = shape // int(window)
+    if (blocks < 2).any():
+        raise InvalidInputError(
+            f"the adaptive window of {window} px is more than half of the {shape[0]} x "
+            f"{shape[1]} image; use a window of at most {int(shape.min()) // 2} px"
+        )
+    step = shape / blocks  # float steps share the remainder between blocks
+    values = np.empty(tuple(blocks))
+    for i in range(blocks[0]):
+        for j in range(blocks[1]):
+            block = image[
+                int(i * step[0]) : int((i + 1) * step[0]), int(j * step[1]) : int((j + 1) * step[1])
+            ]
+            values[i, j] = _one_threshold(block.ravel(), fn)
+    order = int(min(3, blocks.min() - 1))
+    centres = [(np.arange(n) + 0.5) * st for n, st in zip(blocks, step, strict=True)]
+    spline = RectBivariateSpline(
+        centres[0], centres[1], values, kx=order, ky=order,
+        bbox=[0, float(shape[0]), 0, float(shape[1])],
+    )  # fmt: skip
+    return spline(np.arange(shape[0]) + 0.5, np.arange(shape[1]) + 0.5)
 
 
 # ----------------------------------------------------------------- primary
@@ -314,17 +389,19 @@ def _check_size_range(size_range: tuple[float, float]) -> tuple[float, float]:
 def _primary(
     image: np.ndarray,
     *,
-    threshold: Threshold,
-    smoothing_sigma: float,
-    threshold_correction: float,
-    size_range: tuple[float, float],
-    declump: str,
-    declump_smoothing: float | None,
-    maxima_distance: float | None,
-    exclude_border: bool,
-    exclude_size: bool,
-    fill_holes: bool,
-    name: str,
+    threshold: Threshold = "minimum_cross_entropy",
+    smoothing_sigma: float = 1.0,
+    threshold_correction: float = 1.0,
+    threshold_strategy: str = "global",
+    adaptive_window: int = 50,
+    size_range: tuple[float, float] = (10, 40),
+    declump: str = "intensity",
+    declump_smoothing: float | None = None,
+    maxima_distance: float | None = None,
+    exclude_border: bool = True,
+    exclude_size: bool = True,
+    fill_holes: bool = True,
+    name: str = "the primary image",
 ) -> _Primary:
     from centrosome.cpmorphology import fill_labeled_holes, relabel
 
@@ -335,7 +412,12 @@ def _primary(
     lo, hi = _check_size_range(size_range)
     img = _as_image(image, name)
     mask, final = threshold_image(
-        img, method=threshold, smoothing_sigma=smoothing_sigma, correction=threshold_correction
+        img,
+        method=threshold,
+        smoothing_sigma=smoothing_sigma,
+        correction=threshold_correction,
+        strategy=threshold_strategy,
+        window=adaptive_window,
     )
     if fill_holes:
         # Holes smaller than the largest object's bounding square are filled (CellProfiler).
@@ -366,6 +448,8 @@ def identify_primary(
     threshold: Threshold = "minimum_cross_entropy",
     smoothing_sigma: float = 1.0,
     threshold_correction: float = 1.0,
+    threshold_strategy: str = "global",
+    adaptive_window: int = 50,
     size_range: tuple[float, float] = (10, 40),
     declump: str = "intensity",
     declump_smoothing: float | None = None,
@@ -389,6 +473,10 @@ def identify_primary(
         scale 1.3488 = sigma 1.0); 0 for none.
     threshold_correction : float
         Multiplies the computed threshold.
+    threshold_strategy : {"global", "adaptive"}
+        One threshold, or CellProfiler's adaptive blocks (see :func:`threshold_image`).
+    adaptive_window : int
+        Adaptive block size in pixels.
     size_range : (float, float)
         Typical diameter (min, max) in pixels: objects with an area below
         pi min^2 / 4 or above pi max^2 / 4 are dropped, and the minimum sets
@@ -427,15 +515,23 @@ def identify_primary(
     >>> img = np.zeros((64, 64))
     >>> for cy, cx in [(20, 20), (40, 44)]:
     ...     img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 0.8
-    >>> labels = identify_primary(img, size_range=(5, 30))
+    >>> labels = identify_primary(img, size_range=(5, 30), smoothing_sigma=0)
     >>> int(labels.max()), np.bincount(labels.ravel())[1:].tolist()
     (2, [113, 113])
+
+    With the default smoothing (sigma 1), the blurred edge of these
+    sharp-edged disks stays above the threshold one pixel further out:
+
+    >>> np.bincount(identify_primary(img, size_range=(5, 30)).ravel())[1:].tolist()
+    [177, 177]
     """
     return _primary(
         image,
         threshold=threshold,
         smoothing_sigma=smoothing_sigma,
         threshold_correction=threshold_correction,
+        threshold_strategy=threshold_strategy,
+        adaptive_window=adaptive_window,
         size_range=size_range,
         declump=declump,
         declump_smoothing=declump_smoothing,
@@ -472,7 +568,9 @@ def _keep_nucleus_numbers(grown: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     top = int(grown.max())
     if top == 0:
         return grown.astype(np.int32)
-    lookup = np.asarray(ndi.maximum(nuclei, grown, np.arange(top + 1)), dtype=np.int64)
+    lookup = np.zeros(top + 1, np.int64)
+    inside = nuclei > 0
+    np.maximum.at(lookup, grown[inside], nuclei[inside])  # CellProfiler's ndi.maximum lookup
     lookup[0] = 0
     return lookup[grown].astype(np.int32)
 
@@ -486,6 +584,8 @@ def identify_secondary(
     threshold: Threshold = "minimum_cross_entropy",
     smoothing_sigma: float = 1.0,
     threshold_correction: float = 1.0,
+    threshold_strategy: str = "global",
+    adaptive_window: int = 50,
     fill_holes: bool = True,
     unfiltered_nuclei: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -504,7 +604,7 @@ def identify_secondary(
     regularization : float
         Propagation's lambda: small follows intensity edges, large grows
         evenly (0.05 in the Cell Painting pipelines).
-    threshold, smoothing_sigma, threshold_correction
+    threshold, smoothing_sigma, threshold_correction, threshold_strategy, adaptive_window
         The cell-body channel's own threshold (see :func:`threshold_image`).
     fill_holes : bool
         Fill holes in the cells.
@@ -534,6 +634,8 @@ def identify_secondary(
         threshold=threshold,
         smoothing_sigma=smoothing_sigma,
         threshold_correction=threshold_correction,
+        threshold_strategy=threshold_strategy,
+        adaptive_window=adaptive_window,
         fill_holes=fill_holes,
         unfiltered_nuclei=unfiltered_nuclei,
         name="the cell-body image",
@@ -549,6 +651,8 @@ def _secondary(
     threshold: Threshold = "minimum_cross_entropy",
     smoothing_sigma: float = 1.0,
     threshold_correction: float = 1.0,
+    threshold_strategy: str = "global",
+    adaptive_window: int = 50,
     fill_holes: bool = True,
     unfiltered_nuclei: np.ndarray | None = None,
     name: str = "the cell-body image",
@@ -565,7 +669,12 @@ def _secondary(
         else _as_labels(unfiltered_nuclei, "unfiltered_nuclei", img.shape)
     )
     mask, final = threshold_image(
-        img, method=threshold, smoothing_sigma=smoothing_sigma, correction=threshold_correction
+        img,
+        method=threshold,
+        smoothing_sigma=smoothing_sigma,
+        correction=threshold_correction,
+        strategy=threshold_strategy,
+        window=adaptive_window,
     )
     if nuclei.max() == 0:
         return np.zeros(img.shape, np.int32), final
@@ -707,12 +816,13 @@ class SiteObjects:
 
 
 _PRIMARY_KEYS = {
-    "threshold", "smoothing_sigma", "threshold_correction", "size_range", "declump",
+    "threshold", "smoothing_sigma", "threshold_correction", "threshold_strategy",
+    "adaptive_window", "size_range", "declump",
     "declump_smoothing", "maxima_distance", "exclude_border", "exclude_size", "fill_holes",
 }  # fmt: skip
 _SECONDARY_KEYS = {
     "method", "regularization", "threshold", "smoothing_sigma", "threshold_correction",
-    "fill_holes",
+    "threshold_strategy", "adaptive_window", "fill_holes",
 }  # fmt: skip
 
 
@@ -788,20 +898,7 @@ def segment_site(
             f"{site} has images of different shapes ({listed}); every channel of a site "
             "must have the same size"
         )
-    p = _primary(
-        channels[nuclei],
-        threshold=p_args.pop("threshold", "minimum_cross_entropy"),
-        smoothing_sigma=p_args.pop("smoothing_sigma", 1.0),
-        threshold_correction=p_args.pop("threshold_correction", 1.0),
-        size_range=p_args.pop("size_range", (10, 40)),
-        declump=p_args.pop("declump", "intensity"),
-        declump_smoothing=p_args.pop("declump_smoothing", None),
-        maxima_distance=p_args.pop("maxima_distance", None),
-        exclude_border=p_args.pop("exclude_border", True),
-        exclude_size=p_args.pop("exclude_size", True),
-        fill_holes=p_args.pop("fill_holes", True),
-        name=f"channel {nuclei!r} of {site}",
-    )
+    p = _primary(channels[nuclei], name=f"channel {nuclei!r} of {site}", **p_args)
     shape = p.labels.shape
     if p.labels.max() == 0:
         warnings.warn(
