@@ -434,6 +434,19 @@ def _write_site(
             table, spec.plate, frame, replace_keys=keys, step="measure",
             parameters=params, source=source,
         )  # fmt: skip
+    elif _has_site(store, table, spec):
+        # Measured again (--force) and now without cells: the site's old rows must go.
+        # A partition write replaces rows only by the keys it brings, so rewrite the
+        # plate without the site.
+        site = (
+            (pl.col("Metadata_Plate") == spec.plate)
+            & (pl.col("Metadata_Well") == spec.well)
+            & (pl.col("Metadata_Site") == spec.site)
+        )
+        rest = store.scan(table).filter(pl.col("Metadata_Plate") == spec.plate).filter(~site)
+        store.write_partition(
+            table, spec.plate, rest.collect(), step="measure", parameters=params, source=source
+        )
     store.write(
         QUALITY_TABLE, quality, replace_keys=keys, new_columns="add",
         step="measure_image_quality", source=source,
@@ -456,6 +469,12 @@ def _write_site(
             for name, lab in objects.labels().items()
         ]
     )
+    if rows.height == 0:  # no objects now: drop the site's objects of a previous run
+        store.sql(
+            "DELETE FROM objects WHERE Metadata_Plate = ? AND Metadata_Well = ? "
+            "AND Metadata_Site = ? AND Object IN ('Nuclei', 'Cells', 'Cytoplasm')",
+            [spec.plate, spec.well, spec.site],
+        )
     store.write(
         "objects", rows, replace_keys=[*keys, "Object"], step="measure_objects",
         parameters={k: params[k] for k in ("nuclei", "cells", "primary", "secondary")},
@@ -491,6 +510,26 @@ def _write_site(
     )
     # Written last: a site is "measured" (skipped on a rerun) once this row is stored.
     store.write(LABELS_TABLE, labels, replace_keys=keys, step="measure_labels", source=source)
+
+
+def _has_site(store: Any, table: str, spec: Any) -> bool:
+    """Whether ``table`` holds rows of this site."""
+    import polars as pl
+
+    if not store.has_table(table):
+        return False
+    rows = (
+        store.scan(table)
+        .filter(
+            (pl.col("Metadata_Plate") == spec.plate)
+            & (pl.col("Metadata_Well") == spec.well)
+            & (pl.col("Metadata_Site") == spec.site)
+        )
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    return bool(rows)
 
 
 def _relative(path: Path, base: Path | None) -> str:

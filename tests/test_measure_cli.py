@@ -259,3 +259,24 @@ def test_objects_rows_and_embeddings_are_of_the_same_cells(tmp_path) -> None:
         rows["Location_Center_X"], cells["Cells_Location_Center_X"], rtol=1e-5
     )
     assert set(objects["Object"]) == {"Nuclei", "Cells", "Cytoplasm"}
+
+
+def test_a_site_without_nuclei_is_counted_and_replaces_its_old_cells(tmp_path) -> None:
+    from cellframe.errors import NoObjectsWarning
+
+    csv = _one_site_csv(tmp_path, 0)
+    with Store(tmp_path / "s.duckdb") as store:
+        measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv, **QUICK)
+        assert store.read("cells").height > 0
+        # measured again with a threshold no pixel reaches: no nuclei, so no cells
+        with pytest.warns(NoObjectsWarning):
+            report = measure_images(
+                store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv, force=True,
+                primary={"threshold": 1.5}, **QUICK,
+            )  # fmt: skip
+        assert (report.sites_measured, report.cells) == (1, 0)
+        assert store.read("cells").height == 0  # the old cells of the site are gone
+        labels = store.read("object_labels")
+        assert labels["Count"].to_list() == [0, 0, 0]
+        assert store.read("image_quality").height == 1  # its image quality is still stored
+        assert store.read("objects").height == 0
