@@ -301,6 +301,9 @@ def measure_objects(
             shape_values = core["sizeshape"](clean, None, calculate_advanced=False)
             for key, values in shape_values.items():
                 columns[f"AreaShape_{key}"] = values
+            # cp-measure reports degrees; the CellProfiler 4 exports (JUMP, ExampleHuman)
+            # hold radians in [-pi/2, pi/2], and measured tables should join them.
+            columns["AreaShape_Orientation"] = np.deg2rad(shape_values["Orientation"])
             columns["Location_Center_X"] = shape_values["Center_X"]
             columns["Location_Center_Y"] = shape_values["Center_Y"]
             columns["Location_Center_Z"] = np.zeros(ids.size)  # 2-D: CellProfiler writes 0
