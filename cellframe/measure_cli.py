@@ -152,6 +152,18 @@ def _check_site(
                 f"{where}: the {role} channel {channel!r} is blank (every pixel has one value), "
                 "so no objects can be found; leave the site out or check the acquisition"
             )
+    others = [ch for ch in blank if ch not in (nuclei, cells)]
+    if others:
+        import warnings
+
+        from cellframe.io.images import ImageWarning
+
+        warnings.warn(
+            f"{where}: {len(others)} of {len(names)} channel(s) are blank ({', '.join(others)}: "
+            "every pixel has one value); their measurements are constant or NaN for that site",
+            ImageWarning,
+            stacklevel=4,
+        )
     site_shape = stack.shape[-2:]
     if shape is not None and tuple(site_shape) != tuple(shape):
         raise InvalidImageError(
@@ -199,7 +211,8 @@ def _illumination(
     shape = None
     for spec in every_site if fit else specs:
         images = _read(spec, channels, channel_names)
-        shape = _check_site(spec, images, nuclei, cells, shape)
+        site_shape = _check_site(spec, images, nuclei, cells, shape)
+        shape = site_shape if params is not None else None  # one size per plate: illumination
         if fit:
             for ch, px in images.items():
                 s = makers[ch].statistics(to_unit_range(px))

@@ -11,8 +11,8 @@ import pytest
 
 from cellframe.cli import main
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
-from cellframe.errors import BlankImageError, InvalidInputError
-from cellframe.io.images import ChannelNotFoundError
+from cellframe.errors import BlankImageError, InvalidImageError, InvalidInputError
+from cellframe.io.images import ChannelNotFoundError, ImageWarning
 from cellframe.measure_cli import measure_images
 from cellframe.store import Store
 
@@ -212,6 +212,15 @@ def test_bad_input_leaves_the_store_unchanged(tmp_path) -> None:
             BlankImageError, match=r"P_A01_s2.tif .*cell-body channel 'AGP' is blank"
         ):
             measure_images(store, [folder], channels=CHANNELS, **FAST)
+        # a blank channel no objects are found on is only counted (site 1); a site of
+        # another size than its plate's others is refused (site 2), before any write
+        other = pixels.copy()
+        other[names.index("ER")] = 7
+        tifffile.imwrite(folder / "P_A01_s1.tif", other)
+        tifffile.imwrite(folder / "P_A01_s2.tif", pixels[:, :200, :200].copy())
+        with pytest.warns(ImageWarning, match=r"P_A01_s1.tif .*1 of 5 channel\(s\) are blank \(ER"):
+            with pytest.raises(InvalidImageError, match=r"site is 200 x 200 .* are 384 x 384"):
+                measure_images(store, [folder], channels=CHANNELS, **UNSMOOTHED)
         assert _state(store).keys() == before.keys()
         assert not store.has_table("cells")
         assert store.read("images").height == 0
