@@ -262,7 +262,8 @@ def measure_images(
         Channels the nuclei and the cell bodies are found on.
     sites_csv : path, optional
         Plate, Well, Site (and idx/path) of every site; default: a
-        ``sites.csv`` beside the single input, else the file names (see
+        ``sites.csv`` beside the single input (inside it, for a folder of
+        TIFFs), else the file names (see
         :func:`cellframe.segment.pipeline.sites_from_paths`).
     pattern : str, optional
         File-name pattern with groups plate/well/site.
@@ -335,7 +336,10 @@ def measure_images(
     _check_target(store, table)
     paths = _site_paths(images)
     if sites_csv is None and len(images) == 1 and pattern is None:
-        beside = Path(images[0]).parent / "sites.csv"
+        # a sites.csv beside a zarr store or file, or inside a folder of TIFFs
+        given = Path(images[0])
+        folder_of_tiffs = given.is_dir() and paths and paths[0].parent == given
+        beside = (given if folder_of_tiffs else given.parent) / "sites.csv"
         sites_csv = beside if beside.is_file() else None
     specs = sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
     done = set() if force else _stored_sites(store, LABELS_TABLE)
