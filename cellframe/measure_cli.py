@@ -473,8 +473,8 @@ def _write_site(
         "Metadata_Plate": spec.plate, "Metadata_Well": spec.well, "Metadata_Site": spec.site,
     }  # fmt: skip
     images = pl.DataFrame(
-        [{**site_rows, "Channel": ch, "Path": source, "Frame": spec.index, "Height": height,
-          "Width": width} for ch in raw],
+        [{**site_rows, "Channel": ch, "Path": str(Path(spec.path).resolve()),
+          "Frame": spec.index, "Height": height, "Width": width} for ch in raw],
         schema_overrides={"Metadata_Site": pl.Int32, "Frame": pl.Int32, "Height": pl.Int32,
                           "Width": pl.Int32},
     )  # fmt: skip
