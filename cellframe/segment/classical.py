@@ -17,13 +17,16 @@
   writes it (``Parent_Nuclei``, ``Children_Cytoplasm_Count``, ...).
 
 The conventions are those of CellProfiler's public source (IdentifyPrimaryObjects,
-Threshold, IdentifySecondaryObjects, IdentifyTertiaryObjects): thresholds on
-intensities scaled to [0, 1] (integer images are divided by their dtype's
-maximum, as CellProfiler does for images without other metadata), threshold
-smoothing sigma = scale / 0.6744 / 2, declumping smoothing filter
-2.35 x min diameter / 3.5, maxima suppressed within min diameter / 1.5
-(on an image shrunk to 10 / min diameter when the minimum diameter exceeds
-10 px), size limits on area pi d^2 / 4.
+Threshold, IdentifySecondaryObjects, IdentifyTertiaryObjects): integer images
+are divided by their dtype's maximum, as CellProfiler does for images without
+other metadata (float images are used as they are), threshold smoothing
+sigma = scale / 0.6744 / 2, declumping smoothing filter 2.35 x min diameter /
+3.5, maxima suppressed within min diameter / 1.5 (on an image shrunk to
+10 / min diameter when the minimum diameter exceeds 10 px), size limits on
+area pi d^2 / 4. The default threshold smoothing, sigma 1, is CellProfiler's
+default scale 1.3488; CellProfiler 5 without advanced settings uses scale 1
+(sigma 0.74). On CellProfiler's ExampleHuman site, with its pipeline's
+settings, the objects are CellProfiler's own (tests/segment/test_classical.py).
 """
 
 from __future__ import annotations
@@ -747,11 +750,19 @@ def relate_objects(parents: np.ndarray, children: np.ndarray) -> tuple[np.ndarra
     """
     n_parents, n_children = int(parents.max(initial=0)), int(children.max(initial=0))
     both = (parents > 0) & (children > 0)
-    overlap = np.zeros((n_children + 1, n_parents + 1), np.int64)
-    np.add.at(overlap, (children[both], parents[both]), 1)
-    parent_of_child = np.where(
-        overlap[1:].max(axis=1, initial=0) > 0, overlap[1:].argmax(axis=1), 0
-    )
+    # Overlap counts of the (child, parent) pairs that occur: memory grows with the
+    # pairs, not with children x parents (10,000 objects would need 800 MB dense).
+    pairs = children[both].astype(np.int64) * (n_parents + 1) + parents[both]
+    keys, counts = np.unique(pairs, return_counts=True)
+    child, parent = np.divmod(keys, n_parents + 1)
+    # Per child: the largest count, then the smallest parent label.
+    order = np.lexsort((parent, -counts, child))
+    first = np.ones(order.size, bool)
+    first[1:] = child[order][1:] != child[order][:-1]
+    best = order[first]
+    parent_of_child = np.zeros(n_children + 1, np.int64)
+    parent_of_child[child[best]] = parent[best]
+    parent_of_child = parent_of_child[1:]
     children_per_parent = np.bincount(parent_of_child, minlength=n_parents + 1)[1:]
     return parent_of_child.astype(np.int32), children_per_parent.astype(np.int32)
 
@@ -796,7 +807,8 @@ class SiteObjects:
         ``Cells_Parent_Nuclei``, ``Cells_Children_Cytoplasm_Count``,
         ``Cytoplasm_Parent_Cells``, ``Cytoplasm_Parent_Nuclei``.
     thresholds : dict of str to float
-        Final thresholds (``Threshold_FinalThreshold_Nuclei``, ``..._Cells``).
+        Final thresholds (``Threshold_FinalThreshold_Nuclei``, ``..._Cells``)
+        of the objects identified here.
     """
 
     nuclei: np.ndarray
@@ -845,6 +857,7 @@ def segment_site(
     secondary: Mapping[str, Any] | None = None,
     shrink: bool = True,
     site: str = "the site",
+    nuclei_labels: np.ndarray | None = None,
 ) -> SiteObjects:
     """Nuclei, cells and cytoplasm of one site, related as CellProfiler writes them.
 
@@ -862,6 +875,10 @@ def segment_site(
         Shrink nuclei before subtracting them (:func:`identify_tertiary`).
     site : str
         How to name the site in messages (e.g. ``"plate P1 well A01 site 1"``).
+    nuclei_labels : numpy.ndarray, optional
+        Nuclei found another way (e.g. :func:`cellframe.segment.unet_segment`):
+        cells are grown from them and keep their numbers; ``nuclei`` and
+        ``primary`` are then not used.
 
     Returns
     -------
@@ -883,7 +900,13 @@ def segment_site(
     """
     p_args = _check_keys(primary, _PRIMARY_KEYS, "primary")
     s_args = _check_keys(secondary, _SECONDARY_KEYS, "secondary")
-    missing = [c for c in (nuclei, cells) if c not in channels]
+    if nuclei_labels is not None and p_args:
+        raise InvalidInputError(
+            "pass either nuclei_labels= (nuclei found another way) or primary= parameters "
+            "(to identify them here), not both"
+        )
+    needed = (cells,) if nuclei_labels is not None else (nuclei, cells)
+    missing = [c for c in needed if c not in channels]
     if missing:
         raise InvalidInputError(
             f"{site} has no channel {' or '.join(repr(m) for m in missing)}; its channels are "
@@ -898,12 +921,20 @@ def segment_site(
             f"{site} has images of different shapes ({listed}); every channel of a site "
             "must have the same size"
         )
-    p = _primary(channels[nuclei], name=f"channel {nuclei!r} of {site}", **p_args)
+    if nuclei_labels is None:
+        p = _primary(channels[nuclei], name=f"channel {nuclei!r} of {site}", **p_args)
+    else:
+        given = _as_labels(nuclei_labels, f"nuclei_labels of {site}", np.shape(channels[cells]))
+        p = _Primary(given, given, float("nan"))
     shape = p.labels.shape
     if p.labels.max() == 0:
+        source = (
+            "in nuclei_labels"
+            if nuclei_labels is not None
+            else f"in channel {nuclei!r} (threshold {p.threshold:.4g})"
+        )
         warnings.warn(
-            f"{site}: 0 nuclei found in channel {nuclei!r} (threshold {p.threshold:.4g}); "
-            "its cells and cytoplasm are empty",
+            f"{site}: 0 nuclei found {source}; its cells and cytoplasm are empty",
             NoObjectsWarning,
             stacklevel=2,
         )
@@ -912,7 +943,7 @@ def segment_site(
         empty = np.zeros(shape, np.int32)
         return SiteObjects(
             p.labels, empty, empty.copy(), _relationships(p.labels, empty, empty),
-            {"Threshold_FinalThreshold_Nuclei": p.threshold},
+            _thresholds(p.threshold, None),
         )  # fmt: skip
     cell_labels, threshold_cells = _secondary(
         channels[cells],
@@ -927,11 +958,18 @@ def segment_site(
         cell_labels,
         cytoplasm,
         _relationships(p.labels, cell_labels, cytoplasm),
-        {
-            "Threshold_FinalThreshold_Nuclei": p.threshold,
-            "Threshold_FinalThreshold_Cells": threshold_cells,
-        },
+        _thresholds(p.threshold, threshold_cells),
     )
+
+
+def _thresholds(nuclei: float, cells: float | None) -> dict[str, float]:
+    """CellProfiler's ``Threshold_FinalThreshold_<objects>`` of the thresholds computed here."""
+    out = {}
+    if not np.isnan(nuclei):
+        out["Threshold_FinalThreshold_Nuclei"] = nuclei
+    if cells is not None:
+        out["Threshold_FinalThreshold_Cells"] = cells
+    return out
 
 
 # ------------------------------------------------------------------ saving

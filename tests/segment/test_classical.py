@@ -358,6 +358,22 @@ def test_relate_objects_takes_the_largest_overlap_as_parent():
     assert children_per_parent.tolist() == [1, 1, 0]
 
 
+def test_relate_objects_equals_the_dense_overlap_argmax_on_random_labels():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        parents, children = rng.integers(0, 6, (8, 9)), rng.integers(0, 5, (8, 9))
+        both = (parents > 0) & (children > 0)
+        overlap = np.zeros((children.max() + 1, parents.max() + 1), int)
+        np.add.at(overlap, (children[both], parents[both]), 1)
+        expected = np.where(overlap[1:].max(axis=1) > 0, overlap[1:].argmax(axis=1), 0)
+        parent_of_child, children_per_parent = relate_objects(parents, children)
+        assert parent_of_child.tolist() == expected.tolist()
+        assert (
+            children_per_parent.tolist()
+            == np.bincount(expected, minlength=parents.max() + 1)[1:].tolist()
+        )
+
+
 # -------------------------------------------------------------------- site
 def test_segment_site_relates_the_compartments_as_cellprofiler_writes_them():
     dna, body, _, _ = _site()
@@ -384,6 +400,24 @@ def test_segment_site_relates_the_compartments_as_cellprofiler_writes_them():
         "Threshold_FinalThreshold_Nuclei",
         "Threshold_FinalThreshold_Cells",
     }
+
+
+def test_segment_site_grows_cells_from_nuclei_found_another_way():
+    _, body, nuclei_true, _ = _site()
+    given = np.zeros(SHAPE, np.int32)
+    for i, (cy, cx, r) in enumerate(reversed(nuclei_true), start=1):  # numbered differently
+        given[disk(SHAPE, cy, cx, r)] = i
+    objs = segment_site({"AGP": body}, nuclei_labels=given, secondary={"smoothing_sigma": 0})
+    np.testing.assert_array_equal(objs.nuclei, given)
+    np.testing.assert_array_equal(objs.cells[given > 0], given[given > 0])
+    reference = identify_secondary(body, given, smoothing_sigma=0)
+    np.testing.assert_array_equal(objs.cells, reference)
+    assert set(objs.thresholds) == {"Threshold_FinalThreshold_Cells"}
+    assert objs.relationships["Cells_Parent_Nuclei"].to_list() == [1, 2, 3]
+    with pytest.raises(InvalidInputError, match="not both"):
+        segment_site({"AGP": body}, nuclei_labels=given, primary={"size_range": (5, 30)})
+    with pytest.raises(InvalidImageError, match="same size"):
+        segment_site({"AGP": body}, nuclei_labels=given[:-1])
 
 
 def test_segment_site_refuses_bad_sites_with_named_errors():
@@ -544,3 +578,84 @@ def test_example_human_objects_match_cellprofiler_object_by_object(example_human
 def test_empty_input_error_is_a_cellframe_error():
     assert issubclass(BlankImageError, EmptyInputError)
     assert issubclass(BlankImageError, InvalidImageError)
+
+
+# ---------------------------------------------- CellProfiler 5 label images
+#: Appends ConvertObjectsToImage + SaveImages per compartment to a pipeline (run in
+#: CellProfiler's own venv; see ../shared/ANCHORS.md for installing it).
+_EXPORT_LABELS = """
+import sys
+import cellprofiler_core.preferences as prefs
+prefs.set_headless()
+from cellprofiler_core.pipeline import Pipeline
+from cellprofiler.modules.convertobjectstoimage import ConvertObjectsToImage
+from cellprofiler.modules.saveimages import SaveImages
+p = Pipeline()
+p.load(sys.argv[1])
+for name in ["Nuclei", "Cells", "Cytoplasm"]:
+    c = ConvertObjectsToImage()
+    c.set_module_num(len(p.modules()) + 1)
+    c.object_name.value, c.image_name.value, c.image_mode.value = name, name + "Labels", "uint16"
+    p.add_module(c)
+    s = SaveImages()
+    s.set_module_num(len(p.modules()) + 1)
+    s.save_image_or_figure.value, s.image_name.value = "Image", name + "Labels"
+    s.file_name_method.value, s.file_image_name.value = "From image filename", "DNA"
+    s.wants_file_name_suffix.value, s.file_name_suffix.value = True, "_" + name + "_labels"
+    s.file_format.value, s.bit_depth.value = "tiff", "16-bit integer"
+    p.add_module(s)
+with open(sys.argv[2], "w") as fh:
+    p.dump(fh)
+"""
+
+
+def _cellprofiler_venv():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ.get("CELLFRAME_CP_VENV")
+    for venv in [Path(env)] if env else [root / "cp-venv", root.parent / "cp-venv"]:
+        if (venv / "bin" / "cellprofiler").exists():
+            return venv
+    pytest.skip("CellProfiler's venv not found (set CELLFRAME_CP_VENV; ../shared/ANCHORS.md)")
+
+
+@pytest.mark.slow
+def test_example_human_objects_equal_cellprofiler_5_label_images(shared_data, tmp_path):
+    """CellProfiler 5 in basic mode smooths its threshold with scale 1 (sigma 1 / 0.6744 / 2)."""
+    import shutil
+    import subprocess
+
+    venv = _cellprofiler_venv()
+    folder = shared_data / EXAMPLE_HUMAN
+    pipeline = shared_data / "cellprofiler-pipelines" / "ExampleHuman.cppipe"
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for tif in folder.glob("AS_09125_050116030001_D03f00d?.tif"):
+        shutil.copy(tif, inputs)
+    (tmp_path / "export.py").write_text(_EXPORT_LABELS)
+    run = [str(venv / "bin" / "python"), str(tmp_path / "export.py"), str(pipeline)]
+    subprocess.run([*run, str(tmp_path / "labels.cppipe")], check=True, capture_output=True)
+    subprocess.run(
+        [str(venv / "bin" / "cellprofiler"), "-c", "-r", "-p", str(tmp_path / "labels.cppipe"),
+         "-i", str(inputs), "-o", str(out), "-e", "imageio_reader"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    channels = {
+        name: tifffile.imread(inputs / f"AS_09125_050116030001_D03f00d{i}.tif")
+        for i, name in enumerate(["DNA", "PH3", "cellbody"])
+    }
+    objs = segment_site(
+        channels,
+        nuclei="DNA",
+        cells="cellbody",
+        primary={"size_range": (8, 80), "smoothing_sigma": 1 / 0.6744 / 2},
+        secondary={"regularization": 0.05, "threshold_correction": 0.8, "smoothing_sigma": 0},
+    )
+    for name, ours in objs.labels().items():
+        theirs = tifffile.imread(out / f"AS_09125_050116030001_D03f00d0_{name}_labels.tiff")
+        assert int(theirs.max()) == objs.count, name
+        same = [np.array_equal(theirs == i, ours == i) for i in range(1, objs.count + 1)]
+        assert np.mean(same) >= 0.95, name  # measured: 97.9% identical, same numbers
+        assert np.mean(theirs == ours) >= 0.999, name  # measured: 99.99% of pixels
