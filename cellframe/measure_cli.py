@@ -12,7 +12,7 @@ writes, per site:
   the sites measured, never others);
 * one image-quality row to ``image_quality`` and the site's channels to ``images``;
 * the objects (nuclei, cells, cytoplasm: centres and boxes) to ``objects``, so
-  ``cellframe embed`` crops the same cells, numbered as in ``cells``; with
+  :func:`cellframe.embed.embed_objects` crops the same cells, numbered as in ``cells``; with
   ``embed=`` an embedder, their embeddings to ``cells_<model>`` in the same run;
 * the label TIFFs to a folder, registered in ``object_labels`` (one row per
   site and compartment, with the path and the object count). That table is
@@ -292,8 +292,7 @@ def measure_images(
         Also embed every cell (a crop centred on the cell, raw pixels of
         ``channels`` in that order) and write ``cells_<model>`` per site, keyed
         like the measured table, for the classical-versus-deep comparison on
-        the same cells. Without it, ``cellframe embed`` does the same later from
-        the ``objects`` rows written here.
+        the same cells.
     progress : bool, default True
         Show a progress bar with sites/s and cells/s.
 
