@@ -313,7 +313,6 @@ def measure_images(
     InvalidInputError
         If the options contradict each other (``nuclei`` not among ``channels``, ...).
     """
-    import polars as pl
 
     from cellframe.errors import InvalidInputError
     from cellframe.measure.features import DEFAULT_FAMILIES, measure_site, to_unit_range
@@ -357,7 +356,7 @@ def measure_images(
     for spec in todo:
         plates.setdefault(spec.plate, []).append(spec)
     functions: dict[str, dict[str, Any]] = {}
-    fitted: list[Any] = []
+    fitted: dict[str, Any] = {}
     for plate, plate_specs in plates.items():
         all_of_plate = [s for s in specs if s.plate == plate]
         functions[plate], frame = _illumination(
@@ -365,12 +364,7 @@ def measure_images(
             (illumination_params or {}) if illumination else None, force,
         )  # fmt: skip
         if frame is not None:
-            fitted.append(frame)
-    if fitted:
-        store.write(
-            ILLUMINATION_TABLE, pl.concat(fitted), replace_keys=["Metadata_Plate", "Metadata_Channel"],
-            step="measure_illumination", parameters=illumination_params or {},
-        )  # fmt: skip
+            fitted[plate] = frame
 
     # Pass 2: per site, objects -> measurements -> store.
     bar = _bar(len(todo), progress)
@@ -397,6 +391,15 @@ def measure_images(
             written = save_labels(objects, folder, _safe(key))
             quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
             _write_site(store, table, spec, frame, quality, raw, written, objects, params, embed)
+            if spec.plate in fitted:
+                # Stored with the plate's first site, so a refused write (a table of
+                # another schema, ...) leaves no function of a plate without cells.
+                store.write(
+                    ILLUMINATION_TABLE, fitted.pop(spec.plate),
+                    replace_keys=["Metadata_Plate", "Metadata_Channel"],
+                    step="measure_illumination", parameters=illumination_params or {},
+                    source=str(spec.path),
+                )  # fmt: skip
             report.sites_measured += 1
             report.cells += frame.height
             report.labels[(spec.plate, spec.well, spec.site)] = written
@@ -446,10 +449,19 @@ def _write_site(
     keys = list(SITE_KEYS)
     source = str(spec.path)
     if frame.height:
-        store.write_partition(
-            table, spec.plate, frame, replace_keys=keys, step="measure",
-            parameters=params, source=source,
-        )  # fmt: skip
+        from cellframe.errors import SchemaMismatchError
+
+        try:
+            store.write_partition(
+                table, spec.plate, frame, replace_keys=keys, step="measure",
+                parameters=params, source=source,
+            )  # fmt: skip
+        except SchemaMismatchError as exc:
+            raise SchemaMismatchError(
+                f"{exc}. The table {table!r} holds other measurements (other channels, "
+                "families or texture scales, or another source); measure with the same "
+                "options as its other plates, or into another table (--table)"
+            ) from exc
     elif _has_site(store, table, spec):
         # Measured again (--force) and now without cells: the site's old rows must go.
         # A partition write replaces rows only by the keys it brings, so rewrite the

@@ -289,3 +289,23 @@ def test_a_site_without_nuclei_is_counted_and_replaces_its_old_cells(tmp_path) -
         assert labels["Count"].to_list() == [0, 0, 0]
         assert store.read("image_quality").height == 1  # its image quality is still stored
         assert store.read("objects").height == 0
+
+
+def test_a_cells_table_of_another_schema_is_refused_with_nothing_written(tmp_path) -> None:
+    from cellframe.errors import CellframeError
+
+    with Store(tmp_path / "s.duckdb") as store:
+        other = pl.DataFrame(
+            {PLATE: ["X"], WELL: ["A01"], SITE: pl.Series([1], dtype=pl.Int32),
+             OBJECT_NUMBER: [1], "Cells_Other": pl.Series([1.0], dtype=pl.Float32)}
+        )  # fmt: skip
+        store.write_partition("cells", "X", other)
+        before = _state(store)
+        with pytest.raises(
+            CellframeError, match=r"has columns that differ.*another table \(--table\)"
+        ):
+            measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, **UNSMOOTHED)
+        after = _state(store)
+        assert after.keys() == before.keys() and not store.has_table("illumination")
+        for table, frame in before.items():
+            assert after[table].equals(frame), table

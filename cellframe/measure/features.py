@@ -64,14 +64,6 @@ FAMILIES: dict[str, str] = {
 #: The families of the JUMP Cell Painting profiles (all but the radial Zernikes).
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "radial_zernikes")
 
-_SHAPE_FAMILIES = ("sizeshape", "zernike", "feret")
-
-# Parent/child identifiers are Int64 keys, not features (as cellframe's ingest names them).
-_PARENTS = {
-    "Cells": ("Parent_Nuclei",),
-    "Cytoplasm": ("Parent_Cells", "Parent_Nuclei"),
-}
-
 
 def to_unit_range(pixels: np.ndarray) -> np.ndarray:
     """Pixels as CellProfiler loads them: integer types divided by their maximum, as float32.
