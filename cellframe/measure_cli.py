@@ -238,6 +238,8 @@ def measure_images(
     illumination_params: dict[str, Any] | None = None,
     primary: dict[str, Any] | None = None,
     secondary: dict[str, Any] | None = None,
+    nuclei_method: str | Any = "classical",
+    nuclei_options: dict[str, Any] | None = None,
     families: Sequence[str] | None = None,
     texture_scales: Sequence[int] = (3, 5, 10),
     table: str = "cells",
@@ -277,6 +279,14 @@ def measure_images(
         Keyword arguments of :class:`~cellframe.measure.illumination.IlluminationFunction`.
     primary, secondary : dict, optional
         Keyword arguments of ``identify_primary`` / ``identify_secondary``.
+    nuclei_method : {"classical", "unet", "otsu"} or callable, default "classical"
+        How nuclei are found: CellProfiler's IdentifyPrimaryObjects
+        (``identify_primary``), or a segmenter of
+        :data:`cellframe.segment.pipeline.SEGMENTERS` (the shipped U-Net, ...) or
+        a callable ``image -> labels`` run on the raw nuclei channel; cells and
+        cytoplasm are then grown from those nuclei as CellProfiler does.
+    nuclei_options : dict, optional
+        Options of that segmenter (``tta="default"``, ``checkpoint=``, ...).
     families : sequence of str, optional
         Measurement families (default: :data:`~cellframe.measure.features.DEFAULT_FAMILIES`).
     texture_scales : sequence of int, default (3, 5, 10)
@@ -366,6 +376,18 @@ def measure_images(
         if frame is not None:
             fitted[plate] = frame
 
+    segmenter = None
+    if nuclei_method != "classical":
+        from cellframe.segment.pipeline import make_segmenter
+
+        if primary:
+            raise InvalidInputError(
+                "primary= parameters tune the classical nuclei; with nuclei_method="
+                f"{nuclei_method!r} pass that method's options as nuclei_options="
+            )
+        segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
+    params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
+
     # Pass 2: per site, objects -> measurements -> store.
     bar = _bar(len(todo), progress)
     start = time.perf_counter()
@@ -378,9 +400,10 @@ def measure_images(
                      if illumination else to_unit_range(px))
                 for ch, px in raw.items()
             }  # fmt: skip
+            found = None if segmenter is None else segmenter(raw[nuclei])
             objects = segment_site(
                 corrected, nuclei=nuclei, cells=cells, primary=primary, secondary=secondary,
-                site=where,
+                site=where, nuclei_labels=found,
             )  # fmt: skip
             frame = measure_site(
                 corrected, nuclei=objects.nuclei, cells=objects.cells,
@@ -589,6 +612,7 @@ def _run(args: argparse.Namespace) -> int:
             pattern=args.pattern,
             channel_names=_split(args.channel_names),
             illumination=not args.no_illumination,
+            nuclei_method=args.nuclei_method,
             families=_split(args.families),
             texture_scales=scales,
             table=args.table,
@@ -624,6 +648,8 @@ def _families(text: str) -> str:
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``cellframe measure``."""
+    from cellframe.cli import registry_choice
+
     p = subparsers.add_parser(
         "measure",
         parents=[common],
@@ -645,6 +671,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--pattern", help="file-name regex with groups plate, well, site")
     p.add_argument("--channel-names", help="names of every channel of files that carry none")
     p.add_argument("--no-illumination", action="store_true", help="skip illumination correction")
+    p.add_argument(
+        "--nuclei-method", default="classical",
+        type=registry_choice("cellframe.segment.pipeline", "SEGMENTERS", what="nuclei method",
+                             extra=("classical",)),
+        help="classical (CellProfiler's IdentifyPrimaryObjects, default), unet or otsu",
+    )  # fmt: skip
     p.add_argument(
         "--families", type=_families, help="measurement families (default: all JUMP ones)"
     )

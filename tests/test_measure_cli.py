@@ -309,3 +309,50 @@ def test_a_cells_table_of_another_schema_is_refused_with_nothing_written(tmp_pat
         assert after.keys() == before.keys() and not store.has_table("illumination")
         for table, frame in before.items():
             assert after[table].equals(frame), table
+
+
+def test_nuclei_from_another_segmenter_grow_cells_the_same_way(tmp_path) -> None:
+    """nuclei_method="otsu": the nuclei are otsu_segment's, cells grown from them."""
+    from cellframe.io.images import read_site
+    from cellframe.segment.otsu import otsu_segment
+
+    csv = _one_site_csv(tmp_path, 0)
+    with Store(tmp_path / "s.duckdb") as store:
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv,
+            nuclei_method="otsu", **QUICK,
+        )  # fmt: skip
+        cells = store.read("cells")
+        labels = store.read("object_labels")
+        provenance = store.provenance("cells")
+    names = pl.read_csv(JUMP / "channels.csv", glob=False).sort("idx")["channel"].to_list()
+    dna = read_site(JUMP / "images.zarr", site=0, channels="DNA", channel_names=names)[0][0]
+    expected = otsu_segment(dna)
+    n_nuclei = labels.filter(pl.col("Object") == "Nuclei")["Count"][0]
+    assert n_nuclei == len(np.unique(expected)) - 1
+    import tifffile
+
+    saved = tifffile.imread(
+        tmp_path / labels.filter(pl.col("Object") == "Nuclei")["Path"][0]
+    )  # the saved nuclei are otsu_segment's objects, renumbered at most
+    areas = sorted(np.bincount(expected.ravel())[1:][np.bincount(expected.ravel())[1:] > 0])
+    assert sorted(np.bincount(saved.ravel())[1:][np.bincount(saved.ravel())[1:] > 0]) == areas
+    assert set(cells["Nuclei_AreaShape_Area"].to_list()) <= {float(a) for a in areas}
+    assert '"nuclei_method": "otsu"' in provenance["parameters"][0]
+    with pytest.raises(InvalidInputError, match="primary= parameters tune the classical"):
+        measure_images(
+            Store(), [JUMP / "images.zarr"], channels=CHANNELS, nuclei_method="otsu",
+            primary={"size_range": (5, 50)}, labels_dir=tmp_path / "l", **QUICK,
+        )  # fmt: skip
+
+
+@pytest.mark.slow  # the shipped U-Net: ~10 s per site on a shared CPU
+def test_unet_nuclei(tmp_path) -> None:
+    with Store(tmp_path / "s.duckdb") as store:
+        report = measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS,
+            sites_csv=_one_site_csv(tmp_path, 0), nuclei_method="unet", **QUICK,
+        )  # fmt: skip
+        labels = store.read("object_labels")
+    assert report.cells > 0
+    assert labels.filter(pl.col("Object") == "Cells")["Count"][0] == report.cells
