@@ -320,11 +320,15 @@ def measure_images(
         If a site's nuclei or cell-body channel is blank.
     TableExistsError
         If ``table`` is a native (non-partitioned) table.
+    SchemaMismatchError
+        If ``table`` holds other measurements (other channels, families, ...).
+    InvalidChoiceError
+        If a measurement family or the nuclei method is unknown.
     InvalidInputError
         If the options contradict each other (``nuclei`` not among ``channels``, ...).
     """
 
-    from cellframe.errors import InvalidInputError
+    from cellframe.errors import InvalidChoiceError, InvalidInputError
     from cellframe.measure.features import DEFAULT_FAMILIES, measure_site, to_unit_range
     from cellframe.measure.quality import image_quality
     from cellframe.segment.classical import save_labels, segment_site
@@ -361,6 +365,23 @@ def measure_images(
         "primary": primary or {}, "secondary": secondary or {},
     }  # fmt: skip
 
+    segmenter = None
+    if nuclei_method != "classical":
+        from cellframe.segment.pipeline import SEGMENTERS, make_segmenter
+
+        if primary:
+            raise InvalidInputError(
+                "primary= parameters tune the classical nuclei; with nuclei_method="
+                f"{nuclei_method!r} pass that method's options as nuclei_options="
+            )
+        if isinstance(nuclei_method, str) and nuclei_method not in SEGMENTERS:
+            raise InvalidChoiceError(
+                f"unknown nuclei method {nuclei_method!r}; valid: "
+                f"{', '.join(['classical', *sorted(SEGMENTERS)])} or a callable image -> labels"
+            )
+        segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
+    params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
+
     # Pass 1: read and check every site (and fit illumination) before writing anything.
     plates: dict[str, list[Any]] = {}
     for spec in todo:
@@ -375,18 +396,6 @@ def measure_images(
         )  # fmt: skip
         if frame is not None:
             fitted[plate] = frame
-
-    segmenter = None
-    if nuclei_method != "classical":
-        from cellframe.segment.pipeline import make_segmenter
-
-        if primary:
-            raise InvalidInputError(
-                "primary= parameters tune the classical nuclei; with nuclei_method="
-                f"{nuclei_method!r} pass that method's options as nuclei_options="
-            )
-        segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
-    params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
 
     # Pass 2: per site, objects -> measurements -> store.
     bar = _bar(len(todo), progress)

@@ -11,7 +11,12 @@ import pytest
 
 from cellframe.cli import main
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
-from cellframe.errors import BlankImageError, InvalidImageError, InvalidInputError
+from cellframe.errors import (
+    BlankImageError,
+    InvalidChoiceError,
+    InvalidImageError,
+    InvalidInputError,
+)
 from cellframe.io.images import ChannelNotFoundError, ImageWarning
 from cellframe.measure_cli import measure_images
 from cellframe.store import Store
@@ -339,6 +344,13 @@ def test_nuclei_from_another_segmenter_grow_cells_the_same_way(tmp_path) -> None
     assert sorted(np.bincount(saved.ravel())[1:][np.bincount(saved.ravel())[1:] > 0]) == areas
     assert set(cells["Nuclei_AreaShape_Area"].to_list()) <= {float(a) for a in areas}
     assert '"nuclei_method": "otsu"' in provenance["parameters"][0]
+    with pytest.raises(
+        InvalidChoiceError, match="unknown nuclei method 'cellpose'; valid: classical"
+    ):
+        measure_images(
+            Store(), [JUMP / "images.zarr"], channels=CHANNELS, nuclei_method="cellpose",
+            labels_dir=tmp_path / "l", **QUICK,
+        )  # fmt: skip
     with pytest.raises(InvalidInputError, match="primary= parameters tune the classical"):
         measure_images(
             Store(), [JUMP / "images.zarr"], channels=CHANNELS, nuclei_method="otsu",

@@ -92,15 +92,17 @@ def to_unit_range(pixels: np.ndarray) -> np.ndarray:
 
 
 def _check_families(families: Sequence[str]) -> list[str]:
+    from cellframe.errors import InvalidChoiceError
+
     chosen = list(dict.fromkeys(families))
     unknown = [f for f in chosen if f not in FAMILIES]
     if unknown:
-        raise ValueError(
+        raise InvalidChoiceError(
             f"unknown measurement famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
             f"valid: {sorted(FAMILIES)}"
         )
     if not chosen:
-        raise ValueError(f"no measurement family chosen; valid: {sorted(FAMILIES)}")
+        raise InvalidChoiceError(f"no measurement family chosen; valid: {sorted(FAMILIES)}")
     return chosen
 
 
@@ -265,8 +267,8 @@ def measure_objects(
         If the channels and labels differ in shape, or a pixel is NaN.
     InvalidInputError
         If the labels are not integers or are negative.
-    ValueError
-        If a family name is unknown.
+    InvalidChoiceError
+        If a family name is unknown (a ``ValueError`` too).
 
     Examples
     --------

@@ -11,6 +11,7 @@ import pytest
 
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.errors import (
+    InvalidChoiceError,
     InvalidImageError,
     InvalidInputError,
     UndefinedMeasurementWarning,
@@ -100,7 +101,7 @@ def test_bad_input_is_refused_with_named_errors() -> None:
     nan[0, 0] = np.nan
     with pytest.raises(InvalidImageError, match="1 NaN"):
         measure_objects(labels, {"DNA": nan})
-    with pytest.raises(ValueError, match=r"unknown measurement family.*valid"):
+    with pytest.raises(InvalidChoiceError, match=r"unknown measurement family.*valid"):
         measure_objects(labels, images, families=["haralick"])
 
 
