@@ -54,6 +54,8 @@ class MeasureReport:
         Sites measured now, and sites skipped because they were measured before.
     cells : int
         Cells (rows) written.
+    flagged : int
+        Sites measured now that image QC flags as blurry or saturated.
     seconds : float
         Wall time of the measuring loop.
     labels : dict
@@ -64,6 +66,7 @@ class MeasureReport:
     sites_measured: int = 0
     sites_skipped: int = 0
     cells: int = 0
+    flagged: int = 0
     seconds: float = 0.0
     labels: dict[tuple[str, str, int], dict[str, Path]] = field(default_factory=dict)
 
@@ -82,7 +85,8 @@ class MeasureReport:
         return (
             f"measured {self.sites_measured} site(s), {self.cells} cell(s) into {self.table!r} "
             f"({self.sites_per_second:.2f} sites/s, {self.cells_per_second:.1f} cells/s); "
-            f"skipped {self.sites_skipped} site(s) measured before"
+            f"skipped {self.sites_skipped} site(s) measured before; "
+            f"{self.flagged} flagged blurry or saturated (image_quality)"
         )
 
 
@@ -242,6 +246,8 @@ def measure_images(
     nuclei_options: dict[str, Any] | None = None,
     families: Sequence[str] | None = None,
     texture_scales: Sequence[int] = (3, 5, 10),
+    min_slope: float = -3.0,
+    max_saturated_percent: float = 1.0,
     table: str = "cells",
     labels_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
@@ -291,6 +297,10 @@ def measure_images(
         Measurement families (default: :data:`~cellframe.measure.features.DEFAULT_FAMILIES`).
     texture_scales : sequence of int, default (3, 5, 10)
         Texture scales (texture takes most of the time).
+    min_slope, max_saturated_percent : float, default -3.0, 1.0
+        Image-QC thresholds of :func:`~cellframe.measure.quality.quality_flags`:
+        each ``image_quality`` row carries ``Metadata_QC_Blurry``,
+        ``Metadata_QC_Saturated`` and ``Metadata_QC_Reason``.
     table : str, default "cells"
         Single-cell table to write.
     labels_dir : path, optional
@@ -330,7 +340,7 @@ def measure_images(
 
     from cellframe.errors import InvalidChoiceError, InvalidInputError
     from cellframe.measure.features import DEFAULT_FAMILIES, measure_site, to_unit_range
-    from cellframe.measure.quality import image_quality
+    from cellframe.measure.quality import BLURRY, SATURATED, image_quality, quality_flags
     from cellframe.segment.classical import save_labels, segment_site
     from cellframe.segment.pipeline import sites_from_paths
 
@@ -422,6 +432,11 @@ def measure_images(
             key = f"{spec.plate}_{spec.well}_{spec.site}"
             written = save_labels(objects, folder, _safe(key))
             quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
+            flags = quality_flags(
+                quality, min_slope=min_slope, max_saturated_percent=max_saturated_percent
+            )
+            quality = quality.join(flags, on=list(SITE_KEYS), how="left")
+            report.flagged += int(flags[BLURRY][0] or flags[SATURATED][0])
             _write_site(store, table, spec, frame, quality, raw, written, objects, params, embed)
             if spec.plate in fitted:
                 # Stored with the plate's first site, so a refused write (a table of

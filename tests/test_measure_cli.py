@@ -83,6 +83,15 @@ def test_measures_both_bundled_sites_into_the_store(measured) -> None:
     assert cells.schema[OBJECT_NUMBER] == pl.Int64
     # image quality: one row per site; images: one per site and channel
     assert quality.height == 2 and "ImageQuality_PowerLogLogSlope_DNA" in quality.columns
+    # QC flags by fixed thresholds, on each row (the bundled sites are sharp and unsaturated)
+    from cellframe.measure.quality import quality_flags
+
+    expected = quality_flags(quality.drop("Metadata_QC_Blurry", "Metadata_QC_Saturated",
+                                          "Metadata_QC_Reason"))  # fmt: skip
+    assert quality.select(expected.columns).sort(PLATE).equals(expected.sort(PLATE))
+    assert report.flagged == int(
+        (quality["Metadata_QC_Blurry"] | quality["Metadata_QC_Saturated"]).sum()
+    )
     assert images.height == 10 and sorted(set(images["Channel"])) == sorted(CHANNELS)
     # illumination: one function per plate and channel, 384 rows each
     assert (
