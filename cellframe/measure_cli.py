@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,8 @@ def measure_images(
     labels_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     embed: Any | None = None,
+    engine: str = "local",
+    address: str | None = None,
     progress: bool = True,
 ) -> MeasureReport:
     """Measure Cell Painting sites into the store: illumination, objects, measurements, quality.
@@ -313,6 +315,12 @@ def measure_images(
         ``channels`` in that order) and write ``cells_<model>`` per site, keyed
         like the measured table, for the classical-versus-deep comparison on
         the same cells.
+    engine : {"local", "ray"}, default "local"
+        ``"ray"`` measures each plate in a Ray task (sites stream back one at a
+        time); the store is written by this process either way, with the same
+        semantics.
+    address : str, optional
+        Ray cluster to join (default: a local Ray).
     progress : bool, default True
         Show a progress bar with sites/s and cells/s.
 
@@ -339,11 +347,13 @@ def measure_images(
     """
 
     from cellframe.errors import InvalidChoiceError, InvalidInputError
-    from cellframe.measure.features import DEFAULT_FAMILIES, measure_site, to_unit_range
-    from cellframe.measure.quality import BLURRY, SATURATED, image_quality, quality_flags
-    from cellframe.segment.classical import save_labels, segment_site
+    from cellframe.measure.features import DEFAULT_FAMILIES
+    from cellframe.measure.quality import BLURRY, SATURATED, quality_flags
+    from cellframe.segment.classical import save_labels
     from cellframe.segment.pipeline import sites_from_paths
 
+    if engine not in ("local", "ray"):
+        raise InvalidChoiceError(f"unknown engine {engine!r}; valid: local, ray")
     channels = list(dict.fromkeys(channels))
     for role, ch in (("nuclei", nuclei), ("cells", cells)):
         if ch not in channels:
@@ -407,31 +417,23 @@ def measure_images(
         if frame is not None:
             fitted[plate] = frame
 
-    # Pass 2: per site, objects -> measurements -> store.
+    # Pass 2: per site, objects -> measurements -> store (all writes here, in this process).
+    work = {
+        "channels": channels, "channel_names": channel_names, "nuclei": nuclei, "cells": cells,
+        "illumination": illumination, "primary": primary, "secondary": secondary,
+        "nuclei_method": nuclei_method, "nuclei_options": nuclei_options or {},
+        "families": families, "texture_scales": list(texture_scales),
+    }  # fmt: skip
+    if engine == "ray":
+        results = _ray_sites(plates, functions, work, address)
+    else:
+        results = _measure_sites(todo, functions, work, segmenter=segmenter)
     bar = _bar(len(todo), progress)
     start = time.perf_counter()
     try:
-        for spec in todo:
-            where = f"plate {spec.plate} well {spec.well} site {spec.site}"
-            raw = _read(spec, channels, channel_names)
-            corrected = {
-                ch: (functions[spec.plate][ch].transform(to_unit_range(px))
-                     if illumination else to_unit_range(px))
-                for ch, px in raw.items()
-            }  # fmt: skip
-            found = None if segmenter is None else segmenter(raw[nuclei])
-            objects = segment_site(
-                corrected, nuclei=nuclei, cells=cells, primary=primary, secondary=secondary,
-                site=where, nuclei_labels=found,
-            )  # fmt: skip
-            frame = measure_site(
-                corrected, nuclei=objects.nuclei, cells=objects.cells,
-                cytoplasm=objects.cytoplasm, plate=spec.plate, well=spec.well, site=spec.site,
-                families=families, texture_scales=texture_scales,
-            )  # fmt: skip
+        for spec, raw, objects, frame, quality in results:
             key = f"{spec.plate}_{spec.well}_{spec.site}"
             written = save_labels(objects, folder, _safe(key))
-            quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
             flags = quality_flags(
                 quality, min_slope=min_slope, max_saturated_percent=max_saturated_percent
             )
@@ -459,6 +461,64 @@ def measure_images(
             bar.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _measure_sites(
+    specs: Sequence[Any],
+    functions: dict[str, dict[str, Any]],
+    work: dict[str, Any],
+    segmenter: Any = None,
+) -> Iterator[tuple[Any, dict[str, Any], Any, Any, Any]]:
+    """Measure sites one at a time: ``(spec, raw images, objects, cells frame, quality row)``."""
+    from cellframe.measure.features import measure_site, to_unit_range
+    from cellframe.measure.quality import image_quality
+    from cellframe.segment.classical import segment_site
+
+    if segmenter is None and work["nuclei_method"] != "classical":
+        from cellframe.segment.pipeline import make_segmenter
+
+        segmenter = make_segmenter(work["nuclei_method"], **work["nuclei_options"])
+    for spec in specs:
+        where = f"plate {spec.plate} well {spec.well} site {spec.site}"
+        raw = _read(spec, work["channels"], work["channel_names"])
+        corrected = {
+            ch: (functions[spec.plate][ch].transform(to_unit_range(px))
+                 if work["illumination"] else to_unit_range(px))
+            for ch, px in raw.items()
+        }  # fmt: skip
+        found = None if segmenter is None else segmenter(raw[work["nuclei"]])
+        objects = segment_site(
+            corrected, nuclei=work["nuclei"], cells=work["cells"], primary=work["primary"],
+            secondary=work["secondary"], site=where, nuclei_labels=found,
+        )  # fmt: skip
+        frame = measure_site(
+            corrected, nuclei=objects.nuclei, cells=objects.cells, cytoplasm=objects.cytoplasm,
+            plate=spec.plate, well=spec.well, site=spec.site, families=work["families"],
+            texture_scales=work["texture_scales"],
+        )  # fmt: skip
+        quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
+        yield spec, raw, objects, frame, quality
+
+
+def _ray_sites(
+    plates: dict[str, list[Any]],
+    functions: dict[str, dict[str, Any]],
+    work: dict[str, Any],
+    address: str | None,
+) -> Iterator[tuple[Any, dict[str, Any], Any, Any, Any]]:
+    """One Ray task per plate, each streaming its sites back; the store is written here."""
+    from cellframe.engine.run import connect_ray
+
+    ray = connect_ray(address)
+
+    def plate_task(specs: list[Any], plate_functions: dict[str, Any]) -> Any:
+        yield from _measure_sites(specs, {specs[0].plate: plate_functions}, work)
+
+    remote = ray.remote(num_returns="streaming")(plate_task)
+    streams = [remote.remote(specs, functions[plate]) for plate, specs in plates.items()]
+    for stream in streams:
+        for ref in stream:
+            yield ray.get(ref)
 
 
 def _bar(total: int, enabled: bool) -> Any:
@@ -637,6 +697,8 @@ def _run(args: argparse.Namespace) -> int:
             channel_names=_split(args.channel_names),
             illumination=not args.no_illumination,
             nuclei_method=args.nuclei_method,
+            engine=args.engine,
+            address=args.address,
             families=_split(args.families),
             texture_scales=scales,
             table=args.table,
@@ -709,4 +771,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--table", default="cells", help="single-cell table (default: %(default)s)")
     p.add_argument("--labels-dir", help="folder for the label TIFFs (default: <store>.labels)")
     p.add_argument("--force", action="store_true", help="measure sites measured before again")
+    p.add_argument(
+        "--engine", default="local",
+        type=registry_choice("cellframe.engine.base", "ENGINES", what="engine"),
+        help="local (default) or ray: one Ray task per plate",
+    )  # fmt: skip
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.set_defaults(func=_run)

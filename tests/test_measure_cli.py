@@ -377,3 +377,22 @@ def test_unet_nuclei(tmp_path) -> None:
         labels = store.read("object_labels")
     assert report.cells > 0
     assert labels.filter(pl.col("Object") == "Cells")["Count"][0] == report.cells
+
+
+def test_ray_engine_measures_the_same_rows_as_local(tmp_path, measured, ray_local) -> None:
+    """One Ray task per plate; the store is written by the driver with the same semantics."""
+    local_path, _ = measured
+    with Store(tmp_path / "s.duckdb") as store:
+        report = measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, engine="ray", **FAST
+        )
+        ray_cells = store.read("cells").sort(PLATE, OBJECT_NUMBER)
+        ray_quality = store.read("image_quality").sort(PLATE)
+    with Store(local_path, read_only=True) as store:
+        local_cells = store.read("cells").sort(PLATE, OBJECT_NUMBER)
+        local_quality = store.read("image_quality").sort(PLATE)
+    assert report.sites_measured == 2
+    assert ray_cells.select(local_cells.columns).equals(local_cells)
+    assert ray_quality.select(local_quality.columns).equals(local_quality)
+    with pytest.raises(InvalidChoiceError, match="unknown engine 'spark'"):
+        measure_images(Store(), [JUMP], channels=CHANNELS, engine="spark", **FAST)
