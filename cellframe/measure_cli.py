@@ -199,8 +199,6 @@ def _illumination(
     stored: dict[str, Any] = {}
     if params is not None and not refit and store.has_table(ILLUMINATION_TABLE):
         rows = store.scan(ILLUMINATION_TABLE).filter(pl.col("Metadata_Plate") == plate).collect()
-        # Read back from DuckDB, the rows come as fixed-size arrays; from_frame expects lists.
-        rows = rows.with_columns(pl.col("Values").cast(pl.List(pl.Float32)))
         for channel in channels:
             part = rows.filter(pl.col("Metadata_Channel") == channel)
             if part.height:
