@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "cellframe.compare_cli",
     "cellframe.segment.cli",
     "cellframe.embed.cli",
+    "cellframe.measure_cli",
     "cellframe.activity.cli",
     "cellframe.demo_cli",
 )

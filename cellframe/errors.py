@@ -159,3 +159,11 @@ class SkippedLabelsWarning(UserWarning):
 
 class PrecisionLossWarning(UserWarning):
     """Values were rounded to fit a narrower type (float64 features in a float32 matrix); the message gives the count."""
+
+
+class UnmatchedObjectsWarning(UserWarning):
+    """Objects of one compartment without their partner in another (a nucleus of no cell, ...), with counts."""
+
+
+class UndefinedMeasurementWarning(UserWarning):
+    """Measurements that are undefined for some objects (NaN: the texture of a one-pixel object, ...), with counts."""

@@ -183,6 +183,7 @@ SHORTER: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         {"--epochs": "1", "--max-steps": "1", "--batch-size": "4"},
     ),
     "embed": ((), {"--workers": "0", "--batch-size": "16"}),
+    "measure": ((), {"--families": "sizeshape,intensity"}),
     # A documented cluster address: the test joins the local Ray instead.
     "*": (("--address",), {}),
 }
@@ -561,6 +562,14 @@ def _check_io_anndata(work: Path) -> None:
     assert anndata.read_h5ad(work / "wells.h5ad").shape[0] == wells.height == 3 * 16
 
 
+def _check_measure(work: Path) -> None:
+    cells = _read(work, "cells", "measure.duckdb")
+    labels = _read(work, "object_labels", "measure.duckdb")
+    assert cells["Metadata_Plate"].n_unique() == 2 and cells.height > 0
+    assert labels.filter(pl.col("Object") == "Cells")["Count"].sum() == cells.height
+    assert _read(work, "image_quality", "measure.duckdb").height == 2
+
+
 #: Values each fenced block must leave behind, checked after it runs.
 AFTER = {
     "io-0": _check_io,
@@ -570,6 +579,7 @@ AFTER = {
     "store-0": _check_store,
     "segment-0": _check_segment,
     "embed-0": _check_embed,
+    "measure-0": _check_measure,
     "engine-0": _check_engine,
     "activity-0": _check_activity,
     "activity-1": _check_activity_example,

@@ -39,6 +39,7 @@ TESTED = {
     "engine_select_qc.py",
     "evaluate_lincs.py",
     "ingest_and_query.py",
+    "measure_jump.py",
     "profile_pipeline.py",
     "segment_dsb.py",
 }
@@ -211,6 +212,25 @@ def test_engine_select_qc(tmp_path: Path) -> None:
     assert "Cells_f100" in kept
     # One odd well a plate (+60 on every feature): each plate has a flag.
     assert set(flagged["Metadata_Plate"]) == {"P0", "P1"}
+
+
+def test_measure_jump(tmp_path: Path) -> None:
+    out = run_example(
+        "measure_jump.py", "--quick", "--store", str(tmp_path / "m.duckdb"), tmp_path=tmp_path
+    )
+    with Store(tmp_path / "m.duckdb", read_only=True) as store:
+        cells = store.read("cells")
+        labels = store.read("object_labels").filter(pl.col("Object") == "Cells")
+    # The printed per-site numbers, recomputed from the stored cells.
+    for plate, site in cells.group_by("Metadata_Plate"):
+        area = float(np.median(site["Nuclei_AreaShape_Area"].to_numpy()))
+        assert (
+            f"{plate[0]}/" in out
+            and f"{site.height} cells, median nucleus area {area:.1f} px" in out
+        )
+    assert labels["Count"].sum() == cells.height > 0  # one row per saved cell object
+    assert "aggregate -> 2 well profiles" in out
+    assert cells.schema["Cells_AreaShape_Area"] == pl.Float32
 
 
 def test_embed_jump(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ LAYERS = {
     "demo": 7,
     "demo_cli": 7,
     "compare_cli": 7,
+    "measure_cli": 7,
     "": 7,  # the package's __init__: the public face
 }
 
