@@ -65,7 +65,7 @@ def make_screen(path: Path, plates: int, wells: int, cells_per_well: int, featur
 def worker(path: str, engine: str) -> None:
     import warnings
 
-    from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_qc, run_select
+    from cellframe.pipeline import run_aggregate, run_normalize, run_qc, run_select
     from cellframe.store import Store
 
     t0 = time.perf_counter()

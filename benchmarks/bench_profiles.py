@@ -171,6 +171,7 @@ def worker(tool: str, task: str, root: Path) -> dict:
         import polars as pl
 
         import cellframe.profiles as cfp
+        from cellframe.pipeline import aggregate_table
         from cellframe.store import Store
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -206,7 +207,7 @@ def worker(tool: str, task: str, root: Path) -> dict:
             rows = out.height
         else:
             with Store(root / "screen.duckdb") as store:
-                rows = cfp.aggregate_table(
+                rows = aggregate_table(
                     store,
                     "cells",
                     "wells",

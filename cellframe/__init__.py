@@ -26,6 +26,7 @@ _SUBPACKAGES = (
     "errors",
     "evaluate",
     "io",
+    "pipeline",
     "profiles",
     "report",
     "segment",

@@ -174,7 +174,7 @@ def _embed(ctx: _Context) -> None:
 
 def _ingest(ctx: _Context) -> None:
     from cellframe.io import ingest
-    from cellframe.profiles.pipeline import run_aggregate
+    from cellframe.pipeline import run_aggregate
 
     report = ingest(
         ctx.data / "cellprofiler" / "BR00121431",
@@ -223,8 +223,8 @@ def _treatments(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 def _profile_and_evaluate(ctx: _Context) -> None:
     from cellframe.evaluate import mean_average_precision, phenotypic_activity, retrieval_metrics
+    from cellframe.pipeline import run_normalize, save_step
     from cellframe.profiles import Normalizer, Spherizer, flag_outlier_wells, lambda_sweep
-    from cellframe.profiles.pipeline import run_normalize
 
     store = ctx.store
     store.write("wells_lincs", _lincs_wells(ctx.data), mode="replace", step="ingest",
@@ -244,7 +244,7 @@ def _profile_and_evaluate(ctx: _Context) -> None:
     scored = sweep.filter(pl.col("score").is_not_nan())
     best = float(scored.sort("score", descending=True)["lambda"][0])
     spherizer = Spherizer(lam=best).fit(normalized)
-    spherizer.save(store, "sphering_fit")
+    save_step(store, spherizer, "sphering_fit")
     sphered = spherizer.transform(normalized).collect()
     store.write("wells_lincs_sphered", sphered, mode="replace", step="sphere",
                 parameters=spherizer.parameters(), source="wells_lincs_normalized")  # fmt: skip

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cellframe.profiles.pipeline import run_qc, run_select
+from cellframe.pipeline import run_qc, run_select
 from cellframe.store import Store
 
 OPERATIONS = ["variance_threshold", "correlation_threshold", "drop_na_columns", "drop_outliers"]

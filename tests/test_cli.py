@@ -288,7 +288,7 @@ def test_pipeline_config_is_validated_on_load(
 def test_validate_config_passes_a_valid_config(tmp_path: Path) -> None:
     import tomllib
 
-    from cellframe.profiles.cli import validate_config
+    from cellframe.pipeline.config import validate_config
 
     config = tomllib.loads(
         CONFIG_OK + '[[step]]\nrun = "select"\noperations = ["blocklist", "drop_outliers"]\n'

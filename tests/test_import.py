@@ -29,6 +29,7 @@ PACKAGES = (
     "cellframe.engine",
     "cellframe.evaluate",
     "cellframe.io",
+    "cellframe.pipeline",
     "cellframe.profiles",
     "cellframe.report",
     "cellframe.segment",

@@ -5,8 +5,9 @@ cellframe module is an arrow, wherever it stands: at the top, inside a
 function, or under ``if TYPE_CHECKING:``. An arrow fails when it runs up the
 layer order, or crosses a "never" (``profiles/`` and ``evaluate/`` importing
 the store, the partitions or the engine). Arrows that a later step of issue 16
-removes are listed in :data:`KNOWN`, each with its reason; an entry that no
-longer matches an arrow fails too, so the list can only shrink.
+removes were listed in :data:`KNOWN`, each with its reason (the list is empty
+now; the mechanism stays); an entry that no longer matches an arrow fails
+too, so the list can only shrink.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ LAYERS = {
     "activity": 4,
     "report": 5,
     "engine": 6,
+    "pipeline": 7,
     "cli": 7,
     "store_cli": 7,
     "namespace": 7,
@@ -49,41 +51,9 @@ LAYERS = {
 PURE = ("profiles", "evaluate")
 NEVER = ("store", "partitions", "store_cli", "engine")
 
-_FACE_PIPELINE = (
-    "Face module living in profiles/ until the Face step moves it to cellframe/pipeline/"
-)
-
-#: (importing module, imported module) -> why the arrow is still there.
-KNOWN: dict[tuple[str, str], str] = {
-    ("cellframe.profiles.pipeline", "cellframe.store"): _FACE_PIPELINE,
-    ("cellframe.profiles.pipeline", "cellframe.engine.fitted"): _FACE_PIPELINE,
-    ("cellframe.profiles.plates", "cellframe.store"): _FACE_PIPELINE,
-    ("cellframe.profiles.plates", "cellframe.partitions"): _FACE_PIPELINE,
-    ("cellframe.profiles.plates", "cellframe.engine.base"): _FACE_PIPELINE,
-    ("cellframe.profiles.plates", "cellframe.engine.fitted"): _FACE_PIPELINE,
-    ("cellframe.profiles.plates", "cellframe.engine.run"): _FACE_PIPELINE,
-    ("cellframe.profiles.aggregate", "cellframe.store"): (
-        "aggregate_table, the chunked store-to-store executor, moves into LocalEngine "
-        "(the engines-as-objects step)"
-    ),
-    ("cellframe.profiles.aggregate", "cellframe.partitions"): (
-        "aggregate_table reads per-plate row counts; moves into LocalEngine with it"
-    ),
-    ("cellframe.profiles.normalize", "cellframe.store"): (
-        "TYPE_CHECKING only: the thin Normalizer.save/load wrappers over to_frame/from_frame, "
-        "kept for callers (demo.py, examples/, docs); they move to cellframe/pipeline/"
-    ),
-    ("cellframe.profiles.sphere", "cellframe.store"): (
-        "TYPE_CHECKING only: the thin Spherizer.save/load wrappers over to_frame/from_frame, "
-        "kept for callers (demo.py, examples/, docs); they move to cellframe/pipeline/"
-    ),
-    ("cellframe.evaluate.crossfit", "cellframe.store"): (
-        "activity_from_store reads the store; moves to cellframe/pipeline/ (Face step)"
-    ),
-    ("cellframe.evaluate.sql", "cellframe.store"): (
-        "registers the evaluate SQL macros on a store; moves to cellframe/pipeline/ (Face step)"
-    ),
-}
+#: (importing module, imported module) -> why the arrow is still there. Empty
+#: since the Face step of issue 16; an arrow against the rule is fixed, not listed.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

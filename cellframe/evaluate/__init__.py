@@ -11,13 +11,11 @@ from cellframe._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "activity_from_store": "crossfit",
         "average_precision": "pairs",
         "average_precision_p_values": "significance",
         "benjamini_hochberg": "significance",
         "check_float32_similarity": "similarity",
         "control_folds": "crossfit",
-        "correction_from_provenance": "crossfit",
         "cosine_similarity": "similarity",
         "folds_of_enrichment": "retrieval",
         "grit": "replicates",
@@ -28,7 +26,6 @@ __getattr__, __dir__, __all__ = attach(
         "null_average_precision": "significance",
         "percent_replicating": "replicates",
         "phenotypic_activity": "pairs",
-        "register_evaluate_sql": "sql",
         "ReplicateResult": "replicates",
         "retrieval_map": "retrieval",
         "retrieval_metrics": "retrieval",
@@ -38,11 +35,7 @@ __getattr__, __dir__, __all__ = attach(
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cellframe.evaluate.crossfit import (
-        activity_from_store,
-        control_folds,
-        correction_from_provenance,
-    )
+    from cellframe.evaluate.crossfit import control_folds
     from cellframe.evaluate.pairs import average_precision, label_matrix, phenotypic_activity
     from cellframe.evaluate.replicates import ReplicateResult, grit, percent_replicating
     from cellframe.evaluate.retrieval import (
@@ -64,4 +57,3 @@ if TYPE_CHECKING:  # pragma: no cover
         iter_similarity_blocks,
         top_k_similar,
     )
-    from cellframe.evaluate.sql import register_evaluate_sql

@@ -127,7 +127,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 source=args.table,
             )
         else:
-            from cellframe.evaluate.crossfit import activity_from_store
+            from cellframe.pipeline import activity_from_store
 
             params |= {
                 "treatment": args.treatment,

@@ -1,8 +1,8 @@
 """Profiling: aggregate, normalize, select features, sphere, QC, strong treatments (DOMAIN.md §2).
 
-Pure Polars transforms (LazyFrame in, LazyFrame or a small result out), the
-fitted objects :class:`Normalizer` and :class:`Spherizer`, and store-level
-steps (:mod:`cellframe.profiles.pipeline`).
+Pure Polars transforms (LazyFrame in, LazyFrame or a small result out) and
+the fitted objects :class:`Normalizer` and :class:`Spherizer`; the store-level
+steps are :mod:`cellframe.pipeline`'s.
 """
 
 # ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
@@ -18,7 +18,6 @@ __getattr__, __dir__, __all__ = attach(
     {
         "aggregate": "aggregate",
         "aggregate_by": "aggregate",
-        "aggregate_table": "aggregate",
         "AGGREGATIONS": "aggregate",
         "blocklist": "select",
         "correlation_threshold": "select",
@@ -32,7 +31,6 @@ __getattr__, __dir__, __all__ = attach(
         "frequency_threshold": "select",
         "image_qc": "qc",
         "lambda_sweep": "sphere",
-        "load_config": "pipeline",
         "NoControlsError": "normalize",
         "NORMALIZATIONS": "normalize",
         "normalize": "normalize",
@@ -42,13 +40,10 @@ __getattr__, __dir__, __all__ = attach(
         "pca_profiles": "qc",
         "PCAResult": "qc",
         "robust_z": "qc",
-        "run_pipeline": "pipeline",
         "select_features": "select",
         "sphere": "sphere",
         "SPHERE_METHODS": "sphere",
         "Spherizer": "sphere",
-        "StepReport": "pipeline",
-        "STEPS": "pipeline",
         "StrengthResult": "strength",
         "strong_treatments": "strength",
         "treatment_strength": "strength",
@@ -57,9 +52,8 @@ __getattr__, __dir__, __all__ = attach(
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
+    from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
-    from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
     from cellframe.profiles.qc import (
         PCA,
         PCAResult,

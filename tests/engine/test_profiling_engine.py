@@ -12,9 +12,9 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import CONTROL, OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.engine.fitted import apply_plates, fit_plates
+from cellframe.pipeline import run_aggregate, run_normalize, run_sphere
+from cellframe.pipeline.plates import aggregate_plates
 from cellframe.profiles.normalize import Normalizer
-from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_sphere
-from cellframe.profiles.plates import aggregate_plates
 from cellframe.profiles.sphere import Spherizer
 from cellframe.store import Store
 
@@ -127,7 +127,7 @@ def test_treatment_level_is_refused_per_plate(screen: Store) -> None:
 
 def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> None:
     from cellframe.cli import main
-    from cellframe.profiles.pipeline import run_pipeline
+    from cellframe.pipeline import run_pipeline
 
     path = screen.path
     config = {
@@ -159,7 +159,7 @@ def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_whole_chain_on_ray_equals_local(screen: Store, ray_local) -> None:
     """aggregate -> normalize -> select -> sphere -> qc from one config, both engines."""
-    from cellframe.profiles.pipeline import run_pipeline
+    from cellframe.pipeline import run_pipeline
 
     steps = [
         {"run": "aggregate", "output": "ch_wells"},

@@ -12,14 +12,14 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import PLATE, SITE, WELL, feature_columns
 from cellframe.errors import InvalidInputError, MissingColumnsError
-from cellframe.profiles._common import ProfilesWarning
-from cellframe.profiles.pipeline import run_pipeline, run_qc
-from cellframe.profiles.plates import (
+from cellframe.pipeline import run_pipeline, run_qc
+from cellframe.pipeline.plates import (
     fit_pca_plates,
     flag_outlier_wells_plates,
     image_qc_plates,
     pca_plates,
 )
+from cellframe.profiles._common import ProfilesWarning
 from cellframe.profiles.qc import OUTLIER, REASON, flag_outlier_wells, image_qc, pca_profiles
 from cellframe.store import Store
 

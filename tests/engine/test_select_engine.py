@@ -17,11 +17,11 @@ from polars.testing import assert_frame_equal
 from cellframe.columns import CONTROL, PLATE, WELL, feature_columns
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
 from cellframe.partitions import PartitionVersionError
+from cellframe.pipeline import run_pipeline, run_select
+from cellframe.pipeline.plates import feature_select_plates
 from cellframe.profiles._fitted import ColumnStatistics as SelectStatistics
 from cellframe.profiles._fitted import CrossMoments
 from cellframe.profiles._fitted import merge_all as combine_statistics
-from cellframe.profiles.pipeline import run_pipeline, run_select
-from cellframe.profiles.plates import feature_select_plates
 from cellframe.profiles.select import (
     OPERATIONS,
     _pearson,
@@ -368,8 +368,8 @@ def test_reduce_on_ray_streams_in_plate_order_and_reports_the_failing_plate(
 @pytest.mark.filterwarnings("ignore::cellframe.profiles._common.ProfilesWarning")
 def test_real_nelisa_plates_on_ray_equal_local(shared_data, ray_local, tmp_path) -> None:
     """nELISA: 4 real plates, 1,525 wells x 191 analytes; selection and QC flags on both engines."""
+    from cellframe.pipeline.plates import flag_outlier_wells_plates
     from cellframe.profiles import flag_outlier_wells
-    from cellframe.profiles.plates import flag_outlier_wells_plates
 
     path = shared_data / "profiles-nelisa" / "nelisa_profiles.parquet"
     if not path.exists():

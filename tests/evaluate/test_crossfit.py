@@ -19,14 +19,16 @@ from cellframe.cli import main
 from cellframe.columns import CONTROL, TREATMENT
 from cellframe.errors import DependentNullWarning, InvalidInputError
 from cellframe.evaluate import mean_average_precision, phenotypic_activity
-from cellframe.evaluate.crossfit import (
-    KeepColumns,
+from cellframe.evaluate.crossfit import KeepColumns, control_folds
+from cellframe.pipeline import (
     activity_from_store,
-    control_folds,
     correction_from_provenance,
+    run_normalize,
+    run_pipeline,
+    run_select,
+    run_sphere,
 )
 from cellframe.profiles import Normalizer, Spherizer
-from cellframe.profiles.pipeline import run_normalize, run_pipeline, run_select, run_sphere
 from cellframe.store import Store
 
 #: LINCS SQ00015054 compounds with mAP 1.0 against DMSO before any correction (q = 0.003).

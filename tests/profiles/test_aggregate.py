@@ -10,7 +10,8 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import COUNT_CELLS, PLATE, SITE, TREATMENT, WELL, feature_columns
 from cellframe.errors import MissingColumnsError
-from cellframe.profiles import aggregate, aggregate_by, aggregate_table
+from cellframe.pipeline import aggregate_table
+from cellframe.profiles import aggregate, aggregate_by
 
 from ._helpers import assert_close
 from .conftest import make_screen
@@ -137,7 +138,7 @@ def test_aggregate_table_native_table_by_wells(store):
 
 
 def test_work_units_cover_each_plate_once(store):
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.pipeline.aggregate import _chunks
 
     cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)  # 80 per plate
     plates = sorted(set(cells[PLATE]))
@@ -171,7 +172,7 @@ def test_aggregate_table_row_range_and_filtered_units(store):
     aggregate_table(store, "cells", "wells", "well", chunk_rows=20, progress=False)
     assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
     # Wells interleaved (no blocks): runs of sorted wells selected by a filter.
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.pipeline.aggregate import _chunks
 
     interleaved = cells.sort([PLATE, SITE, WELL])
     for plate, part in interleaved.group_by(PLATE, maintain_order=True):
@@ -187,7 +188,7 @@ def test_aggregate_table_row_ranges_across_files(store, monkeypatch):
     # A plate rolled over to several files: each row-range unit reads the
     # files holding its rows, with its offset counted from the first of them.
     from cellframe import partitions
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.pipeline.aggregate import _chunks
 
     cells = make_screen(n_plates=2, n_wells=12, n_sites=4, cells_per_site=50)  # 2,400 per plate
     monkeypatch.setattr(partitions, "ROW_GROUP_BYTES", 1)  # the minimum, 1,024 rows per group
@@ -352,7 +353,7 @@ def test_aggregate_table_bad_chunk_rows(store):
 
 
 def test_work_units_in_flight_fit_the_memory_budget(store):
-    from cellframe.profiles.aggregate import UNIT_MEMORY, _unit_workers
+    from cellframe.pipeline.aggregate import UNIT_MEMORY, _unit_workers
 
     chunk = 256 * 2**20
     assert _unit_workers(2, chunk, None) == 2  # this machine: one per thread

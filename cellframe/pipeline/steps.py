@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellframe._progress import progress as _progress
-from cellframe.errors import ConfigNotFoundError, InvalidChoiceError, InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 if TYPE_CHECKING:
     from cellframe.store import Store
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = [
     "STEPS",
     "StepReport",
-    "load_config",
     "run_activity",
     "run_aggregate",
     "run_normalize",
@@ -114,11 +112,11 @@ def run_aggregate(
     ``address`` (see :mod:`cellframe.engine`); ``force`` recomputes plates a
     previous Ray run completed.
     """
-    from cellframe.profiles.aggregate import aggregate_table
+    from cellframe.pipeline.aggregate import aggregate_table
 
     t0 = time.perf_counter()
     if engine != "local":
-        from cellframe.profiles.plates import aggregate_plates
+        from cellframe.pipeline.plates import aggregate_plates
 
         report = aggregate_plates(
             store, source, dest, level=level, path=path, strata=strata, method=method,
@@ -166,11 +164,12 @@ def run_normalize(
     plates is fitted once on every plate's controls (exact), then applied.
     """
     from cellframe.columns import PLATE
+    from cellframe.pipeline.fits import load_step, save_step
     from cellframe.profiles.normalize import Normalizer
 
     t0 = time.perf_counter()
     if fit_from:
-        norm = Normalizer.load(store, fit_from)
+        norm = load_step(store, fit_from, expect=Normalizer)
     else:
         norm = Normalizer(
             method,
@@ -195,7 +194,7 @@ def run_normalize(
                 desc="normalization fit",
             )  # fmt: skip
         if save_fit:
-            norm.save(store, save_fit)
+            save_step(store, norm, save_fit)
         report = apply_plates(
             store, source, dest, norm, name="normalize", parameters=norm.parameters(),
             fit_each_plate=per_plate, engine=engine, address=address, force=force,
@@ -207,7 +206,7 @@ def run_normalize(
     if not fit_from:
         norm = norm.fit(lf)
     if save_fit:
-        norm.save(store, save_fit)
+        save_step(store, norm, save_fit)
     params = {
         **norm.parameters(),
         "source": source,
@@ -245,7 +244,7 @@ def run_select(
     """
     t0 = time.perf_counter()
     if engine != "local":
-        from cellframe.profiles.plates import apply_selection_plates, feature_select_plates
+        from cellframe.pipeline.plates import apply_selection_plates, feature_select_plates
 
         result = feature_select_plates(
             store, source, list(operations), features=features, samples=samples, engine=engine,
@@ -316,11 +315,12 @@ def run_sphere(
     ``engine="ray"`` fits from per-plate sufficient statistics (exact) and
     applies the transform plate by plate on Ray.
     """
+    from cellframe.pipeline.fits import load_step, save_step
     from cellframe.profiles.sphere import Spherizer
 
     t0 = time.perf_counter()
     if fit_from:
-        sph = Spherizer.load(store, fit_from)
+        sph = load_step(store, fit_from, expect=Spherizer)
     else:
         sph = Spherizer(
             method, lam=lam, epsilon=epsilon, center=center, controls=controls, features=features
@@ -334,7 +334,7 @@ def run_sphere(
                 desc="sphering fit",
             )  # fmt: skip
         if save_fit:
-            sph.save(store, save_fit)
+            save_step(store, sph, save_fit)
         report = apply_plates(
             store, source, dest, sph, name="sphere", parameters=sph.parameters(), engine=engine,
             address=address, force=force, progress=progress,
@@ -345,7 +345,7 @@ def run_sphere(
     if not fit_from:
         sph = sph.fit(lf)
     if save_fit:
-        sph.save(store, save_fit)
+        save_step(store, sph, save_fit)
     params = {
         **sph.parameters(),
         "source": source,
@@ -391,7 +391,7 @@ def run_qc(
         )
     groups = (PLATE,) if by is None else tuple(by)
     if engine != "local":
-        from cellframe.profiles.plates import flag_outlier_wells_plates, image_qc_plates
+        from cellframe.pipeline.plates import flag_outlier_wells_plates, image_qc_plates
         from cellframe.store import quote_identifier
 
         if kind == "wells":
@@ -499,7 +499,7 @@ def run_activity(
 
     When ``source`` was made by steps fitted on the control wells (sphering,
     normalization), they are refitted by cross-fitting from the pre-correction
-    table named in provenance (:func:`cellframe.evaluate.crossfit.activity_from_store`),
+    table named in provenance (:func:`cellframe.pipeline.activity_from_store`),
     so the controls that form the null were not used to fit the correction.
     ``controls`` is the value of ``control_column`` (default ``Metadata_Control``)
     that marks negative controls.
@@ -507,7 +507,7 @@ def run_activity(
     import polars as pl
 
     from cellframe.columns import CONTROL, TREATMENT
-    from cellframe.evaluate.crossfit import activity_from_store
+    from cellframe.pipeline.activity import activity_from_store
 
     t0 = time.perf_counter()
     treatment = treatment or TREATMENT
@@ -584,34 +584,6 @@ _SUFFIX = {
 _LEVEL_TABLE = {"image": "image_profiles", "well": "wells", "treatment": "treatments"}
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a pipeline TOML file.
-
-    Raises
-    ------
-    ConfigNotFoundError
-        If the file does not exist or is a folder (a ``FileNotFoundError`` too).
-    InvalidInputError
-        If it is not valid TOML or lacks ``[[step]]`` entries.
-    """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise ConfigNotFoundError(
-            f"pipeline config {path} {what} (working folder {Path.cwd()}); pass the path of a "
-            "pipeline TOML file (see docs/profiles.md)"
-        )
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInputError(f"{path} is not valid TOML: {exc}") from exc
-    if not config.get("step"):
-        raise InvalidInputError(
-            f"{path} has no [[step]] entries; see docs/profiles.md for the format"
-        )
-    return config
-
-
 def _default_output(step: str, source: str, params: Mapping[str, Any]) -> str:
     if step == "aggregate":
         return _LEVEL_TABLE.get(str(params.get("level", "well")), f"{source}_aggregated")
@@ -635,7 +607,11 @@ def run_pipeline(
     -------
     list of StepReport
     """
-    if not isinstance(config, Mapping):
+    from cellframe.pipeline.config import load_config, validate_config
+
+    if isinstance(config, Mapping):
+        validate_config(config, "the pipeline config")
+    else:
         config = load_config(config)
     steps = list(config.get("step", []))
     if not steps:
