@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from cellframe.cli import positive_int
-from cellframe.profiles.cli import CHAIN_END
+from cellframe.cli.profiles import CHAIN_END
 
 if TYPE_CHECKING:
     import polars as pl
@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _evaluate(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from cellframe.cli.store import _open
     from cellframe.columns import metadata_columns
-    from cellframe.store_cli import _open
 
     with _open(args, read_only=False) as store:
         lf = store.scan(args.table)
