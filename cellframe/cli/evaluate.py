@@ -127,7 +127,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 source=args.table,
             )
         else:
-            from cellframe.pipeline import activity_from_store
+            from cellframe.pipeline import NullSettings, activity_from_store
 
             params |= {
                 "treatment": args.treatment,
@@ -146,11 +146,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                 controls=pl.col(args.control_column) == args.control_value,
                 same_plate=args.same_plate,
                 features=args.features,
-                n_folds=args.n_folds,
-                seed=args.seed,
-                null_size=args.null_size,
-                threshold=args.threshold,
-                cross_fit=not args.as_is,
+                null=NullSettings(
+                    n_folds=args.n_folds,
+                    seed=args.seed,
+                    null_size=args.null_size,
+                    threshold=args.threshold,
+                    cross_fit=not args.as_is,
+                ),
                 progress=not args.quiet,
             )
             per_query, summary = result.per_query, result.summary

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cellframe.store import Store
 
 __all__ = [
+    "NullSettings",
     "StoreActivity",
     "activity_from_store",
     "correction_from_provenance",
@@ -145,6 +146,38 @@ def warn_dependent_null(plan: CorrectionPlan) -> None:
     )
 
 
+@dataclass(frozen=True)
+class NullSettings:
+    """How the null of an activity test is made and read.
+
+    Parameters
+    ----------
+    n_folds : int, default 2
+        Cross-fitting folds of the control wells.
+    seed : int, default 0
+        Seeds the folds and the permutation nulls.
+    null_size : int, default 10000
+        Permutations per null (:func:`~cellframe.evaluate.mean_average_precision`).
+    threshold : float, default 0.05
+        q-value below which a treatment is active.
+    cross_fit : bool, default True
+        Refit corrections found in provenance by cross-fitting; False
+        evaluates the table as it is (with a ``DependentNullWarning`` when a
+        correction was fitted on the controls).
+
+    Examples
+    --------
+    >>> NullSettings(null_size=2000).n_folds
+    2
+    """
+
+    n_folds: int = 2
+    seed: int = 0
+    null_size: int = 10000
+    threshold: float = 0.05
+    cross_fit: bool = True
+
+
 @dataclass
 class StoreActivity:
     """Phenotypic activity of a store table, with how its null was made.
@@ -184,11 +217,7 @@ def activity_from_store(
     controls: pl.Expr,
     same_plate: bool = False,
     features: Sequence[str] | None = None,
-    n_folds: int = 2,
-    seed: int = 0,
-    null_size: int = 10000,
-    threshold: float = 0.05,
-    cross_fit: bool = True,
+    null: NullSettings | None = None,
     progress: bool = False,
 ) -> StoreActivity:
     """Phenotypic activity of ``table`` with an honest null, learned from provenance.
@@ -208,12 +237,9 @@ def activity_from_store(
         As in :func:`~cellframe.evaluate.phenotypic_activity`.
     features : sequence of str, optional
         Feature columns of ``table`` (with cross-fitting: kept after the correction).
-    n_folds, seed
-        Cross-fitting folds and seed (the seed also seeds the permutation nulls).
-    null_size, threshold
-        As in :func:`~cellframe.evaluate.mean_average_precision`.
-    cross_fit : bool, default True
-        Refit corrections by cross-fitting; False evaluates the table as it is.
+    null : NullSettings, optional
+        Folds, seed, permutations, q threshold and whether to cross-fit
+        (default: ``NullSettings()``).
     progress : bool
         Progress bars.
 
@@ -225,21 +251,22 @@ def activity_from_store(
     from cellframe.evaluate.pairs import phenotypic_activity
     from cellframe.evaluate.significance import mean_average_precision
 
+    settings = null if null is not None else NullSettings()
     plan = correction_from_provenance(store, table)
     correction: list[Any] | None = None
-    if plan.correction is not None and cross_fit:
+    if plan.correction is not None and settings.cross_fit:
         source = plan.source
         correction = list(plan.correction)
         if features is not None:
             correction.append(KeepColumns(features))
-        null = "cross-fitted"
+        kind = "cross-fitted"
     else:
         source = table
-        null = "plain"
+        kind = "plain"
         if plan.correction is not None:
             plan.problem = "cross-fitting was turned off (cross_fit=False)"
         if plan.problem is not None:
-            null = "dependent"
+            kind = "dependent"
             warn_dependent_null(plan)
     lf = store.scan(source)
     keep = [c for c in metadata_columns(lf) if c != treatment]
@@ -252,14 +279,14 @@ def activity_from_store(
         keep=keep,
         progress=progress,
         correction=correction,
-        n_folds=n_folds,
-        seed=seed,
+        n_folds=settings.n_folds,
+        seed=settings.seed,
     )
     summary = mean_average_precision(
         per_query.filter(~pl.col("is_control")),
         sameby=[treatment],
-        null_size=null_size,
-        seed=seed,
-        threshold=threshold,
+        null_size=settings.null_size,
+        seed=settings.seed,
+        threshold=settings.threshold,
     )
-    return StoreActivity(per_query, summary, plan, null)
+    return StoreActivity(per_query, summary, plan, kind)

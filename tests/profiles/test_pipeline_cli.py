@@ -303,12 +303,12 @@ def test_missing_config_file_is_one_line(screen_store, tmp_path, capsys):
 
 def test_run_qc_unknown_kind_lists_the_kinds(screen_store):
     from cellframe.errors import InvalidChoiceError
-    from cellframe.pipeline import run_qc
+    from cellframe.pipeline import QualityControl
 
     path, _ = screen_store
     with Store(path) as store:
         with pytest.raises(
             InvalidChoiceError, match=r"unknown QC kind 'cells'.*valid: 'wells', 'images'"
         ):
-            run_qc(store, "cells", "qc", kind="cells", progress=False)
+            QualityControl(kind="cells")
         assert "qc" not in store.tables()["table"].to_list()
