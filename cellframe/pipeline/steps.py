@@ -257,24 +257,23 @@ def run_step(
     from cellframe.profiles.select import FeatureSelector
     from cellframe.profiles.sphere import Spherizer
 
-    runners: dict[type, Callable[..., StepReport]] = {
-        Aggregation: _aggregate,
-        Normalizer: _normalize,
-        FeatureSelector: _select,
-        Spherizer: _sphere,
-        QualityControl: _qc,
+    fitted = ("save_fit", "fit_from")
+    # Step class -> (runner, the run_step options it takes).
+    runners: dict[type, tuple[Callable[..., StepReport], tuple[str, ...]]] = {
+        Aggregation: (_aggregate, ()),
+        Normalizer: (_normalize, fitted),
+        FeatureSelector: (_select, ("report",)),
+        Spherizer: (_sphere, fitted),
+        QualityControl: (_qc, ()),
     }
-    runner = runners.get(type(step))
-    if runner is None:
+    if type(step) not in runners:
         valid = ", ".join(t.__name__ for t in runners)
         raise InvalidInputError(
             f"run_step cannot run a {type(step).__name__} ({source!r} -> {dest!r}); "
             f"give one of: {valid}"
         )
+    runner, takes = runners[type(step)]
     options = {"save_fit": save_fit, "fit_from": fit_from, "report": report}
-    takes = {Normalizer: ("save_fit", "fit_from"), Spherizer: ("save_fit", "fit_from")}.get(
-        type(step), ("report",) if type(step) is FeatureSelector else ()
-    )
     wrong = [k for k, v in options.items() if v is not None and k not in takes]
     if wrong:
         raise InvalidInputError(
