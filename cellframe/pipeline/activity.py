@@ -55,7 +55,7 @@ def correction_from_provenance(store: Store, table: str) -> CorrectionPlan:
 
     Walks the provenance back from ``table`` through ``sphere``, ``normalize``
     and ``select`` steps (as written by ``cellframe sphere|normalize|select``
-    and :mod:`cellframe.profiles.pipeline`) to the first table made otherwise.
+    and :func:`cellframe.pipeline.run_step`) to the first table made otherwise.
     ``sphere`` and ``normalize`` steps that fitted on control rows are refitted
     per fold with their recorded parameters; ``select`` steps keep the columns
     they kept (the selection is not refitted). A step applied from a saved fit
