@@ -65,41 +65,44 @@ def make_screen(path: Path, plates: int, wells: int, cells_per_well: int, featur
 def worker(path: str, engine: str) -> None:
     import warnings
 
-    from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_qc, run_select
+    from cellframe.pipeline import Aggregation, QualityControl, run_step
+    from cellframe.profiles import FeatureSelector, Normalizer
     from cellframe.store import Store
 
     t0 = time.perf_counter()
     with Store(path) as store:
         suffix = "" if engine == "local" else "_ray"
-        kwargs = {} if engine == "local" else {"engine": "ray"}
+        kwargs = {"engine": engine}
         if engine == "ray":
             from cellframe.engine.run import connect_ray
 
             connect_ray(None)  # start-up counted separately
         t_ready = time.perf_counter()
-        run_aggregate(store, "cells", f"wells{suffix}", progress=False, **kwargs)
+        run_step(store, Aggregation(), "cells", f"wells{suffix}", progress=False, **kwargs)
         t_agg = time.perf_counter()
-        run_normalize(
+        run_step(
             store,
+            Normalizer("mad_robustize"),
             f"wells{suffix}",
             f"norm{suffix}",
-            method="mad_robustize",
             progress=False,
             **kwargs,
         )
         t_norm = time.perf_counter()
-        run_select(
+        run_step(
             store,
+            FeatureSelector(list(SELECT_OPERATIONS)),
             f"norm{suffix}",
             f"sel{suffix}",
-            operations=list(SELECT_OPERATIONS),
             progress=False,
             **kwargs,
         )
         t_sel = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "n of m well(s) flagged"
-            run_qc(store, f"sel{suffix}", f"qc{suffix}", progress=False, **kwargs)
+            run_step(
+                store, QualityControl(), f"sel{suffix}", f"qc{suffix}", progress=False, **kwargs
+            )
         t_qc = time.perf_counter()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(

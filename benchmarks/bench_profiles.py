@@ -16,7 +16,7 @@ aggregate      single cells -> well medians. pycytominer: read the per-plate
                ``scan_parquet().group_by().median()`` for reference.
 aggregate_thesis  the thesis path: cells -> image (site) medians -> well
                means. pycytominer: two ``aggregate`` calls; cellframe:
-               ``aggregate_table(path="thesis")``; polars: two group_bys.
+               ``aggregate_table(Aggregation(path="thesis"))``; polars: two group_bys.
                (Not in the default task list.)
 normalize      well profiles, mad_robustize per plate against negcon
                (pycytominer has no grouping: a loop over plates).
@@ -171,6 +171,7 @@ def worker(tool: str, task: str, root: Path) -> dict:
         import polars as pl
 
         import cellframe.profiles as cfp
+        from cellframe.pipeline import Aggregation, aggregate_table
         from cellframe.store import Store
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -206,12 +207,11 @@ def worker(tool: str, task: str, root: Path) -> dict:
             rows = out.height
         else:
             with Store(root / "screen.duckdb") as store:
-                rows = cfp.aggregate_table(
+                rows = aggregate_table(
                     store,
                     "cells",
                     "wells",
-                    "well",
-                    path="thesis" if thesis else "direct",
+                    Aggregation("well", path="thesis" if thesis else "direct"),
                     progress=False,
                 )
     elif task == "normalize":

@@ -26,6 +26,7 @@ _SUBPACKAGES = (
     "errors",
     "evaluate",
     "io",
+    "pipeline",
     "profiles",
     "report",
     "segment",
@@ -51,6 +52,10 @@ _LAZY_NAMES: dict[str, str] = {
     "phenotypic_activity": "cellframe.evaluate",
     "mean_average_precision": "cellframe.evaluate",
     "map_plates": "cellframe.engine",
+    "LocalEngine": "cellframe.engine",
+    "RayEngine": "cellframe.engine",
+    "run_step": "cellframe.pipeline",
+    "run_pipeline": "cellframe.pipeline",
 }
 
 __getattr__lazy, _dir, _all = attach(__name__, _LAZY_NAMES, _SUBPACKAGES)
@@ -59,6 +64,8 @@ __all__ = [*_all, "__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.columns import feature_columns as feature_columns
     from cellframe.columns import metadata_columns as metadata_columns
+    from cellframe.engine import LocalEngine as LocalEngine
+    from cellframe.engine import RayEngine as RayEngine
     from cellframe.engine import map_plates as map_plates
     from cellframe.evaluate import mean_average_precision as mean_average_precision
     from cellframe.evaluate import phenotypic_activity as phenotypic_activity
@@ -66,6 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.evaluate import retrieval_metrics as retrieval_metrics
     from cellframe.io import ingest as ingest
     from cellframe.io import read_platemap as read_platemap
+    from cellframe.pipeline import run_pipeline as run_pipeline
+    from cellframe.pipeline import run_step as run_step
     from cellframe.profiles import Normalizer as Normalizer
     from cellframe.profiles import Spherizer as Spherizer
     from cellframe.profiles import aggregate as aggregate

@@ -174,7 +174,7 @@ def _embed(ctx: _Context) -> None:
 
 def _ingest(ctx: _Context) -> None:
     from cellframe.io import ingest
-    from cellframe.profiles.pipeline import run_aggregate
+    from cellframe.pipeline import Aggregation, run_step
 
     report = ingest(
         ctx.data / "cellprofiler" / "BR00121431",
@@ -183,7 +183,7 @@ def _ingest(ctx: _Context) -> None:
         platemap=ctx.data / "platemap_BR00121431.csv",
         progress=ctx.progress,
     )
-    run_aggregate(ctx.store, "cells", "wells_cellprofiler", progress=ctx.progress)
+    run_step(ctx.store, Aggregation(), "cells", "wells_cellprofiler", progress=ctx.progress)
     ctx.summary["CellProfiler single cells ingested"] = report.rows
 
 
@@ -223,15 +223,17 @@ def _treatments(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 def _profile_and_evaluate(ctx: _Context) -> None:
     from cellframe.evaluate import mean_average_precision, phenotypic_activity, retrieval_metrics
+    from cellframe.pipeline import run_step, save_step
     from cellframe.profiles import Normalizer, Spherizer, flag_outlier_wells, lambda_sweep
-    from cellframe.profiles.pipeline import run_normalize
 
     store = ctx.store
     store.write("wells_lincs", _lincs_wells(ctx.data), mode="replace", step="ingest",
                 source="lincs/SQ00015054_normalized_feature_select.csv.gz")  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero-spread features are counted in provenance
-        run_normalize(store, "wells_lincs", "wells_lincs_normalized", progress=ctx.progress)
+        run_step(
+            store, Normalizer(), "wells_lincs", "wells_lincs_normalized", progress=ctx.progress
+        )
     normalized = store.read("wells_lincs_normalized")
     qc = flag_outlier_wells(normalized, by=None)
     store.write("qc_wells_lincs", qc, mode="replace", step="qc")
@@ -244,7 +246,7 @@ def _profile_and_evaluate(ctx: _Context) -> None:
     scored = sweep.filter(pl.col("score").is_not_nan())
     best = float(scored.sort("score", descending=True)["lambda"][0])
     spherizer = Spherizer(lam=best).fit(normalized)
-    spherizer.save(store, "sphering_fit")
+    save_step(store, spherizer, "sphering_fit")
     sphered = spherizer.transform(normalized).collect()
     store.write("wells_lincs_sphered", sphered, mode="replace", step="sphere",
                 parameters=spherizer.parameters(), source="wells_lincs_normalized")  # fmt: skip

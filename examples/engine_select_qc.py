@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cellframe.profiles.pipeline import run_qc, run_select
+from cellframe.pipeline import QualityControl, run_step
+from cellframe.profiles import FeatureSelector
 from cellframe.store import Store
 
 OPERATIONS = ["variance_threshold", "correlation_threshold", "drop_na_columns", "drop_outliers"]
@@ -77,14 +78,14 @@ def run(path: Path, table: str, *, plates: int) -> None:
         warnings.simplefilter("ignore")  # flag counts are printed below
         for engine in ("local", "ray"):
             suffix = "" if engine == "local" else "_ray"
-            report = run_select(
-                store, table, f"{prefix}selected{suffix}", operations=OPERATIONS, engine=engine,
-                progress=False,
+            report = run_step(
+                store, FeatureSelector(OPERATIONS), table, f"{prefix}selected{suffix}",
+                engine=engine, progress=False,
             )  # fmt: skip
             print(f"select ({engine}): {report.note}")
-            report = run_qc(
-                store, f"{prefix}selected{suffix}", f"{prefix}qc{suffix}", engine=engine,
-                progress=False,
+            report = run_step(
+                store, QualityControl(), f"{prefix}selected{suffix}", f"{prefix}qc{suffix}",
+                engine=engine, progress=False,
             )  # fmt: skip
             print(f"qc     ({engine}): {report.note}")
         same_drop = store.read(f"{prefix}selected_dropped").equals(

@@ -26,10 +26,10 @@ from cellframe.evaluate import (
     mean_average_precision,
     percent_replicating,
     phenotypic_activity,
-    register_evaluate_sql,
     retrieval_metrics,
     top_k_similar,
 )
+from cellframe.pipeline import register_evaluate_sql
 from cellframe.store import Store
 
 #: The plate as bundled with cellframe (cellframe/data/demo/PROVENANCE.md).

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from cellframe.demo import demo_data_dir
-from cellframe.measure_cli import measure_images
+from cellframe.pipeline.measure import measure_images
 from cellframe.profiles import aggregate
 from cellframe.store import Store
 

@@ -29,6 +29,7 @@ import polars as pl
 import cellframe  # noqa: F401  (registers the lf.cf namespace)
 from cellframe.columns import TREATMENT
 from cellframe.evaluate import mean_average_precision, phenotypic_activity
+from cellframe.pipeline import save_step
 from cellframe.profiles import Spherizer, feature_select, strong_treatments
 from cellframe.store import Store
 
@@ -130,7 +131,7 @@ def run(path: Path, data: Path | None) -> None:
     selected = selection.apply(wells).collect()
 
     sph = sphering(selected)
-    sph.save(store, "sphere_fit")  # apply later to new plates
+    save_step(store, sph, "sphere_fit")  # apply later to new plates (load_step)
     sphered = sph.transform(selected).collect()
     store.write(
         "wells_sphered", sphered, mode="replace", step="example", parameters=sph.parameters()

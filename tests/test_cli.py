@@ -127,7 +127,7 @@ def test_activity_config_is_positional(capsys: pytest.CaptureFixture[str]) -> No
 
 # ------------------------------------------------------ sql: macros and --write
 def test_sql_defines_every_macro_file(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cellframe.store_cli import macro_files
+    from cellframe.cli.store import macro_files
 
     assert macro_files() == ["evaluate", "macros"]
     # cf_top_k_similar is in evaluate.sql, cf_cosine in macros.sql.
@@ -288,7 +288,7 @@ def test_pipeline_config_is_validated_on_load(
 def test_validate_config_passes_a_valid_config(tmp_path: Path) -> None:
     import tomllib
 
-    from cellframe.profiles.cli import validate_config
+    from cellframe.pipeline.config import validate_config
 
     config = tomllib.loads(
         CONFIG_OK + '[[step]]\nrun = "select"\noperations = ["blocklist", "drop_outliers"]\n'
@@ -326,7 +326,8 @@ def _run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_warnings_print_category_and_message_without_source_paths() -> None:
     code = """
 import warnings
-from cellframe import cli, store_cli
+from cellframe import cli
+from cellframe.cli import store as store_cli
 from cellframe.errors import NaNExcludedWarning
 
 def fake(args):
@@ -346,7 +347,7 @@ raise SystemExit(code)
 def test_ctrl_c_exits_130_without_traceback(
     monkeypatch: pytest.MonkeyPatch, db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cellframe import store_cli
+    from cellframe.cli import store as store_cli
 
     def interrupted(args: object) -> int:
         raise KeyboardInterrupt

@@ -30,6 +30,7 @@ PACKAGES = (
     "cellframe.evaluate",
     "cellframe.io",
     "cellframe.measure",
+    "cellframe.pipeline",
     "cellframe.profiles",
     "cellframe.report",
     "cellframe.segment",

@@ -18,7 +18,7 @@ from cellframe.errors import (
     InvalidInputError,
 )
 from cellframe.io.images import ChannelNotFoundError, ImageWarning
-from cellframe.measure_cli import measure_images
+from cellframe.pipeline.measure import measure_images
 from cellframe.store import Store
 
 JUMP = Path(__file__).resolve().parents[1] / "cellframe" / "data" / "demo" / "jump"

@@ -17,6 +17,7 @@ import polars as pl
 
 from cellframe.columns import PLATE, SITE, WELL
 from cellframe.engine.base import MapReport
+from cellframe.engine.ray import RayEngine
 from cellframe.engine.run import MAX_RETRIES, connect_ray
 from cellframe.partitions import (
     check_partition_version,
@@ -72,9 +73,8 @@ def embed_plates(
     *,
     channels: Sequence[str],
     dest: str | None = None,
-    address: str | None = None,
+    engine: RayEngine | None = None,
     n_actors: int | None = None,
-    force: bool = False,
     progress: bool = True,
     **options: Any,
 ) -> MapReport:
@@ -97,12 +97,12 @@ def embed_plates(
         Channel names in image order.
     dest : str, optional
         Output table (default ``cells_<model name>``).
-    address : str, optional
-        Ray cluster address (default: a local instance).
+    engine : RayEngine, optional
+        The Ray cluster (``RayEngine(address=...)``; default: a local
+        instance) and whether to recompute plates already complete
+        (``RayEngine(force=True)``).
     n_actors : int, optional
         Models to run at once (default: one per GPU, else one per 2 CPUs).
-    force : bool
-        Recompute plates already complete.
     **options
         Passed to :func:`cellframe.embed.embed_objects` (``batch_size``, ...).
 
@@ -110,7 +110,9 @@ def embed_plates(
     -------
     MapReport
     """
-    ray = connect_ray(address)
+    engine = engine if engine is not None else RayEngine()
+    force = engine.force
+    ray = connect_ray(engine.address, num_cpus=engine.num_cpus)
     frame = store.read(objects) if isinstance(objects, str) else objects
     embedder = make_embedder()  # on the driver only for its name and provenance
     table = dest or f"cells_{embedder.name}"

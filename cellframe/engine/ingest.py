@@ -34,8 +34,8 @@ import polars as pl
 
 from cellframe._progress import progress as progress_bar
 from cellframe.columns import PLATE
-from cellframe.engine.base import MapReport
-from cellframe.engine.run import MAX_RETRIES, _check_engine, connect_ray, run_tasks
+from cellframe.engine.base import Engine, MapReport, resolve_engine
+from cellframe.engine.run import MAX_RETRIES, connect_ray, run_tasks
 from cellframe.errors import InvalidInputError, key_example
 from cellframe.partitions import (
     DATA_FILE,
@@ -54,9 +54,30 @@ from cellframe.partitions import (
 )
 from cellframe.store import Store
 
-__all__ = ["IngestPlatesReport", "ingest_plates"]
+__all__ = ["IngestPlatesReport", "ReadOptions", "ingest_plates"]
 
 STEP = "ingest"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How :func:`ingest_plates` reads every source.
+
+    Parameters
+    ----------
+    batch_rows : int, optional
+        Rows per batch while reading.
+    memory_limit : str, default "512MB"
+        DuckDB memory limit of a temporary staging database (unsorted sources).
+    compartments : sequence of str, optional
+        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
+        Nuclei), passed to every source's reader (see :func:`cellframe.io.ingest`).
+        A source in another format is refused.
+    """
+
+    batch_rows: int | None = None
+    memory_limit: str = "512MB"
+    compartments: Sequence[str] | None = None
 
 
 @dataclass
@@ -411,14 +432,10 @@ def ingest_plates(
     platemap: str | os.PathLike[str] | pl.DataFrame | None = None,
     annotations: str | os.PathLike[str] | pl.DataFrame | None = None,
     format: str = "auto",
-    engine: str = "local",
-    address: str | None = None,
-    force: bool = False,
+    engine: Engine | str = "local",
     progress: bool = True,
-    batch_rows: int | None = None,
-    memory_limit: str = "512MB",
     mode: str = "replace-images",
-    compartments: Sequence[str] | None = None,
+    reading: ReadOptions | None = None,
 ) -> IngestPlatesReport:
     """Ingest several sources into one per-plate Parquet table, locally or on Ray.
 
@@ -435,26 +452,19 @@ def ingest_plates(
         As in :func:`cellframe.io.ingest`.
     format : str, default "auto"
         Format of every source (see :data:`cellframe.io.FORMATS`).
-    engine : {"local", "ray"}
-        ``"local"`` reads the sources one after another in this process;
-        ``"ray"`` runs one task per source. Both commit the same way.
-    address : str, optional
-        Ray cluster address (see :func:`cellframe.engine.connect_ray`).
-    force : bool, default False
-        Ray engine: re-read sources already committed by an earlier run.
+    engine : LocalEngine, RayEngine, "local" or "ray", default "local"
+        The local engine reads the sources one after another in this
+        process; Ray runs one task per source (``RayEngine(address=...)`` for
+        a cluster; ``RayEngine(force=True)`` re-reads sources already
+        committed by an earlier run). Both commit the same way.
     progress : bool, default True
-    batch_rows : int, optional
-        Rows per batch while reading.
-    memory_limit : str, default "512MB"
-        DuckDB memory limit of a temporary staging database (unsorted sources).
     mode : {"replace-images", "append", "replace-plates"}, default "replace-images"
         As in :func:`cellframe.io.ingest`: replace the stored rows of the
         images the sources hold (other images stay); refuse if any is stored;
         or replace the sources' plates whole.
-    compartments : sequence of str, optional
-        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
-        Nuclei), passed to every source's reader (see :func:`cellframe.io.ingest`).
-        A source in another format is refused.
+    reading : ReadOptions, optional
+        How every source is read: batch size, staging memory limit and (for
+        CellProfiler sources) the compartments to join.
 
     Relative source paths are resolved against this process's working
     folder before any task starts, so Ray workers (whose working folder may
@@ -489,7 +499,7 @@ def ingest_plates(
     Examples
     --------
     >>> report = ingest_plates(sorted(Path("screen").glob("*.sqlite")), store,
-    ...                        engine="ray")                    # doctest: +SKIP
+    ...                        engine=RayEngine(address="auto"))  # doctest: +SKIP
     """
     from cellframe.io.ingest import (
         MODES,
@@ -500,7 +510,13 @@ def ingest_plates(
     )
     from cellframe.io.platemap import well_coverage_messages
 
-    _check_engine(engine)
+    engine = resolve_engine(engine)
+    reading = reading if reading is not None else ReadOptions()
+    batch_rows, memory_limit, compartments = (
+        reading.batch_rows,
+        reading.memory_limit,
+        reading.compartments,
+    )
     if mode not in MODES:
         raise InvalidInputError(
             f"unknown ingest mode {mode!r}; valid: {', '.join(repr(m) for m in MODES)}"
@@ -524,7 +540,7 @@ def ingest_plates(
             f"{table!r} is a native table in {store.path}; per-plate ingest writes Parquet "
             "partitions: choose another table name or ingest with cellframe.io.ingest"
         )
-    report = IngestPlatesReport(table=table, engine=engine)
+    report = IngestPlatesReport(table=table, engine=engine.name)
     pm, pm_messages = _platemap_with_messages(platemap, annotations)
     options = {
         "format": format,
@@ -537,7 +553,7 @@ def ingest_plates(
         "annotations": None if annotations is None else str(annotations)[:200],
         "layout": "parquet",
         "mode": mode,
-        "engine": engine,
+        "engine": engine.name,
         "compartments": options["compartments"],
     }
     table_root = store.parts_dir / table
@@ -547,11 +563,11 @@ def ingest_plates(
     # Absolute paths (resolved here, on the driver): a Ray worker's working
     # folder is not the caller's.
     todo = list(keys)
-    if engine == "ray":
+    if engine.name == "ray":
         done = _complete_sources(table_root)
         todo = []
         for source, key in zip(sources, keys, strict=True):
-            if key in done and not force:
+            if key in done and not getattr(engine, "force", False):
                 for plate in done[key]:
                     check_partition_version(table_root, plate, STEP)
                 report.skipped_sources.append(str(source))
@@ -562,7 +578,7 @@ def ingest_plates(
     results: list[dict[str, Any]] = []
     try:
         folders = {str(s): str(staging / str(i)) for i, s in enumerate(todo)}
-        if engine == "local":
+        if engine.name == "local":
             for source in progress_bar(todo, desc="ingest", unit="source", enabled=progress):
                 results.append(
                     _ingest_source(
@@ -570,7 +586,7 @@ def ingest_plates(
                     )
                 )
         else:
-            ray = connect_ray(address)
+            ray = connect_ray(getattr(engine, "address", None))
             task = ray.remote(max_retries=MAX_RETRIES)(_ingest_source)
             pm_ref = ray.put(pm)
             bar = progress_bar(

@@ -1,9 +1,15 @@
-"""Map a pure per-plate function over plates, locally or on Ray."""
+"""Map a pure per-plate function over plates, locally or on Ray: the plumbing and the functions.
+
+:func:`map_plates` and :func:`reduce_plates` are the function form of an
+engine's ``map`` and ``gather`` (:class:`~cellframe.engine.LocalEngine`,
+:class:`~cellframe.engine.RayEngine`); the helpers here (connecting to Ray,
+the bounded task window, reading one plate) are shared by both engines and by
+the per-source ingest.
+"""
 
 from __future__ import annotations
 
 import socket
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -12,17 +18,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 
 from cellframe._arrow import WriteInput
-from cellframe._progress import progress as progress_bar
 from cellframe.columns import PLATE
-from cellframe.engine.base import ENGINES, EngineUnavailableError, MapReport
-from cellframe.errors import InvalidInputError
+from cellframe.engine.base import (
+    Engine,
+    EngineUnavailableError,
+    MapReport,
+    Plates,
+    resolve_engine,
+)
 from cellframe.partitions import (
     DATA_GLOB,
-    check_partition_version,
-    completed_plates,
     glob_escape,
     partition_dir,
-    remove_stale_temporaries,
     write_plate_partition,
 )
 
@@ -37,11 +44,6 @@ PlateFunction = Callable[[pl.DataFrame], WriteInput]
 #: How many times Ray re-runs a plate whose worker died (DOMAIN of issue 8: a
 #: killed worker is retried and leaves no partial partition).
 MAX_RETRIES = 3
-
-
-def _check_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise InvalidInputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -199,15 +201,15 @@ def map_plates(
     dest: str,
     fn: PlateFunction,
     *,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | str = "local",
     plates: Sequence[str] | None = None,
-    force: bool = False,
     step: str = "map",
     parameters: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> MapReport:
     """Apply a pure per-plate function to every plate of ``source`` and store the result.
+
+    The function form of ``engine.map(fn, Plates(store, source, plates), dest)``.
 
     Parameters
     ----------
@@ -222,16 +224,11 @@ def map_plates(
     fn : callable
         ``fn(plate_rows: pl.DataFrame) -> DataFrame | LazyFrame | iterator of batches``;
         must depend on nothing but its input (it may run in another process).
-    engine : {"local", "ray"}
-    address : str, optional
-        Ray cluster address (see :func:`connect_ray`).
+    engine : LocalEngine, RayEngine, "local" or "ray"
+        Where to run: ``RayEngine(address=..., force=...)`` for a cluster or
+        to recompute plates a previous run completed.
     plates : sequence of str, optional
         Plates to process (default: all plates of ``source``).
-    force : bool, default False
-        Ray engine: recompute plates already complete (default: skip them, so an
-        interrupted run resumes). Their old partitions are set aside when the
-        run starts (so the new plates may have other columns) and deleted when
-        it ends; until then the table lacks the plates not yet recomputed.
     step, parameters
         Provenance of the output.
     progress : bool, default True
@@ -245,74 +242,19 @@ def map_plates(
     ------
     EngineUnavailableError
         If Ray cannot be reached.
+    InvalidInputError
+        For an unknown engine name.
     TableExistsError
         Ray engine: if ``dest`` exists as a native table (or a plain view),
         which Parquet partitions cannot replace; checked before any work.
     cellframe.partitions.PartitionVersionError
         If an existing partition was written by another cellframe version or
-        step and ``force`` is not set.
+        step and the Ray engine's ``force`` is not set.
     """
-    _check_engine(engine)
-    all_plates = list(plates) if plates is not None else store.plates(source)
-    params = dict(parameters or {})
-    report = MapReport(table=dest, engine=engine)
-    if engine == "local":
-        for plate in progress_bar(all_plates, desc=step, unit="plate", enabled=progress):
-            out = fn(_read_plate(store, source, plate))
-            if isinstance(out, pl.LazyFrame):
-                out = out.collect()
-            if isinstance(out, pl.DataFrame):
-                out = _with_plate(out, plate)
-            report.rows += store.write(
-                dest, out, replace_plate=True, step=step, parameters={**params, "plate": plate}
-            )
-            report.computed.append(plate)
-        return report
-
-    store.check_partition_target(dest)  # before Ray starts or a partition is written
-    ray = connect_ray(address)
-    table_root = store.parts_dir / dest
-    remove_stale_temporaries(table_root)
-    done = set(completed_plates(table_root))
-    if not force:
-        for plate in sorted(done & set(all_plates)):
-            check_partition_version(table_root, plate, step)
-        report.skipped = [p for p in all_plates if p in done]
-    todo = [p for p in all_plates if force or p not in done]
-    if force:
-        # Set the plates to recompute aside first: their new columns may differ
-        # from the old ones (another feature selection), and each new plate is
-        # checked against its siblings. The old folders go at the end of the run.
-        for plate in todo:
-            folder = partition_dir(table_root, plate)
-            if folder.exists():
-                folder.rename(table_root / f".old-{uuid.uuid4().hex}")
-    task = ray.remote(max_retries=MAX_RETRIES)(_plate_task)
-
-    def submit(plate: str) -> Any:
-        src = _plate_source(ray, store, source, plate)
-        return task.remote(fn, src, str(table_root), plate, step, params)
-
-    bar = progress_bar(range(len(todo)), desc=f"{step} (ray)", unit="plate", enabled=progress)
-    for plate, rows in run_tasks(
-        ray,
-        todo,
-        submit,
-        describe=lambda plate: f"while running step {step!r} on plate {plate!r} (Ray engine)",
-        bar=bar,
-    ):
-        report.rows += rows
-        report.computed.append(plate)
-    remove_stale_temporaries(table_root)
-    store.register_partitions(dest)
-    store.record_provenance(
-        dest,
-        step,
-        {**params, "engine": "ray", "plates": report.computed},
-        n_rows=report.rows,
-        source=source,
-    )
-    return report
+    return resolve_engine(engine).map(
+        fn, Plates(store, source, plates), dest, step=step, parameters=parameters,
+        progress=progress,
+    )  # fmt: skip
 
 
 def reduce_plates(
@@ -321,14 +263,14 @@ def reduce_plates(
     map_fn: Callable[[pl.DataFrame], T],
     combine: Callable[[Iterable[T]], Any],
     *,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | str = "local",
     plates: Sequence[str] | None = None,
     progress: bool = True,
     desc: str = "statistics",
 ) -> Any:
     """Compute per-plate statistics and combine them on the driver.
 
+    The function form of ``engine.gather(map_fn, Plates(store, source, plates), combine)``.
     Use exact sufficient statistics (counts, sums, cross-products, value
     counts) so the combined result equals the one computed on all rows at once.
     ``combine`` receives the statistics one plate at a time, in plate order on
@@ -343,45 +285,15 @@ def reduce_plates(
         ``map_fn(plate_rows) -> statistics`` (picklable).
     combine : callable
         ``combine(iterable of statistics) -> result``.
-    engine, address, plates, progress
+    engine, plates, progress
         As in :func:`map_plates`.
+    desc : str
+        Progress-bar label.
 
     Returns
     -------
     Whatever ``combine`` returns.
     """
-    _check_engine(engine)
-    all_plates = list(plates) if plates is not None else store.plates(source)
-    if engine == "local":
-        stats = (
-            map_fn(_read_plate(store, source, p))
-            for p in progress_bar(all_plates, desc=desc, unit="plate", enabled=progress)
-        )
-        return combine(stats)
-    ray = connect_ray(address)
-
-    def run(src: Any, plate: str) -> Any:
-        return map_fn(_load_plate(src, plate))
-
-    task = ray.remote(max_retries=MAX_RETRIES)(run)
-
-    def submit(plate: str) -> Any:
-        return task.remote(_plate_source(ray, store, source, plate), plate)
-
-    def results() -> Iterator[T]:
-        # In plate order, so the combined floating-point sums do not depend on
-        # which worker finished first; each result is released once combined.
-        bar = progress_bar(
-            range(len(all_plates)), desc=f"{desc} (ray)", unit="plate", enabled=progress
-        )
-        for _, value in run_tasks(
-            ray,
-            all_plates,
-            submit,
-            describe=lambda plate: f"while computing {desc!r} on plate {plate!r} (Ray engine)",
-            ordered=True,
-            bar=bar,
-        ):
-            yield value
-
-    return combine(results())
+    return resolve_engine(engine).gather(
+        map_fn, Plates(store, source, plates), combine, desc=desc, progress=progress
+    )

@@ -11,7 +11,6 @@ from cellframe._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "activity_from_store": "crossfit",
         "average_precision": "pairs",
         "average_precision_p_values": "significance",
         "batch_panel": "batch",
@@ -21,7 +20,6 @@ __getattr__, __dir__, __all__ = attach(
         "compare": "batch",
         "control_folds": "crossfit",
         "expected_average_precision": "significance",
-        "correction_from_provenance": "crossfit",
         "cosine_similarity": "similarity",
         "folds_of_enrichment": "retrieval",
         "graph_connectivity": "batch",
@@ -48,7 +46,6 @@ __getattr__, __dir__, __all__ = attach(
         "percent_replicating": "replicates",
         "phenotypic_activity": "pairs",
         "recall_at_k": "pairs",
-        "register_evaluate_sql": "sql",
         "ReplicateResult": "replicates",
         "retrieval_map": "retrieval",
         "retrieval_metrics": "retrieval",
@@ -75,11 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
         silhouette_batch,
         silhouette_label,
     )
-    from cellframe.evaluate.crossfit import (
-        activity_from_store,
-        control_folds,
-        correction_from_provenance,
-    )
+    from cellframe.evaluate.crossfit import control_folds
     from cellframe.evaluate.moa import (
         MoaAccuracy,
         NoNeighbourWarning,
@@ -116,4 +109,3 @@ if TYPE_CHECKING:  # pragma: no cover
         iter_similarity_blocks,
         top_k_similar,
     )
-    from cellframe.evaluate.sql import register_evaluate_sql

@@ -1,8 +1,8 @@
 """Profiling: aggregate, normalize, select, sphere, correct, consensus, QC, strength (DOMAIN.md §2, §7).
 
-Pure Polars transforms (LazyFrame in, LazyFrame or a small result out), the
-fitted objects :class:`Normalizer` and :class:`Spherizer`, and store-level
-steps (:mod:`cellframe.profiles.pipeline`).
+Pure Polars transforms (LazyFrame in, LazyFrame or a small result out) and
+the fitted objects :class:`Normalizer` and :class:`Spherizer`; the store-level
+steps are :mod:`cellframe.pipeline`'s.
 """
 
 # ruff: noqa: F401  (the TYPE_CHECKING imports are the re-exports type checkers see)
@@ -18,7 +18,6 @@ __getattr__, __dir__, __all__ = attach(
     {
         "aggregate": "aggregate",
         "aggregate_by": "aggregate",
-        "aggregate_table": "aggregate",
         "AGGREGATIONS": "aggregate",
         "blocklist": "select",
         "CellCountRegressor": "correct",
@@ -38,7 +37,6 @@ __getattr__, __dir__, __all__ = attach(
         "inverse_normal_transform": "correct",
         "InverseNormalTransformer": "correct",
         "lambda_sweep": "sphere",
-        "load_config": "pipeline",
         "modz_weights": "consensus",
         "NoControlsError": "normalize",
         "noise_removal": "select",
@@ -51,13 +49,10 @@ __getattr__, __dir__, __all__ = attach(
         "PCAResult": "qc",
         "regress_cell_count": "correct",
         "robust_z": "qc",
-        "run_pipeline": "pipeline",
         "select_features": "select",
         "sphere": "sphere",
         "SPHERE_METHODS": "sphere",
         "Spherizer": "sphere",
-        "StepReport": "pipeline",
-        "STEPS": "pipeline",
         "StrengthResult": "strength",
         "strong_treatments": "strength",
         "treatment_strength": "strength",
@@ -70,7 +65,7 @@ __getattr__, __dir__, __all__ = attach(
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
+    from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by
     from cellframe.profiles.consensus import CONSENSUS_METHODS, consensus, modz_weights
     from cellframe.profiles.correct import (
         INT_METHODS,
@@ -84,7 +79,6 @@ if TYPE_CHECKING:  # pragma: no cover
         well_position_correct,
     )
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
-    from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
     from cellframe.profiles.qc import (
         PCA,
         PCAResult,

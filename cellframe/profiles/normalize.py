@@ -26,10 +26,9 @@ the default) or left out with a warning counting its groups and rows
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -48,9 +47,6 @@ from cellframe.profiles._common import (
     warn,
 )
 from cellframe.profiles._fitted import ColumnStatistics, Rows
-
-if TYPE_CHECKING:
-    from cellframe.store import Store
 
 __all__ = ["NORMALIZATIONS", "NoControlsError", "Normalizer", "normalize"]
 
@@ -485,7 +481,7 @@ class Normalizer:
     def _require_fitted(self) -> None:
         if not hasattr(self, "stats_"):
             raise InvalidInputError(
-                "this Normalizer is not fitted; call fit(...) or load(...) first"
+                "this Normalizer is not fitted; call fit(...) first (or cellframe.pipeline.load_step)"
             )
 
     def transform(self, lf: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
@@ -598,21 +594,12 @@ class Normalizer:
             parts.append(part)
         return pl.concat(parts, how="vertical")
 
-    def save(self, store: Store, name: str) -> None:
-        """Write the statistics to table ``name`` of ``store`` (replacing it)."""
-        params = {
-            **self.parameters(),
-            "features": self.features_,
-            "dropped_features": getattr(self, "dropped_features_", []),
-        }
-        store.write(name, self.to_frame(), mode="replace", step="normalize_fit", parameters=params)
-
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, parameters: dict[str, Any]) -> Normalizer:
         """A fitted normalizer from :meth:`to_frame`'s table and its parameters.
 
         ``parameters`` holds :meth:`parameters` plus ``features`` (and
-        ``dropped_features``), as :meth:`save` records them.
+        ``dropped_features``), as :func:`cellframe.pipeline.save_step` records them.
 
         Raises
         ------
@@ -655,21 +642,6 @@ class Normalizer:
         obj.zero_spread_ = pl.DataFrame()
         obj.dropped_features_ = list(parameters.get("dropped_features", []))
         return obj
-
-    @classmethod
-    def load(cls, store: Store, name: str) -> Normalizer:
-        """Read statistics saved with :meth:`save` (:meth:`from_frame` of the table)."""
-        prov = store.provenance(name).filter(pl.col("step") == "normalize_fit")
-        if prov.height == 0:
-            raise InvalidInputError(
-                f"table {name!r} was not written by Normalizer.save (no normalize_fit provenance)"
-            )
-        params = json.loads(prov["parameters"][-1])
-        if params["method"] not in NORMALIZATIONS:
-            raise InvalidInputError(
-                f"table {name!r} holds a custom method {params['method']!r}; refit it"
-            )
-        return cls.from_frame(store.read(name), params)
 
     def __repr__(self) -> str:
         state = f", fitted on {len(self.features_)} features" if hasattr(self, "features_") else ""

@@ -21,9 +21,8 @@ table (mean, scale, W) to apply to new plates.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,9 +38,6 @@ from cellframe.profiles._common import (
     to_numpy64,
 )
 from cellframe.profiles._fitted import ColumnStatistics, Rows
-
-if TYPE_CHECKING:
-    from cellframe.store import Store
 
 __all__ = ["SPHERE_METHODS", "Spherizer", "lambda_sweep", "sphere"]
 
@@ -329,7 +325,7 @@ class Spherizer:
     def _require_fitted(self) -> None:
         if not hasattr(self, "W_"):
             raise InvalidInputError(
-                "this Spherizer is not fitted; call fit(...) or load(...) first"
+                "this Spherizer is not fitted; call fit(...) first (or cellframe.pipeline.load_step)"
             )
 
     def transform_array(self, x: np.ndarray) -> np.ndarray:
@@ -421,31 +417,6 @@ class Spherizer:
         obj.output_names_ = labels[2:]
         obj.n_controls_ = int(parameters.get("n_controls", 0))
         return obj
-
-    def save(self, store: Store, name: str) -> None:
-        """Write the fitted transform to table ``name`` of ``store`` (replacing it).
-
-        A thin wrapper: :meth:`to_frame` written with :meth:`parameters` as provenance.
-        """
-        params = {
-            **self.parameters(),
-            "n_controls": self.n_controls_,
-            "n_features": len(self.features_),
-        }
-        store.write(name, self.to_frame(), mode="replace", step="sphere_fit", parameters=params)
-
-    @classmethod
-    def load(cls, store: Store, name: str) -> Spherizer:
-        """Read a transform saved with :meth:`save` (:meth:`from_frame` of the table)."""
-        prov = store.provenance(name).filter(pl.col("step") == "sphere_fit")
-        if prov.height == 0:
-            raise InvalidInputError(
-                f"table {name!r} was not written by Spherizer.save (no sphere_fit provenance)"
-            )
-        try:
-            return cls.from_frame(store.read(name), json.loads(prov["parameters"][-1]))
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"table {name!r}: {exc}") from None
 
     def __repr__(self) -> str:
         extra = (

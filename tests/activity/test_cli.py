@@ -167,7 +167,7 @@ def test_importing_activity_cli_is_cheap():
     import sys
 
     code = (
-        "import sys, cellframe.activity, cellframe.activity.cli; "
+        "import sys, cellframe.activity, cellframe.cli.activity; "
         "print(sorted(m for m in ('torch', 'rdkit', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -53,7 +53,7 @@ def tiny_screen(tmp_path: Path, two_sites) -> tuple[Path, Path]:
 
 
 def test_cli_module_does_not_import_torch() -> None:
-    code = "import sys, cellframe.embed.cli, cellframe.embed; print('torch' in sys.modules)"
+    code = "import sys, cellframe.cli.embed, cellframe.embed; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

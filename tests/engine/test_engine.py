@@ -12,7 +12,14 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import PLATE, WELL
-from cellframe.engine import EngineUnavailableError, map_plates, reduce_plates
+from cellframe.engine import (
+    EngineUnavailableError,
+    LocalEngine,
+    Plates,
+    RayEngine,
+    map_plates,
+    reduce_plates,
+)
 from cellframe.engine.run import connect_ray
 from cellframe.partitions import MARKER, PartitionVersionError, completed_plates
 from cellframe.store import Store
@@ -92,10 +99,9 @@ def test_ray_reads_partitioned_source_and_resumes(screen_store: Store, ray_local
         "wells_parts",
         "out",
         center,
-        engine="ray",
+        engine=RayEngine(force=True),
         progress=False,
         step="center",
-        force=True,
     )
     assert sorted(forced.computed) == ["P0", "P1", "P2", "P3"]
     local = map_plates(screen_store, "wells", "out_local", center, progress=False)
@@ -164,8 +170,9 @@ def test_partition_from_another_version_is_refused(screen_store: Store, ray_loca
     with pytest.raises(PartitionVersionError, match="--force"):
         map_plates(screen_store, "wells", "v", center, engine="ray", progress=False, step="center")
     report = map_plates(
-        screen_store, "wells", "v", center, engine="ray", progress=False, step="center", force=True
-    )
+        screen_store, "wells", "v", center, engine=RayEngine(force=True), progress=False,
+        step="center",
+    )  # fmt: skip
     assert len(report.computed) == 4
 
 
@@ -211,3 +218,48 @@ def test_unknown_engine_and_unreachable_address(screen_store: Store) -> None:
         connect_ray("127.0.0.1:9")
     with pytest.raises(EngineUnavailableError, match="HOST:PORT"):
         connect_ray("not-an-address")
+
+
+def test_engine_objects_map_gather_reduce_apply_agree(screen_store: Store, ray_local) -> None:
+    """The methods of both engine objects: the same numbers, checked against NumPy."""
+    from cellframe.profiles import Spherizer
+
+    plates = Plates(screen_store, "wells")
+    feats = [f"f{j}" for j in range(6)]
+    x = screen().sort(PLATE, WELL).select(feats).to_numpy().astype(np.float64)
+    sizes = {}
+    for engine in (LocalEngine(), RayEngine()):
+        # gather: per-plate row counts, in plate order
+        sizes[engine.name] = engine.gather(len, plates, list, progress=False)
+        # reduce: the sphering fit from merged per-plate statistics equals the
+        # fit on all rows at once, whose whitened rows have identity covariance
+        fitted = engine.reduce(Spherizer(lam=0.0, controls="all"), plates, progress=False)
+        whole = Spherizer(lam=0.0, controls="all").fit(screen())
+        np.testing.assert_allclose(fitted.W_, whole.W_, rtol=1e-6, atol=1e-8)
+        white = (x - x.mean(axis=0)) @ fitted.W_
+        np.testing.assert_allclose(np.cov(white, rowvar=False, ddof=0), np.eye(6), atol=1e-6)
+        # apply, then map: one table each, the same centred values as NumPy
+        engine.apply(fitted, plates, f"sph_{engine.name}", name="sphere", progress=False)
+        engine.map(center, Plates(screen_store, "wells", ["P1"]), f"c_{engine.name}",
+                   step="center", progress=False)  # fmt: skip
+        got = screen_store.read(f"c_{engine.name}").sort(WELL).select(feats).to_numpy()
+        p1 = screen().filter(pl.col(PLATE) == "P1").sort(WELL).select(feats).to_numpy()
+        np.testing.assert_allclose(got, p1 - p1.mean(axis=0), atol=1e-5)
+    assert sizes["local"] == sizes["ray"] == [24, 24, 24, 24]
+    assert_frame_equal(
+        canonical(screen_store.read("sph_local")), canonical(screen_store.read("sph_ray")),
+        rel_tol=1e-5, abs_tol=1e-5,
+    )  # fmt: skip
+
+
+def test_local_engine_refuses_bad_options_and_sizes_units() -> None:
+    from cellframe.errors import InvalidInputError
+
+    for bad in ({"workers": 0}, {"chunk_rows": -5}, {"memory_budget": 0}):
+        key = next(iter(bad))
+        with pytest.raises(InvalidInputError, match=rf"LocalEngine\({key}="):
+            LocalEngine(**bad)
+    # 256 MiB of float32 features per unit; at least 10,000 rows; chunk_rows wins.
+    assert LocalEngine().unit_rows(4 * 100) == 256 * 2**20 // 400
+    assert LocalEngine().unit_rows(4 * 10**6) == 10_000
+    assert LocalEngine(chunk_rows=7).unit_rows(4) == 7

@@ -12,7 +12,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import OBJECT_NUMBER, PLATE, WELL
-from cellframe.engine.ingest import ingest_plates
+from cellframe.engine import RayEngine
+from cellframe.engine.ingest import ReadOptions, ingest_plates
 from cellframe.errors import InvalidInputError
 from cellframe.io import CellProfilerSQLite
 from cellframe.io._synthetic import write_synthetic_sqlite
@@ -47,6 +48,11 @@ def platemap(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"well_position": wells, "treatment": [f"t{i % 5}" for i in range(len(wells))]}
     ).write_csv(path)
     return path
+
+
+def _forced(engine: str) -> RayEngine | str:
+    """``engine``, recomputing what an earlier run committed (Ray; the local engine always does)."""
+    return RayEngine(force=True) if engine == "ray" else engine
 
 
 def canonical(df: pl.DataFrame) -> pl.DataFrame:
@@ -93,7 +99,7 @@ def test_ray_ingest_resumes_and_force_recomputes(
         again = ingest_plates(sources, st, engine="ray", progress=False)
         assert sorted(again.computed) == ["PC", "PD"]
         assert sorted(again.skipped_sources) == sorted(map(str, sources[:2]))
-        forced = ingest_plates(sources, st, engine="ray", progress=False, force=True)
+        forced = ingest_plates(sources, st, engine=RayEngine(force=True), progress=False)
         assert sorted(forced.computed) == sorted(PLATES)
         assert st.read("cells").height == sum(PLATES.values())
 
@@ -113,7 +119,12 @@ def test_killed_ingest_worker_is_retried_without_partial_partition(
 
     with Store(tmp_path / "k.duckdb") as st:
         report = ingest_plates(
-            sources, st, engine="ray", format=DiesMidPlate, batch_rows=100, progress=False
+            sources,
+            st,
+            engine="ray",
+            format=DiesMidPlate,
+            reading=ReadOptions(batch_rows=100),
+            progress=False,
         )
         root = st.parts_dir / "cells"
         assert flag.exists()
@@ -192,7 +203,7 @@ def test_sites_as_sources_one_run_or_one_at_a_time_equal_one_ingest(
         # ... or one site per run, and a site again: the same table, no duplicates.
         with Store(tmp_path / f"{engine}-per-site.duckdb") as st:
             for site in [*sites, sites[1]]:
-                last = ingest_plates([site], st, engine=engine, progress=False, force=True)
+                last = ingest_plates([site], st, engine=_forced(engine), progress=False)
             assert (last.images_added, last.images_replaced, last.rows_replaced) == (0, 1, 89)
             assert_frame_equal(st.read("cells").sort(CELL_KEYS), expected)
             assert not [p for p in st.parts_dir.joinpath("cells").iterdir() if p.name[0] == "."]
@@ -213,7 +224,9 @@ def test_engine_append_and_duplicate_images_leave_the_store_unchanged(
     before = store_bytes(db)
     with Store(db) as st:
         with pytest.raises(KeyConflictError, match=r"already holds 1 of its image\(s\)"):
-            ingest_plates(sites[1:], st, engine="ray", progress=False, mode="append", force=True)
+            ingest_plates(
+                sites[1:], st, engine=RayEngine(force=True), progress=False, mode="append"
+            )
     assert store_bytes(db) == before
     # The same site twice in one run (a copied folder): refused before anything is written.
     twin = tmp_path / "twin"
@@ -307,7 +320,7 @@ def test_images_table_equals_one_ingest_of_the_plate(
         for site in [*sites, sites[1]]:
             with Store(db) as st, warnings.catch_warnings():
                 warnings.simplefilter("ignore", IngestWarning)
-                ingest_plates([site], st, engine=engine, progress=False, force=True)
+                ingest_plates([site], st, engine=_forced(engine), progress=False)
         assert_frame_equal(_images(db), expected)
 
 
@@ -332,7 +345,10 @@ def test_compartments_reach_every_reader_and_the_cli(
     for engine in ("local", "ray"):
         with Store(tmp_path / f"{engine}.duckdb") as st, warnings.catch_warnings():
             warnings.simplefilter("ignore", IngestWarning)
-            ingest_plates(sites, st, engine=engine, progress=False, compartments=["Nuclei"])
+            ingest_plates(
+                sites, st, engine=engine, progress=False,
+                reading=ReadOptions(compartments=["Nuclei"]),
+            )  # fmt: skip
             got = st.read("cells").sort(CELL_KEYS)
         assert_frame_equal(got.select(expected.columns), expected, check_column_order=False)
         assert got.columns == expected.columns

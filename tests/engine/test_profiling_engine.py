@@ -12,9 +12,9 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import CONTROL, OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.engine.fitted import apply_plates, fit_plates
+from cellframe.pipeline import Aggregation, run_step
+from cellframe.pipeline.plates import aggregate_plates
 from cellframe.profiles.normalize import Normalizer
-from cellframe.profiles.pipeline import run_aggregate, run_normalize, run_sphere
-from cellframe.profiles.plates import aggregate_plates
 from cellframe.profiles.sphere import Spherizer
 from cellframe.store import Store
 
@@ -63,11 +63,11 @@ def same(store: Store, a: str, b: str, keys=(PLATE, WELL)) -> int:
 
 
 def test_aggregate_on_ray_equals_local(screen: Store, ray_local) -> None:
-    run_aggregate(screen, "cells", "wells", progress=False)
+    run_step(screen, Aggregation(), "cells", "wells", progress=False)
     report = aggregate_plates(screen, "cells", "wells_ray", engine="ray", progress=False)
     assert sorted(report.computed) == ["P0", "P1", "P2", "P3"]
     same(screen, "wells", "wells_ray")
-    run_aggregate(screen, "cells", "images", level="image", progress=False)
+    run_step(screen, Aggregation("image"), "cells", "images", progress=False)
     aggregate_plates(screen, "cells", "images_ray", level="image", engine="ray", progress=False)
     same(screen, "images", "images_ray", keys=(PLATE, WELL, SITE))
 
@@ -77,11 +77,14 @@ def test_aggregate_on_ray_equals_local(screen: Store, ray_local) -> None:
 )
 def test_normalize_on_ray_equals_local(screen: Store, ray_local, method: str, by) -> None:
     if not screen.has_table("wells"):
-        run_aggregate(screen, "cells", "wells", progress=False)
+        run_step(screen, Aggregation(), "cells", "wells", progress=False)
     tag = f"{method}_{'plate' if by is None else 'all'}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_normalize(screen, "wells", f"n_{tag}", method=method, by=by, progress=False)
+        run_step(
+            screen, Normalizer(method, by=(PLATE,) if by is None else by), "wells", f"n_{tag}",
+            progress=False,
+        )  # fmt: skip
         normalizer = Normalizer(method, by=(PLATE,) if by is None else by)
         if by is None:  # per plate: each plate fitted on its own rows
             apply_plates(
@@ -99,8 +102,8 @@ def test_normalize_on_ray_equals_local(screen: Store, ray_local, method: str, by
 
 def test_sphering_fit_from_sufficient_statistics(screen: Store, ray_local) -> None:
     if not screen.has_table("wells"):
-        run_aggregate(screen, "cells", "wells", progress=False)
-    run_sphere(screen, "wells", "sphered", lam=1e-2, progress=False)
+        run_step(screen, Aggregation(), "cells", "wells", progress=False)
+    run_step(screen, Spherizer(lam=1e-2), "wells", "sphered", progress=False)
     fitted = fit_plates(screen, "wells", Spherizer(lam=1e-2), engine="ray", progress=False)
     report = apply_plates(
         screen, "wells", "sphered_ray", fitted, name="sphere", engine="ray", progress=False
@@ -127,7 +130,7 @@ def test_treatment_level_is_refused_per_plate(screen: Store) -> None:
 
 def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> None:
     from cellframe.cli import main
-    from cellframe.profiles.pipeline import run_pipeline
+    from cellframe.pipeline import run_pipeline
 
     path = screen.path
     config = {
@@ -159,7 +162,7 @@ def test_cli_and_config_run_on_ray(screen: Store, ray_local, tmp_path: Path) -> 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_whole_chain_on_ray_equals_local(screen: Store, ray_local) -> None:
     """aggregate -> normalize -> select -> sphere -> qc from one config, both engines."""
-    from cellframe.profiles.pipeline import run_pipeline
+    from cellframe.pipeline import run_pipeline
 
     steps = [
         {"run": "aggregate", "output": "ch_wells"},
@@ -194,7 +197,9 @@ def test_ray_into_an_existing_native_table_is_refused_before_any_work(
     path = tmp_path / "s.duckdb"
     with Store(path) as store:
         store.write("cells", cells(n_plates=2, n_wells=2, n_sites=1, n_cells=3))
-        run_aggregate(store, "cells", "wells", progress=False)  # local engine: a native table
+        run_step(
+            store, Aggregation(), "cells", "wells", progress=False
+        )  # local engine: a native table
         local = store.read("wells")
         parts = store.parts_dir / "wells"
     before = path.read_bytes()

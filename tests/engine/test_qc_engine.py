@@ -11,15 +11,16 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import PLATE, SITE, WELL, feature_columns
+from cellframe.engine import RayEngine
 from cellframe.errors import InvalidInputError, MissingColumnsError
-from cellframe.profiles._common import ProfilesWarning
-from cellframe.profiles.pipeline import run_pipeline, run_qc
-from cellframe.profiles.plates import (
+from cellframe.pipeline import QualityControl, run_pipeline, run_step
+from cellframe.pipeline.plates import (
     fit_pca_plates,
     flag_outlier_wells_plates,
     image_qc_plates,
     pca_plates,
 )
+from cellframe.profiles._common import ProfilesWarning
 from cellframe.profiles.qc import OUTLIER, REASON, flag_outlier_wells, image_qc, pca_profiles
 from cellframe.store import Store
 
@@ -182,14 +183,16 @@ def test_run_qc_cli_config_resume_and_force(screen, ray_local) -> None:
     from cellframe.cli import main
 
     store, _, _ = screen
-    first = run_qc(store, "wells", "qc_run", engine="ray", progress=False)
+    first = run_step(store, QualityControl(), "wells", "qc_run", engine="ray", progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProfilesWarning)
-        local = run_qc(store, "wells_native", "qc_run_local", progress=False)
+        local = run_step(store, QualityControl(), "wells_native", "qc_run_local", progress=False)
     assert "4 plates computed" in first.note and first.note.startswith(local.note)
-    again = run_qc(store, "wells", "qc_run", engine="ray", progress=False)
+    again = run_step(store, QualityControl(), "wells", "qc_run", engine="ray", progress=False)
     assert "0 plates computed, 4 already complete" in again.note
-    forced = run_qc(store, "wells", "qc_run", engine="ray", force=True, progress=False)
+    forced = run_step(
+        store, QualityControl(), "wells", "qc_run", engine=RayEngine(force=True), progress=False
+    )
     assert "4 plates computed" in forced.note
     config = {
         "input": "image_profiles",
@@ -226,5 +229,5 @@ def test_bad_input(screen) -> None:
     with pytest.raises(InvalidInputError, match="n_components >= 1"):
         fit_pca_plates(store, "wells", 0, progress=False)
     with pytest.raises(ValueError, match="unknown QC kind 'cells'"):
-        run_qc(store, "wells", "bad", kind="cells", engine="ray", progress=False)
+        run_step(store, QualityControl(kind="cells"), "wells", "bad", engine="ray", progress=False)
     assert not store.has_table("bad")

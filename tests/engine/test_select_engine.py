@@ -15,15 +15,17 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import CONTROL, PLATE, WELL, feature_columns
+from cellframe.engine import RayEngine
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
 from cellframe.partitions import PartitionVersionError
+from cellframe.pipeline import run_pipeline, run_step
+from cellframe.pipeline.plates import feature_select_plates
 from cellframe.profiles._fitted import ColumnStatistics as SelectStatistics
 from cellframe.profiles._fitted import CrossMoments
 from cellframe.profiles._fitted import merge_all as combine_statistics
-from cellframe.profiles.pipeline import run_pipeline, run_select
-from cellframe.profiles.plates import feature_select_plates
 from cellframe.profiles.select import (
     OPERATIONS,
+    FeatureSelector,
     _pearson,
     default_blocklist,
     feature_select,
@@ -267,8 +269,8 @@ def test_cross_moments_hand_computed() -> None:
 def test_run_select_on_ray_writes_equal_tables_and_resumes(screen, ray_local) -> None:
     store, _ = screen
     ops = ["variance_threshold", "correlation_threshold", "drop_na_columns", "drop_outliers"]
-    run_select(store, "wells", "sel_local", operations=ops, progress=False)
-    report = run_select(store, "wells", "sel_ray", operations=ops, engine="ray", progress=False)
+    run_step(store, FeatureSelector(ops), "wells", "sel_local", progress=False)
+    report = run_step(store, FeatureSelector(ops), "wells", "sel_ray", engine="ray", progress=False)
     assert "4 plates computed, 0 already complete" in report.note
     keys = (PLATE, WELL)
     a = store.read("sel_local").sort(*keys)
@@ -278,13 +280,13 @@ def test_run_select_on_ray_writes_equal_tables_and_resumes(screen, ray_local) ->
     assert_frame_equal(store.read("sel_local_dropped"), store.read("sel_ray_dropped"))
     assert store.tables().filter(pl.col("table") == "sel_ray")["kind"][0] == "parquet"
     # A re-run skips the complete plates; another selection refuses to resume.
-    again = run_select(store, "wells", "sel_ray", operations=ops, engine="ray", progress=False)
+    again = run_step(store, FeatureSelector(ops), "wells", "sel_ray", engine="ray", progress=False)
     assert "0 plates computed, 4 already complete" in again.note
     with pytest.raises(PartitionVersionError, match=r"another feature selection.*--force"):
-        run_select(store, "wells", "sel_ray", operations=["variance_threshold"], engine="ray",
-                   progress=False)  # fmt: skip
-    forced = run_select(store, "wells", "sel_ray", operations=["variance_threshold"],
-                        engine="ray", force=True, progress=False)  # fmt: skip
+        run_step(store, FeatureSelector(["variance_threshold"]), "wells", "sel_ray",
+                 engine="ray", progress=False)  # fmt: skip
+    forced = run_step(store, FeatureSelector(["variance_threshold"]), "wells", "sel_ray",
+                      engine=RayEngine(force=True), progress=False)  # fmt: skip
     assert "4 plates computed" in forced.note
     assert "Cells_corr_x" in store.columns("sel_ray") and "Cells_const" not in store.columns(
         "sel_ray"
@@ -373,8 +375,8 @@ def test_reduce_on_ray_streams_in_plate_order_and_reports_the_failing_plate(
 @pytest.mark.filterwarnings("ignore::cellframe.profiles._common.ProfilesWarning")
 def test_real_nelisa_plates_on_ray_equal_local(shared_data, ray_local, tmp_path) -> None:
     """nELISA: 4 real plates, 1,525 wells x 191 analytes; selection and QC flags on both engines."""
+    from cellframe.pipeline.plates import flag_outlier_wells_plates
     from cellframe.profiles import flag_outlier_wells
-    from cellframe.profiles.plates import flag_outlier_wells_plates
 
     path = shared_data / "profiles-nelisa" / "nelisa_profiles.parquet"
     if not path.exists():

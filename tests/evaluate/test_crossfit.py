@@ -19,14 +19,15 @@ from cellframe.cli import main
 from cellframe.columns import CONTROL, TREATMENT
 from cellframe.errors import DependentNullWarning, InvalidInputError
 from cellframe.evaluate import mean_average_precision, phenotypic_activity
-from cellframe.evaluate.crossfit import (
-    KeepColumns,
+from cellframe.evaluate.crossfit import KeepColumns, control_folds
+from cellframe.pipeline import (
+    NullSettings,
     activity_from_store,
-    control_folds,
     correction_from_provenance,
+    run_pipeline,
+    run_step,
 )
-from cellframe.profiles import Normalizer, Spherizer
-from cellframe.profiles.pipeline import run_normalize, run_pipeline, run_select, run_sphere
+from cellframe.profiles import FeatureSelector, Normalizer, Spherizer
 from cellframe.store import Store
 
 #: LINCS SQ00015054 compounds with mAP 1.0 against DMSO before any correction (q = 0.003).
@@ -255,16 +256,15 @@ def test_provenance_chain_normalize_select_sphere_is_replayed(tmp_path):
     df = _zero_effect_screen(0)
     with Store(tmp_path / "s.duckdb") as store:
         store.write("wells", df, step="ingest")
-        run_normalize(store, "wells", "wells_normalized", progress=False)
-        run_select(
+        run_step(store, Normalizer(), "wells", "wells_normalized", progress=False)
+        run_step(
             store,
+            FeatureSelector(["blocklist"], blocklist=["f00", "f01"]),
             "wells_normalized",
             "wells_selected",
-            operations=["blocklist"],
-            blocklist=["f00", "f01"],
             progress=False,
         )
-        run_sphere(store, "wells_selected", "wells_sphered", lam=1e-3, progress=False)
+        run_step(store, Spherizer(lam=1e-3), "wells_selected", "wells_sphered", progress=False)
         plan = correction_from_provenance(store, "wells_sphered")
         assert plan.source == "wells" and plan.problem is None
         assert plan.steps == ["normalize", "select", "sphere"]
@@ -276,7 +276,7 @@ def test_provenance_chain_normalize_select_sphere_is_replayed(tmp_path):
             "wells_sphered",
             treatment=TREATMENT,
             controls=pl.col(CONTROL) == "negcon",
-            null_size=2000,
+            null=NullSettings(null_size=2000),
         )
     assert got.null == "cross-fitted"
     correction = [
@@ -294,8 +294,9 @@ def test_saved_fit_cannot_be_refitted_and_warns(tmp_path):
     df = _zero_effect_screen(0)
     with Store(tmp_path / "s.duckdb") as store:
         store.write("wells", df, step="ingest")
-        run_sphere(store, "wells", "wells_sphered", lam=1e-3, save_fit="fit", progress=False)
-        run_sphere(store, "wells", "wells_resphered", fit_from="fit", progress=False)
+        run_step(store, Spherizer(lam=1e-3), "wells", "wells_sphered", save_fit="fit",
+                 progress=False)  # fmt: skip
+        run_step(store, Spherizer(), "wells", "wells_resphered", fit_from="fit", progress=False)
         plan = correction_from_provenance(store, "wells_resphered")
         assert plan.correction is None and "saved fit 'fit'" in plan.problem
         with pytest.warns(DependentNullWarning, match="saved fit 'fit'"):
@@ -305,7 +306,7 @@ def test_saved_fit_cannot_be_refitted_and_warns(tmp_path):
                 "wells_resphered",
                 treatment=TREATMENT,
                 controls=pl.col(CONTROL) == "negcon",
-                null_size=2000,
+                null=NullSettings(null_size=2000),
             )
         assert got.null == "dependent"
         # A table made by no fitted step is evaluated as it is, without a warning.
@@ -342,13 +343,17 @@ def test_demo_fraction_active_with_the_honest_null(tmp_path, lincs_wells):
     controls = pl.col(CONTROL) == "negcon"
     with Store(tmp_path / "demo.duckdb") as store:
         store.write("wells_lincs", lincs_wells, step="ingest")
-        _quiet(run_normalize, store, "wells_lincs", "wells_lincs_normalized", progress=False)
-        run_sphere(store, "wells_lincs_normalized", "wells_lincs_sphered", lam=0.1, progress=False)
-        kw = {"treatment": TREATMENT, "controls": controls, "null_size": 2000}
-        honest = _quiet(activity_from_store, store, "wells_lincs_sphered", **kw)
-        normalized = _quiet(activity_from_store, store, "wells_lincs_normalized", **kw)
+        _quiet(run_step, store, Normalizer(), "wells_lincs", "wells_lincs_normalized",
+               progress=False)  # fmt: skip
+        run_step(store, Spherizer(lam=0.1), "wells_lincs_normalized", "wells_lincs_sphered",
+                 progress=False)  # fmt: skip
+        kw = {"treatment": TREATMENT, "controls": controls}
+        null = NullSettings(null_size=2000)
+        honest = _quiet(activity_from_store, store, "wells_lincs_sphered", null=null, **kw)
+        normalized = _quiet(activity_from_store, store, "wells_lincs_normalized", null=null, **kw)
         with pytest.warns(DependentNullWarning):
-            leaky = _quiet(activity_from_store, store, "wells_lincs_sphered", cross_fit=False, **kw)
+            as_is = NullSettings(null_size=2000, cross_fit=False)
+            leaky = _quiet(activity_from_store, store, "wells_lincs_sphered", null=as_is, **kw)
     assert honest.plan.steps == ["normalize", "sphere"] and honest.plan.source == "wells_lincs"
     n_active = {
         name: int(r.summary["below_corrected_p"].sum())

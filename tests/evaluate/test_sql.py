@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cellframe.evaluate import register_evaluate_sql, retrieval_metrics, top_k_similar
+from cellframe.evaluate import retrieval_metrics, top_k_similar
+from cellframe.pipeline import register_evaluate_sql
 from cellframe.store import Store
 from tests.evaluate._synthetic import synthetic_screen
 

@@ -9,8 +9,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.columns import COUNT_CELLS, PLATE, SITE, TREATMENT, WELL, feature_columns
+from cellframe.engine import LocalEngine
 from cellframe.errors import MissingColumnsError
-from cellframe.profiles import aggregate, aggregate_by, aggregate_table
+from cellframe.pipeline import Aggregation, aggregate_table
+from cellframe.profiles import aggregate, aggregate_by
 
 from ._helpers import assert_close
 from .conftest import make_screen
@@ -99,7 +101,9 @@ def test_aggregate_table_streams_by_plate_and_well(store):
         store.write_partition("cells", plate[0], part, step="test")
     expected = aggregate(cells.lazy(), "well").collect()
     # chunk_rows=20 forces a few wells per chunk (each plate has 80 cells).
-    n = aggregate_table(store, "cells", "wells", "well", chunk_rows=20, progress=False)
+    n = aggregate_table(
+        store, "cells", "wells", "well", engine=LocalEngine(chunk_rows=20), progress=False
+    )
     assert n == expected.height
     got = store.read("wells")
     assert_frame_equal(got.select(expected.columns), expected, check_dtypes=False)
@@ -107,8 +111,9 @@ def test_aggregate_table_streams_by_plate_and_well(store):
     assert prov["step"].to_list() == ["aggregate"]
     # The thesis chain up to treatments: per-plate wells, then one treatment step.
     aggregate_table(
-        store, "cells", "treatments", "treatment", path="thesis", chunk_rows=20, progress=False
-    )
+        store, "cells", "treatments", Aggregation("treatment", path="thesis"),
+        engine=LocalEngine(chunk_rows=20), progress=False,
+    )  # fmt: skip
     expected_t = aggregate(cells.lazy(), "treatment", path="thesis").collect()
     got_t = store.read("treatments")
     feats = feature_columns(expected_t)
@@ -132,12 +137,14 @@ def test_aggregate_table_native_table_by_wells(store):
     cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)
     store.write("cells_native", cells, step="test")
     expected = aggregate(cells.lazy(), "well").collect()
-    aggregate_table(store, "cells_native", "wells", "well", chunk_rows=20, progress=False)
+    aggregate_table(
+        store, "cells_native", "wells", "well", engine=LocalEngine(chunk_rows=20), progress=False
+    )
     assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
 
 
 def test_work_units_cover_each_plate_once(store):
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.engine.local import _chunks
 
     cells = make_screen(n_plates=2, n_wells=10, n_sites=2, cells_per_site=4)  # 80 per plate
     plates = sorted(set(cells[PLATE]))
@@ -168,17 +175,26 @@ def test_aggregate_table_row_range_and_filtered_units(store):
     for plate, part in shuffled.group_by(PLATE, maintain_order=True):
         store.write_partition("cells", plate[0], part, step="test")
     expected = aggregate(cells.lazy(), "well").collect()
-    aggregate_table(store, "cells", "wells", "well", chunk_rows=20, progress=False)
+    aggregate_table(
+        store, "cells", "wells", "well", engine=LocalEngine(chunk_rows=20), progress=False
+    )
     assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
     # Wells interleaved (no blocks): runs of sorted wells selected by a filter.
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.engine.local import _chunks
 
     interleaved = cells.sort([PLATE, SITE, WELL])
     for plate, part in interleaved.group_by(PLATE, maintain_order=True):
         store.write_partition("cells_mixed", plate[0], part, step="test")
     units = _chunks(store, "cells_mixed", strata_wells=True, chunk_rows=20)
     assert {u.offset for u in units} == {None} and len(units) > 2
-    aggregate_table(store, "cells_mixed", "wells_mixed", "well", chunk_rows=20, progress=False)
+    aggregate_table(
+        store,
+        "cells_mixed",
+        "wells_mixed",
+        "well",
+        engine=LocalEngine(chunk_rows=20),
+        progress=False,
+    )
     got = store.read("wells_mixed").select(expected.columns)
     assert_frame_equal(got, expected, check_dtypes=False)
 
@@ -187,7 +203,7 @@ def test_aggregate_table_row_ranges_across_files(store, monkeypatch):
     # A plate rolled over to several files: each row-range unit reads the
     # files holding its rows, with its offset counted from the first of them.
     from cellframe import partitions
-    from cellframe.profiles.aggregate import _chunks
+    from cellframe.engine.local import _chunks
 
     cells = make_screen(n_plates=2, n_wells=12, n_sites=4, cells_per_site=50)  # 2,400 per plate
     monkeypatch.setattr(partitions, "ROW_GROUP_BYTES", 1)  # the minimum, 1,024 rows per group
@@ -201,7 +217,9 @@ def test_aggregate_table_row_ranges_across_files(store, monkeypatch):
         u.files[0].name != "part.parquet" for u in units
     )
     expected = aggregate(cells.lazy(), "well").collect()
-    aggregate_table(store, "cells", "wells", "well", chunk_rows=500, progress=False)
+    aggregate_table(
+        store, "cells", "wells", "well", engine=LocalEngine(chunk_rows=500), progress=False
+    )
     assert_frame_equal(store.read("wells").select(expected.columns), expected, check_dtypes=False)
 
 
@@ -336,7 +354,14 @@ def test_aggregate_table_unsorted_partitions_with_missing(store):
         store.write_partition("cells", plate[0], part.drop(PLATE), step="test")
     expected = aggregate(cells.lazy(), "well").collect()
     for chunk_rows in (None, 60):  # whole plates, then a few wells at a time
-        aggregate_table(store, "cells", "wells", "well", chunk_rows=chunk_rows, progress=False)
+        aggregate_table(
+            store,
+            "cells",
+            "wells",
+            "well",
+            engine=LocalEngine(chunk_rows=chunk_rows),
+            progress=False,
+        )
         got = store.read("wells").select(expected.columns)
         assert_frame_equal(got, expected, check_dtypes=False)
 
@@ -345,14 +370,15 @@ def test_aggregate_table_bad_chunk_rows(store):
     from cellframe.errors import InvalidInputError
 
     store.write_partition("cells", "P1", make_screen(n_plates=1).drop(PLATE), step="test")
-    with pytest.raises(InvalidInputError, match="chunk_rows must be at least 1"):
-        aggregate_table(store, "cells", "wells", chunk_rows=0, progress=False)
-    with pytest.raises(InvalidInputError, match="workers must be at least 1"):
-        aggregate_table(store, "cells", "wells", workers=0, progress=False)
+    with pytest.raises(InvalidInputError, match=r"LocalEngine\(chunk_rows=0\): chunk_rows must"):
+        aggregate_table(store, "cells", "wells", engine=LocalEngine(chunk_rows=0), progress=False)
+    with pytest.raises(InvalidInputError, match=r"LocalEngine\(workers=0\): workers must"):
+        aggregate_table(store, "cells", "wells", engine=LocalEngine(workers=0), progress=False)
+    assert "wells" not in store.table_names()
 
 
 def test_work_units_in_flight_fit_the_memory_budget(store):
-    from cellframe.profiles.aggregate import UNIT_MEMORY, _unit_workers
+    from cellframe.engine.local import UNIT_MEMORY, _unit_workers
 
     chunk = 256 * 2**20
     assert _unit_workers(2, chunk, None) == 2  # this machine: one per thread
@@ -365,7 +391,10 @@ def test_work_units_in_flight_fit_the_memory_budget(store):
         store.write_partition("cells", plate[0], part, step="test")
     expected = aggregate(cells.lazy(), "well").collect()
     for workers in (1, 3):
-        aggregate_table(store, "cells", "wells", chunk_rows=20, workers=workers, progress=False)
+        aggregate_table(
+            store, "cells", "wells", engine=LocalEngine(workers=workers, chunk_rows=20),
+            progress=False,
+        )  # fmt: skip
         got = store.read("wells").select(expected.columns)
         assert_frame_equal(got, expected, check_dtypes=False)
 

@@ -14,6 +14,7 @@ from cellframe.errors import (
     MissingColumnsError,
     TooFewControlsError,
 )
+from cellframe.pipeline import load_step, save_step
 from cellframe.profiles import NORMALIZATIONS, NoControlsError, Normalizer, normalize
 from cellframe.profiles._common import ProfilesWarning
 
@@ -180,8 +181,8 @@ def test_save_load_and_apply_to_new_plate(store, nelisa):
     feats = feature_columns(nelisa)
     train = nelisa.filter(pl.col(PLATE) != nelisa[PLATE][-1])
     norm = Normalizer("mad_robustize", by=(), controls=NELISA_CONTROLS).fit(train)
-    norm.save(store, "norm_fit")
-    loaded = Normalizer.load(store, "norm_fit")
+    save_step(store, norm, "norm_fit")
+    loaded = load_step(store, "norm_fit", expect=Normalizer)
     assert loaded.features_ == norm.features_
     new = nelisa.filter(pl.col(PLATE) == nelisa[PLATE][-1])
     assert_frame_equal(loaded.transform(new).collect(), norm.transform(new).collect())
@@ -197,7 +198,7 @@ def test_save_load_and_apply_to_new_plate(store, nelisa):
         loaded.transform(new.drop(feats[3]))
     with pytest.raises(InvalidInputError, match="normalize_fit provenance"):
         store.write("other", pl.DataFrame({"a": [1]}), step="x")
-        Normalizer.load(store, "other")
+        load_step(store, "other", expect=Normalizer)
 
 
 def test_unknown_method_lists_valid():

@@ -11,13 +11,13 @@ from polars.testing import assert_frame_equal
 
 from cellframe.cli import main
 from cellframe.columns import PLATE, feature_columns
+from cellframe.pipeline import load_step, run_pipeline
 from cellframe.profiles import (
     Normalizer,
     Spherizer,
     aggregate,
     feature_select,
     normalize,
-    run_pipeline,
     sphere,
     treatment_strength,
 )
@@ -105,9 +105,9 @@ def test_pipeline_config_matches_pure_chain(screen_store, tmp_path):
             store.provenance("wells_normalized_selected_sphered")["step"].to_list()[-1] == "sphere"
         )
         # Saved fits reload and reproduce the tables.
-        norm = Normalizer.load(store, "normalize_fit")
+        norm = load_step(store, "normalize_fit", expect=Normalizer)
         assert_frame_equal(norm.transform(wells).collect(), normalized)
-        sph = Spherizer.load(store, "sphere_fit")
+        sph = load_step(store, "sphere_fit", expect=Spherizer)
         assert_frame_equal(sph.transform(selected).collect(), sphered)
         strength = store.read("wells_normalized_strength")
         expected = treatment_strength(normalized).treatments
@@ -290,7 +290,7 @@ def test_missing_config_file_is_one_line(screen_store, tmp_path, capsys):
     assert f"pipeline config {missing} does not exist" in err
     assert path.read_bytes() == before
     from cellframe.errors import ConfigNotFoundError
-    from cellframe.profiles.pipeline import load_config
+    from cellframe.pipeline import load_config
 
     with pytest.raises(ConfigNotFoundError, match=r"missing\.toml"):
         load_config(missing)
@@ -303,12 +303,12 @@ def test_missing_config_file_is_one_line(screen_store, tmp_path, capsys):
 
 def test_run_qc_unknown_kind_lists_the_kinds(screen_store):
     from cellframe.errors import InvalidChoiceError
-    from cellframe.profiles.pipeline import run_qc
+    from cellframe.pipeline import QualityControl
 
     path, _ = screen_store
     with Store(path) as store:
         with pytest.raises(
             InvalidChoiceError, match=r"unknown QC kind 'cells'.*valid: 'wells', 'images'"
         ):
-            run_qc(store, "cells", "qc", kind="cells", progress=False)
+            QualityControl(kind="cells")
         assert "qc" not in store.tables()["table"].to_list()

@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import PLATE, feature_columns
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.pipeline import load_step, save_step
 from cellframe.profiles import Spherizer, lambda_sweep, sphere
 
 from ._helpers import assert_close
@@ -93,8 +94,8 @@ def test_save_load_apply_to_new_plate(store, nelisa):
     new = nelisa.filter(pl.col(PLATE) == plates[3])
     for method in ("regularized", "PCA-cor"):
         sph = Spherizer(method, lam=0.05, controls=NEGCON).fit(train)
-        sph.save(store, "sphere_fit")
-        loaded = Spherizer.load(store, "sphere_fit")
+        save_step(store, sph, "sphere_fit")
+        loaded = load_step(store, "sphere_fit")
         assert loaded.method == method and loaded.output_names_ == sph.output_names_
         assert_frame_equal(loaded.transform(new).collect(), sph.transform(new).collect())
     feats = feature_columns(nelisa)

@@ -1,4 +1,4 @@
-"""The analyst SQL of the evaluation layer (``sql/evaluate.sql``)."""
+"""The analyst SQL of the evaluation layer (``sql/evaluate.sql``), defined on a store."""
 
 from __future__ import annotations
 

@@ -137,9 +137,12 @@ def _ingest(args: argparse.Namespace) -> int:
         # The report prints the warnings once, in the summary.
         warnings.simplefilter("ignore", IngestWarning)
         if many:
-            from cellframe.engine.ingest import ingest_plates
+            from cellframe.engine.ingest import ReadOptions, ingest_plates
+            from cellframe.pipeline import make_engine
             from cellframe.store import Store
 
+            engine = make_engine(args.engine, address=args.address, force=args.force)
+            reading = ReadOptions(memory_limit=args.memory_limit, compartments=args.compartments)
             with Store(args.store, memory_limit=args.memory_limit) as store:
                 report = ingest_plates(
                     args.source,
@@ -148,13 +151,10 @@ def _ingest(args: argparse.Namespace) -> int:
                     platemap=args.platemap,
                     annotations=args.annotations,
                     format=args.format,
-                    engine=args.engine,
-                    address=args.address,
-                    force=args.force,
+                    engine=engine,
                     progress=not args.quiet,
-                    memory_limit=args.memory_limit,
                     mode=args.mode,
-                    compartments=args.compartments,
+                    reading=reading,
                 )
         else:
             report = ingest(args.source[0], args.store, **_single_source_options(args))

@@ -116,7 +116,7 @@ def _load(args: argparse.Namespace) -> dict[str, pl.DataFrame]:
                 frames[name] = _read_file(path)
                 continue
             if store is None:
-                from cellframe.store_cli import _open
+                from cellframe.cli.store import _open
 
                 store = _open(args, read_only=True)
             if table not in store.table_names():

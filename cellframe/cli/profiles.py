@@ -12,9 +12,7 @@ an option is parsed, so ``--help`` imports none of them.
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from cellframe.cli import positive_int
 from cellframe.engine.base import ENGINES
@@ -32,59 +30,16 @@ CHAIN: dict[str, str] = {
 #: Table ``cellframe evaluate`` reads by default: the end of the chain.
 CHAIN_END = "wells_normalized_selected_sphered"
 
-#: Registry (module, attribute) holding the allowed values of a config key or option, per step.
-REGISTRIES: dict[tuple[str, str], tuple[str, str]] = {
-    ("aggregate", "method"): ("cellframe.profiles.aggregate", "AGGREGATIONS"),
-    ("aggregate", "level"): ("cellframe.profiles.aggregate", "LEVELS"),
-    ("normalize", "method"): ("cellframe.profiles.normalize", "NORMALIZATIONS"),
-    ("select", "operations"): ("cellframe.profiles.select", "OPERATIONS"),
-    ("sphere", "method"): ("cellframe.profiles.sphere", "SPHERE_METHODS"),
-}
-
-
-def allowed_values(step: str, key: str) -> list[str]:
-    """The values a step's option may take, read from the step's registry.
-
-    Parameters
-    ----------
-    step : str
-        Step name (``"normalize"``, ``"select"``, ...).
-    key : str
-        Config key / option name (``"method"``, ``"operations"``).
-
-    Returns
-    -------
-    list of str
-        The registry's names, in registry order.
-
-    Examples
-    --------
-    >>> allowed_values("normalize", "method")
-    ['standardize', 'robustize', 'mad_robustize']
-    """
-    module, attribute = REGISTRIES[(step, key)]
-    return list(getattr(importlib.import_module(module), attribute))
-
-
-def _check_value(step: str, key: str, value: str, where: str) -> str:
-    from cellframe.errors import InvalidChoiceError
-
-    allowed = allowed_values(step, key)
-    if value not in allowed:
-        raise InvalidChoiceError(
-            f"{where}: {key} = {value!r} is unknown; allowed values: {', '.join(allowed)}"
-        )
-    return value
-
 
 def _choice(step: str, key: str) -> Callable[[str], str]:
     """An argparse ``type`` checking a value against the registry when it is parsed."""
 
     def parse(text: str) -> str:
         from cellframe.errors import InvalidChoiceError
+        from cellframe.pipeline.config import check_value
 
         try:
-            return _check_value(step, key, text, f"cellframe {step}")
+            return check_value(step, key, text, f"cellframe {step}")
         except InvalidChoiceError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"cellframe {step}: ")) from None
 
@@ -107,51 +62,6 @@ def _non_negative(text: str) -> float:
     if not value < float("inf"):  # NaN or infinity
         raise argparse.ArgumentTypeError(f"{text} is not a finite number; give a value >= 0")
     return value
-
-
-def validate_config(config: Mapping[str, Any], path: str) -> None:
-    """Check a pipeline config's step names, methods, operations and lambdas against the registries.
-
-    Parameters
-    ----------
-    config : Mapping[str, Any]
-        A parsed ``pipeline.toml`` (:func:`cellframe.profiles.pipeline.load_config`).
-    path : str
-        The file, named in messages.
-
-    Raises
-    ------
-    cellframe.errors.InvalidChoiceError
-        A ``run``, ``method``, ``operations`` or ``engine`` value outside its
-        registry, or a negative ``lam``; the message names the file, the step,
-        the key and the allowed values.
-    """
-    from cellframe.engine.base import ENGINES
-    from cellframe.errors import InvalidChoiceError
-    from cellframe.profiles.pipeline import STEPS
-
-    if "engine" in config and config["engine"] not in ENGINES:
-        raise InvalidChoiceError(
-            f"{path}: engine = {config['engine']!r}; allowed values: {', '.join(ENGINES)}"
-        )
-    for i, step in enumerate(config.get("step", [])):
-        name = step.get("run")
-        where = f"{path}, step {i + 1}"
-        if name not in STEPS:
-            raise InvalidChoiceError(
-                f"{where}: run = {name!r}; valid: {', '.join(STEPS)} (the step to run)"
-            )
-        where = f"{where} ({name})"
-        for key, value in step.items():
-            if (name, key) not in REGISTRIES:
-                continue
-            for item in value if isinstance(value, list) else [value]:
-                _check_value(name, key, item, where)
-        lam = step.get("lam")
-        if lam is not None and not (isinstance(lam, int | float) and 0 <= lam < float("inf")):
-            raise InvalidChoiceError(
-                f"{where}: lam = {lam!r}; give a number >= 0 (finite: not nan or inf)"
-            )
 
 
 def _csv(text: str) -> list[str]:
@@ -376,7 +286,7 @@ def _open(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cellframe.profiles.pipeline import STEPS, _default_output
+    from cellframe.pipeline.steps import STEPS, _default_output
 
     params = {k: v for k, v in vars(args).items() if k not in _SKIP and v is not None}
     if args.step == "select":
@@ -397,10 +307,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from cellframe.profiles.pipeline import load_config, run_pipeline
+    from cellframe.pipeline import load_config, run_pipeline
 
-    config = load_config(args.config)
-    validate_config(config, args.config)
+    config = load_config(args.config)  # validated against the registries on load
     with _open(args) as store:
         reports = run_pipeline(store, config, progress=not args.quiet)
     if not args.quiet:

@@ -1,12 +1,11 @@
-"""The ``cellframe`` command line: one entry point, one subcommand per step.
+"""The ``cellframe`` command line: one entry point, one module per command group.
 
-Each layer contributes its subcommands from a small ``cli`` module with a
-``register(subparsers, common)`` function (``cellframe/io/cli.py``,
-``cellframe/profiles/cli.py``, ...). Those modules import only argparse at the
-top, so ``cellframe --help`` stays fast; the work is imported when a command runs.
-Listing a module imports its package (``find_spec`` of ``a.b.cli`` imports
-``a.b``), so only packages that have a ``cli`` module are listed: the report
-package has none (the demo writes the report), and importing it loads Altair.
+Each command group is a module of this package with a
+``register(subparsers, common)`` function (``cellframe/cli/io.py``,
+``cellframe/cli/profiles.py``, ...), listed once in :data:`COMMAND_MODULES`:
+adding a group is one line there. Those modules import only the standard
+library (and this module) at the top, so ``cellframe --help`` stays fast; the
+work is imported when a command runs.
 
 User errors never end in a traceback: a :class:`~cellframe.errors.CellframeError`
 (or a bad option) is one line on stderr with exit status 2, Ctrl-C exits with
@@ -18,25 +17,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
-#: Modules that add subcommands, in the order their commands are listed.
+#: Command groups, in the order their commands are listed: one module each, with
+#: ``register(subparsers, common)``. A new group is one more line here.
 COMMAND_MODULES = (
-    "cellframe.io.cli",
-    "cellframe.store_cli",
-    "cellframe.anndata_cli",
-    "cellframe.profiles.cli",
-    "cellframe.evaluate.cli",
-    "cellframe.compare_cli",
-    "cellframe.segment.cli",
-    "cellframe.embed.cli",
-    "cellframe.measure_cli",
-    "cellframe.activity.cli",
-    "cellframe.demo_cli",
+    "cellframe.cli.io",
+    "cellframe.cli.store",
+    "cellframe.cli.anndata",
+    "cellframe.cli.profiles",
+    "cellframe.cli.evaluate",
+    "cellframe.cli.compare",
+    "cellframe.cli.segment",
+    "cellframe.cli.embed",
+    "cellframe.cli.measure",
+    "cellframe.cli.activity",
+    "cellframe.cli.demo",
 )
 
 
@@ -175,11 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
     for name in COMMAND_MODULES:
-        try:
-            if importlib.util.find_spec(name) is None:
-                continue
-        except ModuleNotFoundError:  # the layer's package itself is absent
-            continue
         importlib.import_module(name).register(subparsers, common)
     return parser
 
@@ -227,7 +221,3 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"cellframe: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     return int(result or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

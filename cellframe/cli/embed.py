@@ -233,10 +233,12 @@ def _embed_on_ray(args: argparse.Namespace, store, objects, loader, channels) ->
             ChannelEmbedder, args.model, args.weights, name=args.name, device=args.device,
             input_size=args.input_size,
         )  # fmt: skip
+    from cellframe.engine import RayEngine
+
     report = embed_plates(
-        store, objects, loader, make, channels=channels, dest=args.table, address=args.address,
-        force=args.force, progress=not args.quiet, box_size=args.box_size,
-        batch_size=args.batch_size,
+        store, objects, loader, make, channels=channels, dest=args.table,
+        engine=RayEngine(address=args.address, force=args.force), progress=not args.quiet,
+        box_size=args.box_size, batch_size=args.batch_size,
     )  # fmt: skip
     if not args.quiet:
         print(

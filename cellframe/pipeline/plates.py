@@ -1,11 +1,10 @@
-"""Profiling steps over the plates of a store, locally or on Ray (Face layer, in waiting).
+"""Profiling steps over the plates of a store, on any engine (Face layer).
 
 This module composes pure steps (:mod:`cellframe.profiles`) with the store and
-the engine (:func:`cellframe.engine.fitted.fit_plates`,
-:func:`~cellframe.engine.fitted.apply_plates`, :func:`~cellframe.engine.map_plates`);
-it moves with :mod:`cellframe.profiles.pipeline` into the Face package
-(``cellframe/pipeline/``). No statistic is computed here: fitted steps bring
-their own (``statistics``/``merge``/``from_statistics``).
+an engine (``LocalEngine``, ``RayEngine`` or their names; through
+:func:`cellframe.engine.fit_plates`, :func:`~cellframe.engine.apply_plates`,
+:func:`~cellframe.engine.map_plates`). No statistic is computed here: fitted
+steps bring their own (``statistics``/``merge``/``from_statistics``).
 
 * Aggregation, image QC and per-plate normalization are pure functions of one
   plate's rows: mapped over plates.
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from cellframe.columns import LEVEL_KEYS, PLATE, is_metadata
-from cellframe.engine.base import MapReport
+from cellframe.engine.base import Engine, MapReport, resolve_engine
 from cellframe.engine.fitted import apply_plates, fit_plates
 from cellframe.engine.run import map_plates, reduce_plates
 from cellframe.errors import InvalidInputError, MissingColumnsError
@@ -72,9 +71,7 @@ def aggregate_plates(
     strata: Sequence[str] | None = None,
     method: str | None = None,
     features: Sequence[str] | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    force: bool = False,
+    engine: Engine | str = "local",
     progress: bool = True,
 ) -> MapReport:
     """Aggregate ``source`` into ``dest`` plate by plate on an engine.
@@ -99,7 +96,7 @@ def aggregate_plates(
     )
     params = {"level": level, "path": path, "strata": strata, "method": method}
     return map_plates(
-        store, source, dest, fn, engine=engine, address=address, force=force,
+        store, source, dest, fn, engine=engine,
         step="aggregate", parameters=params, progress=progress,
     )  # fmt: skip
 
@@ -112,8 +109,7 @@ def feature_select_plates(
     *,
     features: Sequence[str] | None = None,
     samples: Any = "all",
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | str = "local",
     progress: bool = True,
     **params: Any,
 ) -> FeatureSelection:
@@ -142,7 +138,7 @@ def feature_select_plates(
     resolve_features(schema, features, where)
     require_columns(schema, filter_columns(samples), where, "check samples=")
     fit = fit_plates(
-        store, source, selector, engine=engine, address=address, progress=progress,
+        store, source, selector, engine=engine, progress=progress,
         desc="selection statistics",
     )  # fmt: skip
     return fit.selection_
@@ -175,9 +171,7 @@ def apply_selection_plates(
     dest: str,
     selection: FeatureSelection,
     *,
-    engine: str = "local",
-    address: str | None = None,
-    force: bool = False,
+    engine: Engine | str = "local",
     progress: bool = True,
     parameters: Mapping[str, Any] | None = None,
 ) -> MapReport:
@@ -186,17 +180,18 @@ def apply_selection_plates(
     Raises
     ------
     cellframe.partitions.PartitionVersionError
-        On Ray without ``force``, if a complete plate of ``dest`` was written
+        On Ray without ``RayEngine(force=True)``, if a complete plate of ``dest`` was written
         by another cellframe version or with another feature selection.
     """
     dropped = selection.dropped_features
-    if engine != "local" and not force:
+    engine = resolve_engine(engine)
+    if engine.name != "local" and not getattr(engine, "force", False):
         _check_previous_selection(store, dest, dropped)
     step = FeatureSelector.from_selection(selection)
     params = {"n_kept": len(selection.kept), "dropped": dropped, **(parameters or {})}
     return apply_plates(
         store, source, dest, step, name="select", parameters=params, engine=engine,
-        address=address, force=force, progress=progress,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -208,8 +203,7 @@ def fit_pca_plates(
     *,
     features: Sequence[str] | None = None,
     standardize: bool = False,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | str = "local",
     progress: bool = True,
 ) -> PCA:
     """:class:`~cellframe.profiles.qc.PCA` fitted from every plate's merged moments.
@@ -227,7 +221,7 @@ def fit_pca_plates(
     feats = resolve_features(store.schema(source), features, f"table {source!r}")
     step = PCA(n_components, features=feats, standardize=standardize)
     return fit_plates(
-        store, source, step, engine=engine, address=address, progress=progress,
+        store, source, step, engine=engine, progress=progress,
         desc="PCA statistics",
     )  # fmt: skip
 
@@ -247,18 +241,17 @@ def pca_plates(
     *,
     features: Sequence[str] | None = None,
     standardize: bool = False,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Engine | str = "local",
     progress: bool = True,
 ) -> PCAResult:
     """:func:`cellframe.profiles.pca_profiles` of a whole table, fitted and scored plate by plate."""
     pca = fit_pca_plates(
         store, source, n_components, features=features, standardize=standardize,
-        engine=engine, address=address, progress=progress,
+        engine=engine, progress=progress,
     )  # fmt: skip
     scores = reduce_plates(
         store, source, functools.partial(_scores_one, pca=pca), _concat, engine=engine,
-        address=address, progress=progress, desc="PCA scores",
+        progress=progress, desc="PCA scores",
     )  # fmt: skip
     return PCAResult(
         scores=scores,
@@ -290,12 +283,12 @@ def _count_flagged(store: Store, dest: str) -> tuple[int, int]:
 
 
 def _write_on_driver(
-    store: Store, source: str, dest: str, out: pl.DataFrame, *, engine: str,
+    store: Store, source: str, dest: str, out: pl.DataFrame, *, engine: Engine,
     parameters: dict[str, Any],
 ) -> MapReport:  # fmt: skip
     rows = store.write(dest, out, mode="replace", step="qc", parameters=parameters, source=source)
     plates = out[PLATE].unique(maintain_order=True).to_list() if PLATE in out.columns else []
-    return MapReport(table=dest, engine=engine, computed=plates, rows=rows)
+    return MapReport(table=dest, engine=engine.name, computed=plates, rows=rows)
 
 
 def flag_outlier_wells_plates(
@@ -307,9 +300,7 @@ def flag_outlier_wells_plates(
     z_threshold: float = 3.5,
     by: Sequence[str] | None = (PLATE,),
     features: Sequence[str] | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    force: bool = False,
+    engine: Engine | str = "local",
     progress: bool = True,
 ) -> MapReport:
     """:func:`cellframe.profiles.flag_outlier_wells` of ``source`` into ``dest`` on an engine.
@@ -324,12 +315,13 @@ def flag_outlier_wells_plates(
     MissingColumnsError
         If a ``by`` column is not a metadata column of ``source``.
     """
+    engine = resolve_engine(engine)
     schema = store.schema(source)
     missing = [c for c in (by or ()) if c not in schema or not is_metadata(c)]
     if missing:
         raise MissingColumnsError(f"table {source!r} (QC groups)", missing, "check by=")
     pca = fit_pca_plates(
-        store, source, n_components, features=features, engine=engine, address=address,
+        store, source, n_components, features=features, engine=engine,
         progress=progress,
     )  # fmt: skip
     params = {
@@ -342,13 +334,13 @@ def flag_outlier_wells_plates(
     if _per_plate(by):
         fn = functools.partial(_flag_one, pca=pca, z_threshold=z_threshold, by=by)
         report = map_plates(
-            store, source, dest, fn, engine=engine, address=address, force=force, step="qc",
+            store, source, dest, fn, engine=engine, step="qc",
             parameters=params, progress=progress,
         )  # fmt: skip
     else:
         scores = reduce_plates(
             store, source, functools.partial(_scores_one, pca=pca), _concat, engine=engine,
-            address=address, progress=progress, desc="PCA scores",
+            progress=progress, desc="PCA scores",
         )  # fmt: skip
         out = _flag_scores(scores, z_threshold=z_threshold, by=by)
         report = _write_on_driver(store, source, dest, out, engine=engine, parameters=params)
@@ -377,9 +369,7 @@ def image_qc_plates(
     focus_z: float = 4.0,
     max_saturated_percent: float = 1.0,
     by: Sequence[str] | None = (PLATE,),
-    engine: str = "local",
-    address: str | None = None,
-    force: bool = False,
+    engine: Engine | str = "local",
     progress: bool = True,
 ) -> MapReport:
     """:func:`cellframe.profiles.image_qc` of ``source`` into ``dest`` on an engine.
@@ -393,6 +383,7 @@ def image_qc_plates(
     MissingColumnsError
         If ``source`` has no image-quality column.
     """
+    engine = resolve_engine(engine)
     schema = store.schema(source)
     focus, satur = image_quality_columns(schema)
     params = {
@@ -406,14 +397,14 @@ def image_qc_plates(
             _image_one, focus_z=focus_z, max_saturated_percent=max_saturated_percent, by=by
         )
         report = map_plates(
-            store, source, dest, fn, engine=engine, address=address, force=force, step="qc",
+            store, source, dest, fn, engine=engine, step="qc",
             parameters=params, progress=progress,
         )  # fmt: skip
     else:
         columns = [c for c in schema if is_metadata(c)] + [c for c, _ in focus + satur]
         gathered = reduce_plates(
             store, source, functools.partial(_image_columns, columns=columns), _concat,
-            engine=engine, address=address, progress=progress, desc="image QC columns",
+            engine=engine, progress=progress, desc="image QC columns",
         )  # fmt: skip
         out = _image_flags(
             gathered, focus_z=focus_z, max_saturated_percent=max_saturated_percent, by=by

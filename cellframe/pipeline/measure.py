@@ -1,4 +1,4 @@
-"""``cellframe measure``: Cell Painting images in, a CellProfiler-style single-cell table out.
+"""Measure Cell Painting images: images in, a CellProfiler-style single-cell table out.
 
 :func:`measure_images` composes, per site, the layers below it:
 illumination correction (:mod:`cellframe.measure.illumination`, fitted per
@@ -20,8 +20,7 @@ writes, per site:
 
 Every site is read and checked (channels present, one shape, a nuclei and a
 cell-body channel that are not blank) before anything is written, so bad input
-leaves the store as it was. Only argparse is imported at the top of this
-module; the work is imported when the command runs.
+leaves the store as it was. The work is imported when the function runs.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MeasureReport", "measure_images", "register"]
+__all__ = ["MeasureReport", "measure_images"]
 
 SITE_KEYS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
 LABELS_TABLE = "object_labels"
@@ -250,8 +249,7 @@ def measure_images(
     labels_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     embed: Any | None = None,
-    engine: str = "local",
-    address: str | None = None,
+    engine: Any = "local",
     progress: bool = True,
 ) -> MeasureReport:
     """Measure Cell Painting sites into the store: illumination, objects, measurements, quality.
@@ -313,12 +311,11 @@ def measure_images(
         ``channels`` in that order) and write ``cells_<model>`` per site, keyed
         like the measured table, for the classical-versus-deep comparison on
         the same cells.
-    engine : {"local", "ray"}, default "local"
-        ``"ray"`` measures each plate in a Ray task (sites stream back one at a
-        time); the store is written by this process either way, with the same
+    engine : LocalEngine, RayEngine or {"local", "ray"}, default "local"
+        A :class:`cellframe.engine.RayEngine` (or ``"ray"``) measures each
+        plate in a Ray task on its cluster (sites stream back one at a time);
+        the store is written by this process either way, with the same
         semantics.
-    address : str, optional
-        Ray cluster to join (default: a local Ray).
     progress : bool, default True
         Show a progress bar with sites/s and cells/s.
 
@@ -350,8 +347,10 @@ def measure_images(
     from cellframe.segment.classical import save_labels
     from cellframe.segment.pipeline import sites_from_paths
 
-    if engine not in ("local", "ray"):
-        raise InvalidChoiceError(f"unknown engine {engine!r}; valid: local, ray")
+    from cellframe.engine.base import resolve_engine
+    from cellframe.engine.ray import RayEngine
+
+    engine = resolve_engine(engine)
     channels = list(dict.fromkeys(channels))
     for role, ch in (("nuclei", nuclei), ("cells", cells)):
         if ch not in channels:
@@ -422,8 +421,8 @@ def measure_images(
         "nuclei_method": nuclei_method, "nuclei_options": nuclei_options or {},
         "families": families, "texture_scales": list(texture_scales),
     }  # fmt: skip
-    if engine == "ray":
-        results = _ray_sites(plates, functions, work, address)
+    if isinstance(engine, RayEngine):
+        results = _ray_sites(plates, functions, work, engine.address)
     else:
         results = _measure_sites(todo, functions, work, segmenter=segmenter)
     bar = _bar(len(todo), progress)
@@ -672,107 +671,3 @@ def _relative(path: Path, base: Path | None) -> str:
         except ValueError:
             pass
     return str(Path(path).resolve())
-
-
-# ------------------------------------------------------------------ command line
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def _run(args: argparse.Namespace) -> int:
-    from cellframe.store import Store
-
-    scales = [int(s) for s in _split(args.texture_scales) or []] if args.texture_scales else []
-    with Store(args.store) as store:
-        report = measure_images(
-            store,
-            args.images,
-            channels=_split(args.channels) or [],
-            nuclei=args.nuclei,
-            cells=args.cells,
-            sites_csv=args.sites,
-            pattern=args.pattern,
-            channel_names=_split(args.channel_names),
-            illumination=not args.no_illumination,
-            nuclei_method=args.nuclei_method,
-            engine=args.engine,
-            address=args.address,
-            families=_split(args.families),
-            texture_scales=scales,
-            table=args.table,
-            labels_dir=args.labels_dir,
-            force=args.force,
-            progress=not args.quiet,
-        )
-    if not args.quiet:
-        print(report.summary())
-    return 0
-
-
-def _scales(text: str) -> str:
-    parts = [t.strip() for t in text.split(",") if t.strip()]
-    if not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of whole numbers >= 1 (e.g. 3,5,10)"
-        )
-    return text
-
-
-def _families(text: str) -> str:
-    from cellframe.measure.features import FAMILIES
-
-    unknown = [t for t in (_split(text) or []) if t not in FAMILIES]
-    if unknown or not _split(text):
-        raise argparse.ArgumentTypeError(
-            f"unknown measurement family {', '.join(unknown) or repr(text)}; "
-            f"allowed values: {', '.join(FAMILIES)}"
-        )
-    return text
-
-
-def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``cellframe measure``."""
-    from cellframe.cli import registry_choice
-
-    p = subparsers.add_parser(
-        "measure",
-        parents=[common],
-        help="images -> illumination, nuclei/cells/cytoplasm, CellProfiler measurements",
-        description=(
-            "Measure Cell Painting sites as CellProfiler does: illumination correction per "
-            "plate, nuclei, cells and cytoplasm, and per-object measurements with CellProfiler's "
-            "names, written to the per-plate single-cell table (replacing exactly the sites "
-            "measured). Sites measured before are skipped unless --force."
-        ),
-    )
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="zarr stores, TIFFs or folders")
-    p.add_argument(
-        "--channels", required=True, help="channels to measure, e.g. DNA,ER,RNA,AGP,Mito"
-    )
-    p.add_argument("--nuclei", default="DNA", help="nuclei channel (default: %(default)s)")
-    p.add_argument("--cells", default="AGP", help="cell-body channel (default: %(default)s)")
-    p.add_argument("--sites", metavar="CSV", help="Plate,Well,Site[,idx|path] per site")
-    p.add_argument("--pattern", help="file-name regex with groups plate, well, site")
-    p.add_argument("--channel-names", help="names of every channel of files that carry none")
-    p.add_argument("--no-illumination", action="store_true", help="skip illumination correction")
-    p.add_argument(
-        "--nuclei-method", default="classical",
-        type=registry_choice("cellframe.segment.pipeline", "SEGMENTERS", what="nuclei method",
-                             extra=("classical",)),
-        help="classical (CellProfiler's IdentifyPrimaryObjects, default), unet or otsu",
-    )  # fmt: skip
-    p.add_argument(
-        "--families", type=_families, help="measurement families (default: all JUMP ones)"
-    )
-    p.add_argument("--texture-scales", type=_scales, default="3,5,10",
-                   help="texture scales (default: %(default)s)")  # fmt: skip
-    p.add_argument("--table", default="cells", help="single-cell table (default: %(default)s)")
-    p.add_argument("--labels-dir", help="folder for the label TIFFs (default: <store>.labels)")
-    p.add_argument("--force", action="store_true", help="measure sites measured before again")
-    p.add_argument(
-        "--engine", default="local",
-        type=registry_choice("cellframe.engine.base", "ENGINES", what="engine"),
-        help="local (default) or ray: one Ray task per plate",
-    )  # fmt: skip
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    p.set_defaults(func=_run)

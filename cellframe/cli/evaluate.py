@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from cellframe.cli import positive_int
-from cellframe.profiles.cli import CHAIN_END
+from cellframe.cli.profiles import CHAIN_END
 
 if TYPE_CHECKING:
     import polars as pl
@@ -92,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _evaluate(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from cellframe.cli.store import _open
     from cellframe.columns import metadata_columns
-    from cellframe.store_cli import _open
 
     with _open(args, read_only=False) as store:
         lf = store.scan(args.table)
@@ -127,7 +127,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 source=args.table,
             )
         else:
-            from cellframe.evaluate.crossfit import activity_from_store
+            from cellframe.pipeline import NullSettings, activity_from_store
 
             params |= {
                 "treatment": args.treatment,
@@ -146,11 +146,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                 controls=pl.col(args.control_column) == args.control_value,
                 same_plate=args.same_plate,
                 features=args.features,
-                n_folds=args.n_folds,
-                seed=args.seed,
-                null_size=args.null_size,
-                threshold=args.threshold,
-                cross_fit=not args.as_is,
+                null=NullSettings(
+                    n_folds=args.n_folds,
+                    seed=args.seed,
+                    null_size=args.null_size,
+                    threshold=args.threshold,
+                    cross_fit=not args.as_is,
+                ),
                 progress=not args.quiet,
             )
             per_query, summary = result.per_query, result.summary

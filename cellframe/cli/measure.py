@@ -1,0 +1,113 @@
+"""``cellframe measure``: the command line of :func:`cellframe.pipeline.measure.measure_images`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+# ------------------------------------------------------------------ command line
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cellframe.pipeline.measure import measure_images
+    from cellframe.pipeline.steps import make_engine
+    from cellframe.store import Store
+
+    scales = [int(s) for s in _split(args.texture_scales) or []] if args.texture_scales else []
+    with Store(args.store) as store:
+        report = measure_images(
+            store,
+            args.images,
+            channels=_split(args.channels) or [],
+            nuclei=args.nuclei,
+            cells=args.cells,
+            sites_csv=args.sites,
+            pattern=args.pattern,
+            channel_names=_split(args.channel_names),
+            illumination=not args.no_illumination,
+            nuclei_method=args.nuclei_method,
+            engine=make_engine(args.engine, address=args.address),
+            families=_split(args.families),
+            texture_scales=scales,
+            table=args.table,
+            labels_dir=args.labels_dir,
+            force=args.force,
+            progress=not args.quiet,
+        )
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _scales(text: str) -> str:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole numbers >= 1 (e.g. 3,5,10)"
+        )
+    return text
+
+
+def _families(text: str) -> str:
+    from cellframe.measure.features import FAMILIES
+
+    unknown = [t for t in (_split(text) or []) if t not in FAMILIES]
+    if unknown or not _split(text):
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement family {', '.join(unknown) or repr(text)}; "
+            f"allowed values: {', '.join(FAMILIES)}"
+        )
+    return text
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``cellframe measure``."""
+    from cellframe.cli import registry_choice
+
+    p = subparsers.add_parser(
+        "measure",
+        parents=[common],
+        help="images -> illumination, nuclei/cells/cytoplasm, CellProfiler measurements",
+        description=(
+            "Measure Cell Painting sites as CellProfiler does: illumination correction per "
+            "plate, nuclei, cells and cytoplasm, and per-object measurements with CellProfiler's "
+            "names, written to the per-plate single-cell table (replacing exactly the sites "
+            "measured). Sites measured before are skipped unless --force."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="zarr stores, TIFFs or folders")
+    p.add_argument(
+        "--channels", required=True, help="channels to measure, e.g. DNA,ER,RNA,AGP,Mito"
+    )
+    p.add_argument("--nuclei", default="DNA", help="nuclei channel (default: %(default)s)")
+    p.add_argument("--cells", default="AGP", help="cell-body channel (default: %(default)s)")
+    p.add_argument("--sites", metavar="CSV", help="Plate,Well,Site[,idx|path] per site")
+    p.add_argument("--pattern", help="file-name regex with groups plate, well, site")
+    p.add_argument("--channel-names", help="names of every channel of files that carry none")
+    p.add_argument("--no-illumination", action="store_true", help="skip illumination correction")
+    p.add_argument(
+        "--nuclei-method", default="classical",
+        type=registry_choice("cellframe.segment.pipeline", "SEGMENTERS", what="nuclei method",
+                             extra=("classical",)),
+        help="classical (CellProfiler's IdentifyPrimaryObjects, default), unet or otsu",
+    )  # fmt: skip
+    p.add_argument(
+        "--families", type=_families, help="measurement families (default: all JUMP ones)"
+    )
+    p.add_argument("--texture-scales", type=_scales, default="3,5,10",
+                   help="texture scales (default: %(default)s)")  # fmt: skip
+    p.add_argument("--table", default="cells", help="single-cell table (default: %(default)s)")
+    p.add_argument("--labels-dir", help="folder for the label TIFFs (default: <store>.labels)")
+    p.add_argument("--force", action="store_true", help="measure sites measured before again")
+    p.add_argument(
+        "--engine", default="local",
+        type=registry_choice("cellframe.engine.base", "ENGINES", what="engine"),
+        help="local (default) or ray: one Ray task per plate",
+    )  # fmt: skip
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.set_defaults(func=_run)
