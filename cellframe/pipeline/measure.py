@@ -25,7 +25,6 @@ leaves the store as it was. The work is imported when the function runs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -341,14 +340,13 @@ def measure_images(
         If the options contradict each other (``nuclei`` not among ``channels``, ...).
     """
 
+    from cellframe.engine.base import resolve_engine
+    from cellframe.engine.ray import RayEngine
     from cellframe.errors import InvalidChoiceError, InvalidInputError
     from cellframe.measure.features import DEFAULT_FAMILIES
     from cellframe.measure.quality import BLURRY, SATURATED, quality_flags
     from cellframe.segment.classical import save_labels
     from cellframe.segment.pipeline import sites_from_paths
-
-    from cellframe.engine.base import resolve_engine
-    from cellframe.engine.ray import RayEngine
 
     engine = resolve_engine(engine)
     channels = list(dict.fromkeys(channels))
