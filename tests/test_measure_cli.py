@@ -394,5 +394,5 @@ def test_ray_engine_measures_the_same_rows_as_local(tmp_path, measured, ray_loca
     assert report.sites_measured == 2
     assert ray_cells.select(local_cells.columns).equals(local_cells)
     assert ray_quality.select(local_quality.columns).equals(local_quality)
-    with pytest.raises(InvalidInputError, match="unknown engine .spark."):
+    with pytest.raises(InvalidInputError, match="unknown engine 'spark'"):
         measure_images(Store(), [JUMP], channels=CHANNELS, engine="spark", **FAST)
