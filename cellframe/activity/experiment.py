@@ -165,6 +165,9 @@ def validate_config(config: ExperimentConfig) -> None:
         On an unknown modality kind, a modality without a source, unknown fusion
         keys, or fusion of modalities that are not configured.
     """
+    from cellframe.activity.matrix import matrix_options
+
+    matrix_options(config.matrix_options)  # unknown [data] keys and bad column lists
     if not config.modalities:
         raise InvalidInputError('[modalities] is empty; add e.g. CS = { kind = "morgan" }')
     for name, spec in config.modalities.items():
@@ -227,7 +230,7 @@ def run_experiment(
     from cellframe.activity.features import align_profiles
     from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union
     from cellframe.activity.graph import featurize_molecules
-    from cellframe.activity.matrix import read_assay_matrix
+    from cellframe.activity.matrix import matrix_options, read_assay_matrix
     from cellframe.activity.metrics import assay_fold_metrics, assay_metrics, summary_table
     from cellframe.activity.model import DEFAULT_GRID, MultitaskClassifier, RandomForestBaseline
     from cellframe.activity.splits import make_folds
@@ -249,7 +252,7 @@ def run_experiment(
         )
 
     # 1. ingest and clean
-    matrix = read_assay_matrix(matrix_path, **config.matrix_options)
+    matrix = read_assay_matrix(matrix_path, **matrix_options(config.matrix_options))
     clean_opts = dict(config.clean)
     if clean_opts.pop("enabled", True):
         cleaned = clean_assay_matrix(matrix, **clean_opts)
