@@ -349,9 +349,7 @@ def train_holdout(
             model.fit(x[train], y[train])
         prob = model.predict_proba(_take(x, test))
         frames.append(_long_predictions(data, prob, test, model=name, split=split_name))
-    predictions = _with_uncertainty(
-        pl.concat(frames), data, mols, train, test, domain_threshold
-    )
+    predictions = _with_uncertainty(pl.concat(frames), data, mols, train, test, domain_threshold)
     full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
     full_part[kept] = part
     return HoldoutResult(

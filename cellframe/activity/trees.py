@@ -145,6 +145,24 @@ def _mean_auroc(y: np.ndarray, prob: np.ndarray) -> float:
     return mean_auroc(y, prob)
 
 
+def _early_stopping(x_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    """LightGBM fit arguments: stop when validation AUROC has not improved for 50 rounds."""
+    import inspect
+
+    from lightgbm import LGBMClassifier, early_stopping
+
+    # lightgbm 4.6 renamed eval_set=[(X, y)] to eval_X=, eval_y= (the old name warns)
+    if "eval_X" in inspect.signature(LGBMClassifier.fit).parameters:
+        data: dict[str, Any] = {"eval_X": (x_val,), "eval_y": (y_val,)}
+    else:  # pragma: no cover - lightgbm < 4.6
+        data = {"eval_set": [(x_val, y_val)]}
+    return {
+        **data,
+        "eval_metric": "auc",
+        "callbacks": [early_stopping(50, first_metric_only=True, verbose=False)],
+    }
+
+
 @dataclass
 class TreeBaseline:
     """One tree model per assay (RandomForest or LightGBM), tuned on validation data.
@@ -316,13 +334,7 @@ class TreeBaseline:
                 vobs = ~np.isnan(yv[:, j])
                 tv = yv[vobs, j]
                 if tv.size and 0 < tv.sum() < tv.size:
-                    from lightgbm import early_stopping
-
-                    fit_kw = {
-                        "eval_set": [(xv[vobs], tv.astype(np.int64))],
-                        "eval_metric": "auc",
-                        "callbacks": [early_stopping(50, first_metric_only=True, verbose=False)],
-                    }
+                    fit_kw = _early_stopping(xv[vobs], tv.astype(np.int64))
             models.append(est.fit(x[obs], t.astype(np.int64), **fit_kw))
         return models, n_constant
 
