@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
 from cellframe.activity.chem import morgan_fingerprints
+from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
 from cellframe.activity.trees import ConstantAssayWarning, TreeBaseline, tree_features
 from cellframe.errors import InvalidChoiceError, InvalidInputError
 from tests.activity.conftest import SMILES, synthetic_matrix
@@ -85,7 +85,7 @@ def test_lightgbm_stops_early_on_the_validation_readouts(data):
 
 
 def test_one_class_assay_predicts_its_training_rate_with_a_warning(data):
-    x, y, tr, va, te = data
+    x, y, tr, _, te = data
     y = y.copy()
     y[:, 2] = np.where(np.isnan(y[:, 2]), np.nan, 0.0)  # no hit at all in assay 2
     with pytest.warns(ConstantAssayWarning, match="1 of 3 assays"):
@@ -100,7 +100,7 @@ def test_settings_and_misuse_are_refused(data):
         TreeBaseline("xgb")
     with pytest.raises(InvalidInputError, match="non-empty list"):
         TreeBaseline("rf", grid={"min_samples_leaf": 3})
-    with pytest.raises(InvalidInputError, match="validation=.*grid=\\{\\}"):
+    with pytest.raises(InvalidInputError, match=r"validation=.*grid=\{\}"):
         TreeBaseline("rf").fit(x[tr], y[tr])
     with pytest.raises(InvalidInputError, match="not fitted"):
         TreeBaseline("rf").predict_proba(x)
