@@ -33,6 +33,7 @@ __all__ = [
     "HoldoutResult",
     "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
+    "WithDescriptors",
     "holdout_metrics",
     "mean_auroc_per_model",
     "train_holdout",
@@ -109,8 +110,47 @@ class HoldoutResult:
     n_unparsed: int
 
 
+@dataclass
+class WithDescriptors:
+    """A :class:`MultitaskClassifier` that also gets the RDKit 2D descriptors.
+
+    In :func:`train_holdout` the 217 descriptors, mapped through the empirical
+    CDF of the training part (:class:`~cellframe.activity.DescriptorNormalizer`),
+    are appended to the Morgan fingerprints (``encoder="ffn"``) or to the pooled
+    D-MPNN encoding (``encoder="dmpnn"``): Chemprop's ``rdkit_2d_normalized``
+    recipe (docs/activity.md, ``dmpnn-desc``).
+
+    Parameters
+    ----------
+    model : MultitaskClassifier
+    """
+
+    model: MultitaskClassifier
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, MultitaskClassifier):
+            raise InvalidInputError(
+                f"WithDescriptors wraps a MultitaskClassifier, not a {type(self.model).__name__}; "
+                "a TreeBaseline gets the descriptors already"
+            )
+
+    def fit(self, *args: Any, **kwargs: Any) -> WithDescriptors:
+        """Fit the wrapped network (same arguments as :meth:`MultitaskClassifier.fit`)."""
+        self.model.fit(*args, **kwargs)
+        return self
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Probabilities of the wrapped network."""
+        return self.model.predict_proba(inputs)
+
+
 def _input_kind(model: Any) -> str:
-    """``"graphs"`` (D-MPNN), ``"trees"`` (TreeBaseline) or ``"morgan"`` (forest, dense net)."""
+    """``"graphs"`` (D-MPNN), ``"trees"`` (TreeBaseline) or ``"morgan"`` (forest, dense net).
+
+    A :class:`WithDescriptors` network gets its kind plus ``"+desc"``.
+    """
+    if isinstance(model, WithDescriptors):
+        return _input_kind(model.model) + "+desc"
     if isinstance(model, MultitaskClassifier) and model.encoder == "dmpnn":
         return "graphs"
     if isinstance(model, TreeBaseline):
@@ -132,6 +172,14 @@ def _featurize(
 
     if kind == "trees":  # descriptor CDF from the training part only
         return tree_features(mols, train=train, descriptors=descriptors)
+    if kind.endswith("+desc"):
+        from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
+
+        raw = rdkit_descriptors(mols) if descriptors is None else descriptors
+        z = DescriptorNormalizer().fit(raw[train]).transform(raw)
+        if kind == "graphs+desc":
+            return featurize_molecules(mols, extra=z)
+        return np.hstack([morgan_fingerprints(mols).astype(np.float32), z])
     return featurize_molecules(mols) if kind == "graphs" else morgan_fingerprints(mols)
 
 
@@ -230,7 +278,9 @@ def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
 
 def train_holdout(
     matrix: AssayMatrix,
-    models: Mapping[str, MultitaskClassifier | RandomForestBaseline | TreeBaseline],
+    models: Mapping[
+        str, MultitaskClassifier | RandomForestBaseline | TreeBaseline | WithDescriptors
+    ],
     *,
     split: str | Partition = "scaffold",
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
@@ -269,8 +319,8 @@ def train_holdout(
     descriptors : numpy.ndarray, optional
         RDKit 2D descriptors of the matrix's compounds (one row per compound of
         ``matrix``, :func:`~cellframe.activity.rdkit_descriptors`) for the
-        :class:`~cellframe.activity.trees.TreeBaseline` models; computed when
-        needed and not given (about 20 ms a compound). Zero columns: none.
+        :class:`~cellframe.activity.trees.TreeBaseline` and :class:`WithDescriptors`
+        models; computed when needed and not given (about 20 ms a compound). Zero columns: none.
     domain_threshold : float, default 0.3
         ``in_domain`` is true where ``train_similarity`` (Tanimoto to the nearest
         training compound) is at least this
@@ -337,13 +387,17 @@ def train_holdout(
                 f"compounds of {where}; give one row per compound (rdkit_descriptors)"
             )
         descriptors = descriptors[kept]
+    elif any(k in ("trees", "morgan+desc", "graphs+desc") for k in kinds.values()):
+        from cellframe.activity.descriptors import rdkit_descriptors
+
+        descriptors = rdkit_descriptors(mols)  # once for every model that needs them
     features: dict[str, np.ndarray | GraphSet] = {}
     frames = []
     for name, model in models.items():
         if kinds[name] not in features:
             features[kinds[name]] = _featurize(kinds[name], mols, train, descriptors)
         x = features[kinds[name]]
-        if isinstance(model, MultitaskClassifier | TreeBaseline):
+        if isinstance(model, MultitaskClassifier | TreeBaseline | WithDescriptors):
             model.fit(_take(x, train), y[train], validation=(_take(x, val), y[val]))
         else:
             model.fit(x[train], y[train])
