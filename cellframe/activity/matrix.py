@@ -684,8 +684,9 @@ def assay_matrix_from_wide(
 
 #: How a user names what a column is, in the messages of the wide reader.
 _NAME_IT = (
-    "if it is not an assay, name it: MatrixColumns(identifiers=[{c!r}]) (TOML [data] "
-    "identifier_columns = [{t}]), or list the assays: MatrixColumns(assays=[...]) (TOML "
+    "if it is not an assay, name it: MatrixColumns(compound={c!r}) if it identifies the "
+    "compounds, or MatrixColumns(identifiers=[{c!r}]) (TOML [data] compound_column = {t} or "
+    "identifier_columns = [{t}]); or list the assays: MatrixColumns(assays=[...]) (TOML "
     "[data] assay_columns = [...])"
 )
 
