@@ -17,8 +17,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="compound activity prediction: clean, featurize, split, train, evaluate, fuse",
         description=(
             "Run the experiment described by a TOML config (see docs/activity.md) and "
-            "write its tables (<prefix>_cleaning, _folds, _predictions, _fold_metrics, "
-            "_assay_metrics, _summary, ...) to the store."
+            "write its tables to the store: cross-validated over folds (<prefix>_cleaning, "
+            "_folds, _predictions, _fold_metrics, _assay_metrics, _summary, ...), or on one "
+            "held-out split when [split] names a column, train/validation/test files or "
+            "holdout = true (<prefix>_partition, _predictions, _metrics, _summary). Models: "
+            "morgan, dmpnn (descriptors = true for RDKit descriptors), rf, rf-tuned, lgbm."
         ),
     )
     p.add_argument("config", help="experiment TOML file")
