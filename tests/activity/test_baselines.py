@@ -76,3 +76,22 @@ def test_shapes_and_empty_parts_are_refused(screen):
         honest_baselines(m, profiles[:10], count, part)
     with pytest.raises(InvalidInputError, match="validation part"):
         honest_baselines(m, profiles, count, np.where(part == 1, 0, part))
+
+
+def test_report_chart_shows_the_model_beside_its_two_controls(screen):
+    from cellframe.report.assays import assay_prediction_chart
+
+    m, profiles, count, part = screen
+    res = honest_baselines(m, profiles, count, part, split="random")
+    published = pl.DataFrame({"modality": ["MO"], "auroc": [0.95]})
+    trained = res.metrics.drop("role")
+    spec = assay_prediction_chart(published, trained).to_dict()
+    text = str(spec)
+    assert "beside a one-covariate model and permuted labels" in text
+    shown = {(d["model"], d["assay"]): d["auroc"] for d in spec["datasets"].values() for d in d
+             if isinstance(d, dict) and "n_test_positive" in d}  # fmt: skip
+    expected = {(r["model"], r["assay"]): r["auroc"] for r in res.metrics.iter_rows(named=True)}
+    assert shown == pytest.approx(expected)
+    # control: the models alone get the plain title
+    plain = assay_prediction_chart(published, trained.filter(pl.col("model") == "morphology"))
+    assert "permuted labels" not in str(plain.to_dict())
