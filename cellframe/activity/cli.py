@@ -7,6 +7,8 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -41,8 +43,20 @@ def _run(args: argparse.Namespace) -> int:
         config.prefix = args.prefix
     if args.device:
         config.model["device"] = args.device
-    with Store(args.store) as store:
-        result = run_experiment(config, store, progress=not args.quiet)
+    # What the matrix reader took (compounds, assays, identifier and ignored columns).
+    log = logging.getLogger("cellframe.activity.matrix")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    if not args.quiet:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        with Store(args.store) as store:
+            result = run_experiment(config, store, progress=not args.quiet)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     if not args.quiet:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
             if "cleaning" in result.tables:

@@ -141,3 +141,17 @@ def test_bad_split_value_names_the_line(tmp_path, capsys):
                  "-q"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "line 5, column 'set': 'tset' names no part" in err
+
+
+def test_cli_prints_what_the_reader_took(tmp_path, capsys):
+    _challenge(tmp_path)
+    (tmp_path / "exp.toml").write_text(
+        '[data]\nmatrix = "challenge.csv"\ncompound_column = "ID"\nassay_columns = ["B"]\n'
+        '[split]\ncolumn = "set"\n[modalities]\nrf = { kind = "rf" }\n[model]\nn_estimators = 5\n'
+    )
+    assert (
+        main(["activity", str(tmp_path / "exp.toml"), "--store", str(tmp_path / "s.duckdb")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "60 compounds x 1 assays (B)" in out and "1 identifier column(s) ['set']" in out
+    assert "1 column(s) ignored ('A': not named in assay_columns)" in out
