@@ -34,6 +34,8 @@ Run (about 8 minutes per D-MPNN split on one CPU core; much less on a GPU)::
     python examples/activity_tox21.py --quick        # RF, one random split, 1,000 compounds
     python examples/activity_tox21.py --models rf,dmpnn-desc --store tox21.duckdb
     python examples/activity_tox21.py --models dmpnn-desc --splits random:0 --ensemble 3
+    python examples/activity_tox21.py --models lgbm,rf-tuned --splits random:0,scaffold:0 \\
+        --descriptors-cache tox21_descriptors.npy      # the tuned tree baselines
     python examples/activity_tox21.py --data toxcast.csv.gz --models ffn --splits random:0
 
 Results go to the store table ``moleculenet_results`` (one row per dataset,
