@@ -31,6 +31,7 @@ __getattr__, __dir__, __all__ = attach(
         "DescriptorNormalizer": "descriptors",
         "DMPNNEncoder": "networks",
         "early_fusion": "fusion",
+        "Ensemble": "holdout",
         "ExperimentConfig": "experiment",
         "featurize_molecules": "graph",
         "FOLD_METHODS": "splits",
@@ -100,6 +101,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.activity.graph import GraphSet, featurize_molecules
     from cellframe.activity.holdout import (
         HOLDOUT_SPLITS,
+        Ensemble,
         HoldoutResult,
         WithDescriptors,
         holdout_metrics,

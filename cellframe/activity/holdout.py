@@ -30,6 +30,7 @@ from cellframe.errors import InvalidInputError, MissingColumnsError
 
 __all__ = [
     "HOLDOUT_SPLITS",
+    "Ensemble",
     "HoldoutResult",
     "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
@@ -94,9 +95,11 @@ class HoldoutResult:
         ``probability`` (Float64), and the uncertainty of that prediction:
         ``train_similarity`` (Float64, Tanimoto of the compound's Morgan
         fingerprint to its nearest training compound), ``in_domain`` (Boolean,
-        ``train_similarity >= domain_threshold``), ``ensemble_spread``
-        (Float64, standard deviation of the probabilities the run's models give
-        this compound and assay; 0 with one model) and ``n_models`` (Int64).
+        ``train_similarity >= domain_threshold``), ``member_spread`` (Float64,
+        standard deviation over the members of an :class:`Ensemble`; 0 for a
+        single model), ``ensemble_spread`` (Float64, standard deviation of the
+        probabilities the run's models give this compound and assay; 0 with one
+        model) and ``n_models`` (Int64).
     partition : numpy.ndarray
         0 (train), 1 (validation), 2 (test) per compound kept; -1 for the
         compounds left out because RDKit cannot parse their SMILES.
@@ -144,6 +147,51 @@ class WithDescriptors:
         return self.model.predict_proba(inputs)
 
 
+@dataclass
+class Ensemble:
+    """Members of one kind (seeds of a network or a tree model) averaged into one model.
+
+    In :func:`train_holdout` every member is fitted on the same parts; the
+    ensemble predicts the mean of the members' probabilities, and its rows of
+    the prediction table carry ``member_spread``: the standard deviation of the
+    members' probabilities (the per-compound uncertainty of the ensemble).
+
+    Parameters
+    ----------
+    members : list
+        Unfitted models of one input kind, e.g. ``[MultitaskClassifier(seed=s)
+        for s in range(3)]`` (docs/activity.md: ``--ensemble 3``).
+    """
+
+    members: list[Any]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise InvalidInputError("Ensemble(members=[]): give at least one model")
+        kinds = {_input_kind(m) for m in self.members}
+        if len(kinds) > 1:
+            raise InvalidInputError(
+                f"Ensemble members take different inputs ({sorted(kinds)}); give models of one kind"
+            )
+
+    def fit(self, x: Any, y: np.ndarray, validation: Any = None) -> Ensemble:
+        """Fit every member (with the validation part where the member takes one)."""
+        for m in self.members:
+            if isinstance(m, MultitaskClassifier | TreeBaseline | WithDescriptors):
+                m.fit(x, y, validation=validation)
+            else:
+                m.fit(x, y)
+        return self
+
+    def member_probabilities(self, inputs: Any) -> np.ndarray:
+        """``(n_members, n_compounds, n_assays)`` probabilities."""
+        return np.stack([m.predict_proba(inputs) for m in self.members])
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Mean of the members' probabilities."""
+        return self.member_probabilities(inputs).mean(axis=0)
+
+
 def _input_kind(model: Any) -> str:
     """``"graphs"`` (D-MPNN), ``"trees"`` (TreeBaseline) or ``"morgan"`` (forest, dense net).
 
@@ -151,6 +199,8 @@ def _input_kind(model: Any) -> str:
     """
     if isinstance(model, WithDescriptors):
         return _input_kind(model.model) + "+desc"
+    if isinstance(model, Ensemble):
+        return _input_kind(model.members[0])
     if isinstance(model, MultitaskClassifier) and model.encoder == "dmpnn":
         return "graphs"
     if isinstance(model, TreeBaseline):
@@ -397,12 +447,20 @@ def train_holdout(
         if kinds[name] not in features:
             features[kinds[name]] = _featurize(kinds[name], mols, train, descriptors)
         x = features[kinds[name]]
-        if isinstance(model, MultitaskClassifier | TreeBaseline | WithDescriptors):
+        if isinstance(model, MultitaskClassifier | TreeBaseline | WithDescriptors | Ensemble):
             model.fit(_take(x, train), y[train], validation=(_take(x, val), y[val]))
         else:
             model.fit(x[train], y[train])
-        prob = model.predict_proba(_take(x, test))
-        frames.append(_long_predictions(data, prob, test, model=name, split=split_name))
+        if isinstance(model, Ensemble):
+            members = model.member_probabilities(_take(x, test))
+            prob, spread = members.mean(axis=0), members.std(axis=0)
+        else:
+            prob = model.predict_proba(_take(x, test))
+            spread = np.zeros_like(prob)
+        frame = _long_predictions(data, prob, test, model=name, split=split_name)
+        values = data.values[test]
+        r, c = np.nonzero(~np.isnan(values))
+        frames.append(frame.with_columns(pl.Series("member_spread", spread[r, c], pl.Float64)))
     predictions = _with_uncertainty(pl.concat(frames), data, mols, train, test, domain_threshold)
     full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
     full_part[kept] = part

@@ -60,7 +60,8 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
     ----------
     modalities : mapping
         Name -> ``{kind = "morgan" | "dmpnn" | "rf" | "rf-tuned" | "lgbm",
-        descriptors = true/false}``. ``morgan``/``dmpnn`` are
+        descriptors = true/false, ensemble = N}`` (``ensemble``: N members with
+        seeds ``seed .. seed + N - 1``, averaged, :class:`~cellframe.activity.holdout.Ensemble`). ``morgan``/``dmpnn`` are
         :class:`~cellframe.activity.MultitaskClassifier` networks (with
         ``descriptors = true``: RDKit 2D descriptors CDF-normalized on the training
         part, Chemprop's recipe); ``rf`` is the RandomForest on Morgan bits;
@@ -85,7 +86,7 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
         On ``descriptors`` for a kind that cannot take them, a profile modality,
         or a bad network setting.
     """
-    from cellframe.activity.holdout import WithDescriptors
+    from cellframe.activity.holdout import Ensemble, WithDescriptors
     from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
     from cellframe.activity.trees import TreeBaseline
 
@@ -108,34 +109,46 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
             raise InvalidChoiceError(
                 f"modality {name!r}: unknown kind {kind!r}; valid: {list(HOLDOUT_KINDS)}"
             )
-        unknown = sorted(set(spec) - {"kind", "descriptors"})
+        unknown = sorted(set(spec) - {"kind", "descriptors", "ensemble"})
         if unknown:
             raise InvalidInputError(
-                f"modality {name!r}: unknown key(s) {unknown}; valid: kind, descriptors"
+                f"modality {name!r}: unknown key(s) {unknown}; valid: kind, descriptors, ensemble"
             )
         descriptors = spec.get("descriptors", False)
         if not isinstance(descriptors, bool):
             raise InvalidInputError(
                 f"modality {name!r}: descriptors = {descriptors!r}; use true or false"
             )
-        if kind in ("morgan", "dmpnn"):
-            net = MultitaskClassifier(**{**opts, "encoder": "dmpnn" if kind == "dmpnn" else "ffn"})
-            out[name] = WithDescriptors(net) if descriptors else net
-        elif descriptors:
+        n_members = spec.get("ensemble", 1)
+        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+            raise InvalidInputError(
+                f"modality {name!r}: ensemble = {n_members!r}; give a whole number of members "
+                "(seeds) >= 1"
+            )
+        if descriptors and kind not in ("morgan", "dmpnn"):
             raise InvalidInputError(
                 f"modality {name!r}: descriptors = true applies to kind morgan or dmpnn; "
                 "rf-tuned and lgbm always use them, rf never"
             )
-        elif kind == "rf":
-            out[name] = RandomForestBaseline(n_estimators=n_estimators, seed=seed)
-        else:
+
+        def build(k: int, kind: str = kind, descriptors: bool = descriptors) -> Any:
+            """Member ``k``: the configured model with seed ``seed + k``."""
+            if kind in ("morgan", "dmpnn"):
+                net = MultitaskClassifier(
+                    **{**opts, "seed": seed + k, "encoder": "dmpnn" if kind == "dmpnn" else "ffn"}
+                )
+                return WithDescriptors(net) if descriptors else net
+            if kind == "rf":
+                return RandomForestBaseline(n_estimators=n_estimators, seed=seed + k)
             base = "rf" if kind == "rf-tuned" else "lgbm"
-            out[name] = TreeBaseline(
+            return TreeBaseline(
                 base,
                 params=dict(tree_params.get(base, {})),
                 grid=tree_grid.get(base),
-                seed=seed,
+                seed=seed + k,
             )
+
+        out[name] = build(0) if n_members == 1 else Ensemble([build(k) for k in range(n_members)])
     return out
 
 

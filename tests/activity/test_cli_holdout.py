@@ -44,7 +44,7 @@ compound_column = "ID"
 column = "set"
 
 [modalities]
-chemprop = { kind = "dmpnn", descriptors = true }
+chemprop = { kind = "dmpnn", descriptors = true, ensemble = 2 }
 lgbm = { kind = "lgbm" }
 rf = { kind = "rf-tuned" }
 
@@ -81,6 +81,12 @@ def test_user_split_column_runs_every_recommended_model(tmp_path, capsys):
         assert row["auroc"] == pytest.approx(roc_auc_score(p["readout"], p["probability"]))
     assert {"train_similarity", "in_domain", "ensemble_spread"} <= set(preds.columns)
     assert (preds["n_models"] == 3).all()
+    # the two-seed ensemble carries its members' spread; single models carry 0
+    spread = dict(preds.group_by("model").agg(pl.col("member_spread").max()).iter_rows())
+    assert spread["chemprop"] > 0 and spread["lgbm"] == spread["rf"] == 0
+    # the two-seed ensemble carries its members' spread; single models carry 0
+    spread = dict(preds.group_by("model").agg(pl.col("member_spread").max()).iter_rows())
+    assert spread["chemprop"] > 0 and spread["lgbm"] == spread["rf"] == 0
 
 
 def test_train_validation_test_files(tmp_path):
@@ -112,6 +118,7 @@ def test_train_validation_test_files(tmp_path):
         (('lgbm = { kind = "lgbm" }', 'lgbm = { kind = "xgb" }'), "unknown kind 'xgb'"),
         (('kind = "lgbm" }', 'kind = "lgbm", descriptors = true }'), "descriptors = true"),
         (('column = "set"', 'column = "fold"'), "'fold'"),
+        (("ensemble = 2", "ensemble = 0"), "ensemble = 0"),
         (('lr_schedule = "noam"', 'lr_schedule = "cosine"'), "cosine"),
         (
             ('compound_column = "ID"', 'compound_column = "ID"\nassay_colums = ["A"]'),
