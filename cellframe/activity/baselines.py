@@ -79,7 +79,9 @@ class BaselineComparison:
     metrics : polars.DataFrame
         One row per assay and role: ``assay``, ``model`` (the display name),
         ``role`` (one of :data:`BASELINE_ROLES`), ``split``, ``auroc`` (null when
-        the test readouts hold one class), ``n_train``, ``n_test``,
+        the test readouts hold one class; the mean over the permutations for
+        the control), ``auroc_sd`` and ``n_permutations`` (the control's spread
+        and count; null for the other roles), ``n_train``, ``n_test``,
         ``n_test_positive``.
     side_by_side : polars.DataFrame
         One row per assay: ``assay``, ``n_test``, ``n_test_positive`` and the
@@ -88,7 +90,8 @@ class BaselineComparison:
         covariate only).
     predictions : polars.DataFrame
         The held-out predictions the AUROCs come from (``compound``, ``assay``,
-        ``model``, ``role``, ``readout``, ``probability``).
+        ``model``, ``role``, ``permutation`` (0, 1, ... for the control; null
+        otherwise), ``split``, ``readout``, ``probability``).
     """
 
     metrics: pl.DataFrame
@@ -112,6 +115,7 @@ def honest_baselines(
     names: Sequence[str] = ("morphology", "cell count"),
     split: str = "custom",
     seed: int = 0,
+    n_permutations: int = 1,
 ) -> BaselineComparison:
     """Held-out AUROC of a model, of the same model on one covariate, and on permuted labels.
 
@@ -137,7 +141,11 @@ def honest_baselines(
     split : str, default "custom"
         Written to the ``split`` column.
     seed : int, default 0
-        Seed of the label permutation.
+        Seed of the first label permutation (``seed + k`` for the k-th).
+    n_permutations : int, default 1
+        Permuted-label models trained; the control's AUROC is their mean and
+        ``auroc_sd`` their standard deviation (chance is wide on a small test
+        part: judge the model against that spread, not against 0.5).
 
     Returns
     -------
@@ -168,16 +176,27 @@ def honest_baselines(
                 f"honest_baselines: the partition leaves the {what} part (value "
                 f"{('training', 'validation', 'test').index(what)}) empty"
             )
+    if (
+        isinstance(n_permutations, bool)
+        or not isinstance(n_permutations, int)
+        or (n_permutations < 1)
+    ):
+        raise InvalidInputError(
+            f"n_permutations={n_permutations!r}: give a whole number of permutations >= 1"
+        )
     y = matrix.values.astype(np.float64)
-    permuted = permute_labels(y, np.concatenate([train, val]), seed=seed)
-    runs = (
-        (f"{names[0]}", x, y),
-        (f"{names[1]} only", c[:, None], y),
-        (f"{names[0]}, permuted labels", x, permuted),
-    )
+    shuffled = np.concatenate([train, val])
+    runs = [
+        (BASELINE_ROLES[0], f"{names[0]}", None, x, y),
+        (BASELINE_ROLES[1], f"{names[1]} only", None, c[:, None], y),
+    ] + [
+        (BASELINE_ROLES[2], f"{names[0]}, permuted labels", k, x,
+         permute_labels(y, shuffled, seed=seed + k))
+        for k in range(n_permutations)
+    ]  # fmt: skip
     n_train = {a: int((~np.isnan(y[train, j])).sum()) for j, a in enumerate(matrix.assays)}
     frames = []
-    for role, (label, inputs, labels) in zip(BASELINE_ROLES, runs, strict=True):
+    for role, label, k, inputs, labels in runs:
         model = make_model()
         if "validation" in inspect.signature(model.fit).parameters:
             model.fit(inputs[train], labels[train], validation=(inputs[val], labels[val]))
@@ -192,20 +211,41 @@ def honest_baselines(
                     "assay": [matrix.assays[j] for j in obs_c],
                     "model": [label] * obs_r.size,
                     "role": [role] * obs_r.size,
+                    "permutation": [k] * obs_r.size,
                     "split": [split] * obs_r.size,
                     "readout": y[test][obs_r, obs_c].astype(np.int8),
                     "probability": prob[obs_r, obs_c].astype(np.float64),
                 },
-                schema_overrides={"readout": pl.Int8},
+                schema_overrides={"readout": pl.Int8, "permutation": pl.Int64},
             )
         )
     predictions = pl.concat(frames)
-    metrics = holdout_metrics(predictions.drop("role"), n_train).join(
-        predictions.select("model", "role").unique(), on="model", how="left"
+    # One AUROC per model and permutation, then the mean (and spread) over permutations.
+    keyed = predictions.with_columns(
+        pl.format("{}#{}", "model", pl.col("permutation").fill_null(-1)).alias("_key")
     )
-    metrics = metrics.select(
-        "assay", "model", "role", "split", "auroc", "n_train", "n_test", "n_test_positive"
-    ).sort("assay", pl.col("role").replace_strict({r: i for i, r in enumerate(BASELINE_ROLES)}))
+    per_run = holdout_metrics(
+        keyed.select(pl.col("_key").alias("model"), "assay", "split", "readout", "probability"),
+        n_train,
+    ).join(keyed.select("_key", "model", "role").unique(), left_on="model", right_on="_key")
+    metrics = (
+        per_run.group_by("assay", "model_right", "role", "split", maintain_order=True)
+        .agg(
+            pl.col("auroc").mean(),
+            pl.col("auroc").std().alias("auroc_sd"),
+            pl.len().cast(pl.Int64).alias("n_permutations"),
+            pl.col("n_train", "n_test", "n_test_positive").first(),
+        )
+        .rename({"model_right": "model"})
+        .with_columns(
+            pl.when(pl.col("role") == BASELINE_ROLES[2]).then(pl.col("auroc_sd", "n_permutations"))
+        )
+        .select(
+            "assay", "model", "role", "split", "auroc", "auroc_sd", "n_permutations",
+            "n_train", "n_test", "n_test_positive",
+        )
+        .sort("assay", pl.col("role").replace_strict({r: i for i, r in enumerate(BASELINE_ROLES)}))
+    )  # fmt: skip
     wide = (
         metrics.with_columns(("auroc_" + pl.col("role").str.replace_all(" ", "_")).alias("col"))
         .pivot(on="col", index=["assay", "n_test", "n_test_positive"], values="auroc")

@@ -95,3 +95,29 @@ def test_report_chart_shows_the_model_beside_its_two_controls(screen):
     # control: the models alone get the plain title
     plain = assay_prediction_chart(published, trained.filter(pl.col("model") == "morphology"))
     assert "permuted labels" not in str(plain.to_dict())
+
+
+def test_several_permutations_give_the_control_a_mean_and_a_spread(screen):
+    from sklearn.metrics import roc_auc_score
+
+    m, profiles, count, part = screen
+    res = honest_baselines(m, profiles, count, part, n_permutations=3, seed=7)
+    control = res.metrics.filter(pl.col("role") == "permuted labels")
+    assert control.height == 2 and (control["n_permutations"] == 3).all()
+    for row in control.iter_rows(named=True):
+        per = []
+        for k in range(3):
+            p = res.predictions.filter(
+                (pl.col("role") == "permuted labels")
+                & (pl.col("permutation") == k)
+                & (pl.col("assay") == row["assay"])
+            )
+            per.append(roc_auc_score(p["readout"], p["probability"]))
+        assert row["auroc"] == pytest.approx(np.mean(per), abs=1e-12)
+        assert row["auroc_sd"] == pytest.approx(np.std(per, ddof=1), abs=1e-12)
+        assert len(set(per)) == 3  # three different permutations (seeds 7, 8, 9)
+    # the other roles are trained once and carry no spread
+    others = res.metrics.filter(pl.col("role") != "permuted labels")
+    assert others["auroc_sd"].is_null().all() and others["n_permutations"].is_null().all()
+    with pytest.raises(InvalidInputError, match="n_permutations=0"):
+        honest_baselines(m, profiles, count, part, n_permutations=0)
