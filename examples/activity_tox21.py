@@ -29,7 +29,9 @@ Tox21 ships with cellframe (cellframe/data/demo/moleculenet, MIT license);
 ``--data`` reads any assay matrix of your own (CSV with a ``smiles`` column and
 one 1 / 0 / blank column per assay, as MoleculeNet's ToxCast or MUV files).
 
-Run (about 8 minutes per D-MPNN split on one CPU core; much less on a GPU)::
+Run (as docs/activity.md: about 6 minutes of one CPU core per ``dmpnn-desc`` split,
+30 epochs of ~12 s, 12-24 minutes of wall time on shared cores; the tree baselines
+7-19 minutes per split with their grids on shared cores; much less on a GPU)::
 
     python examples/activity_tox21.py --quick        # RF, one random split, 1,000 compounds
     python examples/activity_tox21.py --models rf,dmpnn-desc --store tox21.duckdb
