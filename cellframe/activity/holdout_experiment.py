@@ -294,6 +294,14 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         )
     options = matrix_options(config.matrix_options)
     models = holdout_models(config.modalities, config.model)  # checked before any reading
+    from cellframe.activity.holdout import HOLDOUT_SPLITS
+
+    method = split.get("method", "scaffold")
+    if "column" not in split and "files" not in split and method not in HOLDOUT_SPLITS:
+        raise InvalidChoiceError(
+            f"[split] method = {method!r} with holdout = true: valid {sorted(HOLDOUT_SPLITS)} "
+            "(or give column = ... or files = ...)"
+        )
     if config.fusion:
         raise InvalidInputError(
             "[fusion] needs a fold split (method = ...); a held-out split has no fusion"
@@ -307,9 +315,10 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         source = str(path)
         if "column" in split:
             cols = options["columns"]
-            options["columns"] = type(cols)(
-                **{**cols.__dict__, "identifiers": (*cols.identifiers, split["column"])}
-            )
+            if split["column"] not in cols.identifiers:  # the split column is not an assay
+                options["columns"] = type(cols)(
+                    **{**cols.__dict__, "identifiers": (*cols.identifiers, split["column"])}
+                )
         matrix = read_assay_matrix(path, **options)
         if "column" in split:
             user_part = split_column_partition(path, split["column"], matrix, options)
@@ -346,7 +355,7 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         partition.__name__ = "column" if "column" in split else "files"
         chosen: Any = partition
     else:
-        chosen = split.get("method", "scaffold")
+        chosen = method
     fractions = split.get("fractions", (0.8, 0.1, 0.1))
     result = train_holdout(
         matrix, models, split=chosen, fractions=fractions, seed=split.get("seed", 0),

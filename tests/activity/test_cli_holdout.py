@@ -119,6 +119,7 @@ def test_train_validation_test_files(tmp_path):
         (('kind = "lgbm" }', 'kind = "lgbm", descriptors = true }'), "descriptors = true"),
         (('column = "set"', 'column = "fold"'), "'fold'"),
         (("ensemble = 2", "ensemble = 0"), "ensemble = 0"),
+        (('column = "set"', 'holdout = true\nmethod = "kmeans"'), "'kmeans' with holdout"),
         (('lr_schedule = "noam"', 'lr_schedule = "cosine"'), "cosine"),
         (
             ('compound_column = "ID"', 'compound_column = "ID"\nassay_colums = ["A"]'),
