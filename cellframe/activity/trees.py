@@ -220,6 +220,14 @@ class TreeBaseline:
                 f"TreeBaseline(grid={grid!r}): each grid entry is a non-empty list of values, "
                 "e.g. grid={'min_samples_leaf': [1, 3]}"
             )
+        if isinstance(self.model, str):  # a misspelt parameter fails here, not after hours
+            valid = set(self._factory()({}, 0, 1).get_params())
+            unknown = sorted((set(self.params) | set(grid)) - valid)
+            if unknown:
+                raise InvalidInputError(
+                    f"TreeBaseline({self.model!r}): unknown parameter(s) {unknown} in params/grid; "
+                    f"valid: {', '.join(sorted(valid))}"
+                )
 
     @property
     def name(self) -> str:

@@ -124,3 +124,58 @@ def test_tree_features_are_counts_and_training_cdf():
     assert x[np.argmax(desc[:, 0]), 2048] == 1.0
     with pytest.raises(InvalidInputError, match="shape \\(3, 3\\) for 12 molecules"):
         tree_features(SMILES, descriptors=desc[:3])
+
+
+@pytest.mark.parametrize("model", ["rf", "lgbm"])
+def test_misspelt_parameters_are_refused_when_made(model):
+    with pytest.raises(InvalidInputError, match=r"unknown parameter\(s\) \['n_estimator'\]"):
+        TreeBaseline(model, params={"n_estimator": 10})
+    with pytest.raises(InvalidInputError, match=r"\['min_leaf'\].*min_child_samples|min_samples"):
+        TreeBaseline(model, grid={"min_leaf": [1, 3]})
+    TreeBaseline(model, params={"n_estimators": 10}, grid={})  # control: a real name is taken
+
+
+def test_ensemble_of_seeds_in_train_holdout_is_the_mean_of_its_members():
+    import warnings
+
+    import polars as pl
+
+    from cellframe.activity import Ensemble, train_holdout
+    from cellframe.activity.matrix import read_assay_subset
+    from cellframe.demo import demo_data_dir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = read_assay_subset(demo_data_dir() / "moleculenet" / "tox21.csv.gz", 200, ["SR-MMP"])
+        members = [TreeBaseline("rf", params={"n_estimators": 8}, grid={}, seed=s) for s in (0, 1)]
+        res = train_holdout(
+            m, {"ens": Ensemble(members)}, split="random", descriptors=np.zeros((200, 0))
+        )
+    kept = np.flatnonzero(res.partition >= 0)
+    part = res.partition[kept]
+    smiles = [m.smiles[i] for i in kept]
+    x = tree_features(smiles, train=np.flatnonzero(part == 0), descriptors=np.zeros((len(kept), 0)))
+    y = m.values[kept]
+    test = np.flatnonzero(part == 2)
+    probs = [
+        TreeBaseline("rf", params={"n_estimators": 8}, grid={}, seed=s)
+        .fit(x[part == 0], y[part == 0])
+        .predict_proba(x[test])[:, 0]
+        for s in (0, 1)
+    ]
+    ref = pl.DataFrame(
+        {
+            "smiles": [smiles[i] for i in test],
+            "mean": (probs[0] + probs[1]) / 2,
+            "half": np.abs(probs[0] - probs[1]) / 2,
+        }
+    )
+    got = res.predictions.join(ref, on="smiles")
+    assert got.height == res.predictions.height > 0
+    np.testing.assert_allclose(got["probability"], got["mean"], atol=1e-6)
+    np.testing.assert_allclose(got["member_spread"], got["half"], atol=1e-6)
+    assert got["member_spread"].max() > 0
+    with pytest.raises(InvalidInputError, match="different inputs"):
+        from cellframe.activity import MultitaskClassifier
+
+        Ensemble([members[0], MultitaskClassifier(encoder="dmpnn")])
