@@ -332,14 +332,14 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         )  # fmt: skip
 
     clean_opts = dict(config.clean)
-    if clean_opts.pop("enabled", True):
+    clean_opts_enabled = clean_opts.pop("enabled", True)
+    if clean_opts_enabled:
         before = list(matrix.compounds)
         cleaned = clean_assay_matrix(matrix, **clean_opts)
         matrix = cleaned.matrix
         if user_part is not None:
             index = {c: i for i, c in enumerate(before)}
             user_part = user_part[[index[c] for c in matrix.compounds]]
-        write("cleaning", cleaned.report, "clean", clean_opts)
     if user_part is not None:
         from cellframe.activity.chem import parse_smiles
 
@@ -361,6 +361,9 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         matrix, models, split=chosen, fractions=fractions, seed=split.get("seed", 0),
         where=source,
     )  # fmt: skip
+    # Written only now: an error above leaves the store as it was.
+    if clean_opts_enabled:
+        write("cleaning", cleaned.report, "clean", clean_opts)
     write("readouts", matrix.to_long(), "ingest", config.matrix_options)
     write(
         "partition",

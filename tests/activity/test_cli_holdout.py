@@ -163,3 +163,21 @@ def test_cli_prints_what_the_reader_took(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "60 compounds x 1 assays (B)" in out and "1 identifier column(s) ['set']" in out
     assert "1 column(s) ignored ('A': not named in assay_columns)" in out
+
+
+def test_cleaned_split_that_fails_leaves_the_store_unchanged(tmp_path, capsys):
+    frame = _challenge(tmp_path)
+    # cleaning runs and succeeds, then the split fails (no test part): nothing is written
+    frame.with_columns(pl.col("set").replace({"test": "train"})).write_csv(
+        tmp_path / "challenge.csv"
+    )
+    (tmp_path / "exp.toml").write_text(
+        CONFIG.split("[modalities]")[0]
+        + "[clean]\nfrequent_hitter_fraction = 1.0\n"
+        + '[modalities]\nrf = { kind = "rf" }\n'
+    )
+    store = tmp_path / "s.duckdb"
+    assert main(["activity", str(tmp_path / "exp.toml"), "--store", str(store), "-q"]) == 2
+    assert "leaves the test part empty" in capsys.readouterr().err
+    with Store(store, read_only=True) as s:
+        assert not [t for t in s.table_names() if t.startswith("activity_")]
