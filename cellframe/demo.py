@@ -405,6 +405,7 @@ def _trained_activity(ctx: _Context) -> None:
                     parameters=parameters, source=src)  # fmt: skip
     ctx.store.write("activity_predictions", result.predictions, mode="replace",
                     step="train_holdout", parameters=parameters, source=src)  # fmt: skip
+    _activity_baselines(ctx, matrix, result.partition, parameters, src)
     label = f"{len(matrix.assays)} Tox21 assays (scaffold split)"
     for row in mean_auroc_per_model(result.metrics).iter_rows(named=True):
         model, mean = row["model"], row["mean_auroc"]
@@ -413,6 +414,29 @@ def _trained_activity(ctx: _Context) -> None:
         )
         if row["n_without"]:  # test readouts of one class only: no AUROC, not averaged
             ctx.summary[f"assays without a held-out AUROC, {model}"] = row["n_without"]
+
+
+def _activity_baselines(ctx: _Context, matrix: Any, partition: Any, parameters: dict,
+                        src: str) -> None:  # fmt: skip
+    """The forest beside a one-covariate forest and a permuted-label control (issue #19).
+
+    Tox21 carries no cell count, so the covariate is the heavy-atom count: for
+    chemical structure, the trivial molecule-level number.
+    """
+
+    from cellframe.activity import RandomForestBaseline
+    from cellframe.activity.baselines import honest_baselines
+    from cellframe.activity.chem import morgan_fingerprints, parse_smiles
+
+    mols = parse_smiles(matrix.smiles, warn=False, binaries=matrix.binaries)
+    atoms = np.array([np.nan if m is None else m.GetNumHeavyAtoms() for m in mols])
+    comparison = honest_baselines(
+        matrix, morgan_fingerprints(mols), atoms, partition, split="scaffold", seed=ACTIVITY_SEED,
+        names=("RandomForest on Morgan fingerprints", "heavy-atom count"),
+        make_model=lambda: RandomForestBaseline(n_estimators=100, n_jobs=2, seed=ACTIVITY_SEED),
+    )  # fmt: skip
+    ctx.store.write("activity_baselines", comparison.metrics, mode="replace",
+                    step="honest_baselines", parameters=parameters, source=src)  # fmt: skip
 
 
 def _activity(ctx: _Context) -> None:
@@ -474,6 +498,9 @@ def _report(ctx: _Context, path: Path) -> Path:
     )
     pixels, labels, channels = _site_images(ctx)
     trained = store.read("activity_trained") if "activity_trained" in store.table_names() else None
+    if trained is not None and "activity_baselines" in store.table_names():  # the two controls
+        controls = store.read("activity_baselines").filter(pl.col("role") != "model")
+        trained = pl.concat([trained, controls.select(trained.columns)])
     sections = [
         compound_activity_section(
             activity,

@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "align_profiles": "features",
         "AlignedFeatures": "features",
+        "applicability_domain": "uncertainty",
         "assay_fold_metrics": "metrics",
         "assay_matrix_from_long": "matrix",
         "assay_matrix_from_wide": "matrix",
@@ -30,6 +31,7 @@ __getattr__, __dir__, __all__ = attach(
         "DescriptorNormalizer": "descriptors",
         "DMPNNEncoder": "networks",
         "early_fusion": "fusion",
+        "Ensemble": "holdout",
         "ExperimentConfig": "experiment",
         "featurize_molecules": "graph",
         "FOLD_METHODS": "splits",
@@ -37,11 +39,15 @@ __getattr__, __dir__, __all__ = attach(
         "holdout_metrics": "holdout",
         "HOLDOUT_SPLITS": "holdout",
         "HoldoutResult": "holdout",
+        "honest_baselines": "baselines",
         "kmeans_folds": "splits",
         "late_fusion": "fusion",
         "load_config": "experiment",
         "make_folds": "splits",
         "masked_bce_loss": "networks",
+        "MatrixColumns": "matrix",
+        "MatrixMarketNames": "matrix",
+        "max_train_similarity": "uncertainty",
         "mean_auroc_per_model": "holdout",
         "morgan_fingerprints": "chem",
         "morgan_frame": "chem",
@@ -51,6 +57,7 @@ __getattr__, __dir__, __all__ = attach(
         "noam_learning_rate": "model",
         "pains_matches": "chem",
         "parse_smiles": "chem",
+        "prediction_spread": "uncertainty",
         "PUBLISHED_MODALITIES": "published",
         "random_folds": "splits",
         "random_partition": "splits",
@@ -65,11 +72,15 @@ __getattr__, __dir__, __all__ = attach(
         "search_hyperparameters": "model",
         "summary_table": "metrics",
         "train_holdout": "holdout",
+        "tree_features": "trees",
+        "TreeBaseline": "trees",
         "well_predicted_sets": "published",
+        "WithDescriptors": "holdout",
     },
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.activity.baselines import honest_baselines
     from cellframe.activity.chem import (
         morgan_fingerprints,
         morgan_frame,
@@ -90,13 +101,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.activity.graph import GraphSet, featurize_molecules
     from cellframe.activity.holdout import (
         HOLDOUT_SPLITS,
+        Ensemble,
         HoldoutResult,
+        WithDescriptors,
         holdout_metrics,
         mean_auroc_per_model,
         train_holdout,
     )
     from cellframe.activity.matrix import (
         AssayMatrix,
+        MatrixColumns,
+        MatrixMarketNames,
         assay_matrix_from_long,
         assay_matrix_from_wide,
         read_assay_matrix,
@@ -122,4 +137,10 @@ if TYPE_CHECKING:  # pragma: no cover
         random_partition,
         scaffold_folds,
         scaffold_partition,
+    )
+    from cellframe.activity.trees import TreeBaseline, tree_features
+    from cellframe.activity.uncertainty import (
+        applicability_domain,
+        max_train_similarity,
+        prediction_spread,
     )

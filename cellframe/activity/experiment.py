@@ -104,15 +104,23 @@ def load_config(path: str | Path) -> ExperimentConfig:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidInputError(f"{path}: unknown table(s) {unknown}; valid: {sorted(known)}")
+    from cellframe.activity.holdout_experiment import is_holdout
+
     data = dict(raw.get("data", {}))
-    if "matrix" not in data:
-        raise InvalidInputError(f'{path}: [data] needs matrix = "<assay matrix file>"')
-    matrix = data.pop("matrix")
+    split = dict(raw.get("split", {"method": "scaffold"}))
+    if "matrix" not in data and "files" not in split:
+        raise InvalidInputError(
+            f'{path}: [data] needs matrix = "<assay matrix file>" (or [split] files = '
+            '{ train = "...", validation = "...", test = "..." })'
+        )
+    matrix = data.pop("matrix", "")
+    # A held-out split (often a benchmark's own) is cleaned only when [clean] says so.
+    clean = dict(raw.get("clean", {"enabled": False} if is_holdout(split) else {}))
     return ExperimentConfig(
         matrix=matrix,
         matrix_options=data,
-        clean=dict(raw.get("clean", {})),
-        split=dict(raw.get("split", {"method": "scaffold"})),
+        clean=clean,
+        split=split,
         modalities={
             k: dict(v) for k, v in raw.get("modalities", {"CS": {"kind": "morgan"}}).items()
         },
@@ -165,13 +173,27 @@ def validate_config(config: ExperimentConfig) -> None:
         On an unknown modality kind, a modality without a source, unknown fusion
         keys, or fusion of modalities that are not configured.
     """
+    from cellframe.activity.holdout_experiment import holdout_models, is_holdout
+    from cellframe.activity.matrix import matrix_options
+
+    matrix_options(config.matrix_options)  # unknown [data] keys and bad column lists
     if not config.modalities:
         raise InvalidInputError('[modalities] is empty; add e.g. CS = { kind = "morgan" }')
+    if is_holdout(config.split):
+        holdout_models(config.modalities, config.model)  # kinds, descriptors, network settings
+        return
     for name, spec in config.modalities.items():
         kind = spec.get("kind")
         if kind is not None and kind not in _CS_KINDS:
             raise InvalidInputError(
-                f"modality {name!r}: unknown kind {kind!r}; valid: {list(_CS_KINDS)}"
+                f"modality {name!r}: unknown kind {kind!r} for a fold split; valid: "
+                f"{list(_CS_KINDS)} (rf-tuned, lgbm and descriptors = true need a held-out "
+                "split: [split] holdout = true, column = ... or files = ...)"
+            )
+        if spec.get("descriptors"):
+            raise InvalidInputError(
+                f"modality {name!r}: descriptors = true needs a held-out split ([split] "
+                "holdout = true, column = ... or files = ...); a fold split has none"
             )
         if kind is None and "table" not in spec and "path" not in spec:
             raise InvalidInputError(
@@ -227,12 +249,15 @@ def run_experiment(
     from cellframe.activity.features import align_profiles
     from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union
     from cellframe.activity.graph import featurize_molecules
-    from cellframe.activity.matrix import read_assay_matrix
+    from cellframe.activity.holdout_experiment import is_holdout, run_holdout_experiment
+    from cellframe.activity.matrix import matrix_options, read_assay_matrix
     from cellframe.activity.metrics import assay_fold_metrics, assay_metrics, summary_table
     from cellframe.activity.model import DEFAULT_GRID, MultitaskClassifier, RandomForestBaseline
     from cellframe.activity.splits import make_folds
 
     validate_config(config)
+    if is_holdout(config.split):
+        return run_holdout_experiment(config, store, progress=progress)
     matrix_path = config.resolve(config.matrix)
     params_common = {"config_matrix": str(matrix_path)}
     tables: dict[str, pl.DataFrame] = {}
@@ -249,7 +274,7 @@ def run_experiment(
         )
 
     # 1. ingest and clean
-    matrix = read_assay_matrix(matrix_path, **config.matrix_options)
+    matrix = read_assay_matrix(matrix_path, **matrix_options(config.matrix_options))
     clean_opts = dict(config.clean)
     if clean_opts.pop("enabled", True):
         cleaned = clean_assay_matrix(matrix, **clean_opts)

@@ -24,13 +24,17 @@ from cellframe.activity.graph import GraphSet
 from cellframe.activity.matrix import AssayMatrix
 from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
 from cellframe.activity.splits import random_partition, scaffold_partition
+from cellframe.activity.trees import TreeBaseline
+from cellframe.activity.uncertainty import DOMAIN_THRESHOLD
 from cellframe.errors import InvalidInputError, MissingColumnsError
 
 __all__ = [
     "HOLDOUT_SPLITS",
+    "Ensemble",
     "HoldoutResult",
     "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
+    "WithDescriptors",
     "holdout_metrics",
     "mean_auroc_per_model",
     "train_holdout",
@@ -87,8 +91,15 @@ class HoldoutResult:
         readouts of that assay among the training and test compounds).
     predictions : polars.DataFrame
         One row per model and observed test readout: ``compound``, ``smiles``,
-        ``assay``, ``model``, ``split``, ``readout`` (Int8, 0/1) and
-        ``probability`` (Float64).
+        ``assay``, ``model``, ``split``, ``readout`` (Int8, 0/1),
+        ``probability`` (Float64), and the uncertainty of that prediction:
+        ``train_similarity`` (Float64, Tanimoto of the compound's Morgan
+        fingerprint to its nearest training compound), ``in_domain`` (Boolean,
+        ``train_similarity >= domain_threshold``), ``member_spread`` (Float64,
+        standard deviation over the members of an :class:`Ensemble`; 0 for a
+        single model), ``ensemble_spread`` (Float64, standard deviation of the
+        probabilities the run's models give this compound and assay; 0 with one
+        model) and ``n_models`` (Int64).
     partition : numpy.ndarray
         0 (train), 1 (validation), 2 (test) per compound kept; -1 for the
         compounds left out because RDKit cannot parse their SMILES.
@@ -102,22 +113,123 @@ class HoldoutResult:
     n_unparsed: int
 
 
+@dataclass
+class WithDescriptors:
+    """A :class:`MultitaskClassifier` that also gets the RDKit 2D descriptors.
+
+    In :func:`train_holdout` the 217 descriptors, mapped through the empirical
+    CDF of the training part (:class:`~cellframe.activity.DescriptorNormalizer`),
+    are appended to the Morgan fingerprints (``encoder="ffn"``) or to the pooled
+    D-MPNN encoding (``encoder="dmpnn"``): Chemprop's ``rdkit_2d_normalized``
+    recipe (docs/activity.md, ``dmpnn-desc``).
+
+    Parameters
+    ----------
+    model : MultitaskClassifier
+    """
+
+    model: MultitaskClassifier
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, MultitaskClassifier):
+            raise InvalidInputError(
+                f"WithDescriptors wraps a MultitaskClassifier, not a {type(self.model).__name__}; "
+                "a TreeBaseline gets the descriptors already"
+            )
+
+    def fit(self, *args: Any, **kwargs: Any) -> WithDescriptors:
+        """Fit the wrapped network (same arguments as :meth:`MultitaskClassifier.fit`)."""
+        self.model.fit(*args, **kwargs)
+        return self
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Probabilities of the wrapped network."""
+        return self.model.predict_proba(inputs)
+
+
+@dataclass
+class Ensemble:
+    """Members of one kind (seeds of a network or a tree model) averaged into one model.
+
+    In :func:`train_holdout` every member is fitted on the same parts; the
+    ensemble predicts the mean of the members' probabilities, and its rows of
+    the prediction table carry ``member_spread``: the standard deviation of the
+    members' probabilities (the per-compound uncertainty of the ensemble).
+
+    Parameters
+    ----------
+    members : list
+        Unfitted models of one input kind, e.g. ``[MultitaskClassifier(seed=s)
+        for s in range(3)]`` (docs/activity.md: ``--ensemble 3``).
+    """
+
+    members: list[Any]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise InvalidInputError("Ensemble(members=[]): give at least one model")
+        kinds = {_input_kind(m) for m in self.members}
+        if len(kinds) > 1:
+            raise InvalidInputError(
+                f"Ensemble members take different inputs ({sorted(kinds)}); give models of one kind"
+            )
+
+    def fit(self, x: Any, y: np.ndarray, validation: Any = None) -> Ensemble:
+        """Fit every member (with the validation part where the member takes one)."""
+        for m in self.members:
+            if isinstance(m, MultitaskClassifier | TreeBaseline | WithDescriptors):
+                m.fit(x, y, validation=validation)
+            else:
+                m.fit(x, y)
+        return self
+
+    def member_probabilities(self, inputs: Any) -> np.ndarray:
+        """``(n_members, n_compounds, n_assays)`` probabilities."""
+        return np.stack([m.predict_proba(inputs) for m in self.members])
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Mean of the members' probabilities."""
+        return self.member_probabilities(inputs).mean(axis=0)
+
+
 def _input_kind(model: Any) -> str:
-    """``"graphs"`` for a D-MPNN network, ``"morgan"`` for a forest or a dense network."""
+    """``"graphs"`` (D-MPNN), ``"trees"`` (TreeBaseline) or ``"morgan"`` (forest, dense net).
+
+    A :class:`WithDescriptors` network gets its kind plus ``"+desc"``.
+    """
+    if isinstance(model, WithDescriptors):
+        return _input_kind(model.model) + "+desc"
+    if isinstance(model, Ensemble):
+        return _input_kind(model.members[0])
     if isinstance(model, MultitaskClassifier) and model.encoder == "dmpnn":
         return "graphs"
+    if isinstance(model, TreeBaseline):
+        return "trees"
     if isinstance(model, MultitaskClassifier | RandomForestBaseline):
         return "morgan"
     raise InvalidInputError(
-        f"cannot train a {type(model).__name__}: give a RandomForestBaseline or a "
-        "MultitaskClassifier (encoder 'ffn' on Morgan fingerprints or 'dmpnn' on graphs)"
+        f"cannot train a {type(model).__name__}: give a TreeBaseline, a RandomForestBaseline "
+        "or a MultitaskClassifier (encoder 'ffn' on Morgan fingerprints or 'dmpnn' on graphs)"
     )
 
 
-def _featurize(kind: str, mols: list[Any]) -> np.ndarray | GraphSet:
+def _featurize(
+    kind: str, mols: list[Any], train: np.ndarray, descriptors: np.ndarray | None
+) -> np.ndarray | GraphSet:
     from cellframe.activity.chem import morgan_fingerprints
     from cellframe.activity.graph import featurize_molecules
+    from cellframe.activity.trees import tree_features
 
+    if kind == "trees":  # descriptor CDF from the training part only
+        return tree_features(mols, train=train, descriptors=descriptors)
+    if kind.endswith("+desc"):
+        from cellframe.activity.descriptors import DescriptorNormalizer, rdkit_descriptors
+
+        raw = rdkit_descriptors(mols) if descriptors is None else descriptors
+        z = DescriptorNormalizer().fit(raw[train]).transform(raw)
+        if kind == "graphs+desc":
+            return featurize_molecules(mols, extra=z)
+        return np.hstack([morgan_fingerprints(mols).astype(np.float32), z])
     return featurize_molecules(mols) if kind == "graphs" else morgan_fingerprints(mols)
 
 
@@ -216,12 +328,16 @@ def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
 
 def train_holdout(
     matrix: AssayMatrix,
-    models: Mapping[str, MultitaskClassifier | RandomForestBaseline],
+    models: Mapping[
+        str, MultitaskClassifier | RandomForestBaseline | TreeBaseline | WithDescriptors
+    ],
     *,
     split: str | Partition = "scaffold",
     fractions: Sequence[float] = (0.7, 0.1, 0.2),
     seed: int = 0,
     where: str = "the assay matrix",
+    descriptors: np.ndarray | None = None,
+    domain_threshold: float = DOMAIN_THRESHOLD,
 ) -> HoldoutResult:
     """Train each model on one partition of ``matrix`` and score it on the held-out part.
 
@@ -250,6 +366,15 @@ def train_holdout(
         Seed of the random partition (the scaffold partition has no randomness).
     where : str, default "the assay matrix"
         Name of the source, for warnings and messages.
+    descriptors : numpy.ndarray, optional
+        RDKit 2D descriptors of the matrix's compounds (one row per compound of
+        ``matrix``, :func:`~cellframe.activity.rdkit_descriptors`) for the
+        :class:`~cellframe.activity.trees.TreeBaseline` and :class:`WithDescriptors`
+        models; computed when needed and not given (about 20 ms a compound). Zero columns: none.
+    domain_threshold : float, default 0.3
+        ``in_domain`` is true where ``train_similarity`` (Tanimoto to the nearest
+        training compound) is at least this
+        (:data:`~cellframe.activity.uncertainty.DOMAIN_THRESHOLD`).
 
     Returns
     -------
@@ -304,19 +429,39 @@ def train_holdout(
             )
     y = data.values
     n_train = {a: int((~np.isnan(y[train, j])).sum()) for j, a in enumerate(data.assays)}
+    if descriptors is not None:
+        descriptors = np.asarray(descriptors, dtype=np.float64)
+        if descriptors.ndim != 2 or descriptors.shape[0] != len(matrix.compounds):
+            raise InvalidInputError(
+                f"descriptors of shape {descriptors.shape} for the {len(matrix.compounds)} "
+                f"compounds of {where}; give one row per compound (rdkit_descriptors)"
+            )
+        descriptors = descriptors[kept]
+    elif any(k in ("trees", "morgan+desc", "graphs+desc") for k in kinds.values()):
+        from cellframe.activity.descriptors import rdkit_descriptors
+
+        descriptors = rdkit_descriptors(mols)  # once for every model that needs them
     features: dict[str, np.ndarray | GraphSet] = {}
     frames = []
     for name, model in models.items():
         if kinds[name] not in features:
-            features[kinds[name]] = _featurize(kinds[name], mols)
+            features[kinds[name]] = _featurize(kinds[name], mols, train, descriptors)
         x = features[kinds[name]]
-        if isinstance(model, MultitaskClassifier):
+        if isinstance(model, MultitaskClassifier | TreeBaseline | WithDescriptors | Ensemble):
             model.fit(_take(x, train), y[train], validation=(_take(x, val), y[val]))
         else:
             model.fit(x[train], y[train])
-        prob = model.predict_proba(_take(x, test))
-        frames.append(_long_predictions(data, prob, test, model=name, split=split_name))
-    predictions = pl.concat(frames)
+        if isinstance(model, Ensemble):
+            members = model.member_probabilities(_take(x, test))
+            prob, spread = members.mean(axis=0), members.std(axis=0)
+        else:
+            prob = model.predict_proba(_take(x, test))
+            spread = np.zeros_like(prob)
+        frame = _long_predictions(data, prob, test, model=name, split=split_name)
+        values = data.values[test]
+        r, c = np.nonzero(~np.isnan(values))
+        frames.append(frame.with_columns(pl.Series("member_spread", spread[r, c], pl.Float64)))
+    predictions = _with_uncertainty(pl.concat(frames), data, mols, train, test, domain_threshold)
     full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
     full_part[kept] = part
     return HoldoutResult(
@@ -324,6 +469,28 @@ def train_holdout(
         predictions=predictions,
         partition=full_part,
         n_unparsed=n_unparsed,
+    )
+
+
+def _with_uncertainty(
+    predictions: pl.DataFrame,
+    data: AssayMatrix,
+    mols: list[Any],
+    train: np.ndarray,
+    test: np.ndarray,
+    threshold: float,
+) -> pl.DataFrame:
+    """Add the applicability domain and the spread across the run's models."""
+    from cellframe.activity.uncertainty import applicability_domain, prediction_spread
+
+    domain = applicability_domain(
+        [mols[i] for i in train], [mols[i] for i in test], threshold=threshold
+    ).with_columns(pl.Series(COMPOUND_COL, [data.compounds[i] for i in test], pl.String))
+    spread = prediction_spread(predictions, keys=(COMPOUND_COL, ASSAY_COL)).select(
+        COMPOUND_COL, ASSAY_COL, "ensemble_spread", pl.col("n_members").alias("n_models")
+    )
+    return predictions.join(domain, on=COMPOUND_COL, how="left", maintain_order="left").join(
+        spread, on=[COMPOUND_COL, ASSAY_COL], how="left", maintain_order="left"
     )
 
 

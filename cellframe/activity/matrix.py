@@ -10,6 +10,8 @@ missing readouts. ``to_long`` turns it into the store's long table.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,18 +26,152 @@ from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsE
 
 __all__ = [
     "AssayMatrix",
+    "IgnoredColumnsWarning",
+    "MatrixColumns",
+    "MatrixMarketNames",
+    "MatrixReading",
     "ReadoutWarning",
     "assay_matrix_from_long",
     "assay_matrix_from_wide",
+    "matrix_options",
     "read_assay_matrix",
     "read_assay_subset",
 ]
+
+_log = logging.getLogger(__name__)
 
 ConflictPolicy = Literal["missing", "hit", "error"]
 
 
 class ReadoutWarning(UserWarning):
     """Rows of one compound were merged, or conflicting readouts resolved (with counts)."""
+
+
+class IgnoredColumnsWarning(UserWarning):
+    """Columns of an assay-matrix file were not read (counted, each named with the reason)."""
+
+
+@dataclass(frozen=True)
+class MatrixColumns:
+    """Which columns of an assay-matrix table are what (for :func:`read_assay_matrix`).
+
+    Parameters
+    ----------
+    assays : sequence of str, optional
+        Assay columns of a wide table, in this order. By default every column
+        that is not the compound, SMILES or an identifier column is an assay;
+        one that is not binary is then refused, naming the column.
+    identifiers : sequence of str, default ()
+        Columns of a wide table that identify or describe compounds (a
+        challenge CSV's ``ID``, a ``mol_id``): not readouts; reported as such
+        and not read.
+    compound : str, optional
+        Compound identifier column; by default the SMILES column of a wide
+        table, ``Metadata_Compound`` of a long one.
+    smiles : str or None, default "smiles"
+        SMILES column; ``None`` when the table has none.
+    assay, readout : str
+        Assay and readout columns of a long table (one row per readout).
+
+    Examples
+    --------
+    >>> MatrixColumns(compound="ID", identifiers=["Name"]).identifiers
+    ('Name',)
+    """
+
+    assays: Sequence[str] | None = None
+    identifiers: Sequence[str] = ()
+    compound: str | None = None
+    smiles: str | None = "smiles"
+    assay: str = ASSAY
+    readout: str = READOUT
+
+    def __post_init__(self) -> None:
+        for name in ("assays", "identifiers"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise InvalidInputError(
+                    f"MatrixColumns({name}={value!r}): give a list of column names, "
+                    f"e.g. {name}=[{value!r}]"
+                )
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(c) for c in value))
+        named = [*(self.assays or ()), *self.identifiers]
+        both = sorted({c for c in named if named.count(c) > 1})
+        if both:
+            raise InvalidInputError(
+                f"MatrixColumns: column(s) {both} are named twice (as assays and/or identifiers); "
+                "name each column once"
+            )
+        keys = {self.compound, self.smiles} - {None}
+        taken = sorted(keys & set(self.assays or ()))
+        if taken:
+            raise InvalidInputError(
+                f"MatrixColumns: {taken} is the compound or SMILES column and cannot also be an "
+                "assay; leave it out of assays"
+            )
+
+
+@dataclass(frozen=True)
+class MatrixMarketNames:
+    """Row and column names of a MatrixMarket assay matrix (compounds as rows).
+
+    Each is a sequence of str or a text file with one name per line; by
+    default rows and columns are named by position.
+    """
+
+    compounds: Sequence[str] | str | Path | None = None
+    assays: Sequence[str] | str | Path | None = None
+    smiles: Sequence[str] | str | Path | None = None
+
+
+@dataclass(frozen=True)
+class MatrixReading:
+    """What :func:`read_assay_matrix` took from a file (``AssayMatrix.reading``).
+
+    Attributes
+    ----------
+    source : str
+        The file.
+    layout : str
+        ``"wide"``, ``"long"`` or ``"mtx"``.
+    n_compounds, n_assays, n_readouts : int
+        Size of the matrix read (readouts = observed entries).
+    compound_column, smiles_column : str or None
+        The columns that identify compounds and hold their structure.
+    assay_columns : tuple of str
+        The columns read as assays (wide) or the assays found (long, mtx).
+    identifier_columns : tuple of str
+        Columns named as identifiers (not readouts, not read).
+    ignored : dict of str to str
+        Every other column of the file -> why it was not read.
+    """
+
+    source: str
+    layout: str
+    n_compounds: int
+    n_assays: int
+    n_readouts: int
+    compound_column: str | None
+    smiles_column: str | None
+    assay_columns: tuple[str, ...]
+    identifier_columns: tuple[str, ...] = ()
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.assay_columns[:5]) + (", ..." if self.n_assays > 5 else "")
+        line = (
+            f"{self.source} ({self.layout}): {self.n_compounds} compounds x {self.n_assays} "
+            f"assays ({shown}), {self.n_readouts} readouts; compounds identified by "
+            f"{self.compound_column!r}, SMILES {self.smiles_column!r}; "
+            f"{len(self.identifier_columns)} identifier column(s)"
+        )
+        if self.identifier_columns:
+            line += f" {list(self.identifier_columns)}"
+        line += f"; {len(self.ignored)} column(s) ignored"
+        if self.ignored:
+            line += " (" + "; ".join(f"{c!r}: {why}" for c, why in self.ignored.items()) + ")"
+        return line
 
 
 @dataclass(frozen=True)
@@ -58,6 +194,9 @@ class AssayMatrix:
         cleaning and training rebuild the molecules instead of parsing the SMILES
         again (:func:`~cellframe.activity.chem.parse_smiles`); kept by
         :meth:`subset`. Not part of equality or the repr.
+    reading : MatrixReading, optional
+        What :func:`read_assay_matrix` took from its file (None otherwise; not
+        kept by :meth:`subset`). Not part of equality or the repr.
     """
 
     compounds: list[str]
@@ -65,6 +204,7 @@ class AssayMatrix:
     values: np.ndarray
     smiles: list[str] | None = None
     binaries: list[bytes | None] | None = field(default=None, compare=False, repr=False)
+    reading: MatrixReading | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)
@@ -490,6 +630,11 @@ def assay_matrix_from_wide(
         raise MissingColumnsError(where, absent)
     if not assay_cols:
         raise EmptyInputError(f"{where} has no assay columns")
+    # Checked on the rows as given, before any is merged or skipped, so lines are right.
+    _check_binary_columns(
+        df, df.select([pl.col(c).cast(pl.Float64, strict=False) for c in assay_cols]), where,
+        first_line,
+    )  # fmt: skip
     by_text: dict[str, bytes] | None = None
     if smiles_column is not None and canonicalize:
         df, by_text = _canonical_rows(df, id_col, smiles_column, where, first_line)
@@ -500,23 +645,9 @@ def assay_matrix_from_wide(
         else None
     )
     readouts = df.select([pl.col(c).cast(pl.Float64, strict=False).alias(c) for c in assay_cols])
-    # A non-numeric entry (e.g. "yes") becomes null under a lenient cast; find it.
-    for c in assay_cols:
-        nonnull_in = df[c].is_not_null() & (df[c].cast(pl.String).str.strip_chars() != "")
-        lost = nonnull_in & readouts[c].is_null()
-        if lost.any():
-            raise InvalidInputError(
-                f"{where}: assay column {c!r} has non-numeric readouts, e.g. "
-                f"{df[c].filter(lost)[0]!r}; use 1 (hit), 0 (no hit) or blank"
-            )
     duplicated = ids[COMPOUND].is_duplicated()
     if not duplicated.any():
         values = readouts.to_numpy().astype(np.float64)
-        bad = np.setdiff1d(np.unique(values[~np.isnan(values)]), [0.0, 1.0])
-        if bad.size:
-            raise InvalidInputError(
-                f"{where}: readouts must be 1 (hit), 0 (no hit) or blank; found {bad[:5].tolist()}"
-            )
         _check_empty_assays(assay_cols, values, where)
         smiles_list = None if smiles is None else smiles[SMILES].to_list()
         return AssayMatrix(
@@ -549,6 +680,37 @@ def assay_matrix_from_wide(
     if by_text is None:
         return merged
     return dataclasses.replace(merged, binaries=_binaries_of(merged.smiles, by_text))
+
+
+#: How a user names what a column is, in the messages of the wide reader.
+_NAME_IT = (
+    "if it is not an assay, name it: MatrixColumns(compound={c!r}) if it identifies the "
+    "compounds, or MatrixColumns(identifiers=[{c!r}]) (TOML [data] compound_column = {t} or "
+    "identifier_columns = [{t}]); or list the assays: MatrixColumns(assays=[...]) (TOML "
+    "[data] assay_columns = [...])"
+)
+
+
+def _check_binary_columns(
+    df: pl.DataFrame, readouts: pl.DataFrame, where: str, first_line: int | None
+) -> None:
+    """Refuse an assay column holding anything but 1, 0 or blank, naming it and the fix."""
+    labels: list[str] | None = None
+    for c in readouts.columns:
+        raw = df[c]
+        given = raw.is_not_null() & (raw.cast(pl.String).str.strip_chars() != "")
+        value = readouts[c]
+        bad = given & (value.is_null() | ~value.is_in([0.0, 1.0]))
+        if not bad.any():
+            continue
+        rows = np.flatnonzero(bad.to_numpy())
+        labels = labels or _row_labels(df.height, first_line)
+        raise InvalidInputError(
+            f"{where}: column {c!r} was read as an assay but {rows.size} of its "
+            f"{int(given.sum())} values are not 1 (hit), 0 (no hit) or blank, e.g. "
+            f"{raw[int(rows[0])]!r} on {labels[int(rows[0])]}; {_NAME_IT.format(c=c, t=json.dumps(c))}; "
+            "binarise it if it is a readout"
+        )
 
 
 def _warn_shared_structures(
@@ -631,17 +793,17 @@ def read_assay_matrix(
     path: str | Path,
     *,
     format: Literal["auto", "wide", "long", "mtx"] = "auto",
-    compound_column: str | None = None,
-    smiles_column: str | None = "smiles",
-    assay_column: str = ASSAY,
-    readout_column: str = READOUT,
-    compounds: Sequence[str] | str | Path | None = None,
-    assays: Sequence[str] | str | Path | None = None,
-    smiles: Sequence[str] | str | Path | None = None,
+    columns: MatrixColumns | None = None,
+    names: MatrixMarketNames | None = None,
     on_conflict: ConflictPolicy = "missing",
     canonicalize: bool = True,
 ) -> AssayMatrix:
     """Read an assay matrix from a wide or long CSV/Parquet file or a MatrixMarket file.
+
+    What was taken is logged at INFO level (logger ``cellframe.activity.matrix``)
+    and kept in ``AssayMatrix.reading`` (:class:`MatrixReading`: compounds,
+    assays, identifier columns, and every column not read with the reason);
+    columns not read also raise an :class:`IgnoredColumnsWarning` with their count.
 
     Parameters
     ----------
@@ -649,13 +811,13 @@ def read_assay_matrix(
         ``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet`` or ``.mtx`` (MatrixMarket,
         compounds as rows; stored entries are readouts, absent ones missing).
     format : {"auto", "wide", "long", "mtx"}
-        ``"auto"``: ``.mtx`` is MatrixMarket; a table with ``assay_column`` and
-        ``readout_column`` is long; anything else wide.
-    compound_column, smiles_column : str, optional
-        Identifier and SMILES columns of a table (see :func:`assay_matrix_from_wide`).
-    assay_column, readout_column : str
-        Columns of a long table.
-    compounds, assays, smiles : sequence of str or a text file (one per line), optional
+        ``"auto"``: ``.mtx`` is MatrixMarket; a table with the long layout's
+        assay and readout columns is long; anything else wide.
+    columns : MatrixColumns, optional
+        Assay, identifier, compound and SMILES columns (default
+        ``MatrixColumns()``: SMILES in ``smiles``, every other column of a wide
+        table an assay).
+    names : MatrixMarketNames, optional
         Row/column names and SMILES of a MatrixMarket file (default: positions).
     on_conflict : {"missing", "hit", "error"}, default "missing"
         Merging of duplicate compounds (the same id, or the same canonical
@@ -674,15 +836,36 @@ def read_assay_matrix(
         If ``path`` does not exist.
     UnknownFormatError
         If the file type is not one of the above.
+    MissingColumnsError
+        If a named column is not in the file.
+    InvalidInputError
+        If a column read as an assay holds anything but 1, 0 or blank (the
+        message names the column and how to mark it as an identifier).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "challenge.csv"
+    >>> _ = f.write_text("ID,smiles,NR-AR,SR-MMP\\nT1,CCO,0,1\\nT2,c1ccccc1O,1,\\n")
+    >>> m = read_assay_matrix(f, columns=MatrixColumns(compound="ID"))
+    >>> m.compounds, m.assays
+    (['T1', 'T2'], ['NR-AR', 'SR-MMP'])
+    >>> m.reading.n_compounds, m.reading.assay_columns, m.reading.ignored
+    (2, ('NR-AR', 'SR-MMP'), {})
     """
     from cellframe.errors import UnknownFormatError
 
+    columns = columns if columns is not None else MatrixColumns()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no assay matrix at {path}")
     name = path.name.lower()
     if format == "mtx" or (format == "auto" and name.endswith((".mtx", ".mtx.gz"))):
-        return _read_matrix_market(path, compounds=compounds, assays=assays, smiles=smiles)
+        names = names if names is not None else MatrixMarketNames()
+        m = _read_matrix_market(
+            path, compounds=names.compounds, assays=names.assays, smiles=names.smiles
+        )
+        return _with_reading(m, str(path), "mtx", None, None, tuple(m.assays), (), {})
     first_line: int | None = None
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
         sep = "\t" if ".tsv" in name else ","
@@ -696,30 +879,164 @@ def read_assay_matrix(
         raise UnknownFormatError(
             f"cannot read {path} as an assay matrix: use .csv/.tsv(.gz), .parquet or .mtx"
         )
+    named = [*(columns.assays or ()), *columns.identifiers]
+    absent = [c for c in named if c not in df.columns]
+    if absent:
+        raise MissingColumnsError(
+            str(path), absent, f"columns present: {df.columns[:14]}; fix the assay/identifier names"
+        )
     is_long = format == "long" or (
-        format == "auto" and assay_column in df.columns and readout_column in df.columns
+        format == "auto" and columns.assay in df.columns and columns.readout in df.columns
     )
     if is_long:
-        return assay_matrix_from_long(
+        compound = columns.compound or COMPOUND
+        smiles = columns.smiles if columns.smiles in df.columns else None
+        used = {compound, columns.assay, columns.readout, smiles, *columns.identifiers}
+        ignored = {c: "not a column of the long layout" for c in df.columns if c not in used}
+        m = assay_matrix_from_long(
             df,
-            compound_column=compound_column or COMPOUND,
-            assay_column=assay_column,
-            readout_column=readout_column,
-            smiles_column=smiles_column if smiles_column in df.columns else None,
+            compound_column=compound,
+            assay_column=columns.assay,
+            readout_column=columns.readout,
+            smiles_column=smiles,
             on_conflict=on_conflict,
             where=str(path),
             canonicalize=canonicalize,
             first_line=first_line,
         )
-    return assay_matrix_from_wide(
+        return _with_reading(
+            m, str(path), "long", compound, smiles, tuple(m.assays), columns.identifiers, ignored
+        )
+    keys = [c for c in (columns.compound, columns.smiles) if c is not None]
+    not_assays = {*keys, *columns.identifiers}
+    if columns.assays is not None:
+        assays = list(columns.assays)
+        ignored = {
+            c: "not named in assay_columns" for c in df.columns if c not in {*not_assays, *assays}
+        }
+    else:
+        assays = [c for c in df.columns if c not in not_assays]
+        ignored = {}
+    m = assay_matrix_from_wide(
         df,
-        compound_column=compound_column,
-        smiles_column=smiles_column,
+        compound_column=columns.compound,
+        smiles_column=columns.smiles,
+        assays=assays,
         on_conflict=on_conflict,
         where=str(path),
         canonicalize=canonicalize,
         first_line=first_line,
     )
+    return _with_reading(
+        m,
+        str(path),
+        "wide",
+        columns.compound or columns.smiles,
+        columns.smiles,
+        tuple(assays),
+        columns.identifiers,
+        ignored,
+    )
+
+
+def _with_reading(
+    m: AssayMatrix,
+    source: str,
+    layout: str,
+    compound: str | None,
+    smiles: str | None,
+    assays: tuple[str, ...],
+    identifiers: Sequence[str],
+    ignored: dict[str, str],
+) -> AssayMatrix:
+    """Attach (and log, and warn about ignored columns) what a read took."""
+    reading = MatrixReading(
+        source=source,
+        layout=layout,
+        n_compounds=m.shape[0],
+        n_assays=m.shape[1],
+        n_readouts=int(m.observed.sum()),
+        compound_column=compound,
+        smiles_column=smiles,
+        assay_columns=assays,
+        identifier_columns=tuple(identifiers),
+        ignored=ignored,
+    )
+    _log.info("read assay matrix %s", reading)
+    if ignored:
+        warnings.warn(
+            f"{source}: {len(ignored)} column(s) not read: "
+            + "; ".join(f"{c!r} ({why})" for c, why in ignored.items()),
+            IgnoredColumnsWarning,
+            stacklevel=3,
+        )
+    return dataclasses.replace(m, reading=reading)
+
+
+#: TOML ``[data]`` keys (and ``matrix_options`` keys) -> where they go.
+_COLUMN_KEYS = {
+    "assay_columns": "assays",
+    "identifier_columns": "identifiers",
+    "compound_column": "compound",
+    "smiles_column": "smiles",
+    "assay_column": "assay",
+    "readout_column": "readout",
+}
+_NAME_KEYS = {"compounds": "compounds", "assays": "assays", "smiles": "smiles"}
+_PLAIN_KEYS = ("format", "on_conflict", "canonicalize")
+
+
+def matrix_options(options: dict[str, Any], where: str = "[data]") -> dict[str, Any]:
+    """Keyword arguments of :func:`read_assay_matrix` from flat settings (a TOML ``[data]``).
+
+    Parameters
+    ----------
+    options : dict
+        Any of ``assay_columns``, ``identifier_columns``, ``compound_column``,
+        ``smiles_column`` (``""`` for none), ``assay_column``, ``readout_column``
+        (a :class:`MatrixColumns`), ``compounds``, ``assays``, ``smiles``
+        (a :class:`MatrixMarketNames`), ``format``, ``on_conflict``, ``canonicalize``.
+    where : str
+        Name of the settings' source, for messages.
+
+    Returns
+    -------
+    dict
+        ``format``, ``columns``, ``names``, ``on_conflict``, ``canonicalize`` as given.
+
+    Raises
+    ------
+    InvalidInputError
+        On an unknown key (the message lists the valid ones) or a bad column list.
+
+    Examples
+    --------
+    >>> opts = matrix_options({"compound_column": "ID", "assay_columns": ["NR-AR"]})
+    >>> opts["columns"].compound, opts["columns"].assays
+    ('ID', ('NR-AR',))
+    """
+    valid = sorted([*_COLUMN_KEYS, *_NAME_KEYS, *_PLAIN_KEYS])
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: unknown key(s) {unknown}; valid: matrix, {', '.join(valid)}"
+        )
+    col = {_COLUMN_KEYS[k]: v for k, v in options.items() if k in _COLUMN_KEYS}
+    if col.get("smiles") == "":
+        col["smiles"] = None
+    for k in ("assays", "identifiers"):
+        v = col.get(k)
+        if v is not None and (isinstance(v, str) or not all(isinstance(x, str) for x in v)):
+            key = "assay_columns" if k == "assays" else "identifier_columns"
+            raise InvalidInputError(
+                f'{where} {key} = {v!r}: give a list of column names, e.g. {key} = ["NR-AR"]'
+            )
+    out: dict[str, Any] = {k: options[k] for k in _PLAIN_KEYS if k in options}
+    out["columns"] = MatrixColumns(**col)
+    name = {_NAME_KEYS[k]: v for k, v in options.items() if k in _NAME_KEYS}
+    if name:
+        out["names"] = MatrixMarketNames(**name)
+    return out
 
 
 def read_assay_subset(

@@ -7,6 +7,8 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -17,8 +19,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="compound activity prediction: clean, featurize, split, train, evaluate, fuse",
         description=(
             "Run the experiment described by a TOML config (see docs/activity.md) and "
-            "write its tables (<prefix>_cleaning, _folds, _predictions, _fold_metrics, "
-            "_assay_metrics, _summary, ...) to the store."
+            "write its tables to the store: cross-validated over folds (<prefix>_cleaning, "
+            "_folds, _predictions, _fold_metrics, _assay_metrics, _summary, ...), or on one "
+            "held-out split when [split] names a column, train/validation/test files or "
+            "holdout = true (<prefix>_partition, _predictions, _metrics, _summary). Models: "
+            "morgan, dmpnn (descriptors = true for RDKit descriptors), rf, rf-tuned, lgbm."
         ),
     )
     p.add_argument("config", help="experiment TOML file")
@@ -38,8 +43,20 @@ def _run(args: argparse.Namespace) -> int:
         config.prefix = args.prefix
     if args.device:
         config.model["device"] = args.device
-    with Store(args.store) as store:
-        result = run_experiment(config, store, progress=not args.quiet)
+    # What the matrix reader took (compounds, assays, identifier and ignored columns).
+    log = logging.getLogger("cellframe.activity.matrix")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = log.level
+    if not args.quiet:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        with Store(args.store) as store:
+            result = run_experiment(config, store, progress=not args.quiet)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     if not args.quiet:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
             if "cleaning" in result.tables:

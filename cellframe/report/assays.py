@@ -26,7 +26,9 @@ def assay_prediction_chart(
         One row per (modality, assay) with the published median AUROC.
     trained : polars.DataFrame, optional
         The demo's ``activity_trained`` table: ``assay``, ``model``, ``split``,
-        ``auroc`` (held-out test), ``n_train``, ``n_test``, ``n_test_positive``.
+        ``auroc`` (held-out test), ``n_train``, ``n_test``, ``n_test_positive``;
+        rows of :func:`cellframe.activity.baselines.honest_baselines`' controls
+        (a one-covariate model, permuted labels) are shown as further models.
     threshold : float, default 0.9
         AUROC above which an assay counts as well predicted.
     modality, auroc : str
@@ -66,6 +68,8 @@ def assay_prediction_chart(
     _require(trained, need, "trained assay prediction")
     kept, dropped = finite_rows(trained, ["auroc"])
     right_title = "Trained by this demo: held-out AUROC per assay"
+    if kept["model"].str.ends_with("permuted labels").any():  # honest_baselines' controls
+        right_title += ", beside a one-covariate model and permuted labels"
     if dropped:
         right_title += f" ({dropped} without an AUROC left out)"
     tips = [alt.Tooltip(c) for c in ("assay", "model", "split")] + [

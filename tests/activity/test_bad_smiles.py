@@ -21,6 +21,7 @@ from cellframe.activity.chem import (
     parse_smiles,
 )
 from cellframe.activity.matrix import (
+    MatrixColumns,
     ReadoutWarning,
     assay_matrix_from_long,
     read_assay_matrix,
@@ -146,14 +147,16 @@ def test_empty_smiles_with_an_id_column_is_kept_and_named(head: list[str], tmp_p
     rows[3] = "c2," + "," + rows[3].split(",", 2)[2]
     path = _write(tmp_path, rows)
     with pytest.warns(InvalidSmilesWarning, match=r"line 4: empty SMILES"):
-        m = read_assay_matrix(path, compound_column="id")
+        m = read_assay_matrix(path, columns=MatrixColumns(compound="id"))
     assert m.shape == (40, 12) and m.smiles[2] is None and m.compounds[2] == "c2"
     # One molecule under two ids: counted, and kept apart as the ids say.
     rows.append("c99," + _respell(head[1].split(",")[0]) + "," + head[1].split(",", 1)[1])
     with pytest.warns(
         SameMoleculeWarning, match=r"1 molecule\(s\).*'c0' \(line 2\) = 'c99' \(line 42\)"
     ):
-        two = read_assay_matrix(_write(tmp_path, rows, "ids.csv"), compound_column="id")
+        two = read_assay_matrix(
+            _write(tmp_path, rows, "ids.csv"), columns=MatrixColumns(compound="id")
+        )
     assert two.shape == (41, 12)
     # The fingerprint/cleaning code names the compound instead of crashing.
     with pytest.warns(InvalidSmilesWarning, match=r"compound 'c2': empty SMILES"):

@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from cellframe.activity.columns import ASSAY, COMPOUND, READOUT
 from cellframe.activity.matrix import (
     AssayMatrix,
+    MatrixMarketNames,
     ReadoutWarning,
     assay_matrix_from_long,
     assay_matrix_from_wide,
@@ -63,13 +64,12 @@ def test_matrix_market_keeps_explicit_zeros(tmp_path):
     coo = scipy.sparse.coo_matrix((EXPECTED[rows, cols], (rows, cols)), shape=EXPECTED.shape)
     scipy.io.mmwrite(tmp_path / "m.mtx", coo)
     (tmp_path / "assays.txt").write_text("a1\na2\na3\n")
-    m = read_assay_matrix(
-        tmp_path / "m.mtx", assays=tmp_path / "assays.txt", compounds=["x", "y", "z"]
-    )
+    names = MatrixMarketNames(assays=tmp_path / "assays.txt", compounds=["x", "y", "z"])
+    m = read_assay_matrix(tmp_path / "m.mtx", names=names)
     np.testing.assert_array_equal(m.values, EXPECTED)
     assert m.assays == ["a1", "a2", "a3"] and m.compounds == ["x", "y", "z"]
     with pytest.raises(InvalidInputError, match="2 assay names"):
-        read_assay_matrix(tmp_path / "m.mtx", assays=["a", "b"])
+        read_assay_matrix(tmp_path / "m.mtx", names=MatrixMarketNames(assays=["a", "b"]))
 
 
 def test_duplicate_compounds_conflicting_readouts():
@@ -99,9 +99,13 @@ def test_assay_without_readouts_warns_with_count():
 
 
 def test_bad_readouts_and_columns(tmp_path):
-    with pytest.raises(InvalidInputError, match=r"found \[2.0\]"):
+    with pytest.raises(
+        InvalidInputError, match=r"column 'a' .* 1 of its 1 values .* e\.g\. 2 on row 1"
+    ):
         assay_matrix_from_wide(pl.DataFrame({"smiles": ["C"], "a": [2]}))
-    with pytest.raises(InvalidInputError, match=r"non-numeric readouts, e\.g\. 'yes'"):
+    with pytest.raises(
+        InvalidInputError, match=r"column 'a' .* 1 of its 2 values .* e\.g\. 'yes' on row 1"
+    ):
         assay_matrix_from_wide(pl.DataFrame({"smiles": ["C", "N"], "a": ["yes", "0"]}))
     with pytest.raises(MissingColumnsError, match="'smiles'"):
         assay_matrix_from_wide(pl.DataFrame({"id": ["C"], "a": [1]}))
