@@ -143,6 +143,12 @@ INLINE = {
         "cellframe evaluate --store screen.duckdb --mode activity --null-size 1000",
     ],
     "cellframe activity experiment.toml": [],
+    "cellframe evaluate TABLE --mode moa --batch Metadata_Plate": [
+        "cellframe aggregate --store screen.duckdb",
+        # The sandbox has no MoA: the treatment is the label and the well the "compound".
+        "cellframe evaluate wells --store screen.duckdb --mode moa --batch Metadata_Plate "
+        "--label Metadata_Treatment --treatment Metadata_Well",
+    ],
     "cellframe compare TABLE [TABLE ...] --batch COL --label COL --out report.html": [
         "cellframe aggregate --store screen.duckdb",
         "cellframe normalize --store screen.duckdb --input wells",
@@ -696,7 +702,15 @@ def _check_compare(work: Path, printed: str) -> None:
     assert "report: compare.html" in printed, printed
 
 
+def _check_moa_cli(work: Path, printed: str) -> None:
+    summary = _read(work, "wells_moa_summary")
+    assert summary["protocol"].to_list() == ["NSC", "NSCB"]
+    assert summary["n_scored"][0] > 0 and "NSC: accuracy" in printed, printed
+    assert _read(work, "wells_moa_per_moa").height > 0
+
+
 AFTER_INLINE = {
+    "cellframe evaluate TABLE --mode moa --batch Metadata_Plate": _check_moa_cli,
     "cellframe compare TABLE [TABLE ...] --batch COL --label COL --out report.html": (
         _check_compare
     ),

@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "controls, with permutation p-values and BH-corrected p-values per treatment. "
             "When the table's provenance shows normalize/sphere steps fitted on the controls, "
             "activity refits them by cross-fitting (--n-folds folds of the controls, each "
-            "held out of the fit and used as the null) from the pre-correction table."
+            "held out of the fit and used as the null) from the pre-correction table. "
+            "moa: nearest-neighbour MoA accuracy of treatment profiles (--label is the MoA), "
+            "leaving out the same compound (NSC) and also the same --batch (NSCB); writes "
+            "<output>_per_query, <output>_per_moa and <output>_summary, one row per protocol."
         ),
     )
     p.add_argument(
@@ -36,15 +39,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=CHAIN_END,
         help="profile table in the store (default: %(default)s, what 'cellframe sphere' writes)",
     )
-    p.add_argument("--mode", choices=("retrieval", "activity"), default="retrieval")
+    p.add_argument("--mode", choices=("retrieval", "activity", "moa"), default="retrieval")
     p.add_argument(
-        "--label", default="Metadata_MoA", help="retrieval label column (default: %(default)s)"
+        "--label",
+        default="Metadata_MoA",
+        help="retrieval / moa: label (MoA) column (default: %(default)s)",
     )
-    p.add_argument("--treatment", default="Metadata_Treatment", help="activity: treatment column")
+    p.add_argument(
+        "--treatment",
+        default="Metadata_Treatment",
+        help="activity: treatment column; moa: compound column (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch",
+        default="Metadata_Plate",
+        help="moa: batch column NSCB leaves out (default: %(default)s)",
+    )
     p.add_argument(
         "--control-column", default="Metadata_Control", help="activity: column marking controls"
     )
-    p.add_argument("--control-value", default="negcon", help="activity: value of negative controls")
+    p.add_argument(
+        "--control-value",
+        default="negcon",
+        help="activity: value of negative controls (moa: controls are left out)",
+    )
     p.add_argument(
         "--same-plate", action="store_true", help="activity: negatives from the query's plate only"
     )
@@ -126,6 +144,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 parameters=params,
                 source=args.table,
             )
+        elif args.mode == "moa":
+            per_query, summary = _moa(store, args, lf, meta, prefix, params)
         else:
             from cellframe.pipeline import NullSettings, activity_from_store
 
@@ -182,6 +202,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         if args.mode == "activity":
             _print_activity(summary, args.treatment, args.threshold)
+        elif args.mode == "moa":
+            _print_moa(summary)
         else:
             with pl.Config(tbl_cols=10, tbl_width_chars=140):
                 print(summary.head(10))
@@ -203,3 +225,61 @@ def _print_activity(summary: pl.DataFrame, treatment: str, threshold: float) -> 
         print(f"{name:<{width}}  {cells[0]:>8}  {cells[1]:>10}  {cells[2]:>10}  {mark}")
     hits = int(table["below_corrected_p"].fill_null(False).sum())
     print(f"{hits} of {table.height} treatments active at q < {threshold:g} (q: BH-corrected p)")
+
+
+def _moa(store, args: argparse.Namespace, lf, meta: list[str], prefix: str, params: dict) -> tuple:
+    """NSC and NSCB accuracy of the table's profiles; writes ``<prefix>_per_moa`` too."""
+    import polars as pl
+
+    from cellframe.evaluate.moa import nsc_accuracy, nscb_accuracy
+
+    options = {
+        "moa": args.label,
+        "compound": args.treatment,
+        "controls": pl.col(args.control_column) == args.control_value
+        if args.control_column in meta
+        else None,
+        "features": args.features,
+        "keep": [c for c in meta if c not in (args.label, args.treatment, args.batch)],
+    }
+    params |= {
+        "label": args.label,
+        "compound": args.treatment,
+        "batch": args.batch,
+        "control_column": args.control_column,
+        "control_value": args.control_value,
+    }
+    results = {
+        "NSC": nsc_accuracy(lf, **options),
+        "NSCB": nscb_accuracy(lf, batch=args.batch, **options),
+    }
+
+    def stacked(part: str) -> pl.DataFrame:
+        frames = [
+            getattr(r, part)
+            .with_columns(protocol=pl.lit(name))
+            .select("protocol", pl.exclude("protocol"))
+            for name, r in results.items()
+        ]
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    per_moa = stacked("per_moa")
+    store.write(
+        f"{prefix}_per_moa",
+        per_moa,
+        mode="replace",
+        step="evaluate",
+        parameters=params,
+        source=args.table,
+    )
+    return stacked("per_profile"), stacked("summary")
+
+
+def _print_moa(summary) -> None:
+    """One line per protocol: accuracy with its counts."""
+    for row in summary.iter_rows(named=True):
+        accuracy = "NA" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        print(
+            f"{row['protocol']}: accuracy {accuracy} ({row['n_correct']} of {row['n_scored']} "
+            f"profiles scored; {row['n_no_neighbour']} without an eligible neighbour)"
+        )

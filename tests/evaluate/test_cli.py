@@ -82,3 +82,30 @@ def test_activity_mode(store_path):
 def test_missing_table_is_one_line_error(store_path, capsys):
     assert main(["evaluate", "nope", "--store", str(store_path), "--quiet"]) == 2
     assert "no table 'nope'" in capsys.readouterr().err
+
+
+def test_moa_mode_writes_nsc_and_nscb_equal_to_the_python_functions(store_path, capsys):
+    from cellframe.evaluate import nsc_accuracy, nscb_accuracy
+
+    assert main(["evaluate", "wells", "--store", str(store_path), "--mode", "moa"]) == 0
+    out = capsys.readouterr().out
+    frame = synthetic_screen(n_treatments=10, signal=1.5, seed=9)
+    expected = {"NSC": nsc_accuracy(frame), "NSCB": nscb_accuracy(frame)}
+    with Store(store_path, read_only=True) as s:
+        summary = s.read("wells_moa_summary")
+        per_moa = s.read("wells_moa_per_moa")
+        per_query = s.read("wells_moa_per_query")
+        prov = str(s.provenance("wells_moa_summary").row(-1, named=True))
+    assert summary["protocol"].to_list() == ["NSC", "NSCB"]
+    for name, result in expected.items():
+        row = summary.filter(pl.col("protocol") == name).row(0, named=True)
+        want = result.summary.row(0, named=True)
+        assert (row["n_scored"], row["n_correct"]) == (want["n_scored"], want["n_correct"])
+        assert row["accuracy"] == pytest.approx(want["accuracy"], abs=1e-12)
+        assert per_moa.filter(pl.col("protocol") == name).height == result.per_moa.height
+        assert per_query.filter(pl.col("protocol") == name).height == result.per_profile.height
+        assert f"{name}: accuracy {want['accuracy']:.3f}" in out
+    # NSCB leaves out more candidates than NSC, never fewer.
+    nsc, nscb = summary["n_no_neighbour"].to_list()
+    assert nscb >= nsc
+    assert '"batch": "Metadata_Plate"' in prov and '"mode": "moa"' in prov
