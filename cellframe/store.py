@@ -83,6 +83,13 @@ def load_sql(name: str) -> str:
     ------
     FileNotFoundError
         If no such file ships with the package; the message lists those that do.
+
+    Examples
+    --------
+    >>> load_sql("schema").splitlines()[0]
+    '-- cellframe store schema (applied on every open; every statement is idempotent).'
+    >>> load_sql("schema.sql") == load_sql("schema")
+    True
     """
     filename = name if name.endswith(".sql") else f"{name}.sql"
     root = _sql_root()

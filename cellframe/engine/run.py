@@ -250,6 +250,19 @@ def map_plates(
     cellframe.partitions.PartitionVersionError
         If an existing partition was written by another cellframe version or
         step and the Ray engine's ``force`` is not set.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+    ...                                        "f": [1.0, 3.0, 5.0]}), step="example")
+    >>> map_plates(store, "wells", "doubled", lambda df: df.with_columns(pl.col("f") * 2),
+    ...            progress=False)
+    MapReport(table='doubled', engine='local', computed=['P1', 'P2'], skipped=[], rows=3)
+    >>> store.read("doubled").sort("f")["f"].to_list()
+    [2.0, 6.0, 10.0]
     """
     return resolve_engine(engine).map(
         fn, Plates(store, source, plates), dest, step=step, parameters=parameters,

@@ -258,6 +258,18 @@ def mean_average_precision(
     ------
     InvalidInputError
         If no profile has positives.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> ap = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b"],
+    ...                    "average_precision": [1.0, 1.0, 0.25, 0.5],
+    ...                    "n_pos_pairs": [1, 1, 1, 1], "n_total_pairs": [7, 7, 7, 7]})
+    >>> result = mean_average_precision(ap, sameby="Metadata_Treatment", null_size=1000)
+    >>> result.select("Metadata_Treatment", "mean_average_precision", "below_p").rows()
+    [('a', 1.0, True), ('b', 0.375, False)]
+    >>> round(result["p_value"][0], 4)  # 1 / (null_size + 1): no null mAP reaches 1.0
+    0.001
     """
     group = [sameby] if isinstance(sameby, str) else list(sameby)
     _require(ap, [*group, "average_precision", "n_pos_pairs", "n_total_pairs"])

@@ -743,6 +743,20 @@ def feature_select(
     ------
     ValueError
         For an unknown operation or parameter name.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"a": [1.0, 1.0, 1.0, 1.0],   # constant
+    ...                       "b": [0.0, 1.0, 2.0, 3.0],
+    ...                       "c": [0.0, 2.0, 4.0, 6.1]})  # r = 0.9999 with b
+    >>> selection = feature_select(wells, ["variance_threshold", "correlation_threshold"])
+    >>> selection.kept
+    ['b']
+    >>> selection.dropped.select("feature", "operation").rows()
+    [('a', 'variance_threshold'), ('c', 'correlation_threshold')]
+    >>> selection.apply(wells).collect().columns
+    ['b']
     """
     ops = _operations(operation, params)
     lf = profiles.lazy()
