@@ -330,9 +330,17 @@ def read_site(
 
     Examples
     --------
-    >>> pixels, names = read_site("site.tif", channels="DNA")  # doctest: +SKIP
-    >>> pixels.shape, names  # doctest: +SKIP
-    ((1, 384, 384), ['DNA'])
+    A one-channel TIFF of the bundled demo data (channels are named by position
+    unless ``channel_names`` is given):
+
+    >>> from cellframe.demo import demo_data_dir
+    >>> pixels, names = read_site(demo_data_dir() / "dsb2018" / "img2d.tif")
+    >>> pixels.shape, pixels.dtype, names
+    ((1, 512, 512), dtype('uint16'), ['0'])
+    >>> pixels, names = read_site(demo_data_dir() / "dsb2018" / "img2d.tif",
+    ...                           channel_names=["DNA"], channels="DNA")
+    >>> pixels.shape, names
+    ((1, 512, 512), ['DNA'])
     """
     p = Path(path)
     if not p.exists():

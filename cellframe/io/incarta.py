@@ -78,8 +78,17 @@ class InCartaCSV(Reader):
 
     Examples
     --------
-    >>> reader = InCartaCSV("in-carta/")                # doctest: +SKIP
-    >>> sorted({p for f in reader.batches() for p in f["Metadata_Plate"]})  # doctest: +SKIP
+    >>> from pathlib import Path
+    >>> _ = Path("plate1.csv").write_text(
+    ...     "OBJECT ID,WELL LABEL,FOV,Plate ID,Nuclei Area wv1\\n"
+    ...     "1,C - 3,1,P1,52.5\\n"
+    ...     "2,C - 3,1,P1,61.0\\n")
+    >>> frame = next(InCartaCSV("plate1.csv").batches())
+    >>> frame.columns
+    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site', 'Metadata_ObjectNumber',
+     'Nuclei_Area_wv1']
+    >>> frame.rows()  # "C - 3" is well C03
+    [('P1', 'C03', 1, 1, 52.5), ('P1', 'C03', 1, 2, 61.0)]
     """
 
     format = "incarta"

@@ -379,10 +379,18 @@ def read_platemap(
 
     Examples
     --------
+    Unpadded wells and a derived control column are read, each with a warning
+    that counts them:
+
     >>> import polars as pl
-    >>> pm = read_platemap(pl.DataFrame({"well_position": ["A1", "A2"],
-    ...                                  "pert_iname": ["DMSO", "taxol"],
-    ...                                  "pert_type": ["control", "trt"]}))
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     pm = read_platemap(pl.DataFrame({"well_position": ["A1", "A2"],
+    ...                                      "pert_iname": ["DMSO", "taxol"],
+    ...                                      "pert_type": ["control", "trt"]}))
+    >>> [type(w.message).__name__ for w in caught]
+    ['PlatemapWarning', 'ControlsDerivedWarning']
     >>> pm.select("Metadata_Well", "Metadata_Treatment", "Metadata_Control").rows()
     [('A01', 'DMSO', 'negcon'), ('A02', 'taxol', None)]
     """
