@@ -57,13 +57,13 @@ def hit_set_iou(hits: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_assays, n_assays)`` float64; 0 where both sets are empty.
+    numpy.ndarray of float64, shape (n_assays, n_assays)
+        0 where both sets are empty.
     """
     h = np.asarray(hits, dtype=np.float64)
     inter = h.T @ h
@@ -85,8 +85,8 @@ def redundant_assay_clusters(
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
     iou_threshold : float, default 0.7
         DOMAIN.md §6.
     linkage : {"complete", "average", "single"}, default "complete"
@@ -122,8 +122,8 @@ def frequent_hitters(hits: np.ndarray, *, fraction: float = 0.10) -> np.ndarray:
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
     fraction : float, default 0.10
         DOMAIN.md §6: >= 10% of assays.
 

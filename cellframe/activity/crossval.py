@@ -56,8 +56,7 @@ def predictions_frame(
     Parameters
     ----------
     matrix : AssayMatrix
-    probabilities : numpy.ndarray
-        ``(len(rows), n_assays)``.
+    probabilities : numpy.ndarray, shape (len(rows), n_assays)
     rows : numpy.ndarray
         Compound positions in ``matrix``.
     fold : int

@@ -49,8 +49,8 @@ def rdkit_descriptors(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_molecules, n_descriptors)`` float64; NaN where RDKit fails or the
+    numpy.ndarray of float64, shape (n_molecules, n_descriptors)
+        NaN where RDKit fails or the
         value is not finite.
 
     Raises
@@ -133,8 +133,8 @@ class DescriptorNormalizer:
 
         Parameters
         ----------
-        descriptors : numpy.ndarray
-            ``(n_compounds, n_descriptors)``, training compounds only.
+        descriptors : numpy.ndarray, shape (n_compounds, n_descriptors)
+            Training compounds only.
 
         Returns
         -------
@@ -157,8 +157,8 @@ class DescriptorNormalizer:
 
         Parameters
         ----------
-        descriptors : numpy.ndarray
-            ``(n_compounds, n_descriptors)`` with the columns seen in ``fit``.
+        descriptors : numpy.ndarray, shape (n_compounds, n_descriptors)
+            With the columns seen in ``fit``.
 
         Returns
         -------

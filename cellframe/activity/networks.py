@@ -41,10 +41,9 @@ def masked_bce_loss(
 
     Parameters
     ----------
-    logits : torch.Tensor
-        ``(batch, n_assays)``.
-    targets : torch.Tensor
-        ``(batch, n_assays)`` in {0, 1}; values where ``mask`` is False are ignored
+    logits : torch.Tensor, shape (batch, n_assays)
+    targets : torch.Tensor, shape (batch, n_assays)
+        In {0, 1}; values where ``mask`` is False are ignored
         (NaN allowed there).
     mask : torch.Tensor
         Boolean, True where a readout is observed.

@@ -147,8 +147,8 @@ def kmeans_folds(
 
     Parameters
     ----------
-    features : numpy.ndarray
-        ``(n_compounds, n_features)``, e.g. GE or MO profiles.
+    features : numpy.ndarray, shape (n_compounds, n_features)
+        E.g. GE or MO profiles.
     n_folds : int, default 5
     seed : int, default 0
     max_iter : int, default 50

@@ -205,15 +205,14 @@ def channels_to_rgb(crops: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor
 
     Parameters
     ----------
-    crops : torch.Tensor
-        ``(N, C, H, W)``.
+    crops : torch.Tensor, shape (N, C, H, W)
     size : int
         Output side.
 
     Returns
     -------
-    torch.Tensor
-        ``(N * C, 3, size, size)``, cell-major: row ``n * C + c`` is channel
+    torch.Tensor, shape (N * C, 3, size, size)
+        Cell-major: row ``n * C + c`` is channel
         ``c`` of cell ``n``.
     """
     n, c, h, w = crops.shape
@@ -235,8 +234,8 @@ def scale_per_channel_max(crops: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
     Parameters
     ----------
-    crops : torch.Tensor
-        ``(N, C, H, W)``, non-negative intensities.
+    crops : torch.Tensor, shape (N, C, H, W)
+        Non-negative intensities.
     eps : float
         Added to the maximum so a blank channel stays 0.
 

@@ -261,8 +261,7 @@ def collect_crops(
 
     Returns
     -------
-    crops : numpy.ndarray
-        ``(n, C, box, box)``.
+    crops : numpy.ndarray, shape (n, C, box, box)
     cells : polars.DataFrame
         The objects in the crops' order (sorted by keys).
     """
@@ -325,8 +324,8 @@ def train_embedder(
 
     Parameters
     ----------
-    crops : numpy.ndarray
-        ``(n, C, H, W)`` raw crops (array or memmap, e.g. from :func:`collect_crops`);
+    crops : numpy.ndarray, shape (n, C, H, W)
+        Raw crops (array or memmap, e.g. from :func:`collect_crops`);
         each is scaled by its per-channel maximum before augmentation.
     labels : sequence of str
         Treatment of each cell (the class to predict).

@@ -192,9 +192,9 @@ def silhouette_label(x: Matrix, labels: Labels, *, metric: str = "euclidean") ->
 
     Parameters
     ----------
-    x : numpy.ndarray or polars.DataFrame
-        ``(n, d)`` profiles (a frame contributes its feature columns).
-    labels : array-like
+    x : numpy.ndarray, shape (n, d), or polars.DataFrame
+        Profiles (a frame contributes its feature columns).
+    labels : array-like, shape (n,)
         One biological label per row (at least 2 distinct values).
     metric : str
         Distance of :func:`sklearn.metrics.silhouette_samples`.
@@ -234,9 +234,9 @@ def silhouette_batch(
 
     Parameters
     ----------
-    x : numpy.ndarray or polars.DataFrame
-        ``(n, d)`` profiles.
-    batch, labels : array-like
+    x : numpy.ndarray, shape (n, d), or polars.DataFrame
+        Profiles.
+    batch, labels : array-like, shape (n,)
         Batch (plate, source) and biological label of each row.
     metric : str
         Distance of :func:`sklearn.metrics.silhouette_samples`.
@@ -344,9 +344,9 @@ def lisi(x: Matrix, labels: Labels, *, perplexity: float = 30.0) -> np.ndarray:
 
     Parameters
     ----------
-    x : numpy.ndarray or polars.DataFrame
-        ``(n, d)`` profiles.
-    labels : array-like
+    x : numpy.ndarray, shape (n, d), or polars.DataFrame
+        Profiles.
+    labels : array-like, shape (n,)
         Batch (for iLISI) or biological label (for cLISI) of each row.
     perplexity : float, default 30
         Effective neighbourhood size (scib's default); with fewer than
@@ -355,8 +355,8 @@ def lisi(x: Matrix, labels: Labels, *, perplexity: float = 30.0) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``(n,)`` LISI values (NaN where the kernel weights vanish).
+    numpy.ndarray, shape (n,)
+        LISI values (NaN where the kernel weights vanish).
     """
     arr = _matrix(x)
     codes, uniques = _codes(labels, arr.shape[0], "labels")
@@ -461,9 +461,9 @@ def kbet(
 
     Parameters
     ----------
-    x : numpy.ndarray or polars.DataFrame
-        ``(n, d)`` profiles.
-    batch : array-like
+    x : numpy.ndarray, shape (n, d), or polars.DataFrame
+        Profiles.
+    batch : array-like, shape (n,)
         Batch of each row.
     labels : array-like, optional
         Biological label of each row; None tests all rows as one group.
@@ -592,8 +592,8 @@ def leiden_clusters(
 
     Parameters
     ----------
-    x : numpy.ndarray or polars.DataFrame
-        ``(n, d)`` profiles.
+    x : numpy.ndarray, shape (n, d), or polars.DataFrame
+        Profiles.
     resolution : float
         Resolution of the modularity objective (higher: more clusters).
     n_neighbors : int, default 15
@@ -603,8 +603,8 @@ def leiden_clusters(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n,)`` cluster ids.
+    numpy.ndarray, shape (n,)
+        Cluster ids.
     """
     arr = _matrix(x)
     return _leiden(_leiden_graph(_Neighbours(arr), n_neighbors), resolution, seed)

@@ -107,8 +107,8 @@ def null_average_precision(
 
     Returns
     -------
-    numpy.ndarray
-        ``(null_size,)`` float32 APs.
+    numpy.ndarray of float32, shape (null_size,)
+        APs.
     """
     if not 1 <= n_pos <= n_total:
         raise InvalidInputError(f"need 1 <= n_pos <= n_total, got {n_pos} and {n_total}")

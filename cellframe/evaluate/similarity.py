@@ -79,8 +79,8 @@ def iter_similarity_blocks(
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(n, d)`` profiles.
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
     block_rows : int, optional
         Query rows per block; by default sized so a block stays near 512 MB.
     rows : numpy.ndarray, optional
@@ -126,8 +126,8 @@ def check_float32_similarity(
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(n, d)`` profiles.
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
     n_rows : int
         Rows sampled as queries.
     seed : int

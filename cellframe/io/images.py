@@ -69,8 +69,7 @@ def check_pixels(
 
     Parameters
     ----------
-    pixels : numpy.ndarray
-        ``(C, H, W)`` (or ``(H, W)``) array.
+    pixels : numpy.ndarray, shape (C, H, W) or (H, W)
     where : str
         The file / site, for messages.
     channels : sequence of str, optional

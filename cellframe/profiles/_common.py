@@ -292,12 +292,12 @@ def feature_blocks(
 
     Returns
     -------
-    clean : numpy.ndarray
-        ``(n_clean, n_rows)`` float32, the features without any missing value.
+    clean : numpy.ndarray of float32, shape (n_clean, n_rows)
+        The features without any missing value.
     clean_idx : numpy.ndarray
         Positions of those features in ``features``.
-    missing : numpy.ndarray
-        ``(n_missing, n_rows)`` float32 with NaN, the features with a null or NaN.
+    missing : numpy.ndarray of float32, shape (n_missing, n_rows)
+        With NaN, the features with a null or NaN.
     missing_idx : numpy.ndarray
         Their positions in ``features``.
     """
@@ -405,8 +405,8 @@ def group_reduce(
 
     Parameters
     ----------
-    clean, missing : numpy.ndarray
-        ``(d, n_rows)`` float32 blocks from :func:`feature_blocks`. ``clean``
+    clean, missing : numpy.ndarray of float32, shape (d, n_rows)
+        Blocks from :func:`feature_blocks`. ``clean``
         is modified in place (partitioned within each group's rows).
     runs : GroupRuns
         The rows of each group (from :func:`group_layout`).

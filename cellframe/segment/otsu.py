@@ -54,8 +54,8 @@ def otsu_segment(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``; one channel is used.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
+        One channel is used.
     channel : int, default 0
         Channel of a ``(C, H, W)`` image to segment.
     sigma : float, default 1.0

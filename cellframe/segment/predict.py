@@ -93,8 +93,8 @@ def predict_proba(
     ----------
     model : UNet
         Runs on the device its parameters are on (move it once with ``.to``).
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)`` with ``C == model.config.in_channels``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
+        With ``C == model.config.in_channels``.
     tile : int, default 256
         Tile side in pixels (smaller images are one tile).
     overlap : int, default 32

@@ -174,8 +174,7 @@ def tta_instances(
         ``batched=True`` ``segment(list of images) -> list of labels`` (e.g.
         :meth:`cellframe.segment.maskrcnn.MaskRCNNSegmenter.__call__`, which
         runs the whole list in one forward pass).
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
     tta : str or sequence of str, default "default"
         Transforms (see :func:`cellframe.segment.augment.resolve_transforms`).
     batched : bool, default False
