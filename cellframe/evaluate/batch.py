@@ -465,7 +465,7 @@ def kbet(
         Profiles.
     batch : array-like, shape (n,)
         Batch of each row.
-    labels : array-like, optional
+    labels : array-like, shape (n,), optional
         Biological label of each row; None tests all rows as one group.
     alpha : float, default 0.05
         Significance level of each neighbourhood's test.

@@ -370,8 +370,8 @@ def expected_average_precision(
 
     Returns
     -------
-    numpy.ndarray
-        float64 expectations, NaN where ``M < 1`` (no positive: AP undefined).
+    numpy.ndarray of float64, shape (n,)
+        Expectations, NaN where ``M < 1`` (no positive: AP undefined).
 
     Raises
     ------
@@ -425,8 +425,8 @@ def normalized_average_precision(
 
     Returns
     -------
-    numpy.ndarray
-        float64 normalized APs.
+    numpy.ndarray of float64, shape (n,)
+        Normalized APs.
 
     Examples
     --------

@@ -83,7 +83,7 @@ def iter_similarity_blocks(
         Profiles.
     block_rows : int, optional
         Query rows per block; by default sized so a block stays near 512 MB.
-    rows : numpy.ndarray, optional
+    rows : numpy.ndarray of int, shape (b,), optional
         Query row indices (default: all rows).
     normalized : bool
         ``x`` already has unit rows.
@@ -134,7 +134,7 @@ def check_float32_similarity(
         Seed of the sample.
     tolerance : float
         Largest accepted difference.
-    unit : numpy.ndarray, optional
+    unit : numpy.ndarray of float32, shape (n, d), optional
         ``unit_rows(x, dtype=np.float32)`` when already computed.
 
     Returns

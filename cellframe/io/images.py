@@ -412,8 +412,8 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
     ----------
     path : str or os.PathLike
         Output ``.tif`` file; its folder is created.
-    labels : numpy.ndarray
-        2-D integer array.
+    labels : numpy.ndarray of int, shape (H, W)
+        Label image (0 = background).
 
     Returns
     -------
@@ -439,8 +439,8 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``int32`` array of shape ``(H, W)``.
+    numpy.ndarray of int32, shape (H, W)
+        The label image.
     """
     pixels, _ = read_site(path)
     if pixels.shape[0] != 1:

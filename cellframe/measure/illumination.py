@@ -108,8 +108,8 @@ class IlluminationStatistics:
 
     Attributes
     ----------
-    total : numpy.ndarray
-        Float64 sum of the images, shape (height, width).
+    total : numpy.ndarray of float64, shape (height, width)
+        Sum of the images.
     count : int
         Number of images summed.
     images : list of numpy.ndarray, optional
@@ -181,8 +181,8 @@ class IlluminationFunction:
 
     Attributes
     ----------
-    function_ : numpy.ndarray
-        The fitted function, float32, > 0 everywhere (after :meth:`from_statistics`).
+    function_ : numpy.ndarray of float32, shape (height, width)
+        The fitted function, > 0 everywhere (after :meth:`from_statistics`).
     n_images_ : int
         Images it was fitted on.
 
@@ -321,8 +321,8 @@ class IlluminationFunction:
 
         Parameters
         ----------
-        image : numpy.ndarray
-            2-D image of the same shape as the function. Integer images are
+        image : numpy.ndarray, shape (height, width)
+            Image of the same shape as the function. Integer images are
             first scaled to [0, 1] by their dtype's maximum, as CellProfiler
             loads them (a uint16 pixel of 6553.5 becomes 0.1), so corrected
             images feed :func:`cellframe.segment.segment_site` and
@@ -330,8 +330,8 @@ class IlluminationFunction:
 
         Returns
         -------
-        numpy.ndarray
-            Float32 corrected image.
+        numpy.ndarray of float32, shape (height, width)
+            Corrected image.
 
         Raises
         ------

@@ -216,7 +216,7 @@ def group_layout(keys: pl.DataFrame) -> tuple[np.ndarray | None, GroupRuns]:
 
     Returns
     -------
-    order : numpy.ndarray or None
+    order : numpy.ndarray of int, shape (n_rows,), or None
         ``None`` when the rows are used where they are; otherwise the row
         order (sorted by the keys, nulls last, stable) to put them in first.
     runs : GroupRuns
@@ -283,7 +283,7 @@ def feature_blocks(
         The rows.
     features : sequence of str
         Feature columns (any numeric type; read as float32, nulls as NaN).
-    order : numpy.ndarray or None
+    order : numpy.ndarray of int, shape (n_rows,), or None
         Row order to put the rows in (from :func:`group_layout`), or None.
     workspace : Workspace, optional
         Scratch memory to write the matrix into (reused by later calls, so the
@@ -294,11 +294,11 @@ def feature_blocks(
     -------
     clean : numpy.ndarray of float32, shape (n_clean, n_rows)
         The features without any missing value.
-    clean_idx : numpy.ndarray
+    clean_idx : numpy.ndarray of int, shape (n_clean,)
         Positions of those features in ``features``.
     missing : numpy.ndarray of float32, shape (n_missing, n_rows)
         With NaN, the features with a null or NaN.
-    missing_idx : numpy.ndarray
+    missing_idx : numpy.ndarray of int, shape (n_missing,)
         Their positions in ``features``.
     """
     n = df.height

@@ -51,10 +51,10 @@ class PCAResult:
     ----------
     scores : polars.DataFrame
         The input's metadata columns, then ``PC1 ... PCk`` (Float64).
-    explained_variance_ratio : numpy.ndarray
+    explained_variance_ratio : numpy.ndarray, shape (k,)
         Fraction of the total variance each component explains.
-    components : numpy.ndarray
-        k x d loadings (rows are components), signed so that each row's
+    components : numpy.ndarray, shape (k, d)
+        Loadings (rows are components), signed so that each row's
         largest absolute loading is positive (as scikit-learn 1.5+).
     features : list of str
         The features used (those without missing values).

@@ -92,8 +92,8 @@ def normalize_percentile(
 
     Returns
     -------
-    numpy.ndarray
-        float32 array of the same shape.
+    numpy.ndarray of float32, shape (C, H, W)
+        The normalized image.
     """
     x = np.asarray(image, dtype=np.float32)
     lo = np.percentile(x, low, axis=(-2, -1), keepdims=True)

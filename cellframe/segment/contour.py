@@ -315,8 +315,8 @@ def rois_to_labels(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image; object ``i`` is the ``i``-th ROI (pixels already
+    numpy.ndarray of int32, shape (H, W)
+        Label image; object ``i`` is the ``i``-th ROI (pixels already
         claimed by an earlier ROI stay with it; an ROI left with no pixels is
         skipped and later ones keep consecutive numbers).
     """

@@ -31,8 +31,8 @@ def labels_from_foreground(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image.
+    numpy.ndarray of int32, shape (H, W)
+        Label image.
     """
     p = np.asarray(probability)
     if p.ndim == 3 and p.shape[0] == 1:
@@ -59,8 +59,8 @@ def labels_from_three_class(probabilities: np.ndarray, *, min_size: int = 10) ->
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image.
+    numpy.ndarray of int32, shape (H, W)
+        Label image.
     """
     from skimage.segmentation import watershed
 

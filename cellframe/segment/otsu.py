@@ -67,8 +67,8 @@ def otsu_segment(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image ``(H, W)``: 0 background, 1..N objects in raster order.
+    numpy.ndarray of int32, shape (H, W)
+        Label image: 0 background, 1..N objects in raster order.
 
     Raises
     ------

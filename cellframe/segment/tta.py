@@ -79,8 +79,8 @@ def merge_instances(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image, objects numbered 1..N in raster order.
+    numpy.ndarray of int32, shape (H, W)
+        Label image, objects numbered 1..N in raster order.
 
     Examples
     --------
