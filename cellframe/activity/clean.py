@@ -94,7 +94,7 @@ def redundant_assay_clusters(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_assays,)
         Cluster label (0-based, in order of first appearance) per assay.
     """
     from scipy.cluster.hierarchy import fcluster
@@ -129,8 +129,8 @@ def frequent_hitters(hits: np.ndarray, *, fraction: float = 0.10) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        Boolean mask of frequent hitters.
+    numpy.ndarray of bool, shape (n_compounds,)
+        Mask of frequent hitters.
     """
     n_assays = hits.shape[1]
     if n_assays == 0:

@@ -57,7 +57,7 @@ def predictions_frame(
     ----------
     matrix : AssayMatrix
     probabilities : numpy.ndarray, shape (len(rows), n_assays)
-    rows : numpy.ndarray
+    rows : numpy.ndarray of int, shape (n_rows,)
         Compound positions in ``matrix``.
     fold : int
     modality : str
@@ -102,7 +102,7 @@ def cross_validate(
     ----------
     matrix : AssayMatrix
         Readouts, rows aligned with ``inputs``.
-    inputs : numpy.ndarray or GraphSet
+    inputs : numpy.ndarray, shape (n_compounds, n_features), or GraphSet
         Features (or graphs) per compound.
     folds : array of int
         Fold label per compound.

@@ -162,8 +162,8 @@ class DescriptorNormalizer:
 
         Returns
         -------
-        numpy.ndarray
-            Same shape, float32; a column with no finite training value is
+        numpy.ndarray of float32, shape (n_compounds, n_descriptors)
+            A column with no finite training value is
             ``fill_value`` throughout.
 
         Raises

@@ -83,11 +83,11 @@ class GraphSet:
     atom_features : numpy.ndarray of float32, shape (total_atoms, ATOM_DIM)
     edge_features : numpy.ndarray of float32, shape (total_edges, BOND_DIM)
         One row per directed bond.
-    edge_src, edge_dst : numpy.ndarray
+    edge_src, edge_dst : numpy.ndarray of int, shape (total_edges,)
         Local atom index of each directed bond's source and target.
-    atom_start, n_atoms, edge_start, n_edges : numpy.ndarray
+    atom_start, n_atoms, edge_start, n_edges : numpy.ndarray of int, shape (n,)
         Per-molecule offsets and counts.
-    extra : numpy.ndarray, optional
+    extra : numpy.ndarray, shape (n, d), optional
         Molecule-level features appended to the readout (e.g. descriptors).
     """
 

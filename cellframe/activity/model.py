@@ -353,7 +353,7 @@ class MultitaskClassifier:
 
         Parameters
         ----------
-        inputs : numpy.ndarray or GraphSet
+        inputs : numpy.ndarray, shape (n_compounds, n_features), or GraphSet
             Training compounds.
         targets : numpy.ndarray, shape (n_compounds, n_assays)
             1, 0 or NaN (missing).

@@ -94,10 +94,10 @@ def tree_features(
     ----------
     molecules : sequence of str or rdkit Mol
         SMILES or molecules (an unparseable one gives zero counts and missing descriptors).
-    train : numpy.ndarray, optional
+    train : numpy.ndarray of int or bool, shape (n_train,) or (n_molecules,), optional
         Rows (indices or mask) whose descriptor values define the CDF; default all.
         Pass the training rows so validation and test compounds inform nothing.
-    descriptors : numpy.ndarray, optional
+    descriptors : numpy.ndarray, shape (n_molecules, n_descriptors), optional
         Precomputed :func:`~cellframe.activity.descriptors.rdkit_descriptors` of
         ``molecules`` (they take about 20 ms a molecule); an array with zero
         columns leaves descriptors out.

@@ -66,8 +66,8 @@ def augment_batch(
 
     Returns
     -------
-    torch.Tensor
-        Augmented crops, same shape, dtype and device.
+    torch.Tensor, shape (B, C, H, W)
+        Augmented crops, same dtype and device.
     """
     p = params or Augmentation()
     b, c, h, w = x.shape

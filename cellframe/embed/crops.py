@@ -28,7 +28,7 @@ def crop_boxes(x: np.ndarray, y: np.ndarray, box_size: int = BOX_SIZE) -> np.nda
 
     Parameters
     ----------
-    x, y : numpy.ndarray
+    x, y : numpy.ndarray, shape (n,)
         Centres in pixels (``Location_Center_X`` / ``_Y``: column / row).
     box_size : int
         Side of the box.
@@ -85,7 +85,7 @@ def crop_objects(
     ----------
     image : numpy.ndarray, shape (C, H, W)
         Pixels of one site (a 2-D image is taken as one channel).
-    x, y : numpy.ndarray
+    x, y : numpy.ndarray, shape (n,)
         Object centres (column, row) in pixels; each must lie inside the image.
     box_size : int
         Side of the crop (default 128).
@@ -93,7 +93,7 @@ def crop_objects(
         Label image. With ``object_numbers`` given, every pixel of
         a crop whose label is not that object's number is set to zero
         (masking of pixels outside the object, DOMAIN.md §5).
-    object_numbers : numpy.ndarray, optional
+    object_numbers : numpy.ndarray of int, shape (n,), optional
         Label value of each object in ``labels``; needed with ``labels``.
     dtype : numpy dtype
         Dtype of the crops (default float32).

@@ -157,15 +157,15 @@ def tap_layer(model: torch.nn.Module, x: torch.Tensor, layer: str = FEATURE_LAYE
     ----------
     model : torch.nn.Module
         A network, e.g. timm ``efficientnet_b0``.
-    x : torch.Tensor
+    x : torch.Tensor, shape (N, C, H, W)
         Its input.
     layer : str
         Module name as in ``model.named_modules()`` (default ``"blocks.5.0.bn2"``).
 
     Returns
     -------
-    torch.Tensor
-        The module's output, ``(N, C, h, w)`` for a convolutional layer.
+    torch.Tensor, shape (N, C, h, w) for a convolutional layer
+        The module's output.
 
     Raises
     ------

@@ -205,8 +205,8 @@ def balanced_indices(
 
     Parameters
     ----------
-    labels : numpy.ndarray
-        Integer class of each training sample.
+    labels : numpy.ndarray of int, shape (n_samples,)
+        Class of each training sample.
     rng : numpy.random.Generator
         Source of randomness (a new draw every epoch).
     size : int, optional
@@ -214,8 +214,8 @@ def balanced_indices(
 
     Returns
     -------
-    numpy.ndarray
-        int64 indices into ``labels``.
+    numpy.ndarray of int64, shape (n_drawn,)
+        Indices into ``labels``.
     """
     labels = np.asarray(labels)
     classes = np.unique(labels)
