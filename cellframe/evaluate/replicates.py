@@ -162,6 +162,19 @@ def percent_replicating(
     InvalidInputError
         If no replicate pair or no non-replicate pair exists, or ``quantile`` is
         outside (0, 1].
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b", "c", "c"],
+    ...                       "f1": [1.0, 1.1, 0.0, 0.1, -1.0, -0.9],
+    ...                       "f2": [0.0, 0.2, 1.0, 0.8, 0.5, 0.4],
+    ...                       "f3": [0.3, 0.3, 0.0, 0.1, 1.0, 1.2]})
+    >>> result = percent_replicating(wells, replicate_groups=["Metadata_Treatment"])
+    >>> result.percent_replicating, round(result.threshold, 4)
+    (1.0, 0.2774)
+    >>> result.per_group.select("Metadata_Treatment", "n_pairs", "fraction_above").rows()
+    [('a', 1, 1.0), ('b', 1, 1.0), ('c', 1, 1.0)]
     """
     if not 0 < quantile <= 1:
         raise InvalidInputError(f"quantile must be in (0, 1], got {quantile}")

@@ -203,6 +203,15 @@ def top_k_similar(
     ------
     InvalidInputError
         If ``k < 1``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b"],
+    ...                       "f1": [1.0, 0.9, 0.0], "f2": [0.0, 0.1, 1.0]})
+    >>> top = top_k_similar(wells, k=1, id_columns=["Metadata_Treatment"])
+    >>> top.select("query_row", "neighbor_row", "neighbor_Metadata_Treatment").rows()
+    [(0, 1, 'a'), (1, 0, 'a'), (2, 1, 'a')]
     """
     if k < 1:
         raise InvalidInputError(f"k must be at least 1, got {k}")

@@ -109,6 +109,17 @@ def pca_profiles(
     Returns
     -------
     PCAResult
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Well": ["A01", "A02", "A03", "A04"],
+    ...                       "f1": [0.0, 1.0, 2.0, 3.0], "f2": [0.0, 2.0, 4.0, 6.0]})
+    >>> result = pca_profiles(wells, 1)  # the points lie on the line f2 = 2 f1
+    >>> result.explained_variance_ratio, result.components.round(4)
+    (array([1.]), array([[0.4472, 0.8944]]))
+    >>> result.scores["PC1"].round(4).to_list()
+    [-3.3541, -1.118, 1.118, 3.3541]
     """
     df = lf.lazy().collect()
     feats = resolve_features(df, features, "the profiles for PCA")
@@ -337,6 +348,8 @@ def flag_outlier_wells(
 
     Parameters
     ----------
+    lf : polars.LazyFrame or DataFrame
+        Well profiles.
     n_components : int, default 3
         Leading PCs to check.
     z_threshold : float, default 3.5
@@ -344,12 +357,35 @@ def flag_outlier_wells(
         (3.5 is Iglewicz and Hoaglin's cut-off for the modified z-score).
     by : sequence of str or None, default ("Metadata_Plate",)
         Groups within which the z-scores are computed; ``None`` for all wells.
+    features : sequence of str, optional
+        Features of the PCA (default: every numeric non-metadata column).
 
     Returns
     -------
     polars.DataFrame
         The metadata columns, ``PC1..PCk``, ``Metadata_QC_Outlier`` (bool) and
         ``Metadata_QC_Reason`` (null for wells kept), one row per input row.
+
+    Examples
+    --------
+    Twelve wells of one plate, one of them shifted far from the others:
+
+    >>> import numpy as np
+    >>> import polars as pl
+    >>> import warnings
+    >>> x = np.random.default_rng(0).normal(size=(12, 3))
+    >>> x[5] += 12
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P"] * 12,
+    ...                       "Metadata_Well": [f"A{i:02d}" for i in range(1, 13)],
+    ...                       "f1": x[:, 0], "f2": x[:, 1], "f3": x[:, 2]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     flagged = flag_outlier_wells(wells, n_components=2)
+    >>> [str(w.message) for w in caught]
+    ['1 of 12 well(s) flagged as outliers on the first 2 PC(s)']
+    >>> flagged.filter(pl.col("Metadata_QC_Outlier")).select(
+    ...     "Metadata_Well", "Metadata_QC_Reason").rows()
+    [('A06', 'PC1 robust z = +23.41 (|z| > 3.5)')]
     """
     result = pca_profiles(lf, n_components, features=features)
     out = _flag_scores(result.scores, z_threshold=z_threshold, by=by)
