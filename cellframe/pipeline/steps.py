@@ -770,6 +770,29 @@ def run_pipeline(
     Returns
     -------
     list of StepReport
+
+    Examples
+    --------
+    Cells of four wells (two of them negative controls) to normalized well profiles:
+
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> cells = pl.DataFrame({"Metadata_Plate": ["P1"] * 8,
+    ...                       "Metadata_Well": ["A01", "A01", "A02", "A02",
+    ...                                         "A03", "A03", "A04", "A04"],
+    ...                       "Metadata_Control": ["negcon"] * 4 + [None] * 4,
+    ...                       "f": [1.0, 3.0, 3.0, 5.0, 6.0, 8.0, 0.0, 2.0]})
+    >>> _ = store.write("cells", cells, step="example")
+    >>> config = {"input": "cells",
+    ...           "step": [{"run": "aggregate", "output": "wells"},
+    ...                    {"run": "normalize", "method": "standardize"}]}
+    >>> for report in run_pipeline(store, config, progress=False):
+    ...     print(report.step, report.input, "->", report.output, report.rows)
+    aggregate cells -> wells 4
+    normalize wells -> wells_normalized 4
+    >>> store.read("wells_normalized").sort("Metadata_Well")["f"].to_list()  # (median - 3) / 1
+    [-1.0, 1.0, 4.0, -2.0]
     """
     from cellframe.pipeline.config import load_config, validate_config
 
