@@ -448,8 +448,11 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return pixels[0].astype(np.int32)
 
 
+_ROW_COLUMN = re.compile(r"^([A-Za-z]{1,2})(\d{1,3})$")
+
+
 def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | None:
-    """Plate, well and site from a file name such as ``BR00123947_G01_s1.tif``.
+    r"""Plate, well and site from a file name such as ``BR00123947_G01_s1.tif``.
 
     Parameters
     ----------
@@ -462,6 +465,19 @@ def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | N
     -------
     dict or None
         ``{"plate": str, "well": str, "site": int}``, or None when it does not match.
+        A well written as row letters and a column number is zero-padded
+        (``G1`` -> ``G01``); another naming (a custom pattern's ``r01c02``)
+        is kept as written.
+
+    Examples
+    --------
+    >>> parse_site_keys("screen/BR00123947_G1_s2.tif")
+    {'plate': 'BR00123947', 'well': 'G01', 'site': 2}
+    >>> parse_site_keys("notes.txt") is None
+    True
+    >>> parse_site_keys("P1-r01c02f03.tif",
+    ...                 r"(?P<plate>[^-]+)-(?P<well>r\d+c\d+)f(?P<site>\d+)")
+    {'plate': 'P1', 'well': 'r01c02', 'site': 3}
     """
     regex = re.compile(
         pattern or r"(?P<plate>[A-Za-z0-9-]+)_(?P<well>[A-Za-z]{1,2}\d{1,2})_s(?P<site>\d+)"
@@ -470,10 +486,11 @@ def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | N
     if m is None:
         return None
     well = m.group("well")
-    letters = "".join(ch for ch in well if ch.isalpha())
-    digits = "".join(ch for ch in well if ch.isdigit())
+    # Zero-pad a row-letter/column-number name (G1 -> G01); keep any other
+    # naming of a custom pattern (r01c02) as written rather than mangle it.
+    rc = _ROW_COLUMN.match(well)
     return {
         "plate": m.group("plate"),
-        "well": f"{letters.upper()}{int(digits):02d}",
+        "well": f"{rc[1].upper()}{int(rc[2]):02d}" if rc else well,
         "site": int(m.group("site")),
     }
