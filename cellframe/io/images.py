@@ -271,6 +271,17 @@ def count_sites(path: str | os.PathLike[str]) -> int:
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tifffile
+    >>> tifffile.imwrite("sites.tif", np.zeros((3, 2, 8, 8), dtype=np.uint16))  # 3 sites x 2 channels
+    >>> count_sites("sites.tif")
+    3
+    >>> from cellframe.demo import demo_data_dir
+    >>> count_sites(demo_data_dir() / "dsb2018" / "img2d.tif")  # a 2-D image is one site
+    1
     """
     p = Path(path)
     if not p.exists():
@@ -419,6 +430,15 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
     -------
     pathlib.Path
         The file written.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([[0, 1], [2, 2]], dtype=np.int32)
+    >>> write_labels("mask.tif", labels).name
+    'mask.tif'
+    >>> bool((read_labels("mask.tif") == labels).all())
+    True
     """
     import tifffile
 
@@ -441,6 +461,14 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     -------
     numpy.ndarray of int32, shape (H, W)
         The label image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _ = write_labels("mask.tif", np.array([[0, 1], [2, 2]], dtype=np.uint8))
+    >>> read_labels("mask.tif")
+    array([[0, 1],
+           [2, 2]], dtype=int32)
     """
     pixels, _ = read_site(path)
     if pixels.shape[0] != 1:
