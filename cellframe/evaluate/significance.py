@@ -363,14 +363,14 @@ def expected_average_precision(
 
     Parameters
     ----------
-    n_pos : int or array of int
+    n_pos : int or array of int, shape (n,)
         Positives ``M`` (``>= 1``).
-    n_total : int or array of int
+    n_total : int or array of int, shape (n,)
         Candidates ``L`` (positives plus negatives, ``>= M``).
 
     Returns
     -------
-    numpy.ndarray of float64, shape (n,)
+    numpy.ndarray of float64, shape (n,) (0-d for scalar inputs)
         Expectations, NaN where ``M < 1`` (no positive: AP undefined).
 
     Raises
@@ -418,14 +418,14 @@ def normalized_average_precision(
 
     Parameters
     ----------
-    ap : float or array
+    ap : float or array of float, shape (n,)
         Non-interpolated AP values (NaN passes through).
-    n_pos, n_total : int or array of int
+    n_pos, n_total : int or array of int, shape (n,)
         Positives and candidates of each list.
 
     Returns
     -------
-    numpy.ndarray of float64, shape (n,)
+    numpy.ndarray of float64, shape (n,) (0-d for scalar inputs)
         Normalized APs.
 
     Examples

@@ -94,8 +94,8 @@ def iter_similarity_blocks(
 
     Yields
     ------
-    (numpy.ndarray, numpy.ndarray)
-        Query indices ``(b,)`` and their similarities to every row ``(b, n)``.
+    (numpy.ndarray of int, shape (b,), numpy.ndarray, shape (b, n))
+        Query indices and their similarities to every row.
     """
     u = x.astype(dtype, copy=False) if normalized else unit_rows(x, dtype=dtype)
     n = u.shape[0]

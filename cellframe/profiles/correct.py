@@ -798,7 +798,7 @@ class RegressionMoments:
         Rows with both values, per feature.
     mean_c, mean_x : numpy.ndarray, shape (d,)
         Means of the count and of the feature over those rows.
-    m2_c : numpy.ndarray
+    m2_c : numpy.ndarray, shape (d,)
         Sum of squared deviations of the count over those rows.
     c_cx : numpy.ndarray, shape (d,)
         Sum of the products of the count's and the feature's deviations.
@@ -1108,7 +1108,7 @@ class TypicalVariationNormalizer:
     ----------
     mean_, components_, eigenvalues_ : numpy.ndarray, shapes (d,), (k, d), (k,)
         The PCA: mean, components and their variances.
-    batch_mean_, batch_scale_ : dict of tuple to numpy.ndarray
+    batch_mean_, batch_scale_ : dict of tuple to numpy.ndarray, shape (k,)
         Per batch, the controls' mean and std of each component.
     output_names_ : list of str
         ``PC1 ... PCk``.
