@@ -476,6 +476,28 @@ def image_qc(
     ------
     MissingColumnsError
         If there is no image-quality column.
+
+    Examples
+    --------
+    Six images of one plate: site 3 is saturated, site 6 blurred (a much
+    steeper PowerLogLogSlope than the others):
+
+    >>> import polars as pl
+    >>> import warnings
+    >>> images = pl.DataFrame({
+    ...     "Metadata_Plate": ["P"] * 6, "Metadata_Site": [1, 2, 3, 4, 5, 6],
+    ...     "Image_ImageQuality_PowerLogLogSlope_DNA": [-1.60, -1.62, -1.58, -1.61, -1.59, -2.9],
+    ...     "Image_ImageQuality_PercentMaximal_DNA": [0.0, 0.1, 2.5, 0.0, 0.0, 0.0]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     flags = image_qc(images)
+    >>> [str(w.message) for w in caught]
+    ['2 of 6 image(s) flagged by image QC']
+    >>> for site, reason in flags.filter(pl.col("Metadata_QC_Outlier")).select(
+    ...         "Metadata_Site", "Metadata_QC_Reason").rows():
+    ...     print(site, reason)
+    3 saturation DNA: 2.50% of pixels at maximum (> 1%)
+    6 focus DNA: PowerLogLogSlope robust z = -58.23 (blurred)
     """
     df = lf.lazy().collect()
     image_quality_columns(df)
@@ -491,10 +513,28 @@ def image_quality_columns(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The focus and saturation columns of an image table, as (column, channel) pairs.
 
+    Parameters
+    ----------
+    lf : polars.LazyFrame, DataFrame or Schema
+        The image table or its schema.
+
+    Returns
+    -------
+    (list of (str, str), list of (str, str))
+        The ``..._ImageQuality_PowerLogLogSlope_<channel>`` and the
+        ``..._ImageQuality_PercentMaximal_<channel>`` columns with their channel.
+
     Raises
     ------
     MissingColumnsError
         If there is neither.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> image_quality_columns(pl.Schema({"Image_ImageQuality_PowerLogLogSlope_DNA": pl.Float64,
+    ...                                  "Image_ImageQuality_PercentMaximal_AGP": pl.Float64}))
+    ([('Image_ImageQuality_PowerLogLogSlope_DNA', 'DNA')], [('Image_ImageQuality_PercentMaximal_AGP', 'AGP')])
     """
     schema = schema_of(lf)
     focus = [(c, m.group(1)) for c in schema if (m := _FOCUS.search(c))]

@@ -888,7 +888,16 @@ def select_features(
     operation: str | Operation | Sequence[str | Operation] = "variance_threshold",
     **kwargs: Any,
 ) -> pl.LazyFrame:
-    """:func:`feature_select`, then drop the selected features from ``profiles``."""
+    """:func:`feature_select`, then drop the selected features from ``profiles``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Well": ["A01", "A02", "A03"],
+    ...                       "a": [1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0]})
+    >>> select_features(wells).collect().columns  # "a" has no variance
+    ['Metadata_Well', 'b']
+    """
     return feature_select(profiles, operation, **kwargs).apply(profiles)
 
 
