@@ -109,6 +109,16 @@ def null_average_precision(
     -------
     numpy.ndarray of float32, shape (null_size,)
         APs.
+
+    Examples
+    --------
+    One positive among four candidates: its AP is 1/rank, each rank equally likely:
+
+    >>> null = null_average_precision(1, 4, null_size=1000)
+    >>> null.shape, null.dtype
+    ((1000,), dtype('float32'))
+    >>> sorted({round(float(v), 4) for v in null})
+    [0.25, 0.3333, 0.5, 1.0]
     """
     if not 1 <= n_pos <= n_total:
         raise InvalidInputError(f"need 1 <= n_pos <= n_total, got {n_pos} and {n_total}")
@@ -168,6 +178,29 @@ def average_precision_p_values(
 
     ``p = (1 + #{null >= AP}) / (1 + null_size)``; null where the profile has
     no positives.
+
+    Parameters
+    ----------
+    ap : polars.DataFrame
+        ``average_precision``, ``n_pos_pairs`` and ``n_total_pairs`` per profile
+        (the output of :func:`~cellframe.evaluate.average_precision`).
+    null_size, seed, method
+        As in :func:`null_average_precision`; profiles sharing
+        ``(n_pos_pairs, n_total_pairs)`` share one null.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``ap`` with a Float32 ``p_value`` column.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> ap = pl.DataFrame({"average_precision": [1.0, 0.25, None],
+    ...                    "n_pos_pairs": [1, 1, 0], "n_total_pairs": [4, 4, 4]})
+    >>> p = average_precision_p_values(ap, null_size=1000)["p_value"]
+    >>> [None if v is None else round(v, 2) for v in p]  # AP 1.0 is the top quarter
+    [0.25, 1.0, None]
     """
     _require(ap, ["average_precision", "n_pos_pairs", "n_total_pairs"])
     k = ap["n_pos_pairs"].to_numpy().astype(np.int64)
