@@ -545,6 +545,20 @@ def kbet(
     ------
     InvalidInputError
         No label qualifies, bad ``alpha`` or ``k``.
+
+    Examples
+    --------
+    Forty rows from one distribution in two batches, then with batch ``p2``
+    shifted by 3 on the first feature:
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(40, 3))
+    >>> batch = ["p1", "p2"] * 20
+    >>> round(kbet(x, batch), 3)
+    1.0
+    >>> shifted = x + np.where(np.array(batch)[:, None] == "p2", [3.0, 0.0, 0.0], 0.0)
+    >>> round(kbet(shifted, batch), 3)
+    0.45
     """
     arr = _matrix(x)
     n = arr.shape[0]
@@ -833,6 +847,22 @@ def map_control(
     Returns
     -------
     float
+
+    Examples
+    --------
+    Treatment ``a`` is far from the controls, ``b`` sits among them:
+
+    >>> import polars as pl
+    >>> profiles = pl.DataFrame({
+    ...     "Metadata_Treatment": ["DMSO"] * 4 + ["a", "a", "b", "b"],
+    ...     "Metadata_Control": ["negcon"] * 4 + [None] * 4,
+    ...     "f1": [0.1, -0.1, 0.0, 0.05, 1.0, 1.1, 0.1, -0.1],
+    ...     "f2": [0.0, 0.1, -0.1, 0.0, 1.0, 0.9, -0.1, 0.1]})
+    >>> map_control(profiles, label="Metadata_Treatment")  # mean of a's 1.0 and b's 0.225
+    0.6125
+    >>> map_control(profiles.filter(pl.col("Metadata_Treatment") != "b"),
+    ...             label="Metadata_Treatment")
+    1.0
     """
     from cellframe.evaluate.pairs import phenotypic_activity
 
