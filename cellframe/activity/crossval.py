@@ -104,7 +104,7 @@ def cross_validate(
         Readouts, rows aligned with ``inputs``.
     inputs : numpy.ndarray, shape (n_compounds, n_features), or GraphSet
         Features (or graphs) per compound.
-    folds : array of int
+    folds : array of int, shape (n_compounds,)
         Fold label per compound.
     model : MultitaskClassifier or RandomForestBaseline, optional
         Template (default: ``MultitaskClassifier()``); cloned per fold.

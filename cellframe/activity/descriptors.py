@@ -115,7 +115,7 @@ class DescriptorNormalizer:
 
     Attributes
     ----------
-    sorted_ : list of numpy.ndarray
+    sorted_ : list of numpy.ndarray, each shape (n_finite,)
         Sorted finite training values per descriptor.
 
     Examples

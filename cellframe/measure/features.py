@@ -227,8 +227,8 @@ def measure_objects(
     labels : numpy.ndarray of int, shape (H, W)
         Label image (0 = background); object numbers need not be
         consecutive.
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image of the label image's shape. Integer images
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
         Which of :data:`FAMILIES` to measure. Texture takes most of the time
@@ -390,8 +390,8 @@ def measure_site(
 
     Parameters
     ----------
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image (illumination-corrected, if wanted).
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image (illumination-corrected, if wanted).
     nuclei, cells : numpy.ndarray of int, shape (H, W)
         Label images of the primary and secondary objects.
     cytoplasm : numpy.ndarray of int, shape (H, W), optional

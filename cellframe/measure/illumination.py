@@ -112,7 +112,7 @@ class IlluminationStatistics:
         Sum of the images.
     count : int
         Number of images summed.
-    images : list of numpy.ndarray, optional
+    images : list of numpy.ndarray, each shape (height, width), optional
         The images themselves (in their own dtype: a uint16 site costs 2 bytes
         a pixel), kept for ``statistic="median"`` and
         ``"trimmed_mean"``; ``None`` for the mean.
@@ -249,7 +249,7 @@ class IlluminationFunction:
 
         Parameters
         ----------
-        images : iterable of numpy.ndarray, or one 2-D array
+        images : iterable of numpy.ndarray, each shape (height, width), or one such array
             Images of one channel, all the same shape; read one at a time.
 
         Returns
@@ -552,7 +552,7 @@ def fit_illumination(images: Iterable[np.ndarray], **params: Any) -> Illuminatio
 
     Parameters
     ----------
-    images : iterable of numpy.ndarray
+    images : iterable of numpy.ndarray, each shape (height, width)
         Every site's image of the channel (read one at a time for the mean).
     **params
         :class:`IlluminationFunction`'s parameters (``statistic``,

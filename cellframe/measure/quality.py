@@ -153,8 +153,8 @@ def image_quality(
 
     Parameters
     ----------
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image (integer images are scaled to [0, 1] by the
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image (integer images are scaled to [0, 1] by the
         maximum of their type, which is recorded as ``ImageQuality_Scaling_<ch>``).
     plate, well : str
         Keys of the site.

@@ -195,8 +195,8 @@ def crop_montage(
 
     Returns
     -------
-    montage : numpy.ndarray
-        ``uint8`` grey image of ``C`` rows x ``n`` columns of crops; each
+    montage : numpy.ndarray of uint8, shape (C * (size + gap) - gap, label_width + n * (size + gap) - gap)
+        Grey image of ``C`` rows x ``n`` columns of crops; each
         channel is scaled over its whole site (:func:`scale_intensity`), so
         brightness compares between cells of a site.
     cells : polars.DataFrame

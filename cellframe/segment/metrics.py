@@ -178,7 +178,7 @@ def tta_delta(
 
     Parameters
     ----------
-    truths, originals, merged : sequences of numpy.ndarray
+    truths, originals, merged : sequences of numpy.ndarray, each shape (H, W)
         Ground truth, prediction without TTA and prediction with TTA, per image.
     metric : {"dsb", "jaccard"}
         DSB 2018 score of label images or Jaccard index of foreground masks.

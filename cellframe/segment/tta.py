@@ -70,8 +70,8 @@ def merge_instances(
 
     Parameters
     ----------
-    label_images : sequence of numpy.ndarray
-        2-D integer label images of one shape, already in the original orientation.
+    label_images : sequence of numpy.ndarray of int, each shape (H, W)
+        Label images of one shape, already in the original orientation.
     iou_threshold : float, default 0.5
         Minimum IoU for two objects to be the same object.
     min_votes : int, optional
