@@ -35,6 +35,24 @@ def unit_rows(x: np.ndarray, *, dtype: type[np.floating] = np.float32) -> np.nda
 
     Norms are accumulated in float64, a slab of rows at a time, so a large
     float32 matrix is never copied whole to float64.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
+    dtype : numpy float type, default numpy.float32
+        Type of the result.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    array([[0.6, 0.8],
+           [0. , 0. ]], dtype=float32)
     """
     x = np.asarray(x)
     out = np.empty(x.shape, dtype=dtype)
@@ -96,6 +114,15 @@ def iter_similarity_blocks(
     ------
     (numpy.ndarray of int, shape (b,), numpy.ndarray, shape (b, n))
         Query indices and their similarities to every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> for rows, sims in iter_similarity_blocks(x, block_rows=2):
+    ...     print(rows, sims.dtype, sims.astype(float).round(3).tolist())
+    [0 1] float32 [[1.0, 0.0, 0.707], [0.0, 1.0, 0.707]]
+    [2] float32 [[0.707, 0.707, 1.0]]
     """
     u = x.astype(dtype, copy=False) if normalized else unit_rows(x, dtype=dtype)
     n = u.shape[0]
@@ -141,6 +168,13 @@ def check_float32_similarity(
     -------
     float
         The largest absolute difference found.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> check_float32_similarity(x) < 1e-6  # float32 ranks these profiles as float64 does
+    True
     """
     n = x.shape[0]
     rng = np.random.default_rng(seed)
