@@ -14,6 +14,7 @@ import doctest
 import importlib
 import importlib.util
 import pkgutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,15 +58,25 @@ def test_entry_points_have_no_examples() -> None:
         assert ">>>" not in source, f"{name} has examples that test_doctests cannot run"
 
 
+#: Optional dependencies (pyproject's extras) and the extra that installs each.
+#: A module that fails to import for want of one of these is skipped; any other
+#: missing module is a failure.
+OPTIONAL_DEPENDENCIES = {"ray": "cellframe[ray]"}
+
+
 def _import(name: str):
     """Import ``name``; skip (naming the dependency) when an optional one is missing."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        missing = error.name or ""
-        if missing == "cellframe" or missing.startswith("cellframe."):
+        missing = (error.name or "").split(".")[0]
+        if missing not in OPTIONAL_DEPENDENCIES:
             raise
-        pytest.importorskip(missing, reason=f"{name} needs the optional dependency {missing!r}")
+        pytest.importorskip(
+            missing,
+            reason=f"{name} needs the optional dependency {missing!r} "
+            f"(pip install {OPTIONAL_DEPENDENCIES[missing]})",
+        )
         raise
 
 
@@ -92,3 +103,17 @@ def test_docstring_examples(
             + "".join(report),
             pytrace=False,
         )
+
+
+def test_missing_optional_dependency_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module lacking an optional dependency is skipped by name; any other lack fails."""
+    (tmp_path / "cf_doctest_needs_ray.py").write_text("import ray\n", encoding="utf-8")
+    (tmp_path / "cf_doctest_needs_other.py").write_text(
+        "import cf_no_such_dependency\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "ray", None)  # ``import ray`` now fails
+    with pytest.raises(pytest.skip.Exception, match="optional dependency 'ray'"):
+        _import("cf_doctest_needs_ray")
+    with pytest.raises(ModuleNotFoundError, match="cf_no_such_dependency"):
+        _import("cf_doctest_needs_other")
