@@ -5,7 +5,7 @@ examples run in a fresh temporary folder, so files they write (stores, CSVs)
 never collide between modules or between ``pytest -n 2`` workers. A module whose
 optional dependency is not installed is skipped, naming the dependency; an
 example that needs Ray, a GPU, the network or minutes carries
-``# doctest: +SKIP`` with the reason in a comment beside it.
+``# doctest: +SKIP`` with the reason stated in the docstring.
 """
 
 from __future__ import annotations
