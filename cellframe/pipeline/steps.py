@@ -580,7 +580,50 @@ def run_strength(
     k: int | None = None,
     progress: bool = True,
 ) -> StepReport:
-    """Algorithm 1 on ``source``: treatment strengths to ``dest``, per-well z-scores to ``<dest>_wells``."""
+    """Algorithm 1 on ``source``: treatment strengths to ``dest``, per-well z-scores to ``<dest>_wells``.
+
+    Parameters
+    ----------
+    store : cellframe.store.Store
+    source, dest : str
+        The well profiles read, and the per-treatment table written (replaced).
+    treatment : str, optional
+        Treatment column (default ``Metadata_Treatment``).
+    controls : str or None, default "negcon"
+        The negative-control wells (see
+        :func:`cellframe.profiles.treatment_strength`).
+    by : sequence of str, optional
+        Groups with their own controls (default: per plate).
+    ddof : int, default 0
+        Degrees of freedom of the control std.
+    k : int, optional
+        Keep only the ``k`` strongest treatments in ``dest`` (default: all).
+    progress : bool, default True
+        Accepted for a uniform step signature; the step shows no progress bar.
+
+    Returns
+    -------
+    StepReport
+        ``rows`` is the number of treatments written to ``dest``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({
+    ...     "Metadata_Plate": ["P"] * 5,
+    ...     "Metadata_Control": ["negcon", "negcon", "negcon", None, None],
+    ...     "Metadata_Treatment": ["DMSO", "DMSO", "DMSO", "t1", "t2"],
+    ...     "f1": [0.0, 1.0, -1.0, 0.5, 6.0], "f2": [1.0, 0.0, -1.0, 0.0, 8.0]}),
+    ...     step="example")
+    >>> run_strength(store, "wells", "wells_strength", k=1).note
+    '2 treatments; per-well z in wells_strength_wells'
+    >>> store.read("wells_strength").select("Metadata_Treatment", "rank").rows()
+    [('t2', 1)]
+    >>> store.read("wells_strength_wells").height
+    5
+    """
     from cellframe.columns import PLATE, TREATMENT
     from cellframe.profiles.strength import treatment_strength
 
