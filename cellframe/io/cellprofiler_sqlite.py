@@ -136,7 +136,17 @@ def check_size(path: Path) -> int:
 
 
 def is_sqlite(path: Path) -> bool:
-    """Whether ``path`` is a SQLite database file (by its header)."""
+    """Whether ``path`` is a SQLite database file (by its header).
+
+    Examples
+    --------
+    >>> import sqlite3
+    >>> from pathlib import Path
+    >>> sqlite3.connect("plate.sqlite").execute("CREATE TABLE t (x)").connection.commit()
+    >>> _ = Path("notes.txt").write_text("not a database")
+    >>> is_sqlite(Path("plate.sqlite")), is_sqlite(Path("notes.txt")), is_sqlite(Path("absent"))
+    (True, False, False)
+    """
     try:
         with open(path, "rb") as fh:
             return fh.read(16) == _SQLITE_MAGIC

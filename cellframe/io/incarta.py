@@ -65,7 +65,16 @@ SIGNATURE = ("OBJECT ID", "WELL LABEL")
 
 
 def is_incarta_csv(path: Path) -> bool:
-    """Whether a CSV file's header has IN Carta's identifier columns."""
+    r"""Whether a CSV file's header has IN Carta's identifier columns.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("incarta.csv").write_text("OBJECT ID,WELL LABEL,FOV,Area\n1,C - 3,1,52.5\n")
+    >>> _ = Path("cells.csv").write_text("ImageNumber,ObjectNumber,Area\n1,1,52.5\n")
+    >>> is_incarta_csv(Path("incarta.csv")), is_incarta_csv(Path("cells.csv"))
+    (True, False)
+    """
     try:
         header = csv_header(path)
     except (OSError, pl.exceptions.PolarsError):

@@ -182,7 +182,7 @@ def _shown(items: Sequence[str], n: int | None = None) -> str:
 
 
 def is_barcode_platemap(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a cytominer ``barcode_platemap.csv`` or a folder holding one.
+    r"""Whether ``path`` is a cytominer ``barcode_platemap.csv`` or a folder holding one.
 
     Parameters
     ----------
@@ -192,6 +192,14 @@ def is_barcode_platemap(path: str | os.PathLike[str]) -> bool:
     Returns
     -------
     bool
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("barcodes.csv").write_text("Assay_Plate_Barcode,Plate_Map_Name\nBR1,MAP1\n")
+    >>> _ = Path("map.csv").write_text("well_position,pert_iname\nA01,DMSO\n")
+    >>> is_barcode_platemap("barcodes.csv"), is_barcode_platemap("map.csv")
+    (True, False)
     """
     p = Path(path)
     if p.is_dir():
