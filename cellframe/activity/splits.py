@@ -56,7 +56,8 @@ def scaffold_groups(
 
     Returns
     -------
-    list of numpy.ndarray
+    list of numpy.ndarray of int, each shape (n_group,)
+        The compound indices of each scaffold group.
     """
     if scaffolds is None:
         from cellframe.activity.chem import murcko_scaffolds

@@ -241,7 +241,7 @@ def scale_per_channel_max(crops: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor of float32, shape (N, C, H, W)
         Values in [0, 1).
     """
     x = crops.float()

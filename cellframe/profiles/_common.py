@@ -417,8 +417,8 @@ def group_reduce(
 
     Returns
     -------
-    tuple of numpy.ndarray
-        ``(n_groups, d_clean)`` and ``(n_groups, d_missing)`` float32 results.
+    (numpy.ndarray of float32, shape (n_groups, d_clean), numpy.ndarray of float32, shape (n_groups, d_missing))
+        The reductions of ``clean`` and of ``missing``.
     """
     clean_fn, missing_fn = GROUP_KERNELS[method]
     g = runs.n_groups

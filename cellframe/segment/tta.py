@@ -187,7 +187,9 @@ def tta_instances(
 
     Returns
     -------
-    numpy.ndarray, or (numpy.ndarray, list of numpy.ndarray)
+    numpy.ndarray of int32, shape (H, W), or (that, list of such arrays)
+        The merged label image, and with ``return_versions`` the label image
+        of each version.
     """
     arr = np.asarray(image)
     if arr.ndim not in (2, 3):
