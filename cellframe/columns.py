@@ -60,7 +60,13 @@ def _names_and_types(schema: pl.Schema | pl.DataFrame | pl.LazyFrame) -> pl.Sche
 
 
 def is_metadata(name: str) -> bool:
-    """Return whether ``name`` is a metadata (key or annotation) column."""
+    """Return whether ``name`` is a metadata (key or annotation) column.
+
+    Examples
+    --------
+    >>> is_metadata("Metadata_Well"), is_metadata("Cells_AreaShape_Area")
+    (True, False)
+    """
     return name.startswith(METADATA_PREFIX)
 
 
@@ -75,6 +81,13 @@ def metadata_columns(schema: pl.Schema | pl.DataFrame | pl.LazyFrame) -> list[st
     Returns
     -------
     list of str
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P"], "f": [1.0], "Metadata_Well": ["A01"]})
+    >>> metadata_columns(wells)
+    ['Metadata_Plate', 'Metadata_Well']
     """
     return [c for c in _names_and_types(schema) if is_metadata(c)]
 
@@ -103,6 +116,12 @@ def feature_columns(schema: pl.Schema | pl.DataFrame | pl.LazyFrame) -> list[str
 
 
 def missing_columns(available: Iterable[str], required: Sequence[str]) -> list[str]:
-    """Return the names in ``required`` that are not in ``available`` (order kept)."""
+    """Return the names in ``required`` that are not in ``available`` (order kept).
+
+    Examples
+    --------
+    >>> missing_columns(["Metadata_Plate", "f"], ["Metadata_Plate", "Metadata_Well"])
+    ['Metadata_Well']
+    """
     have = set(available)
     return [c for c in required if c not in have]

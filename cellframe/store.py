@@ -83,6 +83,13 @@ def load_sql(name: str) -> str:
     ------
     FileNotFoundError
         If no such file ships with the package; the message lists those that do.
+
+    Examples
+    --------
+    >>> load_sql("schema").splitlines()[0]
+    '-- cellframe store schema (applied on every open; every statement is idempotent).'
+    >>> load_sql("schema.sql") == load_sql("schema")
+    True
     """
     filename = name if name.endswith(".sql") else f"{name}.sql"
     root = _sql_root()
@@ -256,6 +263,16 @@ class Store:
         InvalidInputError
             If a file the query reads is missing or unreadable (e.g. the
             ``<db>.parts`` folder was not copied with the database file).
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+        ...                                        "f": [1.0, 2.0, 3.0]}), step="example")
+        >>> store.sql("SELECT Metadata_Plate, sum(f) AS total FROM wells WHERE f > ? "
+        ...           "GROUP BY 1 ORDER BY 1", [1.5]).rows()
+        [('P1', 2.0), ('P2', 3.0)]
         """
         try:
             rel = self._con.sql(query, params=params)
@@ -380,6 +397,15 @@ class Store:
         Returns
         -------
         polars.LazyFrame
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+        ...                                        "f": [1.0, 2.0, 3.0]}), step="example")
+        >>> store.scan("wells").filter(pl.col("Metadata_Plate") == "P1").collect()["f"].to_list()
+        [1.0, 2.0]
         """
         self._require_rows(table)
         root = self.partition_root(table)
@@ -398,7 +424,17 @@ class Store:
         return lf
 
     def read(self, table: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
-        """Read a whole table into memory (use :meth:`scan` for large tables)."""
+        """Read a whole table into memory (use :meth:`scan` for large tables).
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1"], "f": [1.0]}),
+        ...                 step="example")
+        >>> store.read("wells", columns=["f"]).rows()
+        [(1.0,)]
+        """
         self._require_rows(table)
         if self.partition_root(table) is not None:
             return self.scan(table, columns).collect()
@@ -408,7 +444,17 @@ class Store:
         return self._con.sql(f"SELECT {cols} FROM {quote_identifier(table)}").pl()
 
     def plates(self, table: str) -> list[str]:
-        """Distinct ``Metadata_Plate`` values of ``table``, sorted."""
+        """Distinct ``Metadata_Plate`` values of ``table``, sorted.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P2", "P1", "P2"],
+        ...                                        "f": [1.0, 2.0, 3.0]}), step="example")
+        >>> store.plates("wells")
+        ['P1', 'P2']
+        """
         self._require(table)
         if PLATE not in self.columns(table):
             raise InvalidInputError(f"table {table!r} has no {PLATE} column")
@@ -424,6 +470,15 @@ class Store:
 
         Each frame reads only its plate, so work done plate by plate holds one
         plate in memory at a time.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P2", "P1", "P2"],
+        ...                                        "f": [1.0, 2.0, 3.0]}), step="example")
+        >>> [(plate, rows.collect()["f"].sum()) for plate, rows in store.iter_plates("wells")]
+        [('P1', 2.0), ('P2', 4.0)]
         """
         for plate in self.plates(table):
             yield plate, self.scan(table, columns).filter(pl.col(PLATE) == plate)
@@ -436,6 +491,16 @@ class Store:
         polars.DataFrame
             Columns ``table``, ``kind``, ``rows``, ``columns``, ``step``,
             ``parameters``, ``cellframe_version``, ``created_at``.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1"], "f": [1.0]}),
+        ...                 step="aggregate")
+        >>> store.tables().filter(pl.col("table") == "wells").select(
+        ...     "table", "kind", "rows", "columns", "step").rows()
+        [('wells', 'table', 1, 2, 'aggregate')]
         """
         records = []
         for name in self.table_names():
@@ -480,7 +545,17 @@ class Store:
         return pl.DataFrame(records, schema=schema)
 
     def provenance(self, table: str | None = None) -> pl.DataFrame:
-        """Every provenance record (or those of one table), oldest first."""
+        """Every provenance record (or those of one table), oldest first.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1"], "f": [1.0]}),
+        ...                 step="aggregate", parameters={"method": "median"})
+        >>> store.provenance("wells").select("table_name", "step", "parameters", "n_rows").rows()
+        [('wells', 'aggregate', '{"method": "median"}', 1)]
+        """
         if table is None:
             return self.sql("SELECT * FROM cellframe_provenance ORDER BY id")
         return self.sql(
@@ -566,6 +641,26 @@ class Store:
         Any exception (or the process being killed) before the commit leaves
         the store exactly as it was. What the write added and replaced is in
         :attr:`last_write` afterwards.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> wells = pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+        ...                       "Metadata_Well": ["A01", "A02", "A01"], "f": [1.0, 2.0, 3.0]})
+        >>> store.write("wells", wells, step="example")
+        3
+
+        Redo plate P2 without duplicating it: its stored rows are replaced in the
+        same transaction, plate P1 stays.
+
+        >>> redo = pl.DataFrame({"Metadata_Plate": ["P2"], "Metadata_Well": ["A01"], "f": [30.0]})
+        >>> store.write("wells", redo, replace_plate=True, step="example")
+        1
+        >>> store.last_write
+        WriteChanges(rows=1, keys_added=0, keys_replaced=1, rows_removed=1)
+        >>> store.read("wells").rows()
+        [('P1', 'A01', 1.0), ('P1', 'A02', 2.0), ('P2', 'A01', 30.0)]
         """
         if self.read_only:
             raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
@@ -818,7 +913,17 @@ class Store:
         self._record(table, step, params_json, n_rows if n_rows is not None else 0, source)
 
     def drop(self, table: str) -> None:
-        """Remove a table (or partitioned view with its files) and its provenance."""
+        """Remove a table (or partitioned view with its files) and its provenance.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> _ = store.write("scratch", pl.DataFrame({"f": [1.0]}), step="example")
+        >>> store.drop("scratch")
+        >>> store.has_table("scratch")
+        False
+        """
         self._require(table)
         q = quote_identifier(table)
         con = self._con

@@ -43,15 +43,15 @@ def permute_labels(targets: np.ndarray, rows: np.ndarray, *, seed: int = 0) -> n
 
     Parameters
     ----------
-    targets : numpy.ndarray
-        ``(n_compounds, n_assays)``: 1, 0, NaN (missing).
-    rows : numpy.ndarray
+    targets : numpy.ndarray, shape (n_compounds, n_assays)
+        1, 0, NaN (missing).
+    rows : numpy.ndarray of int, shape (n_rows,)
         Row indices whose readouts are shuffled (the training and validation parts).
     seed : int, default 0
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, shape (n_compounds, n_assays)
         A copy of ``targets``; per assay, the hit count among ``rows`` is kept.
 
     Examples
@@ -123,13 +123,13 @@ def honest_baselines(
     ----------
     matrix : AssayMatrix
         Readouts, one row per compound.
-    features : numpy.ndarray
-        ``(n_compounds, n_features)`` inputs of the model (morphology profiles,
+    features : numpy.ndarray, shape (n_compounds, n_features)
+        Inputs of the model (morphology profiles,
         fused features, fingerprints), rows as ``matrix``.
-    covariate : numpy.ndarray
-        ``(n_compounds,)`` the one covariate (cell count per compound), rows as
+    covariate : numpy.ndarray, shape (n_compounds,)
+        The one covariate (cell count per compound), rows as
         ``matrix``; NaN is allowed where the model accepts it.
-    partition : numpy.ndarray
+    partition : numpy.ndarray of int, shape (n_compounds,)
         0 (train), 1 (validation), 2 (test) per compound, as
         :attr:`~cellframe.activity.HoldoutResult.partition`; -1 leaves a
         compound out.

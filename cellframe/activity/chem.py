@@ -313,8 +313,7 @@ def morgan_fingerprints(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n, n_bits)`` uint8.
+    numpy.ndarray of uint8, shape (n, n_bits)
     """
     from rdkit.Chem import rdFingerprintGenerator
 

@@ -57,13 +57,13 @@ def hit_set_iou(hits: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_assays, n_assays)`` float64; 0 where both sets are empty.
+    numpy.ndarray of float64, shape (n_assays, n_assays)
+        0 where both sets are empty.
     """
     h = np.asarray(hits, dtype=np.float64)
     inter = h.T @ h
@@ -85,8 +85,8 @@ def redundant_assay_clusters(
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
     iou_threshold : float, default 0.7
         DOMAIN.md §6.
     linkage : {"complete", "average", "single"}, default "complete"
@@ -94,7 +94,7 @@ def redundant_assay_clusters(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_assays,)
         Cluster label (0-based, in order of first appearance) per assay.
     """
     from scipy.cluster.hierarchy import fcluster
@@ -122,15 +122,15 @@ def frequent_hitters(hits: np.ndarray, *, fraction: float = 0.10) -> np.ndarray:
 
     Parameters
     ----------
-    hits : numpy.ndarray
-        ``(n_compounds, n_assays)`` boolean hit mask.
+    hits : numpy.ndarray, shape (n_compounds, n_assays)
+        Boolean hit mask.
     fraction : float, default 0.10
         DOMAIN.md §6: >= 10% of assays.
 
     Returns
     -------
-    numpy.ndarray
-        Boolean mask of frequent hitters.
+    numpy.ndarray of bool, shape (n_compounds,)
+        Mask of frequent hitters.
     """
     n_assays = hits.shape[1]
     if n_assays == 0:

@@ -56,9 +56,8 @@ def predictions_frame(
     Parameters
     ----------
     matrix : AssayMatrix
-    probabilities : numpy.ndarray
-        ``(len(rows), n_assays)``.
-    rows : numpy.ndarray
+    probabilities : numpy.ndarray, shape (len(rows), n_assays)
+    rows : numpy.ndarray of int, shape (n_rows,)
         Compound positions in ``matrix``.
     fold : int
     modality : str
@@ -103,9 +102,9 @@ def cross_validate(
     ----------
     matrix : AssayMatrix
         Readouts, rows aligned with ``inputs``.
-    inputs : numpy.ndarray or GraphSet
+    inputs : numpy.ndarray, shape (n_compounds, n_features), or GraphSet
         Features (or graphs) per compound.
-    folds : array of int
+    folds : array of int, shape (n_compounds,)
         Fold label per compound.
     model : MultitaskClassifier or RandomForestBaseline, optional
         Template (default: ``MultitaskClassifier()``); cloned per fold.

@@ -49,8 +49,8 @@ def rdkit_descriptors(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n_molecules, n_descriptors)`` float64; NaN where RDKit fails or the
+    numpy.ndarray of float64, shape (n_molecules, n_descriptors)
+        NaN where RDKit fails or the
         value is not finite.
 
     Raises
@@ -115,7 +115,7 @@ class DescriptorNormalizer:
 
     Attributes
     ----------
-    sorted_ : list of numpy.ndarray
+    sorted_ : list of numpy.ndarray, each shape (n_finite,)
         Sorted finite training values per descriptor.
 
     Examples
@@ -133,8 +133,8 @@ class DescriptorNormalizer:
 
         Parameters
         ----------
-        descriptors : numpy.ndarray
-            ``(n_compounds, n_descriptors)``, training compounds only.
+        descriptors : numpy.ndarray, shape (n_compounds, n_descriptors)
+            Training compounds only.
 
         Returns
         -------
@@ -157,13 +157,13 @@ class DescriptorNormalizer:
 
         Parameters
         ----------
-        descriptors : numpy.ndarray
-            ``(n_compounds, n_descriptors)`` with the columns seen in ``fit``.
+        descriptors : numpy.ndarray, shape (n_compounds, n_descriptors)
+            With the columns seen in ``fit``.
 
         Returns
         -------
-        numpy.ndarray
-            Same shape, float32; a column with no finite training value is
+        numpy.ndarray of float32, shape (n_compounds, n_descriptors)
+            A column with no finite training value is
             ``fill_value`` throughout.
 
         Raises

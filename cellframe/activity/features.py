@@ -31,8 +31,7 @@ class AlignedFeatures:
     ----------
     matrix : AssayMatrix
         The input matrix restricted to compounds with a profile.
-    features : numpy.ndarray
-        ``(n_compounds, n_features)`` float32.
+    features : numpy.ndarray of float32, shape (n_compounds, n_features)
     feature_names : list of str
     n_missing : int
         Compounds of the matrix without a profile (dropped).

@@ -80,15 +80,14 @@ class GraphSet:
 
     Attributes
     ----------
-    atom_features : numpy.ndarray
-        ``(total_atoms, ATOM_DIM)`` float32.
-    edge_features : numpy.ndarray
-        ``(total_edges, BOND_DIM)`` float32, one row per directed bond.
-    edge_src, edge_dst : numpy.ndarray
+    atom_features : numpy.ndarray of float32, shape (total_atoms, ATOM_DIM)
+    edge_features : numpy.ndarray of float32, shape (total_edges, BOND_DIM)
+        One row per directed bond.
+    edge_src, edge_dst : numpy.ndarray of int, shape (total_edges,)
         Local atom index of each directed bond's source and target.
-    atom_start, n_atoms, edge_start, n_edges : numpy.ndarray
+    atom_start, n_atoms, edge_start, n_edges : numpy.ndarray of int, shape (n,)
         Per-molecule offsets and counts.
-    extra : numpy.ndarray, optional
+    extra : numpy.ndarray, shape (n, d), optional
         Molecule-level features appended to the readout (e.g. descriptors).
     """
 
@@ -166,8 +165,8 @@ def featurize_molecules(molecules: Sequence[Any], *, extra: np.ndarray | None = 
     ----------
     molecules : sequence of str or rdkit Mol
         SMILES or molecules; all must parse (clean the matrix first).
-    extra : numpy.ndarray, optional
-        ``(n, d)`` molecule-level features appended to the graph readout.
+    extra : numpy.ndarray, shape (n, d), optional
+        Molecule-level features appended to the graph readout.
 
     Returns
     -------

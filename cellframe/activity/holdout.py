@@ -100,7 +100,7 @@ class HoldoutResult:
         single model), ``ensemble_spread`` (Float64, standard deviation of the
         probabilities the run's models give this compound and assay; 0 with one
         model) and ``n_models`` (Int64).
-    partition : numpy.ndarray
+    partition : numpy.ndarray, shape (n_compounds,)
         0 (train), 1 (validation), 2 (test) per compound kept; -1 for the
         compounds left out because RDKit cannot parse their SMILES.
     n_unparsed : int
@@ -366,7 +366,7 @@ def train_holdout(
         Seed of the random partition (the scaffold partition has no randomness).
     where : str, default "the assay matrix"
         Name of the source, for warnings and messages.
-    descriptors : numpy.ndarray, optional
+    descriptors : numpy.ndarray, shape (n_compounds, n_descriptors), optional
         RDKit 2D descriptors of the matrix's compounds (one row per compound of
         ``matrix``, :func:`~cellframe.activity.rdkit_descriptors`) for the
         :class:`~cellframe.activity.trees.TreeBaseline` and :class:`WithDescriptors`

@@ -168,8 +168,8 @@ def split_column_partition(path: str | Path, column: str, matrix: Any, options: 
 
     Returns
     -------
-    numpy.ndarray
-        Int64 part per compound.
+    numpy.ndarray of int64, shape (n_compounds,)
+        Part per compound.
 
     Raises
     ------

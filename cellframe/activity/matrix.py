@@ -184,8 +184,8 @@ class AssayMatrix:
         Compound identifiers, unique.
     assays : list of str
         Assay identifiers, unique.
-    values : numpy.ndarray
-        ``(n_compounds, n_assays)`` float32: 1.0 hit, 0.0 no hit, NaN missing.
+    values : numpy.ndarray of float32, shape (n_compounds, n_assays)
+        1.0 hit, 0.0 no hit, NaN missing.
     smiles : list of str, optional
         SMILES per compound (same order as ``compounds``).
     binaries : list of bytes or None, optional

@@ -353,10 +353,10 @@ class MultitaskClassifier:
 
         Parameters
         ----------
-        inputs : numpy.ndarray or GraphSet
+        inputs : numpy.ndarray, shape (n_compounds, n_features), or GraphSet
             Training compounds.
-        targets : numpy.ndarray
-            ``(n_compounds, n_assays)``: 1, 0 or NaN (missing).
+        targets : numpy.ndarray, shape (n_compounds, n_assays)
+            1, 0 or NaN (missing).
         validation : (inputs, targets), optional
             Validation compounds; default: a random ``val_fraction`` of ``inputs``.
         val_fraction : float, default 0.1

@@ -41,20 +41,19 @@ def masked_bce_loss(
 
     Parameters
     ----------
-    logits : torch.Tensor
-        ``(batch, n_assays)``.
-    targets : torch.Tensor
-        ``(batch, n_assays)`` in {0, 1}; values where ``mask`` is False are ignored
+    logits : torch.Tensor, shape (batch, n_assays)
+    targets : torch.Tensor, shape (batch, n_assays)
+        In {0, 1}; values where ``mask`` is False are ignored
         (NaN allowed there).
-    mask : torch.Tensor
-        Boolean, True where a readout is observed.
+    mask : torch.Tensor of bool, shape (batch, n_assays)
+        True where a readout is observed.
     reduction : {"mean", "sum"}, default "mean"
         ``"sum"`` is the sum of DOMAIN.md §6; ``"mean"`` divides it by the number
         of observed readouts (same minimiser, step size independent of sparsity).
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor, shape ()
         Scalar; 0 when nothing is observed.
     """
     mask = mask.bool()

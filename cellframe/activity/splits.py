@@ -56,7 +56,8 @@ def scaffold_groups(
 
     Returns
     -------
-    list of numpy.ndarray
+    list of numpy.ndarray of int, each shape (n_group,)
+        The compound indices of each scaffold group.
     """
     if scaffolds is None:
         from cellframe.activity.chem import murcko_scaffolds
@@ -95,8 +96,8 @@ def scaffold_folds(
 
     Returns
     -------
-    numpy.ndarray
-        Fold label per compound (int64).
+    numpy.ndarray of int64, shape (n_compounds,)
+        Fold label per compound.
 
     Examples
     --------
@@ -125,7 +126,7 @@ def random_folds(n: int, *, n_folds: int = 5, seed: int = 0) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_compounds,)
         Fold label per compound; fold sizes differ by at most one.
     """
     _check_folds(n, n_folds)
@@ -147,15 +148,15 @@ def kmeans_folds(
 
     Parameters
     ----------
-    features : numpy.ndarray
-        ``(n_compounds, n_features)``, e.g. GE or MO profiles.
+    features : numpy.ndarray, shape (n_compounds, n_features)
+        E.g. GE or MO profiles.
     n_folds : int, default 5
     seed : int, default 0
     max_iter : int, default 50
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_compounds,)
         Fold (cluster) label per compound.
 
     Raises
@@ -205,7 +206,7 @@ def random_partition(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_compounds,)
         0 (train), 1 (validation) or 2 (test) per compound; sizes are
         ``int(f * n)`` for train and validation, the rest test.
     """
@@ -232,7 +233,7 @@ def scaffold_partition(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_compounds,)
         0 (train), 1 (validation) or 2 (test) per compound.
     """
     _check_fractions(fractions)
@@ -281,7 +282,7 @@ def make_folds(
         A name in :data:`FOLD_METHODS`, or ``f(smiles=, features=, n=, n_folds=, seed=)``.
     smiles : sequence of str, optional
         Needed by ``"scaffold"``.
-    features : numpy.ndarray, optional
+    features : numpy.ndarray, shape (n_compounds, n_features), optional
         Needed by ``"kmeans"``.
     n : int, optional
         Number of compounds for ``"random"`` (default: from smiles/features).
@@ -289,7 +290,7 @@ def make_folds(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of int, shape (n_compounds,)
 
     Raises
     ------

@@ -94,10 +94,10 @@ def tree_features(
     ----------
     molecules : sequence of str or rdkit Mol
         SMILES or molecules (an unparseable one gives zero counts and missing descriptors).
-    train : numpy.ndarray, optional
+    train : numpy.ndarray of int or bool, shape (n_train,) or (n_molecules,), optional
         Rows (indices or mask) whose descriptor values define the CDF; default all.
         Pass the training rows so validation and test compounds inform nothing.
-    descriptors : numpy.ndarray, optional
+    descriptors : numpy.ndarray, shape (n_molecules, n_descriptors), optional
         Precomputed :func:`~cellframe.activity.descriptors.rdkit_descriptors` of
         ``molecules`` (they take about 20 ms a molecule); an array with zero
         columns leaves descriptors out.
@@ -106,8 +106,8 @@ def tree_features(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n, n_bits + n_descriptors)`` float32; descriptor values in [0, 1],
+    numpy.ndarray of float32, shape (n, n_bits + n_descriptors)
+        Descriptor values in [0, 1],
         NaN where RDKit gave none (the trees treat NaN as missing).
 
     Raises
@@ -252,10 +252,10 @@ class TreeBaseline:
 
         Parameters
         ----------
-        features : numpy.ndarray
-            ``(n, n_features)`` training inputs (e.g. :func:`tree_features`).
-        targets : numpy.ndarray
-            ``(n, n_assays)``: 1, 0, NaN (missing, left out of that assay's model).
+        features : numpy.ndarray, shape (n, n_features)
+            Training inputs (e.g. :func:`tree_features`).
+        targets : numpy.ndarray, shape (n, n_assays)
+            1, 0, NaN (missing, left out of that assay's model).
         validation : (features, targets), optional
             Validation part: the grid is searched on it and LightGBM stops early
             on it. Required when the grid is not empty.

@@ -60,8 +60,8 @@ def max_train_similarity(
 
     Returns
     -------
-    numpy.ndarray
-        ``(len(query),)`` float64 in [0, 1]; 1.0 for a molecule that is in the
+    numpy.ndarray of float64, shape (len(query),)
+        In [0, 1]; 1.0 for a molecule that is in the
         training set.
 
     Raises

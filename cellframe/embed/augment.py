@@ -57,8 +57,8 @@ def augment_batch(
 
     Parameters
     ----------
-    x : torch.Tensor
-        ``(B, C, H, W)`` float crops, square (``H == W``) for 90-degree rotations.
+    x : torch.Tensor, shape (B, C, H, W)
+        Float crops, square (``H == W``) for 90-degree rotations.
     generator : torch.Generator
         CPU generator for the random parameters.
     params : Augmentation, optional
@@ -66,8 +66,8 @@ def augment_batch(
 
     Returns
     -------
-    torch.Tensor
-        Augmented crops, same shape, dtype and device.
+    torch.Tensor, shape (B, C, H, W)
+        Augmented crops, same dtype and device.
     """
     p = params or Augmentation()
     b, c, h, w = x.shape

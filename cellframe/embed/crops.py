@@ -28,15 +28,15 @@ def crop_boxes(x: np.ndarray, y: np.ndarray, box_size: int = BOX_SIZE) -> np.nda
 
     Parameters
     ----------
-    x, y : numpy.ndarray
+    x, y : numpy.ndarray, shape (n,)
         Centres in pixels (``Location_Center_X`` / ``_Y``: column / row).
     box_size : int
         Side of the box.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n, 4)`` int64: ``top, left, bottom, right`` with ``bottom`` and
+    numpy.ndarray of int64, shape (n, 4)
+        ``top, left, bottom, right`` with ``bottom`` and
         ``right`` exclusive; they may lie outside the image.
 
     Examples
@@ -83,17 +83,17 @@ def crop_objects(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(C, H, W)`` pixels of one site (a 2-D image is taken as one channel).
-    x, y : numpy.ndarray
+    image : numpy.ndarray, shape (C, H, W)
+        Pixels of one site (a 2-D image is taken as one channel).
+    x, y : numpy.ndarray, shape (n,)
         Object centres (column, row) in pixels; each must lie inside the image.
     box_size : int
         Side of the crop (default 128).
-    labels : numpy.ndarray, optional
-        ``(H, W)`` label image. With ``object_numbers`` given, every pixel of
+    labels : numpy.ndarray, shape (H, W), optional
+        Label image. With ``object_numbers`` given, every pixel of
         a crop whose label is not that object's number is set to zero
         (masking of pixels outside the object, DOMAIN.md §5).
-    object_numbers : numpy.ndarray, optional
+    object_numbers : numpy.ndarray of int, shape (n,), optional
         Label value of each object in ``labels``; needed with ``labels``.
     dtype : numpy dtype
         Dtype of the crops (default float32).
@@ -102,8 +102,8 @@ def crop_objects(
 
     Returns
     -------
-    numpy.ndarray
-        ``(n, C, box_size, box_size)``; pixels of the box outside the image are 0.
+    numpy.ndarray, shape (n, C, box_size, box_size)
+        Pixels of the box outside the image are 0.
 
     Raises
     ------

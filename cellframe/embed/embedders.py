@@ -157,15 +157,15 @@ def tap_layer(model: torch.nn.Module, x: torch.Tensor, layer: str = FEATURE_LAYE
     ----------
     model : torch.nn.Module
         A network, e.g. timm ``efficientnet_b0``.
-    x : torch.Tensor
+    x : torch.Tensor, shape (N, C, H, W)
         Its input.
     layer : str
         Module name as in ``model.named_modules()`` (default ``"blocks.5.0.bn2"``).
 
     Returns
     -------
-    torch.Tensor
-        The module's output, ``(N, C, h, w)`` for a convolutional layer.
+    torch.Tensor, shape (N, C, h, w) for a convolutional layer
+        The module's output.
 
     Raises
     ------
@@ -205,15 +205,14 @@ def channels_to_rgb(crops: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor
 
     Parameters
     ----------
-    crops : torch.Tensor
-        ``(N, C, H, W)``.
+    crops : torch.Tensor, shape (N, C, H, W)
     size : int
         Output side.
 
     Returns
     -------
-    torch.Tensor
-        ``(N * C, 3, size, size)``, cell-major: row ``n * C + c`` is channel
+    torch.Tensor, shape (N * C, 3, size, size)
+        Cell-major: row ``n * C + c`` is channel
         ``c`` of cell ``n``.
     """
     n, c, h, w = crops.shape
@@ -235,14 +234,14 @@ def scale_per_channel_max(crops: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
 
     Parameters
     ----------
-    crops : torch.Tensor
-        ``(N, C, H, W)``, non-negative intensities.
+    crops : torch.Tensor, shape (N, C, H, W)
+        Non-negative intensities.
     eps : float
         Added to the maximum so a blank channel stays 0.
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor of float32, shape (N, C, H, W)
         Values in [0, 1).
     """
     x = crops.float()

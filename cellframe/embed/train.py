@@ -205,8 +205,8 @@ def balanced_indices(
 
     Parameters
     ----------
-    labels : numpy.ndarray
-        Integer class of each training sample.
+    labels : numpy.ndarray of int, shape (n_samples,)
+        Class of each training sample.
     rng : numpy.random.Generator
         Source of randomness (a new draw every epoch).
     size : int, optional
@@ -214,8 +214,8 @@ def balanced_indices(
 
     Returns
     -------
-    numpy.ndarray
-        int64 indices into ``labels``.
+    numpy.ndarray of int64, shape (n_drawn,)
+        Indices into ``labels``.
     """
     labels = np.asarray(labels)
     classes = np.unique(labels)
@@ -261,8 +261,7 @@ def collect_crops(
 
     Returns
     -------
-    crops : numpy.ndarray
-        ``(n, C, box, box)``.
+    crops : numpy.ndarray, shape (n, C, box, box)
     cells : polars.DataFrame
         The objects in the crops' order (sorted by keys).
     """
@@ -325,8 +324,8 @@ def train_embedder(
 
     Parameters
     ----------
-    crops : numpy.ndarray
-        ``(n, C, H, W)`` raw crops (array or memmap, e.g. from :func:`collect_crops`);
+    crops : numpy.ndarray, shape (n, C, H, W)
+        Raw crops (array or memmap, e.g. from :func:`collect_crops`);
         each is scaled by its per-channel maximum before augmentation.
     labels : sequence of str
         Treatment of each cell (the class to predict).

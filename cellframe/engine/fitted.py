@@ -55,6 +55,21 @@ def fit_plates(
     ------
     EmptyInputError
         If ``source`` has no plate.
+
+    Examples
+    --------
+    One normalizer over both plates (``by=()``), fitted from per-plate statistics:
+
+    >>> import polars as pl
+    >>> from cellframe.profiles import Normalizer
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2", "P2"],
+    ...                                        "Metadata_Control": ["negcon"] * 4,
+    ...                                        "f": [1.0, 3.0, 5.0, 7.0]}), step="example")
+    >>> norm = fit_plates(store, "wells", Normalizer(by=()), progress=False)
+    >>> norm.stats_.rows()  # (n controls, mean, population std) of f over all four wells
+    [(4, 4.0, 2.23606797749979)]
     """
     return resolve_engine(engine).reduce(step, Plates(store, source), desc=desc, progress=progress)
 
@@ -94,6 +109,21 @@ def apply_plates(
     Returns
     -------
     MapReport
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.profiles import Normalizer
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2", "P2"],
+    ...                                        "Metadata_Control": ["negcon"] * 4,
+    ...                                        "f": [1.0, 3.0, 5.0, 7.0]}), step="example")
+    >>> apply_plates(store, "wells", "wells_normalized", Normalizer(), name="normalize",
+    ...              fit_each_plate=True, progress=False)
+    MapReport(table='wells_normalized', engine='local', computed=['P1', 'P2'], skipped=[], rows=4)
+    >>> store.read("wells_normalized").sort("Metadata_Plate", "f")["f"].to_list()
+    [-1.0, 1.0, -1.0, 1.0]
     """
     return resolve_engine(engine).apply(
         step, Plates(store, source), dest, name=name, parameters=parameters,

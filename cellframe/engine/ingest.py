@@ -498,6 +498,27 @@ def ingest_plates(
 
     Examples
     --------
+    Two small CellProfiler-like plates, read on the local engine:
+
+    >>> from pathlib import Path
+    >>> from cellframe.io._synthetic import write_synthetic_sqlite
+    >>> from cellframe.store import Store
+    >>> Path("screen").mkdir()
+    >>> for plate in ("P1", "P2"):
+    ...     _ = write_synthetic_sqlite(f"screen/{plate}.sqlite", n_cells=100, n_features=3,
+    ...                                cells_per_image=50, plate=plate)
+    >>> store = Store("screen.duckdb")
+    >>> report = ingest_plates(sorted(Path("screen").glob("*.sqlite")), store, progress=False)
+    >>> print(report)
+    ingested 200 rows from 2 source(s) into 'cells' (local engine): 2 plate(s) written
+    4 image(s) added, 0 replaced (0 stored rows replaced)
+    >>> store.plates("cells")
+    ['P1', 'P2']
+
+    The same on a Ray cluster, one task per source (skipped here: needs a
+    running Ray cluster):
+
+    >>> from cellframe.engine import RayEngine
     >>> report = ingest_plates(sorted(Path("screen").glob("*.sqlite")), store,
     ...                        engine=RayEngine(address="auto"))  # doctest: +SKIP
     """

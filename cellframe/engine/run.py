@@ -250,6 +250,19 @@ def map_plates(
     cellframe.partitions.PartitionVersionError
         If an existing partition was written by another cellframe version or
         step and the Ray engine's ``force`` is not set.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"],
+    ...                                        "f": [1.0, 3.0, 5.0]}), step="example")
+    >>> map_plates(store, "wells", "doubled", lambda df: df.with_columns(pl.col("f") * 2),
+    ...            progress=False)
+    MapReport(table='doubled', engine='local', computed=['P1', 'P2'], skipped=[], rows=3)
+    >>> store.read("doubled").sort("f")["f"].to_list()
+    [2.0, 6.0, 10.0]
     """
     return resolve_engine(engine).map(
         fn, Plates(store, source, plates), dest, step=step, parameters=parameters,
@@ -293,6 +306,19 @@ def reduce_plates(
     Returns
     -------
     Whatever ``combine`` returns.
+
+    Examples
+    --------
+    A row count and a sum per plate, added up on the driver:
+
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P2", "P2"],
+    ...                                        "f": [1.0, 3.0, 5.0, 7.0]}), step="example")
+    >>> reduce_plates(store, "wells", lambda rows: (rows.height, rows["f"].sum()),
+    ...               lambda parts: [sum(values) for values in zip(*parts)], progress=False)
+    [4, 16.0]
     """
     return resolve_engine(engine).gather(
         map_fn, Plates(store, source, plates), combine, desc=desc, progress=progress

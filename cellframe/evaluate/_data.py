@@ -31,10 +31,10 @@ class ProfileMatrix:
     ----------
     meta : polars.DataFrame
         The requested metadata columns plus ``row`` (0-based position in the input).
-    x : numpy.ndarray
-        ``(n, d)`` features, float32 or float64.
-    valid : numpy.ndarray
-        ``(n,)`` bool: rows that may take part (non-zero norm, labels present).
+    x : numpy.ndarray, shape (n, d)
+        Features, float32 or float64.
+    valid : numpy.ndarray of bool, shape (n,)
+        Rows that may take part (non-zero norm, labels present).
     features : list of str
         The feature columns, in matrix order.
     """

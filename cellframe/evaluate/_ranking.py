@@ -183,12 +183,12 @@ def rank_lists(
 
     Parameters
     ----------
-    x_unit : (n, d) array
+    x_unit : numpy.ndarray, shape (n, d)
         Unit-norm profiles (float32 or float64).
     spec : callable
         ``spec(query_rows) -> (list_rows, pos, neg, labels)``; ``list_rows``
         index into ``query_rows``; the self pair must already be excluded.
-    queries : (q,) int array
+    queries : numpy.ndarray of int, shape (q,)
         Query rows.
     block_rows : int
         Queries per block.

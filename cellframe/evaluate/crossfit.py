@@ -172,19 +172,19 @@ def control_folds(
 
     Parameters
     ----------
-    is_control : numpy.ndarray
-        ``(n,)`` bool, True for control rows.
+    is_control : numpy.ndarray of bool, shape (n,)
+        True for control rows.
     n_folds : int
         Number of folds (2 or more, at most the number of controls).
     seed : int
         Random seed.
-    strata : numpy.ndarray, optional
-        ``(n,)`` stratum codes (e.g. plate); default one stratum.
+    strata : numpy.ndarray, shape (n,), optional
+        Stratum codes (e.g. plate); default one stratum.
 
     Returns
     -------
-    numpy.ndarray
-        ``(n,)`` int64 fold of each control row, ``-1`` for the other rows.
+    numpy.ndarray of int64, shape (n,)
+        Fold of each control row, ``-1`` for the other rows.
 
     Raises
     ------

@@ -162,6 +162,19 @@ def percent_replicating(
     InvalidInputError
         If no replicate pair or no non-replicate pair exists, or ``quantile`` is
         outside (0, 1].
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b", "c", "c"],
+    ...                       "f1": [1.0, 1.1, 0.0, 0.1, -1.0, -0.9],
+    ...                       "f2": [0.0, 0.2, 1.0, 0.8, 0.5, 0.4],
+    ...                       "f3": [0.3, 0.3, 0.0, 0.1, 1.0, 1.2]})
+    >>> result = percent_replicating(wells, replicate_groups=["Metadata_Treatment"])
+    >>> result.percent_replicating, round(result.threshold, 4)
+    (1.0, 0.2774)
+    >>> result.per_group.select("Metadata_Treatment", "n_pairs", "fraction_above").rows()
+    [('a', 1, 1.0), ('b', 1, 1.0), ('c', 1, 1.0)]
     """
     if not 0 < quantile <= 1:
         raise InvalidInputError(f"quantile must be in (0, 1], got {quantile}")
@@ -263,12 +276,30 @@ def grit(
     -------
     polars.DataFrame
         ``perturbation``, ``group``, ``grit`` (null when the perturbation has no
-        other perturbation in its group), sorted by grit descending.
+        other perturbation in its group), sorted by grit descending, ties
+        (and nulls, last) by perturbation.
 
     Raises
     ------
     InvalidInputError
         If fewer than two control profiles are found, or ``summary`` is unknown.
+
+    Examples
+    --------
+    Two guides of gene A that agree, one guide of gene B (no partner: null), and
+    four control wells:
+
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({
+    ...     "Metadata_Treatment": ["DMSO"] * 4 + ["a1", "a1", "a2", "a2", "b1", "b1"],
+    ...     "Metadata_Gene": [None] * 4 + ["A", "A", "A", "A", "B", "B"],
+    ...     "f1": [0.1, -0.1, 0.0, 0.2, 1.0, 1.1, 0.9, 1.0, -1.0, -0.9],
+    ...     "f2": [0.0, 0.1, -0.1, 0.0, 1.0, 0.9, 1.1, 1.0, 0.5, 0.4],
+    ...     "f3": [0.1, 0.0, 0.1, -0.1, 0.0, 0.1, 0.0, 0.1, 1.0, 1.1]})
+    >>> result = grit(wells, profile_col="Metadata_Treatment", group_col="Metadata_Gene",
+    ...               control_perts=["DMSO"])
+    >>> [(p, g, None if s is None else round(s, 3)) for p, g, s in result.rows()]
+    [('a2', 'A', 1.86), ('a1', 'A', 1.829), ('DMSO', None, None), ('b1', 'B', None)]
     """
     if summary not in ("mean", "median"):
         raise ValueError(f"unknown summary {summary!r}; choose 'mean' or 'median'")
@@ -359,5 +390,6 @@ def grit(
     return (
         per_pert.select("perturbation", "group")
         .join(scores, on="perturbation", how="left")
-        .sort("grit", descending=True, nulls_last=True)
+        # Ties (nulls above all) in perturbation order: group_by leaves rows unordered.
+        .sort(["grit", "perturbation"], descending=[True, False], nulls_last=True)
     )

@@ -107,8 +107,18 @@ def null_average_precision(
 
     Returns
     -------
-    numpy.ndarray
-        ``(null_size,)`` float32 APs.
+    numpy.ndarray of float32, shape (null_size,)
+        APs.
+
+    Examples
+    --------
+    One positive among four candidates: its AP is 1/rank, each rank equally likely:
+
+    >>> null = null_average_precision(1, 4, null_size=1000)
+    >>> null.shape, null.dtype
+    ((1000,), dtype('float32'))
+    >>> sorted({round(float(v), 4) for v in null})
+    [0.25, 0.3333, 0.5, 1.0]
     """
     if not 1 <= n_pos <= n_total:
         raise InvalidInputError(f"need 1 <= n_pos <= n_total, got {n_pos} and {n_total}")
@@ -168,6 +178,29 @@ def average_precision_p_values(
 
     ``p = (1 + #{null >= AP}) / (1 + null_size)``; null where the profile has
     no positives.
+
+    Parameters
+    ----------
+    ap : polars.DataFrame
+        ``average_precision``, ``n_pos_pairs`` and ``n_total_pairs`` per profile
+        (the output of :func:`~cellframe.evaluate.average_precision`).
+    null_size, seed, method
+        As in :func:`null_average_precision`; profiles sharing
+        ``(n_pos_pairs, n_total_pairs)`` share one null.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``ap`` with a Float32 ``p_value`` column.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> ap = pl.DataFrame({"average_precision": [1.0, 0.25, None],
+    ...                    "n_pos_pairs": [1, 1, 0], "n_total_pairs": [4, 4, 4]})
+    >>> p = average_precision_p_values(ap, null_size=1000)["p_value"]
+    >>> [None if v is None else round(v, 2) for v in p]  # AP 1.0 is the top quarter
+    [0.25, 1.0, None]
     """
     _require(ap, ["average_precision", "n_pos_pairs", "n_total_pairs"])
     k = ap["n_pos_pairs"].to_numpy().astype(np.int64)
@@ -258,6 +291,18 @@ def mean_average_precision(
     ------
     InvalidInputError
         If no profile has positives.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> ap = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b"],
+    ...                    "average_precision": [1.0, 1.0, 0.25, 0.5],
+    ...                    "n_pos_pairs": [1, 1, 1, 1], "n_total_pairs": [7, 7, 7, 7]})
+    >>> result = mean_average_precision(ap, sameby="Metadata_Treatment", null_size=1000)
+    >>> result.select("Metadata_Treatment", "mean_average_precision", "below_p").rows()
+    [('a', 1.0, True), ('b', 0.375, False)]
+    >>> round(result["p_value"][0], 4)  # 1 / (null_size + 1): no null mAP reaches 1.0
+    0.001
     """
     group = [sameby] if isinstance(sameby, str) else list(sameby)
     _require(ap, [*group, "average_precision", "n_pos_pairs", "n_total_pairs"])
@@ -351,15 +396,15 @@ def expected_average_precision(
 
     Parameters
     ----------
-    n_pos : int or array of int
+    n_pos : int or array of int, shape (n,)
         Positives ``M`` (``>= 1``).
-    n_total : int or array of int
+    n_total : int or array of int, shape (n,)
         Candidates ``L`` (positives plus negatives, ``>= M``).
 
     Returns
     -------
-    numpy.ndarray
-        float64 expectations, NaN where ``M < 1`` (no positive: AP undefined).
+    numpy.ndarray of float64, shape (n,) (0-d for scalar inputs)
+        Expectations, NaN where ``M < 1`` (no positive: AP undefined).
 
     Raises
     ------
@@ -406,15 +451,15 @@ def normalized_average_precision(
 
     Parameters
     ----------
-    ap : float or array
+    ap : float or array of float, shape (n,)
         Non-interpolated AP values (NaN passes through).
-    n_pos, n_total : int or array of int
+    n_pos, n_total : int or array of int, shape (n,)
         Positives and candidates of each list.
 
     Returns
     -------
-    numpy.ndarray
-        float64 normalized APs.
+    numpy.ndarray of float64, shape (n,) (0-d for scalar inputs)
+        Normalized APs.
 
     Examples
     --------

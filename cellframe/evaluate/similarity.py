@@ -35,6 +35,24 @@ def unit_rows(x: np.ndarray, *, dtype: type[np.floating] = np.float32) -> np.nda
 
     Norms are accumulated in float64, a slab of rows at a time, so a large
     float32 matrix is never copied whole to float64.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
+    dtype : numpy float type, default numpy.float32
+        Type of the result.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    array([[0.6, 0.8],
+           [0. , 0. ]], dtype=float32)
     """
     x = np.asarray(x)
     out = np.empty(x.shape, dtype=dtype)
@@ -79,11 +97,11 @@ def iter_similarity_blocks(
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(n, d)`` profiles.
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
     block_rows : int, optional
         Query rows per block; by default sized so a block stays near 512 MB.
-    rows : numpy.ndarray, optional
+    rows : numpy.ndarray of int, shape (b,), optional
         Query row indices (default: all rows).
     normalized : bool
         ``x`` already has unit rows.
@@ -94,8 +112,17 @@ def iter_similarity_blocks(
 
     Yields
     ------
-    (numpy.ndarray, numpy.ndarray)
-        Query indices ``(b,)`` and their similarities to every row ``(b, n)``.
+    (numpy.ndarray of int, shape (b,), numpy.ndarray, shape (b, n))
+        Query indices and their similarities to every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> for rows, sims in iter_similarity_blocks(x, block_rows=2):
+    ...     print(rows, sims.dtype, sims.astype(float).round(3).tolist())
+    [0 1] float32 [[1.0, 0.0, 0.707], [0.0, 1.0, 0.707]]
+    [2] float32 [[0.707, 0.707, 1.0]]
     """
     u = x.astype(dtype, copy=False) if normalized else unit_rows(x, dtype=dtype)
     n = u.shape[0]
@@ -126,21 +153,28 @@ def check_float32_similarity(
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(n, d)`` profiles.
+    x : numpy.ndarray, shape (n, d)
+        Profiles.
     n_rows : int
         Rows sampled as queries.
     seed : int
         Seed of the sample.
     tolerance : float
         Largest accepted difference.
-    unit : numpy.ndarray, optional
+    unit : numpy.ndarray of float32, shape (n, d), optional
         ``unit_rows(x, dtype=np.float32)`` when already computed.
 
     Returns
     -------
     float
         The largest absolute difference found.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> check_float32_similarity(x) < 1e-6  # float32 ranks these profiles as float64 does
+    True
     """
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -203,6 +237,15 @@ def top_k_similar(
     ------
     InvalidInputError
         If ``k < 1``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b"],
+    ...                       "f1": [1.0, 0.9, 0.0], "f2": [0.0, 0.1, 1.0]})
+    >>> top = top_k_similar(wells, k=1, id_columns=["Metadata_Treatment"])
+    >>> top.select("query_row", "neighbor_row", "neighbor_Metadata_Treatment").rows()
+    [(0, 1, 'a'), (1, 0, 'a'), (2, 1, 'a')]
     """
     if k < 1:
         raise InvalidInputError(f"k must be at least 1, got {k}")

@@ -492,6 +492,16 @@ def write_h5ad(
     -------
     Path
         The written file.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"Metadata_Well": ["A01", "A02"], "f1": [1.0, 2.0]},
+    ...                   schema_overrides={"f1": pl.Float32})
+    >>> write_h5ad(df, "wells.h5ad").name
+    'wells.h5ad'
+    >>> read_h5ad("wells.h5ad").equals(df)
+    True
     """
     dest = Path(path)
     adata = to_anndata(frame, features=features)
@@ -526,6 +536,14 @@ def read_h5ad(
         No file at ``path``.
     CorruptFileError
         The file is not a readable h5ad (not HDF5, truncated, or not AnnData).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> _ = write_h5ad(pl.DataFrame({"Metadata_Well": ["A01", "A02"], "f1": [1.0, 2.0]}),
+    ...                "wells.h5ad")
+    >>> read_h5ad("wells.h5ad").rows()  # features come back as Float32
+    [('A01', 1.0), ('A02', 2.0)]
     """
     import anndata
 

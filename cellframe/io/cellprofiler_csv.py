@@ -91,9 +91,13 @@ class CellProfilerCSV(Reader):
 
     Examples
     --------
-    >>> reader = CellProfilerCSV("analysis/", plate="P1")   # doctest: +SKIP
-    >>> for frame in reader.batches():                       # doctest: +SKIP
-    ...     print(frame.shape)
+    The bundled demo tree (two sites of plate BR00121431, 5,851 features):
+
+    >>> from cellframe.demo import demo_data_dir
+    >>> reader = CellProfilerCSV(demo_data_dir() / "cellprofiler" / "BR00121431")
+    >>> for frame in reader.batches():
+    ...     print(frame.shape, sorted(set(frame["Metadata_Well"])))
+    (125, 5856) ['A01', 'A02']
     """
 
     format = "cellprofiler_csv"

@@ -136,7 +136,17 @@ def check_size(path: Path) -> int:
 
 
 def is_sqlite(path: Path) -> bool:
-    """Whether ``path`` is a SQLite database file (by its header)."""
+    """Whether ``path`` is a SQLite database file (by its header).
+
+    Examples
+    --------
+    >>> import sqlite3
+    >>> from pathlib import Path
+    >>> sqlite3.connect("plate.sqlite").execute("CREATE TABLE t (x)").connection.commit()
+    >>> _ = Path("notes.txt").write_text("not a database")
+    >>> is_sqlite(Path("plate.sqlite")), is_sqlite(Path("notes.txt")), is_sqlite(Path("absent"))
+    (True, False, False)
+    """
     try:
         with open(path, "rb") as fh:
             return fh.read(16) == _SQLITE_MAGIC
@@ -263,8 +273,18 @@ class CellProfilerSQLite(Reader):
 
     Examples
     --------
-    >>> reader = CellProfilerSQLite("plate.sqlite")      # doctest: +SKIP
-    >>> sum(frame.height for frame in reader.batches())  # doctest: +SKIP
+    A small CellProfiler-like file (200 cells over 4 sites, 2 features per compartment):
+
+    >>> from cellframe.io._synthetic import write_synthetic_sqlite
+    >>> path = write_synthetic_sqlite("plate.sqlite", n_cells=200, n_features=6,
+    ...                               cells_per_image=50)
+    >>> reader = CellProfilerSQLite(path)
+    >>> frames = list(reader.batches())
+    >>> sum(frame.height for frame in frames)
+    200
+    >>> [c for c in frames[0].columns if not c.startswith("Metadata_")]
+    ['Cells_Feature_0000', 'Cells_Feature_0001', 'Cytoplasm_Feature_0000',
+     'Cytoplasm_Feature_0001', 'Nuclei_Feature_0000', 'Nuclei_Feature_0001']
     """
 
     format = "cellprofiler_sqlite"

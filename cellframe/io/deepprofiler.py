@@ -45,9 +45,20 @@ class DeepProfilerNPZ(Reader):
 
     Examples
     --------
-    >>> reader = DeepProfilerNPZ("project/outputs/results/features")  # doctest: +SKIP
-    >>> next(reader.batches()).columns[:4]                            # doctest: +SKIP
-    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site', 'Metadata_ObjectNumber']
+    A features folder with one site (plate ``P1``, well ``A01``, site 1: from the path):
+
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> Path("features/P1").mkdir(parents=True)
+    >>> np.savez("features/P1/A01_1.npz",
+    ...          features=np.array([[0.5, 1.5], [2.0, 3.0]], dtype=np.float32),
+    ...          locations=np.array([[10.0, 20.0], [30.0, 40.0]]))
+    >>> frame = next(DeepProfilerNPZ("features").batches())
+    >>> frame.columns
+    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site', 'Metadata_ObjectNumber',
+     'Metadata_Location_Center_X', 'Metadata_Location_Center_Y', 'DP_0', 'DP_1']
+    >>> frame.row(1)
+    ('P1', 'A01', 1, 2, 30.0, 40.0, 2.0, 3.0)
     """
 
     format = "deepprofiler"

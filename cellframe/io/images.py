@@ -69,8 +69,7 @@ def check_pixels(
 
     Parameters
     ----------
-    pixels : numpy.ndarray
-        ``(C, H, W)`` (or ``(H, W)``) array.
+    pixels : numpy.ndarray, shape (C, H, W) or (H, W)
     where : str
         The file / site, for messages.
     channels : sequence of str, optional
@@ -272,6 +271,17 @@ def count_sites(path: str | os.PathLike[str]) -> int:
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tifffile
+    >>> tifffile.imwrite("sites.tif", np.zeros((3, 2, 8, 8), dtype=np.uint16))  # 3 sites x 2 channels
+    >>> count_sites("sites.tif")
+    3
+    >>> from cellframe.demo import demo_data_dir
+    >>> count_sites(demo_data_dir() / "dsb2018" / "img2d.tif")  # a 2-D image is one site
+    1
     """
     p = Path(path)
     if not p.exists():
@@ -330,9 +340,17 @@ def read_site(
 
     Examples
     --------
-    >>> pixels, names = read_site("site.tif", channels="DNA")  # doctest: +SKIP
-    >>> pixels.shape, names  # doctest: +SKIP
-    ((1, 384, 384), ['DNA'])
+    A one-channel TIFF of the bundled demo data (channels are named by position
+    unless ``channel_names`` is given):
+
+    >>> from cellframe.demo import demo_data_dir
+    >>> pixels, names = read_site(demo_data_dir() / "dsb2018" / "img2d.tif")
+    >>> pixels.shape, pixels.dtype, names
+    ((1, 512, 512), dtype('uint16'), ['0'])
+    >>> pixels, names = read_site(demo_data_dir() / "dsb2018" / "img2d.tif",
+    ...                           channel_names=["DNA"], channels="DNA")
+    >>> pixels.shape, names
+    ((1, 512, 512), ['DNA'])
     """
     p = Path(path)
     if not p.exists():
@@ -405,13 +423,22 @@ def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:
     ----------
     path : str or os.PathLike
         Output ``.tif`` file; its folder is created.
-    labels : numpy.ndarray
-        2-D integer array.
+    labels : numpy.ndarray of int, shape (H, W)
+        Label image (0 = background).
 
     Returns
     -------
     pathlib.Path
         The file written.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([[0, 1], [2, 2]], dtype=np.int32)
+    >>> write_labels("mask.tif", labels).name
+    'mask.tif'
+    >>> bool((read_labels("mask.tif") == labels).all())
+    True
     """
     import tifffile
 
@@ -432,8 +459,16 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
-        ``int32`` array of shape ``(H, W)``.
+    numpy.ndarray of int32, shape (H, W)
+        The label image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _ = write_labels("mask.tif", np.array([[0, 1], [2, 2]], dtype=np.uint8))
+    >>> read_labels("mask.tif")
+    array([[0, 1],
+           [2, 2]], dtype=int32)
     """
     pixels, _ = read_site(path)
     if pixels.shape[0] != 1:
@@ -441,8 +476,11 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return pixels[0].astype(np.int32)
 
 
+_ROW_COLUMN = re.compile(r"^([A-Za-z]{1,2})(\d{1,3})$")
+
+
 def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | None:
-    """Plate, well and site from a file name such as ``BR00123947_G01_s1.tif``.
+    r"""Plate, well and site from a file name such as ``BR00123947_G01_s1.tif``.
 
     Parameters
     ----------
@@ -455,6 +493,19 @@ def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | N
     -------
     dict or None
         ``{"plate": str, "well": str, "site": int}``, or None when it does not match.
+        A well written as row letters and a column number is zero-padded
+        (``G1`` -> ``G01``); another naming (a custom pattern's ``r01c02``)
+        is kept as written.
+
+    Examples
+    --------
+    >>> parse_site_keys("screen/BR00123947_G1_s2.tif")
+    {'plate': 'BR00123947', 'well': 'G01', 'site': 2}
+    >>> parse_site_keys("notes.txt") is None
+    True
+    >>> parse_site_keys("P1-r01c02f03.tif",
+    ...                 r"(?P<plate>[^-]+)-(?P<well>r\d+c\d+)f(?P<site>\d+)")
+    {'plate': 'P1', 'well': 'r01c02', 'site': 3}
     """
     regex = re.compile(
         pattern or r"(?P<plate>[A-Za-z0-9-]+)_(?P<well>[A-Za-z]{1,2}\d{1,2})_s(?P<site>\d+)"
@@ -463,10 +514,11 @@ def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | N
     if m is None:
         return None
     well = m.group("well")
-    letters = "".join(ch for ch in well if ch.isalpha())
-    digits = "".join(ch for ch in well if ch.isdigit())
+    # Zero-pad a row-letter/column-number name (G1 -> G01); keep any other
+    # naming of a custom pattern (r01c02) as written rather than mangle it.
+    rc = _ROW_COLUMN.match(well)
     return {
         "plate": m.group("plate"),
-        "well": f"{letters.upper()}{int(digits):02d}",
+        "well": f"{rc[1].upper()}{int(rc[2]):02d}" if rc else well,
         "site": int(m.group("site")),
     }

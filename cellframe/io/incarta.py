@@ -65,7 +65,16 @@ SIGNATURE = ("OBJECT ID", "WELL LABEL")
 
 
 def is_incarta_csv(path: Path) -> bool:
-    """Whether a CSV file's header has IN Carta's identifier columns."""
+    r"""Whether a CSV file's header has IN Carta's identifier columns.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("incarta.csv").write_text("OBJECT ID,WELL LABEL,FOV,Area\n1,C - 3,1,52.5\n")
+    >>> _ = Path("cells.csv").write_text("ImageNumber,ObjectNumber,Area\n1,1,52.5\n")
+    >>> is_incarta_csv(Path("incarta.csv")), is_incarta_csv(Path("cells.csv"))
+    (True, False)
+    """
     try:
         header = csv_header(path)
     except (OSError, pl.exceptions.PolarsError):
@@ -78,8 +87,17 @@ class InCartaCSV(Reader):
 
     Examples
     --------
-    >>> reader = InCartaCSV("in-carta/")                # doctest: +SKIP
-    >>> sorted({p for f in reader.batches() for p in f["Metadata_Plate"]})  # doctest: +SKIP
+    >>> from pathlib import Path
+    >>> _ = Path("plate1.csv").write_text(
+    ...     "OBJECT ID,WELL LABEL,FOV,Plate ID,Nuclei Area wv1\\n"
+    ...     "1,C - 3,1,P1,52.5\\n"
+    ...     "2,C - 3,1,P1,61.0\\n")
+    >>> frame = next(InCartaCSV("plate1.csv").batches())
+    >>> frame.columns
+    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site', 'Metadata_ObjectNumber',
+     'Nuclei_Area_wv1']
+    >>> frame.rows()  # "C - 3" is well C03
+    [('P1', 'C03', 1, 1, 52.5), ('P1', 'C03', 1, 2, 61.0)]
     """
 
     format = "incarta"

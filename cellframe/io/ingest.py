@@ -191,6 +191,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         If ``path`` does not exist.
     UnknownFormatError
         If the format cannot be told; the message lists what is supported.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.demo import demo_data_dir
+    >>> detect_format(demo_data_dir() / "cellprofiler" / "BR00121431")
+    'cellprofiler_csv'
+    >>> pl.DataFrame({"Metadata_Plate": ["P1"], "f": [1.0]}).write_parquet("wells.parquet")
+    >>> detect_format("wells.parquet")
+    'profiles'
     """
     p = Path(path)
     if not p.exists():

@@ -182,7 +182,7 @@ def _shown(items: Sequence[str], n: int | None = None) -> str:
 
 
 def is_barcode_platemap(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a cytominer ``barcode_platemap.csv`` or a folder holding one.
+    r"""Whether ``path`` is a cytominer ``barcode_platemap.csv`` or a folder holding one.
 
     Parameters
     ----------
@@ -192,6 +192,14 @@ def is_barcode_platemap(path: str | os.PathLike[str]) -> bool:
     Returns
     -------
     bool
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("barcodes.csv").write_text("Assay_Plate_Barcode,Plate_Map_Name\nBR1,MAP1\n")
+    >>> _ = Path("map.csv").write_text("well_position,pert_iname\nA01,DMSO\n")
+    >>> is_barcode_platemap("barcodes.csv"), is_barcode_platemap("map.csv")
+    (True, False)
     """
     p = Path(path)
     if p.is_dir():
@@ -231,7 +239,10 @@ def read_barcode_platemap(
     Returns
     -------
     polars.DataFrame
-        All strings, not yet renamed (see :func:`read_platemap`).
+        The barcode file's and the maps' columns as strings, not yet renamed
+        (see :func:`read_platemap`), then ``__cf_file`` and ``__cf_line``: the
+        map file and line of each row, for messages (:func:`read_platemap`
+        drops them).
 
     Raises
     ------
@@ -248,6 +259,22 @@ def read_barcode_platemap(
     PlatemapWarning
         Barcodes whose map file is absent (counted and named; those plates
         get no annotations).
+
+    Examples
+    --------
+    Two assay plates laid out with one map:
+
+    >>> from pathlib import Path
+    >>> _ = Path("barcode_platemap.csv").write_text(
+    ...     "Assay_Plate_Barcode,Plate_Map_Name\\nBR1,MAP1\\nBR2,MAP1\\n")
+    >>> Path("platemap").mkdir()
+    >>> _ = Path("platemap/MAP1.txt").write_text(
+    ...     "plate_map_name\\twell_position\\tpert_iname\\n"
+    ...     "MAP1\\tA01\\tDMSO\\n"
+    ...     "MAP1\\tA02\\ttaxol\\n")
+    >>> maps = read_barcode_platemap(".")
+    >>> maps.select("Assay_Plate_Barcode", "well_position", "pert_iname").rows()
+    [('BR1', 'A01', 'DMSO'), ('BR1', 'A02', 'taxol'), ('BR2', 'A01', 'DMSO'), ('BR2', 'A02', 'taxol')]
     """
     p = Path(path)
     barcode_file = p / BARCODE_FILE if p.is_dir() else p
@@ -379,10 +406,18 @@ def read_platemap(
 
     Examples
     --------
+    Unpadded wells and a derived control column are read, each with a warning
+    that counts them:
+
     >>> import polars as pl
-    >>> pm = read_platemap(pl.DataFrame({"well_position": ["A1", "A2"],
-    ...                                  "pert_iname": ["DMSO", "taxol"],
-    ...                                  "pert_type": ["control", "trt"]}))
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     pm = read_platemap(pl.DataFrame({"well_position": ["A1", "A2"],
+    ...                                      "pert_iname": ["DMSO", "taxol"],
+    ...                                      "pert_type": ["control", "trt"]}))
+    >>> [type(w.message).__name__ for w in caught]
+    ['PlatemapWarning', 'ControlsDerivedWarning']
     >>> pm.select("Metadata_Well", "Metadata_Treatment", "Metadata_Control").rows()
     [('A01', 'DMSO', 'negcon'), ('A02', 'taxol', None)]
     """
@@ -626,6 +661,16 @@ def annotate(
     Returns
     -------
     polars.DataFrame
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> rows = pl.DataFrame({"Metadata_Plate": ["P1", "P1", "P1"],
+    ...                      "Metadata_Well": ["A01", "A02", "A03"], "f": [1.0, 2.0, 3.0]})
+    >>> platemap = pl.DataFrame({"Metadata_Well": ["A01", "A02"],
+    ...                          "Metadata_Treatment": ["DMSO", "taxol"]})
+    >>> annotate(rows, platemap).rows()  # A03 is not in the map
+    [('P1', 'A01', 1.0, 'DMSO'), ('P1', 'A02', 2.0, 'taxol'), ('P1', 'A03', 3.0, None)]
     """
     on = [c for c in (PLATE, WELL) if c in platemap.columns]
     extra = [c for c in platemap.columns if c not in on]

@@ -113,9 +113,14 @@ class ProfilesFile(Reader):
 
     Examples
     --------
-    >>> reader = ProfilesFile("SQ00014613.parquet")     # doctest: +SKIP
-    >>> next(reader.batches()).columns[:3]               # doctest: +SKIP
-    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site']
+    >>> import polars as pl
+    >>> pl.DataFrame({"Metadata_Plate": ["P1", "P1"], "Metadata_Well": ["A01", "A02"],
+    ...               "f": [1, 2]}).write_parquet("profiles.parquet")
+    >>> frame = next(ProfilesFile("profiles.parquet").batches())
+    >>> frame.columns  # keys first, in cellframe's order; features as Float32
+    ['Metadata_Plate', 'Metadata_Well', 'Metadata_Site', 'f']
+    >>> frame["f"].dtype, frame["f"].to_list()
+    (Float32, [1.0, 2.0])
     """
 
     format = "profiles"

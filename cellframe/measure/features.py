@@ -70,13 +70,13 @@ def to_unit_range(pixels: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    pixels : numpy.ndarray
+    pixels : numpy.ndarray, any shape
         An image of any integer or float type.
 
     Returns
     -------
-    numpy.ndarray
-        float32; integer input scaled to [0, 1], float input unchanged.
+    numpy.ndarray of float32, same shape as ``pixels``
+        Integer input scaled to [0, 1], float input unchanged.
 
     Examples
     --------
@@ -224,11 +224,11 @@ def measure_objects(
 
     Parameters
     ----------
-    labels : numpy.ndarray
-        2-D integer label image (0 = background); object numbers need not be
+    labels : numpy.ndarray of int, shape (H, W)
+        Label image (0 = background); object numbers need not be
         consecutive.
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image of the label image's shape. Integer images
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
         Which of :data:`FAMILIES` to measure. Texture takes most of the time
@@ -390,11 +390,11 @@ def measure_site(
 
     Parameters
     ----------
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image (illumination-corrected, if wanted).
-    nuclei, cells : numpy.ndarray
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image (illumination-corrected, if wanted).
+    nuclei, cells : numpy.ndarray of int, shape (H, W)
         Label images of the primary and secondary objects.
-    cytoplasm : numpy.ndarray, optional
+    cytoplasm : numpy.ndarray of int, shape (H, W), optional
         Label image of the tertiary objects; default ``cells`` with the
         nuclei removed (CellProfiler's IdentifyTertiaryObjects without
         shrinking).

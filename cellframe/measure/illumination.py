@@ -108,11 +108,11 @@ class IlluminationStatistics:
 
     Attributes
     ----------
-    total : numpy.ndarray
-        Float64 sum of the images, shape (height, width).
+    total : numpy.ndarray of float64, shape (height, width)
+        Sum of the images.
     count : int
         Number of images summed.
-    images : list of numpy.ndarray, optional
+    images : list of numpy.ndarray, each shape (height, width), optional
         The images themselves (in their own dtype: a uint16 site costs 2 bytes
         a pixel), kept for ``statistic="median"`` and
         ``"trimmed_mean"``; ``None`` for the mean.
@@ -181,8 +181,8 @@ class IlluminationFunction:
 
     Attributes
     ----------
-    function_ : numpy.ndarray
-        The fitted function, float32, > 0 everywhere (after :meth:`from_statistics`).
+    function_ : numpy.ndarray of float32, shape (height, width)
+        The fitted function, > 0 everywhere (after :meth:`from_statistics`).
     n_images_ : int
         Images it was fitted on.
 
@@ -249,7 +249,7 @@ class IlluminationFunction:
 
         Parameters
         ----------
-        images : iterable of numpy.ndarray, or one 2-D array
+        images : iterable of numpy.ndarray, each shape (height, width), or one such array
             Images of one channel, all the same shape; read one at a time.
 
         Returns
@@ -321,8 +321,8 @@ class IlluminationFunction:
 
         Parameters
         ----------
-        image : numpy.ndarray
-            2-D image of the same shape as the function. Integer images are
+        image : numpy.ndarray, shape (height, width)
+            Image of the same shape as the function. Integer images are
             first scaled to [0, 1] by their dtype's maximum, as CellProfiler
             loads them (a uint16 pixel of 6553.5 becomes 0.1), so corrected
             images feed :func:`cellframe.segment.segment_site` and
@@ -330,8 +330,8 @@ class IlluminationFunction:
 
         Returns
         -------
-        numpy.ndarray
-            Float32 corrected image.
+        numpy.ndarray of float32, shape (height, width)
+            Corrected image.
 
         Raises
         ------
@@ -552,7 +552,7 @@ def fit_illumination(images: Iterable[np.ndarray], **params: Any) -> Illuminatio
 
     Parameters
     ----------
-    images : iterable of numpy.ndarray
+    images : iterable of numpy.ndarray, each shape (height, width)
         Every site's image of the channel (read one at a time for the mean).
     **params
         :class:`IlluminationFunction`'s parameters (``statistic``,

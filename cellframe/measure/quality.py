@@ -47,12 +47,12 @@ def radial_power_spectrum(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    pixels : numpy.ndarray
-        2-D image.
+    pixels : numpy.ndarray, shape (H, W)
+        Image.
 
     Returns
     -------
-    radii, power : numpy.ndarray
+    radii, power : numpy.ndarray, shape (n_radii,)
         Integer radii and the power summed over each ring.
     """
     img = np.asarray(pixels, dtype=np.float64)
@@ -84,8 +84,8 @@ def power_log_log_slope(pixels: np.ndarray) -> float:
 
     Parameters
     ----------
-    pixels : numpy.ndarray
-        2-D image.
+    pixels : numpy.ndarray, shape (H, W)
+        Image.
 
     Returns
     -------
@@ -153,8 +153,8 @@ def image_quality(
 
     Parameters
     ----------
-    images : Mapping[str, numpy.ndarray]
-        Channel name -> 2-D image (integer images are scaled to [0, 1] by the
+    images : Mapping[str, numpy.ndarray], each shape (H, W)
+        Channel name -> image (integer images are scaled to [0, 1] by the
         maximum of their type, which is recorded as ``ImageQuality_Scaling_<ch>``).
     plate, well : str
         Keys of the site.

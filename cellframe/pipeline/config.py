@@ -84,6 +84,14 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
         A ``run``, ``method``, ``operations`` or ``engine`` value outside its
         registry, or a negative ``lam``; the message names the file, the step,
         the key and the allowed values.
+
+    Examples
+    --------
+    >>> validate_config({"step": [{"run": "normalize", "method": "zscore"}]}, "my config")
+    Traceback (most recent call last):
+    ...
+    cellframe.errors.InvalidChoiceError: my config, step 1 (normalize): method = 'zscore' is unknown; allowed values: standardize, robustize, mad_robustize
+    >>> validate_config({"step": [{"run": "normalize", "method": "standardize"}]}, "my config")
     """
     from cellframe.engine.base import ENGINES
     from cellframe.errors import InvalidChoiceError
@@ -115,7 +123,17 @@ def validate_config(config: Mapping[str, Any], path: str) -> None:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a pipeline TOML file.
+    r"""Read a pipeline TOML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``pipeline.toml``.
+
+    Returns
+    -------
+    dict
+        The parsed config, validated (:func:`validate_config`).
 
     Raises
     ------
@@ -127,6 +145,25 @@ def load_config(path: str | Path) -> dict[str, Any]:
         If a step name, method, operation, engine or lambda is not allowed
         (:func:`validate_config`): the message names the file, the step, the
         key and the allowed values.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("pipeline.toml").write_text(
+    ...     'input = "cells"\n'
+    ...     '[[step]]\nrun = "aggregate"\noutput = "wells"\n'
+    ...     '[[step]]\nrun = "normalize"\nmethod = "mad_robustize"\n')
+    >>> load_config("pipeline.toml")
+    {'input': 'cells', 'step': [{'run': 'aggregate', 'output': 'wells'},
+                                {'run': 'normalize', 'method': 'mad_robustize'}]}
+
+    A misspelt step is refused with the file, the step and the valid names:
+
+    >>> _ = Path("typo.toml").write_text('input = "wells"\n[[step]]\nrun = "normalise"\n')
+    >>> load_config("typo.toml")
+    Traceback (most recent call last):
+    ...
+    cellframe.errors.InvalidChoiceError: typo.toml, step 1: run = 'normalise'; valid: aggregate, normalize, select, sphere, qc, strength, activity (the step to run)
     """
     import tomllib
 

@@ -115,6 +115,19 @@ def load_step(store: Store, name: str, *, expect: type | None = None) -> Any:
         If ``name`` was not written by :func:`save_step` (or holds another
         class than ``expect``), holds a custom method, or is not laid out as
         a saved fit.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.profiles import Normalizer
+    >>> from cellframe.store import Store
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P1"] * 3, "Metadata_Control": ["negcon"] * 3,
+    ...                       "f": [1.0, 2.0, 6.0]})
+    >>> store = Store()
+    >>> save_step(store, Normalizer("robustize").fit(wells), "normalizer_fit")
+    >>> loaded = load_step(store, "normalizer_fit", expect=Normalizer)
+    >>> loaded.method, loaded.stats_.rows()  # median 2, IQR 2.5
+    ('robustize', [('P1', 3, 2.0, 2.5)])
     """
     prov = store.provenance(name)
     kinds = _kinds()

@@ -580,7 +580,50 @@ def run_strength(
     k: int | None = None,
     progress: bool = True,
 ) -> StepReport:
-    """Algorithm 1 on ``source``: treatment strengths to ``dest``, per-well z-scores to ``<dest>_wells``."""
+    """Algorithm 1 on ``source``: treatment strengths to ``dest``, per-well z-scores to ``<dest>_wells``.
+
+    Parameters
+    ----------
+    store : cellframe.store.Store
+    source, dest : str
+        The well profiles read, and the per-treatment table written (replaced).
+    treatment : str, optional
+        Treatment column (default ``Metadata_Treatment``).
+    controls : str or None, default "negcon"
+        The negative-control wells (see
+        :func:`cellframe.profiles.treatment_strength`).
+    by : sequence of str, optional
+        Groups with their own controls (default: per plate).
+    ddof : int, default 0
+        Degrees of freedom of the control std.
+    k : int, optional
+        Keep only the ``k`` strongest treatments in ``dest`` (default: all).
+    progress : bool, default True
+        Accepted for a uniform step signature; the step shows no progress bar.
+
+    Returns
+    -------
+    StepReport
+        ``rows`` is the number of treatments written to ``dest``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> _ = store.write("wells", pl.DataFrame({
+    ...     "Metadata_Plate": ["P"] * 5,
+    ...     "Metadata_Control": ["negcon", "negcon", "negcon", None, None],
+    ...     "Metadata_Treatment": ["DMSO", "DMSO", "DMSO", "t1", "t2"],
+    ...     "f1": [0.0, 1.0, -1.0, 0.5, 6.0], "f2": [1.0, 0.0, -1.0, 0.0, 8.0]}),
+    ...     step="example")
+    >>> run_strength(store, "wells", "wells_strength", k=1).note
+    '2 treatments; per-well z in wells_strength_wells'
+    >>> store.read("wells_strength").select("Metadata_Treatment", "rank").rows()
+    [('t2', 1)]
+    >>> store.read("wells_strength_wells").height
+    5
+    """
     from cellframe.columns import PLATE, TREATMENT
     from cellframe.profiles.strength import treatment_strength
 
@@ -770,6 +813,29 @@ def run_pipeline(
     Returns
     -------
     list of StepReport
+
+    Examples
+    --------
+    Cells of four wells (two of them negative controls) to normalized well profiles:
+
+    >>> import polars as pl
+    >>> from cellframe.store import Store
+    >>> store = Store()
+    >>> cells = pl.DataFrame({"Metadata_Plate": ["P1"] * 8,
+    ...                       "Metadata_Well": ["A01", "A01", "A02", "A02",
+    ...                                         "A03", "A03", "A04", "A04"],
+    ...                       "Metadata_Control": ["negcon"] * 4 + [None] * 4,
+    ...                       "f": [1.0, 3.0, 3.0, 5.0, 6.0, 8.0, 0.0, 2.0]})
+    >>> _ = store.write("cells", cells, step="example")
+    >>> config = {"input": "cells",
+    ...           "step": [{"run": "aggregate", "output": "wells"},
+    ...                    {"run": "normalize", "method": "standardize"}]}
+    >>> for report in run_pipeline(store, config, progress=False):
+    ...     print(report.step, report.input, "->", report.output, report.rows)
+    aggregate cells -> wells 4
+    normalize wells -> wells_normalized 4
+    >>> store.read("wells_normalized").sort("Metadata_Well")["f"].to_list()  # (median - 3) / 1
+    [-1.0, 1.0, 4.0, -2.0]
     """
     from cellframe.pipeline.config import load_config, validate_config
 

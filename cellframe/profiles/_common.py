@@ -216,7 +216,7 @@ def group_layout(keys: pl.DataFrame) -> tuple[np.ndarray | None, GroupRuns]:
 
     Returns
     -------
-    order : numpy.ndarray or None
+    order : numpy.ndarray of int, shape (n_rows,), or None
         ``None`` when the rows are used where they are; otherwise the row
         order (sorted by the keys, nulls last, stable) to put them in first.
     runs : GroupRuns
@@ -283,7 +283,7 @@ def feature_blocks(
         The rows.
     features : sequence of str
         Feature columns (any numeric type; read as float32, nulls as NaN).
-    order : numpy.ndarray or None
+    order : numpy.ndarray of int, shape (n_rows,), or None
         Row order to put the rows in (from :func:`group_layout`), or None.
     workspace : Workspace, optional
         Scratch memory to write the matrix into (reused by later calls, so the
@@ -292,13 +292,13 @@ def feature_blocks(
 
     Returns
     -------
-    clean : numpy.ndarray
-        ``(n_clean, n_rows)`` float32, the features without any missing value.
-    clean_idx : numpy.ndarray
+    clean : numpy.ndarray of float32, shape (n_clean, n_rows)
+        The features without any missing value.
+    clean_idx : numpy.ndarray of int, shape (n_clean,)
         Positions of those features in ``features``.
-    missing : numpy.ndarray
-        ``(n_missing, n_rows)`` float32 with NaN, the features with a null or NaN.
-    missing_idx : numpy.ndarray
+    missing : numpy.ndarray of float32, shape (n_missing, n_rows)
+        With NaN, the features with a null or NaN.
+    missing_idx : numpy.ndarray of int, shape (n_missing,)
         Their positions in ``features``.
     """
     n = df.height
@@ -405,8 +405,8 @@ def group_reduce(
 
     Parameters
     ----------
-    clean, missing : numpy.ndarray
-        ``(d, n_rows)`` float32 blocks from :func:`feature_blocks`. ``clean``
+    clean, missing : numpy.ndarray of float32, shape (d, n_rows)
+        Blocks from :func:`feature_blocks`. ``clean``
         is modified in place (partitioned within each group's rows).
     runs : GroupRuns
         The rows of each group (from :func:`group_layout`).
@@ -417,8 +417,8 @@ def group_reduce(
 
     Returns
     -------
-    tuple of numpy.ndarray
-        ``(n_groups, d_clean)`` and ``(n_groups, d_missing)`` float32 results.
+    (numpy.ndarray of float32, shape (n_groups, d_clean), numpy.ndarray of float32, shape (n_groups, d_missing))
+        The reductions of ``clean`` and of ``missing``.
     """
     clean_fn, missing_fn = GROUP_KERNELS[method]
     g = runs.n_groups

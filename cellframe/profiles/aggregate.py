@@ -268,6 +268,19 @@ def aggregate(
     -------
     polars.LazyFrame
         One row per group with ``Metadata_Count_Cells`` and Float32 features.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> cells = pl.LazyFrame({"Metadata_Plate": ["P"] * 4,
+    ...                       "Metadata_Well": ["A01", "A01", "A01", "B01"],
+    ...                       "f": [1.0, 2.0, 9.0, 4.0]})
+    >>> wells = aggregate(cells, "well").sort("Metadata_Well").collect()
+    >>> wells.to_dict(as_series=False)  # the median of each well
+    {'Metadata_Plate': ['P', 'P'], 'Metadata_Well': ['A01', 'B01'],
+     'Metadata_Count_Cells': [3, 1], 'f': [2.0, 4.0]}
+    >>> wells.schema["f"]
+    Float32
     """
     if path not in ("direct", "thesis"):
         raise InvalidInputError(f"unknown path {path!r}; valid: 'direct', 'thesis'")

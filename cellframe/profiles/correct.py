@@ -794,13 +794,13 @@ class RegressionMoments:
     Attributes
     ----------
     features : list of str
-    n : numpy.ndarray
+    n : numpy.ndarray, shape (d,)
         Rows with both values, per feature.
-    mean_c, mean_x : numpy.ndarray
+    mean_c, mean_x : numpy.ndarray, shape (d,)
         Means of the count and of the feature over those rows.
-    m2_c : numpy.ndarray
+    m2_c : numpy.ndarray, shape (d,)
         Sum of squared deviations of the count over those rows.
-    c_cx : numpy.ndarray
+    c_cx : numpy.ndarray, shape (d,)
         Sum of the products of the count's and the feature's deviations.
     """
 
@@ -1106,9 +1106,9 @@ class TypicalVariationNormalizer:
 
     Attributes
     ----------
-    mean_, components_, eigenvalues_ : numpy.ndarray
-        The PCA: mean (d,), components (k, d) and their variances (k,).
-    batch_mean_, batch_scale_ : dict of tuple to numpy.ndarray
+    mean_, components_, eigenvalues_ : numpy.ndarray, shapes (d,), (k, d), (k,)
+        The PCA: mean, components and their variances.
+    batch_mean_, batch_scale_ : dict of tuple to numpy.ndarray, shape (k,)
         Per batch, the controls' mean and std of each component.
     output_names_ : list of str
         ``PC1 ... PCk``.

@@ -172,6 +172,20 @@ class Normalizer:
     excluded_groups_ : polars.DataFrame
         The ``by`` columns of groups left out for too few controls
         (``too_few_controls="drop"``) with their ``Metadata_N_Controls``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P"] * 4,
+    ...                       "Metadata_Control": ["negcon", "negcon", "", ""],
+    ...                       "f": [1.0, 3.0, 5.0, 2.0]})
+    >>> norm = Normalizer("standardize").fit(wells)  # negcon mean 2, std 1
+    >>> norm.features_
+    ['f']
+    >>> norm.stats_.row(0)
+    ('P', 2, 2.0, 1.0)
+    >>> norm.transform(wells).collect()["f"].to_list()
+    [-1.0, 1.0, 3.0, 0.0]
     """
 
     def __init__(

@@ -51,10 +51,10 @@ class PCAResult:
     ----------
     scores : polars.DataFrame
         The input's metadata columns, then ``PC1 ... PCk`` (Float64).
-    explained_variance_ratio : numpy.ndarray
+    explained_variance_ratio : numpy.ndarray, shape (k,)
         Fraction of the total variance each component explains.
-    components : numpy.ndarray
-        k x d loadings (rows are components), signed so that each row's
+    components : numpy.ndarray, shape (k, d)
+        Loadings (rows are components), signed so that each row's
         largest absolute loading is positive (as scikit-learn 1.5+).
     features : list of str
         The features used (those without missing values).
@@ -109,6 +109,17 @@ def pca_profiles(
     Returns
     -------
     PCAResult
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Well": ["A01", "A02", "A03", "A04"],
+    ...                       "f1": [0.0, 1.0, 2.0, 3.0], "f2": [0.0, 2.0, 4.0, 6.0]})
+    >>> result = pca_profiles(wells, 1)  # the points lie on the line f2 = 2 f1
+    >>> result.explained_variance_ratio, result.components.round(4)
+    (array([1.]), array([[0.4472, 0.8944]]))
+    >>> result.scores["PC1"].round(4).to_list()
+    [-3.3541, -1.118, 1.118, 3.3541]
     """
     df = lf.lazy().collect()
     feats = resolve_features(df, features, "the profiles for PCA")
@@ -337,6 +348,8 @@ def flag_outlier_wells(
 
     Parameters
     ----------
+    lf : polars.LazyFrame or DataFrame
+        Well profiles.
     n_components : int, default 3
         Leading PCs to check.
     z_threshold : float, default 3.5
@@ -344,12 +357,35 @@ def flag_outlier_wells(
         (3.5 is Iglewicz and Hoaglin's cut-off for the modified z-score).
     by : sequence of str or None, default ("Metadata_Plate",)
         Groups within which the z-scores are computed; ``None`` for all wells.
+    features : sequence of str, optional
+        Features of the PCA (default: every numeric non-metadata column).
 
     Returns
     -------
     polars.DataFrame
         The metadata columns, ``PC1..PCk``, ``Metadata_QC_Outlier`` (bool) and
         ``Metadata_QC_Reason`` (null for wells kept), one row per input row.
+
+    Examples
+    --------
+    Twelve wells of one plate, one of them shifted far from the others:
+
+    >>> import numpy as np
+    >>> import polars as pl
+    >>> import warnings
+    >>> x = np.random.default_rng(0).normal(size=(12, 3))
+    >>> x[5] += 12
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P"] * 12,
+    ...                       "Metadata_Well": [f"A{i:02d}" for i in range(1, 13)],
+    ...                       "f1": x[:, 0], "f2": x[:, 1], "f3": x[:, 2]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     flagged = flag_outlier_wells(wells, n_components=2)
+    >>> [str(w.message) for w in caught]
+    ['1 of 12 well(s) flagged as outliers on the first 2 PC(s)']
+    >>> flagged.filter(pl.col("Metadata_QC_Outlier")).select(
+    ...     "Metadata_Well", "Metadata_QC_Reason").rows()
+    [('A06', 'PC1 robust z = +23.41 (|z| > 3.5)')]
     """
     result = pca_profiles(lf, n_components, features=features)
     out = _flag_scores(result.scores, z_threshold=z_threshold, by=by)
@@ -440,6 +476,28 @@ def image_qc(
     ------
     MissingColumnsError
         If there is no image-quality column.
+
+    Examples
+    --------
+    Six images of one plate: site 3 is saturated, site 6 blurred (a much
+    steeper PowerLogLogSlope than the others):
+
+    >>> import polars as pl
+    >>> import warnings
+    >>> images = pl.DataFrame({
+    ...     "Metadata_Plate": ["P"] * 6, "Metadata_Site": [1, 2, 3, 4, 5, 6],
+    ...     "Image_ImageQuality_PowerLogLogSlope_DNA": [-1.60, -1.62, -1.58, -1.61, -1.59, -2.9],
+    ...     "Image_ImageQuality_PercentMaximal_DNA": [0.0, 0.1, 2.5, 0.0, 0.0, 0.0]})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     flags = image_qc(images)
+    >>> [str(w.message) for w in caught]
+    ['2 of 6 image(s) flagged by image QC']
+    >>> for site, reason in flags.filter(pl.col("Metadata_QC_Outlier")).select(
+    ...         "Metadata_Site", "Metadata_QC_Reason").rows():
+    ...     print(site, reason)
+    3 saturation DNA: 2.50% of pixels at maximum (> 1%)
+    6 focus DNA: PowerLogLogSlope robust z = -58.23 (blurred)
     """
     df = lf.lazy().collect()
     image_quality_columns(df)
@@ -455,10 +513,28 @@ def image_quality_columns(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The focus and saturation columns of an image table, as (column, channel) pairs.
 
+    Parameters
+    ----------
+    lf : polars.LazyFrame, DataFrame or Schema
+        The image table or its schema.
+
+    Returns
+    -------
+    (list of (str, str), list of (str, str))
+        The ``..._ImageQuality_PowerLogLogSlope_<channel>`` and the
+        ``..._ImageQuality_PercentMaximal_<channel>`` columns with their channel.
+
     Raises
     ------
     MissingColumnsError
         If there is neither.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> image_quality_columns(pl.Schema({"Image_ImageQuality_PowerLogLogSlope_DNA": pl.Float64,
+    ...                                  "Image_ImageQuality_PercentMaximal_AGP": pl.Float64}))
+    ([('Image_ImageQuality_PowerLogLogSlope_DNA', 'DNA')], [('Image_ImageQuality_PercentMaximal_AGP', 'AGP')])
     """
     schema = schema_of(lf)
     focus = [(c, m.group(1)) for c in schema if (m := _FOCUS.search(c))]

@@ -227,6 +227,13 @@ def frequency_threshold(
     its most common value) < ``freq_cut`` (0 when it has fewer than two
     distinct values), or (distinct non-missing values) / (rows) < ``unique_cut``
     (pycytominer 1.7's rule: either condition drops).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"a": [0.0] * 9 + [1.0], "b": [float(i) for i in range(10)]})
+    >>> frequency_threshold(df, freq_cut=0.2).dropped.rows()  # 1 one against 9 zeros
+    [('a', 'frequency_threshold', '2nd/1st most common value count 0.111 < freq_cut 0.2')]
     """
     _check_frequency_params(freq_cut, unique_cut)
     feats, x = _prepare(profiles, features, samples)
@@ -440,6 +447,12 @@ def correlation_threshold(
 
     Parameters
     ----------
+    profiles : polars.LazyFrame or DataFrame
+        Profiles (usually normalized well profiles).
+    features : sequence of str, optional
+        Candidate features (default: every numeric non-metadata column).
+    samples : str, polars.Expr or None, default "all"
+        Rows to compute the correlations on (see ``row_filter``).
     threshold : float, default 0.9
         Pairs with correlation above this are considered.
     method : {"pearson", "spearman", "kendall"}, default "pearson"
@@ -454,6 +467,22 @@ def correlation_threshold(
         larger mean |r| with the remaining features, until no pair has
         |r| > ``threshold`` (caret's ``findCorrelation``); it usually drops
         fewer features.
+
+    Returns
+    -------
+    FeatureSelection
+        ``dropped`` names, for each dropped feature, its partner and r.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 4.1, 6.0, 8.2],
+    ...                    "c": [4.0, 1.0, 3.0, 2.0]})
+    >>> selection = correlation_threshold(df)
+    >>> selection.kept
+    ['a', 'c']
+    >>> selection.dropped["reason"].to_list()
+    ["r = 0.9996 > 0.9 with 'a'; larger sum |r| (2.414 vs 2.4)"]
     """
     _check_correlation_params(threshold, method, strategy)
     feats, x = _prepare(profiles, features, samples)
@@ -485,7 +514,16 @@ def drop_na_columns(
     samples: RowFilter = "all",
     cutoff: float = 0.05,
 ) -> FeatureSelection:
-    """Drop features whose fraction of missing values (null or NaN) exceeds ``cutoff``."""
+    """Drop features whose fraction of missing values (null or NaN) exceeds ``cutoff``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"a": [1.0, None, 3.0, 4.0], "b": [1.0, 2.0, float("nan"), 4.0],
+    ...                    "c": [1.0, 2.0, 3.0, 4.0]})
+    >>> drop_na_columns(df, cutoff=0.2).dropped.select("feature", "reason").rows()
+    [('a', '25.0% missing > na_cutoff 0.2'), ('b', '25.0% missing > na_cutoff 0.2')]
+    """
     _check_na_params(cutoff)
     feats, x = _prepare(profiles, features, samples)
     drops = _na_drops(feats, np.isnan(x).sum(axis=0), x.shape[0], cutoff)
@@ -500,6 +538,11 @@ def default_blocklist() -> tuple[str, ...]:
     (``data/blocklist_features.txt``); when pycytominer is absent, the copy
     shipped in ``cellframe/profiles/default_blocklist.txt`` (same list, with
     its attribution: Way 2019, doi:10.6084/m9.figshare.10255811) is used.
+
+    Examples
+    --------
+    >>> len(default_blocklist()), default_blocklist()[0]
+    (55, 'Nuclei_Correlation_Manders_AGP_DNA')
     """
     import importlib.util
 
@@ -535,7 +578,18 @@ def blocklist(
     samples: RowFilter = "all",
     blocklist: Iterable[str] | None = None,
 ) -> FeatureSelection:
-    """Drop features named in a blocklist (default: pycytominer's, see :func:`default_blocklist`)."""
+    """Drop features named in a blocklist (default: pycytominer's, see :func:`default_blocklist`).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"Nuclei_Correlation_Manders_AGP_DNA": [0.5],
+    ...                    "Cells_AreaShape_Area": [120.0]})
+    >>> blocklist(df).kept
+    ['Cells_AreaShape_Area']
+    >>> blocklist(df, blocklist=["Cells_AreaShape_Area"]).kept
+    ['Nuclei_Correlation_Manders_AGP_DNA']
+    """
     del samples  # the rows do not matter; kept so every operation has one signature
     feats = resolve_features(profiles.lazy(), features, "the profiles to select features from")
     return _result(feats, _blocklist_drops(feats, blocklist), "blocklist")
@@ -559,7 +613,15 @@ def drop_outliers(
     samples: RowFilter = "all",
     outlier_cutoff: float = 500.0,
 ) -> FeatureSelection:
-    """Drop features with any absolute value above ``outlier_cutoff`` (after normalization)."""
+    """Drop features with any absolute value above ``outlier_cutoff`` (after normalization).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"a": [1.0, -700.0], "b": [2.0, 3.0]})
+    >>> drop_outliers(df).dropped.select("feature", "reason").rows()
+    [('a', 'max |x| = 700 > outlier_cutoff 500')]
+    """
     feats, x = _prepare(profiles, features, samples)
     import warnings
 
@@ -743,6 +805,20 @@ def feature_select(
     ------
     ValueError
         For an unknown operation or parameter name.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"a": [1.0, 1.0, 1.0, 1.0],   # constant
+    ...                       "b": [0.0, 1.0, 2.0, 3.0],
+    ...                       "c": [0.0, 2.0, 4.0, 6.1]})  # r = 0.9999 with b
+    >>> selection = feature_select(wells, ["variance_threshold", "correlation_threshold"])
+    >>> selection.kept
+    ['b']
+    >>> selection.dropped.select("feature", "operation").rows()
+    [('a', 'variance_threshold'), ('c', 'correlation_threshold')]
+    >>> selection.apply(wells).collect().columns
+    ['b']
     """
     ops = _operations(operation, params)
     lf = profiles.lazy()
@@ -812,7 +888,16 @@ def select_features(
     operation: str | Operation | Sequence[str | Operation] = "variance_threshold",
     **kwargs: Any,
 ) -> pl.LazyFrame:
-    """:func:`feature_select`, then drop the selected features from ``profiles``."""
+    """:func:`feature_select`, then drop the selected features from ``profiles``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Well": ["A01", "A02", "A03"],
+    ...                       "a": [1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0]})
+    >>> select_features(wells).collect().columns  # "a" has no variance
+    ['Metadata_Well', 'b']
+    """
     return feature_select(profiles, operation, **kwargs).apply(profiles)
 
 

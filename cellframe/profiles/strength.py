@@ -99,6 +99,26 @@ def treatment_strength(
     InvalidInputError
         If a plate has too few controls for a std, all its control distances
         are equal, or features have missing values.
+
+    Examples
+    --------
+    Three control wells around the origin (median control profile (0, 0)) and
+    two treatments; distances 1, 1 and sqrt(2) for the controls give the
+    z-score scale:
+
+    >>> import polars as pl
+    >>> wells = pl.DataFrame({"Metadata_Plate": ["P"] * 5,
+    ...                       "Metadata_Control": ["negcon", "negcon", "negcon", None, None],
+    ...                       "Metadata_Treatment": ["DMSO", "DMSO", "DMSO", "t1", "t2"],
+    ...                       "f1": [0.0, 1.0, -1.0, 0.5, 6.0],
+    ...                       "f2": [1.0, 0.0, -1.0, 0.0, 8.0]})
+    >>> result = treatment_strength(wells)
+    >>> result.wells["Metadata_Distance_To_Controls"].round(4).to_list()
+    [1.0, 1.0, 1.4142, 0.5, 10.0]
+    >>> result.treatments.select("Metadata_Treatment", "rank").rows()
+    [('t2', 1), ('t1', 2)]
+    >>> round(result.treatments["strength"][0], 3)
+    45.385
     """
     if controls is None or controls == "all":
         raise InvalidInputError(

@@ -62,7 +62,7 @@ def pca_coordinates(
     -------
     coordinates : polars.DataFrame
         The non-feature columns and ``PC1`` ... ``PCk``.
-    explained : numpy.ndarray
+    explained : numpy.ndarray, shape (k,)
         Fraction of the total variance explained by each component.
 
     Notes

@@ -52,16 +52,16 @@ def scale_intensity(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        A 2-D image of any numeric type.
+    image : numpy.ndarray, shape (H, W)
+        An image of any numeric type.
     percentiles : (float, float), default (1.0, 99.8)
         Pixels at or below the first percentile become 0, at or above the
         second 255.
 
     Returns
     -------
-    numpy.ndarray
-        ``uint8`` image of the same shape (all zeros where the image is flat).
+    numpy.ndarray of uint8, shape (H, W)
+        All zeros where the image is flat.
 
     Raises
     ------
@@ -112,17 +112,17 @@ def outline_overlay(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        2-D intensity image (scaled with :func:`scale_intensity`).
-    labels : numpy.ndarray
-        Label image of the same shape (0 = background, 1..N = objects).
+    image : numpy.ndarray, shape (H, W)
+        Intensity image (scaled with :func:`scale_intensity`).
+    labels : numpy.ndarray of int, shape (H, W)
+        Label image (0 = background, 1..N = objects).
     color : (int, int, int)
         RGB colour of the outlines.
 
     Returns
     -------
-    numpy.ndarray
-        ``uint8`` RGB image ``(H, W, 3)``; outline pixels are the inner
+    numpy.ndarray of uint8, shape (H, W, 3)
+        RGB image; outline pixels are the inner
         boundary of each object (scikit-image ``find_boundaries(mode="inner")``).
 
     Raises
@@ -195,8 +195,8 @@ def crop_montage(
 
     Returns
     -------
-    montage : numpy.ndarray
-        ``uint8`` grey image of ``C`` rows x ``n`` columns of crops; each
+    montage : numpy.ndarray of uint8, shape (C * (size + gap) - gap, label_width + n * (size + gap) - gap)
+        Grey image of ``C`` rows x ``n`` columns of crops; each
         channel is scaled over its whole site (:func:`scale_intensity`), so
         brightness compares between cells of a site.
     cells : polars.DataFrame

@@ -18,8 +18,7 @@ def as_image_stack(
 
     Parameters
     ----------
-    image : array-like
-        ``(H, W)`` or ``(C, H, W)``.
+    image : array-like, shape (H, W) or (C, H, W)
     name : str
         What to call the array in error messages (the file and site, where known).
     min_side : int, default 2
@@ -87,15 +86,14 @@ def normalize_percentile(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(C, H, W)`` array.
+    image : numpy.ndarray, shape (C, H, W)
     low, high : float
         Percentiles (0-100) mapped to 0 and 1; values outside are not clipped.
 
     Returns
     -------
-    numpy.ndarray
-        float32 array of the same shape.
+    numpy.ndarray of float32, shape (C, H, W)
+        The normalized image.
     """
     x = np.asarray(image, dtype=np.float32)
     lo = np.percentile(x, low, axis=(-2, -1), keepdims=True)

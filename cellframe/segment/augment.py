@@ -83,8 +83,8 @@ def apply_transform(x: Any, name: str) -> Any:
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor
-        Array of shape ``(..., H, W)``.
+    x : numpy.ndarray or torch.Tensor, shape (..., H, W)
+        Image or batch.
     name : str
         One of :data:`TRANSFORMS`.
 

@@ -187,8 +187,8 @@ def threshold_image(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        2-D float image on CellProfiler's [0, 1] scale.
+    image : numpy.ndarray of float, shape (H, W)
+        Image on CellProfiler's [0, 1] scale.
     method : str, float or callable
         ``"minimum_cross_entropy"`` (``skimage.filters.threshold_li``),
         ``"otsu"``, ``"otsu_three_class"`` (middle class to the foreground),
@@ -212,8 +212,8 @@ def threshold_image(
 
     Returns
     -------
-    (numpy.ndarray, float)
-        Boolean mask and the final threshold (the mean of the local
+    (numpy.ndarray of bool, shape (H, W), float)
+        Mask and the final threshold (the mean of the local
         thresholds for ``"adaptive"``, as CellProfiler reports it).
 
     Raises
@@ -705,7 +705,7 @@ def identify_tertiary(cells: np.ndarray, nuclei: np.ndarray, *, shrink: bool = T
 
     Parameters
     ----------
-    cells, nuclei : numpy.ndarray
+    cells, nuclei : numpy.ndarray of int, shape (H, W)
         Secondary and primary labels of the same site.
     shrink : bool
         Shrink the nuclei by their one-pixel outline before subtracting, so
@@ -714,8 +714,8 @@ def identify_tertiary(cells: np.ndarray, nuclei: np.ndarray, *, shrink: bool = T
 
     Returns
     -------
-    numpy.ndarray
-        int32 labels: cytoplasm i lies in cell i.
+    numpy.ndarray of int32, shape (H, W)
+        Labels: cytoplasm i lies in cell i.
 
     Examples
     --------
@@ -744,9 +744,9 @@ def relate_objects(parents: np.ndarray, children: np.ndarray) -> tuple[np.ndarra
 
     Returns
     -------
-    (numpy.ndarray, numpy.ndarray)
-        ``parent_of_child`` (length = max child label) and
-        ``children_per_parent`` (length = max parent label).
+    (numpy.ndarray, shape (n_children,), numpy.ndarray, shape (n_parents,))
+        ``parent_of_child`` and ``children_per_parent``; ``n_children`` and
+        ``n_parents`` are the largest child and parent labels.
     """
     n_parents, n_children = int(parents.max(initial=0)), int(children.max(initial=0))
     both = (parents > 0) & (children > 0)
@@ -798,8 +798,8 @@ class SiteObjects:
 
     Attributes
     ----------
-    nuclei, cells, cytoplasm : numpy.ndarray
-        int32 labels; object i of each compartment belongs to nucleus i.
+    nuclei, cells, cytoplasm : numpy.ndarray of int32, shape (H, W)
+        Labels; object i of each compartment belongs to nucleus i.
     relationships : polars.DataFrame
         One row per object number (``Metadata_ObjectNumber``) with
         CellProfiler's relationship columns, prefixed by compartment:
@@ -863,8 +863,8 @@ def segment_site(
 
     Parameters
     ----------
-    channels : mapping of str to numpy.ndarray
-        The site's images by channel name (all the same shape).
+    channels : mapping of str to numpy.ndarray, each shape (H, W)
+        The site's images by channel name.
     nuclei, cells : str
         Channels for the nuclei (DNA) and the cell bodies (AGP or RNA).
     primary : mapping, optional
@@ -875,7 +875,7 @@ def segment_site(
         Shrink nuclei before subtracting them (:func:`identify_tertiary`).
     site : str
         How to name the site in messages (e.g. ``"plate P1 well A01 site 1"``).
-    nuclei_labels : numpy.ndarray, optional
+    nuclei_labels : numpy.ndarray of int, shape (H, W), optional
         Nuclei found another way (e.g. :func:`cellframe.segment.unet_segment`):
         cells are grown from them and keep their numbers; ``nuclei`` and
         ``primary`` are then not used.

@@ -149,8 +149,7 @@ def assist_contour(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
     rough : RoughROI, (x0, y0, x1, y1) or (N, 2) array of x/y points
         The user's input. Two points are a line; three or more a polygon; four
         numbers a box (or say so with ``kind``).
@@ -308,8 +307,7 @@ def rois_to_labels(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
     rois : path or sequence
         A file for :func:`read_rois`, or rough ROIs as accepted by :func:`assist_contour`.
     segmenter : callable, optional
@@ -317,8 +315,8 @@ def rois_to_labels(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image; object ``i`` is the ``i``-th ROI (pixels already
+    numpy.ndarray of int32, shape (H, W)
+        Label image; object ``i`` is the ``i``-th ROI (pixels already
         claimed by an earlier ROI stay with it; an ROI left with no pixels is
         skipped and later ones keep consecutive numbers).
     """

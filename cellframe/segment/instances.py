@@ -22,8 +22,8 @@ def labels_from_foreground(
 
     Parameters
     ----------
-    probability : numpy.ndarray
-        ``(H, W)`` or ``(1, H, W)`` foreground probabilities.
+    probability : numpy.ndarray, shape (H, W) or (1, H, W)
+        Foreground probabilities.
     threshold : float, default 0.5
         Pixels with probability > threshold are foreground.
     min_size : int, default 10
@@ -31,8 +31,8 @@ def labels_from_foreground(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image.
+    numpy.ndarray of int32, shape (H, W)
+        Label image.
     """
     p = np.asarray(probability)
     if p.ndim == 3 and p.shape[0] == 1:
@@ -52,15 +52,15 @@ def labels_from_three_class(probabilities: np.ndarray, *, min_size: int = 10) ->
 
     Parameters
     ----------
-    probabilities : numpy.ndarray
-        ``(3, H, W)``: background, interior, boundary (they sum to 1 per pixel).
+    probabilities : numpy.ndarray, shape (3, H, W)
+        Background, interior, boundary (they sum to 1 per pixel).
     min_size : int, default 10
         Seeds and final objects smaller than this are dropped.
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image.
+    numpy.ndarray of int32, shape (H, W)
+        Label image.
     """
     from skimage.segmentation import watershed
 

@@ -72,14 +72,14 @@ def iou_matrix(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    truth, prediction : numpy.ndarray
+    truth, prediction : numpy.ndarray of int, shape (H, W)
         Integer label images of the same 2-D shape (0 = background). Object ids
         need not be consecutive; rows and columns follow the sorted ids.
 
     Returns
     -------
-    numpy.ndarray
-        float64 array of shape ``(n_true, n_pred)``.
+    numpy.ndarray of float64, shape (n_true, n_pred)
+        IoU of each true object (row) with each predicted object (column).
     """
     t = np.asarray(truth)
     p = np.asarray(prediction)
@@ -143,7 +143,7 @@ def dsb_score(
 
     Parameters
     ----------
-    truth, prediction : numpy.ndarray
+    truth, prediction : numpy.ndarray of int, shape (H, W)
         Integer label images (0 = background).
     thresholds : sequence of float
         IoU thresholds (default 0.50, 0.55, ..., 0.95).
@@ -178,7 +178,7 @@ def tta_delta(
 
     Parameters
     ----------
-    truths, originals, merged : sequences of numpy.ndarray
+    truths, originals, merged : sequences of numpy.ndarray, each shape (H, W)
         Ground truth, prediction without TTA and prediction with TTA, per image.
     metric : {"dsb", "jaccard"}
         DSB 2018 score of label images or Jaccard index of foreground masks.

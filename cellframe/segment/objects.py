@@ -40,8 +40,8 @@ def objects_table(
 
     Parameters
     ----------
-    labels : numpy.ndarray
-        2-D integer label image (0 = background). Ids need not be consecutive;
+    labels : numpy.ndarray of int, shape (H, W)
+        Label image (0 = background). Ids need not be consecutive;
         ``Metadata_ObjectNumber`` is the object's id in the image.
     plate, well : str
         Keys of the site.

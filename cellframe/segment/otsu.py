@@ -54,8 +54,8 @@ def otsu_segment(
 
     Parameters
     ----------
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``; one channel is used.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
+        One channel is used.
     channel : int, default 0
         Channel of a ``(C, H, W)`` image to segment.
     sigma : float, default 1.0
@@ -67,8 +67,8 @@ def otsu_segment(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image ``(H, W)``: 0 background, 1..N objects in raster order.
+    numpy.ndarray of int32, shape (H, W)
+        Label image: 0 background, 1..N objects in raster order.
 
     Raises
     ------

@@ -93,8 +93,8 @@ def predict_proba(
     ----------
     model : UNet
         Runs on the device its parameters are on (move it once with ``.to``).
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)`` with ``C == model.config.in_channels``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
+        With ``C == model.config.in_channels``.
     tile : int, default 256
         Tile side in pixels (smaller images are one tile).
     overlap : int, default 32
@@ -114,8 +114,8 @@ def predict_proba(
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``(out_channels, H, W)``: sigmoid for 1 output, softmax for 3.
+    numpy.ndarray of float32, shape (out_channels, H, W)
+        Sigmoid for 1 output, softmax for 3.
 
     Raises
     ------
@@ -185,8 +185,8 @@ def unet_segment(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image ``(H, W)``.
+    numpy.ndarray of int32, shape (H, W)
+        Label image.
     """
     probs = predict_proba(
         model,

@@ -34,8 +34,8 @@ def targets_from_labels(labels: np.ndarray, out_channels: int) -> np.ndarray:
 
     Parameters
     ----------
-    labels : numpy.ndarray
-        2-D instance label image (0 = background).
+    labels : numpy.ndarray of int, shape (H, W)
+        Instance label image (0 = background).
     out_channels : {1, 3}
         1: float32 ``(1, H, W)`` foreground mask. 3: int64 ``(H, W)`` classes
         0 = background, 1 = interior, 2 = boundary (object pixels touching
@@ -43,7 +43,8 @@ def targets_from_labels(labels: np.ndarray, out_channels: int) -> np.ndarray:
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray of float32, shape (1, H, W), or of int64, shape (H, W)
+        The foreground mask (``out_channels=1``) or the classes (3).
     """
     from skimage.segmentation import find_boundaries
 

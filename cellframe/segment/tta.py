@@ -70,8 +70,8 @@ def merge_instances(
 
     Parameters
     ----------
-    label_images : sequence of numpy.ndarray
-        2-D integer label images of one shape, already in the original orientation.
+    label_images : sequence of numpy.ndarray of int, each shape (H, W)
+        Label images of one shape, already in the original orientation.
     iou_threshold : float, default 0.5
         Minimum IoU for two objects to be the same object.
     min_votes : int, optional
@@ -79,8 +79,8 @@ def merge_instances(
 
     Returns
     -------
-    numpy.ndarray
-        int32 label image, objects numbered 1..N in raster order.
+    numpy.ndarray of int32, shape (H, W)
+        Label image, objects numbered 1..N in raster order.
 
     Examples
     --------
@@ -174,8 +174,7 @@ def tta_instances(
         ``batched=True`` ``segment(list of images) -> list of labels`` (e.g.
         :meth:`cellframe.segment.maskrcnn.MaskRCNNSegmenter.__call__`, which
         runs the whole list in one forward pass).
-    image : numpy.ndarray
-        ``(H, W)`` or ``(C, H, W)``.
+    image : numpy.ndarray, shape (H, W) or (C, H, W)
     tta : str or sequence of str, default "default"
         Transforms (see :func:`cellframe.segment.augment.resolve_transforms`).
     batched : bool, default False
@@ -188,7 +187,9 @@ def tta_instances(
 
     Returns
     -------
-    numpy.ndarray, or (numpy.ndarray, list of numpy.ndarray)
+    numpy.ndarray of int32, shape (H, W), or (that, list of such arrays)
+        The merged label image, and with ``return_versions`` the label image
+        of each version.
     """
     arr = np.asarray(image)
     if arr.ndim not in (2, 3):
