@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = attach(
         "CheckpointError": "unet",
         "create_maskrcnn": "maskrcnn",
         "create_unet": "unet",
+        "DeclumpSettings": "classical",
         "DEFAULT_TTA": "augment",
         "DIHEDRAL": "augment",
         "dsb_score": "metrics",
@@ -54,6 +55,7 @@ __getattr__, __dir__, __all__ = attach(
         "SiteObjects": "classical",
         "SiteSpec": "pipeline",
         "threshold_image": "classical",
+        "ThresholdSettings": "classical",
         "train_maskrcnn": "maskrcnn",
         "train_unet": "train",
         "TrainHistory": "train",
@@ -72,7 +74,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.segment.advise import advise, methods_table
     from cellframe.segment.augment import DEFAULT_TTA, DIHEDRAL, apply_transform, undo_transform
     from cellframe.segment.classical import (
+        DeclumpSettings,
         SiteObjects,
+        ThresholdSettings,
         identify_primary,
         identify_secondary,
         identify_tertiary,
