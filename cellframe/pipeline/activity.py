@@ -21,6 +21,7 @@ from cellframe.evaluate.crossfit import (
     COLUMN_STEPS,
     REFITTABLE_STEPS,
     CorrectionPlan,
+    CrossFit,
     KeepColumns,
     _is_expression_text,
     _refit_step,
@@ -250,6 +251,7 @@ def activity_from_store(
     from cellframe.columns import metadata_columns
     from cellframe.evaluate.pairs import phenotypic_activity
     from cellframe.evaluate.significance import mean_average_precision
+    from cellframe.evaluate.similarity import ComputeOptions
 
     settings = null if null is not None else NullSettings()
     plan = correction_from_provenance(store, table)
@@ -277,10 +279,10 @@ def activity_from_store(
         same_plate=same_plate,
         features=None if correction is not None else features,
         keep=keep,
-        progress=progress,
-        correction=correction,
-        n_folds=settings.n_folds,
-        seed=settings.seed,
+        compute=ComputeOptions(progress=progress),
+        cross_fit=None
+        if correction is None
+        else CrossFit(correction, n_folds=settings.n_folds, seed=settings.seed),
     )
     summary = mean_average_precision(
         per_query.filter(~pl.col("is_control")),
