@@ -59,6 +59,7 @@ __getattr__, __dir__, __all__ = attach(
         "train_maskrcnn": "maskrcnn",
         "train_unet": "train",
         "TrainHistory": "train",
+        "UNetTrainConfig": "train",
         "tta_delta": "metrics",
         "tta_instances": "tta",
         "tta_predict_proba": "tta",
@@ -99,7 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.segment.otsu import otsu_segment
     from cellframe.segment.pipeline import SiteSpec, segment_sites, sites_from_paths, write_objects
     from cellframe.segment.predict import predict_proba, unet_segment
-    from cellframe.segment.train import TrainHistory, train_unet
+    from cellframe.segment.train import TrainHistory, UNetTrainConfig, train_unet
     from cellframe.segment.tta import merge_instances, tta_instances, tta_predict_proba
     from cellframe.segment.unet import (
         CheckpointError,
