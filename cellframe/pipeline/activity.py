@@ -140,7 +140,8 @@ def warn_dependent_null(plan: CorrectionPlan) -> None:
         f"{plan.problem}; the negative controls that serve as the null of the permutation "
         "test were used to fit that correction, so the null is not independent and "
         "p-values are too small (pretend treatments made of controls come out active). "
-        "Cross-fit instead: evaluate the pre-correction table with correction=..., or let "
+        "Cross-fit instead: evaluate the pre-correction table with "
+        "phenotypic_activity(..., cross_fit=CrossFit(correction)), or let "
         "cellframe refit the recorded steps (cross_fit=True; CLI: without --as-is)",
         DependentNullWarning,
         stacklevel=3,

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 from cellframe.cli import main
 from cellframe.columns import CONTROL, MOA, PLATE, TREATMENT, WELL
-from cellframe.io import ingest, read_platemap
+from cellframe.io import IngestOptions, ingest, read_platemap
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
@@ -243,7 +243,13 @@ def test_an_error_mid_source_leaves_the_store_byte_for_byte_unchanged(
     before = store_bytes(db)
     assert len(before) == (1 if layout == "table" else 3)  # db; or db, data file and marker
     with pytest.raises(InvalidInputError, match="simulated"):
-        ingest(plate, db, progress=False, layout=layout, format=FailsAfterOneBatch)
+        ingest(
+            plate,
+            db,
+            progress=False,
+            layout=layout,
+            options=IngestOptions(format=FailsAfterOneBatch),
+        )
     assert store_bytes(db) == before
 
 
