@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import time
 import uuid
@@ -314,7 +315,7 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.batch_rows is not None and (
             isinstance(self.batch_rows, bool)
-            or not isinstance(self.batch_rows, int)
+            or not isinstance(self.batch_rows, numbers.Integral)
             or self.batch_rows < 1
         ):
             raise InvalidInputError(

@@ -25,6 +25,7 @@ leaves the store as it was. The work is imported when the function runs.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -178,7 +179,9 @@ class MeasureOptions:
         from cellframe.errors import InvalidInputError
 
         bad = [
-            s for s in self.texture_scales if isinstance(s, bool) or not isinstance(s, int) or s < 1
+            s
+            for s in self.texture_scales
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
         ]
         if bad:
             raise InvalidInputError(
