@@ -81,7 +81,10 @@ def test_no_public_function_has_more_than_ten_parameters() -> None:
         ("def f(self, a): pass", [("f", 2)]),
         # private functions, private classes and nested helpers are not counted.
         ("def _f(a): pass\nclass _C:\n    def m(self): pass", []),
-        ("def f(a):\n    def inner(" + ", ".join(f"b{i}" for i in range(12)) + "): pass", [("f", 1)]),
+        (
+            "def f(a):\n    def inner(" + ", ".join(f"b{i}" for i in range(12)) + "): pass",
+            [("f", 1)],
+        ),
     ],
 )
 def test_counting(source: str, expected: list[tuple[str, int]]) -> None:
