@@ -103,7 +103,12 @@ def run_cellframe(n, n_features, scenario, null_size, seed, out):
     sys.path.insert(0, str(ROOT))
     import polars as pl
 
-    from cellframe.evaluate import average_precision, mean_average_precision, phenotypic_activity
+    from cellframe.evaluate import (
+        PairRules,
+        average_precision,
+        mean_average_precision,
+        phenotypic_activity,
+    )
 
     names, x = make_screen(n, n_features)
     frame = pl.DataFrame({"Metadata_Treatment": names}).hstack(
@@ -118,7 +123,7 @@ def run_cellframe(n, n_features, scenario, null_size, seed, out):
         ap_scored = ap.filter(~pl.col("is_control"))
     else:
         frame = frame.filter(pl.col("Metadata_Treatment") != "DMSO")
-        ap = average_precision(frame, **{k: v for k, v in _rules(scenario).items()})
+        ap = average_precision(frame, rules=PairRules(**_rules(scenario)))
         ap_scored = ap
     m = mean_average_precision(
         ap_scored, sameby="Metadata_Treatment", null_size=null_size, seed=seed

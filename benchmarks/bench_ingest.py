@@ -43,10 +43,11 @@ WORK = ROOT / "benchmarks" / "_work"
 CELLFRAME = textwrap.dedent(
     """
     import json, sys, time
-    from cellframe.io import ingest
+    from cellframe.io import IngestOptions, ingest
     t = time.perf_counter()
-    report = ingest(sys.argv[1], sys.argv[2], progress=False, in_memory=False,
-                    memory_limit=sys.argv[3], layout=sys.argv[4])
+    options = IngestOptions(in_memory=False, memory_limit=sys.argv[3])
+    report = ingest(sys.argv[1], sys.argv[2], progress=False, options=options,
+                    layout=sys.argv[4])
     print(json.dumps({"rows": report.rows, "features": report.n_features,
                       "seconds": time.perf_counter() - t}))
     """

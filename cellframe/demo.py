@@ -222,7 +222,12 @@ def _treatments(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _profile_and_evaluate(ctx: _Context) -> None:
-    from cellframe.evaluate import mean_average_precision, phenotypic_activity, retrieval_metrics
+    from cellframe.evaluate import (
+        CrossFit,
+        mean_average_precision,
+        phenotypic_activity,
+        retrieval_metrics,
+    )
     from cellframe.pipeline import run_step, save_step
     from cellframe.profiles import Normalizer, Spherizer, flag_outlier_wells, lambda_sweep
 
@@ -277,7 +282,8 @@ def _profile_and_evaluate(ctx: _Context) -> None:
         )
         curves.append(result.pr_curve.with_columns(pl.lit(f"CellProfiler, {name}").alias("source")))
         ap = phenotypic_activity(
-            pre.filter(pl.col(TREATMENT).is_not_null()), correction=correction, n_folds=2, seed=0
+            pre.filter(pl.col(TREATMENT).is_not_null()),
+            cross_fit=CrossFit(correction=correction, n_folds=2, seed=0),
         )
         maps = mean_average_precision(
             ap.filter(~pl.col("is_control")), sameby=TREATMENT, null_size=2000, seed=0

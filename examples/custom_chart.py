@@ -54,7 +54,7 @@ def tables_from_demo(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def tables_from_bundled_plate() -> tuple[pl.DataFrame, pl.DataFrame]:
     """The same two tables computed from the bundled LINCS plate SQ00015054."""
     from cellframe.demo import demo_data_dir
-    from cellframe.evaluate import mean_average_precision, phenotypic_activity
+    from cellframe.evaluate import CrossFit, mean_average_precision, phenotypic_activity
     from cellframe.profiles import Normalizer, Spherizer, aggregate, lambda_sweep, normalize
 
     path = demo_data_dir() / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
@@ -87,7 +87,9 @@ def tables_from_bundled_plate() -> tuple[pl.DataFrame, pl.DataFrame]:
     }
     activity = []
     for name, correction in corrections.items():
-        ap = phenotypic_activity(wells, correction=correction, n_folds=2, seed=0)
+        ap = phenotypic_activity(
+            wells, cross_fit=CrossFit(correction=correction, n_folds=2, seed=0)
+        )
         maps = mean_average_precision(
             ap.filter(~pl.col("is_control")), sameby=TREATMENT, null_size=1000, seed=0
         )

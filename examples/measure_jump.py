@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from cellframe.demo import demo_data_dir
-from cellframe.pipeline.measure import measure_images
+from cellframe.pipeline.measure import MeasureOptions, ObjectOptions, measure_images
 from cellframe.profiles import aggregate
 from cellframe.store import Store
 
@@ -49,9 +49,13 @@ def main() -> None:
         with Store(path) as store:
             start = time.perf_counter()
             report = measure_images(
-                store, [images], channels=CHANNELS, nuclei="DNA", cells="AGP",
-                families=families, texture_scales=(3,), progress=False,
-            )  # fmt: skip
+                store,
+                [images],
+                channels=CHANNELS,
+                progress=False,
+                objects=ObjectOptions(nuclei="DNA", cells="AGP"),
+                measurements=MeasureOptions(families=families, texture_scales=(3,)),
+            )
             print(report.summary())
             print(f"wall time {time.perf_counter() - start:.1f} s")
             cells = store.read("cells")

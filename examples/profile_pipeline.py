@@ -28,7 +28,7 @@ import polars as pl
 
 import cellframe  # noqa: F401  (registers the lf.cf namespace)
 from cellframe.columns import TREATMENT
-from cellframe.evaluate import mean_average_precision, phenotypic_activity
+from cellframe.evaluate import CrossFit, mean_average_precision, phenotypic_activity
 from cellframe.pipeline import save_step
 from cellframe.profiles import Spherizer, feature_select, strong_treatments
 from cellframe.store import Store
@@ -149,7 +149,7 @@ def run(path: Path, data: Path | None) -> None:
     # comes out "active", since the fit pulls the controls together and away from
     # every treated well. Cross-fitting refits `sphering` without one fold of the
     # DMSO wells and ranks each treated well against that held-out fold only:
-    ap_sphered = phenotypic_activity(selected, correction=sphering)
+    ap_sphered = phenotypic_activity(selected, cross_fit=CrossFit(correction=sphering))
     # ----------------------------------------------------------------------------------
     table = pl.concat([score(ap_normalized, "normalized"), score(ap_sphered, "sphered")])
     store.write("phenotypic_activity", table, mode="replace", step="example")

@@ -56,10 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         small,
         [train_img],
         [train_lab],
-        epochs=args.steps // 10,
-        steps_per_epoch=10,
-        batch_size=8,
-        patch_size=64,
+        config=seg.UNetTrainConfig(
+            epochs=args.steps // 10, steps_per_epoch=10, batch_size=8, patch_size=64
+        ),
         progress=True,
     )
     print(f"trained a small U-Net ({args.steps} steps) in {time.perf_counter() - t0:.0f} s")

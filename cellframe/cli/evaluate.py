@@ -120,6 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         params: dict[str, object] = {"mode": args.mode, "table": args.table}
         if args.mode == "retrieval":
             from cellframe.evaluate.retrieval import retrieval_metrics
+            from cellframe.evaluate.similarity import ComputeOptions
 
             params |= {
                 "label": args.label,
@@ -133,7 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 top_fraction=args.top_fraction,
                 exclude_same=args.exclude_same,
                 keep=meta,
-                progress=not args.quiet,
+                compute=ComputeOptions(progress=not args.quiet),
             )
             per_query, summary = res.per_query, res.summary
             store.write(

@@ -166,21 +166,26 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _single_source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of one ``ingest`` call, the same for a real run and a dry run."""
+    from cellframe.io.ingest import IngestOptions
+
+    options = IngestOptions(
+        format=args.format,
+        plate=args.plate,
+        well=args.well,
+        memory_limit=args.memory_limit,
+        reader_options=(
+            {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
+        ),
+        compartments=args.compartments,
+    )
     return {
         "table": args.table,
         "platemap": args.platemap,
         "annotations": args.annotations,
-        "format": args.format,
-        "plate": args.plate,
-        "well": args.well,
+        "options": options,
         "progress": not args.quiet,
-        "memory_limit": args.memory_limit,
         "layout": args.layout,
         "mode": args.mode,
-        "reader_options": (
-            {"case_duplicates": args.case_duplicates} if args.case_duplicates else None
-        ),
-        "compartments": args.compartments,
     }
 
 

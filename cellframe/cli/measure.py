@@ -14,7 +14,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cellframe.pipeline.measure import measure_images
+    from cellframe.pipeline.measure import MeasureOptions, ObjectOptions, SiteLayout, measure_images
     from cellframe.pipeline.steps import make_engine
     from cellframe.store import Store
 
@@ -24,20 +24,24 @@ def _run(args: argparse.Namespace) -> int:
             store,
             args.images,
             channels=_split(args.channels) or [],
-            nuclei=args.nuclei,
-            cells=args.cells,
-            sites_csv=args.sites,
-            pattern=args.pattern,
-            channel_names=_split(args.channel_names),
-            illumination=not args.no_illumination,
-            nuclei_method=args.nuclei_method,
             engine=make_engine(args.engine, address=args.address),
-            families=_split(args.families),
-            texture_scales=scales,
             table=args.table,
-            labels_dir=args.labels_dir,
             force=args.force,
             progress=not args.quiet,
+            layout=SiteLayout(
+                sites_csv=args.sites, pattern=args.pattern, channel_names=_split(args.channel_names)
+            ),
+            objects=ObjectOptions(
+                nuclei=args.nuclei,
+                cells=args.cells,
+                nuclei_method=args.nuclei_method,
+                labels_dir=args.labels_dir,
+            ),
+            measurements=MeasureOptions(
+                families=_split(args.families),
+                texture_scales=scales,
+                illumination=not args.no_illumination,
+            ),
         )
     if not args.quiet:
         print(report.summary())

@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from cellframe.io.images import read_labels, read_site
-    from cellframe.segment.train import train_unet
+    from cellframe.segment.train import UNetTrainConfig, train_unet
     from cellframe.segment.unet import create_unet, save_unet
 
     _set_threads(args.threads)
@@ -88,13 +88,15 @@ def _train(args: argparse.Namespace) -> int:
         model,
         [image],
         [labels],
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        seed=args.seed,
         checkpoint=args.out,
         progress=not args.quiet,
+        config=UNetTrainConfig(
+            epochs=args.epochs,
+            steps_per_epoch=args.steps,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
+            seed=args.seed,
+        ),
     )
     save_unet(
         model,

@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = attach(
         "crop_boxes": "crops",
         "crop_loader": "dataset",
         "crop_objects": "crops",
+        "CropSettings": "extract",
         "deepprofiler_feature_names": "deepprofiler",
         "embed_objects": "extract",
         "EmbedTiming": "extract",
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
         load_checkpoint,
         tap_layer,
     )
-    from cellframe.embed.extract import EmbedTiming, embed_objects, write_embeddings
+    from cellframe.embed.extract import CropSettings, EmbedTiming, embed_objects, write_embeddings
     from cellframe.embed.train import (
         TrainConfig,
         TrainResult,

@@ -29,7 +29,7 @@ from cellframe.embed.dataset import (
 )
 from cellframe.errors import InvalidInputError
 
-__all__ = ["EmbedTiming", "embed_objects", "write_embeddings"]
+__all__ = ["CropSettings", "EmbedTiming", "embed_objects", "write_embeddings"]
 
 #: The columns of an image: a write replaces the stored rows of the images it brings.
 IMAGE_KEYS = (PLATE, WELL, SITE)
@@ -44,6 +44,39 @@ class Embedder(Protocol):  # pragma: no cover - typing only
     def feature_names(self, channels: Sequence[str]) -> list[str]: ...
     @property
     def provenance(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How :func:`embed_objects` cuts the crop of each object.
+
+    Parameters
+    ----------
+    box_size : int, default 128
+        Crop side in pixels, centred on the object (DOMAIN.md §5).
+    mask_objects : bool, default False
+        Zero pixels outside each object (needs label images).
+
+    Raises
+    ------
+    InvalidInputError
+        For a ``box_size`` that is not a positive integer.
+    """
+
+    box_size: int = BOX_SIZE
+    mask_objects: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.box_size, bool) or not isinstance(self.box_size, int | np.integer):
+            raise InvalidInputError(
+                f"CropSettings: box_size must be a positive integer, got {self.box_size!r}; "
+                f"use e.g. box_size={BOX_SIZE}"
+            )
+        if self.box_size < 1:
+            raise InvalidInputError(
+                f"CropSettings: box_size must be a positive integer, got {self.box_size}; "
+                f"use e.g. box_size={BOX_SIZE}"
+            )
 
 
 @dataclass
@@ -74,10 +107,9 @@ def embed_objects(
     embedder: Embedder,
     *,
     channels: Sequence[str],
-    box_size: int = BOX_SIZE,
+    crops: CropSettings | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
-    mask_objects: bool = False,
     image_sites: Sequence[SiteKey] | None = None,
     progress: bool = True,
     timing: EmbedTiming | None = None,
@@ -96,15 +128,14 @@ def embed_objects(
         The network.
     channels : sequence of str
         Channel names in image order; they name the feature columns.
-    box_size : int
-        Crop side (128).
+    crops : CropSettings, optional
+        Crop side and masking; ``CropSettings()`` (128-pixel boxes, unmasked)
+        by default.
     batch_size : int
         Cells per forward pass (a :class:`ChannelEmbedder` runs
         ``batch_size * len(channels)`` images at once).
     num_workers : int
         Processes that read and crop sites while the network runs.
-    mask_objects : bool
-        Zero pixels outside each object (needs label images).
     image_sites : sequence of site keys, optional
         Every site that has images; those without objects are reported in a
         warning (they give no rows).
@@ -126,15 +157,16 @@ def embed_objects(
         For an image whose channel count differs from ``channels``, an object
         centre outside its image, or a missing site image.
     """
+    crops = CropSettings() if crops is None else crops
     start = time.perf_counter()
     forward_before = embedder.forward_seconds
     dataset = SiteCropDataset(
         objects,
         images,
         channels,
-        box_size=box_size,
+        box_size=crops.box_size,
         batch_size=batch_size,
-        mask_objects=mask_objects,
+        mask_objects=crops.mask_objects,
     )
     if image_sites is not None:
         warn_sites_without_objects(image_sites, dataset)

@@ -104,7 +104,8 @@ def embed_plates(
     n_actors : int, optional
         Models to run at once (default: one per GPU, else one per 2 CPUs).
     **options
-        Passed to :func:`cellframe.embed.embed_objects` (``batch_size``, ...).
+        Passed to :func:`cellframe.embed.embed_objects` (``batch_size``,
+        ``crops=CropSettings(...)``, ...).
 
     Returns
     -------

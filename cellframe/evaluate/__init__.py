@@ -12,6 +12,9 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "average_precision": "pairs",
+        "ComputeOptions": "similarity",
+        "CrossFit": "crossfit",
+        "PairRules": "pairs",
         "average_precision_p_values": "significance",
         "batch_panel": "batch",
         "benjamini_hochberg": "significance",
@@ -72,7 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
         silhouette_batch,
         silhouette_label,
     )
-    from cellframe.evaluate.crossfit import control_folds
+    from cellframe.evaluate.crossfit import CrossFit, control_folds
     from cellframe.evaluate.moa import (
         MoaAccuracy,
         NoNeighbourWarning,
@@ -81,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover
         nscb_accuracy,
     )
     from cellframe.evaluate.pairs import (
+        PairRules,
         average_precision,
         label_matrix,
         phenotypic_activity,
@@ -104,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
         null_average_precision,
     )
     from cellframe.evaluate.similarity import (
+        ComputeOptions,
         check_float32_similarity,
         cosine_similarity,
         iter_similarity_blocks,

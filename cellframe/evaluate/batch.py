@@ -904,7 +904,7 @@ def map_nonrep(
     -------
     float
     """
-    from cellframe.evaluate.pairs import average_precision
+    from cellframe.evaluate.pairs import PairRules, average_precision
 
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     _require(df, [label], "profiles")
@@ -912,7 +912,9 @@ def map_nonrep(
     treated = df.filter(pl.Series(~_control_mask(df, controls)))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no positive pair.*", category=RuntimeWarning)
-        ap = average_precision(treated, pos_sameby=[label], neg_diffby=[label], features=feats)
+        ap = average_precision(
+            treated, features=feats, rules=PairRules(pos_sameby=[label], neg_diffby=[label])
+        )
     return _label_mean(ap, label)
 
 

@@ -42,6 +42,7 @@ from cellframe.errors import InvalidInputError
 __all__ = [
     "ChainedCorrection",
     "CorrectionPlan",
+    "CrossFit",
     "FittedCorrection",
     "KeepColumns",
     "control_folds",
@@ -154,6 +155,48 @@ def fit_correction(correction: Correction, frame: pl.DataFrame) -> Any:
                 current = fitted.transform(current).lazy().collect()
         return ChainedCorrection(steps)
     return _fit_one(correction, frame)
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """A correction to cross-fit on the controls, with its folds (see the module docstring).
+
+    Parameters
+    ----------
+    correction : callable, estimator or sequence
+        The correction, given *unfitted*: ``callable(frame) -> fitted`` with
+        ``fitted.transform(frame)`` (e.g. ``lambda rows: Spherizer(lam=1e-2).fit(rows)``),
+        an estimator with ``fit``/``transform`` (copied per fold), or a
+        sequence of them applied in order.
+    n_folds : int, default 2
+        Folds of the controls (stratified per plate when that column exists).
+    seed : int, default 0
+        Seed of the fold assignment.
+
+    Raises
+    ------
+    InvalidInputError
+        For an ``n_folds`` that is not an integer of at least 2.
+
+    Examples
+    --------
+    >>> CrossFit(lambda rows: rows, n_folds=3).seed
+    0
+    """
+
+    correction: Correction
+    n_folds: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.n_folds, bool)
+            or not isinstance(self.n_folds, int | np.integer)
+            or self.n_folds < 2
+        ):
+            raise InvalidInputError(
+                f"CrossFit: n_folds must be an integer of at least 2, got {self.n_folds!r}"
+            )
 
 
 def control_folds(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -31,14 +32,14 @@ from cellframe.evaluate._ranking import (
     rank_lists,
     segment_sums,
 )
-from cellframe.evaluate.crossfit import Correction, control_folds, fit_correction
+from cellframe.evaluate.crossfit import CrossFit, control_folds, fit_correction
 from cellframe.evaluate.significance import normalized_average_precision
-from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
+from cellframe.evaluate.similarity import ComputeOptions, check_float32_similarity, unit_rows
 
 if TYPE_CHECKING:  # scipy is imported where labels are built
     import scipy.sparse as sp
 
-__all__ = ["average_precision", "label_matrix", "phenotypic_activity", "recall_at_k"]
+__all__ = ["PairRules", "average_precision", "label_matrix", "phenotypic_activity", "recall_at_k"]
 
 _REFERENCE = "__cf_reference_index"
 _ROW = "Metadata_cf_crossfit_row"  # Metadata_: corrections pass it through
@@ -102,6 +103,64 @@ def _check_rules(pos_sameby, pos_diffby, neg_sameby, neg_diffby) -> None:
         if both:
             raise InvalidInputError(
                 f"{name}_sameby and {name}_diffby must be disjoint; both name {sorted(both)}"
+            )
+
+
+@dataclass(frozen=True)
+class PairRules:
+    """copairs' pair rules: which pairs of profiles are positives and which negatives.
+
+    A pair is positive when the two profiles share every ``pos_sameby``
+    column and differ in every ``pos_diffby`` column; negative when they share
+    every ``neg_sameby`` column and differ in every ``neg_diffby`` column
+    (see the module docstring).
+
+    Parameters
+    ----------
+    pos_sameby, pos_diffby, neg_sameby, neg_diffby : sequence of str
+        The rule columns (stored as tuples).
+    multilabel : str, optional
+        A column of several labels (``"a|b"`` strings or lists) that must be in
+        ``pos_sameby``: AP is then computed per (query, label), positives being
+        the profiles holding that label and negatives those sharing no label
+        with the query (copairs' ``multilabel.average_precision``).
+    sep : str, default "|"
+        Separator of labels in a string ``multilabel`` column.
+
+    Raises
+    ------
+    InvalidInputError
+        When a side has no rule, a column is both "same" and "diff" on one
+        side, or ``multilabel`` is not in ``pos_sameby``.
+
+    Examples
+    --------
+    >>> rules = PairRules(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
+    >>> rules.pos_sameby, rules.neg_sameby
+    (('Metadata_Treatment',), ())
+    """
+
+    pos_sameby: Sequence[str] = ()
+    pos_diffby: Sequence[str] = ()
+    neg_sameby: Sequence[str] = ()
+    neg_diffby: Sequence[str] = ()
+    multilabel: str | None = None
+    sep: str = "|"
+
+    def __post_init__(self) -> None:
+        for name in ("pos_sameby", "pos_diffby", "neg_sameby", "neg_diffby"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise InvalidInputError(
+                    f"PairRules: {name} must be a sequence of column names, got the string "
+                    f"{value!r}; write {name}=[{value!r}]"
+                )
+            object.__setattr__(self, name, tuple(value))
+        _check_rules(self.pos_sameby, self.pos_diffby, self.neg_sameby, self.neg_diffby)
+        if self.multilabel is not None and self.multilabel not in self.pos_sameby:
+            raise InvalidInputError(
+                f"multilabel column {self.multilabel!r} must be in pos_sameby "
+                "(positives share a label)"
             )
 
 
@@ -239,17 +298,10 @@ def _recall(lists: RankLists, k: int) -> np.ndarray:
 def average_precision(
     profiles: pl.DataFrame | pl.LazyFrame,
     *,
-    pos_sameby: Sequence[str],
-    pos_diffby: Sequence[str] = (),
-    neg_sameby: Sequence[str] = (),
-    neg_diffby: Sequence[str] = (),
-    multilabel: str | None = None,
-    sep: str = "|",
+    rules: PairRules,
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
-    dtype: type[np.floating] = np.float32,
-    block_rows: int | None = None,
-    progress: bool = False,
+    compute: ComputeOptions | None = None,
 ) -> pl.DataFrame:
     """copairs-compatible average precision of every profile (non-interpolated, cosine).
 
@@ -257,25 +309,15 @@ def average_precision(
     ----------
     profiles : polars.DataFrame or LazyFrame
         One row per profile.
-    pos_sameby, pos_diffby, neg_sameby, neg_diffby : sequence of str
-        copairs' pair rules (see the module docstring).
-    multilabel : str, optional
-        A column of several labels (``"a|b"`` strings or lists) that must be in
-        ``pos_sameby``: AP is then computed per (query, label), positives being
-        the profiles holding that label and negatives those sharing no label
-        with the query (copairs' ``multilabel.average_precision``).
-    sep : str
-        Separator of labels in a string ``multilabel`` column.
+    rules : PairRules
+        copairs' pair rules (positives, negatives, an optional multi-label column).
     features : sequence of str, optional
         Feature columns (default: all numeric non-``Metadata_`` columns).
     keep : sequence of str
         Extra metadata columns to carry into the result.
-    dtype : numpy float type
-        float32 (default) or float64 similarity arithmetic.
-    block_rows : int, optional
-        Queries per block (default: ~512 MB of temporaries).
-    progress : bool
-        Show a progress bar.
+    compute : ComputeOptions, optional
+        Arithmetic type, queries per block, progress bar; ``ComputeOptions()``
+        (float32, automatic blocks, no bar) by default.
 
     Returns
     -------
@@ -301,19 +343,20 @@ def average_precision(
         With the count of queries without positives, of all-zero profiles and
         of rows whose rule columns are null (those rows are left out).
     """
+    compute = ComputeOptions() if compute is None else compute
     return _average_precision(
         profiles,
-        pos_sameby=pos_sameby,
-        pos_diffby=pos_diffby,
-        neg_sameby=neg_sameby,
-        neg_diffby=neg_diffby,
-        multilabel=multilabel,
-        sep=sep,
+        pos_sameby=rules.pos_sameby,
+        pos_diffby=rules.pos_diffby,
+        neg_sameby=rules.neg_sameby,
+        neg_diffby=rules.neg_diffby,
+        multilabel=rules.multilabel,
+        sep=rules.sep,
         features=features,
         keep=keep,
-        dtype=dtype,
-        block_rows=block_rows,
-        progress=progress,
+        dtype=compute.dtype,
+        block_rows=compute.block_rows,
+        progress=compute.progress,
     )
 
 
@@ -326,12 +369,8 @@ def phenotypic_activity(
     plate: str = "Metadata_Plate",
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
-    dtype: type[np.floating] = np.float32,
-    block_rows: int | None = None,
-    progress: bool = False,
-    correction: Correction | None = None,
-    n_folds: int = 2,
-    seed: int = 0,
+    compute: ComputeOptions | None = None,
+    cross_fit: CrossFit | None = None,
 ) -> pl.DataFrame:
     """AP of each profile retrieving its replicates against negative controls.
 
@@ -351,23 +390,18 @@ def phenotypic_activity(
         Restrict negatives to controls on the query's plate.
     plate : str
         Plate column used with ``same_plate``.
-    features, keep, dtype, block_rows, progress
+    features, keep, compute
         As in :func:`average_precision`.
-    correction : callable, estimator or sequence, optional
+    cross_fit : CrossFit, optional
         A correction fitted on control wells (sphering, normalization), given
-        *unfitted*: ``callable(frame) -> fitted`` with ``fitted.transform(frame)``
-        (e.g. ``lambda rows: Spherizer(lam=1e-2).fit(rows)``), an estimator with
-        ``fit``/``transform`` (copied per fold), or a sequence of them applied
-        in order. ``profiles`` are then the *pre-correction* profiles and the
-        activity is cross-fitted (see :mod:`cellframe.evaluate.crossfit`): for
-        each of ``n_folds`` folds of the controls, the correction is fitted on
-        every row except that fold's controls, and each treatment well is
-        ranked against the held-out controls only. Without a correction the
-        controls are used as given (copairs' recipe).
-    n_folds : int, default 2
-        Folds of the controls (stratified per ``plate`` when that column exists).
-    seed : int, default 0
-        Seed of the fold assignment.
+        *unfitted*, with its folds (:class:`~cellframe.evaluate.CrossFit`, e.g.
+        ``CrossFit(lambda rows: Spherizer(lam=1e-2).fit(rows))``). ``profiles``
+        are then the *pre-correction* profiles and the activity is cross-fitted
+        (see :mod:`cellframe.evaluate.crossfit`): for each of ``n_folds`` folds
+        of the controls (stratified per ``plate`` when that column exists), the
+        correction is fitted on every row except that fold's controls, and
+        each treatment well is ranked against the held-out controls only.
+        Without it the controls are used as given (copairs' recipe).
 
     Returns
     -------
@@ -382,8 +416,8 @@ def phenotypic_activity(
     Raises
     ------
     InvalidInputError
-        No control row, bad ``n_folds`` (below 2 or above the number of
-        controls), or a correction that returns no ``transform``.
+        No control row, more folds than controls, or a correction that
+        returns no ``transform``.
 
     Examples
     --------
@@ -395,6 +429,7 @@ def phenotypic_activity(
     >>> ap.filter(~pl.col("is_control"))["average_precision"].to_list()
     [1.0, 1.0]
     """
+    compute = ComputeOptions() if compute is None else compute
     df = profiles.collect() if isinstance(profiles, pl.LazyFrame) else profiles
     # Decide the features before the helper columns below are added.
     features = list(features) if features is not None else feature_columns(df)
@@ -427,18 +462,18 @@ def phenotypic_activity(
             sep="|",
             features=feats,
             keep=[*keep, "is_control"],
-            dtype=dtype,
-            block_rows=block_rows,
-            progress=progress,
+            dtype=compute.dtype,
+            block_rows=compute.block_rows,
+            progress=compute.progress,
             expect_positives=~ctrl,
         )
         return out.drop(_REFERENCE)
 
-    if correction is None:
+    if cross_fit is None:
         return score(df, is_ctrl, features)
     return _cross_fitted(
-        df, is_ctrl, features, score, correction=correction, n_folds=n_folds, seed=seed,
-        plate=plate,
+        df, is_ctrl, features, score, correction=cross_fit.correction,
+        n_folds=cross_fit.n_folds, seed=cross_fit.seed, plate=plate,
     )  # fmt: skip
 
 
@@ -448,7 +483,7 @@ def _cross_fitted(
     features: list[str],
     score: Callable[[pl.DataFrame, np.ndarray, list[str]], pl.DataFrame],
     *,
-    correction: Correction,
+    correction: Any,
     n_folds: int,
     seed: int,
     plate: str,
@@ -485,17 +520,10 @@ def recall_at_k(
     profiles: pl.DataFrame | pl.LazyFrame,
     *,
     k: int | Sequence[int],
-    pos_sameby: Sequence[str],
-    pos_diffby: Sequence[str] = (),
-    neg_sameby: Sequence[str] = (),
-    neg_diffby: Sequence[str] = (),
-    multilabel: str | None = None,
-    sep: str = "|",
+    rules: PairRules,
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
-    dtype: type[np.floating] = np.float32,
-    block_rows: int | None = None,
-    progress: bool = False,
+    compute: ComputeOptions | None = None,
 ) -> pl.DataFrame:
     """Recall@k of every profile under copairs' pair rules, beside its AP.
 
@@ -511,7 +539,7 @@ def recall_at_k(
         One row per profile.
     k : int or sequence of int
         Cut-off(s), each ``>= 1``; one ``recall_at_<k>`` column per value.
-    pos_sameby, pos_diffby, neg_sameby, neg_diffby, multilabel, sep, features, keep, dtype, block_rows, progress
+    rules, features, keep, compute
         As in :func:`average_precision`.
 
     Returns
@@ -530,8 +558,8 @@ def recall_at_k(
     >>> import polars as pl
     >>> df = pl.DataFrame({"Metadata_Treatment": ["a", "a", "b", "b"],
     ...                    "f1": [1.0, 0.0, 0.9, 0.1], "f2": [0.0, 1.0, 0.1, 0.9]})
-    >>> rules = dict(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
-    >>> recall_at_k(df, k=[1, 2], **rules).select("recall_at_1", "recall_at_2").rows()
+    >>> rules = PairRules(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
+    >>> recall_at_k(df, k=[1, 2], rules=rules).select("recall_at_1", "recall_at_2").rows()
     [(0.0, 0.0), (0.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
     """
     ks = [k] if isinstance(k, int | np.integer | float) else list(k)
@@ -540,18 +568,19 @@ def recall_at_k(
         raise InvalidInputError(
             f"k must be a positive integer or a non-empty list of them; got {k!r}"
         )
+    compute = ComputeOptions() if compute is None else compute
     return _average_precision(
         profiles,
-        pos_sameby=pos_sameby,
-        pos_diffby=pos_diffby,
-        neg_sameby=neg_sameby,
-        neg_diffby=neg_diffby,
-        multilabel=multilabel,
-        sep=sep,
+        pos_sameby=rules.pos_sameby,
+        pos_diffby=rules.pos_diffby,
+        neg_sameby=rules.neg_sameby,
+        neg_diffby=rules.neg_diffby,
+        multilabel=rules.multilabel,
+        sep=rules.sep,
         features=features,
         keep=keep,
-        dtype=dtype,
-        block_rows=block_rows,
-        progress=progress,
+        dtype=compute.dtype,
+        block_rows=compute.block_rows,
+        progress=compute.progress,
         recall_k=[int(v) for v in dict.fromkeys(ks)],
     )

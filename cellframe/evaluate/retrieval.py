@@ -52,7 +52,7 @@ from cellframe.evaluate._ranking import (
 )
 from cellframe.evaluate.pairs import label_matrix
 from cellframe.evaluate.significance import normalized_average_precision
-from cellframe.evaluate.similarity import check_float32_similarity, unit_rows
+from cellframe.evaluate.similarity import ComputeOptions, check_float32_similarity, unit_rows
 
 __all__ = [
     "RetrievalResult",
@@ -245,9 +245,7 @@ def retrieval_metrics(
     recall_points: int = 101,
     exclude_same: Sequence[str] = (),
     keep: Sequence[str] = (),
-    dtype: type[np.floating] = np.float32,
-    block_rows: int | None = None,
-    progress: bool = False,
+    compute: ComputeOptions | None = None,
 ) -> RetrievalResult:
     """Interpolated mAP, PR curve, folds of enrichment and hits at the top 1% (thesis metrics).
 
@@ -270,8 +268,9 @@ def retrieval_metrics(
         level: ``("Metadata_Plate", "Metadata_Well")``).
     keep : sequence of str
         Metadata columns copied into ``per_query``.
-    dtype, block_rows, progress
-        Arithmetic type, queries per block, progress bar.
+    compute : ComputeOptions, optional
+        Arithmetic type, queries per block, progress bar; ``ComputeOptions()``
+        (float32, automatic blocks, no bar) by default.
 
     Returns
     -------
@@ -299,6 +298,7 @@ def retrieval_metrics(
     >>> retrieval_metrics(df).summary["mean_average_precision"][0]
     1.0
     """
+    compute = ComputeOptions() if compute is None else compute
     if not 0 < top_fraction <= 1:
         raise InvalidInputError(f"top_fraction must be in (0, 1], got {top_fraction}")
     if recall_points < 2:
@@ -310,9 +310,9 @@ def retrieval_metrics(
         features=features,
         exclude_same=exclude_same,
         keep=[label, *[k for k in keep if k != label]],
-        dtype=dtype,
-        block_rows=block_rows,
-        progress=progress,
+        dtype=compute.dtype,
+        block_rows=compute.block_rows,
+        progress=compute.progress,
     )
     keep_cols = [label, *[k for k in keep if k != label]]
     per_query = _per_query(lists, meta, keep_cols, top_fraction)
@@ -428,9 +428,7 @@ def hits_at_top(
         top_fraction=top_fraction,
         exclude_same=exclude_same,
         recall_points=2,
-        dtype=dtype,
-        block_rows=block_rows,
-        progress=progress,
+        compute=ComputeOptions(dtype=dtype, block_rows=block_rows, progress=progress),
     )
     return (
         res.per_query.group_by(group)

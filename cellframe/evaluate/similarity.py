@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,7 @@ from cellframe.errors import InvalidInputError
 from cellframe.evaluate._data import default_block_rows, profile_matrix
 
 __all__ = [
+    "ComputeOptions",
     "check_float32_similarity",
     "cosine_similarity",
     "iter_similarity_blocks",
@@ -28,6 +30,63 @@ __all__ = [
 
 #: Largest |float32 - float64| cosine difference accepted by the float64 check.
 FLOAT32_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ComputeOptions:
+    """How the evaluation functions compute similarities: precision, block size, progress.
+
+    Shared by :func:`~cellframe.evaluate.average_precision`,
+    :func:`~cellframe.evaluate.recall_at_k`,
+    :func:`~cellframe.evaluate.phenotypic_activity` and
+    :func:`~cellframe.evaluate.retrieval_metrics`; none of these settings
+    changes which pairs are compared, only how the arithmetic runs.
+
+    Parameters
+    ----------
+    dtype : numpy float type, default numpy.float32
+        float32 (checked against float64, see :func:`check_float32_similarity`)
+        or float64 similarity arithmetic.
+    block_rows : int, optional
+        Queries per block (default: ~512 MB of temporaries).
+    progress : bool, default False
+        Show a progress bar.
+
+    Raises
+    ------
+    InvalidInputError
+        For a ``dtype`` that is not a floating type, or a ``block_rows`` that
+        is not a positive integer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ComputeOptions(dtype=np.float64, block_rows=256).progress
+    False
+    """
+
+    dtype: type[np.floating] = np.float32
+    block_rows: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            kind = np.dtype(self.dtype).kind
+        except TypeError:
+            kind = ""
+        if kind != "f":
+            raise InvalidInputError(
+                f"ComputeOptions: dtype must be numpy.float32 or numpy.float64, got {self.dtype!r}"
+            )
+        if self.block_rows is not None and (
+            isinstance(self.block_rows, bool)
+            or not isinstance(self.block_rows, int | np.integer)
+            or self.block_rows < 1
+        ):
+            raise InvalidInputError(
+                f"ComputeOptions: block_rows must be a positive integer or None (automatic), "
+                f"got {self.block_rows!r}"
+            )
 
 
 def unit_rows(x: np.ndarray, *, dtype: type[np.floating] = np.float32) -> np.ndarray:

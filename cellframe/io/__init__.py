@@ -26,6 +26,7 @@ __getattr__, __dir__, __all__ = attach(
         "from_anndata": "anndata",
         "InCartaCSV": "incarta",
         "ingest": "ingest",
+        "IngestOptions": "ingest",
         "IngestReport": "ingest",
         "IngestWarning": "ingest",
         "ProfilesFile": "profiles",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.io.incarta import InCartaCSV
     from cellframe.io.ingest import (
         FORMATS,
+        IngestOptions,
         IngestReport,
         IngestWarning,
         detect_format,

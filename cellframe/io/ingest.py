@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import time
 import uuid
@@ -268,6 +269,76 @@ def platemap_frame(
     return read_platemap(platemap, annotations=annotations)
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """How :func:`ingest` reads its source: format, naming, batching and staging.
+
+    Parameters
+    ----------
+    format : str or Reader subclass, default "auto"
+        One of :data:`FORMATS`, or ``"auto"`` to detect it.
+    plate : str, optional
+        Plate name for every row (replaces the source's plate column; needed
+        where the source has none).
+    well : str, optional
+        Well for sources without one (a single-image CellProfiler run).
+    batch_rows : int, optional
+        Rows per batch (default: about 64 MB of features).
+    in_memory : bool, optional
+        Join CellProfiler compartments in memory (small sources) or through a
+        temporary DuckDB database (streams; the default for sources over 128 MB).
+    staging_dir : str or os.PathLike, optional
+        Folder for that temporary database (default: the system temp folder).
+    memory_limit : str, default "512MB"
+        DuckDB memory limit of the temporary database, and of the store when
+        :func:`ingest` opens it from a path.
+    reader_options : mapping, optional
+        Options only one reader has, e.g. ``{"case_duplicates": "rename"}``
+        for profile files (see :class:`~cellframe.io.ProfilesFile`).
+    compartments : sequence of str, optional
+        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
+        Nuclei). Default: all three for SQLite (a file without one is
+        refused), those present for CSV trees.
+
+    Raises
+    ------
+    InvalidInputError
+        For a ``batch_rows`` that is not a positive integer, or
+        ``compartments`` given as one string.
+
+    Examples
+    --------
+    >>> IngestOptions(format="cellprofiler_sqlite", compartments=["Cells", "Nuclei"]).plate is None
+    True
+    """
+
+    format: str | type[Reader] = "auto"
+    plate: str | None = None
+    well: str | None = None
+    batch_rows: int | None = None
+    in_memory: bool | None = None
+    staging_dir: str | os.PathLike[str] | None = None
+    memory_limit: str = "512MB"
+    reader_options: Mapping[str, Any] | None = None
+    compartments: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_rows is not None and (
+            isinstance(self.batch_rows, bool)
+            or not isinstance(self.batch_rows, numbers.Integral)
+            or self.batch_rows < 1
+        ):
+            raise InvalidInputError(
+                f"IngestOptions: batch_rows must be a positive integer or None (automatic), "
+                f"got {self.batch_rows!r}"
+            )
+        if isinstance(self.compartments, str):
+            raise InvalidInputError(
+                f"IngestOptions: compartments must be a sequence of names, got the string "
+                f"{self.compartments!r}; write compartments=[{self.compartments!r}]"
+            )
+
+
 def ingest(
     source: str | os.PathLike[str],
     store: Store | str | os.PathLike[str],
@@ -275,19 +346,11 @@ def ingest(
     table: str | None = None,
     platemap: str | os.PathLike[str] | pl.DataFrame | None = None,
     annotations: str | os.PathLike[str] | pl.DataFrame | None = None,
-    format: str | type[Reader] = "auto",
-    plate: str | None = None,
-    well: str | None = None,
+    options: IngestOptions | None = None,
     progress: bool = True,
-    batch_rows: int | None = None,
-    in_memory: bool | None = None,
-    staging_dir: str | os.PathLike[str] | None = None,
-    memory_limit: str = "512MB",
     layout: str = "auto",
     mode: str = "replace-images",
     dry_run: bool = False,
-    reader_options: Mapping[str, Any] | None = None,
-    compartments: Sequence[str] | None = None,
 ) -> IngestReport:
     """Read single cells (or image profiles) from ``source`` and write them to a store.
 
@@ -312,25 +375,12 @@ def ingest(
         rows for the ingested plates are also written to the ``platemap`` table.
     annotations : str, os.PathLike or polars.DataFrame, optional
         Perturbation table joined to the platemap (see :func:`read_platemap`).
-    format : str or Reader subclass, default "auto"
-        One of :data:`FORMATS`, or ``"auto"`` to detect it.
-    plate : str, optional
-        Plate name for every row (replaces the source's plate column; needed
-        where the source has none).
-    well : str, optional
-        Well for sources without one (a single-image CellProfiler run).
+    options : IngestOptions, optional
+        How the source is read: format, plate and well names, batch size,
+        staging of CellProfiler joins, memory limit, reader-specific options
+        and compartments; ``IngestOptions()`` (format detected) by default.
     progress : bool, default True
         Show progress bars.
-    batch_rows : int, optional
-        Rows per batch (default: about 64 MB of features).
-    in_memory : bool, optional
-        Join CellProfiler compartments in memory (small sources) or through a
-        temporary DuckDB database (streams; the default for sources over 128 MB).
-    staging_dir : str or os.PathLike, optional
-        Folder for that temporary database (default: the system temp folder).
-    memory_limit : str, default "512MB"
-        DuckDB memory limit of the temporary database, and of the store when
-        ``store`` is a path.
     layout : {"auto", "table", "parquet"}, default "auto"
         ``"table"``: rows go into a DuckDB table in the store file (one
         transaction for the whole source). ``"parquet"``: one zstd Parquet
@@ -355,13 +405,6 @@ def ingest(
         Read ``source`` and report what would be added and replaced (plates,
         images, rows) without writing anything; the store is opened
         read-only (and not created when absent).
-    reader_options : mapping, optional
-        Options only one reader has, e.g. ``{"case_duplicates": "rename"}``
-        for profile files (see :class:`~cellframe.io.ProfilesFile`).
-    compartments : sequence of str, optional
-        CellProfiler sources: the compartments to join (of Cells, Cytoplasm,
-        Nuclei). Default: all three for SQLite (a file without one is
-        refused), those present for CSV trees.
 
     Returns
     -------
@@ -398,6 +441,11 @@ def ingest(
     >>> print(report)                                        # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    options = IngestOptions() if options is None else options
+    format, plate, well = options.format, options.plate, options.well
+    batch_rows, in_memory, staging_dir = options.batch_rows, options.in_memory, options.staging_dir
+    memory_limit, reader_options = options.memory_limit, options.reader_options
+    compartments = options.compartments
     if mode not in MODES:
         raise InvalidInputError(
             f"unknown ingest mode {mode!r}; valid: {', '.join(repr(m) for m in MODES)}"
@@ -405,15 +453,15 @@ def ingest(
     if layout not in ("auto", "table", "parquet"):
         raise InvalidInputError(f"layout must be 'auto', 'table' or 'parquet', not {layout!r}")
     reader_cls = resolve_reader(format, source)
-    options: dict[str, Any] = {} if compartments is None else {"compartments": compartments}
-    if options and not issubclass(reader_cls, (CellProfilerCSV, CellProfilerSQLite)):
+    joined: dict[str, Any] = {} if compartments is None else {"compartments": compartments}
+    if joined and not issubclass(reader_cls, (CellProfilerCSV, CellProfilerSQLite)):
         raise InvalidInputError(
             f"compartments= applies to CellProfiler CSV and SQLite sources, not {source} "
             f"({reader_cls.format})"
         )
     reader = reader_cls(
         source,
-        **options,
+        **joined,
         plate=plate,
         well=well,
         batch_rows=batch_rows,
@@ -440,7 +488,7 @@ def ingest(
         "annotations": _describe(annotations),
         "layout": layout,
         "mode": mode,
-        **options,
+        **joined,
     }
     if dry_run:
         _dry_run(rows, store, report)
@@ -879,6 +927,7 @@ def write_platemap(
 __all__ = [
     "FORMATS",
     "MODES",
+    "IngestOptions",
     "IngestReport",
     "IngestWarning",
     "detect_format",

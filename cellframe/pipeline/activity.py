@@ -21,6 +21,7 @@ from cellframe.evaluate.crossfit import (
     COLUMN_STEPS,
     REFITTABLE_STEPS,
     CorrectionPlan,
+    CrossFit,
     KeepColumns,
     _is_expression_text,
     _refit_step,
@@ -139,7 +140,8 @@ def warn_dependent_null(plan: CorrectionPlan) -> None:
         f"{plan.problem}; the negative controls that serve as the null of the permutation "
         "test were used to fit that correction, so the null is not independent and "
         "p-values are too small (pretend treatments made of controls come out active). "
-        "Cross-fit instead: evaluate the pre-correction table with correction=..., or let "
+        "Cross-fit instead: evaluate the pre-correction table with "
+        "phenotypic_activity(..., cross_fit=CrossFit(correction)), or let "
         "cellframe refit the recorded steps (cross_fit=True; CLI: without --as-is)",
         DependentNullWarning,
         stacklevel=3,
@@ -250,6 +252,7 @@ def activity_from_store(
     from cellframe.columns import metadata_columns
     from cellframe.evaluate.pairs import phenotypic_activity
     from cellframe.evaluate.significance import mean_average_precision
+    from cellframe.evaluate.similarity import ComputeOptions
 
     settings = null if null is not None else NullSettings()
     plan = correction_from_provenance(store, table)
@@ -277,10 +280,10 @@ def activity_from_store(
         same_plate=same_plate,
         features=None if correction is not None else features,
         keep=keep,
-        progress=progress,
-        correction=correction,
-        n_folds=settings.n_folds,
-        seed=settings.seed,
+        compute=ComputeOptions(progress=progress),
+        cross_fit=None
+        if correction is None
+        else CrossFit(correction, n_folds=settings.n_folds, seed=settings.seed),
     )
     summary = mean_average_precision(
         per_query.filter(~pl.col("is_control")),

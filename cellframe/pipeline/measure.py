@@ -13,7 +13,7 @@ writes, per site:
 * one image-quality row to ``image_quality`` and the site's channels to ``images``;
 * the objects (nuclei, cells, cytoplasm: centres and boxes) to ``objects``, so
   :func:`cellframe.embed.embed_objects` crops the same cells, numbered as in ``cells``; with
-  ``embed=`` an embedder, their embeddings to ``cells_<model>`` in the same run;
+  ``MeasureOptions(embed=...)`` an embedder, their embeddings to ``cells_<model>`` in the same run;
 * the label TIFFs to a folder, registered in ``object_labels`` (one row per
   site and compartment, with the path and the object count). That table is
   written last and is what a rerun reads to skip sites already measured.
@@ -25,6 +25,7 @@ leaves the store as it was. The work is imported when the function runs.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -32,12 +33,166 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MeasureReport", "measure_images"]
+__all__ = ["MeasureOptions", "MeasureReport", "ObjectOptions", "SiteLayout", "measure_images"]
 
 SITE_KEYS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
 LABELS_TABLE = "object_labels"
 QUALITY_TABLE = "image_quality"
 ILLUMINATION_TABLE = "illumination"
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Where the sites are in the image files and what their channels are called.
+
+    Parameters
+    ----------
+    sites_csv : path, optional
+        Plate, Well, Site (and idx/path) of every site; default: a
+        ``sites.csv`` beside the single input (inside it, for a folder of
+        TIFFs), else the file names (see
+        :func:`cellframe.segment.pipeline.sites_from_paths`).
+    pattern : str, optional
+        File-name pattern with groups plate/well/site.
+    channel_names : sequence of str, optional
+        Names of every channel in the files, for files that do not carry them.
+
+    Raises
+    ------
+    InvalidInputError
+        For ``channel_names`` given as one string.
+    """
+
+    sites_csv: str | os.PathLike[str] | None = None
+    pattern: str | None = None
+    channel_names: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        from cellframe.errors import InvalidInputError
+
+        if isinstance(self.channel_names, str):
+            raise InvalidInputError(
+                f"SiteLayout: channel_names must be a sequence of names, got the string "
+                f"{self.channel_names!r}; write channel_names=[{self.channel_names!r}, ...]"
+            )
+
+
+@dataclass(frozen=True)
+class ObjectOptions:
+    """How the objects of a site are found: nuclei, then cells and cytoplasm grown from them.
+
+    Parameters
+    ----------
+    nuclei, cells : str, default "DNA", "AGP"
+        Channels the nuclei and the cell bodies are found on.
+    primary, secondary : dict, optional
+        Settings of ``identify_primary`` / ``identify_secondary`` as flat keys
+        (see :func:`cellframe.segment.classical.segment_site`).
+    nuclei_method : {"classical", "unet", "otsu"} or callable, default "classical"
+        How nuclei are found: CellProfiler's IdentifyPrimaryObjects
+        (``identify_primary``), or a segmenter of
+        :data:`cellframe.segment.pipeline.SEGMENTERS` (the shipped U-Net, ...) or
+        a callable ``image -> labels`` run on the raw nuclei channel; cells and
+        cytoplasm are then grown from those nuclei as CellProfiler does.
+    nuclei_options : dict, optional
+        Options of that segmenter (``tta="default"``, ``checkpoint=``, ...).
+    labels_dir : path, optional
+        Folder for the label TIFFs (default ``<store>.labels`` beside the store).
+
+    Raises
+    ------
+    InvalidChoiceError
+        For an unknown nuclei method.
+    InvalidInputError
+        For ``primary`` settings with another nuclei method than "classical".
+    """
+
+    nuclei: str = "DNA"
+    cells: str = "AGP"
+    primary: dict[str, Any] | None = None
+    secondary: dict[str, Any] | None = None
+    nuclei_method: str | Any = "classical"
+    nuclei_options: dict[str, Any] | None = None
+    labels_dir: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        from cellframe.errors import InvalidChoiceError, InvalidInputError
+
+        if self.nuclei_method == "classical":
+            return
+        from cellframe.segment.pipeline import SEGMENTERS
+
+        if self.primary:
+            raise InvalidInputError(
+                "primary= parameters tune the classical nuclei; with nuclei_method="
+                f"{self.nuclei_method!r} pass that method's options as nuclei_options="
+            )
+        if isinstance(self.nuclei_method, str) and self.nuclei_method not in SEGMENTERS:
+            raise InvalidChoiceError(
+                f"unknown nuclei method {self.nuclei_method!r}; valid: "
+                f"{', '.join(['classical', *sorted(SEGMENTERS)])} or a callable image -> labels"
+            )
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """What is measured on each site: illumination, feature families, image QC, embeddings.
+
+    Parameters
+    ----------
+    families : sequence of str, optional
+        Measurement families (default: :data:`~cellframe.measure.features.DEFAULT_FAMILIES`).
+    texture_scales : sequence of int, default (3, 5, 10)
+        Texture scales (texture takes most of the time).
+    illumination : bool, default True
+        Correct illumination per plate and channel (the functions are fitted
+        over every site of the plate given, stored in ``illumination``, and
+        reused when more sites of that plate are measured later).
+    illumination_params : dict, optional
+        Keyword arguments of :class:`~cellframe.measure.illumination.IlluminationFunction`.
+    min_slope, max_saturated_percent : float, default -3.0, 1.0
+        Image-QC thresholds of :func:`~cellframe.measure.quality.quality_flags`:
+        each ``image_quality`` row carries ``Metadata_QC_Blurry``,
+        ``Metadata_QC_Saturated`` and ``Metadata_QC_Reason``.
+    embed : cellframe.embed.ChannelEmbedder, optional
+        Also embed every cell (a crop centred on the cell, raw pixels of the
+        measured channels in that order) and write ``cells_<model>`` per site,
+        keyed like the measured table, for the classical-versus-deep
+        comparison on the same cells.
+
+    Raises
+    ------
+    InvalidInputError
+        For a texture scale that is not a positive integer, or a saturation
+        threshold outside [0, 100] percent.
+    """
+
+    families: Sequence[str] | None = None
+    texture_scales: Sequence[int] = (3, 5, 10)
+    illumination: bool = True
+    illumination_params: dict[str, Any] | None = None
+    min_slope: float = -3.0
+    max_saturated_percent: float = 1.0
+    embed: Any | None = None
+
+    def __post_init__(self) -> None:
+        from cellframe.errors import InvalidInputError
+
+        bad = [
+            s
+            for s in self.texture_scales
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+        ]
+        if bad:
+            raise InvalidInputError(
+                f"MeasureOptions: texture_scales must be whole numbers >= 1 (e.g. (3, 5, 10)); "
+                f"got {list(self.texture_scales)!r}"
+            )
+        if not 0 <= self.max_saturated_percent <= 100:
+            raise InvalidInputError(
+                f"MeasureOptions: max_saturated_percent is a percentage in [0, 100], got "
+                f"{self.max_saturated_percent!r}"
+            )
 
 
 @dataclass
@@ -229,25 +384,11 @@ def measure_images(
     images: Sequence[str | os.PathLike[str]],
     *,
     channels: Sequence[str],
-    nuclei: str = "DNA",
-    cells: str = "AGP",
-    sites_csv: str | os.PathLike[str] | None = None,
-    pattern: str | None = None,
-    channel_names: Sequence[str] | None = None,
-    illumination: bool = True,
-    illumination_params: dict[str, Any] | None = None,
-    primary: dict[str, Any] | None = None,
-    secondary: dict[str, Any] | None = None,
-    nuclei_method: str | Any = "classical",
-    nuclei_options: dict[str, Any] | None = None,
-    families: Sequence[str] | None = None,
-    texture_scales: Sequence[int] = (3, 5, 10),
-    min_slope: float = -3.0,
-    max_saturated_percent: float = 1.0,
+    layout: SiteLayout | None = None,
+    objects: ObjectOptions | None = None,
+    measurements: MeasureOptions | None = None,
     table: str = "cells",
-    labels_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
-    embed: Any | None = None,
     engine: Any = "local",
     progress: bool = True,
 ) -> MeasureReport:
@@ -262,54 +403,22 @@ def measure_images(
         Zarr stores, multi-channel TIFFs, or folders of TIFFs.
     channels : sequence of str
         Channels to measure (names in the files or their ``channels.csv``);
-        must include ``nuclei`` and ``cells``.
-    nuclei, cells : str, default "DNA", "AGP"
-        Channels the nuclei and the cell bodies are found on.
-    sites_csv : path, optional
-        Plate, Well, Site (and idx/path) of every site; default: a
-        ``sites.csv`` beside the single input (inside it, for a folder of
-        TIFFs), else the file names (see
-        :func:`cellframe.segment.pipeline.sites_from_paths`).
-    pattern : str, optional
-        File-name pattern with groups plate/well/site.
-    channel_names : sequence of str, optional
-        Names of every channel in the files, for files that do not carry them.
-    illumination : bool, default True
-        Correct illumination per plate and channel (the functions are fitted
-        over every site of the plate given, stored in ``illumination``, and
-        reused when more sites of that plate are measured later).
-    illumination_params : dict, optional
-        Keyword arguments of :class:`~cellframe.measure.illumination.IlluminationFunction`.
-    primary, secondary : dict, optional
-        Keyword arguments of ``identify_primary`` / ``identify_secondary``.
-    nuclei_method : {"classical", "unet", "otsu"} or callable, default "classical"
-        How nuclei are found: CellProfiler's IdentifyPrimaryObjects
-        (``identify_primary``), or a segmenter of
-        :data:`cellframe.segment.pipeline.SEGMENTERS` (the shipped U-Net, ...) or
-        a callable ``image -> labels`` run on the raw nuclei channel; cells and
-        cytoplasm are then grown from those nuclei as CellProfiler does.
-    nuclei_options : dict, optional
-        Options of that segmenter (``tta="default"``, ``checkpoint=``, ...).
-    families : sequence of str, optional
-        Measurement families (default: :data:`~cellframe.measure.features.DEFAULT_FAMILIES`).
-    texture_scales : sequence of int, default (3, 5, 10)
-        Texture scales (texture takes most of the time).
-    min_slope, max_saturated_percent : float, default -3.0, 1.0
-        Image-QC thresholds of :func:`~cellframe.measure.quality.quality_flags`:
-        each ``image_quality`` row carries ``Metadata_QC_Blurry``,
-        ``Metadata_QC_Saturated`` and ``Metadata_QC_Reason``.
+        must include the nuclei and cell-body channels of ``objects``.
+    layout : SiteLayout, optional
+        The sites' table, file-name pattern and channel names; by default
+        read from a ``sites.csv`` beside the input or from the file names.
+    objects : ObjectOptions, optional
+        Nuclei and cell-body channels, segmentation settings and the label
+        folder; ``ObjectOptions()`` (classical nuclei on DNA, cells on AGP) by default.
+    measurements : MeasureOptions, optional
+        Illumination correction, feature families, texture scales, image-QC
+        thresholds and an optional embedder; ``MeasureOptions()`` (illumination
+        corrected, every default family, QC at slope -3 and 1 % saturated) by default.
     table : str, default "cells"
         Single-cell table to write.
-    labels_dir : path, optional
-        Folder for the label TIFFs (default ``<store>.labels`` beside the store).
     force : bool, default False
         Measure sites again that ``object_labels`` records as measured (and
         refit illumination).
-    embed : cellframe.embed.ChannelEmbedder, optional
-        Also embed every cell (a crop centred on the cell, raw pixels of
-        ``channels`` in that order) and write ``cells_<model>`` per site, keyed
-        like the measured table, for the classical-versus-deep comparison on
-        the same cells.
     engine : LocalEngine, RayEngine or {"local", "ray"}, default "local"
         A :class:`cellframe.engine.RayEngine` (or ``"ray"``) measures each
         plate in a Ray task on its cluster (sites stream back one at a time);
@@ -339,10 +448,24 @@ def measure_images(
     InvalidInputError
         If the options contradict each other (``nuclei`` not among ``channels``, ...).
     """
+    layout = SiteLayout() if layout is None else layout
+    objects = ObjectOptions() if objects is None else objects
+    measurements = MeasureOptions() if measurements is None else measurements
+    sites_csv, pattern, channel_names = layout.sites_csv, layout.pattern, layout.channel_names
+    nuclei, cells, primary, secondary = (
+        objects.nuclei, objects.cells, objects.primary, objects.secondary
+    )  # fmt: skip
+    nuclei_method, nuclei_options, labels_dir = (
+        objects.nuclei_method, objects.nuclei_options, objects.labels_dir
+    )  # fmt: skip
+    families, texture_scales = measurements.families, measurements.texture_scales
+    illumination, illumination_params = measurements.illumination, measurements.illumination_params
+    min_slope, max_saturated_percent = measurements.min_slope, measurements.max_saturated_percent
+    embed = measurements.embed
 
     from cellframe.engine.base import resolve_engine
     from cellframe.engine.ray import RayEngine
-    from cellframe.errors import InvalidChoiceError, InvalidInputError
+    from cellframe.errors import InvalidInputError
     from cellframe.measure.features import DEFAULT_FAMILIES
     from cellframe.measure.quality import BLURRY, SATURATED, quality_flags
     from cellframe.segment.classical import save_labels
@@ -382,18 +505,9 @@ def measure_images(
 
     segmenter = None
     if nuclei_method != "classical":
-        from cellframe.segment.pipeline import SEGMENTERS, make_segmenter
+        from cellframe.segment.pipeline import make_segmenter
 
-        if primary:
-            raise InvalidInputError(
-                "primary= parameters tune the classical nuclei; with nuclei_method="
-                f"{nuclei_method!r} pass that method's options as nuclei_options="
-            )
-        if isinstance(nuclei_method, str) and nuclei_method not in SEGMENTERS:
-            raise InvalidChoiceError(
-                f"unknown nuclei method {nuclei_method!r}; valid: "
-                f"{', '.join(['classical', *sorted(SEGMENTERS)])} or a callable image -> labels"
-            )
+        # ObjectOptions checked the method and that no primary= settings come with it.
         segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
     params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import altair as alt
 import numpy as np
@@ -13,6 +14,7 @@ from cellframe.errors import InvalidInputError
 from cellframe.report.charts import _padded_domain, _require, finite_rows
 
 __all__ = [
+    "PlotArea",
     "compound_activity_chart",
     "moa_retrieval_chart",
     "moa_summary",
@@ -147,10 +149,10 @@ def compound_activity_chart(
             .mark_rule(strokeDash=[5, 4], color="#52606d")
             .encode(y="y:Q", tooltip=[alt.Tooltip("q:Q", title="threshold q")])
         )
+        area = PlotArea(x_domain=x_domain, y_domain=y_domain, width=340, height=280)
         placed = place_labels(
-            top, x=map_column, y="neg_log10_q", label=label,
-            x_domain=x_domain, y_domain=y_domain, width=340, height=280, obstacles=data,
-        )  # fmt: skip
+            top, x=map_column, y="neg_log10_q", label=label, area=area, obstacles=data
+        )
         layers = [points, rule]
         if placed.height:
             layers.append(
@@ -175,16 +177,63 @@ def compound_activity_chart(
     return alt.hconcat(*charts)
 
 
+@dataclass(frozen=True)
+class PlotArea:
+    """The data domains and the pixel size of a chart's plotting area.
+
+    Parameters
+    ----------
+    x_domain, y_domain : (float, float)
+        Data values at the left/right and bottom/top edges (the scales' domains).
+    width, height : float
+        Size of the plotting area in pixels.
+
+    Raises
+    ------
+    InvalidInputError
+        For a domain that is not two distinct finite numbers, or a size that is
+        not positive.
+
+    Examples
+    --------
+    >>> PlotArea(x_domain=(0, 1), y_domain=(0, 4), width=340, height=280).x_domain
+    (0.0, 1.0)
+    """
+
+    x_domain: Sequence[float]
+    y_domain: Sequence[float]
+    width: float
+    height: float
+
+    def __post_init__(self) -> None:
+        for name in ("x_domain", "y_domain"):
+            value = getattr(self, name)
+            try:
+                lo, hi = (float(v) for v in value)
+            except (TypeError, ValueError):
+                raise InvalidInputError(
+                    f"PlotArea: {name} must be two numbers (low, high), got {value!r}"
+                ) from None
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo == hi:
+                raise InvalidInputError(
+                    f"PlotArea: {name} must be two distinct finite numbers, got {value!r}"
+                )
+            object.__setattr__(self, name, (lo, hi))
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise InvalidInputError(
+                    f"PlotArea: {name} must be a positive number of pixels, got {value!r}"
+                )
+
+
 def place_labels(
     points: pl.DataFrame,
     *,
     x: str,
     y: str,
     label: str,
-    x_domain: Sequence[float],
-    y_domain: Sequence[float],
-    width: float,
-    height: float,
+    area: PlotArea,
     obstacles: pl.DataFrame | None = None,
     char_px: float = 5.6,
     line_px: float = 13.0,
@@ -198,14 +247,28 @@ def place_labels(
     their points by the connector the caller draws. Labels also keep clear of
     the points in ``obstacles`` (e.g. every point of the chart).
 
+    Parameters
+    ----------
+    points : polars.DataFrame
+        The points to label.
+    x, y, label : str
+        Columns of the coordinates (data units) and of the label text.
+    area : PlotArea
+        The chart's data domains and plotting size in pixels.
+    obstacles : polars.DataFrame, optional
+        Points (same ``x``/``y`` columns) that labels must not cover.
+    char_px, line_px, point_px : float
+        Width of a character, height of a line of text and half-size of a
+        point, in pixels (for 10 px text).
+
     Returns
     -------
     polars.DataFrame
         The rows of ``points`` that found room, in their order, with
         ``label_x``, ``label_y`` (data units) and ``align`` ("left"/"right").
     """
-    x0, x1 = float(x_domain[0]), float(x_domain[1])
-    y0, y1 = float(y_domain[0]), float(y_domain[1])
+    (x0, x1), (y0, y1) = area.x_domain, area.y_domain
+    width, height = area.width, area.height
 
     def to_px(xv: float, yv: float) -> tuple[float, float]:
         return (xv - x0) / (x1 - x0) * width, height - (yv - y0) / (y1 - y0) * height

@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = attach(
         "CheckpointError": "unet",
         "create_maskrcnn": "maskrcnn",
         "create_unet": "unet",
+        "DeclumpSettings": "classical",
         "DEFAULT_TTA": "augment",
         "DIHEDRAL": "augment",
         "dsb_score": "metrics",
@@ -54,9 +55,11 @@ __getattr__, __dir__, __all__ = attach(
         "SiteObjects": "classical",
         "SiteSpec": "pipeline",
         "threshold_image": "classical",
+        "ThresholdSettings": "classical",
         "train_maskrcnn": "maskrcnn",
         "train_unet": "train",
         "TrainHistory": "train",
+        "UNetTrainConfig": "train",
         "tta_delta": "metrics",
         "tta_instances": "tta",
         "tta_predict_proba": "tta",
@@ -72,7 +75,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.segment.advise import advise, methods_table
     from cellframe.segment.augment import DEFAULT_TTA, DIHEDRAL, apply_transform, undo_transform
     from cellframe.segment.classical import (
+        DeclumpSettings,
         SiteObjects,
+        ThresholdSettings,
         identify_primary,
         identify_secondary,
         identify_tertiary,
@@ -95,7 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.segment.otsu import otsu_segment
     from cellframe.segment.pipeline import SiteSpec, segment_sites, sites_from_paths, write_objects
     from cellframe.segment.predict import predict_proba, unet_segment
-    from cellframe.segment.train import TrainHistory, train_unet
+    from cellframe.segment.train import TrainHistory, UNetTrainConfig, train_unet
     from cellframe.segment.tta import merge_instances, tta_instances, tta_predict_proba
     from cellframe.segment.unet import (
         CheckpointError,

@@ -56,7 +56,9 @@ from cellframe.errors import (
 __all__ = [
     "COMPARTMENTS",
     "THRESHOLD_METHODS",
+    "DeclumpSettings",
     "SiteObjects",
+    "ThresholdSettings",
     "identify_primary",
     "identify_secondary",
     "identify_tertiary",
@@ -445,18 +447,99 @@ def _primary(
     return _Primary(out.astype(np.int32), unedited, final)
 
 
+@dataclass(frozen=True)
+class ThresholdSettings:
+    """How an image is thresholded: the Threshold settings of CellProfiler's Identify modules.
+
+    Parameters
+    ----------
+    method : str, float or callable, default "minimum_cross_entropy"
+        ``"minimum_cross_entropy"`` (CellProfiler's default, Li's method) or
+        ``"otsu"`` (two classes), a manual value on the [0, 1] scale, or a
+        callable ``pixels -> threshold``.
+    smoothing_sigma : float, default 1.0
+        Gaussian sigma applied before thresholding (CellProfiler's smoothing
+        scale 1.3488 = sigma 1.0); 0 for none.
+    correction : float, default 1.0
+        Multiplies the computed threshold.
+    strategy : {"global", "adaptive"}
+        One threshold, or CellProfiler's adaptive blocks (see :func:`threshold_image`).
+    window : int, default 50
+        Adaptive block size in pixels.
+
+    Raises
+    ------
+    InvalidChoiceError
+        For an unknown method or strategy.
+
+    Examples
+    --------
+    >>> ThresholdSettings(method="otsu", smoothing_sigma=0).strategy
+    'global'
+    """
+
+    method: Threshold = "minimum_cross_entropy"
+    smoothing_sigma: float = 1.0
+    correction: float = 1.0
+    strategy: str = "global"
+    window: int = 50
+
+    def __post_init__(self) -> None:
+        _resolve_threshold(self.method)
+        if self.strategy not in ("global", "adaptive"):
+            raise InvalidChoiceError(
+                f"unknown threshold strategy {self.strategy!r}; valid: global, adaptive"
+            )
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Foreground mask and final threshold of ``image`` (:func:`threshold_image`)."""
+        return threshold_image(
+            image,
+            method=self.method,
+            smoothing_sigma=self.smoothing_sigma,
+            correction=self.correction,
+            strategy=self.strategy,
+            window=self.window,
+        )
+
+
+@dataclass(frozen=True)
+class DeclumpSettings:
+    """How touching primary objects are split: IdentifyPrimaryObjects' declumping settings.
+
+    Parameters
+    ----------
+    method : {"intensity", "shape", "none"}
+        Split touching objects from maxima of the smoothed intensity (dividing
+        lines along dim valleys) or of the distance transform (along necks).
+    smoothing : float, optional
+        Declumping filter size (default 2.35 x min diameter / 3.5).
+    maxima_distance : float, optional
+        Maxima closer than this are suppressed (default min diameter / 1.5).
+
+    Raises
+    ------
+    InvalidChoiceError
+        For an unknown method.
+    """
+
+    method: str = "intensity"
+    smoothing: float | None = None
+    maxima_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("intensity", "shape", "none"):
+            raise InvalidChoiceError(
+                f"unknown declump method {self.method!r}; valid: intensity, shape, none"
+            )
+
+
 def identify_primary(
     image: np.ndarray,
     *,
-    threshold: Threshold = "minimum_cross_entropy",
-    smoothing_sigma: float = 1.0,
-    threshold_correction: float = 1.0,
-    threshold_strategy: str = "global",
-    adaptive_window: int = 50,
+    threshold: ThresholdSettings | None = None,
     size_range: tuple[float, float] = (10, 40),
-    declump: str = "intensity",
-    declump_smoothing: float | None = None,
-    maxima_distance: float | None = None,
+    declump: DeclumpSettings | None = None,
     exclude_border: bool = True,
     exclude_size: bool = True,
     fill_holes: bool = True,
@@ -467,30 +550,15 @@ def identify_primary(
     ----------
     image : numpy.ndarray
         2-D image; integer images are divided by their dtype's maximum.
-    threshold : str, float or callable
-        ``"minimum_cross_entropy"`` (CellProfiler's default, Li's method) or
-        ``"otsu"`` (two classes), a manual value on the [0, 1] scale, or a
-        callable ``pixels -> threshold``.
-    smoothing_sigma : float
-        Gaussian sigma applied before thresholding (CellProfiler's smoothing
-        scale 1.3488 = sigma 1.0); 0 for none.
-    threshold_correction : float
-        Multiplies the computed threshold.
-    threshold_strategy : {"global", "adaptive"}
-        One threshold, or CellProfiler's adaptive blocks (see :func:`threshold_image`).
-    adaptive_window : int
-        Adaptive block size in pixels.
+    threshold : ThresholdSettings, optional
+        Threshold method, smoothing, correction and strategy;
+        ``ThresholdSettings()`` (minimum cross-entropy, sigma 1, global) by default.
     size_range : (float, float)
         Typical diameter (min, max) in pixels: objects with an area below
         pi min^2 / 4 or above pi max^2 / 4 are dropped, and the minimum sets
         the declumping scales.
-    declump : {"intensity", "shape", "none"}
-        Split touching objects from maxima of the smoothed intensity (dividing
-        lines along dim valleys) or of the distance transform (along necks).
-    declump_smoothing : float, optional
-        Declumping filter size (default 2.35 x min diameter / 3.5).
-    maxima_distance : float, optional
-        Maxima closer than this are suppressed (default min diameter / 1.5).
+    declump : DeclumpSettings, optional
+        How touching objects are split; ``DeclumpSettings()`` (by intensity) by default.
     exclude_border : bool
         Drop objects touching the image border.
     exclude_size : bool
@@ -518,7 +586,9 @@ def identify_primary(
     >>> img = np.zeros((64, 64))
     >>> for cy, cx in [(20, 20), (40, 44)]:
     ...     img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 0.8
-    >>> labels = identify_primary(img, size_range=(5, 30), smoothing_sigma=0)
+    >>> labels = identify_primary(
+    ...     img, size_range=(5, 30), threshold=ThresholdSettings(smoothing_sigma=0)
+    ... )
     >>> int(labels.max()), np.bincount(labels.ravel())[1:].tolist()
     (2, [113, 113])
 
@@ -528,17 +598,19 @@ def identify_primary(
     >>> np.bincount(identify_primary(img, size_range=(5, 30)).ravel())[1:].tolist()
     [177, 177]
     """
+    threshold = ThresholdSettings() if threshold is None else threshold
+    declump = DeclumpSettings() if declump is None else declump
     return _primary(
         image,
-        threshold=threshold,
-        smoothing_sigma=smoothing_sigma,
-        threshold_correction=threshold_correction,
-        threshold_strategy=threshold_strategy,
-        adaptive_window=adaptive_window,
+        threshold=threshold.method,
+        smoothing_sigma=threshold.smoothing_sigma,
+        threshold_correction=threshold.correction,
+        threshold_strategy=threshold.strategy,
+        adaptive_window=threshold.window,
         size_range=size_range,
-        declump=declump,
-        declump_smoothing=declump_smoothing,
-        maxima_distance=maxima_distance,
+        declump=declump.method,
+        declump_smoothing=declump.smoothing,
+        maxima_distance=declump.maxima_distance,
         exclude_border=exclude_border,
         exclude_size=exclude_size,
         fill_holes=fill_holes,
@@ -584,11 +656,7 @@ def identify_secondary(
     *,
     method: str = "propagation",
     regularization: float = 0.05,
-    threshold: Threshold = "minimum_cross_entropy",
-    smoothing_sigma: float = 1.0,
-    threshold_correction: float = 1.0,
-    threshold_strategy: str = "global",
-    adaptive_window: int = 50,
+    threshold: ThresholdSettings | None = None,
     fill_holes: bool = True,
     unfiltered_nuclei: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -607,8 +675,8 @@ def identify_secondary(
     regularization : float
         Propagation's lambda: small follows intensity edges, large grows
         evenly (0.05 in the Cell Painting pipelines).
-    threshold, smoothing_sigma, threshold_correction, threshold_strategy, adaptive_window
-        The cell-body channel's own threshold (see :func:`threshold_image`).
+    threshold : ThresholdSettings, optional
+        The cell-body channel's own threshold; ``ThresholdSettings()`` by default.
     fill_holes : bool
         Fill holes in the cells.
     unfiltered_nuclei : numpy.ndarray, optional
@@ -629,16 +697,17 @@ def identify_secondary(
     InvalidChoiceError
         For an unknown method.
     """
+    threshold = ThresholdSettings() if threshold is None else threshold
     return _secondary(
         image,
         nuclei_labels,
         method=method,
         regularization=regularization,
-        threshold=threshold,
-        smoothing_sigma=smoothing_sigma,
-        threshold_correction=threshold_correction,
-        threshold_strategy=threshold_strategy,
-        adaptive_window=adaptive_window,
+        threshold=threshold.method,
+        smoothing_sigma=threshold.smoothing_sigma,
+        threshold_correction=threshold.correction,
+        threshold_strategy=threshold.strategy,
+        adaptive_window=threshold.window,
         fill_holes=fill_holes,
         unfiltered_nuclei=unfiltered_nuclei,
         name="the cell-body image",
@@ -868,9 +937,15 @@ def segment_site(
     nuclei, cells : str
         Channels for the nuclei (DNA) and the cell bodies (AGP or RNA).
     primary : mapping, optional
-        Keyword arguments of :func:`identify_primary`.
+        Settings of :func:`identify_primary`, flat (config-file) keys:
+        ``threshold`` (the method), ``smoothing_sigma``, ``threshold_correction``,
+        ``threshold_strategy``, ``adaptive_window`` (:class:`ThresholdSettings`),
+        ``declump``, ``declump_smoothing``, ``maxima_distance``
+        (:class:`DeclumpSettings`), ``size_range``, ``exclude_border``,
+        ``exclude_size``, ``fill_holes``.
     secondary : mapping, optional
-        Keyword arguments of :func:`identify_secondary`.
+        Settings of :func:`identify_secondary`, flat keys: ``method``,
+        ``regularization``, ``fill_holes`` and the five threshold keys above.
     shrink : bool
         Shrink nuclei before subtracting them (:func:`identify_tertiary`).
     site : str

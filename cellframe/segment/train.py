@@ -18,7 +18,7 @@ from cellframe.segment._checks import as_image_stack, normalize_percentile
 from cellframe.segment.augment import DIHEDRAL, apply_transform
 from cellframe.segment.unet import UNet, save_unet
 
-__all__ = ["TrainHistory", "targets_from_labels", "train_unet"]
+__all__ = ["TrainHistory", "UNetTrainConfig", "targets_from_labels", "train_unet"]
 
 
 @dataclass
@@ -68,19 +68,64 @@ def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
     return np.pad(a, pad, mode="reflect" if ph < a.shape[-2] and pw < a.shape[-1] else "edge")
 
 
+@dataclass(frozen=True)
+class UNetTrainConfig:
+    """Settings of :func:`train_unet` (defaults from DOMAIN.md §4).
+
+    Parameters
+    ----------
+    epochs, steps_per_epoch : int, default 10 and 20
+        Training length: ``epochs * steps_per_epoch`` optimizer steps.
+    batch_size, patch_size : int, default 8 and 128
+        Patches per step and their side (images smaller are padded by reflection).
+    lr : float, default 3e-4
+        Adam learning rate.
+    augment : bool, default True
+        Random flips and 90-degree rotations.
+    seed : int, default 0
+        Seeds patch sampling, augmentation and torch.
+
+    Raises
+    ------
+    InvalidInputError
+        For a length, batch or patch size that is not a positive integer, or
+        a learning rate that is not a positive finite number.
+
+    Examples
+    --------
+    >>> UNetTrainConfig(epochs=2, steps_per_epoch=5).lr
+    0.0003
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 3e-4
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise InvalidInputError(
+                    f"UNetTrainConfig: {name} must be a positive integer, got {value!r}"
+                )
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not (0 < lr < np.inf):
+            raise InvalidInputError(
+                f"UNetTrainConfig: lr must be a positive finite number, got {lr!r} (e.g. 3e-4)"
+            )
+
+
 def train_unet(
     model: UNet,
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     *,
-    epochs: int = 10,
-    steps_per_epoch: int = 20,
-    batch_size: int = 8,
-    patch_size: int = 128,
-    lr: float = 3e-4,
-    augment: bool = True,
+    config: UNetTrainConfig | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
-    seed: int = 0,
     progress: bool = True,
 ) -> TrainHistory:
     """Train a U-Net on random patches of labelled images.
@@ -99,25 +144,29 @@ def train_unet(
         :func:`~cellframe.segment._checks.normalize_percentile` as in prediction.
     labels : sequence of numpy.ndarray
         Instance label images of the same ``(H, W)`` (or foreground masks).
-    epochs, steps_per_epoch : int
-        Training length: ``epochs * steps_per_epoch`` optimizer steps.
-    batch_size, patch_size : int
-        Patches per step and their side (images smaller are padded by reflection).
-    lr : float, default 3e-4
-        Adam learning rate (DOMAIN.md §4).
-    augment : bool, default True
-        Random flips and 90-degree rotations.
+    config : UNetTrainConfig, optional
+        Length, batch and patch size, learning rate, augmentation and seed;
+        ``UNetTrainConfig()`` (10 x 20 steps of 8 patches of 128 px, Adam 3e-4,
+        augmented, seed 0) by default.
     checkpoint : path, optional
         Written (overwritten) at the end of every epoch with :func:`save_unet`.
-    seed : int
-        Seeds patch sampling, augmentation and torch.
     progress : bool, default True
         Progress bar over steps, showing the running loss.
 
     Returns
     -------
     TrainHistory
+
+    Raises
+    ------
+    InvalidInputError
+        For unequal numbers of images and label images, or an image whose
+        channels or shape do not fit the U-Net or its labels.
     """
+    config = UNetTrainConfig() if config is None else config
+    epochs, steps_per_epoch = config.epochs, config.steps_per_epoch
+    batch_size, patch_size = config.batch_size, config.patch_size
+    lr, augment, seed = config.lr, config.augment, config.seed
     if len(images) != len(labels) or not images:
         raise InvalidInputError(
             f"need as many label images as images (at least one); got {len(images)} and {len(labels)}"

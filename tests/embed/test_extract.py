@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 
 from cellframe.embed.crops import crop_objects
 from cellframe.embed.embedders import ChannelEmbedder
-from cellframe.embed.extract import EmbedTiming, embed_objects, write_embeddings
+from cellframe.embed.extract import CropSettings, EmbedTiming, embed_objects, write_embeddings
 from cellframe.errors import EmptyInputError, InvalidInputError
 
 from .conftest import CHANNELS, make_objects
@@ -33,7 +33,9 @@ def embedded(two_sites, embedder) -> tuple[pl.DataFrame, EmbedTiming]:
     return frame, timing
 
 
-def reference(objects: pl.DataFrame, images: dict, embedder: ChannelEmbedder) -> pl.DataFrame:
+def reference(
+    objects: pl.DataFrame, images: dict, embedder: ChannelEmbedder, box_size: int = 128
+) -> pl.DataFrame:
     """Crop and embed site by site, without the dataset or the loader."""
     parts = []
     for (plate, well, site), group in objects.sort("Metadata_ObjectNumber").group_by(
@@ -43,6 +45,7 @@ def reference(objects: pl.DataFrame, images: dict, embedder: ChannelEmbedder) ->
             images[(plate, well, site)],
             group["Location_Center_X"].to_numpy(),
             group["Location_Center_Y"].to_numpy(),
+            box_size=box_size,
         )
         feats = embedder(torch.from_numpy(crops))
         names = embedder.feature_names(CHANNELS)
@@ -126,3 +129,29 @@ def test_progress_bar_counts_cells(two_sites, embedder, capsys) -> None:
     embed_objects(objects, images, embedder, channels=CHANNELS, progress=True)
     err = capsys.readouterr().err
     assert "5/5" in err and "cell/s" in err
+
+
+def test_crop_settings_set_the_box(two_sites, embedder) -> None:
+    objects, images = two_sites
+    got = embed_objects(
+        objects,
+        images,
+        embedder,
+        channels=CHANNELS,
+        crops=CropSettings(box_size=32),
+        progress=False,
+    )
+    want = reference(objects, images, embedder, box_size=32)
+    assert_frame_equal(got, want, check_exact=False, rel_tol=1e-4, abs_tol=1e-5)
+    # A 32-pixel box sees less of the image than the default 128: the features differ.
+    default = reference(objects, images, embedder)
+    assert not got.select(pl.col("^efficientnet.*$")).equals(
+        default.select(pl.col("^efficientnet.*$"))
+    )
+
+
+@pytest.mark.parametrize("box_size", [0, -4, 2.5, True])
+def test_crop_settings_refuse_a_bad_box(box_size) -> None:
+    with pytest.raises(InvalidInputError, match="box_size must be a positive integer"):
+        CropSettings(box_size=box_size)
+    assert CropSettings(box_size=1).box_size == 1  # the smallest box is valid

@@ -17,7 +17,7 @@ from cellframe.engine.ingest import ReadOptions, ingest_plates
 from cellframe.errors import InvalidInputError
 from cellframe.io import CellProfilerSQLite
 from cellframe.io._synthetic import write_synthetic_sqlite
-from cellframe.io.ingest import IngestWarning
+from cellframe.io.ingest import IngestOptions, IngestWarning
 from cellframe.partitions import completed_plates
 from cellframe.store import Store
 
@@ -337,7 +337,12 @@ def test_compartments_reach_every_reader_and_the_cli(
     plate, sites = imaged_sites
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IngestWarning)
-        ingest(plate, tmp_path / "whole.duckdb", progress=False, compartments=["Nuclei"])
+        ingest(
+            plate,
+            tmp_path / "whole.duckdb",
+            progress=False,
+            options=IngestOptions(compartments=["Nuclei"]),
+        )
     with Store(tmp_path / "whole.duckdb", read_only=True) as st:
         expected = st.read("cells").sort(CELL_KEYS)
     prefixes = {c.split("_")[0] for c in expected.columns if not c.startswith("Metadata_")}

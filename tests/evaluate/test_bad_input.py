@@ -8,6 +8,7 @@ import pytest
 
 from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
 from cellframe.evaluate import (
+    PairRules,
     average_precision,
     percent_replicating,
     phenotypic_activity,
@@ -23,7 +24,9 @@ def test_query_without_positives_is_counted_and_left_out():
         ~((pl.col("Metadata_Treatment") == "T000") & (pl.col("Metadata_Well") != "A000"))
     )
     with pytest.warns(RuntimeWarning, match="1 of 13 queries have no positive pair"):
-        ap = average_precision(df.filter(pl.col("Metadata_Control") != "negcon"), **RULES)
+        ap = average_precision(
+            df.filter(pl.col("Metadata_Control") != "negcon"), rules=PairRules(**RULES)
+        )
     lone = ap.filter(pl.col("Metadata_Treatment") == "T000")
     assert lone["average_precision"].to_list() == [None]
     assert lone["n_pos_pairs"].to_list() == [0]
@@ -52,7 +55,7 @@ def test_all_zero_profiles_are_counted_and_excluded():
         ]
     )
     with pytest.warns(RuntimeWarning, match="2 of 24 profiles rows are all zero"):
-        ap = average_precision(zeroed, keep=["Metadata_Well"], **RULES)
+        ap = average_precision(zeroed, keep=["Metadata_Well"], rules=PairRules(**RULES))
     assert (
         ap.filter(pl.col("Metadata_Well").is_in(["A000", "A001"]))["average_precision"].null_count()
         == 2
@@ -73,7 +76,7 @@ def test_nan_features_raise_with_column_names():
         .alias("f03")
     )
     for call in (
-        lambda: average_precision(df, **RULES),
+        lambda: average_precision(df, rules=PairRules(**RULES)),
         lambda: retrieval_metrics(df, label="Metadata_Treatment"),
         lambda: percent_replicating(df, replicate_groups=["Metadata_Treatment"]),
     ):
@@ -84,7 +87,7 @@ def test_nan_features_raise_with_column_names():
 def test_single_treatment_raises():
     df = synthetic_screen(n_treatments=1, n_controls=0)
     with pytest.raises(InvalidInputError, match="no negative pairs"):
-        average_precision(df, **RULES)
+        average_precision(df, rules=PairRules(**RULES))
     with pytest.raises(InvalidInputError, match="at least two different labels"):
         retrieval_metrics(df, label="Metadata_Treatment")
     with pytest.raises(InvalidInputError, match="no negative-control rows"):
@@ -96,7 +99,9 @@ def test_missing_labels():
     with pytest.raises(MissingColumnsError, match="'Metadata_Pathway'"):
         retrieval_metrics(df, label="Metadata_Pathway")
     with pytest.raises(MissingColumnsError, match="'Metadata_Pathway'"):
-        average_precision(df, pos_sameby=["Metadata_Pathway"], neg_diffby=["Metadata_Pathway"])
+        average_precision(
+            df, rules=PairRules(pos_sameby=["Metadata_Pathway"], neg_diffby=["Metadata_Pathway"])
+        )
     partly = df.with_columns(
         pl.when(pl.col("Metadata_Treatment") == "T000")
         .then(None)

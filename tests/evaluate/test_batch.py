@@ -23,6 +23,7 @@ from sklearn.metrics import (
 from cellframe.columns import feature_columns
 from cellframe.errors import InvalidInputError, MissingColumnsError, SkippedLabelsWarning
 from cellframe.evaluate import (
+    PairRules,
     average_precision,
     batch_panel,
     clisi,
@@ -269,7 +270,8 @@ def test_map_metrics_are_label_means_of_the_evaluate_functions():
     assert map_control(df, label="Metadata_Treatment") == pytest.approx(expected, abs=1e-12)
     treated = df.filter(pl.col("Metadata_Control").is_null())
     ap = average_precision(
-        treated, pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"]
+        treated,
+        rules=PairRules(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"]),
     )
     expected = ap.group_by("Metadata_Treatment").agg(pl.col("average_precision").mean())
     value = map_nonrep(df, label="Metadata_Treatment")

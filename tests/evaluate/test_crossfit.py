@@ -18,7 +18,11 @@ from polars.testing import assert_frame_equal
 from cellframe.cli import main
 from cellframe.columns import CONTROL, TREATMENT
 from cellframe.errors import DependentNullWarning, InvalidInputError
-from cellframe.evaluate import mean_average_precision, phenotypic_activity
+from cellframe.evaluate import (
+    CrossFit,
+    mean_average_precision,
+    phenotypic_activity,
+)
 from cellframe.evaluate.crossfit import KeepColumns, control_folds
 from cellframe.pipeline import (
     NullSettings,
@@ -89,7 +93,9 @@ def test_identity_correction_equals_ap_against_each_held_out_fold(screen):
     """With an identity correction, fold f's rows are copairs' AP against fold f's controls only."""
     controls = pl.col(CONTROL) == "negcon"
     got = _quiet(
-        phenotypic_activity, screen, correction=lambda rows: _Identity(), n_folds=2, seed=3
+        phenotypic_activity,
+        screen,
+        cross_fit=CrossFit(correction=lambda rows: _Identity(), n_folds=2, seed=3),
     )
     is_ctrl = screen.select(controls)[CONTROL].to_numpy()
     plate = screen["Metadata_Plate"].rank("dense").to_numpy()
@@ -129,7 +135,7 @@ def _zero_effect_screen(seed: int, n_ctrl: int = 24, d: int = 40, reps: int = 6)
 def test_zero_effect_compound_is_not_active_after_cross_fitted_sphering(seed):
     df = _zero_effect_screen(seed)
     sphering = lambda rows: Spherizer(lam=1e-3).fit(rows)  # noqa: E731
-    honest = _summary(_quiet(phenotypic_activity, df, correction=sphering))
+    honest = _summary(_quiet(phenotypic_activity, df, cross_fit=CrossFit(correction=sphering)))
     leaky = _summary(_quiet(phenotypic_activity, Spherizer(lam=1e-3).fit_transform(df).collect()))
     assert honest["ZERO"] > 0.05
     assert honest["STRONG1"] < 0.05 and honest["STRONG2"] < 0.05
@@ -138,20 +144,22 @@ def test_zero_effect_compound_is_not_active_after_cross_fitted_sphering(seed):
 
 def test_estimator_and_sequence_specs_match_the_callable():
     df = _zero_effect_screen(1)
-    by_callable = _quiet(phenotypic_activity, df, correction=_sphering, n_folds=3)
-    by_estimator = _quiet(phenotypic_activity, df, correction=Spherizer(lam=1e-2), n_folds=3)
+    by_callable = _quiet(
+        phenotypic_activity, df, cross_fit=CrossFit(correction=_sphering, n_folds=3)
+    )
+    by_estimator = _quiet(
+        phenotypic_activity, df, cross_fit=CrossFit(correction=Spherizer(lam=1e-2), n_folds=3)
+    )
     assert_frame_equal(by_callable, by_estimator)
     chained = _quiet(
         phenotypic_activity,
         df,
-        correction=[Normalizer("standardize", by=()), Spherizer(lam=1e-2)],
-        n_folds=3,
+        cross_fit=CrossFit(
+            correction=[Normalizer("standardize", by=()), Spherizer(lam=1e-2)], n_folds=3
+        ),
     )
     by_hand = _quiet(
-        phenotypic_activity,
-        df,
-        correction=lambda rows: _Chain(rows),
-        n_folds=3,
+        phenotypic_activity, df, cross_fit=CrossFit(correction=lambda rows: _Chain(rows), n_folds=3)
     )
     assert_frame_equal(chained, by_hand)
 
@@ -168,7 +176,7 @@ class _Chain:
 def test_correction_without_transform_is_refused():
     df = _zero_effect_screen(0)
     with pytest.raises(InvalidInputError, match=r"without \.transform"):
-        _quiet(phenotypic_activity, df, correction=lambda rows: 42)
+        _quiet(phenotypic_activity, df, cross_fit=CrossFit(correction=lambda rows: 42))
 
 
 # ---------------------------------------------------------------- the LINCS plate
@@ -194,7 +202,7 @@ def lincs_wells() -> pl.DataFrame:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_lincs_pretend_dmso_compound_not_active_after_sphering(lincs_wells, seed):
     wells = _pretend(lincs_wells, seed)
-    honest = _summary(_quiet(phenotypic_activity, wells, correction=_sphering))
+    honest = _summary(_quiet(phenotypic_activity, wells, cross_fit=CrossFit(correction=_sphering)))
     assert honest["PRETEND"] > 0.05
     assert all(honest[c] < 0.05 for c in STRONG), {c: honest[c] for c in STRONG}
     if seed == 0:  # the issue's numbers: fitted on the 12 other DMSO wells, tested on them
@@ -208,7 +216,9 @@ def test_lincs_pretend_dmso_compound_not_active_after_sphering(lincs_wells, seed
 def test_lincs_full_plate_fraction_active(lincs_wells):
     """Before sphering 57 % of compounds are active; leaky sphering 100 %; cross-fitted 67 %."""
     plain = _summary(_quiet(phenotypic_activity, lincs_wells))
-    honest = _summary(_quiet(phenotypic_activity, lincs_wells, correction=_sphering))
+    honest = _summary(
+        _quiet(phenotypic_activity, lincs_wells, cross_fit=CrossFit(correction=_sphering))
+    )
     frac = lambda q: float(np.mean([v < 0.05 for v in q.values()]))  # noqa: E731
     assert len(honest) == 58
     assert frac(plain) == pytest.approx(33 / 58)
@@ -242,7 +252,9 @@ def test_cli_sphere_then_evaluate_gives_the_honest_answer(pretend_store, capsys)
     assert leaky.filter(pl.col(TREATMENT) == "PRETEND")["corrected_p_value"][0] < 0.01
     assert '"null": "cross-fitted"' in prov["parameters"][-1]
     # The same numbers as the Python API on the pre-correction table.
-    expected = _summary(_quiet(phenotypic_activity, _pretend(_lincs(), 0), correction=_sphering))
+    expected = _summary(
+        _quiet(phenotypic_activity, _pretend(_lincs(), 0), cross_fit=CrossFit(correction=_sphering))
+    )
     np.testing.assert_allclose([q[k] for k in sorted(q)], [expected[k] for k in sorted(q)])
 
 
@@ -284,7 +296,7 @@ def test_provenance_chain_normalize_select_sphere_is_replayed(tmp_path):
         KeepColumns([f"f{i:02d}" for i in range(2, 40)]),
         Spherizer(lam=1e-3),
     ]
-    by_hand = _summary(_quiet(phenotypic_activity, df, correction=correction))
+    by_hand = _summary(_quiet(phenotypic_activity, df, cross_fit=CrossFit(correction=correction)))
     q = dict(zip(got.summary[TREATMENT], got.summary["corrected_p_value"], strict=True))
     assert q == pytest.approx(by_hand)
     assert q["ZERO"] > 0.05 and q["STRONG1"] < 0.05
@@ -364,7 +376,7 @@ def test_demo_fraction_active_with_the_honest_null(tmp_path, lincs_wells):
         _quiet(
             phenotypic_activity,
             lincs_wells,
-            correction=[Normalizer("standardize"), Spherizer(lam=0.1)],
+            cross_fit=CrossFit(correction=[Normalizer("standardize"), Spherizer(lam=0.1)]),
         )
     )
     q = dict(zip(honest.summary[TREATMENT], honest.summary["corrected_p_value"], strict=True))

@@ -10,6 +10,7 @@ import pytest
 
 from cellframe.errors import InvalidInputError
 from cellframe.evaluate import (
+    PairRules,
     average_precision,
     expected_average_precision,
     mean_average_precision,
@@ -88,7 +89,9 @@ def test_average_precision_table_has_the_column_beside_ap():
     copairs_map = pytest.importorskip("copairs.map")
     df = synthetic_screen(n_treatments=10, signal=0.5, seed=2)
     rules = dict(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
-    got = average_precision(df.filter(pl.col("Metadata_Control") != "negcon"), **rules)
+    got = average_precision(
+        df.filter(pl.col("Metadata_Control") != "negcon"), rules=PairRules(**rules)
+    )
     assert got.columns.index("normalized_average_precision") == (
         got.columns.index("average_precision") + 1
     )

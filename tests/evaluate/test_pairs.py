@@ -9,7 +9,12 @@ import polars as pl
 import pytest
 
 from cellframe.errors import InvalidInputError
-from cellframe.evaluate import average_precision, phenotypic_activity
+from cellframe.evaluate import (
+    ComputeOptions,
+    PairRules,
+    average_precision,
+    phenotypic_activity,
+)
 from tests.evaluate._synthetic import synthetic_screen
 
 copairs_map = pytest.importorskip("copairs.map")
@@ -35,7 +40,7 @@ def test_replicate_retrieval_against_all_other_treatments_matches_copairs():
         neg_diffby=["Metadata_Treatment"],
     )
     ref = _copairs_ap(df, **rules)
-    got = average_precision(df, **rules)
+    got = average_precision(df, rules=PairRules(**rules))
     np.testing.assert_allclose(
         got["average_precision"].to_numpy(), ref["average_precision"].values, atol=1e-5
     )
@@ -92,11 +97,13 @@ def test_multilabel_matches_copairs():
     ).sort(["Metadata_Well", "Metadata_MoA"])
     got = average_precision(
         df,
-        pos_sameby=["Metadata_MoA"],
-        pos_diffby=["Metadata_Treatment"],
-        neg_diffby=["Metadata_MoA"],
-        multilabel="Metadata_MoA",
         keep=["Metadata_Well"],
+        rules=PairRules(
+            pos_sameby=["Metadata_MoA"],
+            pos_diffby=["Metadata_Treatment"],
+            neg_diffby=["Metadata_MoA"],
+            multilabel="Metadata_MoA",
+        ),
     ).sort(["Metadata_Well", "Metadata_MoA"])
     assert got["Metadata_MoA"].to_list() == ref["Metadata_MoA"].to_list()
     assert got["Metadata_Well"].to_list() == ref["Metadata_Well"].to_list()
@@ -109,8 +116,10 @@ def test_multilabel_matches_copairs():
 def test_block_size_does_not_change_results():
     df = synthetic_screen(n_treatments=9, seed=3)
     rules = dict(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
-    a = average_precision(df, block_rows=1, **rules)
-    b = average_precision(df, block_rows=1000, dtype=np.float64, **rules)
+    a = average_precision(df, rules=PairRules(**rules), compute=ComputeOptions(block_rows=1))
+    b = average_precision(
+        df, rules=PairRules(**rules), compute=ComputeOptions(dtype=np.float64, block_rows=1000)
+    )
     np.testing.assert_allclose(
         a["average_precision"].to_numpy(), b["average_precision"].to_numpy(), atol=1e-6
     )
@@ -121,18 +130,22 @@ def test_rule_errors():
     with pytest.raises(InvalidInputError, match="disjoint"):
         average_precision(
             df,
-            pos_sameby=["Metadata_Treatment"],
-            pos_diffby=["Metadata_Treatment"],
-            neg_diffby=["Metadata_Treatment"],
+            rules=PairRules(
+                pos_sameby=["Metadata_Treatment"],
+                pos_diffby=["Metadata_Treatment"],
+                neg_diffby=["Metadata_Treatment"],
+            ),
         )
     with pytest.raises(InvalidInputError, match="at least one of neg_sameby"):
-        average_precision(df, pos_sameby=["Metadata_Treatment"])
+        average_precision(df, rules=PairRules(pos_sameby=["Metadata_Treatment"]))
     with pytest.raises(InvalidInputError, match="must be in pos_sameby"):
         average_precision(
             df,
-            pos_sameby=["Metadata_Treatment"],
-            neg_diffby=["Metadata_MoA"],
-            multilabel="Metadata_MoA",
+            rules=PairRules(
+                pos_sameby=["Metadata_Treatment"],
+                neg_diffby=["Metadata_MoA"],
+                multilabel="Metadata_MoA",
+            ),
         )
 
 
@@ -140,8 +153,8 @@ def test_sparse_and_dense_similarity_paths_agree():
     # block_rows=1: every candidate column comes from the matrix product; a large
     # block: replicate columns (wanted by few lists) come from row-wise dot products.
     df = synthetic_screen(n_treatments=30, n_controls=40, seed=8)
-    a = phenotypic_activity(df, block_rows=1)
-    b = phenotypic_activity(df, block_rows=500)
+    a = phenotypic_activity(df, compute=ComputeOptions(block_rows=1))
+    b = phenotypic_activity(df, compute=ComputeOptions(block_rows=500))
     np.testing.assert_allclose(
         a["average_precision"].fill_null(-1).to_numpy(),
         b["average_precision"].fill_null(-1).to_numpy(),

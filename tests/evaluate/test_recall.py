@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from cellframe.errors import InvalidInputError
-from cellframe.evaluate import average_precision, recall_at_k
+from cellframe.evaluate import PairRules, average_precision, recall_at_k
 from tests.evaluate._synthetic import synthetic_screen
 
 RULES = dict(pos_sameby=["Metadata_Treatment"], neg_diffby=["Metadata_Treatment"])
@@ -46,7 +46,7 @@ def test_recall_matches_copairs_rank_lists():
     )
     ks = [1, 3, 5, 20, 1000]
     paired, ref = _copairs_recall(df, ks)
-    got = recall_at_k(df, k=ks, **RULES)
+    got = recall_at_k(df, k=ks, rules=PairRules(**RULES))
     assert got["row"].to_list() == paired.tolist()
     for k in ks:
         np.testing.assert_allclose(got[f"recall_at_{k}"].to_numpy(), ref[k], atol=1e-12)
@@ -54,7 +54,7 @@ def test_recall_matches_copairs_rank_lists():
     assert 0 < got["recall_at_3"].mean() < 1
     assert got["recall_at_1000"].to_list() == [1.0] * got.height
     # The AP columns are those of average_precision.
-    ap = average_precision(df, **RULES)
+    ap = average_precision(df, rules=PairRules(**RULES))
     assert got.drop([f"recall_at_{k}" for k in ks]).equals(ap)
 
 
@@ -65,7 +65,7 @@ def test_recall_hand_case():
          "f1": [1.0, 0.0, 0.9, 0.1, 0.5], "f2": [0.0, 1.0, 0.1, 0.9, 0.5]}
     )  # fmt: skip
     with pytest.warns(RuntimeWarning, match="1 of 5 queries have no positive"):
-        got = recall_at_k(df, k=[3, 4], **RULES)
+        got = recall_at_k(df, k=[3, 4], rules=PairRules(**RULES))
     assert got.row(0, named=True)["recall_at_3"] == 0.0
     assert got.row(0, named=True)["recall_at_4"] == 1.0
     # Query 2 at (0.9, 0.1) finds its replicate (0.1, 0.9, cos 0.22) after 0 (0.99) and 4 (0.78).
@@ -79,4 +79,4 @@ def test_bad_k():
     df = synthetic_screen(n_treatments=4)
     for bad in (0, [], [2, -1], 1.5, True):
         with pytest.raises(InvalidInputError, match="k must be a positive integer"):
-            recall_at_k(df, k=bad, **RULES)
+            recall_at_k(df, k=bad, rules=PairRules(**RULES))

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from cellframe.evaluate import folds_of_enrichment, hits_at_top, retrieval_map, retrieval_metrics
+from cellframe.evaluate import (
+    ComputeOptions,
+    folds_of_enrichment,
+    hits_at_top,
+    retrieval_map,
+    retrieval_metrics,
+)
 from cellframe.evaluate._ranking import (
     interpolated_average_precision_from_ranks,
     positive_ranks,
@@ -71,7 +77,10 @@ def test_metrics_match_reference(block_rows):
     labels = rng.choice(["a", "b", "c", "a|b", "d"], size=80).tolist()
     grid = np.linspace(0, 1, 21)
     res = retrieval_metrics(
-        _frame(x, labels), recall_points=21, top_fraction=0.05, block_rows=block_rows
+        _frame(x, labels),
+        recall_points=21,
+        top_fraction=0.05,
+        compute=ComputeOptions(block_rows=block_rows),
     )
     ref, curve = _reference(x, labels, grid, top_fraction=0.05)
     got = res.per_query.sort("row")

@@ -8,6 +8,7 @@ import pytest
 
 from cellframe.errors import InvalidInputError
 from cellframe.evaluate import (
+    PairRules,
     average_precision,
     average_precision_p_values,
     benjamini_hochberg,
@@ -64,7 +65,7 @@ def test_map_p_values_match_copairs(tmp_path, monkeypatch):
         neg_sameby=[],
         neg_diffby=["Metadata_Treatment"],
     )
-    ours = average_precision(df, **rules)
+    ours = average_precision(df, rules=PairRules(**rules))
     pdf = df.to_pandas()
     feats = [c for c in df.columns if not c.startswith("Metadata_")]
     ap = copairs_map.average_precision(

@@ -35,7 +35,7 @@ from cellframe.errors import (
     TruncatedFileError,
     UnknownFormatError,
 )
-from cellframe.io import IngestWarning, ingest
+from cellframe.io import IngestOptions, IngestWarning, ingest
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
@@ -102,7 +102,7 @@ def test_missing_plate_says_pass_plate(tmp_path: Path, stored) -> None:
         ingest(src, stored[0], progress=False)
     assert_unchanged(*stored)
     # ... and with the plate given it works.
-    report = ingest(src, stored[0], progress=False, plate="P2")
+    report = ingest(src, stored[0], progress=False, options=IngestOptions(plate="P2"))
     assert report.plates == ["P2"] and report.rows == 3
 
 
@@ -205,13 +205,18 @@ def test_file_that_is_not_sqlite(tmp_path: Path) -> None:
     bad = tmp_path / "x.sqlite"
     bad.write_bytes(b"not a database at all")
     with pytest.raises(UnknownFormatError, match=r"x\.sqlite.*not a SQLite database"):
-        ingest(bad, tmp_path / "s.duckdb", progress=False, format="cellprofiler_sqlite")
+        ingest(
+            bad,
+            tmp_path / "s.duckdb",
+            progress=False,
+            options=IngestOptions(format="cellprofiler_sqlite"),
+        )
 
 
 def test_unknown_format_name_lists_valid_ones(tmp_path: Path) -> None:
     src = write_tree(tmp_path / "t")
     with pytest.raises(ValueError, match=r"unknown format 'xlsx'.*'cellprofiler_csv'"):
-        ingest(src, tmp_path / "s.duckdb", format="xlsx", progress=False)
+        ingest(src, tmp_path / "s.duckdb", progress=False, options=IngestOptions(format="xlsx"))
 
 
 def test_store_locked_by_another_process(tmp_path: Path, stored) -> None:
@@ -263,7 +268,7 @@ def test_ingest_killed_half_way_leaves_previous_state(tmp_path: Path) -> None:
         import time
         from pathlib import Path
         from cellframe.store import Store
-        from cellframe.io import ingest
+        from cellframe.io import IngestOptions, ingest
 
         original = Store.write
 
@@ -277,7 +282,8 @@ def test_ingest_killed_half_way_leaves_previous_state(tmp_path: Path) -> None:
             return original(self, table, batches(), **kwargs)
 
         Store.write = slow_write
-        ingest({str(db)!r}, {str(path)!r}, progress=False, batch_rows=500, in_memory=False)
+        ingest({str(db)!r}, {str(path)!r}, progress=False,
+               options=IngestOptions(batch_rows=500, in_memory=False))
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
@@ -891,7 +897,9 @@ def test_corpus_sqlite_without_per_cells(nf1_sqlite: Path, tmp_path: Path, corpu
     assert sha256(path) == digest
     # Listing the compartments the file has takes exactly those.
     fresh = tmp_path / "fresh.duckdb"
-    report, _ = ingest_quietly(db, fresh, compartments=["Cytoplasm", "Nuclei"])
+    report, _ = ingest_quietly(
+        db, fresh, options=IngestOptions(compartments=["Cytoplasm", "Nuclei"])
+    )
     assert report.rows == expected == 242
     with Store(fresh, read_only=True) as s:
         cols = s.columns("cells")
@@ -949,7 +957,7 @@ def test_corpus_sqlite_duplicate_key_and_dangling_parent(
         DuplicateKeysError,
         match=r"d\.sqlite, table 'Per_Nuclei': ImageNumber 3, ObjectNumber 2 names 2 Nuclei objects",
     ):
-        ingest(db, path, progress=False, in_memory=in_memory)
+        ingest(db, path, progress=False, options=IngestOptions(in_memory=in_memory))
     db = write_synthetic_sqlite(tmp_path / "p.sqlite", n_cells=60, n_features=4, cells_per_image=10)
     _damage_sqlite(
         db,
@@ -958,7 +966,7 @@ def test_corpus_sqlite_duplicate_key_and_dangling_parent(
         unordered=unordered,
     )
     with pytest.raises(DanglingReferenceError) as err:
-        ingest(db, path, progress=False, in_memory=in_memory)
+        ingest(db, path, progress=False, options=IngestOptions(in_memory=in_memory))
     msg = str(err.value)
     assert "p.sqlite, table 'Per_Cytoplasm': column 'Parent_Cells'" in msg
     assert "ImageNumber 4, ObjectNumber 5 names Cells object 77" in msg and "'Per_Cells'" in msg

@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cellframe.errors import CaseDuplicateColumnsError, FeatureMismatchError, InvalidInputError
-from cellframe.io import IngestWarning, ProfilesFile, ingest
+from cellframe.io import IngestOptions, IngestWarning, ProfilesFile, ingest
 from cellframe.store import Store
 
 
@@ -104,7 +104,7 @@ def test_case_twins_renamed_on_request(lincs_frame: pl.DataFrame, tmp_path: Path
             path,
             table="wells",
             progress=False,
-            reader_options={"case_duplicates": "rename"},
+            options=IngestOptions(reader_options={"case_duplicates": "rename"}),
         )
     assert report.rows == 384
     with Store(path, read_only=True) as s:
@@ -121,7 +121,12 @@ def test_unknown_case_option_and_reader_option(lincs: Path, tmp_path: Path) -> N
     sqlite_like = tmp_path / "x.csv"
     sqlite_like.write_text("Metadata_Plate,Metadata_Well,f\nP,A01,1\n")
     with pytest.raises(InvalidInputError, match=r"has no option\(s\) \['nonsense'\]"):
-        ingest(sqlite_like, tmp_path / "s.duckdb", reader_options={"nonsense": 1}, progress=False)
+        ingest(
+            sqlite_like,
+            tmp_path / "s.duckdb",
+            progress=False,
+            options=IngestOptions(reader_options={"nonsense": 1}),
+        )
 
 
 def test_parquet_case_twins_name_the_row(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from cellframe.columns import FEATURE_DTYPE, OBJECT_NUMBER, PLATE, SITE, WELL, feature_columns
 from cellframe.errors import IncompleteExportError
-from cellframe.io import CellProfilerSQLite, ingest
+from cellframe.io import CellProfilerSQLite, IngestOptions, ingest
 from cellframe.store import Store
 
 KEYS = [PLATE, WELL, SITE, OBJECT_NUMBER]
@@ -181,7 +181,12 @@ def test_ingest_streams_in_bounded_batches(tmp_path: Path) -> None:
     keys = ["Metadata_ImageNumber", "Metadata_ObjectNumber"]
     streamed = pl.concat(frames).sort(keys)
     assert_frame_equal(streamed, read_all(db, in_memory=True).sort(keys))
-    report = ingest(db, tmp_path / "s.duckdb", progress=False, batch_rows=200, in_memory=False)
+    report = ingest(
+        db,
+        tmp_path / "s.duckdb",
+        progress=False,
+        options=IngestOptions(batch_rows=200, in_memory=False),
+    )
     assert report.rows == 2_010
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -12,7 +13,8 @@ from polars.testing import assert_frame_equal
 
 from cellframe.cli import main
 from cellframe.columns import CONTROL, MOA, PLATE, TREATMENT, WELL
-from cellframe.io import ingest, read_platemap
+from cellframe.errors import InvalidInputError
+from cellframe.io import IngestOptions, ingest, read_platemap
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
@@ -243,7 +245,13 @@ def test_an_error_mid_source_leaves_the_store_byte_for_byte_unchanged(
     before = store_bytes(db)
     assert len(before) == (1 if layout == "table" else 3)  # db; or db, data file and marker
     with pytest.raises(InvalidInputError, match="simulated"):
-        ingest(plate, db, progress=False, layout=layout, format=FailsAfterOneBatch)
+        ingest(
+            plate,
+            db,
+            progress=False,
+            layout=layout,
+            options=IngestOptions(format=FailsAfterOneBatch),
+        )
     assert store_bytes(db) == before
 
 
@@ -424,3 +432,19 @@ def test_emptying_the_only_stored_site_leaves_a_readable_table_without_rows(
         assert s.read("cells").columns == columns
     # Control: the site's cells come back when it is ingested again.
     assert ingest(sites[2], db, progress=False, layout=layout).rows == 36
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"batch_rows": 0}, "batch_rows must be a positive integer"),
+        ({"batch_rows": True}, "batch_rows must be a positive integer"),
+        ({"compartments": "Cells"}, r"write compartments=\['Cells'\]"),
+    ],
+)
+def test_ingest_options_refuse_bad_values(options, match) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        IngestOptions(**options)
+    # Valid but unusual: one-row batches, a single compartment, a NumPy integer.
+    unusual = IngestOptions(batch_rows=np.int64(1), compartments=["Nuclei"])
+    assert (unusual.batch_rows, unusual.compartments) == (1, ["Nuclei"])

@@ -20,7 +20,7 @@ import cellframe.io.cellprofiler_sqlite as sqlite_reader
 import cellframe.partitions as partitions
 from cellframe.columns import IMAGE_NUMBER, OBJECT_NUMBER, PLATE
 from cellframe.errors import InvalidInputError
-from cellframe.io import CellProfilerSQLite, ingest
+from cellframe.io import CellProfilerSQLite, IngestOptions, ingest
 from cellframe.io._synthetic import write_synthetic_sqlite
 from cellframe.store import Store
 
@@ -160,7 +160,9 @@ def test_large_plate_rolls_over_to_several_bounded_files(
     monkeypatch.setattr(partitions, "ROW_GROUPS_PER_FILE", 2)
     monkeypatch.setattr(sqlite_reader, "_BATCH_MB", 1)
     with Store(tmp_path / "p.duckdb") as st:
-        report = ingest(src, st, layout="parquet", progress=False, batch_rows=300)
+        report = ingest(
+            src, st, layout="parquet", progress=False, options=IngestOptions(batch_rows=300)
+        )
         files = partitions.partition_files(st.parts_dir / "cells", "SYN0001")
         parquet = st.read("cells").sort(IMAGE_NUMBER, OBJECT_NUMBER)
     assert report.rows == 5_000

@@ -29,7 +29,7 @@ from cellframe.report import (
     tta_section,
     well_predicted_counts,
 )
-from cellframe.report.compounds import place_labels
+from cellframe.report.compounds import PlotArea, place_labels
 
 NAN = float("nan")
 
@@ -155,13 +155,30 @@ def test_place_labels_never_overlap_even_for_tied_points() -> None:
     tied = pl.DataFrame(
         {"x": [0.99] * 6, "y": [3.0] * 6, "name": [f"BRD-{i:09d}" for i in range(6)]}
     )
-    placed = place_labels(
-        tied, x="x", y="y", label="name", x_domain=[0, 1], y_domain=[0, 4], width=340, height=280
-    )
+    area = PlotArea(x_domain=[0, 1], y_domain=[0, 4], width=340, height=280)
+    placed = place_labels(tied, x="x", y="y", label="name", area=area)
     assert placed.height == 6 and set(placed["align"]) == {"right"}  # right edge: text to the left
     ys = sorted(placed["label_y"].to_list())
     gaps = np.diff(ys) / 4 * 280  # in pixels
     assert (gaps >= 13 - 1e-9).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("x_domain", (1, 1), "two distinct finite numbers"),
+        ("y_domain", (0, float("nan")), "two distinct finite numbers"),
+        ("x_domain", (0, 1, 2), "two numbers"),
+        ("width", 0, "positive number of pixels"),
+        ("height", -5.0, "positive number of pixels"),
+    ],
+)
+def test_plot_area_refuses_bad_domains_and_sizes(field, value, match) -> None:
+    good = {"x_domain": (0, 1), "y_domain": (0, 4), "width": 340, "height": 280}
+    with pytest.raises(InvalidInputError, match=match):
+        PlotArea(**(good | {field: value}))
+    # A reversed domain (a descending axis) is valid and kept as given.
+    assert PlotArea(**(good | {"x_domain": (1, 0)})).x_domain == (1.0, 0.0)
 
 
 # ------------------------------------------------------------------ replicates

@@ -24,6 +24,8 @@ from cellframe.errors import (
 )
 from cellframe.segment import classical
 from cellframe.segment.classical import (
+    DeclumpSettings,
+    ThresholdSettings,
     identify_primary,
     identify_secondary,
     identify_tertiary,
@@ -34,6 +36,8 @@ from cellframe.segment.classical import (
 )
 
 SHAPE = (96, 120)
+#: No smoothing before thresholding: the sharp-edged test shapes keep their exact areas.
+SHARP = ThresholdSettings(smoothing_sigma=0)
 
 
 def disk(shape, cy, cx, r):
@@ -59,7 +63,7 @@ def test_isolated_disks_are_found_with_their_exact_areas():
     img = np.full(SHAPE, 0.05)
     for cy, cx, r in discs:
         img[disk(SHAPE, cy, cx, r)] = 0.7
-    labels = identify_primary(img, size_range=(5, 40), smoothing_sigma=0)
+    labels = identify_primary(img, size_range=(5, 40), threshold=SHARP)
     assert labels.dtype == np.int32
     assert int(labels.max()) == 4
     expected = sorted(int(disk(SHAPE, cy, cx, r).sum()) for cy, cx, r in discs)
@@ -72,8 +76,10 @@ def test_isolated_disks_are_found_with_their_exact_areas():
 def test_smoothing_grows_a_sharp_edge_by_the_blur():
     img = np.zeros(SHAPE)
     img[disk(SHAPE, 40, 50, 8)] = 0.8
-    sharp = identify_primary(img, size_range=(5, 40), smoothing_sigma=0)
-    blurred = identify_primary(img, size_range=(5, 40), smoothing_sigma=1.0)
+    sharp = identify_primary(img, size_range=(5, 40), threshold=SHARP)
+    blurred = identify_primary(
+        img, size_range=(5, 40), threshold=ThresholdSettings(smoothing_sigma=1.0)
+    )
     assert (sharp > 0).sum() == disk(SHAPE, 40, 50, 8).sum()
     assert (blurred > 0).sum() > (sharp > 0).sum()
     assert ((sharp > 0) & (blurred == 0)).sum() == 0  # only grown, never shrunk
@@ -88,7 +94,9 @@ def test_touching_pair_is_split_in_two(declump):
         img = np.maximum(img, dome(SHAPE, cy, cx, 10))
     union = img > 0.1
     assert ndi.label(union)[1] == 1  # one clump before declumping
-    labels = identify_primary(img, size_range=(8, 40), declump=declump, smoothing_sigma=0)
+    labels = identify_primary(
+        img, size_range=(8, 40), declump=DeclumpSettings(declump), threshold=SHARP
+    )
     assert int(labels.max()) == 2
     got = centroids(labels)
     got = got[np.argsort(got[:, 1])]
@@ -108,7 +116,9 @@ def test_without_declumping_a_touching_pair_stays_one_object():
     img = np.full(SHAPE, 0.02)
     for cy, cx in [(48, 45), (48, 61)]:
         img = np.maximum(img, dome(SHAPE, cy, cx, 10))
-    labels = identify_primary(img, size_range=(8, 60), declump="none", smoothing_sigma=0)
+    labels = identify_primary(
+        img, size_range=(8, 60), declump=DeclumpSettings("none"), threshold=SHARP
+    )
     assert int(labels.max()) == 1
 
 
@@ -116,20 +126,21 @@ def test_two_maxima_closer_than_the_suppression_distance_are_one_object():
     img = np.full(SHAPE, 0.02)
     for cy, cx in [(48, 56), (48, 62)]:  # 6 px apart < 12 / 1.5 = 8
         img = np.maximum(img, dome(SHAPE, cy, cx, 10))
-    kw = {"size_range": (12, 60), "smoothing_sigma": 0, "declump_smoothing": 1}
-    assert int(identify_primary(img, **kw).max()) == 1
+    kw = {"size_range": (12, 60), "threshold": SHARP}
+    assert int(identify_primary(img, declump=DeclumpSettings(smoothing=1), **kw).max()) == 1
     # A shorter suppression distance splits them.
-    assert int(identify_primary(img, maxima_distance=2, **kw).max()) == 2
+    split = DeclumpSettings(smoothing=1, maxima_distance=2)
+    assert int(identify_primary(img, declump=split, **kw).max()) == 2
 
 
 def test_border_objects_are_dropped_unless_asked_to_keep_them():
     img = np.full(SHAPE, 0.05)
     for cy, cx, r in [(40, 60, 7), (3, 20, 7), (50, 116, 6)]:  # the last two cross an edge
         img = np.maximum(img, dome(SHAPE, cy, cx, r))
-    kept = identify_primary(img, size_range=(5, 40), smoothing_sigma=0)
+    kept = identify_primary(img, size_range=(5, 40), threshold=SHARP)
     assert int(kept.max()) == 1
     np.testing.assert_allclose(centroids(kept), [(40, 60)], atol=1e-9)
-    all_ = identify_primary(img, size_range=(5, 40), smoothing_sigma=0, exclude_border=False)
+    all_ = identify_primary(img, size_range=(5, 40), threshold=SHARP, exclude_border=False)
     assert int(all_.max()) == 3
 
 
@@ -138,10 +149,16 @@ def test_size_filter_drops_objects_outside_the_diameter_range():
     img[disk(SHAPE, 20, 20, 2)] = 0.7  # 13 px < pi 6^2 / 4 = 28.3
     img[disk(SHAPE, 30, 60, 6)] = 0.7  # 113 px, kept
     img[disk(SHAPE, 65, 70, 20)] = 0.7  # 1257 px > pi 30^2 / 4 = 706.9
-    labels = identify_primary(img, size_range=(6, 30), smoothing_sigma=0, declump="none")
+    labels = identify_primary(
+        img, size_range=(6, 30), threshold=SHARP, declump=DeclumpSettings("none")
+    )
     assert np.bincount(labels.ravel())[1:].tolist() == [113]
     unfiltered = identify_primary(
-        img, size_range=(6, 30), smoothing_sigma=0, declump="none", exclude_size=False
+        img,
+        size_range=(6, 30),
+        threshold=SHARP,
+        declump=DeclumpSettings("none"),
+        exclude_size=False,
     )
     assert sorted(np.bincount(unfiltered.ravel())[1:].tolist()) == [13, 113, 1257]
 
@@ -150,10 +167,12 @@ def test_holes_are_filled_unless_told_not_to():
     img = np.full(SHAPE, 0.05)
     ring = disk(SHAPE, 48, 60, 10) & ~disk(SHAPE, 48, 60, 3)
     img[ring] = 0.7
-    filled = identify_primary(img, size_range=(5, 40), smoothing_sigma=0, declump="none")
+    filled = identify_primary(
+        img, size_range=(5, 40), threshold=SHARP, declump=DeclumpSettings("none")
+    )
     assert (filled > 0).sum() == disk(SHAPE, 48, 60, 10).sum()
     holed = identify_primary(
-        img, size_range=(5, 40), smoothing_sigma=0, declump="none", fill_holes=False
+        img, size_range=(5, 40), threshold=SHARP, declump=DeclumpSettings("none"), fill_holes=False
     )
     assert (holed > 0).sum() == ring.sum()
 
@@ -215,10 +234,11 @@ def test_adaptive_threshold_finds_objects_on_an_uneven_background():
         for cx in (30, 90, 150, 210, 270):
             m = disk(shape, cy, cx, 8)
             img[m] += 0.2
-    kw = {"size_range": (8, 40), "smoothing_sigma": 0, "declump": "none"}
+    kw = {"size_range": (8, 40), "declump": DeclumpSettings("none")}
     # One global threshold lets the bright right side merge into one object (dropped).
-    assert int(identify_primary(img, **kw).max()) < 15
-    adaptive = identify_primary(img, threshold_strategy="adaptive", **kw)
+    assert int(identify_primary(img, threshold=SHARP, **kw).max()) < 15
+    local = ThresholdSettings(smoothing_sigma=0, strategy="adaptive")
+    adaptive = identify_primary(img, threshold=local, **kw)
     assert int(adaptive.max()) == 15
     assert np.bincount(adaptive.ravel())[1:].tolist() == [int(disk(shape, 100, 150, 8).sum())] * 15
     # The reported threshold is the mean of the local ones, within 0.7-1.5 x the global.
@@ -235,9 +255,16 @@ def test_bad_input_is_refused_with_a_named_error():
     img = np.zeros(SHAPE)
     img[disk(SHAPE, 40, 40, 6)] = 0.5
     with pytest.raises(InvalidChoiceError, match="minimum_cross_entropy, otsu"):
-        identify_primary(img, threshold="kapur")
+        identify_primary(img, threshold=ThresholdSettings(method="kapur"))
     with pytest.raises(InvalidChoiceError, match="intensity, shape, none"):
-        identify_primary(img, declump="laplacian")
+        identify_primary(img, declump=DeclumpSettings(method="laplacian"))
+    with pytest.raises(InvalidChoiceError, match="global, adaptive"):
+        ThresholdSettings(strategy="local")
+    # A manual threshold and a callable are valid methods.
+    assert ThresholdSettings(method=0.3).method == 0.3
+    assert (
+        int(identify_primary(img, threshold=ThresholdSettings(method=lambda _p: 0.25)).max()) == 1
+    )
     with pytest.raises(BlankImageError, match="blank"):
         identify_primary(np.full(SHAPE, 7, np.uint16))
     bad = img.copy()
@@ -251,7 +278,7 @@ def test_bad_input_is_refused_with_a_named_error():
     # A valid but unusual image (a single object filling most of the field) is accepted.
     big = np.full((40, 40), 0.1)
     big[5:35, 5:35] = 0.9
-    assert int(identify_primary(big, size_range=(5, 60), smoothing_sigma=0).max()) == 1
+    assert int(identify_primary(big, size_range=(5, 60), threshold=SHARP).max()) == 1
 
 
 # --------------------------------------------------------------- secondary
@@ -270,9 +297,9 @@ def _site():
 
 def test_propagation_grows_each_nucleus_into_its_cell_and_keeps_its_number():
     dna, body, _, cells_true = _site()
-    nuclei = identify_primary(dna, size_range=(6, 30), smoothing_sigma=0)
+    nuclei = identify_primary(dna, size_range=(6, 30), threshold=SHARP)
     assert int(nuclei.max()) == 3
-    cells = identify_secondary(body, nuclei, smoothing_sigma=0)
+    cells = identify_secondary(body, nuclei, threshold=SHARP)
     assert cells.dtype == np.int32
     assert int(cells.max()) == 3
     # Each cell contains its nucleus, with the same number.
@@ -292,9 +319,9 @@ def test_propagation_grows_each_nucleus_into_its_cell_and_keeps_its_number():
 
 def test_watershed_method_gives_the_same_cells_on_sharp_edges():
     dna, body, _, _ = _site()
-    nuclei = identify_primary(dna, size_range=(6, 30), smoothing_sigma=0)
-    prop = identify_secondary(body, nuclei, smoothing_sigma=0)
-    water = identify_secondary(body, nuclei, method="watershed", smoothing_sigma=0)
+    nuclei = identify_primary(dna, size_range=(6, 30), threshold=SHARP)
+    prop = identify_secondary(body, nuclei, threshold=SHARP)
+    water = identify_secondary(body, nuclei, method="watershed", threshold=SHARP)
     np.testing.assert_array_equal(water > 0, prop > 0)
     np.testing.assert_array_equal(water[nuclei > 0], nuclei[nuclei > 0])
     # At most the midline column of the touching pair may be assigned differently.
@@ -305,7 +332,7 @@ def test_watershed_method_gives_the_same_cells_on_sharp_edges():
 
 def test_secondary_refuses_a_blank_body_channel_and_mismatched_labels():
     dna, body, _, _ = _site()
-    nuclei = identify_primary(dna, size_range=(6, 30), smoothing_sigma=0)
+    nuclei = identify_primary(dna, size_range=(6, 30), threshold=SHARP)
     with pytest.raises(BlankImageError):
         identify_secondary(np.zeros(SHAPE), nuclei)
     with pytest.raises(InvalidImageError, match="same size"):
@@ -325,8 +352,8 @@ def test_border_nuclei_claim_their_pixels_when_unfiltered_labels_are_given():
         exclude_border=True, exclude_size=True, fill_holes=True, name="dna",
     )  # fmt: skip
     assert int(p.labels.max()) == 3 and int(p.unedited.max()) == 4
-    plain = identify_secondary(body, p.labels, smoothing_sigma=0)
-    cp_like = identify_secondary(body, p.labels, smoothing_sigma=0, unfiltered_nuclei=p.unedited)
+    plain = identify_secondary(body, p.labels, threshold=SHARP)
+    cp_like = identify_secondary(body, p.labels, threshold=SHARP, unfiltered_nuclei=p.unedited)
     left = int(p.labels[40, 40])
     # Without the border seed, the left cell takes the border cell's body; with it, it does not.
     assert (plain == left).sum() > (cp_like == left).sum()
@@ -410,7 +437,7 @@ def test_segment_site_grows_cells_from_nuclei_found_another_way():
     objs = segment_site({"AGP": body}, nuclei_labels=given, secondary={"smoothing_sigma": 0})
     np.testing.assert_array_equal(objs.nuclei, given)
     np.testing.assert_array_equal(objs.cells[given > 0], given[given > 0])
-    reference = identify_secondary(body, given, smoothing_sigma=0)
+    reference = identify_secondary(body, given, threshold=SHARP)
     np.testing.assert_array_equal(objs.cells, reference)
     assert set(objs.thresholds) == {"Threshold_FinalThreshold_Cells"}
     assert objs.relationships["Cells_Parent_Nuclei"].to_list() == [1, 2, 3]

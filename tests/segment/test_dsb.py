@@ -13,7 +13,7 @@ from cellframe.io.images import read_labels, read_site
 from cellframe.segment.metrics import dsb_score, jaccard
 from cellframe.segment.otsu import otsu_segment
 from cellframe.segment.predict import predict_proba, unet_segment
-from cellframe.segment.train import train_unet
+from cellframe.segment.train import UNetTrainConfig, train_unet
 from cellframe.segment.unet import create_unet, pretrained_checkpoint
 
 
@@ -47,12 +47,8 @@ def test_trained_unet_beats_otsu_on_held_out_pixels(dsb):
         model,
         [train_img],
         [train_lab],
-        epochs=8,
-        steps_per_epoch=10,
-        batch_size=8,
-        patch_size=64,
-        seed=0,
         progress=False,
+        config=UNetTrainConfig(epochs=8, steps_per_epoch=10, batch_size=8, patch_size=64, seed=0),
     )  # Adam lr 3e-4
     assert hist.loss[-1] < hist.loss[0]
     unet = unet_segment(model, test_img)

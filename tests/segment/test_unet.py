@@ -8,7 +8,7 @@ import torch
 
 from cellframe.errors import EmptyInputError, InvalidInputError
 from cellframe.segment.predict import predict_proba, tile_starts, unet_segment
-from cellframe.segment.train import targets_from_labels, train_unet
+from cellframe.segment.train import UNetTrainConfig, targets_from_labels, train_unet
 from cellframe.segment.unet import (
     CheckpointError,
     UNet,
@@ -113,13 +113,9 @@ def test_training_learns_disks(tmp_path):
         model,
         [img],
         [lab],
-        epochs=3,
-        steps_per_epoch=15,
-        batch_size=4,
-        patch_size=32,
-        lr=3e-3,
         checkpoint=tmp_path / "ck.pt",
         progress=False,
+        config=UNetTrainConfig(epochs=3, steps_per_epoch=15, batch_size=4, patch_size=32, lr=3e-3),
     )
     assert len(hist.loss) == 3 and hist.loss[-1] < hist.loss[0]
     assert (
@@ -152,3 +148,16 @@ def test_bad_input_to_unet():
         UNet(UNetConfig(out_channels=2))
     with pytest.raises(InvalidInputError, match="as many label images"):
         train_unet(model, [np.ones((8, 8))], [], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("steps_per_epoch", -1), ("batch_size", 2.0), ("patch_size", True),
+     ("lr", 0.0), ("lr", float("nan")), ("lr", float("inf"))],
+)  # fmt: skip
+def test_train_config_refuses_bad_settings(field, value):
+    with pytest.raises(InvalidInputError, match=f"UNetTrainConfig: {field} must be a positive"):
+        UNetTrainConfig(**{field: value})
+    # The smallest valid run (one step of one patch of one pixel) is accepted.
+    one = UNetTrainConfig(epochs=1, steps_per_epoch=1, batch_size=1, patch_size=1, lr=1e-9)
+    assert (one.epochs, one.patch_size, one.lr) == (1, 1, 1e-9)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cellframe.io.images import read_labels, read_site
-from cellframe.segment.train import train_unet
+from cellframe.segment.train import UNetTrainConfig, train_unet
 from cellframe.segment.unet import create_unet, save_unet
 
 RECIPE = {
@@ -50,13 +50,15 @@ def main(data_dir: str) -> None:
         model,
         [image],
         [labels],
-        epochs=RECIPE["epochs"],
-        steps_per_epoch=RECIPE["steps_per_epoch"],
-        batch_size=RECIPE["batch_size"],
-        patch_size=RECIPE["patch_size"],
-        lr=RECIPE["lr"],
-        seed=RECIPE["seed"],
         progress=False,
+        config=UNetTrainConfig(
+            epochs=RECIPE["epochs"],
+            steps_per_epoch=RECIPE["steps_per_epoch"],
+            batch_size=RECIPE["batch_size"],
+            patch_size=RECIPE["patch_size"],
+            lr=RECIPE["lr"],
+            seed=RECIPE["seed"],
+        ),
     )
     out = Path(__file__).parent / "unet_dsb2018_nuclei.pt"
     save_unet(
