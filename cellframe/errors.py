@@ -139,3 +139,11 @@ class ConfigNotFoundError(CellframeError, FileNotFoundError):
 
 class NullKeyError(InvalidInputError):
     """Rows to store hold nulls in a column the table declares NOT NULL (a key or location)."""
+
+
+class HarmonyNotConvergedWarning(UserWarning):
+    """Harmony stopped at ``max_iter`` before its objective settled (the message gives the change)."""
+
+
+class UnknownRecipeTokenError(InvalidChoiceError):
+    """A recipe string or TOML recipe names a step outside the recipe registry (message lists the allowed ones)."""

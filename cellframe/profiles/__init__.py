@@ -30,6 +30,8 @@ __getattr__, __dir__, __all__ = attach(
         "FeatureSelector": "select",
         "flag_outlier_wells": "qc",
         "frequency_threshold": "select",
+        "Harmony": "harmony",
+        "harmony": "harmony",
         "image_qc": "qc",
         "lambda_sweep": "sphere",
         "load_config": "pipeline",
@@ -58,6 +60,7 @@ __getattr__, __dir__, __all__ = attach(
 
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
+    from cellframe.profiles.harmony import Harmony, harmony
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
     from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
     from cellframe.profiles.qc import (
