@@ -48,6 +48,8 @@ __getattr__, __dir__, __all__ = attach(
         "select_features": "select",
         "sphere": "sphere",
         "SPHERE_METHODS": "sphere",
+        "SPHERE_SCORES": "sphere",
+        "SphereByMAP": "sphere",
         "Spherizer": "sphere",
         "StepReport": "pipeline",
         "STEPS": "pipeline",
@@ -85,5 +87,12 @@ if TYPE_CHECKING:  # pragma: no cover
         select_features,
         variance_threshold,
     )
-    from cellframe.profiles.sphere import SPHERE_METHODS, Spherizer, lambda_sweep, sphere
+    from cellframe.profiles.sphere import (
+        SPHERE_METHODS,
+        SPHERE_SCORES,
+        SphereByMAP,
+        Spherizer,
+        lambda_sweep,
+        sphere,
+    )
     from cellframe.profiles.strength import StrengthResult, strong_treatments, treatment_strength
