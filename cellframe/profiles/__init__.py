@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "aggregate": "aggregate",
+        "apply_recipe": "recipe",
         "aggregate_by": "aggregate",
         "aggregate_table": "aggregate",
         "AGGREGATIONS": "aggregate",
@@ -43,6 +44,10 @@ __getattr__, __dir__, __all__ = attach(
         "PCA": "qc",
         "pca_profiles": "qc",
         "PCAResult": "qc",
+        "parse_recipe": "recipe",
+        "RECIPE_TOKENS": "recipe",
+        "RecipeResult": "recipe",
+        "RecipeStep": "recipe",
         "robust_z": "qc",
         "run_pipeline": "pipeline",
         "select_features": "select",
@@ -72,6 +77,13 @@ if TYPE_CHECKING:  # pragma: no cover
         image_qc,
         pca_profiles,
         robust_z,
+    )
+    from cellframe.profiles.recipe import (
+        RECIPE_TOKENS,
+        RecipeResult,
+        RecipeStep,
+        apply_recipe,
+        parse_recipe,
     )
     from cellframe.profiles.select import (
         OPERATIONS,
