@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "cellframe.embed.cli",
     "cellframe.activity.cli",
     "cellframe.demo_cli",
+    "cellframe.recipe_cli",
 )
 
 

@@ -42,6 +42,7 @@ LAYERS = {
     "namespace": 7,
     "demo": 7,
     "demo_cli": 7,
+    "recipe_cli": 7,
     "": 7,  # the package's __init__: the public face
 }
 
