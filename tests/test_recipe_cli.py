@@ -153,3 +153,15 @@ def test_cli_correct_errors_are_one_line(
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
     assert _digest(path) == before
+
+
+def test_evaluate_knows_a_recipe_table_is_not_cross_fitted(store: Store) -> None:
+    from cellframe.evaluate.crossfit import correction_from_provenance
+
+    store.write("wells", _synthetic(), mode="replace")
+    run_recipe(store, "mad_sphering", parameters={"sphering": {"label": PLATE}})
+    plan = correction_from_provenance(store, "wells_mad_sphering")
+    assert plan.correction is None
+    assert "made by the recipe 'mad_sphering'" in plan.problem
+    # A table made otherwise keeps its plan (no problem without a correction).
+    assert correction_from_provenance(store, "wells").problem is None
