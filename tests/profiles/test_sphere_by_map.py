@@ -136,3 +136,47 @@ def test_statistics_are_rows_and_bad_parameters_are_refused() -> None:
         SphereByMAP([])
     with pytest.raises(MissingColumnsError, match="Metadata_MoA"):
         SphereByMAP([1.0]).fit(df.drop(MOA))
+
+
+def test_on_nelisa_with_a_plate_effect_it_removes_batch_and_keeps_replicates(
+    nelisa: pl.DataFrame,
+) -> None:
+    import warnings
+
+    from sklearn.metrics import silhouette_score
+
+    from cellframe.columns import PLATE, feature_columns
+    from cellframe.evaluate import phenotypic_activity
+
+    features = feature_columns(nelisa)
+    rng = np.random.default_rng(1)
+    offsets = {p: rng.normal(scale=0.3, size=len(features)) for p in sorted(nelisa[PLATE].unique())}
+    x = nelisa.select(features).to_numpy() + np.vstack([offsets[p] for p in nelisa[PLATE]])
+    wells = nelisa.with_columns(
+        [pl.Series(f, x[:, j]) for j, f in enumerate(features)]
+        + [pl.col("Metadata_broad_sample").fill_null("control")]
+    )
+    negcon = pl.col("Metadata_control_type") == "negcon"
+
+    def replicate_map(frame: pl.DataFrame) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ap = phenotypic_activity(frame, treatment="Metadata_broad_sample", controls=negcon)
+        return float(ap.filter(~pl.col("is_control"))["average_precision"].drop_nulls().mean())
+
+    def plate_silhouette(frame: pl.DataFrame) -> float:
+        return float(silhouette_score(frame.select(features).to_numpy(), frame[PLATE].to_numpy()))
+
+    step = SphereByMAP(
+        [1e-4, 1e-2, 1.0, 1e2],
+        score="replicate",
+        label="Metadata_broad_sample",
+        controls="Metadata_control_type = 'negcon'",
+    ).fit(wells)
+    out = step.transform(wells).collect()
+    scores = step.sweep_["score"].to_numpy()
+    assert step.lam == 1e-4 and scores[0] == scores.max()
+    # The chosen score is the replicate mAP of the output, and beats the uncorrected one.
+    assert replicate_map(out) == pytest.approx(scores[0], rel=1e-6)
+    assert replicate_map(out) > replicate_map(wells) + 0.05
+    assert abs(plate_silhouette(out)) < plate_silhouette(wells) / 2
