@@ -33,9 +33,14 @@ FORWARDS: dict[str, str] = {
     # profiles: transforms (LazyFrame out)
     "aggregate": "cellframe.profiles",
     "aggregate_by": "cellframe.profiles",
+    "consensus": "cellframe.profiles",
+    "inverse_normal_transform": "cellframe.profiles",
     "normalize": "cellframe.profiles",
+    "regress_cell_count": "cellframe.profiles",
     "select_features": "cellframe.profiles",
     "sphere": "cellframe.profiles",
+    "typical_variation_normalize": "cellframe.profiles",
+    "well_position_correct": "cellframe.profiles",
     # profiles: tables and result objects
     "feature_select": "cellframe.profiles",
     "flag_outlier_wells": "cellframe.profiles",
@@ -170,8 +175,8 @@ class DataFrameNamespace(_Namespace):
     """The cellframe functions on a DataFrame: ``df.cf.normalize(...)``.
 
     The same methods as ``LazyFrame.cf``. Transforms (``aggregate``,
-    ``aggregate_by``, ``normalize``, ``select_features``, ``sphere``) return a
-    collected DataFrame; the other methods return what the function returns
+    ``aggregate_by``, ``normalize``, ``select_features``, ``sphere``, the
+    corrections and ``consensus``) return a collected DataFrame; the other methods return what the function returns
     (a DataFrame, a result object or a float).
 
     Examples

@@ -26,7 +26,18 @@ from cellframe.namespace import (
 )
 
 MOA = "Metadata_MoA"
-TRANSFORMS = {"aggregate", "aggregate_by", "normalize", "select_features", "sphere"}
+TRANSFORMS = {
+    "aggregate",
+    "aggregate_by",
+    "consensus",
+    "inverse_normal_transform",
+    "normalize",
+    "regress_cell_count",
+    "select_features",
+    "sphere",
+    "typical_variation_normalize",
+    "well_position_correct",
+}
 
 
 # ------------------------------------------------------------ a synthetic screen
@@ -100,6 +111,11 @@ CALLS: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
     "normalize": ("wells", ("mad_robustize",), {"controls": "negcon"}),
     "select_features": ("wells", (["variance_threshold", "correlation_threshold"],), {}),
     "sphere": ("wells", (), {"lam": 1e-2}),
+    "inverse_normal_transform": ("wells", ("blom",), {"by": [PLATE]}),
+    "well_position_correct": ("wells", (), {"controls": None}),
+    "regress_cell_count": ("wells", (), {"controls": None}),
+    "typical_variation_normalize": ("wells", (), {"n_components": 3}),
+    "consensus": ("wells", ("modz",), {"by": [TREATMENT]}),
     "feature_select": ("wells", ("correlation_threshold",), {"corr_threshold": 0.5}),
     "flag_outlier_wells": ("wells", (), {"n_components": 2, "z_threshold": 2.0}),
     "image_qc": ("images", (), {"focus_z": 3.0}),

@@ -1,4 +1,4 @@
-"""Profiling: aggregate, normalize, select features, sphere, QC, strong treatments (DOMAIN.md §2).
+"""Profiling: aggregate, normalize, select, sphere, correct, consensus, QC, strength (DOMAIN.md §2, §7).
 
 Pure Polars transforms (LazyFrame in, LazyFrame or a small result out), the
 fitted objects :class:`Normalizer` and :class:`Spherizer`, and store-level
@@ -22,6 +22,9 @@ __getattr__, __dir__, __all__ = attach(
         "aggregate_table": "aggregate",
         "AGGREGATIONS": "aggregate",
         "blocklist": "select",
+        "CellCountRegressor": "correct",
+        "consensus": "consensus",
+        "CONSENSUS_METHODS": "consensus",
         "correlation_threshold": "select",
         "default_blocklist": "select",
         "drop_na_columns": "select",
@@ -34,9 +37,14 @@ __getattr__, __dir__, __all__ = attach(
         "Harmony": "harmony",
         "harmony": "harmony",
         "image_qc": "qc",
+        "INT_METHODS": "correct",
+        "inverse_normal_transform": "correct",
+        "InverseNormalTransformer": "correct",
         "lambda_sweep": "sphere",
         "load_config": "pipeline",
+        "modz_weights": "consensus",
         "NoControlsError": "normalize",
+        "noise_removal": "select",
         "NORMALIZATIONS": "normalize",
         "normalize": "normalize",
         "Normalizer": "normalize",
@@ -48,6 +56,7 @@ __getattr__, __dir__, __all__ = attach(
         "RECIPE_TOKENS": "recipe",
         "RecipeResult": "recipe",
         "RecipeStep": "recipe",
+        "regress_cell_count": "correct",
         "robust_z": "qc",
         "run_pipeline": "pipeline",
         "select_features": "select",
@@ -61,12 +70,28 @@ __getattr__, __dir__, __all__ = attach(
         "StrengthResult": "strength",
         "strong_treatments": "strength",
         "treatment_strength": "strength",
+        "typical_variation_normalize": "correct",
+        "TypicalVariationNormalizer": "correct",
         "variance_threshold": "select",
+        "well_position_correct": "correct",
+        "WellPositionCorrector": "correct",
     },
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from cellframe.profiles.aggregate import AGGREGATIONS, aggregate, aggregate_by, aggregate_table
+    from cellframe.profiles.consensus import CONSENSUS_METHODS, consensus, modz_weights
+    from cellframe.profiles.correct import (
+        INT_METHODS,
+        CellCountRegressor,
+        InverseNormalTransformer,
+        TypicalVariationNormalizer,
+        WellPositionCorrector,
+        inverse_normal_transform,
+        regress_cell_count,
+        typical_variation_normalize,
+        well_position_correct,
+    )
     from cellframe.profiles.harmony import Harmony, harmony
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
     from cellframe.profiles.pipeline import STEPS, StepReport, load_config, run_pipeline
@@ -96,6 +121,7 @@ if TYPE_CHECKING:  # pragma: no cover
         drop_outliers,
         feature_select,
         frequency_threshold,
+        noise_removal,
         select_features,
         variance_threshold,
     )

@@ -55,6 +55,7 @@ __all__ = [
     "drop_outliers",
     "feature_select",
     "frequency_threshold",
+    "noise_removal",
     "select_features",
     "variance_threshold",
 ]
@@ -277,9 +278,104 @@ def _pearson(x: np.ndarray) -> np.ndarray:
         return c
 
 
+def _spearman(x: np.ndarray) -> np.ndarray:
+    """Spearman correlation matrix: Pearson r of average ranks, pairwise-complete (as pandas).
+
+    Without missing values every column is ranked once; a pair involving a
+    column with missing values is ranked again over the rows both hold.
+    """
+    from scipy.stats import rankdata
+
+    missing = np.isnan(x)
+    if not missing.any():
+        return _pearson(rankdata(x, method="average", axis=0))
+    d = x.shape[1]
+    c = np.full((d, d), np.nan)
+    full = np.flatnonzero(~missing.any(axis=0))
+    if full.size:
+        c[np.ix_(full, full)] = _pearson(rankdata(x[:, full], method="average", axis=0))
+    for i in np.flatnonzero(missing.any(axis=0)):
+        for j in range(d):
+            if j in full or j >= i:
+                both = ~missing[:, i] & ~missing[:, j]
+                if both.sum() < 2:
+                    r = np.nan
+                else:
+                    pair = rankdata(x[np.ix_(both, [i, j])], method="average", axis=0)
+                    r = _pearson(pair)[0, 1]
+                c[i, j] = c[j, i] = r
+    return c
+
+
+#: Sign products are summed in blocks of about this many row pairs.
+_KENDALL_BLOCK = 32768
+
+
+def _kendall(x: np.ndarray) -> np.ndarray:
+    """Kendall tau-b matrix, pairwise-complete (as pandas / scipy's ``kendalltau``).
+
+    tau-b = sum over row pairs of sign(dx_i) sign(dx_j), divided by
+    sqrt(pairs untied in i * pairs untied in j), all over the rows where both
+    features are present; the sums are matrix products of the pairwise sign
+    differences, built a block of row pairs at a time (exact: integer counts).
+    """
+    n, d = x.shape
+    missing = np.isnan(x)
+    any_missing = missing.any()
+    num = np.zeros((d, d))
+    den = np.zeros((d, d)) if any_missing else np.zeros(d)
+    signs: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if not signs:
+            return
+        s = np.concatenate(signs).astype(np.float32)
+        num[...] += (s.T @ s).astype(np.float64)
+        a = np.abs(s)
+        if any_missing:
+            m = np.concatenate(masks).astype(np.float32)
+            den[...] += (a.T @ m).astype(np.float64)
+        else:
+            den[...] += a.sum(axis=0, dtype=np.float64)
+        signs.clear()
+        masks.clear()
+        pending = 0
+
+    with np.errstate(invalid="ignore"):
+        for i in range(n - 1):
+            diff = np.sign(x[i + 1 :] - x[i])
+            signs.append(np.nan_to_num(diff, nan=0.0).astype(np.int8))
+            if any_missing:
+                masks.append((~missing[i + 1 :] & ~missing[i]).astype(np.int8))
+            pending += n - 1 - i
+            if pending >= _KENDALL_BLOCK:
+                flush()
+    flush()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if any_missing:
+            tau = num / np.sqrt(den * den.T)
+        else:
+            tau = num / np.sqrt(np.outer(den, den))
+    tau[~np.isfinite(tau)] = np.nan
+    return np.clip(tau, -1.0, 1.0)
+
+
+#: Correlation coefficients of :func:`correlation_threshold` (pycytominer's ``corr_method``).
+CORRELATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "pearson": lambda x: _pearson(x),
+    "spearman": _spearman,
+    "kendall": _kendall,
+}
+
+
 def _check_correlation_params(threshold: float, method: str, strategy: str) -> None:
-    if method != "pearson":
-        raise InvalidInputError(f"unknown correlation method {method!r}; valid: 'pearson'")
+    if method not in CORRELATIONS:
+        raise InvalidInputError(
+            f"unknown correlation method {method!r}; valid: {', '.join(map(repr, CORRELATIONS))}"
+        )
     if not 0 <= threshold <= 1:
         raise InvalidInputError("threshold must be between 0 and 1")
     if strategy not in ("pycytominer", "iterative"):
@@ -333,7 +429,7 @@ def correlation_threshold(
     features: Sequence[str] | None = None,
     samples: RowFilter = "all",
     threshold: float = 0.9,
-    method: Literal["pearson"] = "pearson",
+    method: Literal["pearson", "spearman", "kendall"] = "pearson",
     strategy: Literal["pycytominer", "iterative"] = "pycytominer",
 ) -> FeatureSelection:
     """Drop one feature of each highly correlated pair.
@@ -342,8 +438,10 @@ def correlation_threshold(
     ----------
     threshold : float, default 0.9
         Pairs with correlation above this are considered.
-    method : {"pearson"}
-        Correlation coefficient.
+    method : {"pearson", "spearman", "kendall"}, default "pearson"
+        Correlation coefficient (pycytominer's ``corr_method``): Pearson r,
+        Spearman's rho (Pearson r of average ranks) or Kendall's tau-b, each
+        over the rows both features hold (as pandas' ``DataFrame.corr``).
     strategy : {"pycytominer", "iterative"}, default "pycytominer"
         ``"pycytominer"``: every pair with r > ``threshold`` (signed r, as
         pycytominer) at once; of each pair, drop the feature with the larger
@@ -355,7 +453,7 @@ def correlation_threshold(
     """
     _check_correlation_params(threshold, method, strategy)
     feats, x = _prepare(profiles, features, samples)
-    drops = _correlation_drops(feats, _pearson(x), threshold, strategy)
+    drops = _correlation_drops(feats, CORRELATIONS[method](x), threshold, strategy)
     return _result(feats, drops, "correlation_threshold")
 
 
@@ -467,6 +565,104 @@ def drop_outliers(
     return _result(feats, _outlier_drops(feats, peak, outlier_cutoff), "drop_outliers")
 
 
+def noise_removal(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    samples: RowFilter = "all",
+    perturb_groups: str | None = None,
+    stdev_cutoff: float = 0.8,
+) -> FeatureSelection:
+    """Drop features that vary too much within perturbation groups (pycytominer's ``noise_removal``).
+
+    Per feature: the population standard deviation (ddof=0) within each
+    group of ``perturb_groups`` (e.g. the replicates of one compound), then
+    the mean of those over the groups; a feature whose mean exceeds
+    ``stdev_cutoff`` is dropped.
+
+    Parameters
+    ----------
+    perturb_groups : str
+        Column naming each row's perturbation group (pycytominer's
+        ``noise_removal_perturb_groups``; required).
+    stdev_cutoff : float, default 0.8
+        Largest mean within-group std kept (``noise_removal_stdev_cutoff``).
+
+    Notes
+    -----
+    Missing values are skipped in each std (a group whose feature is all
+    missing is left out of that feature's mean; a feature missing everywhere
+    has no mean and is kept, as pycytominer). Rows with a null group are
+    left out, with a :class:`~cellframe.errors.NaNExcludedWarning` giving
+    their count (pandas drops them silently).
+
+    Raises
+    ------
+    MissingColumnsError
+        If ``perturb_groups`` is not a column.
+    InvalidInputError
+        If ``perturb_groups`` is not given or ``stdev_cutoff`` is negative.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"Metadata_pert": ["a", "a", "b", "b"],
+    ...                    "quiet": [1.0, 1.1, 5.0, 5.1], "noisy": [0.0, 4.0, 1.0, -3.0]})
+    >>> noise_removal(df, perturb_groups="Metadata_pert").dropped_features
+    ['noisy']
+    """
+    _check_noise_params(perturb_groups, stdev_cutoff)
+    assert perturb_groups is not None
+    lf = profiles.lazy()
+    where = "the profiles to select features from"
+    require_columns(
+        lf, [perturb_groups], where, "name the perturbation-group column in perturb_groups="
+    )
+    feats = [f for f in resolve_features(lf, features, where) if f != perturb_groups]
+    predicate = row_filter(samples)
+    if predicate is not None:
+        require_columns(lf, list(predicate.meta.root_names()), where, "check samples=")
+        lf = lf.filter(predicate)
+    df = lf.select(perturb_groups, *feats).collect()
+    n_null = df[perturb_groups].null_count()
+    if n_null:
+        import warnings
+
+        from cellframe.errors import NaNExcludedWarning
+
+        warnings.warn(
+            f"noise_removal: {n_null} row(s) with a null {perturb_groups!r} are left out of "
+            "the within-group standard deviations",
+            NaNExcludedWarning,
+            stacklevel=2,
+        )
+        df = df.filter(pl.col(perturb_groups).is_not_null())
+    if df.height == 0:
+        from cellframe.errors import EmptyInputError
+
+        raise EmptyInputError(f"no rows to select features on (samples={samples!r})")
+    stds = df.group_by(perturb_groups).agg(
+        pl.col(f).cast(pl.Float64).fill_nan(None).std(ddof=0) for f in feats
+    )
+    means = stds.select(pl.col(feats).mean()).row(0)
+    drops = {
+        f: f"mean within-group std {m:.4g} > stdev_cutoff {stdev_cutoff:g}"
+        for f, m in zip(feats, means, strict=True)
+        if m is not None and m > stdev_cutoff
+    }
+    return _result(feats, drops, "noise_removal")
+
+
+def _check_noise_params(perturb_groups: str | None, stdev_cutoff: float) -> None:
+    if not isinstance(perturb_groups, str) or not perturb_groups:
+        raise InvalidInputError(
+            "noise_removal needs the perturbation-group column: pass perturb_groups='<column>' "
+            "(feature_select: noise_removal_perturb_groups='<column>')"
+        )
+    if not stdev_cutoff >= 0:
+        raise InvalidInputError(f"stdev_cutoff must be >= 0, not {stdev_cutoff!r}")
+
+
 Operation = Callable[..., FeatureSelection]
 
 #: Operations by pycytominer name, with the composer's keyword each one takes.
@@ -483,7 +679,28 @@ OPERATIONS: dict[str, tuple[Operation, dict[str, str]]] = {
     "drop_na_columns": (drop_na_columns, {"na_cutoff": "cutoff"}),
     "blocklist": (blocklist, {"blocklist": "blocklist"}),
     "drop_outliers": (drop_outliers, {"outlier_cutoff": "outlier_cutoff"}),
+    "noise_removal": (
+        noise_removal,
+        {
+            "noise_removal_perturb_groups": "perturb_groups",
+            "noise_removal_stdev_cutoff": "stdev_cutoff",
+        },
+    ),
 }
+
+
+def _row_columns(op: str, kwargs: Mapping[str, Any]) -> list[str] | None:
+    """Non-feature columns an operation reads from the rows, or None if it needs no rows.
+
+    Operations without a finite statistic (noise removal's per-group spread,
+    rank correlations) are run on the gathered rows by :class:`FeatureSelector`.
+    """
+    if op == "noise_removal":
+        group = kwargs.get("perturb_groups")
+        return [group] if isinstance(group, str) else []
+    if op == "correlation_threshold" and kwargs.get("method", "pearson") != "pearson":
+        return []
+    return None
 
 
 def feature_select(
@@ -510,7 +727,8 @@ def feature_select(
     **params
         pycytominer's parameter names: ``min_variance``, ``freq_cut``,
         ``unique_cut``, ``corr_threshold``, ``corr_method``, ``corr_strategy``,
-        ``na_cutoff``, ``blocklist``, ``outlier_cutoff``.
+        ``na_cutoff``, ``blocklist``, ``outlier_cutoff``,
+        ``noise_removal_perturb_groups``, ``noise_removal_stdev_cutoff``.
 
     Returns
     -------
@@ -527,7 +745,14 @@ def feature_select(
     feats = resolve_features(lf, features, "the profiles to select features from")
     # Collect once: every operation works on the same (small, well-level) rows.
     predicate = row_filter(samples)
-    data = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
+    extra = [
+        params["noise_removal_perturb_groups"]
+        for op in ops
+        if op == "noise_removal" and isinstance(params.get("noise_removal_perturb_groups"), str)
+    ][:1]
+    require_columns(lf, extra, "the profiles to select features from", "check perturb_groups=")
+    feats = [f for f in feats if f not in extra]
+    data = (lf if predicate is None else lf.filter(predicate)).select(*extra, *feats).collect()
 
     def run(op: str | Operation, kept: list[str]) -> FeatureSelection:
         if callable(op) and not isinstance(op, str):
@@ -729,6 +954,11 @@ class FeatureSelector:
             _check_correlation_params(c["threshold"], c["method"], c["strategy"])
         if "drop_na_columns" in kw:
             _check_na_params(kw["drop_na_columns"]["cutoff"])
+        if "noise_removal" in kw:
+            n = kw["noise_removal"]
+            _check_noise_params(n["perturb_groups"], n["stdev_cutoff"])
+        # Operations run on the gathered rows, and the non-feature columns they read.
+        self._row_ops = {op: cols for op in kw if (cols := _row_columns(op, kw[op])) is not None}
 
     def parameters(self) -> dict[str, Any]:
         """JSON-serialisable parameters (recorded in provenance)."""
@@ -756,18 +986,24 @@ class FeatureSelector:
         names = {op for op in self.operations if isinstance(op, str)}
         custom = any(not isinstance(op, str) for op in self.operations)
         needs_data = bool(names - _NO_DATA) or custom
+        extra = list(dict.fromkeys(c for cols in self._row_ops.values() for c in cols))
+        require_columns(lf, extra, where, "check perturb_groups=")
+        feats = [f for f in feats if f not in extra]
         rows = None
         columns = None
         if needs_data:
             predicate = row_filter(self.samples)
-            df = (lf if predicate is None else lf.filter(predicate)).select(feats).collect()
+            df = (
+                (lf if predicate is None else lf.filter(predicate)).select(*extra, *feats).collect()
+            )
+            pearson = self._kwargs.get("correlation_threshold", {}).get("method") == "pearson"
             columns = ColumnStatistics.of(
                 to_numpy64(df, feats),
                 feats,
                 values="frequency_threshold" in names,
-                moments="correlation_threshold" in names,
+                moments="correlation_threshold" in names and pearson,
             )
-            rows = Rows(df) if custom else None
+            rows = Rows(df) if custom or self._row_ops else None
         else:
             columns = ColumnStatistics.of(np.empty((0, len(feats))), feats)
         return SelectionStatistics(columns, rows)
@@ -796,6 +1032,10 @@ class FeatureSelector:
             if not isinstance(op, str):
                 assert stats.rows is not None
                 return op(stats.rows.frame, features=kept, samples="all")
+            if op in self._row_ops:  # no finite statistic: run on the gathered rows
+                assert stats.rows is not None
+                fn = OPERATIONS[op][0]
+                return fn(stats.rows.frame, features=kept, samples="all", **self._kwargs[op])
             idx = np.array([position[f] for f in kept], dtype=np.int64)
             return _result(kept, STATISTIC_RULES[op](cols, idx, kept, self._kwargs[op]), op)
 

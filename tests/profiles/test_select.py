@@ -36,7 +36,10 @@ def nf1_features(nf1_cells) -> pl.DataFrame:
     return with_missing(nf1_cells, {5: 0.01, 30: 0.04, 60: 0.05, 90: 0.06, 120: 0.5})
 
 
-@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op != "blocklist"])
+# noise_removal needs a perturbation-group column: tests/profiles/test_select_parity.py.
+@pytest.mark.parametrize(
+    "operation", [op for op in OPERATIONS if op not in ("blocklist", "noise_removal")]
+)
 def test_each_operation_matches_pycytominer(nf1_features, operation):
     feats = feature_columns(nf1_features)
     fn = OPERATIONS[operation][0]
@@ -52,7 +55,11 @@ def test_each_operation_matches_pycytominer(nf1_features, operation):
 
 def test_some_operations_drop_something(nf1_features):
     # Guard: the parity above must not be vacuous on this data.
-    counts = {op: len(OPERATIONS[op][0](nf1_features).dropped_features) for op in OPERATIONS}
+    counts = {
+        op: len(OPERATIONS[op][0](nf1_features).dropped_features)
+        for op in OPERATIONS
+        if op != "noise_removal"
+    }
     assert counts["variance_threshold"] == 17 and counts["frequency_threshold"] >= 40
     assert counts["correlation_threshold"] >= 100 and counts["drop_na_columns"] == 2
     assert counts["drop_outliers"] >= 50
