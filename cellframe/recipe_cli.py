@@ -154,8 +154,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--recipe",
         required=True,
         metavar="RECIPE",
-        help="tokens joined by _ (var, mad, featselect, outlier, sphering, harmony, PCA), "
-        "or a .toml file with one [[step]] table per step",
+        help="tokens joined by _ (wellpos, cc, var, mad, int, outlier, featselect, sphering, "
+        "tvn, harmony, PCA), or a .toml file with one [[step]] table per step",
     )
     p.add_argument(
         "--source",

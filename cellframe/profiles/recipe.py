@@ -15,24 +15,25 @@ Tokens and the steps they build (:data:`RECIPE_TOKENS`):
 ==============  ==============================================================
 token           step (defaults)
 ==============  ==============================================================
+``wellpos``     :class:`WellPositionCorrector`: subtract the per-position mean
+                of every well across plates
+``cc``          :class:`CellCountRegressor`: residuals of each feature on
+                ``Metadata_Count_Cells``
 ``var``         :class:`FeatureSelector` ``drop_na_columns`` (``na_cutoff=0``)
                 then ``variance_threshold`` (``min_variance=1e-6``)
 ``mad``         :class:`Normalizer` ``mad_robustize`` per ``Metadata_Plate`` on
                 ``negcon`` rows
+``int``         :class:`InverseNormalTransformer` (Blom, over all rows)
+``outlier``     :class:`FeatureSelector` ``drop_outliers`` (``outlier_cutoff=100``)
 ``featselect``  :class:`FeatureSelector` ``frequency_threshold``,
                 ``correlation_threshold`` (0.9), ``blocklist``,
                 ``drop_na_columns`` (``na_cutoff=0``)
-``outlier``     :class:`FeatureSelector` ``drop_outliers`` (``outlier_cutoff=100``)
 ``sphering``    :class:`SphereByMAP` (lambda by mAP over 1e-5 ... 1e3)
+``tvn``         :class:`TypicalVariationNormalizer` per ``Metadata_Plate`` on
+                ``negcon`` rows
 ``harmony``     :class:`Harmony` on ``Metadata_Plate``
-``PCA``         :class:`PCA` keeping 98% of the variance
+``PCA``         :class:`VariancePCA` keeping 98% of the variance
 ==============  ==============================================================
-
-The recipe's ``int`` (rank inverse-normal transform), ``wellpos`` (well-position
-correction), ``cc`` (cell-count regression) and the ``tvn`` step are built in
-:mod:`cellframe.profiles.correct`; their tokens are listed in
-:data:`PENDING_TOKENS` until that module provides them, and a recipe naming
-one is refused with that reason.
 """
 
 from __future__ import annotations
@@ -47,12 +48,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cellframe.columns import PLATE, feature_columns
+from cellframe.columns import COUNT_CELLS, PLATE, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownRecipeTokenError
 from cellframe.profiles._common import RowFilter
 
 __all__ = [
-    "PENDING_TOKENS",
     "RECIPE_TOKENS",
     "RecipeResult",
     "RecipeStep",
@@ -63,6 +63,32 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- step factories
+def _wellpos(*, position: str = WELL, controls: RowFilter = None) -> Any:
+    from cellframe.profiles.correct import WellPositionCorrector
+
+    return WellPositionCorrector(position=position, controls=controls)
+
+
+def _cc(*, count: str = COUNT_CELLS, controls: RowFilter = None) -> Any:
+    from cellframe.profiles.correct import CellCountRegressor
+
+    return CellCountRegressor(count=count, controls=controls)
+
+
+def _int(*, method: str = "blom", by: Sequence[str] = ()) -> Any:
+    from cellframe.profiles.correct import InverseNormalTransformer
+
+    return InverseNormalTransformer(method, by=by)
+
+
+def _tvn(
+    *, batch: str = PLATE, controls: RowFilter = "negcon", n_components: int | None = None
+) -> Any:
+    from cellframe.profiles.correct import TypicalVariationNormalizer
+
+    return TypicalVariationNormalizer(batch=batch, controls=controls, n_components=n_components)
+
+
 def _var(*, min_variance: float = 1e-6, samples: RowFilter = "all") -> Any:
     from cellframe.profiles.select import FeatureSelector
 
@@ -150,22 +176,17 @@ def _pca(*, variance: float = 0.98, n_components: int | None = None) -> Any:
 
 #: Token -> factory of a fresh, unfitted step (keyword parameters with the recipe's defaults).
 RECIPE_TOKENS: dict[str, Callable[..., Any]] = {
+    "wellpos": _wellpos,
+    "cc": _cc,
     "var": _var,
     "mad": _mad,
-    "featselect": _featselect,
+    "int": _int,
     "outlier": _outlier,
+    "featselect": _featselect,
     "sphering": _sphering,
+    "tvn": _tvn,
     "harmony": _harmony,
     "PCA": _pca,
-}
-
-#: Tokens of the JUMP recipe whose steps live in :mod:`cellframe.profiles.correct`
-#: (token -> what it does), refused with that reason until they are wired.
-PENDING_TOKENS: dict[str, str] = {
-    "int": "rank inverse-normal transform",
-    "wellpos": "well-position correction",
-    "cc": "cell-count regression",
-    "tvn": "typical-variation normalization",
 }
 
 
@@ -250,8 +271,7 @@ class RecipeResult:
 
 
 def _allowed() -> str:
-    pending = ", ".join(f"{t!r} ({what}; not available yet)" for t, what in PENDING_TOKENS.items())
-    return f"{', '.join(map(repr, RECIPE_TOKENS))}; pending: {pending}"
+    return ", ".join(map(repr, RECIPE_TOKENS))
 
 
 def _resolve_token(token: Any, where: str) -> str:
@@ -264,12 +284,6 @@ def _resolve_token(token: Any, where: str) -> str:
     folded = {t.lower(): t for t in RECIPE_TOKENS}
     if token.lower() in folded:
         return folded[token.lower()]
-    if token.lower() in PENDING_TOKENS:
-        raise UnknownRecipeTokenError(
-            f"{where}: token {token!r} ({PENDING_TOKENS[token.lower()]}) names a step of "
-            "cellframe.profiles.correct that this installation does not provide yet; "
-            f"allowed: {', '.join(map(repr, RECIPE_TOKENS))}"
-        )
     raise UnknownRecipeTokenError(f"{where}: unknown recipe token {token!r}; allowed: {_allowed()}")
 
 
@@ -342,7 +356,7 @@ def parse_recipe(
     ------
     UnknownRecipeTokenError
         For a token outside :data:`RECIPE_TOKENS` (the message names it and
-        lists the allowed ones, and says when it is a pending token).
+        lists the allowed ones).
     InvalidInputError
         For an empty recipe, invalid TOML, or a parameter the step does not take.
 

@@ -7,18 +7,22 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cellframe.columns import CONTROL, PLATE, feature_columns
+from cellframe.columns import CONTROL, COUNT_CELLS, MOA, PLATE, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownRecipeTokenError
 from cellframe.profiles import (
     RECIPE_TOKENS,
+    CellCountRegressor,
     FeatureSelector,
     Harmony,
+    InverseNormalTransformer,
     Normalizer,
     SphereByMAP,
+    TypicalVariationNormalizer,
+    WellPositionCorrector,
     apply_recipe,
     parse_recipe,
 )
-from cellframe.profiles.recipe import PENDING_TOKENS, VariancePCA
+from cellframe.profiles.recipe import VariancePCA
 
 NEGCON = "Metadata_control_type = 'negcon'"
 
@@ -47,16 +51,15 @@ def test_token_string_builds_the_recipe_steps_with_their_defaults() -> None:
     assert parse_recipe("mad")[0].step is not parse_recipe("mad")[0].step
 
 
-def test_unknown_and_pending_tokens_are_refused_by_name() -> None:
+def test_unknown_tokens_are_refused_by_name() -> None:
     with pytest.raises(UnknownRecipeTokenError, match="unknown recipe token 'robust'") as err:
         parse_recipe("var_robust_harmony")
     for token in RECIPE_TOKENS:
         assert repr(token) in str(err.value)
     assert "token 2" in str(err.value)
-    missing = [t for t in PENDING_TOKENS if t not in RECIPE_TOKENS]
-    if missing:  # the JUMP compound recipe until profiles/correct.py provides INT
-        with pytest.raises(UnknownRecipeTokenError, match=f"token {missing[0]!r}"):
-            parse_recipe(f"var_mad_{missing[0]}_featselect_harmony")
+    # The JUMP recipe's chromosome-arm correction is not a cellframe step.
+    with pytest.raises(UnknownRecipeTokenError, match="unknown recipe token 'corrected'"):
+        parse_recipe("wellpos_cc_var_mad_outlier_featselect_sphering_harmony_PCA_corrected")
     with pytest.raises(InvalidInputError, match="empty token"):
         parse_recipe("var__mad")
     with pytest.raises(InvalidInputError, match="names no step"):
@@ -155,3 +158,87 @@ def test_variance_pca_keeps_the_share_of_variance() -> None:
     assert VariancePCA(n_components=3).fit(df).parameters()["n_components_kept"] == 3
     with pytest.raises(InvalidInputError, match=r"variance=1\.5"):
         VariancePCA(variance=1.5)
+
+
+def test_the_correction_tokens_build_the_correct_steps() -> None:
+    steps = parse_recipe("wellpos_cc_int_tvn")
+    wellpos, cc, int_, tvn = (s.step for s in steps)
+    assert isinstance(wellpos, WellPositionCorrector)
+    assert wellpos.position == WELL and wellpos.controls is None
+    assert isinstance(cc, CellCountRegressor) and cc.count == COUNT_CELLS
+    assert isinstance(int_, InverseNormalTransformer)
+    assert int_.method == "blom" and int_.by == []
+    assert isinstance(tvn, TypicalVariationNormalizer)
+    assert tvn.batch == PLATE and tvn.controls == "negcon"
+    assert list(RECIPE_TOKENS) == [
+        "wellpos", "cc", "var", "mad", "int", "outlier", "featselect", "sphering", "tvn",
+        "harmony", "PCA",
+    ]  # fmt: skip
+
+
+def test_the_jump_compound_recipe_on_nelisa(nelisa: pl.DataFrame) -> None:
+    params = {"mad": {"controls": NEGCON}, "harmony": {"n_components": 30}}
+    out = apply_recipe(nelisa, "var_mad_int_featselect_harmony", parameters=params)
+    ref = nelisa
+    for step in (
+        FeatureSelector(["drop_na_columns", "variance_threshold"], na_cutoff=0.0),
+        Normalizer("mad_robustize", controls=NEGCON),
+        InverseNormalTransformer(),
+        FeatureSelector(
+            ["frequency_threshold", "correlation_threshold", "blocklist", "drop_na_columns"],
+            na_cutoff=0.0,
+        ),
+        Harmony(n_components=30),
+    ):
+        ref = step.fit(ref).transform(ref).collect()
+    assert_frame_equal(out.frame, ref)
+    assert [p["token"] for p in out.provenance] == ["var", "mad", "int", "featselect", "harmony"]
+    assert out.provenance[2]["parameters"]["method"] == "blom"
+
+
+def _genetic_screen(seed: int = 0) -> pl.DataFrame:
+    """4 plates x 24 wells (8 negcon), 8 features with a well-position and a cell-count effect."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(4):
+        for w in range(24):
+            rows.append((f"P{p}", f"A{w:02d}", "negcon" if w < 8 else "trt", f"g{w % 8}"))
+    frame = pl.DataFrame(rows, schema=[PLATE, WELL, CONTROL, MOA], orient="row")
+    n = frame.height
+    count = rng.integers(200, 800, size=n).astype(np.float64)
+    position = np.tile(rng.normal(size=(24, 8)), (4, 1))
+    gene = np.array([int(g[1:]) for g in frame[MOA]])
+    signal = np.where(frame[CONTROL].to_numpy()[:, None] == "trt", np.eye(8)[gene] * 2.0, 0.0)
+    x = rng.normal(size=(n, 8)) + position + 0.004 * count[:, None] + signal
+    return frame.with_columns(
+        pl.Series(COUNT_CELLS, count), *[pl.Series(f"f{j}", x[:, j]) for j in range(8)]
+    )
+
+
+def test_the_jump_genetic_recipe_runs_end_to_end() -> None:
+    screen = _genetic_screen()
+    recipe = "wellpos_cc_var_mad_outlier_featselect_sphering_harmony_PCA"
+    out = apply_recipe(
+        screen,
+        recipe,
+        parameters={
+            "featselect": {"corr_threshold": 0.95},
+            "sphering": {"grid": [1e-3, 1e-1, 10.0]},
+            "harmony": {"n_components": None, "n_clusters": 4},
+            "PCA": {"variance": 0.9},
+        },
+    )
+    assert [p["token"] for p in out.provenance] == recipe.split("_")
+    assert out.frame.height == screen.height
+    pcs = feature_columns(out.frame)
+    assert pcs == [f"PC{i + 1}" for i in range(len(pcs))]
+    sphering = out.provenance[6]["parameters"]
+    assert sphering["lam"] in (1e-3, 1e-1, 10.0)
+    assert sphering["lam"] == sphering["grid"][int(np.argmax(sphering["scores"]))]
+    assert out.provenance[8]["parameters"]["variance_kept"] >= 0.9
+    # Well position and cell count were regressed out first: in the cc output the
+    # features no longer correlate with the count.
+    partial = apply_recipe(screen, "wellpos_cc").frame
+    for j in range(8):
+        r = np.corrcoef(partial[COUNT_CELLS].to_numpy(), partial[f"f{j}"].to_numpy())[0, 1]
+        assert abs(r) < 1e-6
