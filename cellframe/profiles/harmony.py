@@ -235,8 +235,18 @@ class Harmony:
         k_max = min(n, d)
         k = k_max if self.n_components is None else min(self.n_components, k_max)
         self.mean_ = x.mean(axis=0)
-        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        vt = vt[:k]
+        centred = x - self.mean_
+        if n > d:
+            # Eigen-decompose the d x d scatter matrix: a fraction of the SVD's time
+            # and memory for tall profile tables (wells >> features).
+            evals, evecs = np.linalg.eigh(centred.T @ centred)
+            order = np.argsort(evals)[::-1][:k]
+            s = np.sqrt(np.clip(evals[order], 0.0, None))
+            vt = evecs[:, order].T
+        else:
+            _, s, vt = np.linalg.svd(centred, full_matrices=False)
+            vt = vt[:k]
+        del centred
         # Deterministic signs (scikit-learn's svd_flip convention on the loadings).
         signs = np.sign(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)])
         signs[signs == 0] = 1.0

@@ -114,6 +114,17 @@ def test_harmony_pca_matches_numpy_and_keeps_other_columns() -> None:
     assert frame["f3"][1] is None  # only 3 components: the 4th variance is null
     # n_components=None keeps them all (a rotation of the centred features).
     assert Harmony(n_components=None, n_clusters=3).fit(df).components_.shape == (5, 5)
+    # Wider than tall (the SVD path): the same axes as the scatter matrix's eigenvectors.
+    wide = rng.normal(size=(12, 20))
+    wide_df = pl.DataFrame(
+        {PLATE: ["a"] * 6 + ["b"] * 6, **{f"g{j}": wide[:, j] for j in range(20)}}
+    )
+    step = Harmony(n_components=4, n_clusters=2).fit(wide_df)
+    centred = wide - wide.mean(axis=0)
+    evals, evecs = np.linalg.eigh(centred.T @ centred)
+    top = evecs[:, ::-1][:, :4].T
+    np.testing.assert_allclose(np.abs(step.components_ @ top.T), np.eye(4), atol=1e-8)
+    np.testing.assert_allclose(step.explained_variance_, evals[::-1][:4] / 11, rtol=1e-10)
 
 
 def test_harmony_needs_all_rows_through_the_fitted_contract() -> None:
