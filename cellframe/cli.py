@@ -29,12 +29,12 @@ COMMAND_MODULES = (
     "cellframe.io.cli",
     "cellframe.store_cli",
     "cellframe.profiles.cli",
+    "cellframe.recipe_cli",
     "cellframe.evaluate.cli",
     "cellframe.segment.cli",
     "cellframe.embed.cli",
     "cellframe.activity.cli",
     "cellframe.demo_cli",
-    "cellframe.recipe_cli",
 )
 
 
