@@ -12,8 +12,10 @@ no transform to apply to new rows. As a fitted step
 :meth:`Harmony.statistics` keeps the rows themselves
 (:class:`~cellframe.profiles._fitted.Rows`, ``needs_all_rows``), an engine
 gathers every plate before :meth:`Harmony.from_statistics` runs, and
-:meth:`Harmony.transform` returns the corrected rows only for the rows it was
-fitted on.
+:meth:`Harmony.transform` returns the corrected rows only for rows it was
+fitted on (any subset, e.g. one plate at a time, so
+:func:`cellframe.engine.fitted.apply_plates` can write the output plate by
+plate).
 """
 
 from __future__ import annotations
@@ -51,12 +53,17 @@ def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | N
     return int(value)
 
 
-def _fingerprint(batch: np.ndarray, x: np.ndarray) -> str:
-    """A digest of the rows Harmony was fitted on (their batches and feature values)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    h.update("\x1f".join(map(str, batch)).encode())
-    return h.hexdigest()
+def _row_keys(batch: np.ndarray, x: np.ndarray) -> list[bytes]:
+    """A 128-bit digest of each row: its batch and its float64 feature values.
+
+    Identical rows (same batch, same values) share a key; Harmony gives them
+    the same output, so a key identifies a row's correction.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    return [
+        hashlib.blake2b(row.tobytes() + str(b).encode(), digest_size=16).digest()
+        for b, row in zip(batch, x, strict=True)
+    ]
 
 
 class Harmony:
@@ -227,7 +234,7 @@ class Harmony:
         self._run_harmony(scores, batch)
         self.features_ = features
         self.n_rows_ = frame.height
-        self._fitted_on = _fingerprint(batch, x)
+        self._rows = {key: i for i, key in enumerate(_row_keys(batch, x))}
         return self
 
     def _fit_pca(self, x: np.ndarray, features: list[str]) -> None:
@@ -304,13 +311,15 @@ class Harmony:
     def transform(self, frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
         """The corrected rows: ``frame``'s non-feature columns, then ``harmony_0 ...``.
 
-        ``frame`` must be the rows Harmony was fitted on, in the same order
-        (Harmony has no transform for new rows).
+        ``frame``'s rows must be among the rows Harmony was fitted on (all of
+        them, or some, e.g. one plate, in any order): each is matched to its
+        fitted row by its batch and feature values. Harmony has no transform
+        for rows it did not see.
 
         Raises
         ------
         InvalidInputError
-            If ``frame``'s rows are not the fitted rows.
+            If some row of ``frame`` is not a fitted row.
         """
         self._require_fitted()
         df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
@@ -322,15 +331,17 @@ class Harmony:
         )
         batch = df[self.batch_key].cast(pl.String).to_numpy()
         x = to_numpy64(df, self.features_)
-        if df.height != self.n_rows_ or _fingerprint(batch, x) != self._fitted_on:
+        index = np.array([self._rows.get(k, -1) for k in _row_keys(batch, x)], dtype=np.int64)
+        unseen = int((index < 0).sum())
+        if unseen:
             raise InvalidInputError(
-                f"Harmony corrects the rows it was fitted on ({self.n_rows_} rows) and has no "
-                f"transform for other rows (got {df.height}); fit it on all rows to correct "
-                "together (fit_transform)"
+                f"{unseen} of {df.height} rows were not among the {self.n_rows_} rows Harmony "
+                "was fitted on (matched by batch and feature values); Harmony has no transform "
+                "for new rows: fit it on all the rows to correct together (fit_transform)"
             )
         rest = [c for c in df.columns if c not in set(self.features_)]
         out = pl.DataFrame(
-            self.corrected_.astype(np.float32),
+            self.corrected_[index].astype(np.float32),
             schema=dict.fromkeys(self.output_names_, FEATURE_DTYPE),
             orient="row",
         )

@@ -137,10 +137,41 @@ def test_harmony_needs_all_rows_through_the_fitted_contract() -> None:
     merged = fit_local(Harmony(n_components=4, n_clusters=4), [df[:40], df[40:]])
     whole = Harmony(n_components=4, n_clusters=4).fit(df)
     np.testing.assert_array_equal(merged.corrected_, whole.corrected_)
-    with pytest.raises(InvalidInputError, match="no transform for other rows"):
-        whole.transform(df[:40])
-    with pytest.raises(InvalidInputError, match="no transform for other rows"):
-        whole.transform(df.reverse())
+    full = whole.transform(df).collect()
+    # Any subset of the fitted rows, in any order, gets its rows of the whole correction.
+    assert_frame_equal(whole.transform(df[40:]).collect(), full[40:])
+    assert_frame_equal(whole.transform(df.reverse()).collect(), full.reverse())
+    changed = df.with_columns(
+        pl.when(pl.int_range(80) == 5).then(9.0).otherwise(pl.col("f0")).alias("f0")
+    )
+    with pytest.raises(InvalidInputError, match="1 of 80 rows were not among the 80 rows"):
+        whole.transform(changed)
+    moved = df.with_columns(
+        pl.when(pl.int_range(80) < 2).then(pl.lit("b")).otherwise(pl.col(PLATE)).alias(PLATE)
+    )
+    with pytest.raises(InvalidInputError, match="2 of 80 rows"):
+        whole.transform(moved)
+
+
+def test_harmony_through_the_plate_engine(store) -> None:
+    from cellframe.engine.fitted import apply_plates, fit_plates
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 4))
+    x[30:60] += 0.7
+    df = pl.DataFrame(
+        {
+            PLATE: np.repeat(["p1", "p2", "p3"], 30),
+            "Metadata_Well": [f"A{i:02d}" for i in range(90)],
+            **{f"f{j}": x[:, j].astype(np.float32) for j in range(4)},
+        }
+    )
+    store.write("wells", df, mode="replace")
+    step = fit_plates(store, "wells", Harmony(n_components=3, n_clusters=3), progress=False)
+    apply_plates(store, "wells", "wells_harmony", step, name="harmony", progress=False)
+    expected = Harmony(n_components=3, n_clusters=3).fit_transform(store.read("wells")).collect()
+    keys = [PLATE, "Metadata_Well"]
+    assert_frame_equal(store.read("wells_harmony").sort(keys), expected.sort(keys))
 
 
 def test_harmony_reports_non_convergence() -> None:
