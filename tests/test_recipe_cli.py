@@ -159,7 +159,7 @@ def test_evaluate_knows_a_recipe_table_is_not_cross_fitted(store: Store) -> None
     from cellframe.evaluate.crossfit import correction_from_provenance
 
     store.write("wells", _synthetic(), mode="replace")
-    run_recipe(store, "mad_sphering", parameters={"sphering": {"label": PLATE}})
+    run_recipe(store, "mad_sphering", parameters={"sphering": {"label": CONTROL}})
     plan = correction_from_provenance(store, "wells_mad_sphering")
     assert plan.correction is None
     assert "made by the recipe 'mad_sphering'" in plan.problem

@@ -28,7 +28,8 @@ token           step (defaults)
 ``featselect``  :class:`FeatureSelector` ``frequency_threshold``,
                 ``correlation_threshold`` (0.9), ``blocklist``,
                 ``drop_na_columns`` (``na_cutoff=0``)
-``sphering``    :class:`SphereByMAP` (lambda by mAP over 1e-5 ... 1e3)
+``sphering``    :class:`SphereByMAP`: lambda (1e-5 ... 1e3) with the highest mAP of
+                ``Metadata_Treatment`` replicates against ``negcon`` rows
 ``tvn``         :class:`TypicalVariationNormalizer` per ``Metadata_Plate`` on
                 ``negcon`` rows
 ``harmony``     :class:`Harmony` on ``Metadata_Plate``
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cellframe.columns import COUNT_CELLS, PLATE, WELL, feature_columns
+from cellframe.columns import COUNT_CELLS, PLATE, TREATMENT, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownRecipeTokenError
 from cellframe.profiles._common import RowFilter
 
@@ -138,8 +139,8 @@ def _outlier(*, outlier_cutoff: float = 100.0) -> Any:
 def _sphering(
     *,
     grid: Sequence[float] | None = None,
-    score: str = "retrieval",
-    label: str = "Metadata_MoA",
+    score: str = "replicate",
+    label: str = TREATMENT,
     controls: RowFilter = "negcon",
 ) -> Any:
     from cellframe.profiles.sphere import SphereByMAP

@@ -43,6 +43,7 @@ def test_token_string_builds_the_recipe_steps_with_their_defaults() -> None:
     ]  # fmt: skip
     assert featselect.parameters()["corr_threshold"] == 0.9
     assert isinstance(sphering, SphereByMAP) and sphering.grid[0] == 1e-5
+    assert (sphering.score, sphering.label) == ("replicate", "Metadata_Treatment")
     assert isinstance(harmony, Harmony) and harmony.batch_key == PLATE
     assert harmony.max_iter == 20
     assert isinstance(pca, VariancePCA) and pca.variance == 0.98
@@ -223,7 +224,7 @@ def test_the_jump_genetic_recipe_runs_end_to_end() -> None:
         recipe,
         parameters={
             "featselect": {"corr_threshold": 0.95},
-            "sphering": {"grid": [1e-3, 1e-1, 10.0]},
+            "sphering": {"grid": [1e-3, 1e-1, 10.0], "label": MOA},
             "harmony": {"n_components": None, "n_clusters": 4},
             "PCA": {"variance": 0.9},
         },
