@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cellframe.columns import COUNT_CELLS, PLATE, TREATMENT, WELL, feature_columns
+from cellframe.columns import COUNT_CELLS, FEATURE_DTYPE, PLATE, TREATMENT, WELL, feature_columns
 from cellframe.errors import InvalidInputError, UnknownRecipeTokenError
 from cellframe.profiles._common import RowFilter
 
@@ -243,10 +243,11 @@ class VariancePCA:
         return self
 
     def transform(self, frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-        """Metadata columns, then ``PC1 ... PCk``."""
+        """Metadata columns, then ``PC1 ... PCk`` (Float32, as every feature)."""
         if not hasattr(self, "pca_"):
             raise InvalidInputError("this PCA is not fitted; call fit(...) first")
-        return self.pca_.transform(frame)
+        names = [f"PC{i + 1}" for i in range(len(self.pca_.components_))]
+        return self.pca_.transform(frame).with_columns(pl.col(names).cast(FEATURE_DTYPE))
 
     def __repr__(self) -> str:
         return f"VariancePCA(variance={self.variance}, n_components={self.n_components})"

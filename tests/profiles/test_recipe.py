@@ -155,7 +155,13 @@ def test_variance_pca_keeps_the_share_of_variance() -> None:
     k = int(np.argmax(share >= 0.98)) + 1
     step = VariancePCA().fit(df)
     assert step.parameters()["n_components_kept"] == k
-    assert step.transform(df).collect().columns == [f"PC{i + 1}" for i in range(k)]
+    scores = step.transform(df).collect()
+    assert scores.columns == [f"PC{i + 1}" for i in range(k)]
+    assert set(scores.schema.values()) == {pl.Float32}
+    centred = x - x.mean(axis=0)
+    np.testing.assert_allclose(
+        np.abs(scores.to_numpy()), np.abs(centred @ step.pca_.components_.T), rtol=1e-4, atol=1e-4
+    )
     assert VariancePCA(n_components=3).fit(df).parameters()["n_components_kept"] == 3
     with pytest.raises(InvalidInputError, match=r"variance=1\.5"):
         VariancePCA(variance=1.5)
