@@ -449,8 +449,9 @@ def apply_recipe(
     RecipeResult
         ``frame``: the corrected profiles; ``provenance``: one entry per step
         (``position``, ``token``, ``step``, ``parameters`` after fitting,
-        ``rows``, ``features_in``, ``features_out``, ``seconds``); ``steps``:
-        the fitted steps.
+        ``rows``, ``features_in``, ``features_out``, ``seconds``, and for
+        feature selection ``dropped``: each dropped feature with the operation
+        and reason); ``steps``: the fitted steps.
 
     Raises
     ------
@@ -486,6 +487,9 @@ def apply_recipe(
         else:
             out = step.fit(current).transform(current)
         current = out.collect() if isinstance(out, pl.LazyFrame) else out
+        entry: dict[str, Any] = {}
+        if hasattr(step, "selection_"):  # feature selection: say what it dropped and why
+            entry["dropped"] = step.selection_.dropped.to_dicts()
         provenance.append(
             {
                 "position": i,
@@ -496,6 +500,7 @@ def apply_recipe(
                 "features_in": n_in,
                 "features_out": len(feature_columns(current)),
                 "seconds": round(time.perf_counter() - t0, 3),
+                **entry,
             }
         )
     return RecipeResult(current, provenance, steps)

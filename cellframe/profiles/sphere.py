@@ -668,7 +668,8 @@ class SphereByMAP(Spherizer):
         each non-control row retrieving the other rows of its ``label``
         (the treatment) against the control rows
         (:func:`cellframe.evaluate.phenotypic_activity`; JUMP's "mAP vs
-        negcon"). A callable is ``score(sphered_profiles) -> float``, higher
+        negcon"; treatments with a single row have no replicate and do not
+        count). A callable is ``score(sphered_profiles) -> float``, higher
         is better.
     label : str, default "Metadata_MoA"
         Column the built-in scores group by.

@@ -122,6 +122,9 @@ def test_apply_recipe_hand_computed() -> None:
     assert [p["token"] for p in out.provenance] == ["var", "mad"]
     assert out.provenance[0]["features_in"] == 2 and out.provenance[0]["features_out"] == 1
     assert out.provenance[1]["parameters"]["method"] == "mad_robustize"
+    assert [d["feature"] for d in out.provenance[0]["dropped"]] == ["flat"]
+    assert out.provenance[0]["dropped"][0]["operation"] == "variance_threshold"
+    assert "dropped" not in out.provenance[1]
     assert out.provenance[1]["step"] == "Normalizer"
 
 
