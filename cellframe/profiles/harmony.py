@@ -30,7 +30,7 @@ import polars as pl
 
 from cellframe.columns import FEATURE_DTYPE, PLATE
 from cellframe.errors import EmptyInputError, HarmonyNotConvergedWarning, InvalidInputError
-from cellframe.profiles._common import require_columns, resolve_features, to_numpy64
+from cellframe.profiles._common import require_columns, resolve_features, to_numpy64, warn
 from cellframe.profiles._fitted import Rows
 
 __all__ = ["Harmony", "harmony"]
@@ -75,13 +75,14 @@ class Harmony:
         Column naming each row's batch (plate, source, ...). Rows with a null
         batch are refused.
     n_components : int or None, default 50
-        Principal components Harmony corrects; clipped to ``min(rows,
-        features)`` (the number used is ``n_components_used`` in
-        :meth:`parameters`). ``None`` keeps every component: a rotation of the
+        Principal components Harmony corrects; more than ``min(rows,
+        features)`` is reduced to that with a ``ProfilesWarning`` (the number
+        used is ``n_components_used`` in :meth:`parameters`). ``None`` keeps every component: a rotation of the
         centred features, as the JUMP recipe runs Harmony on the features.
     n_clusters : int or None, default None
         Harmony's clusters (``nclust``); ``None`` is harmonypy's
-        ``min(rows / 30, 100)``. The JUMP recipe uses 300.
+        ``min(rows / 30, 100)``. The JUMP recipe uses 300. More than the rows
+        is reduced to the rows with a ``ProfilesWarning``.
     max_iter : int, default 20
         Harmony iterations at most (the JUMP recipe's 20).
     seed : int, default 0
@@ -241,6 +242,12 @@ class Harmony:
         n, d = x.shape
         k_max = min(n, d)
         k = k_max if self.n_components is None else min(self.n_components, k_max)
+        if self.n_components is not None and self.n_components > k_max:
+            warn(
+                f"Harmony n_components={self.n_components} is more than min(rows, features) = "
+                f"min({n}, {d}): using {k_max} components",
+                stacklevel=5,
+            )
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
         if n > d:
@@ -272,7 +279,12 @@ class Harmony:
         n_clusters = (
             self.n_clusters if self.n_clusters is not None else int(min(round(n / 30), 100))
         )
-        n_clusters = max(1, min(n_clusters, n))
+        if n_clusters > n:
+            warn(
+                f"Harmony n_clusters={n_clusters} is more than the {n} rows: using {n} clusters",
+                stacklevel=5,
+            )
+            n_clusters = n
         result = harmonypy.run_harmony(
             scores,
             {self.batch_key: batch},

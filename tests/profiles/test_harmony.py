@@ -19,6 +19,7 @@ from cellframe.errors import (
 )
 from cellframe.evaluate import phenotypic_activity
 from cellframe.profiles import Harmony, harmony
+from cellframe.profiles._common import ProfilesWarning
 from cellframe.profiles._fitted import Rows, fit_local
 
 #: Plate offsets N(0, EFFECT^2) per feature; the nELISA features' SD is ~1.27.
@@ -202,6 +203,10 @@ def test_harmony_refuses_bad_input() -> None:
                 pl.when(pl.col("f0") == 2).then(np.nan).otherwise(pl.col("f0")).alias("f0")
             )
         )
+    with pytest.warns(ProfilesWarning, match="n_clusters=300 is more than the 4 rows"):
+        assert Harmony(n_components=2, n_clusters=300).fit(df).n_clusters_used_ == 4
+    with pytest.warns(ProfilesWarning, match=r"n_components=50 is more than min\(rows, features\)"):
+        assert Harmony(n_clusters=2).fit(df).components_.shape == (2, 2)
     with pytest.raises(EmptyInputError, match="at least 2 rows"):
         Harmony().fit(df[:1])
     with pytest.raises(InvalidInputError, match="n_clusters=0"):
