@@ -50,6 +50,7 @@ from cellframe.profiles._common import (
 from cellframe.profiles._fitted import ColumnStatistics, Rows
 
 __all__ = [
+    "CORRECTIONS",
     "INT_METHODS",
     "CellCountRegressor",
     "InverseNormalTransformer",
@@ -335,7 +336,8 @@ class InverseNormalTransformer:
                 "this InverseNormalTransformer is not fitted; call fit(...) first"
             )
 
-    def _apply(self, df: pl.DataFrame) -> pl.DataFrame:
+    def _apply(self, df: pl.DataFrame, *, fitted_rows: bool = False) -> pl.DataFrame:
+        """Transform ``df``; ``fitted_rows``: ``df`` holds exactly the rows of the fit."""
         x = to_numpy64(df, self.features_)
         out = np.full(x.shape, np.nan)
         for key, rows in _groups(df, self.by):
@@ -345,7 +347,21 @@ class InverseNormalTransformer:
                     f"group {_label(self.by, key)} was not among the rows the inverse-normal "
                     "transform was fitted on; fit on every group (or by=() for one fit)"
                 )
-            for j, ref in enumerate(refs):
+            todo = range(len(refs))
+            if fitted_rows and isinstance(self._kind, _RankOffset):
+                # The fit's own rows: their average ranks straight from one vectorized
+                # rankdata (the same numbers as searching the reference, ~2x faster).
+                from scipy.stats import rankdata
+
+                block = x[rows]
+                complete = np.flatnonzero(~np.isnan(block).any(axis=0))
+                if complete.size:
+                    c, n = self._kind.offset, rows.size
+                    ranks = rankdata(block[:, complete], method="average", axis=0)
+                    out[np.ix_(rows, complete)] = _ndtri((ranks - c) / (n - 2 * c + 1))
+                todo = np.flatnonzero(np.isnan(block).any(axis=0))
+            for j in todo:
+                ref = refs[j]
                 if isinstance(self._kind, _Quantiles):
                     out[rows, j] = _quantile_int(x[rows, j], ref)
                 else:
@@ -379,10 +395,16 @@ class InverseNormalTransformer:
     def fit_transform(self, frame: Frame) -> pl.LazyFrame:
         """:meth:`fit` then :meth:`transform` on the same rows (read once)."""
         df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        return self.fit(df).transform(df)
+        self.fit(df)
+        require_columns(df, [*self.by, *self.features_], "the profiles to rank-transform")
+        return self._apply(df, fitted_rows=True).lazy()
 
     def to_frame(self) -> pl.DataFrame:
-        """The fit as a table: per group, its sorted reference values (null-padded), one column per feature."""
+        """The fit as a table: per group its sorted reference values, one column per feature.
+
+        Columns are null-padded to the group's longest (features with missing
+        values hold fewer reference values).
+        """
         self._require_fitted()
         parts = []
         for key, refs in self.references_.items():
@@ -636,7 +658,7 @@ class WellPositionCorrector:
         if not hasattr(self, "means_"):
             raise InvalidInputError("this WellPositionCorrector is not fitted; call fit(...) first")
 
-    def _means_frame(self, dtype: Any) -> pl.DataFrame:
+    def _means_frame(self, dtype: Any = None) -> pl.DataFrame:
         cols = {self.position: pl.Series(self.position, self.positions_, dtype=dtype)}
         for j, f in enumerate(self.features_):
             cols[f"__cf_mean__{f}"] = pl.Series(self.means_[:, j])
@@ -668,30 +690,33 @@ class WellPositionCorrector:
         if unknown.height:
             raise InvalidInputError(
                 f"{unknown.height} well position(s) of the profiles were not in the fit: "
-                f"{short_list(unknown[self.position].to_list())}; fit on rows covering every position"
+                f"{short_list(unknown[self.position].to_list())}; fit on rows covering every "
+                "position"
             )
         out = lf.join(means, on=self.position, how="left", nulls_equal=True, maintain_order="left")
         x = {f: pl.col(f).cast(pl.Float64) for f in self.features_}
-        unfit = (
-            out.select(
-                pl.sum_horizontal(
-                    [
-                        (
-                            x[f].is_not_null() & ~x[f].is_nan() & pl.col(f"__cf_mean__{f}").is_nan()
-                        ).sum()
-                        for f in self.features_
-                    ]
+        # Only a feature with a position lacking a mean can leave a value uncorrected.
+        suspect = [f for j, f in enumerate(self.features_) if np.isnan(self.means_[:, j]).any()]
+        if suspect:
+            counts = (
+                out.select(
+                    (x[f].is_not_null() & ~x[f].is_nan() & pl.col(f"__cf_mean__{f}").is_nan())
+                    .sum()
+                    .alias(f)
+                    for f in suspect
                 )
+                .collect()
+                .row(0, named=True)
             )
-            .collect()
-            .item()
-        )
-        if unfit:
-            raise InvalidInputError(
-                f"{unfit} value(s) sit at a well position whose fit rows hold no value of that "
-                "feature, so no position mean exists to subtract; drop features with missing "
-                "values first (drop_na_columns) or fit on controls=None"
-            )
+            bad = {f: n for f, n in counts.items() if n}
+            if bad:
+                raise InvalidInputError(
+                    f"{sum(bad.values())} value(s) of {len(bad)} feature(s) "
+                    f"({short_list([f'{f} ({n})' for f, n in bad.items()], quote=False)}) sit "
+                    "at a well position whose fit rows hold no value of that feature, so no "
+                    "position mean exists to subtract; drop features with missing values first "
+                    "(drop_na_columns) or fit on controls=None"
+                )
         out = out.with_columns(
             (x[f] - pl.col(f"__cf_mean__{f}")).cast(FEATURE_DTYPE).alias(f) for f in self.features_
         )
@@ -705,7 +730,7 @@ class WellPositionCorrector:
     def to_frame(self) -> pl.DataFrame:
         """The fit as a table: one row per position, its mean of each feature."""
         self._require_fitted()
-        frame = self._means_frame(pl.String)
+        frame = self._means_frame()
         return frame.rename({f"__cf_mean__{f}": f for f in self.features_})
 
     @classmethod
@@ -1389,8 +1414,8 @@ def typical_variation_normalize(
     return step.fit_transform(lf)
 
 
-#: The steps of this module by name (for recipes): class and the function that runs it.
-STEPS: dict[str, tuple[type, Callable[..., pl.LazyFrame]]] = {
+#: The steps of this module by name: the fitted class and the function that runs it.
+CORRECTIONS: dict[str, tuple[type, Callable[..., pl.LazyFrame]]] = {
     "inverse_normal": (InverseNormalTransformer, inverse_normal_transform),
     "well_position": (WellPositionCorrector, well_position_correct),
     "cell_count": (CellCountRegressor, regress_cell_count),

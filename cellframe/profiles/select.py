@@ -11,12 +11,15 @@ operation                  drops a feature when (defaults)
 ``variance_threshold``     population variance <= ``min_variance`` (1e-6), or undefined
 ``frequency_threshold``    2nd / 1st most common value count < ``freq_cut`` (0.05) OR
                            distinct values / rows < ``unique_cut`` (0.01)
-``correlation_threshold``  Pearson r > ``corr_threshold`` (0.9) with another feature:
-                           of each such pair, the one with the larger sum of |r|
-                           (pycytominer, all pairs at once), or iteratively
+``correlation_threshold``  r > ``corr_threshold`` (0.9) with another feature (Pearson,
+                           Spearman or Kendall tau-b): of each such pair, the one with
+                           the larger sum of |r| (pycytominer, all pairs at once), or
+                           iteratively
 ``drop_na_columns``        fraction missing > ``na_cutoff`` (0.05)
 ``blocklist``              in pycytominer's default blocklist (or a given one)
 ``drop_outliers``          max |x| > ``outlier_cutoff`` (500)
+``noise_removal``          mean over perturbation groups of the within-group std >
+                           ``stdev_cutoff`` (0.8); needs ``perturb_groups`` (a column)
 =========================  ==========================================================
 """
 
@@ -360,6 +363,7 @@ def _kendall(x: np.ndarray) -> np.ndarray:
         else:
             tau = num / np.sqrt(np.outer(den, den))
     tau[~np.isfinite(tau)] = np.nan
+    np.fill_diagonal(tau, 1.0)  # as pandas, even for a constant feature
     return np.clip(tau, -1.0, 1.0)
 
 

@@ -35,6 +35,17 @@ from cellframe.profiles.correct import (
 FEATURES = [f"f{j}" for j in range(5)]
 
 
+@pytest.fixture(scope="module")
+def lincs() -> pl.DataFrame:
+    """LINCS SQ00015054 well profiles (384 x 454), the copy bundled in cellframe/data/demo
+    (the same file as ../shared/data/profiles-lincs-SQ00015054), so the parity runs without
+    the shared data."""
+    from cellframe.demo import demo_data_dir
+
+    path = demo_data_dir() / "lincs" / "SQ00015054_normalized_feature_select.csv.gz"
+    return pl.read_csv(path, infer_schema_length=1000)
+
+
 def three_plates(seed: int = 0, n_wells: int = 24, n_controls: int = 6) -> pl.DataFrame:
     """3 plates x 24 well positions; 6 negcon wells per plate; a plate effect, a position
     effect and a cell-count effect of known size on every feature."""
@@ -366,15 +377,59 @@ def plate_store(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_ray_plate_fit_equals_local_fit(plate_store, ray_local, name: str) -> None:
-    from cellframe.engine.fitted import fit_plates
+    from cellframe.engine.fitted import apply_plates, fit_plates
 
     store, wells = plate_store
     local = STEPS[name]().fit(wells)
     ray = fit_plates(store, "wells", STEPS[name](), engine="ray", progress=False)
+    # The Ray fit applied plate by plate on Ray workers, into a table.
+    apply_plates(store, "wells", f"wells_{name}", ray, name=name, engine="ray", progress=False)
     a = local.transform(wells).collect().sort(PLATE, WELL)
-    b = ray.transform(wells).collect().sort(PLATE, WELL)
+    b = store.read(f"wells_{name}").sort(PLATE, WELL).select(a.columns)
     feats = [c for c in a.columns if not c.startswith("Metadata_")]
     diff = np.abs(a.select(feats).to_numpy() - b.select(feats).to_numpy()).max()
     print(f"{name}: max |local - ray| = {diff:.1e}")
     assert diff <= 1e-6
     assert_frame_equal(a.drop(feats), b.drop(feats))
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_each_step_meets_the_fitted_contract(name: str) -> None:
+    from cellframe.profiles._fitted import FittedStep, Statistics
+
+    wells = three_plates(n_controls=8)
+    step = STEPS[name]()
+    assert isinstance(step, FittedStep)
+    stats = step.statistics(wells)
+    assert isinstance(stats, Statistics)
+    assert stats.needs_all_rows is (name == "inverse_normal")  # ranks gather the rows
+
+
+def test_well_position_refuses_a_value_without_a_position_mean() -> None:
+    wells = hand_wells().with_columns(
+        pl.when(pl.col(CONTROL) == "negcon", pl.col(WELL) == "A03")
+        .then(None)
+        .otherwise(pl.col("g"))
+        .alias("g"),
+        pl.Series(CONTROL, ["negcon", "negcon", "negcon", "", "negcon", "negcon"]),
+    )
+    # A03's control wells (P1, P2) hold no g: no A03 mean of g. A01: P1 only (0); A02: (2 + 6) / 2.
+    step = WellPositionCorrector(controls="negcon").fit(wells)
+    assert np.isnan(step.means_[step.positions_.index("A03"), 1])
+    out = step.transform(wells.filter(pl.col(WELL) != "A03")).collect()
+    assert out["g"].to_list() == [0.0, -2.0, 4.0, 2.0]
+    extra = wells.vstack(wells.filter(pl.col(WELL) == "A03").with_columns(pl.lit(9.0).alias("g")))
+    with pytest.raises(InvalidInputError, match=r"2 value\(s\) of 1 feature\(s\) \(g \(2\)\)"):
+        step.transform(extra).collect()
+
+
+@pytest.mark.parametrize("method", ["blom", "pycytominer"])
+def test_int_fit_transform_equals_fit_then_transform(method: str) -> None:
+    wells = three_plates()
+    x = wells["f1"].to_numpy().copy()
+    x[[2, 30, 31]] = np.nan
+    wells = wells.with_columns(pl.Series("f1", x), pl.col("f3").round(0))  # NaN and ties
+    for by in ([PLATE], []):
+        fast = InverseNormalTransformer(method, by=by).fit_transform(wells).collect()
+        slow = InverseNormalTransformer(method, by=by).fit(wells).transform(wells).collect()
+        assert_frame_equal(fast, slow)
