@@ -167,3 +167,11 @@ class UnmatchedObjectsWarning(UserWarning):
 
 class UndefinedMeasurementWarning(UserWarning):
     """Measurements that are undefined for some objects (NaN: the texture of a one-pixel object, ...), with counts."""
+
+
+class HarmonyNotConvergedWarning(UserWarning):
+    """Harmony stopped at ``max_iter`` before its objective settled (the message gives the change)."""
+
+
+class UnknownRecipeTokenError(InvalidChoiceError):
+    """A recipe string or TOML recipe names a step outside the recipe registry (message lists the allowed ones)."""

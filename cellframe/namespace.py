@@ -34,6 +34,7 @@ FORWARDS: dict[str, str] = {
     "aggregate": "cellframe.profiles",
     "aggregate_by": "cellframe.profiles",
     "consensus": "cellframe.profiles",
+    "harmony": "cellframe.profiles",
     "inverse_normal_transform": "cellframe.profiles",
     "normalize": "cellframe.profiles",
     "regress_cell_count": "cellframe.profiles",

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "cellframe.cli.store",
     "cellframe.cli.anndata",
     "cellframe.cli.profiles",
+    "cellframe.cli.recipe",
     "cellframe.cli.evaluate",
     "cellframe.cli.compare",
     "cellframe.cli.segment",

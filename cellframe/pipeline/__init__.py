@@ -25,11 +25,15 @@ __getattr__, __dir__, __all__ = attach(
         "load_config": "config",
         "load_step": "fits",
         "make_engine": "steps",
+        "measure_images": "measure",
+        "MeasureReport": "measure",
         "NullSettings": "activity",
         "QualityControl": "steps",
         "register_evaluate_sql": "sql",
         "run_activity": "steps",
         "run_pipeline": "steps",
+        "run_recipe": "recipe",
+        "RecipeRun": "recipe",
         "run_step": "steps",
         "run_strength": "steps",
         "save_step": "fits",
@@ -50,6 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.pipeline.aggregate import Aggregation, aggregate_table
     from cellframe.pipeline.config import load_config, validate_config
     from cellframe.pipeline.fits import load_step, save_step
+    from cellframe.pipeline.measure import MeasureReport, measure_images
+    from cellframe.pipeline.recipe import RecipeRun, run_recipe
     from cellframe.pipeline.sql import register_evaluate_sql
     from cellframe.pipeline.steps import (
         STEPS,

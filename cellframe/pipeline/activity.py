@@ -78,6 +78,14 @@ def correction_from_provenance(store: Store, table: str) -> CorrectionPlan:
     problem = None
     while True:
         rec = _last_record(store, current)
+        if rec is not None and rec["step"] == "recipe":
+            # cellframe correct --recipe: its steps fit on the controls (and Harmony on
+            # every row) in one go, which provenance does not replay per fold.
+            problem = (
+                f"{current!r} was made by the recipe {rec['parameters'].get('recipe')!r}, "
+                "whose steps were fitted on every well, controls included, and are not refitted"
+            )
+            break
         if rec is None or rec["step"] not in (*REFITTABLE_STEPS, *COLUMN_STEPS):
             break
         params = rec["parameters"]

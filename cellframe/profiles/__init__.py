@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "aggregate": "aggregate",
+        "apply_recipe": "recipe",
         "aggregate_by": "aggregate",
         "AGGREGATIONS": "aggregate",
         "blocklist": "select",
@@ -32,6 +33,8 @@ __getattr__, __dir__, __all__ = attach(
         "FeatureSelector": "select",
         "flag_outlier_wells": "qc",
         "frequency_threshold": "select",
+        "Harmony": "harmony",
+        "harmony": "harmony",
         "image_qc": "qc",
         "INT_METHODS": "correct",
         "inverse_normal_transform": "correct",
@@ -47,11 +50,17 @@ __getattr__, __dir__, __all__ = attach(
         "PCA": "qc",
         "pca_profiles": "qc",
         "PCAResult": "qc",
+        "parse_recipe": "recipe",
+        "RECIPE_TOKENS": "recipe",
+        "RecipeResult": "recipe",
+        "RecipeStep": "recipe",
         "regress_cell_count": "correct",
         "robust_z": "qc",
         "select_features": "select",
         "sphere": "sphere",
         "SPHERE_METHODS": "sphere",
+        "SPHERE_SCORES": "sphere",
+        "SphereByMAP": "sphere",
         "Spherizer": "sphere",
         "StrengthResult": "strength",
         "strong_treatments": "strength",
@@ -78,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover
         typical_variation_normalize,
         well_position_correct,
     )
+    from cellframe.profiles.harmony import Harmony, harmony
     from cellframe.profiles.normalize import NORMALIZATIONS, NoControlsError, Normalizer, normalize
     from cellframe.profiles.qc import (
         PCA,
@@ -86,6 +96,13 @@ if TYPE_CHECKING:  # pragma: no cover
         image_qc,
         pca_profiles,
         robust_z,
+    )
+    from cellframe.profiles.recipe import (
+        RECIPE_TOKENS,
+        RecipeResult,
+        RecipeStep,
+        apply_recipe,
+        parse_recipe,
     )
     from cellframe.profiles.select import (
         OPERATIONS,
@@ -102,5 +119,12 @@ if TYPE_CHECKING:  # pragma: no cover
         select_features,
         variance_threshold,
     )
-    from cellframe.profiles.sphere import SPHERE_METHODS, Spherizer, lambda_sweep, sphere
+    from cellframe.profiles.sphere import (
+        SPHERE_METHODS,
+        SPHERE_SCORES,
+        SphereByMAP,
+        Spherizer,
+        lambda_sweep,
+        sphere,
+    )
     from cellframe.profiles.strength import StrengthResult, strong_treatments, treatment_strength

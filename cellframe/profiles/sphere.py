@@ -16,6 +16,10 @@ A :class:`Spherizer` is a fitted step (:mod:`cellframe.profiles._fitted`):
 ``statistics`` of any split of the rows merge exactly, ``from_statistics``
 fits, ``transform`` applies, ``to_frame``/``from_frame`` save the fit as a
 table (mean, scale, W) to apply to new plates.
+
+:class:`SphereByMAP` is the regularized ZCA with lambda chosen as a step: the
+grid point whose sphered profiles score the highest mAP on the fitting rows
+(the JUMP recipe's ``sphering`` token; DOMAIN.md §7).
 """
 
 from __future__ import annotations
@@ -39,13 +43,26 @@ from cellframe.profiles._common import (
 )
 from cellframe.profiles._fitted import ColumnStatistics, Rows
 
-__all__ = ["SPHERE_METHODS", "Spherizer", "lambda_sweep", "sphere"]
+__all__ = [
+    "LAMBDA_GRID",
+    "SPHERE_METHODS",
+    "SPHERE_SCORES",
+    "SphereByMAP",
+    "Spherizer",
+    "lambda_sweep",
+    "sphere",
+]
 
 #: Sphering methods: the thesis's regularized ZCA and pycytominer's four.
 SPHERE_METHODS = ("regularized", "ZCA", "ZCA-cor", "PCA", "PCA-cor")
 
 #: Column of a saved sphering table telling what each row holds.
 ROW = "Metadata_Row"
+
+#: Columns of :meth:`SphereByMAP.to_frame`'s sweep rows.
+SWEEP_LAMBDA = "Metadata_Lambda"
+SWEEP_SCORE = "Metadata_Score"
+SWEEP_CHOSEN = "Metadata_Chosen"
 
 Score = Callable[[pl.DataFrame], float]
 
@@ -480,6 +497,37 @@ def _default_score(label: str) -> Score:
     return score
 
 
+def _check_grid(lambdas: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    grid = np.asarray(lambdas, dtype=np.float64).ravel()
+    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid >= 0)):
+        raise InvalidInputError(
+            f"{what} lambdas={list(grid)!r} must be a non-empty sequence of finite "
+            "numbers >= 0 (e.g. [1e-4, 1e-2, 1])"
+        )
+    return grid
+
+
+def _sweep(
+    base: Spherizer,
+    data: pl.DataFrame,
+    grid: np.ndarray,
+    scorer: Score,
+    prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None,
+) -> list[float]:
+    """Score ``base`` (fitted, regularized) at each lambda of ``grid``: one decomposition, W per lambda."""
+    evals, evecs = base.eigenvalues_[::-1], base.eigenvectors_
+    scores = []
+    for lam in grid:
+        sph = copy.copy(base)
+        sph.lam = float(lam)
+        sph.W_ = _regularized_w(evals, evecs, float(lam))
+        out = sph.transform(data)
+        if prepare is not None:
+            out = prepare(out)
+        scores.append(float(scorer(out.collect())))
+    return scores
+
+
 def lambda_sweep(
     lf: pl.LazyFrame | pl.DataFrame,
     lambdas: Sequence[float] | np.ndarray | None = None,
@@ -517,26 +565,12 @@ def lambda_sweep(
     polars.DataFrame
         Columns ``lambda`` and ``score``, one row per lambda, in grid order.
     """
-    grid = np.asarray(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, dtype=np.float64)
-    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid >= 0)):
-        raise InvalidInputError(
-            f"lambda_sweep lambdas={list(grid)!r} must be a non-empty sequence of finite "
-            "numbers >= 0 (e.g. [1e-4, 1e-2, 1])"
-        )
+    grid = _check_grid(10.0 ** np.arange(-6, 1) if lambdas is None else lambdas, "lambda_sweep")
     scorer = score if score is not None else _default_score(label)
     base = Spherizer("regularized", controls=controls, features=features)
     data = lf.lazy().collect()
     base.from_statistics(base.statistics(data))
-    evals, evecs = base.eigenvalues_[::-1], base.eigenvectors_
-    scores = []
-    for lam in grid:
-        sph = copy.copy(base)
-        sph.lam = float(lam)
-        sph.W_ = _regularized_w(evals, evecs, float(lam))
-        out = sph.transform(data)
-        if prepare is not None:
-            out = prepare(out)
-        scores.append(float(scorer(out.collect())))
+    scores = _sweep(base, data, grid, scorer, prepare)
     n_nan = int(np.isnan(scores).sum())
     if n_nan:
         # NaN sorts above every number: sort(..., descending=True) would pick it as best.
@@ -551,3 +585,274 @@ def lambda_sweep(
             stacklevel=2,
         )
     return pl.DataFrame({"lambda": grid, "score": scores})
+
+
+#: Default grid of :class:`SphereByMAP`: 1e-5 ... 1e3, one point per decade
+#: (DOMAIN.md §7: the JUMP recipe samples lambda log-uniformly in 10^[-5, 3]).
+LAMBDA_GRID = tuple(float(f"1e{e}") for e in range(-5, 4))
+
+
+def _replicate_score(treatment: str, controls: RowFilter) -> Score:
+    """Mean AP of each non-control row retrieving its replicates against the controls."""
+
+    def score(profiles: pl.DataFrame) -> float:
+        import warnings
+
+        from cellframe.evaluate import phenotypic_activity
+
+        predicate = row_filter(controls)
+        if predicate is None:
+            raise InvalidInputError(
+                "SphereByMAP score='replicate' ranks replicates against the control rows: "
+                "name them with controls=... (not 'all')"
+            )
+        with warnings.catch_warnings():
+            # Treatments with one well have no replicate: phenotypic_activity counts them.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ap = phenotypic_activity(profiles, treatment=treatment, controls=predicate)
+        values = ap.filter(~pl.col("is_control"))["average_precision"].drop_nulls()
+        return float(values.mean()) if values.len() else float("nan")
+
+    return score
+
+
+#: Scores :class:`SphereByMAP` maximises (``score=`` also accepts a callable).
+SPHERE_SCORES = ("retrieval", "replicate")
+
+
+class SphereByMAP(Spherizer):
+    """Regularized ZCA whose lambda is the grid point with the highest mAP on the fitting rows.
+
+    For each lambda of ``grid`` the fit's whitening matrix is rebuilt (one
+    eigen-decomposition of the control covariance for the whole grid), every
+    fitting row is sphered and scored; the best lambda is kept (the first of
+    equal scores, in grid order). Scoring reads every fitting row, so the
+    statistics are the rows themselves (``needs_all_rows``).
+
+    Parameters
+    ----------
+    grid : sequence of float, optional
+        Lambdas to try (default :data:`LAMBDA_GRID`, 1e-5 ... 1e3 by decades).
+    score : {"retrieval", "replicate"} or callable, default "retrieval"
+        ``"retrieval"``: :func:`cellframe.evaluate.retrieval_map` of every row
+        against the rows sharing its ``label``. ``"replicate"``: mean AP of
+        each non-control row retrieving the other rows of its ``label``
+        (the treatment) against the control rows
+        (:func:`cellframe.evaluate.phenotypic_activity`; JUMP's "mAP vs
+        negcon"; treatments with a single row have no replicate and do not
+        count). A callable is ``score(sphered_profiles) -> float``, higher
+        is better.
+    label : str, default "Metadata_MoA"
+        Column the built-in scores group by.
+    controls, features
+        As in :class:`Spherizer` (the sphering is fitted on the controls).
+    prepare : callable, optional
+        Applied to each sphered LazyFrame before scoring (e.g. a consensus).
+
+    Attributes
+    ----------
+    lam : float
+        The chosen lambda (after fitting).
+    sweep_ : polars.DataFrame
+        ``lambda``, ``score`` and ``chosen`` per grid point, in grid order.
+    """
+
+    def __init__(
+        self,
+        grid: Sequence[float] | np.ndarray | None = None,
+        *,
+        score: str | Score = "retrieval",
+        label: str = MOA,
+        controls: RowFilter = "negcon",
+        features: Sequence[str] | None = None,
+        prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+    ) -> None:
+        self.grid = _check_grid(LAMBDA_GRID if grid is None else grid, "SphereByMAP")
+        super().__init__(
+            "regularized", lam=float(self.grid[0]), controls=controls, features=features
+        )
+        if isinstance(score, str) and score not in SPHERE_SCORES:
+            raise InvalidChoiceError(
+                f"unknown SphereByMAP score {score!r}; valid: "
+                f"{', '.join(map(repr, SPHERE_SCORES))} (or a callable)"
+            )
+        if not isinstance(score, str) and not callable(score):
+            raise InvalidInputError(
+                f"SphereByMAP score must be one of {SPHERE_SCORES} or a callable, "
+                f"not {type(score).__name__}"
+            )
+        self.score = score
+        self.label = label
+        self.prepare = prepare
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-serialisable parameters: the grid, score and label, and once fitted the chosen lambda."""
+        params = super().parameters()
+        params.update(
+            grid=[float(v) for v in self.grid],
+            score=self.score if isinstance(self.score, str) else repr(self.score),
+            label=self.label,
+        )
+        if hasattr(self, "sweep_"):
+            params["scores"] = [float(v) for v in self.sweep_["score"]]
+        return params
+
+    def _scorer(self) -> Score:
+        if callable(self.score):
+            return self.score
+        if self.score == "replicate":
+            return _replicate_score(self.label, self.controls)
+        return _default_score(self.label)
+
+    def statistics(self, frame: pl.LazyFrame | pl.DataFrame) -> Rows:
+        """Every fitting row (the score reads them all): :class:`~cellframe.profiles._fitted.Rows`.
+
+        Raises
+        ------
+        MissingColumnsError
+            If the control column, a feature or (built-in scores) ``label`` is absent.
+        """
+        lf = frame.lazy()
+        where = "the profiles to sphere"
+        require_columns(
+            lf,
+            filter_columns(self.controls),
+            where,
+            "name the control rows with controls=..., or controls='all'",
+        )
+        if isinstance(self.score, str):
+            require_columns(
+                lf, [self.label], where, f"score={self.score!r} groups rows by label=..."
+            )
+        resolve_features(lf, self.features, where)
+        return Rows(lf.collect())
+
+    def from_statistics(self, stats: ColumnStatistics | Rows) -> SphereByMAP:
+        """Fit on the controls of the rows, score every lambda of the grid, keep the best.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``stats`` are not rows, or every lambda scores NaN.
+
+        Warns
+        -----
+        NaNExcludedWarning
+            With the count of lambdas that scored NaN (left out of the choice).
+        """
+        if not isinstance(stats, Rows):
+            raise InvalidInputError(
+                "SphereByMAP is fitted from the rows themselves (Rows, from "
+                f"SphereByMAP.statistics), not {type(stats).__name__}"
+            )
+        data = stats.frame
+        base = Spherizer("regularized", controls=self.controls, features=self.features)
+        base.from_statistics(base.statistics(data))
+        scores = np.asarray(_sweep(base, data, self.grid, self._scorer(), self.prepare))
+        finite = ~np.isnan(scores)
+        if not finite.any():
+            raise InvalidInputError(
+                f"every lambda of the grid scored NaN (score={self.score!r}, label="
+                f"{self.label!r}): the fitting rows need groups of at least 2 rows to score"
+            )
+        if not finite.all():
+            import warnings
+
+            from cellframe.errors import NaNExcludedWarning
+
+            warnings.warn(
+                f"{int((~finite).sum())} of {len(scores)} lambdas scored NaN and were left out "
+                "of the choice",
+                NaNExcludedWarning,
+                stacklevel=2,
+            )
+        best = int(np.argmax(np.where(finite, scores, -np.inf)))
+        for name in (
+            "mean_",
+            "scale_",
+            "eigenvalues_",
+            "eigenvectors_",
+            "n_controls_",
+            "features_",
+        ):
+            setattr(self, name, getattr(base, name))
+        self.output_names_ = list(base.output_names_)
+        self.lam = float(self.grid[best])
+        self.W_ = _regularized_w(base.eigenvalues_[::-1], base.eigenvectors_, self.lam)
+        self.sweep_ = pl.DataFrame(
+            {
+                "lambda": self.grid,
+                "score": scores,
+                "chosen": np.arange(len(scores)) == best,
+            }
+        )
+        return self
+
+    def fit(self, lf: pl.LazyFrame | pl.DataFrame) -> SphereByMAP:
+        """:meth:`statistics` then :meth:`from_statistics` on the rows of ``lf``."""
+        return self.from_statistics(self.statistics(lf))
+
+    def to_frame(self) -> pl.DataFrame:
+        """:meth:`Spherizer.to_frame`'s table plus one ``sweep`` row per grid point.
+
+        The sweep rows carry ``Metadata_Lambda``, ``Metadata_Score`` and
+        ``Metadata_Chosen`` (true for the chosen lambda) and null features;
+        the other rows have those three columns null.
+        """
+        core = super().to_frame()
+        core = core.with_columns(
+            pl.lit(None, pl.Float64).alias(SWEEP_LAMBDA),
+            pl.lit(None, pl.Float64).alias(SWEEP_SCORE),
+            pl.lit(None, pl.Boolean).alias(SWEEP_CHOSEN),
+        )
+        sweep = pl.DataFrame(
+            {
+                ROW: ["sweep"] * self.sweep_.height,
+                SWEEP_LAMBDA: self.sweep_["lambda"],
+                SWEEP_SCORE: self.sweep_["score"],
+                SWEEP_CHOSEN: self.sweep_["chosen"],
+            }
+        )
+        return pl.concat([core, sweep], how="diagonal_relaxed").select(core.columns)
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, parameters: dict[str, Any]) -> SphereByMAP:
+        """A fitted step from :meth:`to_frame`'s table and :meth:`parameters`.
+
+        Raises
+        ------
+        InvalidInputError
+            If the table has no sweep rows or is not a saved sphering transform.
+        """
+        if ROW not in frame.columns or SWEEP_LAMBDA not in frame.columns:
+            raise InvalidInputError(
+                f"this table is not a saved SphereByMAP: it needs {ROW!r} and {SWEEP_LAMBDA!r} "
+                "columns (SphereByMAP.to_frame)"
+            )
+        is_sweep = frame[ROW] == "sweep"
+        core = Spherizer.from_frame(
+            frame.filter(~is_sweep).drop(SWEEP_LAMBDA, SWEEP_SCORE, SWEEP_CHOSEN), parameters
+        )
+        sweep = frame.filter(is_sweep)
+        obj = cls(
+            sweep[SWEEP_LAMBDA].to_numpy(),
+            score=parameters.get("score", "retrieval")
+            if parameters.get("score") in SPHERE_SCORES
+            else "retrieval",
+            label=parameters.get("label", MOA),
+            controls=parameters["controls"],
+        )
+        obj.__dict__.update({k: v for k, v in core.__dict__.items() if k.endswith("_")})
+        obj.lam = core.lam
+        obj.sweep_ = pl.DataFrame(
+            {
+                "lambda": sweep[SWEEP_LAMBDA],
+                "score": sweep[SWEEP_SCORE],
+                "chosen": sweep[SWEEP_CHOSEN],
+            }
+        )
+        return obj
+
+    def __repr__(self) -> str:
+        chosen = f", lam={self.lam:g}" if hasattr(self, "sweep_") else ""
+        return f"SphereByMAP(grid={[float(v) for v in self.grid]}, score={self.score!r}{chosen})"
