@@ -156,7 +156,7 @@ def test_cli_correct_errors_are_one_line(
 
 
 def test_evaluate_knows_a_recipe_table_is_not_cross_fitted(store: Store) -> None:
-    from cellframe.evaluate.crossfit import correction_from_provenance
+    from cellframe.pipeline import correction_from_provenance
 
     store.write("wells", _synthetic(), mode="replace")
     run_recipe(store, "mad_sphering", parameters={"sphering": {"label": CONTROL}})

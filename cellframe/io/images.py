@@ -476,7 +476,7 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     return pixels[0].astype(np.int32)
 
 
-_ROW_COLUMN = re.compile(r"^([A-Za-z]{1,2})(\d{1,3})$")
+_ROW_COLUMN = re.compile(r"^([A-Za-z]{0,2})(\d{1,3})$")
 
 
 def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | None:
@@ -494,7 +494,8 @@ def parse_site_keys(name: str, pattern: str | None = None) -> dict[str, Any] | N
     dict or None
         ``{"plate": str, "well": str, "site": int}``, or None when it does not match.
         A well written as row letters and a column number is zero-padded
-        (``G1`` -> ``G01``); another naming (a custom pattern's ``r01c02``)
+        (``G1`` -> ``G01``), as is a bare column number (``2`` -> ``02``);
+        another naming (a custom pattern's ``r01c02``)
         is kept as written.
 
     Examples

@@ -42,10 +42,12 @@ def _spherizer_record(step: Any) -> dict[str, Any]:
 def _kinds() -> dict[str, tuple[type, Callable[[Any], dict[str, Any]]]]:
     """Provenance step name -> (class, what to record besides the frame)."""
     from cellframe.profiles.normalize import Normalizer
-    from cellframe.profiles.sphere import Spherizer
+    from cellframe.profiles.sphere import SphereByMAP, Spherizer
 
+    # A subclass before its base: save_step takes the first class the step is an instance of.
     return {
         "normalize_fit": (Normalizer, _normalizer_record),
+        "sphere_by_map_fit": (SphereByMAP, _spherizer_record),
         "sphere_fit": (Spherizer, _spherizer_record),
     }
 
@@ -56,7 +58,7 @@ def save_step(store: Store, step: Any, name: str) -> None:
     Parameters
     ----------
     store : cellframe.store.Store
-    step : Normalizer or Spherizer
+    step : Normalizer, Spherizer or SphereByMAP
         A fitted step; its ``to_frame()`` is written, its parameters are the
         table's provenance.
     name : str
@@ -102,11 +104,11 @@ def load_step(store: Store, name: str, *, expect: type | None = None) -> Any:
     name : str
         The table :func:`save_step` wrote.
     expect : type, optional
-        The class the table must hold (``Normalizer``, ``Spherizer``).
+        The class the table must hold (``Normalizer``, ``Spherizer``, ``SphereByMAP``).
 
     Returns
     -------
-    Normalizer or Spherizer
+    Normalizer, Spherizer or SphereByMAP
         The fitted step, of the class the table's provenance names.
 
     Raises

@@ -115,8 +115,10 @@ def test_to_frame_records_the_grid_and_round_trips_through_a_store(store) -> Non
     assert table.filter(pl.col("Metadata_Row") != "sweep")["Metadata_Lambda"].null_count() == 5
     params = step.parameters()
     assert params["lam"] == step.lam and params["grid"] == [1e-4, 1e-2, 1.0]
-    step.save(store, "sphere_fit")
-    loaded = SphereByMAP.load(store, "sphere_fit")
+    from cellframe.pipeline import load_step, save_step
+
+    save_step(store, step, "sphere_fit")
+    loaded = load_step(store, "sphere_fit", expect=SphereByMAP)
     assert isinstance(loaded, SphereByMAP) and loaded.lam == step.lam
     assert_frame_equal(loaded.sweep_, step.sweep_)
     assert_frame_equal(loaded.transform(df).collect(), step.transform(df).collect())
