@@ -143,6 +143,10 @@ INLINE = {
         "cellframe evaluate --store screen.duckdb --mode activity --null-size 1000",
     ],
     "cellframe activity experiment.toml": [],
+    "cellframe correct --recipe var_mad_int_featselect_harmony": [
+        "cellframe aggregate --store screen.duckdb",
+        "cellframe correct --store screen.duckdb --recipe var_mad_int_featselect_harmony",
+    ],
     "cellframe evaluate TABLE --mode moa --batch Metadata_Plate": [
         "cellframe aggregate --store screen.duckdb",
         # The sandbox has no MoA: the treatment is the label and the well the "compound".
@@ -709,7 +713,22 @@ def _check_moa_cli(work: Path, printed: str) -> None:
     assert _read(work, "wells_moa_per_moa").height > 0
 
 
+def _check_correct_cli(work: Path, printed: str) -> None:
+    import json
+
+    from cellframe.store import Store
+
+    name = "wells_var_mad_int_featselect_harmony"
+    with Store(work / "screen.duckdb", read_only=True) as store:
+        out = store.read(name)
+        record = json.loads(store.provenance(name)["parameters"][-1])
+    assert out.height == _read(work, "wells").height
+    assert [s["token"] for s in record["steps"]] == ["var", "mad", "int", "featselect", "harmony"]
+    assert any(c.startswith("harmony_") for c in out.columns)
+
+
 AFTER_INLINE = {
+    "cellframe correct --recipe var_mad_int_featselect_harmony": _check_correct_cli,
     "cellframe evaluate TABLE --mode moa --batch Metadata_Plate": _check_moa_cli,
     "cellframe compare TABLE [TABLE ...] --batch COL --label COL --out report.html": (
         _check_compare
