@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import altair as alt
 import polars as pl
 
 from cellframe.report.charts import _require, finite_rows
 
 __all__ = ["assay_prediction_chart", "well_predicted_counts"]
+
+_WHOLE_LABELS = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
 
 
 def assay_prediction_chart(
@@ -85,11 +89,14 @@ def assay_prediction_chart(
             x=alt.X(
                 "auroc:Q",
                 title="AUROC on held-out test compounds (0-1)",
-                scale=alt.Scale(domain=[0.3, 1.0]),
+                # Permuted-label controls can fall well below 0.5: keep every point in view.
+                scale=alt.Scale(domain=[min(0.3, math.floor(kept["auroc"].min() * 10) / 10), 1.0]),
             ),
             y=alt.Y("assay:N", title="assay"),
-            color=alt.Color("model:N", title="model"),
-            shape=alt.Shape("model:N"),
+            # Model names are long ("RandomForest on Morgan fingerprints, permuted labels"):
+            # a legend below the chart shows them whole instead of cutting them at the edge.
+            color=alt.Color("model:N", title="model", legend=_WHOLE_LABELS),
+            shape=alt.Shape("model:N", legend=_WHOLE_LABELS),
             tooltip=tips,
         )
     )
@@ -105,7 +112,7 @@ def assay_prediction_chart(
     right = alt.layer(points, rules, title=right_title).properties(
         width=340, height=max(120, 28 * kept["assay"].n_unique())
     )
-    return alt.hconcat(left, right)
+    return alt.hconcat(left, right).resolve_legend(color="independent", shape="independent")
 
 
 def well_predicted_counts(
