@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from cellframe.activity.columns import COMPOUND
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "PAINS_FAMILIES",
@@ -411,7 +411,7 @@ def pains_matches(
     """
     unknown = [f for f in families if f not in PAINS_FAMILIES]
     if unknown:
-        raise ValueError(f"unknown PAINS families {unknown}; valid: {list(PAINS_FAMILIES)}")
+        raise InvalidChoiceError(f"unknown PAINS families {unknown}; valid: {list(PAINS_FAMILIES)}")
     mols = _as_mols(molecules, "the SMILES given to pains_matches")
     result: dict[str, np.ndarray] = {}
     for family in families:

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from cellframe.activity.matrix import AssayMatrix
-from cellframe.errors import EmptyInputError
+from cellframe.errors import EmptyInputError, InvalidChoiceError
 
 __all__ = [
     "CleaningResult",
@@ -103,7 +103,7 @@ def redundant_assay_clusters(
 
     valid = ("complete", "average", "single")
     if linkage not in valid:
-        raise ValueError(f"unknown linkage {linkage!r}; valid: {list(valid)}")
+        raise InvalidChoiceError(f"unknown linkage {linkage!r}; valid: {list(valid)}")
     n = hits.shape[1]
     if n < 2:
         return np.zeros(n, dtype=np.int64)

@@ -18,7 +18,12 @@ import polars as pl
 from cellframe.activity.columns import COMPOUND
 from cellframe.activity.matrix import AssayMatrix
 from cellframe.columns import feature_columns
-from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.errors import (
+    EmptyInputError,
+    InvalidChoiceError,
+    InvalidInputError,
+    MissingColumnsError,
+)
 
 __all__ = ["AlignedFeatures", "align_profiles"]
 
@@ -80,7 +85,7 @@ def align_profiles(
         If no compound of the matrix has a profile.
     """
     if on_missing not in ("drop", "error"):
-        raise ValueError(f"on_missing must be 'drop' or 'error', not {on_missing!r}")
+        raise InvalidChoiceError(f"on_missing must be 'drop' or 'error', not {on_missing!r}")
     df = profiles.collect() if isinstance(profiles, pl.LazyFrame) else profiles
     if compound_column not in df.columns:
         raise MissingColumnsError(f"the {name} table", [compound_column])

@@ -26,7 +26,7 @@ from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
 from cellframe.activity.splits import random_partition, scaffold_partition
 from cellframe.activity.trees import TreeBaseline
 from cellframe.activity.uncertainty import DOMAIN_THRESHOLD
-from cellframe.errors import InvalidInputError, MissingColumnsError
+from cellframe.errors import InvalidChoiceError, InvalidInputError, MissingColumnsError
 
 __all__ = [
     "HOLDOUT_SPLITS",
@@ -395,7 +395,9 @@ def train_holdout(
     elif split in HOLDOUT_SPLITS:
         partition, split_name = HOLDOUT_SPLITS[split], split
     else:
-        raise ValueError(f"unknown split {split!r}; valid: {sorted(HOLDOUT_SPLITS)} or a callable")
+        raise InvalidChoiceError(
+            f"unknown split {split!r}; valid: {sorted(HOLDOUT_SPLITS)} or a callable"
+        )
     if matrix.smiles is None:
         raise InvalidInputError("train_holdout needs an assay matrix with SMILES")
     if not models:

@@ -22,7 +22,12 @@ import numpy as np
 import polars as pl
 
 from cellframe.activity.columns import ASSAY, COMPOUND, READOUT, SMILES
-from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.errors import (
+    EmptyInputError,
+    InvalidChoiceError,
+    InvalidInputError,
+    MissingColumnsError,
+)
 
 __all__ = [
     "AssayMatrix",
@@ -444,7 +449,9 @@ def assay_matrix_from_long(
         If there is no readout at all.
     """
     if on_conflict not in ("missing", "hit", "error"):
-        raise ValueError(f"on_conflict must be 'missing', 'hit' or 'error', not {on_conflict!r}")
+        raise InvalidChoiceError(
+            f"on_conflict must be 'missing', 'hit' or 'error', not {on_conflict!r}"
+        )
     df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
     required = [compound_column, assay_column, readout_column]
     missing = [c for c in required if c not in df.columns]

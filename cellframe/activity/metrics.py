@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from cellframe.activity.columns import ASSAY, FOLD, MODALITY, PROBABILITY, READOUT
-from cellframe.errors import MissingColumnsError, NaNExcludedWarning
+from cellframe.errors import InvalidChoiceError, MissingColumnsError, NaNExcludedWarning
 
 __all__ = [
     "AUROC_THRESHOLDS",
@@ -252,7 +252,7 @@ def assay_metrics(fold_metrics: pl.DataFrame, *, aggregate: str = "median") -> p
         metrics and are not well predicted.
     """
     if aggregate not in ("median", "mean"):
-        raise ValueError(f"aggregate must be 'median' or 'mean', not {aggregate!r}")
+        raise InvalidChoiceError(f"aggregate must be 'median' or 'mean', not {aggregate!r}")
     _require(fold_metrics, [MODALITY, ASSAY, "evaluated", "auroc", "auprc"], "the fold metrics")
     fold_metrics = fold_metrics.with_columns(
         pl.col("auroc").cast(pl.Float64).fill_nan(None),

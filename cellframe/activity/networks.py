@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cellframe.activity.graph import ATOM_DIM, BOND_DIM
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = ["DMPNNEncoder", "MultitaskNetwork", "default_device", "masked_bce_loss"]
 
@@ -63,7 +64,7 @@ def masked_bce_loss(
     if reduction == "sum":
         return total
     if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+        raise InvalidChoiceError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
     return total / mask.sum().clamp(min=1)
 
 
@@ -97,9 +98,9 @@ class DMPNNEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
+            raise InvalidInputError(f"depth must be at least 1, got {depth}")
         if aggregation not in ("mean", "sum"):
-            raise ValueError(f"aggregation must be 'mean' or 'sum', not {aggregation!r}")
+            raise InvalidChoiceError(f"aggregation must be 'mean' or 'sum', not {aggregation!r}")
         self.depth = depth
         self.aggregation = aggregation
         self.hidden_size = hidden_size

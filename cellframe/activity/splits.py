@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "FOLD_METHODS",
@@ -302,7 +302,7 @@ def make_folds(
     if callable(method):
         return np.asarray(method(smiles=smiles, features=features, n=n, n_folds=n_folds, seed=seed))
     if method not in FOLD_METHODS:
-        raise ValueError(f"unknown fold method {method!r}; valid: {sorted(FOLD_METHODS)}")
+        raise InvalidChoiceError(f"unknown fold method {method!r}; valid: {sorted(FOLD_METHODS)}")
     if method == "scaffold":
         if smiles is None:
             raise InvalidInputError("the scaffold split needs SMILES")

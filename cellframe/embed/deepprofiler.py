@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cellframe.errors import InvalidInputError
+
 __all__ = ["deepprofiler_feature_names", "to_deepprofiler_names"]
 
 
@@ -65,12 +67,12 @@ def to_deepprofiler_names(
         rest = col[len(head) :] if col.startswith(head) else None
         channel, _, index = (rest or "").rpartition("_")
         if rest is None or channel not in order or not index.isdigit():
-            raise ValueError(
+            raise InvalidInputError(
                 f"column {col!r} is not {model}_<channel>_<i> for channels {list(channels)}"
             )
         parsed.append((col, order[channel], int(index)))
         counts[channel] = counts.get(channel, 0) + 1
     if len(set(counts.values())) > 1:
-        raise ValueError(f"channels have different numbers of features: {counts}")
+        raise InvalidInputError(f"channels have different numbers of features: {counts}")
     n = next(iter(counts.values()), 0)
     return {col: f"{prefix}_{c * n + i}" for col, c, i in parsed}

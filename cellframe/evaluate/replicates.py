@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from cellframe._progress import progress as _progress
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 from cellframe.evaluate._data import default_block_rows, encode, profile_matrix
 from cellframe.evaluate.similarity import unit_rows
 
@@ -68,7 +68,7 @@ def similarity_profiles(
         try:
             fn = _SIMILARITIES[method]
         except KeyError:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown similarity {method!r}; choose one of {sorted(_SIMILARITIES)} or pass a callable"
             ) from None
     return unit_rows(fn(np.asarray(x, dtype=np.float64)), dtype=x.dtype)
@@ -302,7 +302,7 @@ def grit(
     [('a2', 'A', 1.86), ('a1', 'A', 1.829), ('DMSO', None, None), ('b1', 'B', None)]
     """
     if summary not in ("mean", "median"):
-        raise ValueError(f"unknown summary {summary!r}; choose 'mean' or 'median'")
+        raise InvalidChoiceError(f"unknown summary {summary!r}; choose 'mean' or 'median'")
     pm = profile_matrix(profiles, features=features, metadata=[profile_col, group_col], dtype=dtype)
     meta = pm.meta
     pert = meta[profile_col].cast(pl.String)

@@ -132,7 +132,7 @@ def _resolve(method: str | Callable) -> Callable:
     try:
         return _NULL_METHODS[method]
     except KeyError:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown null method {method!r}; choose one of {sorted(_NULL_METHODS)} or pass a callable"
         ) from None
 

@@ -13,6 +13,8 @@ from importlib import resources
 
 import polars as pl
 
+from cellframe.errors import InvalidChoiceError
+
 __all__ = ["advise", "methods_table"]
 
 
@@ -85,7 +87,7 @@ def advise(
         known = _values(df, column)
         bad = [g for g in given if g.lower() not in known]
         if bad:
-            raise ValueError(f"unknown {what} {bad}; known: {known}")
+            raise InvalidChoiceError(f"unknown {what} {bad}; known: {known}")
     if modality:
         df = df.filter(pl.col("modalities").list.contains(modality.lower()))
     if dim:

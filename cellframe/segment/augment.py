@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cellframe.errors import InvalidChoiceError
+
 __all__ = [
     "DEFAULT_TTA",
     "DIHEDRAL",
@@ -57,7 +59,7 @@ def resolve_transforms(transforms: str | Sequence[str]) -> tuple[str, ...]:
     names = tuple(transforms)
     bad = [t for t in names if t not in TRANSFORMS]
     if bad or not names:
-        raise ValueError(
+        raise InvalidChoiceError(
             f"unknown transform(s) {bad}; valid: {sorted(TRANSFORMS)} or a preset "
             f"{sorted(_PRESETS)}"
         )

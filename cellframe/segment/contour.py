@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellframe.errors import EmptyInputError, InvalidInputError, UnknownFormatError
+from cellframe.errors import (
+    EmptyInputError,
+    InvalidChoiceError,
+    InvalidInputError,
+    UnknownFormatError,
+)
 from cellframe.segment._checks import as_image_stack, normalize_percentile
 
 __all__ = [
@@ -64,7 +69,7 @@ class RoughROI:
             )
         kind = kind or ("line" if len(pts) == 2 else "polygon")
         if kind not in KINDS:
-            raise ValueError(f"unknown ROI kind {kind!r}; valid: {list(KINDS)}")
+            raise InvalidChoiceError(f"unknown ROI kind {kind!r}; valid: {list(KINDS)}")
         if kind == "polygon" and len(pts) < 3:
             raise InvalidInputError(f"a polygon needs at least 3 points, got {len(pts)}")
         if kind == "box" and len(pts) != 2:

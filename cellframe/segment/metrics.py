@@ -17,7 +17,7 @@ import polars as pl
 from scipy import sparse
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "DSB_THRESHOLDS",
@@ -190,7 +190,7 @@ def tta_delta(
     """
     scorers = {"dsb": dsb_score, "jaccard": jaccard}
     if metric not in scorers:
-        raise ValueError(f"unknown metric {metric!r}; valid: {sorted(scorers)}")
+        raise InvalidChoiceError(f"unknown metric {metric!r}; valid: {sorted(scorers)}")
     if not len(truths) == len(originals) == len(merged):
         raise InvalidInputError(
             f"tta_delta needs one original and one merged prediction per truth image; got "

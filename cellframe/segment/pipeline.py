@@ -20,7 +20,12 @@ import polars as pl
 
 from cellframe._progress import progress as _progress
 from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
-from cellframe.errors import EmptyInputError, InvalidInputError, MissingColumnsError
+from cellframe.errors import (
+    EmptyInputError,
+    InvalidChoiceError,
+    InvalidInputError,
+    MissingColumnsError,
+)
 from cellframe.io.images import (
     ImageWarning,
     check_pixels,
@@ -179,7 +184,9 @@ def make_segmenter(
     if callable(method):
         return method
     if method not in SEGMENTERS:
-        raise ValueError(f"unknown segmentation method {method!r}; valid: {sorted(SEGMENTERS)}")
+        raise InvalidChoiceError(
+            f"unknown segmentation method {method!r}; valid: {sorted(SEGMENTERS)}"
+        )
     return SEGMENTERS[method](**options)
 
 

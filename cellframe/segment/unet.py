@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellframe.errors import InvalidInputError
+from cellframe.errors import InvalidChoiceError, InvalidInputError
 
 __all__ = [
     "CheckpointError",
@@ -152,7 +152,9 @@ def pretrained_checkpoint(name: str = "dsb2018-nuclei") -> Path:
         For an unknown name; the message lists the shipped ones.
     """
     if name not in PRETRAINED:
-        raise ValueError(f"unknown pretrained U-Net {name!r}; available: {sorted(PRETRAINED)}")
+        raise InvalidChoiceError(
+            f"unknown pretrained U-Net {name!r}; available: {sorted(PRETRAINED)}"
+        )
     return Path(__file__).parent / "weights" / PRETRAINED[name]
 
 
