@@ -207,6 +207,115 @@ def _measure_functions() -> tuple[dict[str, Callable[..., Any]], dict[str, Calla
     return core, corr
 
 
+# The 13 Haralick features, in mahotas' (and cp-measure's) order.
+_HARALICK = (
+    "AngularSecondMoment Contrast Correlation Variance InverseDifferenceMoment SumAverage "
+    "SumVariance SumEntropy Entropy DifferenceVariance DifferenceEntropy InfoMeas1 InfoMeas2"
+).split()
+
+
+def _entropy(p: np.ndarray) -> float:
+    """Entropy in bits, zeros contributing nothing (mahotas' ``_entropy``)."""
+    return float(-np.dot(np.log2(p + (p == 0)), p))
+
+
+def _haralick(crop: np.ndarray, distance: int) -> np.ndarray:
+    """mahotas' ``haralick(crop, distance, ignore_zeros=True)``, from the non-zero entries only.
+
+    mahotas computes every feature over the dense ``(max + 1)²`` co-occurrence
+    matrix (65 536 cells for a bright object at 256 grey levels), which made
+    texture 90% of a site's measurement time. An object of n pixels fills at most
+    about 2n of those cells, so this computes the same sums (Haralick 1973, as
+    mahotas implements them, including its choices: ``DifferenceVariance`` is
+    the variance of the ``|i-j|`` distribution vector of length max + 1,
+    ``Correlation`` is 1 when a marginal has no spread) over the occupied
+    cells. Values equal mahotas' to rounding (tests/measure/
+    test_features_speed_equality.py). Returns ``(4, 13)`` features, all NaN
+    when a direction has no pair of non-zero pixels (mahotas raises there and
+    cp-measure writes NaN).
+    """
+    from mahotas.features.texture import cooccurence
+
+    maxv = int(crop.max()) + 1
+    k = np.arange(maxv, dtype=np.float64)
+    k2 = k**2
+    tk = np.arange(2 * maxv, dtype=np.float64)
+    cmat = np.empty((maxv, maxv), np.int32)
+    out = np.empty((4, 13))
+    for direction in range(4):
+        cooccurence(crop, direction, cmat, symmetric=True, distance=distance)
+        cmat[0] = 0  # ignore_zeros: pairs with a background (or zero) pixel
+        cmat[:, 0] = 0
+        flat = np.flatnonzero(cmat)
+        if flat.size == 0:
+            return np.full((4, 13), np.nan)
+        counts = cmat.ravel()[flat]
+        pv = counts / float(counts.sum())
+        i, j = np.divmod(flat, maxv)
+        px = np.bincount(j, pv, minlength=maxv)  # mahotas: p.sum(0)
+        py = np.bincount(i, pv, minlength=maxv)  # mahotas: p.sum(1)
+        ux, uy = np.dot(px, k), np.dot(py, k)
+        vx = np.dot(px, k2) - ux**2
+        vy = np.dot(py, k2) - uy**2
+        sx, sy = np.sqrt(vx), np.sqrt(vy)
+        plus = np.bincount(i + j, pv, minlength=2 * maxv)
+        minus = np.bincount(np.abs(i - j), pv, minlength=maxv)
+        feats = out[direction]
+        feats[0] = np.dot(pv, pv)
+        feats[1] = np.dot(k2, minus)
+        if sx == 0.0 or sy == 0.0:
+            feats[2] = 1.0
+        else:
+            feats[2] = (1.0 / sx / sy) * (np.dot((i * j).astype(np.float64), pv) - ux * uy)
+        feats[3] = vx
+        feats[4] = np.dot(1.0 / ((i - j) ** 2 + 1.0), pv)
+        feats[5] = np.dot(tk, plus)
+        feats[7] = _entropy(plus)
+        feats[6] = np.dot(tk**2, plus) - feats[5] ** 2
+        feats[8] = float(-np.dot(np.log2(pv), pv))
+        feats[9] = minus.var()
+        feats[10] = _entropy(minus)
+        hx, hy = _entropy(px), _entropy(py)
+        hxy1 = float(-np.dot(pv, np.log2(px[i] * py[j])))
+        # mahotas: the entropy of outer(px, py) = HX * sum(py) + HY * sum(px)
+        hxy2 = hx * py.sum() + hy * px.sum()
+        hmax = max(hx, hy)
+        feats[11] = (feats[8] - hxy1) if hmax == 0.0 else (feats[8] - hxy1) / hmax
+        feats[12] = np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hxy2 - feats[8]))))
+    return out
+
+
+def _texture(
+    labels: np.ndarray, pixels: np.ndarray, scale: int, gray_levels: int
+) -> dict[str, np.ndarray]:
+    """cp-measure's ``get_texture`` (2-D) with :func:`_haralick` in place of mahotas' features.
+
+    Quantization is cp-measure's (and CellProfiler 4.2.8's): the whole image
+    once, ``img_as_ubyte`` then a fixed rescale to ``gray_levels``, never per
+    object; each object is then measured on its bounding-box crop with the
+    pixels outside it set to 0.
+    """
+    import skimage.exposure
+    import skimage.measure
+    import skimage.util
+
+    quantized = skimage.util.img_as_ubyte(pixels, force_copy=True)
+    quantized[labels == 0] = 0
+    if gray_levels != 256:
+        quantized = skimage.exposure.rescale_intensity(
+            quantized, in_range=(0, 255), out_range=(0, gray_levels - 1)
+        ).astype(np.uint8)
+    props = skimage.measure.regionprops(labels, quantized)
+    features = np.empty((4, 13, len(props)))
+    for index, prop in enumerate(props):
+        features[:, :, index] = _haralick(prop.image_intensity, scale)
+    return {
+        f"{name}_{scale:d}_{direction:02d}_{gray_levels:d}": features[direction, n]
+        for direction in range(4)
+        for n, name in enumerate(_HARALICK)
+    }
+
+
 def measure_objects(
     labels: np.ndarray,
     images: Mapping[str, np.ndarray],
@@ -317,7 +426,7 @@ def measure_objects(
                     columns[_channel_name(key, channel, "granularity")] = values
             if "texture" in chosen:
                 for scale in texture_scales:
-                    result = core["texture"](clean, px, scale=int(scale), gray_levels=gray_levels)
+                    result = _texture(clean, px, int(scale), gray_levels)
                     for key, values in result.items():
                         columns[_channel_name(key, channel, "texture")] = values
             if "radial_distribution" in chosen:
