@@ -12,7 +12,7 @@ features, and the well profiles that ``aggregate`` makes from the table.
 
 Run::
 
-    python examples/measure_jump.py                 # every JUMP feature family (~1 min/site on 2 cores)
+    python examples/measure_jump.py                 # every JUMP feature family (a few seconds per site on 2 cores)
     python examples/measure_jump.py --quick         # shape and intensity only (seconds)
     python examples/measure_jump.py --data my_sites/ --store my.duckdb
 """
