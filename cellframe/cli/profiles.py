@@ -187,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         type=_operations,
         default=["variance_threshold"],
         help="comma-separated: variance_threshold, frequency_threshold, correlation_threshold, "
-        "drop_na_columns, blocklist, drop_outliers: names of profiles.OPERATIONS "
+        "drop_na_columns, blocklist, drop_outliers, noise_removal: names of profiles.OPERATIONS "
         "(default: variance_threshold)",
     )
     p.add_argument("--samples", default="all", help="rows to compute on: SQL condition or 'all'")
@@ -196,8 +196,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--unique-cut", type=float, default=0.01)
     p.add_argument("--corr-threshold", type=float, default=0.9)
     p.add_argument("--corr-strategy", choices=("pycytominer", "iterative"), default="pycytominer")
+    p.add_argument(
+        "--corr-method",
+        choices=("pearson", "spearman", "kendall"),
+        default="pearson",
+        help="correlation_threshold: correlation measure (default: %(default)s)",
+    )
     p.add_argument("--na-cutoff", type=float, default=0.05)
     p.add_argument("--outlier-cutoff", type=float, default=500.0)
+    p.add_argument(
+        "--noise-removal-perturb-groups",
+        metavar="COL",
+        help="noise_removal: column grouping the replicates of a perturbation (required by it)",
+    )
+    p.add_argument(
+        "--noise-removal-stdev-cutoff",
+        type=float,
+        default=0.8,
+        help="noise_removal: largest mean within-group std kept (default: %(default)s)",
+    )
     _engine(p)
     p.set_defaults(func=_run, step="select")
 

@@ -312,3 +312,50 @@ def test_run_qc_unknown_kind_lists_the_kinds(screen_store):
         ):
             QualityControl(kind="cells")
         assert "qc" not in store.tables()["table"].to_list()
+
+
+def test_cli_select_noise_removal_and_rank_correlation_equal_feature_select(
+    screen_store, capsys
+) -> None:
+    path, _cells = screen_store
+    s = ["--store", str(path), "--quiet"]
+    assert main(["aggregate", *s]) == 0
+    with Store(path, read_only=True) as store:
+        wells = store.read("wells")
+    group = "Metadata_Treatment" if "Metadata_Treatment" in wells.columns else "Metadata_Well"
+    argv = [
+        "select",
+        *s,
+        "--input",
+        "wells",
+        "--output",
+        "wells_noise",
+        "--operations",
+        "noise_removal,correlation_threshold",
+        "--noise-removal-perturb-groups",
+        group,
+        "--noise-removal-stdev-cutoff",
+        "0.5",
+        "--corr-method",
+        "spearman",
+        "--corr-threshold",
+        "0.5",
+    ]
+    assert main(argv) == 0
+    expected = feature_select(
+        wells,
+        ["noise_removal", "correlation_threshold"],
+        noise_removal_perturb_groups=group,
+        noise_removal_stdev_cutoff=0.5,
+        corr_method="spearman",
+        corr_threshold=0.5,
+    )
+    with Store(path, read_only=True) as store:
+        got = store.read("wells_noise")
+    assert feature_columns(got) == expected.kept
+    # Unusual but valid: something was dropped and something kept.
+    assert 0 < len(feature_columns(got)) < len(feature_columns(wells))
+    # Without the group column noise_removal is refused in one line, exit 2.
+    assert main([*argv[:10], "--corr-method", "kendall"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "perturbation-group column" in err
