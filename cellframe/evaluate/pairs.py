@@ -343,6 +343,18 @@ def average_precision(
         With the count of queries without positives, of all-zero profiles and
         of rows whose rule columns are null (those rows are left out).
     """
+    return _average_precision_by_rules(profiles, rules, features, keep, compute)
+
+
+def _average_precision_by_rules(
+    profiles: pl.DataFrame | pl.LazyFrame,
+    rules: PairRules,
+    features: Sequence[str] | None,
+    keep: Sequence[str],
+    compute: ComputeOptions | None,
+    recall_k: Sequence[int] = (),
+) -> pl.DataFrame:
+    """:func:`_average_precision` with the pair rules and compute options unpacked once."""
     compute = ComputeOptions() if compute is None else compute
     return _average_precision(
         profiles,
@@ -357,6 +369,7 @@ def average_precision(
         dtype=compute.dtype,
         block_rows=compute.block_rows,
         progress=compute.progress,
+        recall_k=recall_k,
     )
 
 
@@ -568,19 +581,5 @@ def recall_at_k(
         raise InvalidInputError(
             f"k must be a positive integer or a non-empty list of them; got {k!r}"
         )
-    compute = ComputeOptions() if compute is None else compute
-    return _average_precision(
-        profiles,
-        pos_sameby=rules.pos_sameby,
-        pos_diffby=rules.pos_diffby,
-        neg_sameby=rules.neg_sameby,
-        neg_diffby=rules.neg_diffby,
-        multilabel=rules.multilabel,
-        sep=rules.sep,
-        features=features,
-        keep=keep,
-        dtype=compute.dtype,
-        block_rows=compute.block_rows,
-        progress=compute.progress,
-        recall_k=[int(v) for v in dict.fromkeys(ks)],
-    )
+    recall_k = [int(v) for v in dict.fromkeys(ks)]
+    return _average_precision_by_rules(profiles, rules, features, keep, compute, recall_k)
