@@ -15,6 +15,8 @@ __getattr__, __dir__, __all__ = attach(
         "assay_prediction_chart": "assays",
         "assay_prediction_section": "sections",
         "auroc_threshold_chart": "charts",
+        "cell_crop_montage": "images",
+        "classical_vs_deep_section": "agreement",
         "compare_chart": "compare",
         "compare_metrics_chart": "compare",
         "compare_section": "compare",
@@ -23,6 +25,8 @@ __getattr__, __dir__, __all__ = attach(
         "control_separation": "sections",
         "correction_section": "sections",
         "crop_montage": "images",
+        "feature_agreement": "agreement",
+        "feature_agreement_chart": "agreement",
         "finite_rows": "charts",
         "lambda_sweep_chart": "charts",
         "map_vs_enrichment_chart": "charts",
@@ -57,6 +61,11 @@ __getattr__, __dir__, __all__ = attach(
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cellframe.report.agreement import (
+        classical_vs_deep_section,
+        feature_agreement,
+        feature_agreement_chart,
+    )
     from cellframe.report.assays import assay_prediction_chart, well_predicted_counts
     from cellframe.report.charts import (
         auroc_threshold_chart,
@@ -87,6 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cellframe.report.html import ReportSection, save_png, write_report
     from cellframe.report.images import (
         ReportImage,
+        cell_crop_montage,
         crop_montage,
         outline_overlay,
         png_data_uri,

@@ -190,9 +190,11 @@ def write_report(
                     "embed it with cellframe.report.images.png_data_uri"
                 )
             width = f' width="{int(img.width)}"' if img.width else ""
+            # A wide image (a montage) gets a caption as wide as itself.
+            wide = f' style="max-width: {int(img.width)}px"' if img.width else ""
             parts.append(
                 f'<figure><img src="{img.src}" alt="{html.escape(img.caption)}"{width}>'
-                f"<figcaption>{html.escape(img.caption)}</figcaption></figure>"
+                f"<figcaption{wide}>{html.escape(img.caption)}</figcaption></figure>"
             )
         parts.append("</section>")
         body.append("".join(parts))

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from cellframe.columns import PLATE, SITE, WELL
+from cellframe.columns import OBJECT_NUMBER, PLATE, SITE, WELL
 from cellframe.errors import InvalidInputError, MissingColumnsError
 
 __all__ = [
     "ReportImage",
+    "cell_crop_montage",
     "crop_montage",
     "outline_overlay",
     "png_data_uri",
@@ -259,3 +260,118 @@ def crop_montage(
             ]
     _draw_labels(montage, channels, step=step, size=size)
     return montage, chosen.select(PLATE, WELL, SITE, "Metadata_ObjectNumber", "AreaShape_Area")
+
+
+#: Outline colours of :func:`cell_crop_montage`: the cell yellow, its nucleus cyan.
+CELL_OUTLINES: dict[str, tuple[int, int, int]] = {"Cells": (255, 221, 0), "Nuclei": (0, 200, 255)}
+
+
+def cell_crop_montage(
+    images: Mapping[tuple[str, str, int], np.ndarray],
+    labels: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]],
+    cells: pl.DataFrame,
+    *,
+    channels: Sequence[str],
+    outlines: Mapping[str, tuple[int, int, int]] | None = None,
+    size: int = 128,
+    gap: int = 2,
+    center: tuple[str, str] = ("Cells_Location_Center_X", "Cells_Location_Center_Y"),
+) -> np.ndarray:
+    """Crops of given cells with their mask outlines: one column per cell, one row per channel.
+
+    Each crop is the box :func:`cellframe.embed.crops.crop_objects` cuts for
+    the embedding model (``size`` pixels, centred on the cell, zero outside
+    the image), so the montage shows what the network saw; drawn on it are the
+    inner boundaries of that cell's objects (by default the cell in yellow and
+    its nucleus in cyan), on every channel.
+
+    Parameters
+    ----------
+    images : mapping
+        ``(plate, well, site) -> (C, H, W)`` pixels of each site.
+    labels : mapping
+        ``(plate, well, site) -> {compartment: (H, W) label image}``; in each
+        compartment the cell's object carries its ``Metadata_ObjectNumber``
+        (as :func:`cellframe.pipeline.measure.measure_images` numbers a cell,
+        its nucleus and its cytoplasm).
+    cells : polars.DataFrame
+        The cells to show, in column order: plate, well, site, object number
+        and the centre columns.
+    channels : sequence of str
+        Names of the ``C`` channels, in array order (written left of each row).
+    outlines : mapping of str to (int, int, int), optional
+        Compartment -> RGB colour of its outline, drawn in this order
+        (default :data:`CELL_OUTLINES`).
+    size : int, default 128
+        Side of each crop in pixels (the embedding's default box).
+    gap : int, default 2
+        White pixels between crops.
+    center : (str, str)
+        Columns holding each cell's centre (column, row in pixels).
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (C * (size + gap) - gap, label_width + n * (size + gap) - gap, 3)
+        RGB montage; each channel is scaled over its whole site (:func:`scale_intensity`).
+
+    Raises
+    ------
+    MissingColumnsError
+        If ``cells`` lacks a key or centre column.
+    InvalidInputError
+        If ``cells`` is empty, a cell's site has no pixels or no label image
+        of an outlined compartment, a site's channel count differs from
+        ``channels``, or a cell's object is absent from a label image.
+    """
+    from skimage.segmentation import find_boundaries
+
+    from cellframe.embed.crops import crop_objects
+
+    outlines = dict(CELL_OUTLINES if outlines is None else outlines)
+    need = [PLATE, WELL, SITE, OBJECT_NUMBER, *center]
+    missing = [c for c in need if c not in cells.columns]
+    if missing:
+        raise MissingColumnsError("the cells for the crop montage", missing)
+    if cells.height == 0:
+        raise InvalidInputError("cell_crop_montage: no cells to show")
+    scaled: dict[tuple[str, str, int], np.ndarray] = {}
+    step = size + gap
+    label_w = _label_width(channels)
+    n_ch = len(channels)
+    montage = np.full((n_ch * step - gap, label_w + cells.height * step - gap, 3), 255, np.uint8)
+    for col, row in enumerate(cells.iter_rows(named=True)):
+        key = (row[PLATE], row[WELL], row[SITE])
+        where = f"cell {row[OBJECT_NUMBER]} of site {key}"
+        if key not in images:
+            raise InvalidInputError(f"cell_crop_montage: no pixels for the {where}")
+        if key not in scaled:
+            pixels = np.asarray(images[key])
+            if pixels.ndim != 3 or pixels.shape[0] != n_ch:
+                raise InvalidInputError(
+                    f"cell_crop_montage: site {key} has shape {pixels.shape}, expected "
+                    f"({n_ch}, H, W) for channels {list(channels)}"
+                )
+            scaled[key] = np.stack([scale_intensity(c) for c in pixels])
+        x, y = np.array([row[center[0]]]), np.array([row[center[1]]])
+        crop = crop_objects(scaled[key], x, y, box_size=size, dtype=np.uint8, where=where)[0]
+        rgb = np.repeat(crop[..., None], 3, axis=3)  # (C, size, size, 3)
+        for compartment, color in outlines.items():
+            site_labels = labels.get(key, {})
+            if compartment not in site_labels:
+                raise InvalidInputError(
+                    f"cell_crop_montage: no {compartment} label image for the {where}"
+                )
+            lab = np.asarray(site_labels[compartment])
+            if not (lab == row[OBJECT_NUMBER]).any():
+                raise InvalidInputError(
+                    f"cell_crop_montage: the {compartment} label image of site {key} holds no "
+                    f"object {row[OBJECT_NUMBER]}; pass the labels the cells were measured on"
+                )
+            box = crop_objects(lab[None], x, y, box_size=size, dtype=lab.dtype, where=where)
+            edge = find_boundaries(box[0, 0] == row[OBJECT_NUMBER], mode="inner")
+            rgb[:, edge] = color
+        left = label_w + col * step
+        for ch in range(n_ch):
+            montage[ch * step : ch * step + size, left : left + size] = rgb[ch]
+    _draw_labels(montage, channels, step=step, size=size)
+    return montage

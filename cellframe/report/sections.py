@@ -465,8 +465,8 @@ def segmentation_section(
         "What did segmentation find?",
         None,
         "Yellow: the outline of each nucleus the U-Net found, over the DNA channel. Look for "
-        "nuclei missed, merged or split, and for outlines on debris. The montage shows the "
-        "crops the embedding model sees, per channel; each channel is scaled over its site. "
+        "nuclei missed, merged or split, and for outlines on debris. The montage shows a "
+        "square crop around a few nuclei, per channel; each channel is scaled over its site. "
         + caption,
         answer=answer,
         images=shown,
