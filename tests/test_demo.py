@@ -2,8 +2,9 @@
 
 The demo runs once per module; its headline numbers (nuclei, cells, MoA mAP, the
 fraction of active compounds, DSB score with and without TTA, published assay
-counts, the trained models' held-out AUROC) are checked against values computed
-here independently, with NumPy, the files the demo read, or scikit-learn.
+counts, the trained models' held-out AUROC), and the classical and deep features
+of the same JUMP cells, are checked against values computed here independently,
+with NumPy, the files and label images the demo read and wrote, or scikit-learn.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cellframe.store import Store
 from tests._browser import render_report
 
 PUBLISHED = {"cp_es_op": "CS", "ge_es_op": "GE", "mobc_es_op": "MO"}
+KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
+SITE_KEYS = KEYS[:3]
 TRAINED_COLUMNS = {
     "assay": pl.String,
     "model": pl.String,
@@ -49,10 +52,18 @@ def tables(demo) -> dict[str, pl.DataFrame]:
     names = (
         "objects", "segmentation_tta", "phenotypic_activity", "wells_lincs_normalized",
         "wells_lincs_sphered", "activity_published_auroc", "activity_trained",
-        "activity_predictions",
+        "activity_predictions", "cells_measured", "cells_efficientnet_lite0", "object_labels",
+        "image_profiles_classical", "image_profiles_efficientnet_lite0", "feature_agreement",
     )  # fmt: skip
     with Store(demo.store_path, read_only=True) as store:
         return {name: store.read(name) for name in names}
+
+
+def of_site(frame: pl.DataFrame, key) -> pl.DataFrame:
+    """The rows of one (plate, well, site)."""
+    return frame.filter(
+        pl.all_horizontal(pl.col(c) == v for c, v in zip(SITE_KEYS, key, strict=True))
+    )
 
 
 def cellprofiler_cells() -> int:
@@ -145,7 +156,8 @@ def percent(value: object) -> float:
 # ------------------------------------------------------------------------ tests
 def test_demo_store_holds_every_step(demo) -> None:
     expected = {
-        "objects", "cells_efficientnet_lite0", "image_profiles_efficientnet_lite0", "cells",
+        "objects", "object_labels", "cells_measured", "image_profiles_classical",
+        "cells_efficientnet_lite0", "image_profiles_efficientnet_lite0", "feature_agreement", "cells",
         "wells_cellprofiler", "wells_lincs", "wells_lincs_normalized", "wells_lincs_sphered",
         "sphering_fit", "sphering_sweep", "retrieval_summary", "retrieval_pr_curve",
         "phenotypic_activity", "qc_wells_lincs", "segmentation_tta", "activity_published_auroc",
@@ -154,12 +166,17 @@ def test_demo_store_holds_every_step(demo) -> None:
     assert expected <= set(demo.tables)
     with Store(demo.store_path, read_only=True) as store:
         objects = store.read("objects")
+        nuclei = objects.filter(pl.col("Object") == "Nuclei")
         # Otsu finds 14 and 51 nuclei on these two sites; the U-Net must be close.
-        per_site = objects.group_by("Metadata_Plate").len().sort("Metadata_Plate")["len"].to_list()
+        per_site = nuclei.group_by("Metadata_Plate").len().sort("Metadata_Plate")["len"].to_list()
         assert 10 <= per_site[0] <= 20 and 40 <= per_site[1] <= 65
-        # every nucleus is embedded, 672 features per channel x 5 channels
+        # one cell and one cytoplasm per nucleus, numbered as it is
+        for compartment in ("Cells", "Cytoplasm"):
+            other = objects.filter(pl.col("Object") == compartment)
+            assert sorted(other.select(KEYS).rows()) == sorted(nuclei.select(KEYS).rows())
+        # every cell is embedded, 672 features per channel x 5 channels
         emb = store.read("cells_efficientnet_lite0")
-        assert emb.height == objects.height and emb.width == 4 + 5 * 672
+        assert emb.height == nuclei.height and emb.width == 4 + 5 * 672
         # every CellProfiler cell of the bundled sites is ingested, annotated from the platemap
         cells = store.read("cells")
         assert cells.height == cellprofiler_cells()
@@ -184,11 +201,93 @@ def test_demo_store_holds_every_step(demo) -> None:
 def test_headline_nuclei_match_the_label_images(demo, tables) -> None:
     import tifffile
 
-    labels = sorted((demo.store_path.parent / "labels").glob("*_Nuclei.tif"))
+    labels = sorted((demo.store_path.parent / "labels").glob("*_Nuclei.tiff"))
     assert len(labels) == 2
     counted = sum(int(np.count_nonzero(np.unique(tifffile.imread(p)))) for p in labels)
-    assert counted == tables["objects"].height == demo.summary["nuclei segmented (2 JUMP sites)"]
+    nuclei = tables["objects"].filter(pl.col("Object") == "Nuclei")
+    assert counted == nuclei.height == demo.summary["nuclei segmented (2 JUMP sites)"]
     assert 50 <= counted <= 85  # Otsu: 14 + 51
+
+
+def test_classical_and_deep_features_describe_the_same_cells(demo, tables) -> None:
+    """cells_measured and cells_efficientnet_lite0: one row per cell of the label images, each."""
+    from cellframe.io.images import read_labels, read_site
+
+    classical, deep = tables["cells_measured"], tables["cells_efficientnet_lite0"]
+    assert classical.height == deep.height == classical.select(KEYS).n_unique() > 0
+    assert sorted(classical.select(KEYS).rows()) == sorted(deep.select(KEYS).rows())
+    labels = tables["object_labels"]
+    assert sorted(labels["Object"].unique()) == ["Cells", "Cytoplasm", "Nuclei"]
+    per_site = {tuple(r[:3]): r[3] for r in classical.group_by(SITE_KEYS).len().rows()}
+    jump = demo_data_dir() / "jump"
+    sites = pl.read_csv(jump / "sites.csv", glob=False)
+    checked = 0
+    for row in labels.filter(pl.col("Object") == "Cells").iter_rows(named=True):
+        key = [row["Metadata_Plate"], row["Metadata_Well"], row["Metadata_Site"]]
+        cells = read_labels(demo.store_path.parent / row["Path"])
+        nuclei = read_labels(demo.store_path.parent / row["Path"].replace("_Cells.", "_Nuclei."))
+        ids = np.unique(cells[cells > 0])
+        assert row["Count"] == ids.size == per_site[tuple(key)]
+        # hand-computed from the label images and the raw pixels (no illumination correction)
+        idx = sites.filter((pl.col("Plate") == key[0]) & (pl.col("Site") == key[2]))["idx"][0]
+        dna = read_site(jump / "images.zarr", site=idx, channels="DNA")[0][0] / 65535.0
+        site = of_site(classical, key)
+        for cell in site.iter_rows(named=True):
+            number = cell["Metadata_ObjectNumber"]
+            assert cell["Cells_AreaShape_Area"] == np.count_nonzero(cells == number)
+            assert cell["Nuclei_AreaShape_Area"] == np.count_nonzero(nuclei == number)
+            assert cell["Nuclei_Intensity_MeanIntensity_DNA"] == pytest.approx(
+                dna[nuclei == number].mean(), rel=1e-5
+            )
+            checked += 1
+    assert checked == classical.height
+    # CellProfiler's names, three compartments, float32
+    for name in ("Cells_AreaShape_Area", "Cytoplasm_Intensity_MeanIntensity_Mito",
+                 "Nuclei_Texture_Contrast_DNA_3_00_256", "Cytoplasm_Correlation_Correlation_DNA_RNA",
+                 "Cells_Granularity_1_Mito", "Cytoplasm_RadialDistribution_FracAtD_ER_1of4"):  # fmt: skip
+        assert classical.schema[name] == pl.Float32, name
+    features = [c for c in classical.columns if not c.startswith("Metadata_")]
+    assert {c.split("_")[0] for c in features} == {"Cells", "Cytoplasm", "Nuclei"}
+    assert demo.summary["cells measured x classical features (cells_measured)"] == (
+        f"{classical.height} x {len(features)}"
+    )
+    assert demo.summary["cells embedded x features"] == f"{deep.height} x {5 * 672}"
+
+
+def test_site_profiles_are_medians_of_the_same_cells(tables) -> None:
+    for cells, sites in (("cells_measured", "image_profiles_classical"),
+                         ("cells_efficientnet_lite0", "image_profiles_efficientnet_lite0")):  # fmt: skip
+        single, profiles = tables[cells], tables[sites].sort(SITE_KEYS)
+        assert profiles.height == 2
+        counts = single.group_by(SITE_KEYS).len().sort(SITE_KEYS)["len"].to_list()
+        assert profiles["Metadata_Count_Cells"].to_list() == counts
+        features = [c for c in single.columns if not c.startswith("Metadata_")]
+        assert [c for c in profiles.columns if not c.startswith("Metadata_")] == features
+        # a feature with NaN cells (texture of a tiny nucleus) takes the median of the others
+        with_nan = [f for f in features if single[f].is_nan().any()]
+        assert (with_nan != []) == (cells == "cells_measured")
+        for feature in [features[0], features[-1], *with_nan[:1]]:
+            for i, key in enumerate(profiles.select(SITE_KEYS).rows()):
+                part = of_site(single, key)
+                expected = np.nanmedian(part[feature].cast(pl.Float64).to_numpy())
+                assert profiles[feature][i] == pytest.approx(expected, rel=1e-6), (sites, feature)
+
+
+def test_feature_agreement_is_scikit_learns(tables) -> None:
+    from tests.report.test_agreement import reference_r2
+
+    classical, deep = tables["cells_measured"], tables["cells_efficientnet_lite0"]
+    joined = classical.join(deep, on=KEYS).sort(KEYS)
+    x = joined.select([c for c in deep.columns if not c.startswith("Metadata_")]).to_numpy()
+    site = joined["Metadata_Plate"].to_numpy()  # one site per plate in the demo
+    agreement = tables["feature_agreement"]
+    assert agreement.height == 3 * 5 and set(agreement["n_cells"]) == {joined.height}
+    for feature, rows in agreement.group_by("feature"):
+        expected = reference_r2(
+            x.astype(np.float64), joined[feature[0]].cast(pl.Float64).to_numpy(), site
+        )
+        for row in rows.iter_rows(named=True):
+            assert row["r2"] == pytest.approx(expected[row["predictor"]], abs=1e-9), row
 
 
 def test_headline_cells_match_the_bundled_csvs(demo) -> None:
@@ -336,12 +435,17 @@ def test_demo_tox21_subset_is_the_shared_file(shared_data: Path) -> None:
 def test_demo_report_renders_offline(demo, tmp_path: Path) -> None:
     seen = render_report(demo.report_path, tmp_path / "demo-report.png", tmp_path / "sections")
     assert seen.errors == [] and seen.console_errors == [] and seen.blocked_requests == []
-    assert seen.rendered == len(seen.svgs_per_chart) >= 7
+    assert seen.rendered == len(seen.svgs_per_chart) >= 8
     assert all(n >= 1 for n in seen.svgs_per_chart)
-    # every section asks a question and answers it; segmentation shows 2 sites + 1 montage
+    # every section asks a question and answers it; segmentation shows 2 sites + 1 montage,
+    # the classical-vs-deep section its charts and 1 montage of cell crops
     assert all(s["title"].endswith("?") and s["answer"] and s["caption"] for s in seen.sections)
-    assert len(seen.images) == 3 and all(w >= 100 and h >= 100 for w, h in seen.images)
+    assert len(seen.images) == 4 and all(w >= 100 and h >= 100 for w, h in seen.images)
     assert len(seen.section_screenshots) == len(seen.sections)
+    (thesis,) = [s for s in seen.sections if "deep embeddings of the same cells" in s["title"]]
+    assert thesis["charts"] == 1 and thesis["svgs"] >= 1 and thesis["images"] == 1
+    cells = demo.summary["cells embedded x features"].split(" x ")[0]
+    assert thesis["answer"].startswith(f"{cells} cells on 2 sites (")
 
 
 def test_bad_published_table_is_one_cli_line(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -271,7 +271,12 @@ def feature_agreement_chart(agreement: pl.DataFrame) -> alt.Chart:
         alt.Chart(kept.to_pandas())
         .mark_bar()
         .encode(
-            y=alt.Y("feature:N", title=None, sort=list(dict.fromkeys(kept["feature"]))),
+            y=alt.Y(
+                "feature:N",
+                title=None,
+                sort=list(dict.fromkeys(kept["feature"])),
+                axis=alt.Axis(labelLimit=400),  # whole CellProfiler names
+            ),
             yOffset=alt.YOffset("predictor:N", sort=order),
             x=alt.X(
                 "r2:Q",
