@@ -470,3 +470,34 @@ def test_bad_published_table_is_one_cli_line(tmp_path: Path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "'auc'" in err[0] and "'0x93'" in err[0]
     assert f"'{fields[0]}'" in err[0]
+
+
+def test_blank_jump_channel_is_one_cli_line_and_measures_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A blank DNA channel on one JUMP site stops the measure step before it writes a cell."""
+    import shutil
+
+    import zarr
+
+    import cellframe.demo as demo_module
+    from cellframe.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data_dir() / "jump", data / "jump")
+    channels = pl.read_csv(data / "jump" / "channels.csv").sort("idx")["channel"].to_list()
+    images = zarr.open_group(str(data / "jump" / "images.zarr"), mode="r+")["images"]
+    images[1, channels.index("DNA")] = 7  # site idx 1 (CP-CC9-R1-05 L07 s0): one value everywhere
+    monkeypatch.setattr(demo_module, "demo_data_dir", lambda: data)
+    monkeypatch.setattr(demo_module, "STEPS", demo_module.STEPS[:1])
+    out = tmp_path / "out"
+    assert main(["demo", "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "images.zarr" in err[0] and "CP-CC9-R1-05" in err[0] and "'DNA'" in err[0]
+    assert "blank" in err[0]
+    with Store(out / "cellframe.duckdb", read_only=True) as store:
+        names = set(store.table_names())
+        assert "cells_measured" not in names and "cells_efficientnet_lite0" not in names
+        assert store.read("objects").height == 0 and store.read("images").height == 0
+    assert not (out / "labels").exists() or not any((out / "labels").iterdir())
