@@ -27,7 +27,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -109,7 +108,7 @@ class PipelineSpec:
 
 
 # Runs inside CellProfiler's venv: argv[1] a JSON config, writes config["output"].
-_BUILD_SCRIPT = r'''
+_BUILD_SCRIPT = r"""
 import json, sys
 import cellprofiler_core.preferences as prefs
 prefs.set_headless()
@@ -243,7 +242,7 @@ if cfg["labels"]:
 with open(cfg["output"], "w") as fh:
     p.dump(fh)
 print(json.dumps([m.module_name for m in p.modules()]))
-'''
+"""
 
 
 def build_pipeline(
@@ -359,6 +358,24 @@ def parse_module_times(log: str) -> dict[str, tuple[float, float]]:
         old = times.get(key, (0.0, 0.0))
         times[key] = (old[0] + float(cpu), old[1] + float(wall))
     return times
+
+
+def image_wall_times(log: str) -> list[float]:
+    """Wall seconds of each image set (the sum of its modules' wall times), in image order.
+
+    Parameters
+    ----------
+    log : str
+        CellProfiler's log.
+
+    Returns
+    -------
+    list of float
+    """
+    per: dict[int, float] = {}
+    for image, wall in re.findall(r"Image # (\d+), module \w+ # \d+: .*?Wall_time = ([\d.]+)", log):
+        per[int(image)] = per.get(int(image), 0.0) + float(wall)
+    return [per[k] for k in sorted(per)]
 
 
 def run_cellprofiler(
@@ -569,10 +586,15 @@ def summarize_agreement(per_feature: pl.DataFrame) -> pl.DataFrame:
             pl.col("pearson_r").fill_nan(None).median().alias("median_r"),
             pl.col("pearson_r").fill_nan(None).min().alias("min_r"),
             pl.concat_str(
-                pl.col("feature"), pl.lit(" ("), pl.col("median_rel").round_sig_figs(2).cast(str),
+                pl.col("feature"),
+                pl.lit(" ("),
+                pl.col("median_rel").round_sig_figs(2).cast(str),
                 pl.lit(")"),
-            ).head(3).str.join(", ").alias("worst"),
-        )  # fmt: skip
+            )
+            .head(3)
+            .str.join(", ")
+            .alias("worst"),
+        )
         .sort("compartment", "group")
     )
 
@@ -630,9 +652,7 @@ def same_mask_parity(
             labels[compartment], images, families=families, texture_scales=texture_scales
         )
         theirs = read_objects(output, compartment)
-        frames.append(
-            feature_agreement(ours, theirs).with_columns(compartment=pl.lit(compartment))
-        )
+        frames.append(feature_agreement(ours, theirs).with_columns(compartment=pl.lit(compartment)))
     return pl.concat(frames)
 
 
@@ -692,3 +712,77 @@ def match_objects(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     present = ref_area[1:] > 0
     return best[1:][present]
 
+
+#: cellframe's settings for ExampleHuman's pipeline as CellProfiler 5 runs it (its
+#: basic-mode threshold smoothing is scale 1: sigma 1 / 0.6744 / 2; docs/measure.md).
+EXAMPLE_HUMAN_SEGMENTATION = {
+    "primary": {"size_range": (8, 80), "smoothing_sigma": 1 / 0.6744 / 2},
+    "secondary": {"regularization": 0.05, "threshold_correction": 0.8, "smoothing_sigma": 0},
+}
+
+
+def own_objects_parity(
+    output: Path,
+    images: Mapping[str, np.ndarray],
+    stem: str,
+    *,
+    nuclei: str = "DNA",
+    cells: str = "cellbody",
+    features: Sequence[str] = ("AreaShape_Area",),
+) -> pl.DataFrame:
+    """cellframe's own objects (``segment_site``) against CellProfiler's, per compartment.
+
+    Parameters
+    ----------
+    output : pathlib.Path
+        CellProfiler's output folder (CSVs and label images of one image set).
+    images : Mapping[str, numpy.ndarray]
+        The images CellProfiler segmented.
+    stem : str
+        The labels' prefix (first channel's file name without ``.tif``).
+    nuclei, cells : str
+        The channels the two identification steps read.
+    features : sequence of str
+        Features whose per-image median is shown side by side (CellProfiler
+        names without the compartment prefix).
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per compartment: ``cellprofiler_objects``, ``cellframe_objects``,
+        ``matched`` (share of CellProfiler's objects whose best IoU with a
+        cellframe object is >= 0.5), ``iou_min``, ``iou_q05/q25/q50/q75`` (quantiles of that
+        best IoU over CellProfiler's objects, 0 where nothing overlaps), and
+        ``<feature>_cellprofiler`` / ``<feature>_cellframe`` medians over the
+        image's objects.
+    """
+    from cellframe.measure import features as measure
+    from cellframe.segment import segment_site
+
+    theirs = read_labels(output, stem)
+    ours = segment_site(images, nuclei=nuclei, cells=cells, **EXAMPLE_HUMAN_SEGMENTATION).labels()
+    scales = sorted({int(f.split("_")[-3]) for f in features if f.startswith("Texture_")}) or [3]
+    rows = []
+    for compartment in COMPARTMENTS:
+        iou = match_objects(theirs[compartment], ours[compartment])
+        row: dict[str, object] = {
+            "compartment": compartment,
+            "cellprofiler_objects": int(np.unique(theirs[compartment]).size - 1),
+            "cellframe_objects": int(np.unique(ours[compartment]).size - 1),
+            "matched": float(np.mean(iou >= 0.5)) if iou.size else np.nan,
+        }
+        row["iou_min"] = float(iou.min()) if iou.size else np.nan
+        for q in (0.05, 0.25, 0.5, 0.75):
+            row[f"iou_q{round(q * 100):02d}"] = float(np.quantile(iou, q)) if iou.size else np.nan
+        measured = measure.measure_objects(
+            ours[compartment],
+            images,
+            families=["sizeshape", "intensity", "texture"],
+            texture_scales=scales,
+        )
+        exported = read_objects(output, compartment)
+        for name in features:
+            row[f"{name}_cellprofiler"] = float(exported[name].median())
+            row[f"{name}_cellframe"] = float(measured[name].median())
+        rows.append(row)
+    return pl.DataFrame(rows)
