@@ -388,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
             )  # fmt: skip
             print_result(results[-1])
     (work / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    if args.parity and venv is not None:
+    if args.parity and venv is None:
+        print(f"--parity needs CellProfiler (${cp.ENV}): skipped")
+    elif args.parity:
         parity_report(venv, work)
 
 

@@ -203,7 +203,10 @@ def test_same_masks_agree_with_cellprofiler_5(cellprofiler_example_human):
     }  # fmt: skip
     for compartment, diff in cp.name_coverage(run.output, names).items():
         assert diff["only_cellprofiler"] == [], compartment
-        assert set(diff["only_cellframe"]) <= {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"}
+        extra = {"AreaShape_FilledArea", "AreaShape_PerimeterCrofton"}
+        if compartment == "Cytoplasm":
+            extra.add("Location_Center_Z")  # CellProfiler 5 writes none for tertiary objects
+        assert set(diff["only_cellframe"]) <= extra, compartment
 
 
 @pytest.mark.slow
