@@ -204,7 +204,50 @@ def _measure_functions() -> tuple[dict[str, Callable[..., Any]], dict[str, Calla
     core = get_core_measurements(legacy=True, sanitize=False)
     corr = dict(get_correlation_measurements(sanitize=False))
     corr["overlap"] = get_correlation_overlap
+    corr["rwc"] = _rank_weighted_colocalization
     return core, corr
+
+
+def _rank_weighted_colocalization(
+    pixels_1: np.ndarray, pixels_2: np.ndarray, labels: np.ndarray, thr: float = 15
+) -> dict[str, np.ndarray]:
+    """CellProfiler 5's per-object RWC (MeasureColocalization, "Within objects").
+
+    cp-measure ranks each object's pixels on their own; CellProfiler ranks the
+    pixels of all objects of the image together (dense ranks of the values,
+    ``R`` = the larger maximum rank + 1, weight ``(R - |rank_1 - rank_2|) / R``),
+    then sums per object over the pixels at or above ``thr`` % of the object's
+    maximum in both channels, divided by the object's sum above its threshold
+    in that channel. On ExampleHuman this equals CellProfiler 5's exported
+    values exactly (cp-measure's differed by a median 20-45%); issue 17.
+    """
+    inside = labels > 0
+    lab = labels[inside].astype(np.int64)
+    first = pixels_1[inside].astype(np.float64)
+    second = pixels_2[inside].astype(np.float64)
+    n = int(labels.max()) if lab.size else 0
+    if lab.size == 0:
+        return {"Correlation_RWC_1": np.zeros(n), "Correlation_RWC_2": np.zeros(n)}
+    rank_1 = np.unique(first, return_inverse=True)[1]
+    rank_2 = np.unique(second, return_inverse=True)[1]
+    top = max(rank_1.max(), rank_2.max()) + 1
+    weight = (top - np.abs(rank_1 - rank_2)) / top
+
+    def above(values: np.ndarray) -> np.ndarray:
+        peak = np.full(n + 1, -np.inf)
+        np.maximum.at(peak, lab, values)
+        return values >= (thr / 100) * peak[lab]
+
+    above_1, above_2 = above(first), above(second)
+    both = above_1 & above_2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rwc_1 = np.bincount(lab, first * weight * both, n + 1) / np.bincount(
+            lab, first * above_1, n + 1
+        )
+        rwc_2 = np.bincount(lab, second * weight * both, n + 1) / np.bincount(
+            lab, second * above_2, n + 1
+        )
+    return {"Correlation_RWC_1": rwc_1[1:], "Correlation_RWC_2": rwc_2[1:]}
 
 
 # The 13 Haralick features, in mahotas' (and cp-measure's) order.
