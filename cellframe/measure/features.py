@@ -321,6 +321,74 @@ def _texture(
     }
 
 
+def _granularity_radial(
+    labels: Mapping[str, np.ndarray],
+    pixels: Mapping[str, np.ndarray],
+    chosen: Sequence[str],
+    granularity_spectrum: int,
+    radial_bins: int,
+) -> dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]:
+    """Granularity and radial distribution of several label images of one site.
+
+    Each channel's granularity spectrum (image-level: background removal,
+    erosions and reconstructions) is computed once and each label image's
+    geometry (its bilinear sampler for granularity; centres, rings and wedges
+    for the radial distribution) once, whatever the number of channels and
+    label images (:mod:`cellframe.measure._granularity`,
+    :mod:`cellframe.measure._radial`; equal to cp-measure's ``get_granularity``
+    and ``get_radial_distribution`` per label image and channel).
+
+    Parameters
+    ----------
+    labels : Mapping[str, numpy.ndarray]
+        Name -> label image numbered ``1..N`` (see :func:`_relabel`); images
+        without objects are left out of the result.
+    pixels : Mapping[str, numpy.ndarray]
+        Channel -> image (as :func:`_check_images` returns it).
+    chosen : sequence of str
+        The families measured (others are ignored).
+    granularity_spectrum, radial_bins : int
+        As in :func:`measure_objects`.
+
+    Returns
+    -------
+    dict
+        ``name -> channel -> family -> {CellProfiler column: values}``.
+    """
+    from cellframe.measure._granularity import GranularitySpectrum, ObjectSampler, granularity
+    from cellframe.measure._radial import RadialGeometry
+
+    present = {name: lab for name, lab in labels.items() if lab.size and lab.max() > 0}
+    out: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = {
+        name: {channel: {} for channel in pixels} for name in present
+    }
+    if not present:
+        return out
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if "granularity" in chosen:
+            samplers: dict[str, ObjectSampler] = {}
+            for channel, px in pixels.items():
+                spectrum = GranularitySpectrum.of(px, int(granularity_spectrum))
+                if spectrum.reconstructions and not samplers:
+                    small = spectrum.reconstructions[0].shape
+                    samplers = {n: ObjectSampler.of(lab, small) for n, lab in present.items()}
+                by_name = granularity(spectrum, present, samplers or None)
+                for name, result in by_name.items():
+                    out[name][channel]["granularity"] = {
+                        _channel_name(key, channel, "granularity"): v for key, v in result.items()
+                    }
+        if "radial_distribution" in chosen:
+            for name, lab in present.items():
+                geometry = RadialGeometry.of(lab, int(radial_bins))
+                for channel, px in pixels.items():
+                    out[name][channel]["radial_distribution"] = {
+                        _channel_name(key, channel, "radial_distribution"): v
+                        for key, v in geometry.measure(px).items()
+                    }
+    return out
+
+
 def measure_objects(
     labels: np.ndarray,
     images: Mapping[str, np.ndarray],
@@ -333,6 +401,7 @@ def measure_objects(
     costes: bool = False,
     costes_scale_max: int = 65535,
     where: str = "site",
+    _spectral: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None,
 ) -> pl.DataFrame:
     """Measure every object of one label image in every channel, with CellProfiler's names.
 
@@ -364,6 +433,10 @@ def measure_objects(
         maximum grey value; 65535 for 16-bit images).
     where : str
         The site, for messages.
+    _spectral : mapping, optional
+        Internal: the granularity and radial distribution columns of these
+        labels, ``channel -> family -> {column: values}``, computed by
+        :func:`measure_site` for its three compartments together.
 
     Returns
     -------
@@ -401,6 +474,11 @@ def measure_objects(
     if ids.size == 0:
         return pl.DataFrame({"ObjectNumber": pl.Series([], dtype=pl.Int64)})
     core, corr = _measure_functions()
+    if _spectral is None:
+        _spectral = _granularity_radial(
+            {"": clean}, pixels, chosen, granularity_spectrum, radial_bins
+        ).get("", {})
+    spectral = _spectral
     columns: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
         # Undefined values (a one-pixel object's texture, an empty radial ring)
@@ -425,20 +503,14 @@ def measure_objects(
                 for key, values in core["intensity"](clean, px).items():
                     columns[_channel_name(key, channel, "intensity")] = values
             if "granularity" in chosen:
-                result = core["granularity"](
-                    clean, px, granular_spectrum_length=granularity_spectrum
-                )
-                for key, values in result.items():
-                    columns[_channel_name(key, channel, "granularity")] = values
+                columns.update(spectral[channel]["granularity"])
             if "texture" in chosen:
                 for scale in texture_scales:
                     result = _texture(clean, px, int(scale), gray_levels)
                     for key, values in result.items():
                         columns[_channel_name(key, channel, "texture")] = values
             if "radial_distribution" in chosen:
-                result = core["radial_distribution"](clean, px, bin_count=radial_bins)
-                for key, values in result.items():
-                    columns[_channel_name(key, channel, "radial_distribution")] = values
+                columns.update(spectral[channel]["radial_distribution"])
             if "radial_zernikes" in chosen:
                 for key, values in core["radial_zernikes"](clean, px).items():
                     columns[_channel_name(key, channel, "radial_zernikes")] = values
@@ -555,10 +627,19 @@ def measure_site(
         cytoplasm = np.where(nuclei > 0, 0, cells)
     cytoplasm = _check_labels(cytoplasm, shape, f"{where} (Cytoplasm)")
     kwargs = {"families": families, "texture_scales": texture_scales, "where": where, **options}
+    compartments = {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cytoplasm}
+    # Granularity and radial distribution of the three compartments together: each
+    # channel's granularity spectrum and each compartment's radial geometry once.
+    spectral = _granularity_radial(
+        {name: _relabel(lab)[0] for name, lab in compartments.items()},
+        pixels,
+        _check_families(families),
+        options.get("granularity_spectrum", 16),
+        options.get("radial_bins", 4),
+    )
     measured = {
-        "Nuclei": measure_objects(nuclei, pixels, **kwargs),
-        "Cells": measure_objects(cells, pixels, **kwargs),
-        "Cytoplasm": measure_objects(cytoplasm, pixels, **kwargs),
+        name: measure_objects(lab, pixels, _spectral=spectral.get(name, {}), **kwargs)
+        for name, lab in compartments.items()
     }
     cell_ids = measured["Cells"]["ObjectNumber"]
     nucleus_of = _parents(cells, nuclei)
