@@ -401,7 +401,6 @@ def measure_objects(
     costes: bool = False,
     costes_scale_max: int = 65535,
     where: str = "site",
-    _spectral: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None,
 ) -> pl.DataFrame:
     """Measure every object of one label image in every channel, with CellProfiler's names.
 
@@ -414,9 +413,9 @@ def measure_objects(
         Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
-        Which of :data:`FAMILIES` to measure. Texture, granularity and radial
-        distribution take most of the time (about a quarter each with three
-        texture scales).
+        Which of :data:`FAMILIES` to measure. Texture (three scales),
+        correlation, granularity and radial distribution take most of the
+        time (docs/measure.md, Speed).
     texture_scales : sequence of int, default (3, 5, 10)
         Haralick co-occurrence distances (JUMP's Cell Painting pipeline).
     gray_levels : int, default 256
@@ -433,10 +432,6 @@ def measure_objects(
         maximum grey value; 65535 for 16-bit images).
     where : str
         The site, for messages.
-    _spectral : mapping, optional
-        Internal: the granularity and radial distribution columns of these
-        labels, ``channel -> family -> {column: values}``, computed by
-        :func:`measure_site` for its three compartments together.
 
     Returns
     -------
@@ -474,11 +469,9 @@ def measure_objects(
     if ids.size == 0:
         return pl.DataFrame({"ObjectNumber": pl.Series([], dtype=pl.Int64)})
     core, corr = _measure_functions()
-    if _spectral is None:
-        _spectral = _granularity_radial(
-            {"": clean}, pixels, chosen, granularity_spectrum, radial_bins
-        ).get("", {})
-    spectral = _spectral
+    spectral = _granularity_radial(
+        {"": clean}, pixels, chosen, granularity_spectrum, radial_bins
+    ).get("", {})
     columns: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
         # Undefined values (a one-pixel object's texture, an empty radial ring)
@@ -534,6 +527,45 @@ def measure_objects(
             raise AssertionError(f"cp-measure returned {series.shape} values for {name}")
         frame[name] = pl.Series(series.astype(np.float32), dtype=pl.Float32)
     return pl.DataFrame(frame)
+
+
+def _measure_compartments(
+    compartments: Mapping[str, np.ndarray],
+    pixels: Mapping[str, np.ndarray],
+    kwargs: dict[str, Any],
+) -> dict[str, pl.DataFrame]:
+    """:func:`measure_objects` of each compartment, granularity and radial distribution shared.
+
+    Those two families are measured for the compartments together
+    (:func:`_granularity_radial`: each channel's granularity spectrum and each
+    compartment's geometry once) and appended to each compartment's frame;
+    the site's table sorts its columns, so their place does not matter.
+    """
+    chosen = _check_families(kwargs["families"])
+    shared = [f for f in ("granularity", "radial_distribution") if f in chosen]
+    rest = [f for f in chosen if f not in shared]
+    cleans = {name: _relabel(lab) for name, lab in compartments.items()}
+    spectral = _granularity_radial(
+        {name: clean for name, (clean, _) in cleans.items()},
+        pixels,
+        shared,
+        kwargs.get("granularity_spectrum", 16),
+        kwargs.get("radial_bins", 4),
+    )
+    measured = {}
+    for name, lab in compartments.items():
+        if rest:
+            frame = measure_objects(lab, pixels, **{**kwargs, "families": rest})
+        else:
+            frame = pl.DataFrame({"ObjectNumber": pl.Series(cleans[name][1], dtype=pl.Int64)})
+        extra = {
+            column: pl.Series(column, np.asarray(values, np.float64).astype(np.float32))
+            for channel in pixels
+            for family in shared
+            for column, values in spectral.get(name, {}).get(channel, {}).get(family, {}).items()
+        }
+        measured[name] = frame.hstack(list(extra.values())) if extra else frame
+    return measured
 
 
 def _parents(children: np.ndarray, parents: np.ndarray) -> dict[int, int]:
@@ -628,19 +660,7 @@ def measure_site(
     cytoplasm = _check_labels(cytoplasm, shape, f"{where} (Cytoplasm)")
     kwargs = {"families": families, "texture_scales": texture_scales, "where": where, **options}
     compartments = {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cytoplasm}
-    # Granularity and radial distribution of the three compartments together: each
-    # channel's granularity spectrum and each compartment's radial geometry once.
-    spectral = _granularity_radial(
-        {name: _relabel(lab)[0] for name, lab in compartments.items()},
-        pixels,
-        _check_families(families),
-        options.get("granularity_spectrum", 16),
-        options.get("radial_bins", 4),
-    )
-    measured = {
-        name: measure_objects(lab, pixels, _spectral=spectral.get(name, {}), **kwargs)
-        for name, lab in compartments.items()
-    }
+    measured = _measure_compartments(compartments, pixels, kwargs)
     cell_ids = measured["Cells"]["ObjectNumber"]
     nucleus_of = _parents(cells, nuclei)
     cell_of_cyto = _parents(cytoplasm, cells)
