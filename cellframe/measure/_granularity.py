@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -156,7 +157,7 @@ class ObjectSampler:
         Pixels of objects 1..N.
     """
 
-    operator: object
+    operator: Any
     counts: np.ndarray
 
     @classmethod

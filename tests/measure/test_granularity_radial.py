@@ -224,3 +224,27 @@ def test_granularity_and_radial_equal_cp_measure_on_example_human(shared_data: P
     labels = {"Nuclei": objects.nuclei, "Cells": objects.cells, "Cytoplasm": objects.cytoplasm}
     n_values = _compare(labels, {"DNA": dna, "PH3": ph3, "cellbody": cellbody}, "ExampleHuman")
     assert n_values > 9 * 28 * 280
+
+
+@pytest.mark.parametrize("shape", [(13, 17), (513, 777)])
+def test_odd_image_sizes_equal_cp_measure(shape: tuple[int, int]) -> None:
+    """Non-square sizes; 777 columns shrink to 194 and the background to 48.5 (fractional)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(1)
+    pixels = ndi.gaussian_filter(rng.random(shape), 2).astype(np.float32)
+    labels = np.zeros(shape, dtype=np.int32)
+    number = 1
+    for y in range(0, shape[0] - 3, max(4, shape[0] // 6)):
+        for x in range(0, shape[1] - 3, max(4, shape[1] // 6)):
+            labels[y : y + max(3, shape[0] // 8), x : x + max(3, shape[1] // 9)] = number
+            number += 1
+    assert labels.max() >= 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mine = granularity(GranularitySpectrum.of(pixels, 16), {"x": labels})["x"]
+        n = _assert_equal(_granularity_reference(labels, pixels), mine, f"{shape} granularity")
+        radial = RadialGeometry.of(labels, 4).measure(pixels)
+        ref = _radial_reference(labels, pixels.astype(np.float64))
+        n += _assert_equal(ref, radial, f"{shape} radial")
+    assert n >= 28 * 12
