@@ -230,7 +230,11 @@ class RayEngine(Engine):
             ):
                 yield value
 
-        return combine(results())
+        stream = results()
+        try:
+            return combine(stream)
+        finally:
+            stream.close()  # a combine that stopped early: the tasks still running are cancelled
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> Any:

@@ -195,3 +195,6 @@ def test_gather_tasks_keeps_task_order_and_errors_on_both_engines(ray_local) -> 
         assert engine.gather_tasks(len, tasks, sum, progress=False) == 5
         with pytest.raises(InvalidInputError, match="task 2 is bad"):
             engine.gather_tasks(_fails_on_second, [1, 2, 3], list, progress=False)
+        # a combine that stops early gets the first result; the rest are dropped
+        first = engine.gather_tasks(sum, tasks, lambda results: next(iter(results)), progress=False)
+        assert first == 4.0
