@@ -8,7 +8,10 @@ module runs them per compartment and channel and names every column exactly as
 a CellProfiler export does (``Cells_Intensity_MeanIntensity_DNA``,
 ``Nuclei_Texture_Contrast_DNA_3_00_256``,
 ``Cytoplasm_Correlation_Correlation_DNA_RNA``, ...), so a measured table looks
-like an ingested CellProfiler one.
+like an ingested CellProfiler one. Granularity and radial distribution are
+computed here from CellProfiler's method (:mod:`cellframe.measure._granularity`,
+:mod:`cellframe.measure._radial`) so that a site's image-level and label-only
+work is done once, with cp-measure's values (tests/measure/test_granularity_radial.py).
 
 * :func:`measure_objects` — one label image, every channel: a frame of
   ``ObjectNumber`` and unprefixed CellProfiler names.
