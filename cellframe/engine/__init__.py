@@ -6,7 +6,9 @@ threads); :class:`RayEngine` maps the same function over plates as Ray tasks,
 each writing its plate as one Parquet partition (:mod:`cellframe.partitions`).
 Both have ``map`` (a function over plates), ``gather`` (per-plate results
 combined on the driver), ``reduce`` (a fitted step fitted from its per-plate
-statistics, merged) and ``apply`` (a fitted step's transform over plates);
+statistics, merged), ``apply`` (a fitted step's transform over plates) and
+``gather_tasks`` (per-plate work on inputs outside the store, such as a plate's
+image files, combined on the driver in plate order);
 :func:`map_plates`, :func:`reduce_plates`, :func:`fit_plates` and
 :func:`apply_plates` are their function forms.
 """

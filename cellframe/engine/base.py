@@ -10,7 +10,9 @@ An engine is an object (:class:`~cellframe.engine.LocalEngine`,
 * ``reduce(step, plates)``: a fitted step fitted on every plate, from its
   per-plate statistics merged in plate order (``statistics`` / ``merge`` /
   ``from_statistics``, :mod:`cellframe.profiles._fitted`);
-* ``apply(step, plates, dest)``: ``step.transform`` of every plate into ``dest``.
+* ``apply(step, plates, dest)``: ``step.transform`` of every plate into ``dest``;
+* ``gather_tasks(fn, tasks, combine)``: like ``gather``, over task descriptions
+  of work outside the store (one plate's image files, say) instead of a table.
 
 No step logic lives in an engine. This module imports only the standard
 library at the top (the command line reads :data:`ENGINES` from it).
@@ -188,6 +190,52 @@ class Engine(ABC):
         -------
         Whatever ``combine`` returns.
         """
+
+    def gather_tasks(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        combine: Callable[[Iterable[Any]], Any],
+        *,
+        desc: str = "tasks",
+        progress: bool = True,
+    ) -> Any:
+        """``combine`` of ``fn(task)`` for each task, in task order: work that is not a table's rows.
+
+        A task describes one plate's work on inputs outside the store (a
+        plate's image files, say); ``fn`` reads them itself. This default runs
+        the tasks one at a time in this process; :class:`~cellframe.engine.RayEngine`
+        runs each as a Ray task. Either way ``combine`` receives the results in
+        the order of ``tasks``, so results merged from them do not depend on
+        the engine. A task's error propagates with its own class.
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(task) -> result``; picklable, depending on nothing but ``task``
+            (and files it names).
+        tasks : sequence
+            Picklable task descriptions, one per plate.
+        combine : callable
+            ``combine(iterable of results) -> value``, e.g. ``list``.
+        desc : str
+            Progress-bar label.
+        progress : bool, default True
+
+        Returns
+        -------
+        Whatever ``combine`` returns.
+
+        Examples
+        --------
+        >>> from cellframe.engine import LocalEngine
+        >>> LocalEngine().gather_tasks(len, [[1, 2], [3]], list, progress=False)
+        [2, 1]
+        """
+        from cellframe._progress import progress as progress_bar
+
+        items = progress_bar(list(tasks), desc=desc, unit="plate", enabled=progress)
+        return combine(fn(task) for task in items)
 
     def reduce(
         self, step: Any, plates: Plates, *, desc: str | None = None, progress: bool = True

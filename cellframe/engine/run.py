@@ -165,7 +165,8 @@ def run_tasks(
     come as tasks finish, or in the order of ``items`` when ``ordered`` (so
     combined floating-point sums do not depend on which worker finished
     first). A failed task cancels the others and raises the task's own error
-    with the note ``describe(item)``.
+    with the note ``describe(item)``; so does closing the iterator early (a
+    caller that stops on its own error).
     """
     window = max(2, 2 * int(ray.available_resources().get("CPU", 1)))
     queue = deque(items)
@@ -192,7 +193,12 @@ def run_tasks(
         del ref
         if bar is not None:
             next(bar, None)
-        yield item, value
+        try:
+            yield item, value
+        except GeneratorExit:  # the caller stopped (its own error): cancel the rest
+            for _, other in pending:
+                ray.cancel(other)
+            raise
 
 
 def map_plates(

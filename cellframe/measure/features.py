@@ -8,7 +8,10 @@ module runs them per compartment and channel and names every column exactly as
 a CellProfiler export does (``Cells_Intensity_MeanIntensity_DNA``,
 ``Nuclei_Texture_Contrast_DNA_3_00_256``,
 ``Cytoplasm_Correlation_Correlation_DNA_RNA``, ...), so a measured table looks
-like an ingested CellProfiler one.
+like an ingested CellProfiler one. Granularity and radial distribution are
+computed here from CellProfiler's method (:mod:`cellframe.measure._granularity`,
+:mod:`cellframe.measure._radial`) so that a site's image-level and label-only
+work is done once, with cp-measure's values (tests/measure/test_granularity_radial.py).
 
 * :func:`measure_objects` — one label image, every channel: a frame of
   ``ObjectNumber`` and unprefixed CellProfiler names.
@@ -364,6 +367,74 @@ def _texture(
     }
 
 
+def _granularity_radial(
+    labels: Mapping[str, np.ndarray],
+    pixels: Mapping[str, np.ndarray],
+    chosen: Sequence[str],
+    granularity_spectrum: int,
+    radial_bins: int,
+) -> dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]:
+    """Granularity and radial distribution of several label images of one site.
+
+    Each channel's granularity spectrum (image-level: background removal,
+    erosions and reconstructions) is computed once and each label image's
+    geometry (its bilinear sampler for granularity; centres, rings and wedges
+    for the radial distribution) once, whatever the number of channels and
+    label images (:mod:`cellframe.measure._granularity`,
+    :mod:`cellframe.measure._radial`; equal to cp-measure's ``get_granularity``
+    and ``get_radial_distribution`` per label image and channel).
+
+    Parameters
+    ----------
+    labels : Mapping[str, numpy.ndarray]
+        Name -> label image numbered ``1..N`` (see :func:`_relabel`); images
+        without objects are left out of the result.
+    pixels : Mapping[str, numpy.ndarray]
+        Channel -> image (as :func:`_check_images` returns it).
+    chosen : sequence of str
+        The families measured (others are ignored).
+    granularity_spectrum, radial_bins : int
+        As in :func:`measure_objects`.
+
+    Returns
+    -------
+    dict
+        ``name -> channel -> family -> {CellProfiler column: values}``.
+    """
+    from cellframe.measure._granularity import GranularitySpectrum, ObjectSampler, granularity
+    from cellframe.measure._radial import RadialGeometry
+
+    present = {name: lab for name, lab in labels.items() if lab.size and lab.max() > 0}
+    out: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = {
+        name: {channel: {} for channel in pixels} for name in present
+    }
+    if not present:
+        return out
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if "granularity" in chosen:
+            samplers: dict[str, ObjectSampler] = {}
+            for channel, px in pixels.items():
+                spectrum = GranularitySpectrum.of(px, int(granularity_spectrum))
+                if spectrum.reconstructions and not samplers:
+                    small = spectrum.reconstructions[0].shape
+                    samplers = {n: ObjectSampler.of(lab, small) for n, lab in present.items()}
+                by_name = granularity(spectrum, present, samplers or None)
+                for name, result in by_name.items():
+                    out[name][channel]["granularity"] = {
+                        _channel_name(key, channel, "granularity"): v for key, v in result.items()
+                    }
+        if "radial_distribution" in chosen:
+            for name, lab in present.items():
+                geometry = RadialGeometry.of(lab, int(radial_bins))
+                for channel, px in pixels.items():
+                    out[name][channel]["radial_distribution"] = {
+                        _channel_name(key, channel, "radial_distribution"): v
+                        for key, v in geometry.measure(px).items()
+                    }
+    return out
+
+
 def measure_objects(
     labels: np.ndarray,
     images: Mapping[str, np.ndarray],
@@ -388,9 +459,9 @@ def measure_objects(
         Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
-        Which of :data:`FAMILIES` to measure. Texture, granularity and radial
-        distribution take most of the time (about a quarter each with three
-        texture scales).
+        Which of :data:`FAMILIES` to measure. Texture (three scales) takes
+        most of the time, then granularity, correlation and radial
+        distribution (docs/measure.md, Speed).
     texture_scales : sequence of int, default (3, 5, 10)
         Haralick co-occurrence distances (JUMP's Cell Painting pipeline).
     gray_levels : int, default 256
@@ -444,6 +515,9 @@ def measure_objects(
     if ids.size == 0:
         return pl.DataFrame({"ObjectNumber": pl.Series([], dtype=pl.Int64)})
     core, corr = _measure_functions()
+    spectral = _granularity_radial(
+        {"": clean}, pixels, chosen, granularity_spectrum, radial_bins
+    ).get("", {})
     columns: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
         # Undefined values (a one-pixel object's texture, an empty radial ring)
@@ -468,20 +542,14 @@ def measure_objects(
                 for key, values in core["intensity"](clean, px).items():
                     columns[_channel_name(key, channel, "intensity")] = values
             if "granularity" in chosen:
-                result = core["granularity"](
-                    clean, px, granular_spectrum_length=granularity_spectrum
-                )
-                for key, values in result.items():
-                    columns[_channel_name(key, channel, "granularity")] = values
+                columns.update(spectral[channel]["granularity"])
             if "texture" in chosen:
                 for scale in texture_scales:
                     result = _texture(clean, px, int(scale), gray_levels)
                     for key, values in result.items():
                         columns[_channel_name(key, channel, "texture")] = values
             if "radial_distribution" in chosen:
-                result = core["radial_distribution"](clean, px, bin_count=radial_bins)
-                for key, values in result.items():
-                    columns[_channel_name(key, channel, "radial_distribution")] = values
+                columns.update(spectral[channel]["radial_distribution"])
             if "radial_zernikes" in chosen:
                 for key, values in core["radial_zernikes"](clean, px).items():
                     columns[_channel_name(key, channel, "radial_zernikes")] = values
@@ -505,6 +573,45 @@ def measure_objects(
             raise AssertionError(f"cp-measure returned {series.shape} values for {name}")
         frame[name] = pl.Series(series.astype(np.float32), dtype=pl.Float32)
     return pl.DataFrame(frame)
+
+
+def _measure_compartments(
+    compartments: Mapping[str, np.ndarray],
+    pixels: Mapping[str, np.ndarray],
+    kwargs: dict[str, Any],
+) -> dict[str, pl.DataFrame]:
+    """:func:`measure_objects` of each compartment, granularity and radial distribution shared.
+
+    Those two families are measured for the compartments together
+    (:func:`_granularity_radial`: each channel's granularity spectrum and each
+    compartment's geometry once) and appended to each compartment's frame;
+    the site's table sorts its columns, so their place does not matter.
+    """
+    chosen = _check_families(kwargs["families"])
+    shared = [f for f in ("granularity", "radial_distribution") if f in chosen]
+    rest = [f for f in chosen if f not in shared]
+    cleans = {name: _relabel(lab) for name, lab in compartments.items()}
+    spectral = _granularity_radial(
+        {name: clean for name, (clean, _) in cleans.items()},
+        pixels,
+        shared,
+        kwargs.get("granularity_spectrum", 16),
+        kwargs.get("radial_bins", 4),
+    )
+    measured = {}
+    for name, lab in compartments.items():
+        if rest:
+            frame = measure_objects(lab, pixels, **{**kwargs, "families": rest})
+        else:
+            frame = pl.DataFrame({"ObjectNumber": pl.Series(cleans[name][1], dtype=pl.Int64)})
+        extra = {
+            column: pl.Series(column, np.asarray(values, np.float64).astype(np.float32))
+            for channel in pixels
+            for family in shared
+            for column, values in spectral.get(name, {}).get(channel, {}).get(family, {}).items()
+        }
+        measured[name] = frame.hstack(list(extra.values())) if extra else frame
+    return measured
 
 
 def _parents(children: np.ndarray, parents: np.ndarray) -> dict[int, int]:
@@ -598,11 +705,8 @@ def measure_site(
         cytoplasm = np.where(nuclei > 0, 0, cells)
     cytoplasm = _check_labels(cytoplasm, shape, f"{where} (Cytoplasm)")
     kwargs = {"families": families, "texture_scales": texture_scales, "where": where, **options}
-    measured = {
-        "Nuclei": measure_objects(nuclei, pixels, **kwargs),
-        "Cells": measure_objects(cells, pixels, **kwargs),
-        "Cytoplasm": measure_objects(cytoplasm, pixels, **kwargs),
-    }
+    compartments = {"Nuclei": nuclei, "Cells": cells, "Cytoplasm": cytoplasm}
+    measured = _measure_compartments(compartments, pixels, kwargs)
     cell_ids = measured["Cells"]["ObjectNumber"]
     nucleus_of = _parents(cells, nuclei)
     cell_of_cyto = _parents(cytoplasm, cells)

@@ -331,22 +331,12 @@ def _check_site(
     return (int(site_shape[0]), int(site_shape[1]))
 
 
-def _illumination(
-    store: Any,
-    plate: str,
-    specs: list[Any],
-    every_site: list[Any],
-    channels: list[str],
-    channel_names: Sequence[str] | None,
-    nuclei: str,
-    cells: str,
-    params: dict[str, Any],
-    refit: bool,
-) -> tuple[dict[str, Any], Any]:
-    """Check the sites to measure; fit (over ``every_site`` of the plate) or load the functions."""
+def _stored_illumination(
+    store: Any, plate: str, channels: list[str], params: dict[str, Any] | None, refit: bool
+) -> dict[str, Any]:
+    """The plate's illumination functions stored by an earlier run (none when refitting)."""
     import polars as pl
 
-    from cellframe.measure.features import to_unit_range
     from cellframe.measure.illumination import IlluminationFunction
 
     stored: dict[str, Any] = {}
@@ -356,27 +346,83 @@ def _illumination(
             part = rows.filter(pl.col("Metadata_Channel") == channel)
             if part.height:
                 stored[channel] = IlluminationFunction.from_frame(part)
-    fit = params is not None and len(stored) < len(channels)
-    stats: dict[str, Any] = {}
+    return stored
+
+
+@dataclass(frozen=True)
+class _PlateIllumination:
+    """One plate's first pass, as an engine task: the sites to read and whether to fit.
+
+    Picklable, and needs no store: a Ray task runs it where the images are.
+    """
+
+    plate: str
+    #: Every site of the plate when fitting, else the sites to measure.
+    sites: list[Any]
+    fit: bool
+    channels: list[str]
+    channel_names: Sequence[str] | None
+    nuclei: str
+    cells: str
+    #: ``IlluminationFunction`` parameters; None: no illumination correction.
+    params: dict[str, Any] | None
+
+
+@dataclass
+class _PlateFit:
+    """What a plate's first pass returns: the fitted functions and the warnings it raised."""
+
+    plate: str
+    functions: dict[str, Any] | None
+    warned: list[tuple[type[Warning], str]]
+    #: The error that stopped the plate's pass (raised by the caller after the warnings).
+    error: Exception | None = None
+
+
+def _plate_illumination(task: _PlateIllumination) -> _PlateFit:
+    """Read and check every site of ``task``; fit the plate's functions when asked.
+
+    Per channel, the statistics of each site (its float64 sum image and count,
+    :meth:`~cellframe.measure.illumination.IlluminationFunction.statistics`)
+    are merged in site order, so the fit is the same wherever this runs.
+    Warnings are recorded and returned (a Ray worker's warnings would not
+    reach the caller), and so is an error, which the caller raises after
+    them, before anything is written.
+    """
+    import warnings
+
+    from cellframe.measure.features import to_unit_range
+    from cellframe.measure.illumination import IlluminationFunction
+
+    params = task.params
     makers = {
-        ch: IlluminationFunction(plate=plate, channel=ch, **params)
-        for ch in channels
-        if params is not None
+        ch: IlluminationFunction(plate=task.plate, channel=ch, **params)
+        for ch in task.channels
+        if task.fit and params is not None
     }
-    shape = None
-    for spec in every_site if fit else specs:
-        images = _read(spec, channels, channel_names)
-        site_shape = _check_site(spec, images, nuclei, cells, shape)
-        shape = site_shape if params is not None else None  # one size per plate: illumination
-        if fit:
-            for ch, px in images.items():
-                s = makers[ch].statistics(to_unit_range(px))
-                stats[ch] = s if ch not in stats else stats[ch].merge(s)
-    if not fit:
-        return stored, None
-    functions = {ch: makers[ch].from_statistics(stats[ch]) for ch in channels}
-    frame = pl.concat([f.to_frame() for f in functions.values()])
-    return functions, frame
+    stats: dict[str, Any] = {}
+    functions = None
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            shape = None
+            for spec in task.sites:
+                images = _read(spec, task.channels, task.channel_names)
+                site_shape = _check_site(spec, images, task.nuclei, task.cells, shape)
+                shape = site_shape if params is not None else None  # one size per plate
+                if task.fit:
+                    for ch, px in images.items():
+                        s = makers[ch].statistics(to_unit_range(px))
+                        stats[ch] = s if ch not in stats else stats[ch].merge(s)
+            if task.fit:
+                functions = {ch: makers[ch].from_statistics(stats[ch]) for ch in task.channels}
+        except Exception as exc:  # raised by the caller, after the warnings before it
+            error = exc
+    # Developer-facing categories (hidden by default) stay here; the rest go to the caller.
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    warned = [(w.category, str(w.message)) for w in caught if not issubclass(w.category, hidden)]
+    return _PlateFit(task.plate, functions, warned, error)
 
 
 def measure_images(
@@ -463,6 +509,10 @@ def measure_images(
     min_slope, max_saturated_percent = measurements.min_slope, measurements.max_saturated_percent
     embed = measurements.embed
 
+    import warnings
+
+    import polars as pl
+
     from cellframe.engine.base import resolve_engine
     from cellframe.engine.ray import RayEngine
     from cellframe.errors import InvalidInputError
@@ -511,20 +561,41 @@ def measure_images(
         segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
     params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
 
-    # Pass 1: read and check every site (and fit illumination) before writing anything.
+    # Pass 1: read and check every site (and fit illumination) before writing anything:
+    # one engine task per plate (on Ray, where the plate's images are read), the plate's
+    # functions fitted from its sites' statistics merged in site order.
     plates: dict[str, list[Any]] = {}
     for spec in todo:
         plates.setdefault(spec.plate, []).append(spec)
+    illum_params = (illumination_params or {}) if illumination else None
     functions: dict[str, dict[str, Any]] = {}
-    fitted: dict[str, Any] = {}
+    tasks = []
     for plate, plate_specs in plates.items():
-        all_of_plate = [s for s in specs if s.plate == plate]
-        functions[plate], frame = _illumination(
-            store, plate, plate_specs, all_of_plate, channels, channel_names, nuclei, cells,
-            (illumination_params or {}) if illumination else None, force,
+        functions[plate] = _stored_illumination(store, plate, channels, illum_params, force)
+        fit = illum_params is not None and len(functions[plate]) < len(channels)
+        every = [s for s in specs if s.plate == plate]
+        task = _PlateIllumination(
+            plate, every if fit else plate_specs, fit, channels, channel_names, nuclei, cells,
+            illum_params,
         )  # fmt: skip
-        if frame is not None:
-            fitted[plate] = frame
+        tasks.append(task)
+    fitted: dict[str, Any] = {}
+
+    def collect(results: Iterator[_PlateFit]) -> None:
+        # Plate by plate, in order: a plate's error stops the run (the local engine
+        # then reads no further plate), after the warnings raised before it.
+        for result in results:
+            for category, message in result.warned:
+                warnings.warn(message, category, stacklevel=4)
+            if result.error is not None:
+                raise result.error
+            if result.functions is not None:
+                functions[result.plate] = result.functions
+                fitted[result.plate] = pl.concat([f.to_frame() for f in result.functions.values()])
+
+    engine.gather_tasks(
+        _plate_illumination, tasks, collect, desc="check sites, fit illumination", progress=progress
+    )
 
     # Pass 2: per site, objects -> measurements -> store (all writes here, in this process).
     work = {
