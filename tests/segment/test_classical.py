@@ -641,11 +641,11 @@ def _cellprofiler_venv():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = os.environ.get("CELLFRAME_CP_VENV")
+    env = os.environ.get("CELLPROFILER_VENV")
     for venv in [Path(env)] if env else [root / "cp-venv", root.parent / "cp-venv"]:
         if (venv / "bin" / "cellprofiler").exists():
             return venv
-    pytest.skip("CellProfiler's venv not found (set CELLFRAME_CP_VENV; ../shared/ANCHORS.md)")
+    pytest.skip("CellProfiler's venv not found (set CELLPROFILER_VENV; ../shared/ANCHORS.md)")
 
 
 @pytest.mark.slow
