@@ -175,3 +175,15 @@ class HarmonyNotConvergedWarning(UserWarning):
 
 class UnknownRecipeTokenError(InvalidChoiceError):
     """A recipe string or TOML recipe names a step outside the recipe registry (message lists the allowed ones)."""
+
+
+class SizeRangeWarning(UserWarning):
+    """Most objects found were dropped for lying outside the diameter range (counts and the option to change in the message)."""
+
+
+class IlluminationSitesWarning(IlluminationWarning):
+    """An illumination function was fitted from too few sites to be flat where cells are (count in the message)."""
+
+
+class InputNotFoundError(CellframeError, FileNotFoundError):
+    """An input file or folder the user named (images, a sites CSV) does not exist."""

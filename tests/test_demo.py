@@ -201,7 +201,7 @@ def test_demo_store_holds_every_step(demo) -> None:
 def test_headline_nuclei_match_the_label_images(demo, tables) -> None:
     import tifffile
 
-    labels = sorted((demo.store_path.parent / "labels").glob("*_Nuclei.tiff"))
+    labels = sorted((demo.store_path.parent / "labels").glob("*_Nuclei.tif"))
     assert len(labels) == 2
     counted = sum(int(np.count_nonzero(np.unique(tifffile.imread(p)))) for p in labels)
     nuclei = tables["objects"].filter(pl.col("Object") == "Nuclei")

