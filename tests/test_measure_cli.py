@@ -220,7 +220,9 @@ def test_bad_input_leaves_the_store_unchanged(tmp_path) -> None:
         before = _state(store)
         with pytest.raises(ChannelNotFoundError, match="'Actin'"):
             measure_images(store, [JUMP / "images.zarr"], channels=[*CHANNELS, "Actin"], **QUICK)
-        with pytest.raises(InvalidInputError, match=r"cells channel 'AGP' \(--cells\) is not among"):
+        with pytest.raises(
+            InvalidInputError, match=r"cells channel 'AGP' \(--cells\) is not among"
+        ):
             measure_images(store, [JUMP / "images.zarr"], channels=["DNA"], **QUICK)
         # the second site's cell-body channel is blank: nothing of the first is written either
         names = pl.read_csv(JUMP / "channels.csv", glob=False).sort("idx")["channel"].to_list()

@@ -758,8 +758,25 @@ def measure_images(
     -------
     MeasureReport
 
+    Warns
+    -----
+    SizeRangeWarning
+        Once per run, when the classical nuclei's diameter range dropped most
+        objects found on some sites (sites, objects, median diameter summed).
+    IlluminationSitesWarning
+        Once per run, naming the plates whose illumination functions are
+        fitted from fewer than :data:`MIN_ILLUMINATION_SITES` sites.
+    UndefinedMeasurementWarning
+        Once per run, with the NaN values, cells and sites, and the groups
+        (compartment, family, texture scale) most affected.
+    NoObjectsWarning, UnmatchedObjectsWarning, ImageWarning
+        Per site, as :func:`~cellframe.segment.classical.segment_site` and
+        :func:`~cellframe.measure.features.measure_site` raise them.
+
     Raises
     ------
+    InputNotFoundError
+        If an image path or the ``sites_csv`` does not exist.
     ChannelNotFoundError
         If a channel is missing from a site's file.
     InvalidImageError

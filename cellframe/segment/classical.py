@@ -406,7 +406,7 @@ def _warn_size_range(labels: np.ndarray, size_range: tuple[float, float], name: 
         "objects": int(areas.size), "smaller": small, "larger": large,
         "median_diameter": median, "size_range": (size_range[0], size_range[1]),
     }  # fmt: skip
-    warnings.warn(warning, stacklevel=3)
+    warnings.warn(warning, stacklevel=4)
 
 
 def _check_size_range(size_range: tuple[float, float]) -> tuple[float, float]:
