@@ -421,13 +421,19 @@ def test_unet_nuclei(tmp_path) -> None:
 
 def test_ray_engine_measures_the_same_rows_as_local(tmp_path, measured, ray_local) -> None:
     """One Ray task per plate; the store is written by the driver with the same semantics."""
+    from cellframe.errors import SizeRangeWarning
+
     local_path, _ = measured
     with Store(tmp_path / "s.duckdb") as store:
-        report = measure_images(
-            store, [JUMP / "images.zarr"], channels=CHANNELS, engine="ray", **FAST
-        )
+        with pytest.warns(SizeRangeWarning) as caught:
+            report = measure_images(
+                store, [JUMP / "images.zarr"], channels=CHANNELS, engine="ray", **FAST
+            )
         ray_cells = store.read("cells").sort(PLATE, OBJECT_NUMBER)
         ray_quality = store.read("image_quality").sort(PLATE)
+    # the sites' warnings come back from the Ray tasks and are summed into one line
+    sized = [str(w.message) for w in caught if w.category is SizeRangeWarning]
+    assert len(sized) == 1 and "on 2 of 2 site(s)" in sized[0], sized
     with Store(local_path, read_only=True) as store:
         local_cells = store.read("cells").sort(PLATE, OBJECT_NUMBER)
         local_quality = store.read("image_quality").sort(PLATE)
