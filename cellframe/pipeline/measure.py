@@ -384,6 +384,36 @@ def _check_site_names(paths: list[Path], pattern: str | None) -> None:
         )
 
 
+def _check_sites_csv(path: Path) -> None:
+    """Refuse a sites CSV whose Site or idx is not a whole number, or whose path is missing."""
+    import csv
+
+    from cellframe.errors import InputNotFoundError, InvalidInputError
+
+    def cell(row: dict[str, str], name: str) -> tuple[str, str] | None:
+        for key in (name, f"Metadata_{name}", name.lower()):
+            if row.get(key):
+                return key, row[key]
+        return None
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            for name in ("Site", "idx", "index"):
+                found = cell(row, name)
+                if found and not found[1].strip().isdigit():
+                    raise InvalidInputError(
+                        f"sites file {path} line {line}: column {found[0]} is {found[1]!r}, "
+                        "not a whole number >= 0; write the site number (Site) or the site's "
+                        "index in its file (idx), e.g. 1"
+                    )
+            found = cell(row, "path") or cell(row, "file")
+            if found and not (path.parent / found[1]).exists():
+                raise InputNotFoundError(
+                    f"sites file {path} line {line}: column {found[0]} names {found[1]}, which "
+                    f"does not exist (relative paths are read from {path.parent})"
+                )
+
+
 def _stored_sites(store: Any, table: str) -> set[tuple[str, str, int]]:
     if not store.has_table(table):
         return set()
@@ -660,8 +690,12 @@ class _Tally:
         self.medians.append(float(counts["median_diameter"]))
         self.size_range = tuple(counts["size_range"])  # type: ignore[assignment]
 
-    def warn(self, nuclei: str) -> None:
-        """One warning per kind, with the counts of every site of the run."""
+    def warn(self, nuclei: str, classical: bool = True) -> None:
+        """One warning per kind, with the counts of every site of the run.
+
+        ``classical``: the nuclei were found by the classical method, whose
+        diameter range the messages can point to.
+        """
         import statistics
         import warnings
 
@@ -693,7 +727,8 @@ class _Tally:
             fix = (
                 "texture at scale s needs pixel pairs s pixels apart, in each of 4 directions, "
                 "inside the object (objects about s pixels across have none): drop the large "
-                "scales (--texture-scales) or check the objects' sizes (--nuclei-diameter)"
+                "scales (--texture-scales) or check the objects' sizes"
+                + (" (--nuclei-diameter)" if classical else "")
                 if texture
                 else "the objects are too small or thin for those measurements; check their sizes"
             )
@@ -847,6 +882,8 @@ def measure_images(
         )
     if sites_csv is None:
         _check_site_names(paths, pattern)
+    else:
+        _check_sites_csv(Path(sites_csv))
     specs = sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
     done = set() if force else _stored_sites(store, LABELS_TABLE)
     todo = [s for s in specs if (s.plate, s.well, s.site) not in done]
@@ -966,7 +1003,7 @@ def measure_images(
     finally:
         if bar is not None:
             bar.close()
-        tally.warn(nuclei)
+        tally.warn(nuclei, classical=nuclei_method == "classical")
     report.seconds = time.perf_counter() - start
     return report
 

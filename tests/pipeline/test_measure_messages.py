@@ -109,6 +109,10 @@ def test_nan_measurements_of_a_run_are_one_warning_with_counts_per_group() -> No
         "Cells radialdistribution (2 cells), Nuclei texture at scale 10 (2 cells);"
     )
     assert "--texture-scales" in message and "\n" not in message
+    assert message.endswith("check the objects' sizes (--nuclei-diameter)")
+    with pytest.warns(UndefinedMeasurementWarning) as caught:  # U-Net nuclei: no diameter range
+        tally.warn("DNA", classical=False)
+    assert str(caught[0].message).endswith("check the objects' sizes")
     # no NaN: no warning
     quiet = _Tally()
     quiet.add_nan(clean)
@@ -214,6 +218,20 @@ def test_bad_input_at_the_command_line_is_one_line_with_exit_2(tmp_path, capsys)
     bad.write_text("Plate,Well,idx\nP,A01,0\n")
     err = _error(capsys, store, zarr, "--channels", CHANNELS, "--sites", str(bad), *quick)
     assert "lacks required column(s) 'Site'" in err
+    bad.write_text("Plate,Well,Site,idx\nP,A01,1,0\nP,A02,two,1\n")
+    err = _error(capsys, store, zarr, "--channels", CHANNELS, "--sites", str(bad), *quick)
+    assert "line 3: column Site is 'two', not a whole number" in err
+    bad.write_text("Plate,Well,Site,path\nP,A01,1,gone.tif\n")
+    err = _error(capsys, store, zarr, "--channels", CHANNELS, "--sites", str(bad), *quick)
+    assert "line 2: column path names gone.tif, which does not exist" in err
+    good = tmp_path / "good.csv"  # valid but unusual: Metadata_ names, an absolute path
+    good.write_text(
+        f"Metadata_Plate,Metadata_Well,Metadata_Site,path\nP,A01,1,{JUMP / 'images.zarr'}\n"
+    )
+    code, out, err = _cli(capsys, zarr, "--channels", CHANNELS, "--sites", str(good),
+                          "--store", str(tmp_path / "good.duckdb"), "--nuclei-diameter", "20,80",
+                          *quick)  # fmt: skip
+    assert code == 0 and out.startswith("measured 1 site(s), "), err
     err = _error(capsys, store, zarr, "--channels", CHANNELS, "--sites", str(tmp_path / "x.csv"))
     assert "sites file" in err and "(--sites) does not exist" in err
     # one TIFF per channel (CellProfiler's layout): the message says to stack them
