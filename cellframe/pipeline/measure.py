@@ -708,7 +708,7 @@ class _Tally:
                 f"the nuclei diameter range {low}-{high} px dropped most objects found in channel "
                 f"{nuclei!r} on {self.size_sites} of {self.sites} site(s): {dropped} of "
                 f"{int(self.size['objects'])} objects ({int(self.size['smaller'])} smaller, "
-                f"{int(self.size['larger'])} larger; median diameter "
+                f"{int(self.size['larger'])} larger; the sites' median diameter "
                 f"{statistics.median(self.medians):.1f} px); set the range to the nuclei's "
                 "diameters (--nuclei-diameter MIN,MAX; Python: ObjectOptions(primary="
                 "{'size_range': (min, max)})) or check the images (illumination correction "
@@ -797,7 +797,8 @@ def measure_images(
     -----
     SizeRangeWarning
         Once per run, when the classical nuclei's diameter range dropped most
-        objects found on some sites (sites, objects, median diameter summed).
+        objects found on some sites (sites and objects summed, the median of
+        the sites' median diameters).
     IlluminationSitesWarning
         Once per run, naming the plates whose illumination functions are
         fitted from fewer than :data:`MIN_ILLUMINATION_SITES` sites.

@@ -133,7 +133,7 @@ def test_size_range_counts_of_several_sites_are_summed_into_one_warning() -> Non
     assert len(caught) == 1
     assert str(caught[0].message).startswith(
         "the nuclei diameter range 10-40 px dropped most objects found in channel 'DNA' on 2 of "
-        "3 site(s): 44 of 60 objects (42 smaller, 2 larger; median diameter 6.5 px)"
+        "3 site(s): 44 of 60 objects (42 smaller, 2 larger; the sites' median diameter 6.5 px)"
     )
 
 
