@@ -152,7 +152,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--no-illumination",
         action="store_true",
         help="skip illumination correction (it needs many sites per plate: a plate's "
-        "function is the average of the sites measured)",
+        "function is the average of its sites given)",
     )
     p.add_argument(
         "--nuclei-method", default="classical",
