@@ -78,7 +78,9 @@ from cellframe.store import Store
 
 #: Tox21 as bundled with cellframe (cellframe/data/demo/PROVENANCE.md).
 TOX21 = demo_data_dir() / "moleculenet" / "tox21.csv.gz"
-MODELS = ("rf", "rf-tuned", "lgbm", "ffn", "ffn-desc", "dmpnn", "dmpnn-desc")
+MODELS = ("rf", "rf-tuned", "lgbm", "ffn", "ffn-desc", "dmpnn", "dmpnn-desc", "ensemble")
+#: Members of ``ensemble`` (cellframe.activity.ensemble.CalibratedEnsemble), chosen on validation.
+ENSEMBLE_MEMBERS = ("rf-tuned", "lgbm", "dmpnn-desc")
 #: The tree baselines of issue #19 (cellframe.activity.trees).
 TREES = ("rf-tuned", "lgbm")
 #: Reference mean test ROC-AUC on Tox21 random splits (MoleculeNet; Chemprop).
@@ -109,8 +111,8 @@ def network(model_name: str, *, epochs: int, seed: int) -> MultitaskClassifier:
     )
 
 
-def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1, trees=300):
-    """Train on part 0 (model selection on part 1), predict part 2; per-assay metrics."""
+def member_predictions(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1, trees=300):
+    """Train on part 0 (model selection on part 1); probabilities on parts 1 and 2, seconds."""
     train, val, test = (np.flatnonzero(part == k) for k in range(3))
     y = matrix.values
     t0 = time.perf_counter()
@@ -121,7 +123,7 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
             model = RandomForestBaseline(n_estimators=trees, n_jobs=1, seed=seed).fit(
                 x[train], y[train]
             )
-        prob = model.predict_proba(x[test])
+        val_prob, prob = model.predict_proba(x[val]), model.predict_proba(x[test])
     elif model_name in TREES:
         # Descriptors through the CDF of the training part only; grid chosen on validation.
         norm = DescriptorNormalizer(fill_value=np.nan).fit(inputs["descriptors"][train])
@@ -132,7 +134,7 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
                 x[train], y[train], validation=(x[val], y[val])
             )
         print(f"  {model_name}: validation search {model.search_}", flush=True)
-        prob = model.predict_proba(x[test])
+        val_prob, prob = model.predict_proba(x[val]), model.predict_proba(x[test])
     else:
         if model_name.endswith("-desc"):
             # CDF of the training part only: validation and test stay unseen.
@@ -148,13 +150,62 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
             if model_name.endswith("-desc"):
                 g = type(g)(**{**g.__dict__, "extra": extra})
             data = {k: g.subset(idx) for k, idx in (("train", train), ("val", val), ("test", test))}
-        probs = []
+        val_probs, probs = [], []
         for member in range(ensemble):
             model = network(model_name, epochs=epochs, seed=seed * 1000 + member)
             model.fit(data["train"], y[train], validation=(data["val"], y[val]))
+            val_probs.append(model.predict_proba(data["val"]))
             probs.append(model.predict_proba(data["test"]))
-        prob = np.mean(probs, axis=0)  # ensemble: mean of the members' probabilities
-    seconds = time.perf_counter() - t0
+        # ensemble of seeds: mean of the members' probabilities
+        val_prob, prob = np.mean(val_probs, axis=0), np.mean(probs, axis=0)
+    return val_prob, prob, time.perf_counter() - t0
+
+
+def cached_member(cache_dir, key, part, compute):
+    """``compute()`` -> (val, test, seconds), reused from ``cache_dir/key.npz`` for the same split."""
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
+    if path is not None and path.is_file():
+        saved = np.load(path)
+        if np.array_equal(saved["part"], part):
+            print(f"  {key}: member predictions reused from {path}", flush=True)
+            return saved["val"], saved["test"], float(saved["seconds"])
+        print(f"  {path} holds another partition; recomputing", flush=True)
+    val_prob, prob, seconds = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, val=val_prob, test=prob, part=part, seconds=seconds)
+    return val_prob, prob, seconds
+
+
+def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1, trees=300,
+                   cache_dir=None, key=""):  # fmt: skip
+    """Per-assay test metrics of one model on one split, and its seconds."""
+    test = np.flatnonzero(part == 2)
+
+    def member(name):
+        tag = name if name in ("rf", *TREES) or ensemble == 1 else f"{name}x{ensemble}"
+        return cached_member(
+            cache_dir, f"{key}_{tag}", part,
+            lambda: member_predictions(matrix, inputs, part, name, epochs=epochs, seed=seed,
+                                       ensemble=1 if name in ("rf", *TREES) else ensemble,
+                                       trees=trees),
+        )  # fmt: skip
+
+    if model_name == "ensemble":
+        # Members trained once (or reused); members and weights chosen on validation only.
+        val_probs, test_probs, seconds = {}, {}, 0.0
+        for name in ENSEMBLE_MEMBERS:
+            val_probs[name], test_probs[name], s = member(name)
+            seconds += s
+        from cellframe.activity.ensemble import CalibratedEnsemble
+
+        t0 = time.perf_counter()
+        combo = CalibratedEnsemble().select(val_probs, matrix.values[part == 1])
+        prob, _ = combo.combine(test_probs)
+        seconds += time.perf_counter() - t0
+        print(f"  ensemble: chose {combo.members_} on validation ({combo.search_[0]})", flush=True)
+    else:
+        _, prob, seconds = member(model_name)
     preds = predictions_frame(matrix, prob, test, fold=0, modality=model_name)
     return assay_fold_metrics(preds), seconds
 
@@ -203,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", default=":memory:")
     parser.add_argument(
         "--descriptors-cache", default=None, help=".npy file to reuse RDKit descriptors across runs"
+    )
+    parser.add_argument(
+        "--predictions-dir",
+        default=None,
+        help="folder keeping each model's validation and test probabilities per split "
+        "(reused by later runs and by the ensemble instead of retraining)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -263,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=seed,
                 ensemble=1 if model_name in ("rf", *TREES) else args.ensemble,
                 trees=args.trees,
+                cache_dir=args.predictions_dir,
+                key=f"{args.dataset}_{kind}_{seed}_e{args.epochs}",
             )
             evaluated = metrics.filter(pl.col("evaluated"))
             row = {

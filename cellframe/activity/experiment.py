@@ -187,7 +187,7 @@ def validate_config(config: ExperimentConfig) -> None:
         if kind is not None and kind not in _CS_KINDS:
             raise InvalidInputError(
                 f"modality {name!r}: unknown kind {kind!r} for a fold split; valid: "
-                f"{list(_CS_KINDS)} (rf-tuned, lgbm and descriptors = true need a held-out "
+                f"{list(_CS_KINDS)} (rf-tuned, lgbm, ensemble and descriptors = true need a held-out "
                 "split: [split] holdout = true, column = ... or files = ...)"
             )
         if spec.get("descriptors"):
