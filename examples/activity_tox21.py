@@ -71,7 +71,9 @@ from cellframe.activity.descriptors import (
     descriptor_names,
     rdkit_descriptors,
 )
+from cellframe.activity.ensemble import CalibratedEnsemble
 from cellframe.activity.metrics import assay_fold_metrics
+from cellframe.activity.model import mean_auroc
 from cellframe.activity.trees import TreeBaseline
 from cellframe.demo import demo_data_dir
 from cellframe.store import Store
@@ -192,22 +194,24 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
         )  # fmt: skip
 
     if model_name == "ensemble":
-        # Members trained once (or reused); members and weights chosen on validation only.
+        # Members trained once (or reused); members and calibration chosen on validation only.
         val_probs, test_probs, seconds = {}, {}, 0.0
         for name in ENSEMBLE_MEMBERS:
             val_probs[name], test_probs[name], s = member(name)
             seconds += s
-        from cellframe.activity.ensemble import CalibratedEnsemble
-
         t0 = time.perf_counter()
         combo = CalibratedEnsemble().select(val_probs, matrix.values[part == 1])
         prob, _ = combo.combine(test_probs)
         seconds += time.perf_counter() - t0
-        print(f"  ensemble: chose {combo.members_} on validation ({combo.search_[0]})", flush=True)
+        val_auroc = combo.search_[0]["validation_auroc"]
+        for c in combo.search_:  # every candidate, best first
+            print(f"  ensemble candidate {'+'.join(c['members']):25s} validation ROC-AUC "
+                  f"{c['validation_auroc']:.4f}{'  <- chosen' if c['chosen'] else ''}", flush=True)  # fmt: skip
     else:
-        _, prob, seconds = member(model_name)
+        val_prob, prob, seconds = member(model_name)
+        val_auroc = mean_auroc(matrix.values[part == 1], val_prob)
     preds = predictions_frame(matrix, prob, test, fold=0, modality=model_name)
-    return assay_fold_metrics(preds), seconds
+    return assay_fold_metrics(preds), seconds, val_auroc
 
 
 def descriptors(mols: list, *, cache: str | None) -> np.ndarray:
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             else scaffold_partition(matrix.smiles)
         )
         for model_name in models:
-            metrics, seconds = evaluate_split(
+            metrics, seconds, val_auroc = evaluate_split(
                 matrix,
                 inputs,
                 part,
@@ -330,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": seed,
                 "model": model_name,
                 "mean_auroc": evaluated["auroc"].mean(),
+                "validation_auroc": val_auroc,
                 "mean_auprc": evaluated["auprc"].mean(),
                 "n_assays_evaluated": evaluated.height,
                 "n_assays_skipped": metrics.height
@@ -343,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"{args.dataset} {kind}:{seed} {model_name:10s} mean test ROC-AUC "
-                f"{row['mean_auroc']:.4f} ({row['n_assays_evaluated']} assays, "
+                f"{row['mean_auroc']:.4f} (validation {val_auroc:.4f}; "
+                f"{row['n_assays_evaluated']} assays, "
                 f"{row['n_assays_skipped']} skipped) in {seconds:.0f} s",
                 flush=True,
             )
@@ -376,21 +382,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(results: pl.DataFrame, *, dataset: str) -> None:
-    """One line per split kind and model: mean +- sd of the mean test ROC-AUC."""
+    """One line per split kind and model: mean +- sd of the mean validation and test ROC-AUC."""
     summary = results.group_by("split", "model", maintain_order=True).agg(
         pl.len().alias("n"),
+        pl.col("validation_auroc").mean().alias("val"),
+        pl.col("validation_auroc").std().alias("val_sd"),
         pl.col("mean_auroc").mean().alias("auroc"),
         pl.col("mean_auroc").std().alias("sd"),
         pl.col("seconds").mean().alias("seconds"),
     )
-    print(f"\n{dataset}: mean test ROC-AUC over the evaluated assays")
-    print(f"{'split':9s} {'model':11s} {'n':>2s} {'ROC-AUC':>16s} {'s/split':>8s}  reference")
+    print(f"\n{dataset}: mean ROC-AUC over the evaluated assays (sd over the seeds)")
+    print(
+        f"{'split':9s} {'model':11s} {'n':>2s} {'validation':>16s} {'test':>16s} "
+        f"{'s/split':>8s}  reference"
+    )
     for r in summary.iter_rows(named=True):
-        sd = f" +- {r['sd']:.3f}" if r["n"] > 1 else "         "
+        many = r["n"] > 1
+        vsd = f" +- {r['val_sd']:.3f}" if many else "         "
+        sd = f" +- {r['sd']:.3f}" if many else "         "
         ref = REFERENCE.get(r["model"]) if dataset == "tox21" and r["split"] == "random" else None
         print(
-            f"{r['split']:9s} {r['model']:11s} {r['n']:2d} {r['auroc']:7.3f}{sd} "
-            f"{r['seconds']:8.0f}  {'' if ref is None else f'{ref:.3f}'}"
+            f"{r['split']:9s} {r['model']:11s} {r['n']:2d} {r['val']:7.3f}{vsd} "
+            f"{r['auroc']:7.3f}{sd} {r['seconds']:8.0f}  {'' if ref is None else f'{ref:.3f}'}"
         )
 
 
