@@ -21,6 +21,13 @@ is scored once. Models:
                   descriptors (CDF-normalised on the training part), Noam learning-rate
                   schedule (warm-up 2 epochs 1e-4 -> 1e-3, decay to 1e-4), best epoch
                   by validation AUROC
+* ``ensemble``    cellframe.activity.CalibratedEnsemble of ``rf-tuned``, ``lgbm`` and
+                  ``dmpnn-desc``: each member's probabilities Platt-calibrated per assay
+                  on the validation part, the subset of members with the best mean
+                  validation ROC-AUC averaged (the test part is never looked at). Its
+                  members are trained once: with ``--predictions-dir`` every model's
+                  validation and test probabilities are kept per split and reused, so
+                  the ensemble costs its members' time and nothing more
 
 Reference (Wu et al. 2018; Yang et al. 2019): RF on Morgan 0.813 +- 0.007 on
 Tox21 random splits; Chemprop's D-MPNN 0.851 +- 0.002.
@@ -39,6 +46,9 @@ Run (as docs/activity.md: about 6 minutes of one CPU core per ``dmpnn-desc`` spl
     python examples/activity_tox21.py --models lgbm,rf-tuned --splits random:0,scaffold:0 \\
         --descriptors-cache tox21_descriptors.npy      # the tuned tree baselines
     python examples/activity_tox21.py --data toxcast.csv.gz --models ffn --splits random:0
+    python examples/activity_tox21.py --models rf,rf-tuned,lgbm,dmpnn-desc,ensemble \
+        --splits random:0,random:1,random:2 --threads 1 \
+        --descriptors-cache tox21_descriptors.npy --predictions-dir tox21_predictions
 
 Results go to the store table ``moleculenet_results`` (one row per dataset,
 split, model) and ``moleculenet_assays`` (one row per assay).
