@@ -261,3 +261,17 @@ def test_cli_bad_member_is_one_line(tmp_path, capsys):
     assert main(["activity", str(tmp_path / "exp.toml"), "--store", str(store), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "members = 'rf-tuned'" in err[0]
+
+
+def test_fold_split_refuses_the_ensemble():
+    from cellframe.activity.experiment import ExperimentConfig, validate_config
+
+    config = ExperimentConfig(
+        matrix="m.csv", split={"method": "scaffold"}, modalities={"CS": {"kind": "ensemble"}}
+    )
+    with pytest.raises(InvalidInputError, match="ensemble and descriptors = true need a held-out"):
+        validate_config(config)
+    validate_config(  # the same model on a held-out split is fine
+        ExperimentConfig(matrix="m.csv", split={"holdout": True},
+                         modalities={"CS": {"kind": "ensemble"}})
+    )  # fmt: skip
