@@ -353,7 +353,13 @@ def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
 def train_holdout(
     matrix: AssayMatrix,
     models: Mapping[
-        str, MultitaskClassifier | RandomForestBaseline | TreeBaseline | WithDescriptors
+        str,
+        MultitaskClassifier
+        | RandomForestBaseline
+        | TreeBaseline
+        | WithDescriptors
+        | Ensemble
+        | CalibratedEnsemble,
     ],
     *,
     split: str | Partition = "scaffold",
@@ -375,10 +381,15 @@ def train_holdout(
     ----------
     matrix : AssayMatrix
         Readouts with SMILES.
-    models : mapping of str to MultitaskClassifier or RandomForestBaseline
+    models : mapping of str to model
         Name (written to the ``model`` column) -> unfitted model. A forest and a
         ``"ffn"`` network get 2048-bit Morgan fingerprints (radius 2); a
-        ``"dmpnn"`` network gets molecular graphs.
+        ``"dmpnn"`` network gets molecular graphs; a :class:`TreeBaseline` count
+        Morgan + descriptors; a :class:`WithDescriptors` network its inputs plus
+        the descriptors; an :class:`Ensemble` its members' inputs; a
+        :class:`~cellframe.activity.CalibratedEnsemble` fits each member on its
+        own inputs, then chooses and calibrates on the validation part
+        (:attr:`HoldoutResult.selection`).
     split : {"scaffold", "random"} or callable, default "scaffold"
         Partition (:data:`HOLDOUT_SPLITS`): Bemis-Murcko scaffold groups, largest
         first into train (:func:`cellframe.activity.scaffold_partition`), or random;
