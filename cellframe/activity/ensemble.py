@@ -54,7 +54,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow
+    from scipy.special import expit
+
+    return expit(z)  # 1 / (1 + exp(-z)), full relative precision near 0
 
 
 def platt_fit(prob: np.ndarray, labels: np.ndarray, *, max_iter: int = 100) -> tuple[float, float]:
@@ -105,16 +107,31 @@ def platt_fit(prob: np.ndarray, labels: np.ndarray, *, max_iter: int = 100) -> t
         )
     target = np.where(t == 1, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
 
+    def loss(w: np.ndarray, design: np.ndarray) -> float:
+        z = design @ w
+        return float(np.sum(np.logaddexp(0.0, z) - target * z))
+
     def newton(design: np.ndarray) -> np.ndarray:
+        # Newton's method with backtracking (Lin, Lin & Weng 2007): plain Newton
+        # steps can overshoot from the start and diverge.
         w = np.zeros(design.shape[1])
         w[-1] = np.log((n1 + 1) / (n0 + 1))  # start at the smoothed hit rate
+        f = loss(w, design)
         for _ in range(max_iter):
             p = _sigmoid(design @ w)
             grad = design.T @ (p - target)
             hess = design.T @ (design * (p * (1 - p))[:, None]) + 1e-12 * np.eye(design.shape[1])
             step = np.linalg.solve(hess, grad)
-            w = w - step
-            if np.max(np.abs(step)) < 1e-10:
+            t = 1.0
+            while t > 1e-10:
+                f_new = loss(w - t * step, design)
+                if f_new <= f - 1e-4 * t * float(grad @ step):
+                    break
+                t /= 2
+            else:
+                break  # no decrease possible: at the minimum to machine precision
+            w, f = w - t * step, f_new
+            if np.max(np.abs(t * step)) < 1e-10:
                 break
         return w
 

@@ -59,6 +59,37 @@ def test_platt_minimises_its_loss_and_never_inverts():
         platt_fit(p[:3], np.zeros(3))
 
 
+#: Logits of a LightGBM model on one Tox21 validation assay (random split 0, NR-AR),
+#: rounded to 0.1: (logit, count) of the non-hits and the hits. Plain Newton steps
+#: from the hit rate diverge here (a ~ 1e14); the damped ones converge.
+LGBM_NEGATIVES = [(-4.0, 19), (-3.9, 142), (-3.8, 129), (-3.7, 87), (-3.6, 64), (-3.5, 60),
+                  (-3.4, 56), (-3.3, 30), (-3.2, 32), (-3.1, 17), (-3.0, 23), (-2.9, 9),
+                  (-2.8, 9), (-2.7, 5), (-2.6, 8), (-2.5, 1), (-2.4, 3), (-2.3, 3), (-2.2, 2),
+                  (-2.0, 2), (-1.9, 1), (-1.6, 1), (-1.5, 1), (-1.3, 1), (-1.1, 1)]  # fmt: skip
+LGBM_HITS = [(-3.3, 4), (-3.2, 3), (-3.0, 1), (-2.7, 1), (0.1, 4), (0.2, 1), (0.4, 1), (0.5, 1),
+             (0.7, 1), (0.8, 2), (1.0, 3), (1.1, 1)]  # fmt: skip
+
+
+def test_platt_converges_on_concentrated_lightgbm_probabilities():
+    x = np.array([v for v, n in LGBM_NEGATIVES + LGBM_HITS for _ in range(n)])
+    t = np.array([0.0] * sum(n for _, n in LGBM_NEGATIVES) + [1.0] * sum(n for _, n in LGBM_HITS))
+    p = 1 / (1 + np.exp(-x))
+    a, b = platt_fit(p, t)
+    n1, n0 = t.sum(), t.size - t.sum()
+    target = np.where(t == 1, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
+
+    def loss(w):
+        z = w[0] * x + w[1]
+        return np.sum(np.logaddexp(0, z) - target * z)
+
+    ref = minimize(loss, [1.0, 0.0], method="Nelder-Mead",
+                   options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}).x  # fmt: skip
+    np.testing.assert_allclose([a, b], ref, atol=1e-4)
+    assert 0 < a < 10
+    # a monotone map: the assay's AUROC is unchanged by calibration
+    assert roc_auc_score(t, platt_transform(p, a, b)) == pytest.approx(roc_auc_score(t, p))
+
+
 def test_average_and_spread_by_hand():
     # Each member ranks 3 of the 4 validation pairs right (AUROC 0.75); their average
     # ranks all 4. Both hold the same (probability, label) pairs, so one Platt map f.
