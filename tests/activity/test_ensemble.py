@@ -306,3 +306,16 @@ def test_fold_split_refuses_the_ensemble():
         ExperimentConfig(matrix="m.csv", split={"holdout": True},
                          modalities={"CS": {"kind": "ensemble"}})
     )  # fmt: skip
+
+
+def test_default_model_of_a_held_out_split_is_the_ensemble(tmp_path):
+    from cellframe.activity.experiment import load_config
+
+    (tmp_path / "h.toml").write_text('[data]\nmatrix = "m.csv"\n[split]\nholdout = true\n')
+    (tmp_path / "f.toml").write_text('[data]\nmatrix = "m.csv"\n[split]\nmethod = "random"\n')
+    held_out = load_config(tmp_path / "h.toml")
+    assert held_out.modalities == {"ensemble": {"kind": "ensemble"}}
+    model = holdout_models(held_out.modalities, held_out.model)["ensemble"]
+    assert isinstance(model, CalibratedEnsemble)
+    assert list(model.members) == ["rf-tuned", "lgbm", "dmpnn-desc"]
+    assert load_config(tmp_path / "f.toml").modalities == {"CS": {"kind": "morgan"}}  # folds
