@@ -36,9 +36,11 @@ Tox21 ships with cellframe (cellframe/data/demo/moleculenet, MIT license);
 ``--data`` reads any assay matrix of your own (CSV with a ``smiles`` column and
 one 1 / 0 / blank column per assay, as MoleculeNet's ToxCast or MUV files).
 
-Run (as docs/activity.md: about 6 minutes of one CPU core per ``dmpnn-desc`` split,
-30 epochs of ~12 s, 12-24 minutes of wall time on shared cores; the tree baselines
-7-19 minutes per split with their grids on shared cores; much less on a GPU)::
+Run (as docs/activity.md, "The default model": CPU time of one thread per split,
+``rf-tuned`` about 280 s, ``lgbm`` 50-90 s, ``dmpnn-desc`` 230-250 s (30 epochs),
+``ensemble`` the sum of its members, about 10 minutes; on 2 cores shared with other
+jobs (load average 11-13) the wall time was 5-6 times that, 57-62 minutes per split
+for the ensemble; much less on a GPU)::
 
     python examples/activity_tox21.py --quick        # RF, one random split, 1,000 compounds
     python examples/activity_tox21.py --models rf,dmpnn-desc --store tox21.duckdb
