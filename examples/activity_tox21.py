@@ -147,7 +147,9 @@ def member_predictions(matrix, inputs, part, model_name, *, epochs, seed, ensemb
         x = np.hstack([inputs["counts"], norm.transform(inputs["descriptors"]).astype(np.float32)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = TreeBaseline("rf" if model_name == "rf-tuned" else "lgbm", seed=seed).fit(
+            base = "rf" if model_name == "rf-tuned" else "lgbm"
+            params = {"n_estimators": trees} if base == "rf" else {}  # 300 unless --quick
+            model = TreeBaseline(base, params=params, seed=seed).fit(
                 x[train], y[train], validation=(x[val], y[val])
             )
         print(f"  {model_name}: validation search {model.search_}", flush=True)
@@ -203,6 +205,8 @@ def evaluate_split(matrix, inputs, part, model_name, *, epochs, seed, ensemble=1
 
     def member(name):
         tag = name if name in ("rf", *TREES) or ensemble == 1 else f"{name}x{ensemble}"
+        if name in ("rf", "rf-tuned") and trees != 300:
+            tag += f"_t{trees}"  # a --quick forest is not the full one
         return cached_member(
             cache_dir, f"{key}_{tag}", part,
             lambda: member_predictions(matrix, inputs, part, name, epochs=epochs, seed=seed,
@@ -255,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="short run: 1,000 compounds, RF of 50 trees, networks of 3 epochs, "
+        help="short run: 1,000 compounds, RandomForests of 50 trees, networks of 3 epochs, "
         "and unless given, --models rf --splits random:0 (seconds)",
     )
-    parser.add_argument("--trees", type=int, default=300, help="trees of the RandomForest")
+    parser.add_argument(
+        "--trees", type=int, default=300, help="trees of the RandomForests (rf, rf-tuned)"
+    )
     parser.add_argument(
         "--models", default=None, help=f"comma-separated: {MODELS} (default rf,dmpnn-desc)"
     )
