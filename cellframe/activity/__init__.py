@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = attach(
         "assay_matrix_from_wide": "matrix",
         "assay_metrics": "metrics",
         "AssayMatrix": "matrix",
+        "CalibratedEnsemble": "ensemble",
         "clean_assay_matrix": "clean",
         "CleaningResult": "clean",
         "cross_validate": "crossval",
@@ -95,6 +96,7 @@ if TYPE_CHECKING:  # pragma: no cover
         descriptor_names,
         rdkit_descriptors,
     )
+    from cellframe.activity.ensemble import CalibratedEnsemble
     from cellframe.activity.experiment import ExperimentConfig, load_config, run_experiment
     from cellframe.activity.features import AlignedFeatures, align_profiles
     from cellframe.activity.fusion import early_fusion, late_fusion, retrospective_union

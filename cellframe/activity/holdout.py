@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import polars as pl
 
 from cellframe.activity.chem import InvalidSmilesWarning
 from cellframe.activity.columns import ASSAY, FOLD, MODALITY, PROBABILITY, READOUT
+from cellframe.activity.ensemble import CalibratedEnsemble
 from cellframe.activity.graph import GraphSet
 from cellframe.activity.matrix import AssayMatrix
 from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
@@ -51,6 +52,14 @@ COMPOUND_COL, SMILES_COL, ASSAY_COL, MODEL_COL, SPLIT_COL = (
 )
 
 Partition = Callable[..., np.ndarray]
+
+#: Columns of :attr:`HoldoutResult.selection`.
+SELECTION_SCHEMA = {
+    "model": pl.String,
+    "members": pl.String,
+    "validation_auroc": pl.Float64,
+    "chosen": pl.Boolean,
+}
 
 
 def _scaffold(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
@@ -105,12 +114,19 @@ class HoldoutResult:
         compounds left out because RDKit cannot parse their SMILES.
     n_unparsed : int
         Compounds left out because RDKit cannot parse their SMILES.
+    selection : polars.DataFrame
+        For each :class:`~cellframe.activity.CalibratedEnsemble`, every candidate
+        subset of its members: ``model`` (str), ``members`` (str, comma-separated),
+        ``validation_auroc`` (Float64, mean over the assays of the calibrated
+        average on the validation part) and ``chosen`` (Boolean), best first.
+        Empty without an ensemble.
     """
 
     metrics: pl.DataFrame
     predictions: pl.DataFrame
     partition: np.ndarray
     n_unparsed: int
+    selection: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SELECTION_SCHEMA))
 
 
 @dataclass
@@ -201,6 +217,14 @@ def _input_kind(model: Any) -> str:
         return _input_kind(model.model) + "+desc"
     if isinstance(model, Ensemble):
         return _input_kind(model.members[0])
+    if isinstance(model, CalibratedEnsemble):
+        if not model.members:
+            raise InvalidInputError(
+                "CalibratedEnsemble without members: give members={name: model} to train it"
+            )
+        for member in model.members.values():
+            _input_kind(member)  # each member must be a model train_holdout can train
+        return "mixed"
     if isinstance(model, MultitaskClassifier) and model.encoder == "dmpnn":
         return "graphs"
     if isinstance(model, TreeBaseline):
@@ -329,7 +353,13 @@ def mean_auroc_per_model(metrics: pl.DataFrame) -> pl.DataFrame:
 def train_holdout(
     matrix: AssayMatrix,
     models: Mapping[
-        str, MultitaskClassifier | RandomForestBaseline | TreeBaseline | WithDescriptors
+        str,
+        MultitaskClassifier
+        | RandomForestBaseline
+        | TreeBaseline
+        | WithDescriptors
+        | Ensemble
+        | CalibratedEnsemble,
     ],
     *,
     split: str | Partition = "scaffold",
@@ -351,10 +381,15 @@ def train_holdout(
     ----------
     matrix : AssayMatrix
         Readouts with SMILES.
-    models : mapping of str to MultitaskClassifier or RandomForestBaseline
+    models : mapping of str to model
         Name (written to the ``model`` column) -> unfitted model. A forest and a
         ``"ffn"`` network get 2048-bit Morgan fingerprints (radius 2); a
-        ``"dmpnn"`` network gets molecular graphs.
+        ``"dmpnn"`` network gets molecular graphs; a :class:`TreeBaseline` count
+        Morgan + descriptors; a :class:`WithDescriptors` network its inputs plus
+        the descriptors; an :class:`Ensemble` its members' inputs; a
+        :class:`~cellframe.activity.CalibratedEnsemble` fits each member on its
+        own inputs, then chooses and calibrates on the validation part
+        (:attr:`HoldoutResult.selection`).
     split : {"scaffold", "random"} or callable, default "scaffold"
         Partition (:data:`HOLDOUT_SPLITS`): Bemis-Murcko scaffold groups, largest
         first into train (:func:`cellframe.activity.scaffold_partition`), or random;
@@ -403,6 +438,12 @@ def train_holdout(
     if not models:
         raise InvalidInputError("give at least one model to train")
     kinds = {name: _input_kind(model) for name, model in models.items()}
+    needed = {
+        _input_kind(member)
+        for model in models.values()
+        if isinstance(model, CalibratedEnsemble)
+        for member in (model.members or {}).values()
+    } | set(kinds.values())
     mols = parse_smiles(matrix.smiles, warn=False, binaries=matrix.binaries)
     kept = np.flatnonzero([m is not None for m in mols])
     n_unparsed = len(mols) - kept.size
@@ -439,24 +480,55 @@ def train_holdout(
                 f"compounds of {where}; give one row per compound (rdkit_descriptors)"
             )
         descriptors = descriptors[kept]
-    elif any(k in ("trees", "morgan+desc", "graphs+desc") for k in kinds.values()):
+    elif any(k in ("trees", "morgan+desc", "graphs+desc") for k in needed):
         from cellframe.activity.descriptors import rdkit_descriptors
 
         descriptors = rdkit_descriptors(mols)  # once for every model that needs them
     features: dict[str, np.ndarray | GraphSet] = {}
     frames = []
-    for name, model in models.items():
-        if kinds[name] not in features:
-            features[kinds[name]] = _featurize(kinds[name], mols, train, descriptors)
-        x = features[kinds[name]]
+    selections = [pl.DataFrame(schema=SELECTION_SCHEMA)]
+
+    def inputs(model: Any) -> np.ndarray | GraphSet:
+        kind = _input_kind(model)
+        if kind not in features:
+            features[kind] = _featurize(kind, mols, train, descriptors)
+        return features[kind]
+
+    def fit(model: Any, x: np.ndarray | GraphSet) -> None:
         if isinstance(model, MultitaskClassifier | TreeBaseline | WithDescriptors | Ensemble):
             model.fit(_take(x, train), y[train], validation=(_take(x, val), y[val]))
         else:
             model.fit(x[train], y[train])
-        if isinstance(model, Ensemble):
+
+    for name, model in models.items():
+        if isinstance(model, CalibratedEnsemble):
+            # Each member on its own inputs; members and calibration chosen on validation only.
+            val_probs, test_probs = {}, {}
+            for member_name, member in (model.members or {}).items():
+                x = inputs(member)
+                fit(member, x)
+                val_probs[member_name] = member.predict_proba(_take(x, val))
+                test_probs[member_name] = member.predict_proba(_take(x, test))
+            model.select(val_probs, y[val])
+            prob, spread = model.combine(test_probs)
+            selections.append(
+                pl.DataFrame(
+                    [
+                        (name, ", ".join(c["members"]), c["validation_auroc"], c["chosen"])
+                        for c in model.search_
+                    ],
+                    schema=SELECTION_SCHEMA,
+                    orient="row",
+                )
+            )
+        elif isinstance(model, Ensemble):
+            x = inputs(model)
+            fit(model, x)
             members = model.member_probabilities(_take(x, test))
             prob, spread = members.mean(axis=0), members.std(axis=0)
         else:
+            x = inputs(model)
+            fit(model, x)
             prob = model.predict_proba(_take(x, test))
             spread = np.zeros_like(prob)
         frame = _long_predictions(data, prob, test, model=name, split=split_name)
@@ -471,6 +543,7 @@ def train_holdout(
         predictions=predictions,
         partition=full_part,
         n_unparsed=n_unparsed,
+        selection=pl.concat(selections).cast(SELECTION_SCHEMA),
     )
 
 

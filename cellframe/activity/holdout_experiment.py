@@ -9,7 +9,9 @@ validation = ..., test = ...}``), or ``holdout = true`` with ``method =
 validation part, and scored once on the test part
 (:func:`~cellframe.activity.train_holdout`). Tables written under
 ``<prefix>_``: ``readouts``, ``partition``, ``predictions`` (with the
-applicability domain and the ensemble spread), ``metrics``, ``summary``.
+applicability domain and the ensemble spread), ``metrics``, ``summary``, and
+``ensemble`` (the candidate members of a ``kind = "ensemble"`` model with their
+validation ROC-AUC) when there is one.
 """
 
 from __future__ import annotations
@@ -43,14 +45,44 @@ PART_NAMES: dict[str, int] = {
 }
 
 #: Model kinds of a held-out experiment (``[modalities] NAME = { kind = ... }``).
-HOLDOUT_KINDS = ("morgan", "dmpnn", "rf", "rf-tuned", "lgbm")
+HOLDOUT_KINDS = ("morgan", "dmpnn", "rf", "rf-tuned", "lgbm", "ensemble")
+
+#: Members a ``kind = "ensemble"`` may name (``members = [...]``): the kinds
+#: above, and ``dmpnn-desc`` / ``morgan-desc`` for a network with descriptors.
+ENSEMBLE_MEMBER_KINDS = ("rf", "rf-tuned", "lgbm", "morgan", "morgan-desc", "dmpnn", "dmpnn-desc")
+
+#: Network settings of the ensemble's networks unless ``[model]`` sets them:
+#: Chemprop's recipe (docs/activity.md, ``dmpnn-desc``).
+ENSEMBLE_NETWORK = {
+    "encoder_hidden": 300,
+    "encoder_depth": 3,
+    "hidden_sizes": (300,),
+    "dropout": 0.0,
+    "lr": 1e-3,
+    "lr_schedule": "noam",
+    "warmup_epochs": 2.0,
+    "max_epochs": 30,
+    "patience": 30,
+}
 
 _SPLIT_KEYS = {"column", "files", "holdout", "method", "fractions", "seed"}
+_SPEC_KEYS = {"kind", "descriptors", "ensemble"}
+_ENSEMBLE_KEYS = {"kind", "members", "per_assay", "ensemble"}
 
 
 def is_holdout(split: Mapping[str, Any]) -> bool:
     """Whether a ``[split]`` table asks for one train / validation / test split."""
     return bool(split.get("holdout")) or "column" in split or "files" in split
+
+
+def _n_members(name: str, spec: Mapping[str, Any]) -> int:
+    n_members = spec.get("ensemble", 1)
+    if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
+        raise InvalidInputError(
+            f"modality {name!r}: ensemble = {n_members!r}; give a whole number of members "
+            "(seeds) >= 1"
+        )
+    return n_members
 
 
 def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[str, Any]) -> dict:
@@ -67,7 +99,13 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
         part, Chemprop's recipe); ``rf`` is the RandomForest on Morgan bits;
         ``rf-tuned`` and ``lgbm`` the tree baselines
         (:class:`~cellframe.activity.trees.TreeBaseline`: count Morgan +
-        descriptors, grid chosen on the validation part).
+        descriptors, grid chosen on the validation part). ``{kind = "ensemble",
+        members = [...], per_assay = false, ensemble = N}`` is a
+        :class:`~cellframe.activity.CalibratedEnsemble` of the named
+        members (default ``["rf-tuned", "lgbm", "dmpnn-desc"]``, names from
+        :data:`ENSEMBLE_MEMBER_KINDS`), which of them are averaged chosen on
+        the validation part; its networks use :data:`ENSEMBLE_NETWORK` unless
+        ``[model]`` says otherwise, ``ensemble = N`` averages N seeds of each network.
     model : mapping
         :class:`~cellframe.activity.MultitaskClassifier` parameters (``lr_schedule``,
         ``warmup_epochs``, ``max_epochs``, ``hidden_sizes``, ...), plus
@@ -81,11 +119,12 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
     Raises
     ------
     InvalidChoiceError
-        On an unknown kind (the message lists the valid ones).
+        On an unknown kind or member (the message lists the valid ones).
     InvalidInputError
         On ``descriptors`` for a kind that cannot take them, a profile modality,
-        or a bad network setting.
+        an unknown key, or a bad network setting.
     """
+    from cellframe.activity.ensemble import ENSEMBLE_MEMBERS, CalibratedEnsemble
     from cellframe.activity.holdout import Ensemble, WithDescriptors
     from cellframe.activity.model import MultitaskClassifier, RandomForestBaseline
     from cellframe.activity.trees import TreeBaseline
@@ -96,6 +135,26 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
     tree_params = opts.pop("tree_params", {})
     opts.pop("grid", None)  # the networks are stopped early, not searched, on one split
     seed = opts.get("seed", 0)
+
+    def build(kind: str, descriptors: bool, k: int, network: Mapping[str, Any]) -> Any:
+        """The model of ``kind`` with seed ``seed + k``."""
+        if kind in ("morgan", "dmpnn"):
+            net = MultitaskClassifier(
+                **{**network, "seed": seed + k, "encoder": "dmpnn" if kind == "dmpnn" else "ffn"}
+            )
+            return WithDescriptors(net) if descriptors else net
+        if kind == "rf":
+            return RandomForestBaseline(n_estimators=n_estimators, seed=seed + k)
+        base = "rf" if kind == "rf-tuned" else "lgbm"
+        return TreeBaseline(
+            base, params=dict(tree_params.get(base, {})), grid=tree_grid.get(base), seed=seed + k
+        )
+
+    def seeds(kind: str, descriptors: bool, n: int, network: Mapping[str, Any]) -> Any:
+        if n == 1:
+            return build(kind, descriptors, 0, network)
+        return Ensemble([build(kind, descriptors, k, network) for k in range(n)])
+
     out: dict[str, Any] = {}
     for name, spec in modalities.items():
         kind = spec.get("kind")
@@ -109,46 +168,61 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
             raise InvalidChoiceError(
                 f"modality {name!r}: unknown kind {kind!r}; valid: {list(HOLDOUT_KINDS)}"
             )
-        unknown = sorted(set(spec) - {"kind", "descriptors", "ensemble"})
+        valid_keys = _ENSEMBLE_KEYS if kind == "ensemble" else _SPEC_KEYS
+        unknown = sorted(set(spec) - valid_keys)
         if unknown:
             raise InvalidInputError(
-                f"modality {name!r}: unknown key(s) {unknown}; valid: kind, descriptors, ensemble"
+                f"modality {name!r}: unknown key(s) {unknown} for kind {kind!r}; valid: "
+                f"{', '.join(sorted(valid_keys))}"
             )
+        n_members = _n_members(name, spec)
+        if kind == "ensemble":
+            members = spec.get("members", list(ENSEMBLE_MEMBERS))
+            if (
+                isinstance(members, str)
+                or not isinstance(members, list)
+                or not members
+                or not all(isinstance(m, str) for m in members)
+            ):
+                raise InvalidInputError(
+                    f"modality {name!r}: members = {members!r}; give a list of kinds, e.g. "
+                    f"members = {list(ENSEMBLE_MEMBERS)}"
+                )
+            bad = [m for m in members if m not in ENSEMBLE_MEMBER_KINDS]
+            if bad:
+                raise InvalidChoiceError(
+                    f"modality {name!r}: unknown ensemble member(s) {bad}; valid: "
+                    f"{list(ENSEMBLE_MEMBER_KINDS)}"
+                )
+            if len(set(members)) != len(members):
+                raise InvalidInputError(
+                    f"modality {name!r}: members = {members!r} names a kind twice; use "
+                    "ensemble = N for several seeds of the networks"
+                )
+            per_assay = spec.get("per_assay", False)
+            if not isinstance(per_assay, bool):
+                raise InvalidInputError(
+                    f"modality {name!r}: per_assay = {per_assay!r}; use true or false"
+                )
+            network = {**ENSEMBLE_NETWORK, **opts}
+            built = {}
+            for m in members:
+                base = m.removesuffix("-desc")
+                is_net = base in ("morgan", "dmpnn")
+                built[m] = seeds(base, m.endswith("-desc"), n_members if is_net else 1, network)
+            out[name] = CalibratedEnsemble(built, per_assay=per_assay)
+            continue
         descriptors = spec.get("descriptors", False)
         if not isinstance(descriptors, bool):
             raise InvalidInputError(
                 f"modality {name!r}: descriptors = {descriptors!r}; use true or false"
-            )
-        n_members = spec.get("ensemble", 1)
-        if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
-            raise InvalidInputError(
-                f"modality {name!r}: ensemble = {n_members!r}; give a whole number of members "
-                "(seeds) >= 1"
             )
         if descriptors and kind not in ("morgan", "dmpnn"):
             raise InvalidInputError(
                 f"modality {name!r}: descriptors = true applies to kind morgan or dmpnn; "
                 "rf-tuned and lgbm always use them, rf never"
             )
-
-        def build(k: int, kind: str = kind, descriptors: bool = descriptors) -> Any:
-            """Member ``k``: the configured model with seed ``seed + k``."""
-            if kind in ("morgan", "dmpnn"):
-                net = MultitaskClassifier(
-                    **{**opts, "seed": seed + k, "encoder": "dmpnn" if kind == "dmpnn" else "ffn"}
-                )
-                return WithDescriptors(net) if descriptors else net
-            if kind == "rf":
-                return RandomForestBaseline(n_estimators=n_estimators, seed=seed + k)
-            base = "rf" if kind == "rf-tuned" else "lgbm"
-            return TreeBaseline(
-                base,
-                params=dict(tree_params.get(base, {})),
-                grid=tree_grid.get(base),
-                seed=seed + k,
-            )
-
-        out[name] = build(0) if n_members == 1 else Ensemble([build(k) for k in range(n_members)])
+        out[name] = seeds(kind, descriptors, n_members, opts)
     return out
 
 
@@ -380,4 +454,6 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
     write("predictions", result.predictions, "predict", model_params)
     write("metrics", result.metrics, "evaluate", {})
     write("summary", mean_auroc_per_model(result.metrics), "summarize", {})
+    if result.selection.height:  # the ensemble's candidates, scored on validation only
+        write("ensemble", result.selection, "select", {})
     return ExperimentResult(tables=tables)

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
             "_folds, _predictions, _fold_metrics, _assay_metrics, _summary, ...), or on one "
             "held-out split when [split] names a column, train/validation/test files or "
             "holdout = true (<prefix>_partition, _predictions, _metrics, _summary). Models: "
-            "morgan, dmpnn (descriptors = true for RDKit descriptors), rf, rf-tuned, lgbm."
+            "morgan, dmpnn (descriptors = true for RDKit descriptors), rf, rf-tuned, lgbm, "
+            "ensemble (calibrated average of rf-tuned, lgbm and dmpnn-desc, members chosen on "
+            "the validation part)."
         ),
     )
     p.add_argument("config", help="experiment TOML file")
@@ -61,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
             if "cleaning" in result.tables:
                 print(result["cleaning"])
+            if "ensemble" in result.tables:
+                print(result["ensemble"])
             print(result["summary"])
         print(f"wrote {len(result.tables)} tables with prefix {config.prefix!r} to {args.store}")
     return 0
