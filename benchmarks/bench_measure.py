@@ -14,7 +14,13 @@ thread, one site at a time:
 
 Prints per dataset: wall seconds per site (process wall / sites, imports and
 start-up included), peak RSS, seconds per stage (CellProfiler's per-module log;
-cellframe's stage functions timed here), and the ratio CellProfiler / cellframe.
+cellframe's stage functions timed here, each family measured for the three
+compartments together as ``measure_site`` measures them), and the ratio
+CellProfiler / cellframe; beside each, CPU seconds (user + system of the
+process, and CellProfiler's per-module ``CPU_time``; cellframe's stages the
+same way), which depend much less than wall seconds on what else the machine
+runs; and the load average when each tool's run started and ended. The last
+line says whether cellframe is at least 2x faster per site (issue 17's goal).
 ``--memory`` also runs both tools on 2 and 8 synthetic sites with the shape and
 intensity families only, to show whether peak memory grows with the number of
 sites. ``--parity`` prints the same-mask and own-object parity of
