@@ -621,8 +621,8 @@ def measure_objects(
         Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
-        Which of :data:`FAMILIES` to measure. Texture (three scales) takes
-        most of the time, then granularity, correlation and radial
+        Which of :data:`FAMILIES` to measure. Granularity and texture (three
+        scales) take most of the time, then shape, correlation and radial
         distribution (docs/measure.md, Speed).
     texture_scales : sequence of int, default (3, 5, 10)
         Haralick co-occurrence distances (JUMP's Cell Painting pipeline).
