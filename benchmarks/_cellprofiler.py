@@ -307,14 +307,19 @@ class CellProfilerRun:
     peak_rss_mb: float
     module_times: dict[str, tuple[float, float]] = field(default_factory=dict)
     log: str = ""
+    cpu_s: float = 0.0
 
-    def stage_times(self) -> dict[str, float]:
-        """Wall seconds per stage (illumination, nuclei, cells, cytoplasm, each family, other)."""
+    def stage_times(self, cpu: bool = False) -> dict[str, float]:
+        """Seconds per stage (illumination, nuclei, cells, cytoplasm, each family, other).
+
+        Wall seconds, or with ``cpu=True`` CPU seconds (CellProfiler's ``os.times()``
+        user + system of the process and its children), summed over the image sets.
+        """
         out: dict[str, float] = {}
-        for key, (_, wall) in self.module_times.items():
+        for key, (cpu_s, wall) in self.module_times.items():
             name = key.split(" ", 1)[1]
             stage = STAGES.get(name, "other")
-            out[stage] = out.get(stage, 0.0) + wall
+            out[stage] = out.get(stage, 0.0) + (cpu_s if cpu else wall)
         return out
 
 
@@ -435,7 +440,14 @@ def run_cellprofiler(
     if proc.returncode != 0:
         raise RuntimeError(f"CellProfiler failed ({proc.returncode}) on {inputs}:\n{text[-3000:]}")
     # ru_maxrss is in KiB on Linux
-    return CellProfilerRun(output, wall, usage.ru_maxrss / 1024, parse_module_times(text), text)
+    return CellProfilerRun(
+        output,
+        wall,
+        usage.ru_maxrss / 1024,
+        parse_module_times(text),
+        text,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+    )
 
 
 def read_objects(output: Path, compartment: str) -> pl.DataFrame:

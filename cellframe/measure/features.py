@@ -224,33 +224,120 @@ def _rank_weighted_colocalization(
     in that channel. On ExampleHuman this equals CellProfiler 5's exported
     values exactly (cp-measure's differed by a median 20-45%); issue 17.
     """
-    inside = labels > 0
-    lab = labels[inside].astype(np.int64)
-    first = pixels_1[inside].astype(np.float64)
-    second = pixels_2[inside].astype(np.float64)
-    n = int(labels.max()) if lab.size else 0
-    if lab.size == 0:
-        return {"Correlation_RWC_1": np.zeros(n), "Correlation_RWC_2": np.zeros(n)}
-    rank_1 = np.unique(first, return_inverse=True)[1]
-    rank_2 = np.unique(second, return_inverse=True)[1]
-    top = max(rank_1.max(), rank_2.max()) + 1
-    weight = (top - np.abs(rank_1 - rank_2)) / top
+    objects = _ObjectPixels.of(labels)
+    return objects.rwc(objects.ranked(pixels_1, thr), objects.ranked(pixels_2, thr))
 
-    def above(values: np.ndarray) -> np.ndarray:
+
+class _Ranked:
+    """One channel's pixels inside a label image's objects, ranked for RWC."""
+
+    __slots__ = ("above", "rank", "top", "total", "values")
+
+    def __init__(self, values: np.ndarray, lab: np.ndarray, n: int, thr: float) -> None:
+        self.values = values.astype(np.float64)
+        # dense ranks over all objects' pixels; the float64 copy ranks the same
+        inverse = np.unique(values, return_inverse=True)[1].reshape(-1)
+        self.rank = inverse.astype(np.int64, copy=False)
+        self.top = int(self.rank.max()) + 1 if self.rank.size else 0
         peak = np.full(n + 1, -np.inf)
-        np.maximum.at(peak, lab, values)
-        return values >= (thr / 100) * peak[lab]
+        np.maximum.at(peak, lab, self.values)
+        self.above = self.values >= (thr / 100) * peak[lab]
+        self.total = np.bincount(lab, self.values * self.above, n + 1)
 
-    above_1, above_2 = above(first), above(second)
-    both = above_1 & above_2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rwc_1 = np.bincount(lab, first * weight * both, n + 1) / np.bincount(
-            lab, first * above_1, n + 1
+
+class _ObjectPixels:
+    """A label image's object pixels, extracted once for every channel pair (issue 17).
+
+    The correlation family compares every pair of channels in every object:
+    cp-measure's per-pair functions find each object's bounding box and mask
+    again for each pair and measure (30 times per compartment for 5 channels),
+    and the RWC ranks each channel's pixels again for each pair. Here each
+    object's mask is found once per label image, each channel's pixels per
+    object once, and each channel's RWC ranks and thresholds once; the per-object
+    statistics are cp-measure's own (``_pearson_pair``, ``_manders_pair``,
+    ``_overlap_pair``) on the same pixel arrays, so the values are the same bits.
+    """
+
+    def __init__(self, labels: np.ndarray, boxes: list, masks: list) -> None:
+        self.labels = labels
+        self.boxes = boxes
+        self.masks = masks
+        inside = labels > 0
+        self.inside = inside
+        self.lab = labels[inside].astype(np.int64)
+        self.n = int(labels.max()) if self.lab.size else 0
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> _ObjectPixels:
+        """Bounding boxes and masks of the objects of a label image numbered ``1..N``."""
+        from scipy import ndimage as ndi
+
+        boxes = ndi.find_objects(labels)
+        masks = [None if box is None else labels[box] == k for k, box in enumerate(boxes, 1)]
+        return cls(labels, boxes, masks)
+
+    def per_object(self, pixels: np.ndarray) -> list[np.ndarray | None]:
+        """Each object's pixels of one channel (cp-measure's ``_iter_label_pixels`` order)."""
+        return [
+            None if box is None else pixels[box][mask]
+            for box, mask in zip(self.boxes, self.masks, strict=True)
+        ]
+
+    def ranked(self, pixels: np.ndarray, thr: float = 15) -> _Ranked:
+        """One channel's RWC ranks, thresholds and per-object sums above threshold."""
+        return _Ranked(pixels[self.inside], self.lab, self.n, thr)
+
+    def rwc(self, first: _Ranked, second: _Ranked) -> dict[str, np.ndarray]:
+        """CellProfiler 5's RWC of two ranked channels (see :func:`_rank_weighted_colocalization`)."""
+        n = self.n
+        if self.lab.size == 0:
+            return {"Correlation_RWC_1": np.zeros(n), "Correlation_RWC_2": np.zeros(n)}
+        top = max(first.top, second.top)
+        weight = (top - np.abs(first.rank - second.rank)) / top
+        both = first.above & second.above
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rwc_1 = np.bincount(self.lab, first.values * weight * both, n + 1) / first.total
+            rwc_2 = np.bincount(self.lab, second.values * weight * both, n + 1) / second.total
+        return {"Correlation_RWC_1": rwc_1[1:], "Correlation_RWC_2": rwc_2[1:]}
+
+    def pairwise(
+        self,
+        first: list[np.ndarray | None],
+        second: list[np.ndarray | None],
+        measures: Sequence[str],
+    ) -> dict[str, list[float]]:
+        """cp-measure's Pearson, Manders and overlap of two channels' per-object pixels.
+
+        The same values as cp-measure's ``get_correlation_pearson``,
+        ``get_correlation_manders_fold`` and ``get_correlation_overlap`` (0 for a
+        missing or empty object; ``thr`` their default 15).
+        """
+        from cp_measure.core.measurecolocalization import (
+            _manders_pair,
+            _overlap_pair,
+            _pearson_pair,
         )
-        rwc_2 = np.bincount(lab, second * weight * both, n + 1) / np.bincount(
-            lab, second * above_2, n + 1
-        )
-    return {"Correlation_RWC_1": rwc_1[1:], "Correlation_RWC_2": rwc_2[1:]}
+
+        keys = {
+            "pearson": ("Correlation_Pearson", "Correlation_Slope"),
+            "manders_fold": ("Correlation_Manders_1", "Correlation_Manders_2"),
+            "overlap": ("Correlation_Overlap", "Correlation_K_1", "Correlation_K_2"),
+        }
+        out: dict[str, list[float]] = {key: [] for m in measures for key in keys[m]}
+        for fi, si in zip(first, second, strict=True):
+            empty = fi is None or si is None or fi.size == 0
+            for measure in measures:
+                if empty:
+                    values: tuple[float, ...] = (0.0,) * len(keys[measure])
+                elif measure == "pearson":
+                    values = _pearson_pair(fi, si)
+                elif measure == "manders_fold":
+                    values = _manders_pair(fi, si, 15)
+                else:
+                    values = _overlap_pair(fi, si, 15)
+                for key, value in zip(keys[measure], values, strict=True):
+                    out[key].append(value)
+        return out
 
 
 # The 13 Haralick features, in mahotas' (and cp-measure's) order.
@@ -265,7 +352,75 @@ def _entropy(p: np.ndarray) -> float:
     return float(-np.dot(np.log2(p + (p == 0)), p))
 
 
-def _haralick(crop: np.ndarray, distance: int) -> np.ndarray:
+#: mahotas' 2-D co-occurrence directions as (row, column) steps: horizontal, diagonal
+#: (nw-se), vertical, diagonal (ne-sw).
+_DIRECTIONS = ((0, 1), (1, 1), (1, 0), (1, -1))
+
+
+def _cooccurrences(
+    crop: np.ndarray, distances: Sequence[int], levels: int
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Symmetric co-occurrences of a crop's non-zero pixels, every distance and direction at once.
+
+    For each distance and each of mahotas' four directions (in that order),
+    the occupied cells of mahotas' ``cooccurence(crop, direction,
+    symmetric=True, distance=d)`` matrix with row and column 0 cleared
+    (``haralick(..., ignore_zeros=True)``): their flat indices ``i * levels + j``
+    in increasing order (as ``np.flatnonzero`` gives them) and their counts;
+    ``None`` where no pair of non-zero pixels lies at that step. ``levels``
+    must exceed ``crop.max()``. mahotas visits the crop pixel by pixel once per
+    distance and direction (12 calls per object and channel at the JUMP scales,
+    most of the texture time, issue 17); here the pair codes of all 12 are
+    counted together, by one ``np.bincount`` when the matrices are small
+    (few grey levels) or by sorting the codes when the pairs are fewer than
+    the cells (a small object at 256 levels). Equal count for count
+    (tests/measure/test_features_speed_equality.py).
+    """
+    h, w = crop.shape
+    size = levels * levels
+    groups = len(distances) * len(_DIRECTIONS)
+    values = crop.astype(np.int64)
+    pairs = []
+    for group, (distance, (dy, dx)) in enumerate(
+        (d, step) for d in distances for step in _DIRECTIONS
+    ):
+        dy, dx = dy * distance, dx * distance
+        x0, x1 = max(0, -dx), w - max(0, dx)
+        if h - dy > 0 and x1 > x0:  # else no pair at this step
+            pairs.append(
+                (group, values[: h - dy, x0:x1].ravel(), values[dy:, x0 + dx : x1 + dx].ravel())
+            )
+    if 2 * sum(first.size for _, first, _ in pairs) >= groups * size:
+        # few grey levels: count every pair into the dense matrices, then clear row and
+        # column 0 and add the transpose (mahotas' M + M.T: equal values count twice)
+        codes = [group * size + first * levels + second for group, first, second in pairs]
+        flat = np.concatenate(codes) if codes else np.empty(0, np.int64)
+        dense = np.bincount(flat, minlength=groups * size).reshape(groups, levels, levels)
+        dense[:, 0] = 0
+        dense[:, :, 0] = 0
+        dense = dense + dense.transpose(0, 2, 1)
+        keys = np.flatnonzero(dense)
+        counts = dense.ravel()[keys]
+    else:
+        # fewer pairs than cells (a small object at 256 levels): sort the codes of the
+        # pairs of non-zero pixels, in both orders
+        codes = []
+        for group, first, second in pairs:
+            keep = (first > 0) & (second > 0)
+            first, second = first[keep], second[keep]
+            codes.append(group * size + first * levels + second)
+            codes.append(group * size + second * levels + first)
+        flat = np.concatenate(codes) if codes else np.empty(0, np.int64)
+        keys, counts = np.unique(flat, return_counts=True)
+    bounds = np.searchsorted(keys, np.arange(groups + 1) * size)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for group in range(groups):
+        lo, hi = bounds[group], bounds[group + 1]
+        out.append((keys[lo:hi] - group * size, counts[lo:hi]) if hi > lo else None)
+    return out
+
+
+def _haralick(crop: np.ndarray, distance: int | Sequence[int]) -> np.ndarray:
     """mahotas' ``haralick(crop, distance, ignore_zeros=True)``, from the non-zero entries only.
 
     mahotas computes every feature over the dense ``(max + 1)²`` co-occurrence
@@ -277,79 +432,85 @@ def _haralick(crop: np.ndarray, distance: int) -> np.ndarray:
     mahotas implements them, including its choices: ``DifferenceVariance`` is
     the variance of the ``|i-j|`` distribution vector of length max + 1,
     ``Correlation`` is 1 when a marginal has no spread) over the occupied
-    cells. Values equal mahotas' to rounding (tests/measure/
-    test_features_speed_equality.py). Returns ``(4, 13)`` features, all NaN
-    when a direction has no pair of non-zero pixels (mahotas raises there and
-    cp-measure writes NaN).
+    cells, from the same co-occurrence counts (:func:`_cooccurrences`, all
+    distances at once). Values equal mahotas' to rounding (tests/measure/
+    test_features_speed_equality.py). Returns ``(4, 13)`` features for one
+    distance, ``(len(distance), 4, 13)`` for a sequence; a distance's are all
+    NaN when one of its directions has no pair of non-zero pixels (mahotas
+    raises there and cp-measure writes NaN).
     """
-    from mahotas.features.texture import cooccurence
-
+    single = np.ndim(distance) == 0
+    distances = [int(distance)] if single else [int(d) for d in distance]
     maxv = int(crop.max()) + 1
     k = np.arange(maxv, dtype=np.float64)
     k2 = k**2
     tk = np.arange(2 * maxv, dtype=np.float64)
-    cmat = np.empty((maxv, maxv), np.int32)
-    out = np.empty((4, 13))
-    for direction in range(4):
-        cooccurence(crop, direction, cmat, symmetric=True, distance=distance)
-        cmat[0] = 0  # ignore_zeros: pairs with a background (or zero) pixel
-        cmat[:, 0] = 0
-        flat = np.flatnonzero(cmat)
-        if flat.size == 0:
-            return np.full((4, 13), np.nan)
-        counts = cmat.ravel()[flat]
-        pv = counts / float(counts.sum())
-        i, j = np.divmod(flat, maxv)
-        px = np.bincount(j, pv, minlength=maxv)  # mahotas: p.sum(0)
-        py = np.bincount(i, pv, minlength=maxv)  # mahotas: p.sum(1)
-        ux, uy = np.dot(px, k), np.dot(py, k)
-        vx = np.dot(px, k2) - ux**2
-        vy = np.dot(py, k2) - uy**2
-        sx, sy = np.sqrt(vx), np.sqrt(vy)
-        plus = np.bincount(i + j, pv, minlength=2 * maxv)
-        minus = np.bincount(np.abs(i - j), pv, minlength=maxv)
-        feats = out[direction]
-        # Sums over the occupied cells with np.sum, not np.dot: OpenBLAS threads a dot
-        # of more than ~10 000 values, and on a busy machine those threads made
-        # mahotas' dense version 15-20x slower (issue 17).
-        feats[0] = (pv * pv).sum()
-        feats[1] = np.dot(k2, minus)
-        if sx == 0.0 or sy == 0.0:
-            feats[2] = 1.0
-        else:
-            feats[2] = (1.0 / sx / sy) * (((i * j) * pv).sum() - ux * uy)
-        feats[3] = vx
-        feats[4] = (pv / ((i - j) ** 2 + 1.0)).sum()
-        feats[5] = np.dot(tk, plus)
-        feats[7] = _entropy(plus)
-        feats[6] = np.dot(tk**2, plus) - feats[5] ** 2
-        feats[8] = -(np.log2(pv) * pv).sum()
-        feats[9] = minus.var()
-        feats[10] = _entropy(minus)
-        hx, hy = _entropy(px), _entropy(py)
-        hxy1 = -(pv * np.log2(px[i] * py[j])).sum()
-        # mahotas: the entropy of outer(px, py) = HX * sum(py) + HY * sum(px)
-        hxy2 = hx * py.sum() + hy * px.sum()
-        hmax = max(hx, hy)
-        feats[11] = (feats[8] - hxy1) if hmax == 0.0 else (feats[8] - hxy1) / hmax
-        feats[12] = np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hxy2 - feats[8]))))
-    return out
+    # ignore_zeros: pairs with a background (or zero) pixel are left out
+    occupied = _cooccurrences(crop, distances, maxv)
+    result = np.empty((len(distances), 4, 13))
+    for index in range(len(distances)):
+        out = result[index]
+        for direction in range(4):
+            cells = occupied[index * 4 + direction]
+            if cells is None:
+                out[:] = np.nan
+                break
+            flat, counts = cells
+            pv = counts / float(counts.sum())
+            i, j = np.divmod(flat, maxv)
+            px = np.bincount(j, pv, minlength=maxv)  # mahotas: p.sum(0)
+            py = np.bincount(i, pv, minlength=maxv)  # mahotas: p.sum(1)
+            ux, uy = np.dot(px, k), np.dot(py, k)
+            vx = np.dot(px, k2) - ux**2
+            vy = np.dot(py, k2) - uy**2
+            sx, sy = np.sqrt(vx), np.sqrt(vy)
+            plus = np.bincount(i + j, pv, minlength=2 * maxv)
+            minus = np.bincount(np.abs(i - j), pv, minlength=maxv)
+            feats = out[direction]
+            # Sums over the occupied cells with np.sum, not np.dot: OpenBLAS threads a dot
+            # of more than ~10 000 values, and on a busy machine those threads made
+            # mahotas' dense version 15-20x slower (issue 17).
+            feats[0] = (pv * pv).sum()
+            feats[1] = np.dot(k2, minus)
+            if sx == 0.0 or sy == 0.0:
+                feats[2] = 1.0
+            else:
+                feats[2] = (1.0 / sx / sy) * (((i * j) * pv).sum() - ux * uy)
+            feats[3] = vx
+            feats[4] = (pv / ((i - j) ** 2 + 1.0)).sum()
+            feats[5] = np.dot(tk, plus)
+            feats[7] = _entropy(plus)
+            feats[6] = np.dot(tk**2, plus) - feats[5] ** 2
+            feats[8] = -(np.log2(pv) * pv).sum()
+            feats[9] = minus.var()
+            feats[10] = _entropy(minus)
+            hx, hy = _entropy(px), _entropy(py)
+            hxy1 = -(pv * np.log2(px[i] * py[j])).sum()
+            # mahotas: the entropy of outer(px, py) = HX * sum(py) + HY * sum(px)
+            hxy2 = hx * py.sum() + hy * px.sum()
+            hmax = max(hx, hy)
+            feats[11] = (feats[8] - hxy1) if hmax == 0.0 else (feats[8] - hxy1) / hmax
+            feats[12] = np.sqrt(max(0.0, 1.0 - np.exp(-2.0 * (hxy2 - feats[8]))))
+    return result[0] if single else result
 
 
 def _texture(
-    labels: np.ndarray, pixels: np.ndarray, scale: int, gray_levels: int
+    labels: np.ndarray, pixels: np.ndarray, scale: int | Sequence[int], gray_levels: int
 ) -> dict[str, np.ndarray]:
     """cp-measure's ``get_texture`` (2-D) with :func:`_haralick` in place of mahotas' features.
 
     Quantization is cp-measure's (and CellProfiler 4.2.8's): the whole image
     once, ``img_as_ubyte`` then a fixed rescale to ``gray_levels``, never per
     object; each object is then measured on its bounding-box crop with the
-    pixels outside it set to 0.
+    pixels outside it set to 0. ``scale`` may be a sequence: the image is
+    quantized and cropped once for all of them (the columns come scale by
+    scale, each as ``get_texture`` names them).
     """
     import skimage.exposure
     import skimage.measure
     import skimage.util
 
+    scales = [int(scale)] if np.ndim(scale) == 0 else [int(s) for s in scale]
     quantized = skimage.util.img_as_ubyte(pixels, force_copy=True)
     quantized[labels == 0] = 0
     if gray_levels != 256:
@@ -357,11 +518,12 @@ def _texture(
             quantized, in_range=(0, 255), out_range=(0, gray_levels - 1)
         ).astype(np.uint8)
     props = skimage.measure.regionprops(labels, quantized)
-    features = np.empty((4, 13, len(props)))
+    features = np.empty((len(scales), 4, 13, len(props)))
     for index, prop in enumerate(props):
-        features[:, :, index] = _haralick(prop.image_intensity, scale)
+        features[..., index] = _haralick(prop.image_intensity, scales)
     return {
-        f"{name}_{scale:d}_{direction:02d}_{gray_levels:d}": features[direction, n]
+        f"{name}_{s:d}_{direction:02d}_{gray_levels:d}": features[n_scale, direction, n]
+        for n_scale, s in enumerate(scales)
         for direction in range(4)
         for n, name in enumerate(_HARALICK)
     }
@@ -459,8 +621,8 @@ def measure_objects(
         Channel name -> image of the label image's shape. Integer images
         are scaled to [0, 1] as CellProfiler does (see :func:`to_unit_range`).
     families : sequence of str, default DEFAULT_FAMILIES
-        Which of :data:`FAMILIES` to measure. Texture (three scales) takes
-        most of the time, then granularity, correlation and radial
+        Which of :data:`FAMILIES` to measure. Granularity and texture (three
+        scales) take most of the time, then shape, correlation and radial
         distribution (docs/measure.md, Speed).
     texture_scales : sequence of int, default (3, 5, 10)
         Haralick co-occurrence distances (JUMP's Cell Painting pipeline).
@@ -544,8 +706,8 @@ def measure_objects(
             if "granularity" in chosen:
                 columns.update(spectral[channel]["granularity"])
             if "texture" in chosen:
-                for scale in texture_scales:
-                    result = _texture(clean, px, int(scale), gray_levels)
+                if len(texture_scales):
+                    result = _texture(clean, px, [int(s) for s in texture_scales], gray_levels)
                     for key, values in result.items():
                         columns[_channel_name(key, channel, "texture")] = values
             if "radial_distribution" in chosen:
@@ -555,17 +717,26 @@ def measure_objects(
                     columns[_channel_name(key, channel, "radial_zernikes")] = values
         if "correlation" in chosen:
             names = sorted(pixels)
-            measures = ["pearson", "manders_fold", "rwc", "overlap"] + (["costes"] * costes)
+            objects = _ObjectPixels.of(clean)
+            per_object = {name: objects.per_object(pixels[name]) for name in names}
+            ranked = {name: objects.ranked(pixels[name]) for name in names}
             for first, second in combinations(names, 2):
-                for measure in measures:
-                    kwargs = {"scale_max": costes_scale_max} if measure == "costes" else {}
-                    result = corr[measure](pixels[first], pixels[second], clean, **kwargs)
-                    for key, values in result.items():
-                        if key not in _CORRELATION_NAMES:
-                            continue  # the slope of the regression: image-level in CellProfiler
-                        feature, order = _CORRELATION_NAMES[key]
-                        pair = (first, second) if order == "ab" else (second, first)
-                        columns[f"Correlation_{feature}_{pair[0]}_{pair[1]}"] = values
+                a, b = per_object[first], per_object[second]
+                results = objects.pairwise(a, b, ["pearson", "manders_fold"])
+                results.update(objects.rwc(ranked[first], ranked[second]))
+                results.update(objects.pairwise(a, b, ["overlap"]))
+                if costes:
+                    results.update(
+                        corr["costes"](
+                            pixels[first], pixels[second], clean, scale_max=costes_scale_max
+                        )
+                    )
+                for key, values in results.items():
+                    if key not in _CORRELATION_NAMES:
+                        continue  # the slope of the regression: image-level in CellProfiler
+                    feature, order = _CORRELATION_NAMES[key]
+                    pair = (first, second) if order == "ab" else (second, first)
+                    columns[f"Correlation_{feature}_{pair[0]}_{pair[1]}"] = values
     frame = {"ObjectNumber": pl.Series(ids, dtype=pl.Int64)}
     for name, values in columns.items():
         series = np.asarray(values, dtype=np.float64)
