@@ -187,7 +187,6 @@ def _model_child(tool: str, args: argparse.Namespace, out: str) -> None:
     import resource
     import tempfile
 
-
     m, desc, part = _split_data(args)
     t0 = time.perf_counter()
     if tool == "chemprop":
