@@ -175,3 +175,7 @@ class HarmonyNotConvergedWarning(UserWarning):
 
 class UnknownRecipeTokenError(InvalidChoiceError):
     """A recipe string or TOML recipe names a step outside the recipe registry (message lists the allowed ones)."""
+
+
+class DescriptorWorkerError(CellframeError, RuntimeError):
+    """A worker process computing RDKit descriptors died (killed for memory, say); nothing was returned."""
