@@ -154,13 +154,31 @@ def test_chemprop_commands_and_predictions(bench, tmp_path):
 
 def test_side_by_side_table(bench):
     res = {
-        "chemprop": {"auroc": 0.80, "seconds": 600.0, "peak_mb": 1200.0},
-        "default": {"auroc": 0.85, "seconds": 200.0, "peak_mb": 1500.0},
+        "chemprop": {"auroc": 0.80, "seconds": 600.0, "cpu_s": 1100.0, "peak_mb": 1200.0},
+        "default": {"auroc": 0.85, "seconds": 200.0, "cpu_s": 190.0, "peak_mb": 1500.0},
     }
     lines = bench.format_table(res, "scaffold", 1).splitlines()
     assert lines[0].endswith("ratios against chemprop")
-    assert lines[2].split() == ["chemprop", "0.800", "600.0", "1200", "+0.000", "1.00", "1.00"]
-    assert lines[3].split() == ["default", "0.850", "200.0", "1500", "+0.050", "0.33", "1.25"]
+    assert lines[2].split() == [
+        "chemprop",
+        "0.800",
+        "600.0",
+        "1100.0",
+        "1200",
+        "+0.000",
+        "1.00",
+        "1.00",
+    ]
+    assert lines[3].split() == [
+        "default",
+        "0.850",
+        "200.0",
+        "190.0",
+        "1500",
+        "+0.050",
+        "0.33",
+        "1.25",
+    ]
     no_chemprop = bench.format_table({"default": res["default"]}, "random:0", 1)
     assert "ratios against default" in no_chemprop and "CHEMPROP_VENV" in no_chemprop
 
