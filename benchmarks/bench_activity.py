@@ -556,16 +556,30 @@ def _inference(args: argparse.Namespace) -> None:
     similarity = timed("fingerprints + domain", lambda: max_train_similarity(train_mols, query))
     qdesc = timed("RDKit descriptors", lambda: rdkit_descriptors(
         query, workers=args.workers, progress=True))  # fmt: skip
-    # The model's inputs: the descriptor CDF is the training part's, as in training.
-    rows = np.concatenate([train, np.arange(len(mols), len(mols) + len(query))])
-    all_desc = np.vstack([desc, qdesc])
+    # The model's inputs, as train_holdout makes them; the descriptor CDF is the
+    # training part's. A kind not listed here featurizes the training part too.
     n_train = train.size
 
     def features():
-        x = _featurize(kind, train_mols + query, np.arange(n_train), all_desc[rows])
+        from cellframe.activity.chem import morgan_fingerprints
+        from cellframe.activity.descriptors import DescriptorNormalizer
+        from cellframe.activity.graph import featurize_molecules
+
+        if kind.endswith("+desc"):
+            z = DescriptorNormalizer().fit(desc[train]).transform(qdesc)
+            if kind == "graphs+desc":
+                return featurize_molecules(query, extra=z)
+            return np.hstack([morgan_fingerprints(query).astype(np.float32), z])
+        if kind == "graphs":
+            return featurize_molecules(query)
+        if kind == "morgan":
+            return morgan_fingerprints(query)
+        x = _featurize(
+            kind, train_mols + query, np.arange(n_train), np.vstack([desc[train], qdesc])
+        )
         return _take(x, np.arange(n_train, n_train + len(query)))
 
-    xq = timed("model inputs (+train part)", features)
+    xq = timed("model inputs", features)
     prob = timed("model forward", lambda: model.predict_proba(xq))
     spread = model.member_probabilities(xq).std(axis=0) if isinstance(model, Ensemble) else None
 
