@@ -213,6 +213,14 @@ def test_worker_count_rule():
     for bad in (-1, True):
         with pytest.raises(InvalidInputError, match="workers"):
             rdkit_descriptors(["CCO"], workers=bad)
+    # Inside a multiprocessing.Pool worker (a daemon, which may not start processes)
+    # the automatic choice is this process; outside it is not.
+    import multiprocessing
+
+    if cores > 1:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            inside = pool.apply(d._n_workers, (None, 10 * d.PARALLEL_MIN_MOLECULES))
+        assert inside == 1 and d._n_workers(None, 10 * d.PARALLEL_MIN_MOLECULES) > 1
 
 
 def _die(binaries):
