@@ -10,21 +10,26 @@ real Tox21 matrix (../shared/data/assay-matrices-moleculenet/tox21.csv):
 * ``rf``: RandomForest per assay on one random 80/10/10 split (cellframe's
   baseline vs scikit-learn directly, same seeds); identical probabilities.
 * ``models`` (issue #19, run alone: minutes): on one 80/10/10 split
-  (``--split random:0`` or ``scaffold``), cellframe's default model (D-MPNN +
-  RDKit descriptors, Noam schedule, ``--epochs`` 30, best validation epoch),
-  the tuned tree baselines (``rf-tuned``, ``lgbm``: count Morgan + descriptors,
-  grid on the validation part) and, when ``CHEMPROP_VENV`` names a Chemprop
-  2.3.1 virtual environment (../shared/ANCHORS.md), ``chemprop train`` /
-  ``chemprop predict`` on the same three CSV files: mean test ROC-AUC, wall
-  time, peak RSS, and each one's ratios to Chemprop (to the default model
-  without Chemprop). Descriptor time is not counted (``--descriptors-cache``).
+  (``--split random:0`` or ``scaffold``), the models of ``--models`` (default:
+  ``default``, i.e. :data:`DEFAULT_MODEL`, and the tuned tree baselines
+  ``rf-tuned``, ``lgbm``; any held-out kind of ``cellframe activity`` by name)
+  and, when ``CHEMPROP_VENV`` names a Chemprop 2.3.1 virtual environment
+  (../shared/ANCHORS.md), ``chemprop train`` / ``chemprop predict`` on the same
+  three CSV files, first: mean test ROC-AUC, wall and CPU time, peak RSS, and
+  each one's ratios to Chemprop (to the first model without Chemprop).
+  Descriptor time is not counted (``--descriptors-cache``).
+* ``inference`` (run alone): the default model trained on Tox21, then
+  ``--n-compounds`` (100,000) new compounds (:func:`synthetic_smiles`) predicted
+  from SMILES to a DuckDB table, with the wall and CPU time of each stage.
 
 Usage::
 
     python benchmarks/bench_activity.py [--tasks featurize,metrics,rf] [--n-estimators 100]
     CHEMPROP_VENV=/path/to/venv python benchmarks/bench_activity.py --tasks models \\
         --split scaffold --descriptors-cache tox21_descriptors.npy
-    python benchmarks/bench_activity.py --tasks models --max-compounds 800 --epochs 2  # quick
+    python benchmarks/bench_activity.py --tasks models --max-compounds 800 --epochs 2 \\
+        --chemprop-epochs 3                                  # quick check of the wiring
+    python benchmarks/bench_activity.py --tasks inference [--n-compounds 100000] [--workers 1]
 """
 
 from __future__ import annotations
