@@ -10,21 +10,26 @@ real Tox21 matrix (../shared/data/assay-matrices-moleculenet/tox21.csv):
 * ``rf``: RandomForest per assay on one random 80/10/10 split (cellframe's
   baseline vs scikit-learn directly, same seeds); identical probabilities.
 * ``models`` (issue #19, run alone: minutes): on one 80/10/10 split
-  (``--split random:0`` or ``scaffold``), cellframe's default model (D-MPNN +
-  RDKit descriptors, Noam schedule, ``--epochs`` 30, best validation epoch),
-  the tuned tree baselines (``rf-tuned``, ``lgbm``: count Morgan + descriptors,
-  grid on the validation part) and, when ``CHEMPROP_VENV`` names a Chemprop
-  2.3.1 virtual environment (../shared/ANCHORS.md), ``chemprop train`` /
-  ``chemprop predict`` on the same three CSV files: mean test ROC-AUC, wall
-  time, peak RSS, and each one's ratios to Chemprop (to the default model
-  without Chemprop). Descriptor time is not counted (``--descriptors-cache``).
+  (``--split random:0`` or ``scaffold``), the models of ``--models`` (default:
+  ``default``, i.e. :data:`DEFAULT_MODEL`, and the tuned tree baselines
+  ``rf-tuned``, ``lgbm``; any held-out kind of ``cellframe activity`` by name)
+  and, when ``CHEMPROP_VENV`` names a Chemprop 2.3.1 virtual environment
+  (../shared/ANCHORS.md), ``chemprop train`` / ``chemprop predict`` on the same
+  three CSV files, first: mean test ROC-AUC, wall and CPU time, peak RSS, and
+  each one's ratios to Chemprop (to the first model without Chemprop).
+  Descriptor time is not counted (``--descriptors-cache``).
+* ``inference`` (run alone): the default model trained on Tox21, then
+  ``--n-compounds`` (100,000) new compounds (:func:`synthetic_smiles`) predicted
+  from SMILES to a DuckDB table, with the wall and CPU time of each stage.
 
 Usage::
 
     python benchmarks/bench_activity.py [--tasks featurize,metrics,rf] [--n-estimators 100]
     CHEMPROP_VENV=/path/to/venv python benchmarks/bench_activity.py --tasks models \\
         --split scaffold --descriptors-cache tox21_descriptors.npy
-    python benchmarks/bench_activity.py --tasks models --max-compounds 800 --epochs 2  # quick
+    python benchmarks/bench_activity.py --tasks models --max-compounds 800 --epochs 2 \\
+        --chemprop-epochs 3                                  # quick check of the wiring
+    python benchmarks/bench_activity.py --tasks inference [--n-compounds 100000] [--workers 1]
 """
 
 from __future__ import annotations
@@ -141,11 +146,73 @@ def _child(task: str, tool: str, n_estimators: int, out: str) -> None:
     Path(out).write_text(json.dumps({"seconds": seconds, "peak_mb": peak}))
 
 
+#: The model the benchmark calls ``default``: ``cellframe activity``'s recommended
+#: held-out model, as a ``[modalities]`` entry and ``[model]`` settings of a held-out
+#: config (:func:`cellframe.activity.holdout_experiment.holdout_models` builds it). The
+#: one place to change when the recommended model changes; any other kind
+#: (``HOLDOUT_KINDS``) is benched by name with ``--models``.
+DEFAULT_MODEL: dict = {"kind": "dmpnn", "descriptors": True}
+
+#: ``[model]`` settings of the networks (Chemprop's recipe: D-MPNN 300 x 3, one hidden
+#: layer of 300, no dropout, Noam schedule; ``warmup_epochs`` and ``max_epochs`` come
+#: from ``--epochs``).
+NETWORK_SETTINGS: dict = {
+    "encoder_hidden": 300,
+    "encoder_depth": 3,
+    "hidden_sizes": (300,),
+    "dropout": 0.0,
+    "lr": 1e-3,
+    "lr_schedule": "noam",
+    "seed": 0,
+}
+
+#: Models of ``--tasks models`` unless ``--models`` names others; ``chemprop`` is
+#: added when ``CHEMPROP_VENV`` is set.
 MODEL_TOOLS = ("default", "rf-tuned", "lgbm")
 
+#: Model names that are not a ``HOLDOUT_KINDS`` kind: name -> ``[modalities]`` entry.
+MODEL_ALIASES: dict = {"dmpnn-desc": {"kind": "dmpnn", "descriptors": True}}
 
-def _split_data(args: argparse.Namespace):
-    """The Tox21 matrix (parseable compounds), its descriptors and the 0/1/2 partition."""
+
+def model_spec(tool: str) -> dict:
+    """The ``[modalities]`` entry of a benched model name.
+
+    ``default`` is :data:`DEFAULT_MODEL`; ``dmpnn-desc`` the D-MPNN with descriptors;
+    any kind of ``cellframe.activity.holdout_experiment.HOLDOUT_KINDS`` itself.
+
+    Raises
+    ------
+    InvalidChoiceError
+        For another name (the message lists the valid ones).
+    """
+    from cellframe.activity.holdout_experiment import HOLDOUT_KINDS
+    from cellframe.errors import InvalidChoiceError
+
+    if tool == "default":
+        return dict(DEFAULT_MODEL)
+    if tool in MODEL_ALIASES:
+        return dict(MODEL_ALIASES[tool])
+    if tool in HOLDOUT_KINDS:
+        return {"kind": tool}
+    valid = ["default", "chemprop", *MODEL_ALIASES, *HOLDOUT_KINDS]
+    raise InvalidChoiceError(f"--models: unknown model {tool!r}; valid: {valid}")
+
+
+def build_model(tool: str, epochs: int, threads: int = 1):
+    """The unfitted model of a benched name, as ``cellframe activity`` builds it."""
+    from cellframe.activity.holdout_experiment import holdout_models
+
+    settings = {**NETWORK_SETTINGS, "warmup_epochs": min(2, epochs - 1), "max_epochs": epochs}
+    settings["patience"] = epochs  # let the schedule run; the best validation epoch is kept
+    model = holdout_models({tool: model_spec(tool)}, settings)[tool]
+    for member in getattr(model, "members", [model]):
+        if hasattr(member, "n_jobs"):
+            member.n_jobs = threads
+    return model
+
+
+def _split_data(args: argparse.Namespace, *, descriptors: bool = True):
+    """The Tox21 matrix (parseable compounds), its descriptors (or None) and the 0/1/2 partition."""
     import warnings
 
     import numpy as np
@@ -162,22 +229,23 @@ def _split_data(args: argparse.Namespace):
     m, mols = m.subset(compounds=ok), [x for x in mols if x is not None]
     desc = None
     cache = Path(args.descriptors_cache) if args.descriptors_cache else None
-    if cache and cache.is_file():
+    if descriptors and cache and cache.is_file():
         desc = np.load(cache)
         if desc.shape[0] != len(mols):
             desc = None
-    if desc is None:
-        desc = rdkit_descriptors(mols)
+    if descriptors and desc is None:
+        desc = rdkit_descriptors(mols, workers=args.workers)
         if cache:
             np.save(cache, desc)
     if args.max_compounds and len(mols) > args.max_compounds:
         keep = np.sort(np.random.default_rng(0).choice(len(mols), args.max_compounds, False))
-        m, mols, desc = m.subset(compounds=keep), [mols[i] for i in keep], desc[keep]
+        m = m.subset(compounds=keep)
+        desc = None if desc is None else desc[keep]
     kind, _, seed = args.split.partition(":")
     part = (
         scaffold_partition(m.smiles)
         if kind == "scaffold"
-        else random_partition(len(mols), seed=int(seed or 0))
+        else random_partition(m.shape[0], seed=int(seed or 0))
     )
     return m, desc, part
 
@@ -187,121 +255,416 @@ def _model_child(tool: str, args: argparse.Namespace, out: str) -> None:
     import resource
     import tempfile
 
-    m, desc, part = _split_data(args)
+    m, desc, part = _split_data(args, descriptors=tool != "chemprop")
     t0 = time.perf_counter()
     if tool == "chemprop":
-        auroc = _chemprop(m, part, Path(os.environ["CHEMPROP_VENV"]), Path(tempfile.mkdtemp()))
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        with tempfile.TemporaryDirectory() as tmp:
+            auroc = run_chemprop(
+                m, part, Path(os.environ["CHEMPROP_VENV"]), Path(tmp), epochs=args.chemprop_epochs
+            )
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = used.ru_maxrss / 1024
     else:
         import torch
 
-        from cellframe.activity import MultitaskClassifier, TreeBaseline, train_holdout
-        from cellframe.activity.holdout import WithDescriptors, mean_auroc_per_model
+        from cellframe.activity import train_holdout
+        from cellframe.activity.holdout import mean_auroc_per_model
 
         torch.set_num_threads(args.threads)
-        if tool == "default":
-            model = WithDescriptors(
-                MultitaskClassifier(
-                    encoder="dmpnn", encoder_hidden=300, encoder_depth=3, hidden_sizes=(300,),
-                    dropout=0.0, lr=1e-3, lr_schedule="noam", warmup_epochs=min(2, args.epochs - 1),
-                    max_epochs=args.epochs, patience=args.epochs, seed=0,
-                )
-            )  # fmt: skip
-        else:
-            model = TreeBaseline("rf" if tool == "rf-tuned" else "lgbm", n_jobs=args.threads)
+        model = build_model(tool, args.epochs, args.threads)
 
         def fixed(smiles, fractions, seed):
             return part
 
         result = train_holdout(m, {tool: model}, split=fixed, descriptors=desc)
         auroc = float(mean_auroc_per_model(result.metrics)["mean_auroc"][0])
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        peak = used.ru_maxrss / 1024
     seconds = time.perf_counter() - t0
-    Path(out).write_text(json.dumps({"seconds": seconds, "peak_mb": peak, "auroc": auroc}))
+    cpu = used.ru_utime + used.ru_stime  # CPU time of the whole process (or of Chemprop's)
+    record = {"seconds": seconds, "cpu_s": cpu, "peak_mb": peak, "auroc": auroc}
+    Path(out).write_text(json.dumps(record))
 
 
-def _chemprop(m, part, venv: Path, tmp: Path) -> float:
-    """``chemprop train`` + ``chemprop predict`` on the split's CSVs; mean test ROC-AUC."""
+def write_chemprop_csvs(matrix, partition, folder: Path) -> list[Path]:
+    """``train.csv``, ``val.csv``, ``test.csv`` of a 0/1/2 partition, as Chemprop reads them.
+
+    Columns: ``smiles`` (the matrix's SMILES) then one column per assay, 1 / 0 per
+    readout and blank where the compound was not measured (Chemprop masks it), rows
+    in the matrix's order.
+
+    Parameters
+    ----------
+    matrix : AssayMatrix
+        With SMILES.
+    partition : numpy.ndarray of int, shape (n_compounds,)
+        0 train, 1 validation, 2 test.
+    folder : Path
+        Where to write the three files.
+
+    Returns
+    -------
+    list of Path
+        The train, validation and test files.
+    """
     import numpy as np
     import polars as pl
 
-    from cellframe.activity.model import mean_auroc
+    from cellframe.activity.columns import SMILES
+    from cellframe.errors import InvalidInputError
 
-    wide = m.to_wide().drop("Metadata_Compound")
+    part = np.asarray(partition)
+    if part.shape != (matrix.shape[0],):
+        raise InvalidInputError(
+            f"a partition of {part.shape} for {matrix.shape[0]} compounds; give one 0/1/2 each"
+        )
+    if matrix.smiles is None:
+        raise InvalidInputError("Chemprop needs SMILES; the assay matrix has none")
+    wide = matrix.to_wide().select(pl.col(SMILES).alias("smiles"), *matrix.assays)
     paths = []
     for k, name in enumerate(("train", "val", "test")):
-        path = tmp / f"{name}.csv"
+        path = folder / f"{name}.csv"
         wide.filter(pl.Series(part == k)).write_csv(path)
-        paths.append(str(path))
+        paths.append(path)
+    return paths
+
+
+def chemprop_train_command(
+    exe: Path, paths: list[Path], assays: list[str], run_dir: Path, epochs: int | None = None
+) -> list[str]:
+    """``chemprop train`` on the three CSVs (classification, CPU, Chemprop's defaults)."""
+    cmd = [str(exe), "train", "--task-type", "classification",
+           "--data-path", *map(str, paths), "--smiles-columns", "smiles",
+           "--target-columns", *assays,
+           "--num-workers", "0", "--accelerator", "cpu", "--output-dir", str(run_dir)]  # fmt: skip
+    return cmd + (["--epochs", str(epochs)] if epochs else [])
+
+
+def chemprop_predict_command(exe: Path, test: Path, model: Path, preds: Path) -> list[str]:
+    """``chemprop predict`` of the test CSV with one trained model file."""
+    return [str(exe), "predict", "--test-path", str(test), "--smiles-columns", "smiles",
+            "--model-paths", str(model), "--preds-path", str(preds),
+            "--num-workers", "0", "--accelerator", "cpu"]  # fmt: skip
+
+
+def _run_logged(cmd: list[str], log: Path) -> None:
+    """Run a command with its output in ``log``; on failure raise with the log's tail."""
+    with log.open("w") as handle:
+        done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if done.returncode:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd[:2])} exited {done.returncode}; last lines:\n{tail}")
+
+
+def run_chemprop(matrix, partition, venv: Path, tmp: Path, *, epochs: int | None = None) -> float:
+    """``chemprop train`` + ``chemprop predict`` on the split's CSVs; mean test ROC-AUC."""
+
+    from cellframe.activity.model import mean_auroc
+
+    paths = write_chemprop_csvs(matrix, partition, tmp)
     exe = venv / "bin" / "chemprop"
     run_dir = tmp / "run"
-    subprocess.run(
-        [str(exe), "train", "--task-type", "classification", "--data-path", *paths,
-         "--num-workers", "0", "--accelerator", "cpu", "--output-dir", str(run_dir)],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    _run_logged(
+        chemprop_train_command(exe, paths, matrix.assays, run_dir, epochs), tmp / "train.log"
+    )
     found = sorted(run_dir.rglob("best*.pt")) or sorted(run_dir.rglob("*.ckpt"))
     if not found:
         raise FileNotFoundError(f"chemprop train left no model file under {run_dir}")
     preds = tmp / "preds.csv"
-    subprocess.run(
-        [str(exe), "predict", "--test-path", paths[2], "--model-paths", str(found[0]),
-         "--preds-path", str(preds), "--num-workers", "0", "--accelerator", "cpu"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    prob = pl.read_csv(preds).select(m.assays).to_numpy().astype(np.float64)
-    return mean_auroc(m.values[part == 2], prob)
+    _run_logged(chemprop_predict_command(exe, paths[2], found[0], preds), tmp / "predict.log")
+    return mean_auroc(
+        matrix.values[partition == 2], read_chemprop_predictions(preds, matrix.assays)
+    )
+
+
+def read_chemprop_predictions(path: Path, assays: list[str]):
+    """The assay columns of ``chemprop predict``'s CSV as float64, shape (n, n_assays)."""
+    import numpy as np
+    import polars as pl
+
+    return pl.read_csv(path).select(assays).to_numpy().astype(np.float64)
+
+
+def model_tools(models: str | None, chemprop: bool) -> list[str]:
+    """The models of ``--tasks models``: ``--models`` (or :data:`MODEL_TOOLS`), Chemprop first.
+
+    Chemprop runs first when ``CHEMPROP_VENV`` is set (it is the longest and the
+    reference: a broken venv shows at once). Each name is checked by :func:`model_spec`.
+    """
+    names = [t.strip() for t in (models or ",".join(MODEL_TOOLS)).split(",") if t.strip()]
+    for name in names:
+        if name != "chemprop":
+            model_spec(name)
+    if chemprop and "chemprop" not in names:
+        names.insert(0, "chemprop")
+    return names
 
 
 def _models(args: argparse.Namespace) -> None:
     import tempfile
 
-    tools = list(MODEL_TOOLS) + (["chemprop"] if os.environ.get("CHEMPROP_VENV") else [])
+    tools = model_tools(args.models, bool(os.environ.get("CHEMPROP_VENV")))
+    if "chemprop" in tools and not os.environ.get("CHEMPROP_VENV"):
+        raise SystemExit("--models chemprop needs CHEMPROP_VENV (../shared/ANCHORS.md)")
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         for tool in tools:
             out = str(Path(tmp) / f"{tool}.json")
-            cmd = [sys.executable, __file__, "--split", args.split, "--epochs", str(args.epochs),
-                   "--threads", str(args.threads), "--model-child", tool, out]  # fmt: skip
-            if args.max_compounds:
-                cmd += ["--max-compounds", str(args.max_compounds)]
-            if args.descriptors_cache:
-                cmd += ["--descriptors-cache", args.descriptors_cache]
+            cmd = [sys.executable, __file__, *_passed_options(args), "--model-child", tool, out]
             subprocess.run(cmd, check=True)
             res[tool] = json.loads(Path(out).read_text())
             print(f"  {tool}: {res[tool]}", flush=True)
-    ref = "chemprop" if "chemprop" in res else "default"
-    print(f"Tox21 {args.split} split, {args.threads} thread(s); ratios against {ref}")
-    print(f"{'model':10s} {'ROC-AUC':>8s} {'wall s':>8s} {'peak MB':>8s} "
-          f"{'AUROC diff':>10s} {'time ratio':>10s} {'RSS ratio':>9s}")  # fmt: skip
+    print(format_table(res, args.split, args.threads))
+
+
+def _passed_options(args: argparse.Namespace) -> list[str]:
+    """The options a model child needs, as command-line words."""
+    out = ["--split", args.split, "--epochs", str(args.epochs), "--threads", str(args.threads),
+           "--workers", str(args.workers)]  # fmt: skip
+    for flag, value in (("--max-compounds", args.max_compounds),
+                        ("--descriptors-cache", args.descriptors_cache),
+                        ("--chemprop-epochs", args.chemprop_epochs)):  # fmt: skip
+        if value:
+            out += [flag, str(value)]
+    return out
+
+
+def format_table(res: dict, split: str, threads: int) -> str:
+    """Side-by-side table: ROC-AUC, wall, peak RSS and the differences / ratios to the reference.
+
+    The reference is Chemprop when it ran, else the first model.
+    """
+    ref = "chemprop" if "chemprop" in res else next(iter(res))
+    lines = [
+        f"Tox21 {split} split, {threads} thread(s) per cellframe model; ratios against {ref}",
+        f"{'model':12s} {'ROC-AUC':>8s} {'wall s':>8s} {'CPU s':>8s} {'peak MB':>8s} "
+        f"{'AUROC diff':>10s} {'time ratio':>10s} {'RSS ratio':>9s}",
+    ]
     for tool, r in res.items():
-        print(
-            f"{tool:10s} {r['auroc']:8.3f} {r['seconds']:8.1f} {r['peak_mb']:8.0f} "
-            f"{r['auroc'] - res[ref]['auroc']:+10.3f} {r['seconds'] / res[ref]['seconds']:10.2f} "
-            f"{r['peak_mb'] / res[ref]['peak_mb']:9.2f}",
-            flush=True,
+        lines.append(
+            f"{tool:12s} {r['auroc']:8.3f} {r['seconds']:8.1f} {r.get('cpu_s', float('nan')):8.1f} "
+            f"{r['peak_mb']:8.0f} {r['auroc'] - res[ref]['auroc']:+10.3f} "
+            f"{r['seconds'] / res[ref]['seconds']:10.2f} {r['peak_mb'] / res[ref]['peak_mb']:9.2f}"
         )
-    if ref == "default":
-        print("(set CHEMPROP_VENV to a Chemprop 2.3.1 venv to add it; ../shared/ANCHORS.md)")
+    if ref != "chemprop":
+        lines.append("(set CHEMPROP_VENV to a Chemprop 2.3.1 venv to add it; ../shared/ANCHORS.md)")
+    return "\n".join(lines)
 
 
-def main() -> int:
+def synthetic_smiles(base: list[str], n: int) -> list[str]:
+    """``n`` distinct valid SMILES made from ``base`` (e.g. Tox21's), for timing inference.
+
+    Round 0 takes the base SMILES as they are; round ``k`` prepends ``k`` carbons to
+    each (a chain bonded to its first atom: ``"CC" + "c1ccccc1O"`` is 2-ethylphenol).
+    A candidate is kept when RDKit parses it and its canonical SMILES is new, so no
+    molecule repeats and no cache keyed by the molecule can help. Rounds go on until
+    ``n`` are kept.
+
+    Raises
+    ------
+    InvalidInputError
+        If no base SMILES parses.
+    """
+    from rdkit import Chem, RDLogger
+
+    from cellframe.errors import InvalidInputError
+
+    RDLogger.DisableLog("rdApp.*")
+    out: list[str] = []
+    seen: set[str] = set()
+    k = 0
+    try:
+        while len(out) < n:
+            before = len(out)
+            for s in base:
+                candidate = "C" * k + s
+                mol = Chem.MolFromSmiles(candidate)
+                if mol is None:
+                    continue
+                canonical = Chem.MolToSmiles(mol)
+                if canonical in seen:
+                    continue
+                seen.add(canonical)
+                out.append(candidate)
+                if len(out) == n:
+                    break
+            if k == 0 and not out:
+                raise InvalidInputError("synthetic_smiles: no base SMILES parses")
+            if len(out) == before and k > 200:
+                raise InvalidInputError(f"synthetic_smiles: only {len(out)} of {n} could be made")
+            k += 1
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    return out
+
+
+def _inference(args: argparse.Namespace) -> None:
+    """Time each stage of predicting ``--n-compounds`` new compounds with the default model.
+
+    The model (``--models``' first name, else ``default``) is trained on the training
+    part of Tox21 (``--split``, ``--epochs``: its weights do not change the time);
+    then, from SMILES strings to a store table: parsing, fingerprints + nearest
+    training neighbour (the applicability domain), RDKit descriptors (``--workers``),
+    the model's input features, the model forward (batched), and writing the long
+    prediction table (one row per compound and assay) to a DuckDB store.
+    """
+    import resource
+    import tempfile
+    import warnings
+
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from cellframe.activity.chem import parse_smiles
+    from cellframe.activity.descriptors import rdkit_descriptors
+    from cellframe.activity.holdout import Ensemble, _featurize, _input_kind, _take
+    from cellframe.activity.uncertainty import DOMAIN_THRESHOLD, max_train_similarity
+    from cellframe.store import Store
+
+    torch.set_num_threads(args.threads)
+    tool = model_tools(args.models, False)[0] if args.models else "default"
+    m, desc, part = _split_data(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mols = parse_smiles(m.smiles, warn=False, binaries=m.binaries)
+    train, val = np.flatnonzero(part == 0), np.flatnonzero(part == 1)
+    model = build_model(tool, args.epochs, args.threads)
+    kind = _input_kind(model)
+    t = time.perf_counter()
+    x = _featurize(kind, mols, train, desc)
+    model.fit(_take(x, train), m.values[train], validation=(_take(x, val), m.values[val]))
+    print(f"trained {tool} ({kind}) on {train.size} Tox21 compounds, {args.epochs} epoch(s), "
+          f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
+    train_mols = [mols[i] for i in train]
+    smiles = synthetic_smiles(list(m.smiles), args.n_compounds)
+    print(f"{len(smiles)} synthetic compounds; {args.threads} torch thread(s), "
+          f"descriptor workers {args.workers or 'auto'}", flush=True)  # fmt: skip
+    stages: dict[str, tuple[float, float]] = {}
+
+    def cpu_seconds() -> float:
+        """CPU time of this process and its finished children (the descriptor workers)."""
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def timed(name, fn):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        value = fn()
+        stages[name] = (time.perf_counter() - t0, cpu_seconds() - c0)
+        print(
+            f"  {name:28s} {stages[name][0]:8.1f} s wall {stages[name][1]:8.1f} s CPU", flush=True
+        )
+        return value
+
+    query = timed("parse SMILES", lambda: parse_smiles(smiles, where="the synthetic compounds"))
+    similarity = timed("fingerprints + domain", lambda: max_train_similarity(train_mols, query))
+    qdesc = timed("RDKit descriptors", lambda: rdkit_descriptors(
+        query, workers=args.workers, progress=True))  # fmt: skip
+    # The model's inputs, as train_holdout makes them; the descriptor CDF is the
+    # training part's. A kind not listed here featurizes the training part too.
+    n_train = train.size
+
+    def features():
+        from cellframe.activity.chem import morgan_fingerprints
+        from cellframe.activity.descriptors import DescriptorNormalizer
+        from cellframe.activity.graph import featurize_molecules
+
+        if kind.endswith("+desc"):
+            z = DescriptorNormalizer().fit(desc[train]).transform(qdesc)
+            if kind == "graphs+desc":
+                return featurize_molecules(query, extra=z)
+            return np.hstack([morgan_fingerprints(query).astype(np.float32), z])
+        if kind == "graphs":
+            return featurize_molecules(query)
+        if kind == "morgan":
+            return morgan_fingerprints(query)
+        x = _featurize(
+            kind, train_mols + query, np.arange(n_train), np.vstack([desc[train], qdesc])
+        )
+        return _take(x, np.arange(n_train, n_train + len(query)))
+
+    xq = timed("model inputs", features)
+    prob = timed("model forward", lambda: model.predict_proba(xq))
+    spread = model.member_probabilities(xq).std(axis=0) if isinstance(model, Ensemble) else None
+
+    def write():
+        n, a = prob.shape
+        frame = pl.DataFrame({
+            "compound": pl.Series(np.repeat(np.arange(n), a).astype(str), dtype=pl.String),
+            "smiles": pl.Series(np.repeat(np.array(smiles, dtype=object), a), dtype=pl.String),
+            "assay": pl.Series(np.tile(np.array(m.assays, dtype=object), n), dtype=pl.String),
+            "probability": pl.Series(prob.ravel().astype(np.float64)),
+            "member_spread": pl.Series(
+                np.zeros(n * a) if spread is None else spread.ravel().astype(np.float64)),
+            "train_similarity": pl.Series(np.repeat(similarity, a)),
+        }).with_columns(in_domain=pl.col("train_similarity") >= DOMAIN_THRESHOLD)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "predictions.duckdb")
+            store.write("activity_predictions", frame, mode="replace", step="bench")
+            return store.sql("SELECT count(*) AS n FROM activity_predictions")["n"][0]
+
+    n_rows = timed("write predictions (DuckDB)", write)
+    wall = sum(w for w, _ in stages.values())
+    cpu = sum(c for _, c in stages.values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{len(query)} compounds x {len(m.assays)} assays = {n_rows} prediction rows; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print(f"total {wall:.1f} s wall, {cpu:.1f} s CPU ({len(query) / wall:.0f} compounds/s; "
+          f"goal 100,000 in 120 s), peak RSS {peak:.0f} MB")  # fmt: skip
+    for name, (seconds, cpu_s) in stages.items():
+        print(f"  {name:28s} {seconds:8.1f} s {100 * seconds / wall:5.1f}%  {cpu_s:8.1f} s CPU")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="featurize,metrics,rf")
+    parser.add_argument("--tasks", default="featurize,metrics,rf",
+                        help="featurize,metrics,rf; or models; or inference (each alone)")  # fmt: skip
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--child", nargs=3, metavar=("TASK", "TOOL", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--split", default="random:0", help="random:SEED or scaffold (models)")
-    parser.add_argument("--epochs", type=int, default=30, help="default model's epochs (models)")
+    parser.add_argument("--models", default=None,
+                        help=f"comma list (models; default {','.join(MODEL_TOOLS)}): default, "
+                        "dmpnn-desc or a held-out kind of cellframe activity")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=30, help="the networks' epochs (models)")
+    parser.add_argument("--chemprop-epochs", type=int, default=None,
+                        help="Chemprop's epochs (default: Chemprop's own, 50)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="threads per model (models)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="descriptor processes (0: one per core)")  # fmt: skip
     parser.add_argument("--max-compounds", type=int, default=None, help="subsample (models)")
     parser.add_argument("--descriptors-cache", default=None, help=".npy of the descriptors")
+    parser.add_argument("--n-compounds", type=int, default=100_000, help="compounds (inference)")
     parser.add_argument("--model-child", nargs=2, metavar=("TOOL", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    tasks = args.tasks.split(",")
+    alone = {"models", "inference"} & set(tasks)
+    if alone and len(tasks) > 1:
+        parser.error(f"--tasks {sorted(alone)[0]} runs alone (minutes); give it by itself")
+    unknown = set(tasks) - {"featurize", "metrics", "rf", "models", "inference"}
+    if unknown:
+        parser.error(
+            f"unknown task(s) {sorted(unknown)}; valid: featurize, metrics, rf, models, inference"
+        )
+    if args.models is not None:
+        try:
+            model_tools(args.models, False)
+        except Exception as err:  # InvalidChoiceError, reported as a usage error
+            parser.error(str(err))
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if args.model_child:
         _model_child(args.model_child[0], args, args.model_child[1])
         return 0
     if args.tasks == "models":
         _models(args)
+        return 0
+    if args.tasks == "inference":
+        _inference(args)
         return 0
     if args.child:
         _child(args.child[0], args.child[1], args.n_estimators, args.child[2])

@@ -187,3 +187,7 @@ class IlluminationSitesWarning(IlluminationWarning):
 
 class InputNotFoundError(CellframeError, FileNotFoundError):
     """An input file or folder the user named (images, a sites CSV) does not exist."""
+
+
+class DescriptorWorkerError(CellframeError, RuntimeError):
+    """A worker process computing RDKit descriptors died (killed for memory, say); nothing was returned."""
