@@ -91,14 +91,18 @@ def test_default_model_is_built_as_the_cli_builds_it(bench):
     from cellframe.activity.model import MultitaskClassifier
     from cellframe.activity.trees import TreeBaseline
 
-    model = bench.build_model("default", epochs=30)
+    from cellframe.activity.ensemble import CalibratedEnsemble
+
+    assert bench.DEFAULT_MODEL == {"kind": "ensemble"}
+    assert isinstance(bench.build_model("default", epochs=2), CalibratedEnsemble)
+    model = bench.build_model("dmpnn-desc", epochs=30)
     assert isinstance(model, WithDescriptors) and isinstance(model.model, MultitaskClassifier)
     net = model.model
     assert (net.encoder, net.encoder_hidden, net.encoder_depth, tuple(net.hidden_sizes)) == (
         "dmpnn", 300, 3, (300,)
     )  # fmt: skip
     assert (net.lr_schedule, net.warmup_epochs, net.max_epochs, net.patience) == ("noam", 2, 30, 30)
-    assert bench.build_model("default", epochs=2).model.warmup_epochs == 1
+    assert bench.build_model("dmpnn-desc", epochs=2).model.warmup_epochs == 1
     tree = bench.build_model("lgbm", epochs=30, threads=2)
     assert isinstance(tree, TreeBaseline) and tree.n_jobs == 2
 
