@@ -87,11 +87,10 @@ def test_model_names(bench):
 
 
 def test_default_model_is_built_as_the_cli_builds_it(bench):
+    from cellframe.activity.ensemble import CalibratedEnsemble
     from cellframe.activity.holdout import WithDescriptors
     from cellframe.activity.model import MultitaskClassifier
     from cellframe.activity.trees import TreeBaseline
-
-    from cellframe.activity.ensemble import CalibratedEnsemble
 
     assert bench.DEFAULT_MODEL == {"kind": "ensemble"}
     assert isinstance(bench.build_model("default", epochs=2), CalibratedEnsemble)
