@@ -99,7 +99,7 @@ def tree_features(
         Pass the training rows so validation and test compounds inform nothing.
     descriptors : numpy.ndarray, shape (n_molecules, n_descriptors), optional
         Precomputed :func:`~cellframe.activity.descriptors.rdkit_descriptors` of
-        ``molecules`` (they take about 20 ms a molecule); an array with zero
+        ``molecules`` (they take about 6 ms of CPU a molecule); an array with zero
         columns leaves descriptors out.
     n_bits : int, default 2048
         Fingerprint length.
