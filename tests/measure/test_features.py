@@ -18,9 +18,9 @@ from cellframe.errors import (
     UnmatchedObjectsWarning,
 )
 from cellframe.measure.features import measure_objects, measure_site, to_unit_range
+from tests.measure.conftest import ExampleHumanSite
 
 DEMO = Path(__file__).resolve().parents[2] / "cellframe" / "data" / "demo"
-EXAMPLE_HUMAN = "cellprofiler-outputs/tests/data/cellprofiler/ExampleHuman"
 CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]
 
 
@@ -208,7 +208,7 @@ def test_column_names_are_jumps() -> None:
     }
 
 
-def test_matches_cellprofiler_on_example_human(shared_data: Path) -> None:
+def test_matches_cellprofiler_on_example_human(example_human: ExampleHumanSite) -> None:
     """The three compartments found as CellProfiler's pipeline does, measured, against its values.
 
     CellProfiler's label images are not shipped, so objects come from
@@ -221,20 +221,10 @@ def test_matches_cellprofiler_on_example_human(shared_data: Path) -> None:
     0.55% for cells and cytoplasm, 1.7% for nuclei): cp-measure's convex hull
     is scikit-image's, CellProfiler 4 uses its own.
     """
-    import tifffile
     from scipy.spatial import cKDTree
 
-    from cellframe.segment.classical import segment_site
-
-    folder = shared_data / EXAMPLE_HUMAN
-    dna, ph3, cellbody = (
-        tifffile.imread(folder / f"AS_09125_050116030001_D03f00d{i}.tif") for i in range(3)
-    )
-    objects = segment_site(
-        {"DNA": dna, "cellbody": cellbody}, nuclei="DNA", cells="cellbody",
-        primary={"size_range": (8, 80)},
-        secondary={"threshold_correction": 0.8, "smoothing_sigma": 0},
-    )  # fmt: skip
+    folder, objects = example_human.folder, example_human.objects
+    dna, ph3 = example_human.images["DNA"], example_human.images["PH3"]
     mine = measure_site(
         {"DNA": dna, "PH3": ph3}, nuclei=objects.nuclei, cells=objects.cells,
         cytoplasm=objects.cytoplasm, plate="P", well="D03", site=0,

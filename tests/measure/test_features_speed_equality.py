@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from cellframe.measure.features import _relabel, _texture, measure_objects, to_unit_range
+from tests.measure.conftest import ExampleHumanSite
 
-EXAMPLE_HUMAN = "cellprofiler-outputs/tests/data/cellprofiler/ExampleHuman"
 JUMP_CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]  # channels.csv order
 
 # Relative bound on every value; values that are rounding noise in either
@@ -109,21 +108,10 @@ def test_undefined_texture_is_nan_like_cp_measure() -> None:
     assert np.isnan(contrast[0]) and np.isnan(contrast[2]) and contrast[1] > 0
 
 
-def test_fast_texture_equals_cp_measure_on_example_human(shared_data: Path) -> None:
+def test_fast_texture_equals_cp_measure_on_example_human(example_human: ExampleHumanSite) -> None:
     """CellProfiler's ExampleHuman site (289 nuclei), objects as its pipeline finds them."""
-    import tifffile
-
-    from cellframe.segment.classical import segment_site
-
-    folder = shared_data / EXAMPLE_HUMAN
-    dna, ph3, cellbody = (
-        tifffile.imread(folder / f"AS_09125_050116030001_D03f00d{i}.tif") for i in range(3)
-    )
-    objects = segment_site(
-        {"DNA": dna, "cellbody": cellbody}, nuclei="DNA", cells="cellbody",
-        primary={"size_range": (8, 80)},
-        secondary={"threshold_correction": 0.8, "smoothing_sigma": 0},
-    )  # fmt: skip
+    objects = example_human.objects
+    dna, ph3, cellbody = (example_human.images[c] for c in ("DNA", "PH3", "cellbody"))
     n_values = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -13,7 +13,6 @@ relative in RadialCV on a JUMP site) is the difference, bounded below.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ import pytest
 from cellframe.measure._granularity import GranularitySpectrum, ObjectSampler, granularity
 from cellframe.measure._radial import RadialGeometry
 from cellframe.measure.features import _relabel, measure_objects, measure_site, to_unit_range
+from tests.measure.conftest import ExampleHumanSite
 
-EXAMPLE_HUMAN = "cellprofiler-outputs/tests/data/cellprofiler/ExampleHuman"
 JUMP_CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]  # channels.csv order
 
 # Every value within 1e-6 relative of cp-measure's; values that are rounding noise
@@ -206,23 +205,11 @@ def test_granularity_of_a_tiny_image_is_nan_like_cp_measure() -> None:
     assert all(np.isnan(v).all() for v in mine.values()) and len(mine) == 4
 
 
-def test_granularity_and_radial_equal_cp_measure_on_example_human(shared_data: Path) -> None:
+def test_granularity_and_radial_equal_cp_measure_on_example_human(
+    example_human: ExampleHumanSite,
+) -> None:
     """CellProfiler's ExampleHuman site (512 x 512, 289 nuclei), objects as its pipeline finds them."""
-    import tifffile
-
-    from cellframe.segment.classical import segment_site
-
-    folder = shared_data / EXAMPLE_HUMAN
-    dna, ph3, cellbody = (
-        tifffile.imread(folder / f"AS_09125_050116030001_D03f00d{i}.tif") for i in range(3)
-    )
-    objects = segment_site(
-        {"DNA": dna, "cellbody": cellbody}, nuclei="DNA", cells="cellbody",
-        primary={"size_range": (8, 80)},
-        secondary={"threshold_correction": 0.8, "smoothing_sigma": 0},
-    )  # fmt: skip
-    labels = {"Nuclei": objects.nuclei, "Cells": objects.cells, "Cytoplasm": objects.cytoplasm}
-    n_values = _compare(labels, {"DNA": dna, "PH3": ph3, "cellbody": cellbody}, "ExampleHuman")
+    n_values = _compare(example_human.labels, example_human.images, "ExampleHuman")
     assert n_values > 9 * 28 * 280
 
 
