@@ -153,18 +153,6 @@ def _child(task: str, tool: str, n_estimators: int, out: str) -> None:
 #: (``HOLDOUT_KINDS``) is benched by name with ``--models``.
 DEFAULT_MODEL: dict = {"kind": "ensemble"}
 
-#: ``[model]`` settings of the networks (Chemprop's recipe: D-MPNN 300 x 3, one hidden
-#: layer of 300, no dropout, Noam schedule; ``warmup_epochs`` and ``max_epochs`` come
-#: from ``--epochs``).
-NETWORK_SETTINGS: dict = {
-    "encoder_hidden": 300,
-    "encoder_depth": 3,
-    "hidden_sizes": (300,),
-    "dropout": 0.0,
-    "lr": 1e-3,
-    "lr_schedule": "noam",
-    "seed": 0,
-}
 
 #: Models of ``--tasks models`` unless ``--models`` names others; ``chemprop`` is
 #: added when ``CHEMPROP_VENV`` is set.
@@ -200,10 +188,13 @@ def model_spec(tool: str) -> dict:
 
 def build_model(tool: str, epochs: int, threads: int = 1):
     """The unfitted model of a benched name, as ``cellframe activity`` builds it."""
-    from cellframe.activity.holdout_experiment import holdout_models
+    from cellframe.activity.holdout_experiment import ENSEMBLE_NETWORK, holdout_models
 
-    settings = {**NETWORK_SETTINGS, "warmup_epochs": min(2, epochs - 1), "max_epochs": epochs}
-    settings["patience"] = epochs  # let the schedule run; the best validation epoch is kept
+    # The networks' recipe is the activity command's (Chemprop's: D-MPNN 300 x 3, one
+    # hidden layer of 300, no dropout, Noam), seed 0, epochs from ``--epochs``; the
+    # patience lets the schedule run (the best validation epoch is kept).
+    epoch_settings = {"warmup_epochs": min(2, epochs - 1), "max_epochs": epochs, "patience": epochs}
+    settings = {**ENSEMBLE_NETWORK, "seed": 0, **epoch_settings}
     model = holdout_models({tool: model_spec(tool)}, settings)[tool]
     for member in getattr(model, "members", [model]):
         if hasattr(member, "n_jobs"):

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: Channels of the bundled JUMP sites, in ``channels.csv`` order.
+JUMP_CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]
+
 #: CellProfiler's ExampleHuman site under ``../shared/data``.
 EXAMPLE_HUMAN = "cellprofiler-outputs/tests/data/cellprofiler/ExampleHuman"
 
@@ -51,3 +54,17 @@ def example_human(shared_data: Path) -> ExampleHumanSite:
     )  # fmt: skip
     images = {"DNA": dna, "PH3": ph3, "cellbody": cellbody}
     return ExampleHumanSite(folder=folder, images=images, objects=objects)
+
+
+def jump_site(index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pixels by channel and classical objects by compartment of a bundled JUMP site."""
+    import zarr
+
+    from cellframe.demo import demo_data_dir
+    from cellframe.segment.classical import segment_site
+
+    images = zarr.open(str(demo_data_dir() / "jump" / "images.zarr"), mode="r")["images"]
+    pixels = {name: np.asarray(images[index, c]) for c, name in enumerate(JUMP_CHANNELS)}
+    objects = segment_site(pixels, nuclei="DNA", cells="AGP")
+    labels = {"Nuclei": objects.nuclei, "Cells": objects.cells, "Cytoplasm": objects.cytoplasm}
+    return pixels, labels

@@ -7,9 +7,7 @@ import warnings
 import numpy as np
 
 from cellframe.measure.features import _relabel, _texture, measure_objects, to_unit_range
-from tests.measure.conftest import ExampleHumanSite
-
-JUMP_CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]  # channels.csv order
+from tests.measure.conftest import ExampleHumanSite, jump_site
 
 # Relative bound on every value; values that are rounding noise in either
 # implementation (a Correlation or InfoMeas2 of an object whose grey levels are
@@ -37,22 +35,9 @@ def _assert_equal(ref: dict, new: dict, where: str) -> int:
     return n
 
 
-def _jump_site(index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    import zarr
-
-    from cellframe.demo import demo_data_dir
-    from cellframe.segment.classical import segment_site
-
-    images = zarr.open(str(demo_data_dir() / "jump" / "images.zarr"), mode="r")["images"]
-    pixels = {name: np.asarray(images[index, c]) for c, name in enumerate(JUMP_CHANNELS)}
-    objects = segment_site(pixels, nuclei="DNA", cells="AGP")
-    labels = {"Nuclei": objects.nuclei, "Cells": objects.cells, "Cytoplasm": objects.cytoplasm}
-    return pixels, labels
-
-
-def test_fast_texture_equals_cp_measure_on_a_jump_site() -> None:
+def test_fast_texture_equals_cp_measure_on_ajump_site() -> None:
     """Every compartment, channel, JUMP scale (3, 5, 10) and 8 grey levels at scale 3."""
-    pixels, labels = _jump_site(0)
+    pixels, labels = jump_site(0)
     assert int(labels["Cells"].max()) == 18  # the bundled site as profiled in issue 17
     n_values = 0
     with warnings.catch_warnings():
@@ -73,7 +58,7 @@ def test_fast_texture_equals_cp_measure_on_a_jump_site() -> None:
 
 def test_measure_objects_texture_columns_equal_the_whole_image_call() -> None:
     """measure_objects' float32 columns equal cp-measure's whole-image get_texture, cast alike."""
-    pixels, labels = _jump_site(1)  # 101 cells: the other bundled site
+    pixels, labels = jump_site(1)  # 101 cells: the other bundled site
     clean, ids = _relabel(labels["Nuclei"])
     frame = measure_objects(labels["Nuclei"], pixels, families=["texture"], texture_scales=(3, 10))
     assert frame["ObjectNumber"].to_list() == ids.tolist()
@@ -189,7 +174,7 @@ def test_correlation_equals_cp_measure_per_pair_functions() -> None:
 
     from cellframe.measure.features import _ObjectPixels
 
-    pixels, labels = _jump_site(0)
+    pixels, labels = jump_site(0)
     clean, _ = _relabel(labels["Cells"])
     clean = np.where(clean == 5, 0, clean)  # object 5 empty, as cp-measure allows
     unit = {name: to_unit_range(px) for name, px in pixels.items()}
@@ -239,7 +224,7 @@ def test_rwc_ranked_once_per_channel_equals_the_definition() -> None:
 
     Ties (a constant patch) and a channel of few distinct values are included.
     """
-    pixels, labels = _jump_site(0)
+    pixels, labels = jump_site(0)
     clean, _ = _relabel(labels["Nuclei"])
     unit = {name: to_unit_range(px) for name, px in pixels.items()}
     unit["flat"] = np.round(unit["DNA"] * 20) / 20  # few distinct values: many ties

@@ -20,9 +20,7 @@ import pytest
 from cellframe.measure._granularity import GranularitySpectrum, ObjectSampler, granularity
 from cellframe.measure._radial import RadialGeometry
 from cellframe.measure.features import _relabel, measure_objects, measure_site, to_unit_range
-from tests.measure.conftest import ExampleHumanSite
-
-JUMP_CHANNELS = ["AGP", "DNA", "ER", "Mito", "RNA"]  # channels.csv order
+from tests.measure.conftest import JUMP_CHANNELS, ExampleHumanSite, jump_site
 
 # Every value within 1e-6 relative of cp-measure's; values that are rounding noise
 # around 0 in either (a granularity step that removes nothing) within 1e-12 absolute.
@@ -82,23 +80,10 @@ def _compare(labels: dict[str, np.ndarray], pixels: dict[str, np.ndarray], where
     return n_values
 
 
-def _jump_site(index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    import zarr
-
-    from cellframe.demo import demo_data_dir
-    from cellframe.segment.classical import segment_site
-
-    images = zarr.open(str(demo_data_dir() / "jump" / "images.zarr"), mode="r")["images"]
-    pixels = {name: np.asarray(images[index, c]) for c, name in enumerate(JUMP_CHANNELS)}
-    objects = segment_site(pixels, nuclei="DNA", cells="AGP")
-    labels = {"Nuclei": objects.nuclei, "Cells": objects.cells, "Cytoplasm": objects.cytoplasm}
-    return pixels, labels
-
-
 @pytest.mark.parametrize("index", [0, 1])
 def test_granularity_and_radial_equal_cp_measure_on_jump_sites(index: int) -> None:
     """Every compartment and channel of both bundled JUMP sites (18 and 101 cells)."""
-    pixels, labels = _jump_site(index)
+    pixels, labels = jump_site(index)
     assert int(labels["Cells"].max()) == (18, 101)[index]
     n_values = _compare(labels, pixels, f"JUMP site {index}")
     # 3 compartments x 5 channels x (16 + 12 values) x ~objects (nuclei may outnumber cells)
@@ -107,7 +92,7 @@ def test_granularity_and_radial_equal_cp_measure_on_jump_sites(index: int) -> No
 
 def test_measure_site_columns_equal_cp_measure_per_compartment() -> None:
     """measure_site (shared spectrum and geometry) gives cp-measure's per-call values, cast to float32."""
-    pixels, labels = _jump_site(0)
+    pixels, labels = jump_site(0)
     families = ["granularity", "radial_distribution"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
