@@ -157,8 +157,20 @@ def test_chemprop_commands_and_predictions(bench, tmp_path):
 
 def test_side_by_side_table(bench):
     res = {
-        "chemprop": {"auroc": 0.80, "seconds": 600.0, "cpu_s": 1100.0, "peak_mb": 1200.0},
-        "default": {"auroc": 0.85, "seconds": 200.0, "cpu_s": 190.0, "peak_mb": 1500.0},
+        "chemprop": {
+            "auroc": 0.80,
+            "seconds": 600.0,
+            "cpu_s": 1100.0,
+            "peak_mb": 1200.0,
+            "features_s": 0.5,
+        },
+        "default": {
+            "auroc": 0.85,
+            "seconds": 200.0,
+            "cpu_s": 190.0,
+            "peak_mb": 1500.0,
+            "features_s": 30.0,
+        },
     }
     lines = bench.format_table(res, "scaffold", 1).splitlines()
     assert lines[0].endswith("ratios against chemprop")
@@ -166,6 +178,7 @@ def test_side_by_side_table(bench):
         "chemprop",
         "0.800",
         "600.0",
+        "0.5",
         "1100.0",
         "1200",
         "+0.000",
@@ -176,6 +189,7 @@ def test_side_by_side_table(bench):
         "default",
         "0.850",
         "200.0",
+        "30.0",
         "190.0",
         "1500",
         "+0.050",
