@@ -13,6 +13,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -207,6 +208,8 @@ class Store:
         self.last_write = WriteChanges()
         #: Partition views whose ``<db>.parts/<table>`` folder is absent (see _relocate_views).
         self._missing_parts: set[str] = set()
+        #: Inside :meth:`transaction`: :meth:`write` joins it instead of committing.
+        self._in_transaction = False
         if not in_memory:
             self._relocate_views()
 
@@ -570,6 +573,54 @@ class Store:
         )
 
     # ------------------------------------------------------------------ writing
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Make several :meth:`write` calls one transaction: all of them are kept, or none.
+
+        Inside the block every :meth:`write` joins this transaction instead of
+        committing its own; any exception in the block rolls all of them back
+        (the database file is left as it was) and propagates. Only
+        :meth:`write` joins; Parquet partitions are files, outside it.
+
+        Yields
+        ------
+        Store
+            This store.
+
+        Raises
+        ------
+        InvalidInputError
+            If the store is read-only, or a transaction is already open.
+
+        Examples
+        --------
+        >>> import polars as pl
+        >>> store = Store()
+        >>> try:
+        ...     with store.transaction():
+        ...         _ = store.write("a", pl.DataFrame({"f": [1.0]}), step="example")
+        ...         raise RuntimeError("a later step fails")
+        ... except RuntimeError:
+        ...     pass
+        >>> store.has_table("a")
+        False
+        """
+        if self.read_only:
+            raise InvalidInputError(f"store {self.path} is open read-only; reopen it to write")
+        if self._in_transaction:
+            raise InvalidInputError("a transaction of this store is already open; they do not nest")
+        self._con.begin()
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._con.rollback()
+            raise
+        else:
+            self._con.commit()
+        finally:
+            self._in_transaction = False
+
     def write(
         self,
         table: str,
@@ -639,8 +690,9 @@ class Store:
         Notes
         -----
         Any exception (or the process being killed) before the commit leaves
-        the store exactly as it was. What the write added and replaced is in
-        :attr:`last_write` afterwards.
+        the store exactly as it was. Inside :meth:`transaction` the write joins
+        that transaction (kept or rolled back with the others). What the write
+        added and replaced is in :attr:`last_write` afterwards.
 
         Examples
         --------
@@ -678,7 +730,9 @@ class Store:
             keys = [PLATE, *keys]
         q = quote_identifier(table)
         con = self._con
-        con.begin()
+        own = not self._in_transaction  # inside transaction(): that block commits
+        if own:
+            con.begin()
         try:
             if mode == "replace":
                 if self._is_view(table):
@@ -743,10 +797,12 @@ class Store:
                 )
             self._record(table, step, params_json, n_rows, source)
             con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
-            con.commit()
+            if own:
+                con.commit()
         except BaseException:
-            con.rollback()
-            con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
+            if own:
+                con.rollback()
+                con.execute("DROP TABLE IF EXISTS _cf_seen_keys")
             raise
         changes.rows = n_rows
         self.last_write = changes

@@ -248,6 +248,44 @@ class MultitaskClassifier:
             raise InvalidInputError(
                 f"MultitaskClassifier max_epochs={self.max_epochs!r} must be an integer >= 1"
             )
+
+        def whole(value: Any) -> bool:
+            return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+        def number(value: Any) -> bool:
+            return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+        for name in ("batch_size", "patience", "encoder_hidden", "encoder_depth"):
+            if not whole(getattr(self, name)) or getattr(self, name) < 1:
+                raise InvalidInputError(
+                    f"MultitaskClassifier {name}={getattr(self, name)!r} must be an integer >= 1"
+                )
+        sizes = self.hidden_sizes
+        if (
+            isinstance(sizes, str | bytes)
+            or not isinstance(sizes, Sequence)
+            or not all(whole(h) and h >= 1 for h in sizes)
+        ):
+            raise InvalidInputError(
+                f"MultitaskClassifier hidden_sizes={sizes!r} must be a list of layer widths "
+                "(integers >= 1), e.g. [512] or [1024, 512]; [] for none"
+            )
+        if not number(self.dropout) or not 0 <= self.dropout < 1:
+            raise InvalidInputError(
+                f"MultitaskClassifier dropout={self.dropout!r} must be a number in [0, 1)"
+            )
+        if not number(self.lr) or not self.lr > 0:
+            raise InvalidInputError(f"MultitaskClassifier lr={self.lr!r} must be a number > 0")
+        if not number(self.weight_decay) or not self.weight_decay >= 0:
+            raise InvalidInputError(
+                f"MultitaskClassifier weight_decay={self.weight_decay!r} must be a number >= 0"
+            )
+        if not number(self.warmup_epochs):
+            raise InvalidInputError(
+                f"MultitaskClassifier warmup_epochs={self.warmup_epochs!r} must be a number >= 0"
+            )
+        if not whole(self.seed):
+            raise InvalidInputError(f"MultitaskClassifier seed={self.seed!r} must be an integer")
         if self.lr_schedule == "noam" and not 0 <= self.warmup_epochs < self.max_epochs:
             raise InvalidInputError(
                 f"MultitaskClassifier(lr_schedule='noam', warmup_epochs={self.warmup_epochs!r}, "
