@@ -576,11 +576,21 @@ def _check_modality(name: str, spec: Mapping[str, Any]) -> None:
             + _did_you_mean([str(kind)], HOLDOUT_KINDS)
         )
     valid = _KIND_KEYS.get(kind, ("kind", "descriptors", "ensemble"))
-    unknown = sorted(set(spec) - set(valid) - set(PROFILE_KEYS))
+    unknown = sorted(set(spec) - set(valid) - set(PROFILE_KEYS) - {"radius", "n_bits"})
     if unknown:
         raise InvalidInputError(
             f"modality {name!r}: unknown key(s) {unknown} for kind {kind!r}; valid: "
             f"{', '.join(valid)}" + _did_you_mean(unknown, valid)
+        )
+    n_members = spec.get("ensemble", 1)
+    if not _whole(n_members) or n_members < 1:
+        raise InvalidInputError(
+            f"modality {name!r}: ensemble = {n_members!r}; give a whole number of members "
+            "(seeds) >= 1"
+        )
+    if not isinstance(spec.get("descriptors", False), bool):
+        raise InvalidInputError(
+            f"modality {name!r}: descriptors = {spec['descriptors']!r}; use true or false"
         )
     fingerprint = [k for k in ("radius", "n_bits") if k in spec]
     if fingerprint and (kind not in ("morgan", "rf") or _is_validated(spec)):
