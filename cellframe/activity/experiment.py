@@ -713,8 +713,8 @@ def run_experiment(
     """Run the configured experiment and write its tables to ``store``.
 
     Everything is computed first; the tables are then written in one store
-    transaction, so an error (a bad setting, a model that fails on a fold, a
-    failing write) leaves the store as it was.
+    transaction (a held-out split's too), so an error (a bad setting, a model
+    that fails on a fold, a failing write) leaves the store as it was.
 
     On folds, ``morgan``, ``dmpnn`` and ``rf`` modalities (and profile tables)
     are cross-validated by :func:`~cellframe.activity.cross_validate` (networks
@@ -758,7 +758,8 @@ def run_experiment(
 
     validate_config(config)
     if is_holdout(config.split):
-        return run_holdout_experiment(config, store, progress=progress)
+        with store.transaction():  # its tables, written at its end: all of them or none
+            return run_holdout_experiment(config, store, progress=progress)
     matrix_path = config.resolve(config.matrix)
     params_common = {"config_matrix": str(matrix_path)}
     tables: dict[str, pl.DataFrame] = {}

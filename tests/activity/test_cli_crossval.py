@@ -132,6 +132,37 @@ def test_a_write_failing_part_way_rolls_back_every_table(tmp_path, monkeypatch):
         assert "activity_readouts" not in store.table_names()
 
 
+def test_a_held_out_run_whose_write_fails_rolls_back_every_table(tmp_path, monkeypatch):
+    frame = _screen(tmp_path)
+    part = np.array(["train", "validation", "train", "test", "train"] * 12)
+    frame.with_columns(pl.Series("set", part)).write_csv(tmp_path / "screen.csv")
+    (tmp_path / "exp.toml").write_text(
+        '[data]\nmatrix = "screen.csv"\ncompound_column = "ID"\n[split]\ncolumn = "set"\n'
+        '[modalities]\nrf = { kind = "rf" }\n[model]\nn_estimators = 5\n'
+    )
+    db = tmp_path / "s.duckdb"
+    before = _store_with_history(db)
+    write = Store.write
+    names = []
+
+    def failing_write(self, table, *args, **kwargs):
+        names.append(table)
+        if table == "activity_metrics":  # readouts, partition, predictions came before it
+            raise OSError("disk full")
+        return write(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "write", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        main(["activity", str(tmp_path / "exp.toml"), "--store", str(db), "-q"])
+    assert names.index("activity_metrics") == 3
+    assert _digest(db) == before
+    monkeypatch.setattr(Store, "write", write)  # control: the same run writes
+    assert main(["activity", str(tmp_path / "exp.toml"), "--store", str(db), "-q"]) == 0
+    with Store(db, read_only=True) as store:
+        assert store.read("activity_partition").height == 60
+        assert store.read("activity_summary")["model"].to_list() == ["rf"]
+
+
 HELD_OUT_KINDS = """
 [data]
 matrix = "screen.csv"
