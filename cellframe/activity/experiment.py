@@ -25,6 +25,7 @@ from cellframe.activity.columns import COMPOUND, FOLD, SMILES
 from cellframe.errors import InvalidInputError
 
 __all__ = [
+    "EmptyFoldsWarning",
     "ExperimentConfig",
     "ExperimentResult",
     "UnusedSettingWarning",
@@ -131,6 +132,10 @@ INNER_VALIDATION_FRACTION = 0.1
 
 class UnusedSettingWarning(UserWarning):
     """A ``[model]`` setting that no configured model uses (it has no effect)."""
+
+
+class EmptyFoldsWarning(UserWarning):
+    """The split filled fewer folds than ``[split] n_folds`` asked for."""
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -860,6 +865,15 @@ def run_experiment(
         n_folds=n_folds,
         seed=split.get("seed", 0),
     )
+    n_made = len(np.unique(folds))
+    if n_made < n_folds:
+        warnings.warn(
+            f"[split] n_folds = {n_folds}: the {method} split of the {matrix.shape[0]} compounds "
+            f"of {matrix_path} fills {n_made} folds only ({n_folds - n_made} empty; e.g. fewer "
+            f"scaffolds than folds); cross-validating over {n_made} (lower n_folds to say so)",
+            EmptyFoldsWarning,
+            stacklevel=2,
+        )
     fold_of = dict(zip(matrix.compounds, folds.tolist(), strict=True))
     folds_frame = pl.DataFrame({COMPOUND: matrix.compounds, FOLD: pl.Series(folds, dtype=pl.Int64)})
     if matrix.smiles is not None:

@@ -238,3 +238,20 @@ def test_settings_no_model_uses_warn_with_a_count(tmp_path, capsys):
         warnings.simplefilter("error", UnusedSettingWarning)
         rc, err, _ = _run(tmp_path, config, capsys)
     assert rc == 0, err
+
+
+def test_fewer_scaffolds_than_folds_warn_with_the_count(tmp_path, capsys):
+    from cellframe.activity.experiment import EmptyFoldsWarning
+
+    _screen(tmp_path)  # 5 scaffolds
+    config = FOLDS.replace("n_folds = 3", "n_folds = 8")
+    with pytest.warns(EmptyFoldsWarning, match=r"n_folds = 8: .* fills 5 folds only \(3 empty"):
+        rc, _, _ = _run(tmp_path, config, capsys)
+    assert rc == 0
+    with Store(tmp_path / "s.duckdb", read_only=True) as store:
+        folds = store.read("activity_folds")
+    # each fold is one scaffold: the 12 compounds T000-T011 of the first core, ...
+    core = folds["Metadata_Compound"].str.slice(1).cast(pl.Int64) // 12
+    assert folds.with_columns(core=core).group_by("Metadata_Fold").agg(
+        pl.col("core").n_unique().alias("cores"), pl.len()
+    ).sort("Metadata_Fold").rows() == [(k, 1, 12) for k in range(5)]
