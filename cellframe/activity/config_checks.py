@@ -36,8 +36,10 @@ FOLD_SPLIT_KEYS = ("method", "n_folds", "seed", "features")
 #: Keys of ``[split]`` for one held-out split (holdout_experiment checks them too).
 HOLDOUT_SPLIT_KEYS = ("column", "files", "holdout", "method", "fractions", "seed")
 
-#: Keys of ``[output]``.
-OUTPUT_KEYS = ("prefix",)
+#: Keys of ``[output]``: the tables' prefix; ``model`` and ``model_name`` (where
+#: ``cellframe activity`` saves the trained model, and which) are read by
+#: cellframe/cli/activity.py on the branch that saves models (merged beside this).
+OUTPUT_KEYS = ("prefix", "model", "model_name")
 
 #: Keys of a profile modality (``{table = ...}`` or ``{path = ...}``).
 PROFILE_KEYS = ("table", "path", "on_missing", "compound_column")

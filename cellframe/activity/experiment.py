@@ -77,8 +77,8 @@ class ExperimentConfig:
     base_dir : Path
         Folder relative paths are resolved against (the TOML file's folder).
     output : dict
-        ``[output]`` settings other than ``prefix`` (none are valid today;
-        :func:`validate_config` names any as unknown).
+        ``[output]`` settings other than ``prefix`` (:func:`validate_config`
+        names any unknown one).
     """
 
     matrix: str
