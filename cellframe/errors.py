@@ -191,3 +191,7 @@ class InputNotFoundError(CellframeError, FileNotFoundError):
 
 class DescriptorWorkerError(CellframeError, RuntimeError):
     """A worker process computing RDKit descriptors died (killed for memory, say); nothing was returned."""
+
+
+class DescriptorCacheError(CellframeError, ValueError):
+    """A descriptor cache file is not one cellframe wrote (not Parquet, no ``smiles`` key, a compound twice); it is left untouched."""

@@ -10,6 +10,7 @@ training split informs the features and no external data is needed.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -53,6 +54,7 @@ def rdkit_descriptors(
     names: Sequence[str] | None = None,
     progress: bool = False,
     workers: int | None = None,
+    cache: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
     """RDKit 2D descriptors, one row per molecule, over worker processes when many.
 
@@ -78,6 +80,14 @@ def rdkit_descriptors(
         ``AvgIpc`` of molecules over ~40 atoms, where RDKit's own value moves by
         ~1e-6 relative with the number of BLAS threads (see
         :func:`_descriptor_functions`).
+    cache : str or path-like, optional
+        A Parquet file keeping the descriptors of a compound library, keyed by
+        canonical SMILES with the RDKit and descriptor-set versions
+        (:mod:`cellframe.activity.descriptor_cache`): compounds already in it are
+        read, new ones computed (all descriptors) and appended; a file of another
+        version is recomputed and replaced, with a warning. With a cache, a
+        compound's values are those of the molecule read from its canonical SMILES
+        (the same for every way of writing it).
 
     Returns
     -------
@@ -90,6 +100,9 @@ def rdkit_descriptors(
         If a name is not an RDKit descriptor or ``workers`` is negative.
     DescriptorWorkerError
         If a worker process dies (killed for memory, say); nothing is returned.
+    DescriptorCacheError
+        If ``cache`` names a file that is not a cellframe descriptor cache (left
+        untouched).
 
     Examples
     --------
@@ -101,7 +114,6 @@ def rdkit_descriptors(
     """
     from rdkit.Chem import Descriptors
 
-    from cellframe._progress import progress as _progress
     from cellframe.activity.chem import _as_mols
 
     table = dict(Descriptors.descList)
@@ -118,6 +130,20 @@ def rdkit_descriptors(
             "processes, or None / 0 for one per core"
         )
     mols = _as_mols(molecules)
+    if cache is not None:
+        from cellframe.activity.descriptor_cache import cached_descriptors
+
+        everything = list(table)
+        return cached_descriptors(
+            mols, chosen, cache, lambda ms: _compute(ms, everything, workers, progress)
+        )
+    return _compute(mols, chosen, workers, progress)
+
+
+def _compute(mols: list[Any], chosen: list[str], workers: int | None, progress: bool) -> np.ndarray:
+    """The descriptors ``chosen`` of parsed molecules, here or over worker processes."""
+    from cellframe._progress import progress as _progress
+
     n_workers = _n_workers(workers, len(mols))
     out = np.full((len(mols), len(chosen)), np.nan, dtype=np.float64)
     bar = {"total": len(mols), "desc": "descriptors", "unit": "mol", "enabled": progress}
@@ -171,10 +197,19 @@ def _descriptor_functions(names: Sequence[str]) -> list[Any]:
     * ``Max/Min/MaxAbs/MinEStateIndex`` each recompute the E-state indices (a
       Python double loop over atom pairs) unless called with ``force=0``, RDKit's
       own switch to reuse the indices it keeps on the molecule: they are called so.
+      The indices themselves come from :func:`_estate_indices` (RDKit's loop as
+      array operations summed in RDKit's order), kept where RDKit keeps them, so
+      ``EState_VSA*`` and ``VSA_EState*`` reuse them too.
     * ``Ipc`` and ``AvgIpc`` each compute the characteristic polynomial of the
       adjacency matrix (``n`` dense ``n x n`` products: a third of the descriptor
       CPU time on Tox21 on busy cores): it is computed once (:func:`_ipc_polynomial`,
       RDKit's own steps) and both are formed from it as RDKit forms them.
+    * ``qed`` recomputes eight properties on a copy of the molecule; :func:`_qed`
+      passes RDKit's ``qed`` the same properties, the Crippen logP taken from the
+      value RDKit already keeps on the molecule and the 116 structural alerts
+      matched in one call of RDKit's ``FilterCatalog``.
+    * ``SPS`` is RDKit's integer spacial score (:func:`_spacial_score`) summed
+      without its per-atom Python bookkeeping.
 
     Same functions on the same numbers: the values are RDKit's exactly (tested
     against ``Descriptors.CalcMolDescriptors`` on real molecules), computed with one
@@ -182,14 +217,152 @@ def _descriptor_functions(names: Sequence[str]) -> list[Any]:
     cores, and the same ``Ipc`` on every machine (threaded BLAS sums the
     polynomial's products in another order: ~1e-6 relative on 100-atom molecules).
     """
-    from functools import partial
-
     from rdkit.Chem import Descriptors
 
     table = dict(Descriptors.descList)
-    shared = ("MaxEStateIndex", "MinEStateIndex", "MaxAbsEStateIndex", "MinAbsEStateIndex")
-    own = {"Ipc": _ipc, "AvgIpc": _avg_ipc}
-    return [partial(table[n], force=0) if n in shared else own.get(n, table[n]) for n in names]
+    estate = ("MaxEStateIndex", "MinEStateIndex", "MaxAbsEStateIndex", "MinAbsEStateIndex")
+    own = {"Ipc": _ipc, "AvgIpc": _avg_ipc, "qed": _qed, "SPS": _spacial_score}
+    functions = []
+    for name in names:
+        if name in own:
+            functions.append(own[name])
+        elif name in estate or name.startswith(("EState_VSA", "VSA_EState")):
+            functions.append(_with_estate(table[name], force=name in estate))
+        else:
+            functions.append(table[name])
+    return functions
+
+
+def _with_estate(function: Any, *, force: bool) -> Any:
+    """``function(mol)`` after :func:`_estate_indices` (``force=0`` for the quartet)."""
+
+    def call(mol: Any) -> Any:
+        _estate_indices(mol)
+        return function(mol, force=0) if force else function(mol)
+
+    return call
+
+
+def _estate_indices(mol: Any) -> np.ndarray:
+    """RDKit's ``EState.EStateIndices(mol)``, the same floating-point operations in arrays.
+
+    RDKit (Hall, Mohney and Kier 1991) forms the intrinsic state ``I`` of each atom
+    in a Python loop, then for every pair ``i < j`` at topological distance
+    ``p - 1`` (``p < 1e6``: same fragment) adds ``t = (I[i] - I[j]) / (p * p)`` to
+    atom ``i`` and subtracts it from atom ``j``, pair by pair. Atom ``k`` thus
+    receives ``-t[0, k], ..., -t[k-1, k], +t[k, k+1], ..., +t[k, n-1]`` in that
+    order; here each ``t`` is the same IEEE expression and the terms are added in
+    that order by ``numpy.cumsum`` (sequential, unlike ``sum``), so the indices are
+    RDKit's bit for bit. Kept on the molecule as RDKit keeps them
+    (``_eStateIndices``), which RDKit's E-state descriptors reuse.
+    """
+    cached = getattr(mol, "_eStateIndices", None)
+    if cached is not None:
+        return cached
+    from rdkit import Chem
+    from rdkit.Chem.EState.EState import GetPrincipleQuantumNumber
+
+    table = Chem.GetPeriodicTable()
+    n = mol.GetNumAtoms()
+    intrinsic = np.zeros(n, dtype=np.float64)
+    for i, atom in enumerate(mol.GetAtoms()):
+        degree = atom.GetDegree()
+        if degree > 0:
+            number = atom.GetAtomicNum()
+            dv = table.GetNOuterElecs(number) - atom.GetTotalNumHs()
+            q = GetPrincipleQuantumNumber(number)
+            intrinsic[i] = (4.0 / (q * q) * dv + 1) / degree
+    p = Chem.GetDistanceMatrix(mol, useBO=False, useAtomWts=False) + 1
+    with np.errstate(all="ignore"):
+        t = (intrinsic[:, None] - intrinsic[None, :]) / (p * p)
+    t = np.where(np.triu(p < 1e6, 1), t, 0.0)  # t[i, j] for i < j; 0 adds nothing
+    terms = np.zeros((n, n + 1), dtype=np.float64)  # a leading 0.0 as RDKit's start
+    terms[:, 1:] = t - t.T  # row k: -t[j, k] for j < k, +t[k, j] for j > k, 0 at k
+    result = np.cumsum(terms, axis=1)[:, -1] + intrinsic
+    mol._eStateIndices = result
+    return result
+
+
+def _qed(mol: Any) -> float:
+    """RDKit's ``QED.qed(mol)`` from the properties ``QED.properties(mol)`` computes.
+
+    ``QED.properties`` works on ``Chem.RemoveHs(mol)``. When that removes no atom
+    (SMILES input without explicit hydrogens) it is the same graph, and the Crippen
+    logP is the one RDKit's ``MolLogP`` already keeps on ``mol``. The structural
+    alerts are counted by one ``FilterCatalog`` of the same SMARTS (a catalog entry
+    matches when ``HasSubstructMatch`` does). The other properties are RDKit's
+    calls, and ``qed(mol, qedProperties=...)`` forms the score as RDKit does.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import QED, Crippen, MolSurf
+    from rdkit.Chem import rdMolDescriptors as rdmd
+
+    stripped = Chem.RemoveHs(mol)
+    same_graph = stripped.GetNumAtoms() == mol.GetNumAtoms()
+    properties = QED.QEDproperties(
+        MW=rdmd._CalcMolWt(stripped),
+        ALOGP=Crippen.MolLogP(mol if same_graph else stripped),
+        HBA=sum(
+            len(stripped.GetSubstructMatches(pattern))
+            for pattern in QED.Acceptors
+            if stripped.HasSubstructMatch(pattern)
+        ),
+        HBD=rdmd.CalcNumHBD(stripped),
+        PSA=MolSurf.TPSA(stripped),
+        ROTB=rdmd.CalcNumRotatableBonds(stripped, rdmd.NumRotatableBondsOptions.Strict),
+        AROM=len(Chem.GetSSSR(Chem.DeleteSubstructs(Chem.Mol(stripped), QED.AliphaticRings))),
+        ALERTS=len(_qed_alert_catalog().GetMatches(stripped)),
+    )
+    return QED.qed(stripped, qedProperties=properties)
+
+
+_QED_ALERTS: list[Any] = []
+
+
+def _qed_alert_catalog() -> Any:
+    """A ``FilterCatalog`` of RDKit's QED structural alerts, one entry per SMARTS."""
+    if not _QED_ALERTS:
+        from rdkit.Chem import QED
+        from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogEntry, SmartsMatcher
+
+        catalog = FilterCatalog()
+        for i, smarts in enumerate(QED.StructuralAlertSmarts):
+            catalog.AddEntry(FilterCatalogEntry(str(i), SmartsMatcher(str(i), smarts, 1)))
+        _QED_ALERTS.append(catalog)
+    return _QED_ALERTS[0]
+
+
+def _spacial_score(mol: Any) -> float:
+    """RDKit's ``SpacialScore.SPS(mol)`` (normalised), its integer sum formed directly.
+
+    RDKit's class stores four per-atom scores in dictionaries and looks each atom up
+    in a list of stereocentres and in every double bond; the score is the integer
+    ``sum(h * s * r * d**2)`` over atoms (any order), divided by the heavy atoms.
+    The same RDKit calls find the stereocentres and stereo double bonds.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdmolops
+    from rdkit.Chem.SpacialScore import _SpacialScore
+
+    copy = Chem.Mol(mol)
+    rdmolops.FindPotentialStereoBonds(copy)
+    stereo = {
+        i
+        for i, _ in Chem.FindMolChiralCenters(
+            copy, includeUnassigned=True, includeCIP=False, useLegacyImplementation=False
+        )
+    }
+    double, none = Chem.BondType.DOUBLE, Chem.BondStereo.STEREONONE
+    for bond in copy.GetBonds():
+        if bond.GetBondType() == double and bond.GetStereo() != none:
+            stereo.update((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
+    hybrid = _SpacialScore._hybridisations
+    score = 0
+    for atom in copy.GetAtoms():
+        ring = 1 if atom.GetIsAromatic() else (2 if atom.IsInRing() else 1)
+        s = 2 if atom.GetIdx() in stereo else 1
+        score += hybrid[atom.GetHybridization()] * s * ring * atom.GetDegree() ** 2
+    return score / copy.GetNumHeavyAtoms()
 
 
 def _ipc_polynomial(mol: Any) -> np.ndarray:
