@@ -191,3 +191,11 @@ class InputNotFoundError(CellframeError, FileNotFoundError):
 
 class DescriptorWorkerError(CellframeError, RuntimeError):
     """A worker process computing RDKit descriptors died (killed for memory, say); nothing was returned."""
+
+
+class SavedModelError(InvalidInputError):
+    """A saved activity model directory is missing a file, corrupted, or not a cellframe model (the message names the file and how to save it again)."""
+
+
+class SavedModelVersionError(SavedModelError):
+    """A saved activity model was written by another cellframe or model-format version (retrain it, or use that version)."""
