@@ -30,6 +30,7 @@ from cellframe.errors import InvalidChoiceError, InvalidInputError, MissingColum
 __all__ = [
     "HOLDOUT_KINDS",
     "PART_NAMES",
+    "check_save_model",
     "holdout_models",
     "is_holdout",
     "run_holdout_experiment",
@@ -228,6 +229,39 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
     return out
 
 
+def check_save_model(models: Mapping[str, Any], path: str | Path, name: str | None) -> None:
+    """Refuse, before any training, a model that cannot be saved as asked.
+
+    Parameters
+    ----------
+    models : mapping
+        The run's models (:func:`holdout_models`).
+    path : str or Path
+        Where the model goes (:func:`~cellframe.activity.saved.check_model_path`).
+    name : str or None
+        Which model; needed when there are several.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``name`` is missing or names no model.
+    SavedModelError
+        If ``path`` cannot be written.
+    """
+    from cellframe.activity.saved import check_model_path
+
+    check_model_path(path)
+    if name is None and len(models) != 1:
+        raise InvalidInputError(
+            f"[modalities] trains {len(models)} models ({', '.join(models)}); name the one "
+            "to save (--save-model-name NAME, or [output] model_name = NAME)"
+        )
+    if name is not None and name not in models:
+        raise InvalidInputError(
+            f"cannot save model {name!r}: [modalities] has {list(models)}; name one of them"
+        )
+
+
 def split_column_partition(path: str | Path, column: str, matrix: Any, options: dict) -> np.ndarray:
     """0 / 1 / 2 per compound of ``matrix`` from a train / validation / test column of its file.
 
@@ -389,19 +423,7 @@ def run_holdout_experiment(
     options = matrix_options(config.matrix_options)
     models = holdout_models(config.modalities, config.model)  # checked before any reading
     if save_model is not None:
-        from cellframe.activity.saved import check_model_path
-
-        check_model_path(save_model)
-        if model_name is None and len(models) != 1:
-            raise InvalidInputError(
-                f"[modalities] trains {len(models)} models ({', '.join(models)}); name the one "
-                "to save (--save-model-name NAME, or [output] model_name = NAME)"
-            )
-        if model_name is not None and model_name not in models:
-            raise InvalidInputError(
-                f"cannot save model {model_name!r}: [modalities] has {list(models)}; name one "
-                "of them"
-            )
+        check_save_model(models, save_model, model_name)
     from cellframe.activity.holdout import HOLDOUT_SPLITS
 
     method = split.get("method", "scaffold")

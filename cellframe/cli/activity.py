@@ -127,7 +127,7 @@ def _model_output(args: argparse.Namespace, config: object) -> tuple[str | None,
     import tomllib
     from pathlib import Path
 
-    from cellframe.activity.holdout_experiment import is_holdout
+    from cellframe.activity.holdout_experiment import check_save_model, holdout_models, is_holdout
     from cellframe.errors import InvalidInputError
 
     output = tomllib.loads(Path(args.config).read_text()).get("output", {})
@@ -140,11 +140,15 @@ def _model_output(args: argparse.Namespace, config: object) -> tuple[str | None,
     if path is None and output.get("model") is not None:
         path = str(config.resolve(str(output["model"])))  # type: ignore[attr-defined]
     name = args.save_model_name or output.get("model_name")
-    if path is not None and not is_holdout(config.split):  # type: ignore[attr-defined]
-        raise InvalidInputError(
-            f"{args.config}: saving a model needs a held-out split ([split] column = ..., files = "
-            "..., or holdout = true): a fold split trains one model per fold"
-        )
+    if path is not None:
+        if not is_holdout(config.split):  # type: ignore[attr-defined]
+            raise InvalidInputError(
+                f"{args.config}: saving a model needs a held-out split ([split] column = ..., "
+                "files = ..., or holdout = true): a fold split trains one model per fold"
+            )
+        # Checked before the store is opened or anything is trained.
+        models = holdout_models(config.modalities, config.model)  # type: ignore[attr-defined]
+        check_save_model(models, path, name)
     return path, name
 
 
