@@ -116,9 +116,13 @@ def _library_versions() -> dict[str, str]:
 
 
 def _cellframe_version() -> str:
-    import cellframe
+    """``cellframe.__version__``, read as the package reads it (a lower layer: no import of it)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return str(cellframe.__version__)
+    try:
+        return version("cellframe")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
 
 
 def _cpu_seconds() -> float:
