@@ -27,6 +27,7 @@ from cellframe.errors import InputNotFoundError, InvalidInputError, MissingColum
 
 __all__ = [
     "CHUNK_SIZE",
+    "Library",
     "LibraryChunk",
     "LibraryReport",
     "open_library",

@@ -63,6 +63,7 @@ __all__ = [
     "LibraryPrediction",
     "SavedModelVersionWarning",
     "UnparsedLibraryWarning",
+    "check_model_path",
     "load_activity_model",
     "save_activity_model",
 ]
@@ -763,7 +764,19 @@ class ActivityModel:
     def table(
         self, compounds: Sequence[Any], smiles: Sequence[Any], out: LibraryPrediction
     ) -> pl.DataFrame:
-        """The long table (:data:`PREDICTION_SCHEMA`) of :meth:`predict_arrays`' output."""
+        """The long table (:data:`PREDICTION_SCHEMA`) of :meth:`predict_arrays`' output.
+
+        Parameters
+        ----------
+        compounds, smiles : sequence
+            One per row of ``out`` (written as they are).
+        out : LibraryPrediction
+
+        Returns
+        -------
+        polars.DataFrame
+            One row per compound and assay, compounds in order; NaN written as null.
+        """
         n, a = out.probability.shape
         sim = np.repeat(out.train_similarity, a)
         frame = pl.DataFrame(
