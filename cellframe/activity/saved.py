@@ -378,13 +378,18 @@ def _restore(spec: Mapping[str, Any], folder: Path, device: str | None) -> Any:
 
 
 def _leaves(model: Any) -> Iterator[Any]:
-    """The models that take inputs (members of ensembles, unwrapped of nothing)."""
+    """The models that take inputs: an ensemble's (chosen) members, or the model itself."""
     from cellframe.activity.ensemble import CalibratedEnsemble
     from cellframe.activity.holdout import Ensemble
 
     if isinstance(model, CalibratedEnsemble):
-        for m in (model.members or {}).values():
-            yield from _leaves(m)
+        members = model.members or {}
+        names = list(members)
+        if hasattr(model, "chosen_"):  # the members averaged with weight 0 take no inputs
+            used = model.chosen_.any(axis=0)
+            names = [n for n, u in zip(model.names_, used, strict=True) if u and n in members]
+        for n in names:
+            yield from _leaves(members[n])
     elif isinstance(model, Ensemble):
         yield from model.members
     else:
