@@ -19,9 +19,11 @@ real Tox21 matrix (../shared/data/assay-matrices-moleculenet/tox21.csv):
   each one's ratios to Chemprop (to the first model without Chemprop).
   Wall and CPU time count reading the matrix and computing the descriptors
   (``features s``; near zero when ``--descriptors-cache`` gives them).
-* ``inference`` (run alone): the default model trained on Tox21, then
+* ``inference`` (run alone): the default model (the calibrated ensemble)
+  trained on Tox21 and saved (or loaded with ``--model DIR``), then
   ``--n-compounds`` (100,000) new compounds (:func:`synthetic_smiles`) predicted
-  from SMILES to a DuckDB table, with the wall and CPU time of each stage.
+  from a CSV file to a DuckDB table as ``cellframe activity-predict`` does, with
+  the wall and CPU time of each stage and the peak RSS.
 
 Usage::
 
@@ -30,7 +32,8 @@ Usage::
         --split scaffold --descriptors-cache tox21_descriptors.npy
     python benchmarks/bench_activity.py --tasks models --max-compounds 800 --epochs 2 \\
         --chemprop-epochs 3                                  # quick check of the wiring
-    python benchmarks/bench_activity.py --tasks inference [--n-compounds 100000] [--workers 1]
+    python benchmarks/bench_activity.py --tasks inference [--n-compounds 100000] [--workers 1] \\
+        [--model tox21_model]                       # trains and saves once, then loads
 """
 
 from __future__ import annotations
@@ -500,128 +503,140 @@ def synthetic_smiles(base: list[str], n: int) -> list[str]:
     return out
 
 
-def _inference(args: argparse.Namespace) -> None:
-    """Time each stage of predicting ``--n-compounds`` new compounds with the default model.
+def _train_and_save(args: argparse.Namespace, tool: str, folder: Path) -> None:
+    """Train ``tool`` on the Tox21 split of ``--split`` and save it to ``folder`` (activity --save-model)."""
+    import torch
 
-    The model (``--models``' first name, else ``dmpnn-desc``: the default before the
-    ensemble, whose inference is not timed yet) is trained on the training
-    part of Tox21 (``--split``, ``--epochs``: its weights do not change the time);
-    then, from SMILES strings to a store table: parsing, fingerprints + nearest
-    training neighbour (the applicability domain), RDKit descriptors (``--workers``),
-    the model's input features, the model forward (batched), and writing the long
-    prediction table (one row per compound and assay) to a DuckDB store.
-    """
+    from cellframe.activity import train_holdout
+    from cellframe.activity.saved import save_activity_model
+
+    torch.set_num_threads(args.threads)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    m, desc, part = _split_data(args)
+    model = build_model(tool, args.epochs, args.threads)
+
+    def fixed(smiles, fractions, seed):
+        return part
+
+    fixed.__name__ = args.split
+    result = train_holdout(m, {tool: model}, split=fixed, descriptors=desc)
+    saved = save_activity_model(
+        result, folder, name=tool,
+        provenance={"benchmark": "bench_activity.py --tasks inference", "epochs": args.epochs},
+    )  # fmt: skip
+    facts = saved.provenance
+    print(f"trained {tool} on {facts['n_train']} Tox21 compounds ({args.split}, {args.epochs} "
+          f"epochs) in {time.perf_counter() - t0:.0f} s wall, {_cpu_seconds() - c0:.0f} s CPU; "
+          f"validation ROC-AUC {facts['validation_auroc']:.3f}, test {facts['test_auroc']:.3f}; "
+          f"saved to {folder}", flush=True)  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the descriptor workers)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _inference_child(model_dir: str, library: str, out: str, args: argparse.Namespace) -> None:
+    """Load the saved model and predict the library file into a store, as activity-predict does."""
     import resource
     import tempfile
     import warnings
 
-    import numpy as np
-    import polars as pl
     import torch
 
-    from cellframe.activity.chem import parse_smiles
-    from cellframe.activity.descriptors import rdkit_descriptors
-    from cellframe.activity.holdout import Ensemble, _featurize, _input_kind, _take
-    from cellframe.activity.uncertainty import DOMAIN_THRESHOLD, max_train_similarity
+    from cellframe.activity.library import open_library, predict_library
+    from cellframe.activity.saved import load_activity_model
     from cellframe.store import Store
 
     torch.set_num_threads(args.threads)
-    tool = model_tools(args.models, False)[0] if args.models else "dmpnn-desc"
-    if model_spec(tool).get("kind") == "ensemble":
-        raise SystemExit(
-            "--tasks inference times one model; the ensemble's inference is not timed yet: "
-            "pass --models dmpnn-desc, rf-tuned or lgbm"
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    lib = open_library(library)
+    model = load_activity_model(model_dir, workers=args.workers or None)
+    load = (time.perf_counter() - t0, _cpu_seconds() - c0)
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "p.duckdb") as store:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = predict_library(model, lib, store, progress=False)
+        n_rows = store.sql("SELECT count(*) AS n FROM activity_library_predictions")["n"][0]
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    record = {
+        "stages": {"load model": load, **report.timings},
+        "wall": time.perf_counter() - t0,
+        "cpu": _cpu_seconds() - c0,
+        "peak_mb": max(used.ru_maxrss, kids.ru_maxrss) / 1024,
+        "n_compounds": report.n_compounds,
+        "n_rows": int(n_rows),
+        "members": getattr(model.model, "members_", None),
+    }
+    Path(out).write_text(json.dumps(record))
+
+
+def _inference(args: argparse.Namespace) -> None:
+    """Time predicting ``--n-compounds`` new compounds with the default model, end to end.
+
+    The model (``--models``' first name, else ``default``: the calibrated ensemble)
+    is loaded from ``--model DIR`` when that holds a saved model; otherwise it is
+    trained on the training part of Tox21 (``--split``, ``--epochs``) and saved
+    there (or to a temporary folder), as ``cellframe activity --save-model`` does.
+    The compounds (:func:`synthetic_smiles`) are written to a CSV file, and a
+    child process (so that its peak RSS and CPU time are the prediction's alone)
+    runs what ``cellframe activity-predict MODEL LIBRARY`` runs: load the model,
+    read the library in chunks, parse, fingerprints + nearest training neighbour,
+    RDKit descriptors (``--workers``), each member's inputs and forward, the
+    calibration, and the long table written to a DuckDB store.
+    """
+    import tempfile
+    import warnings
+
+    from cellframe.activity.saved import MODEL_FILE
+
+    tool = model_tools(args.models, False)[0] if args.models else "default"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.model) if args.model else Path(tmp) / "model"
+        if (folder / MODEL_FILE).is_file():
+            print(f"loading the saved model in {folder} (not trained again)", flush=True)
+        else:
+            _train_and_save(args, tool, folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m, _, _ = _split_data(args, descriptors=False)
+        smiles = synthetic_smiles(list(m.smiles), args.n_compounds)
+        library = Path(tmp) / "library.csv"
+        library.write_text(
+            "compound,smiles\n" + "".join(f"c{i},{s}\n" for i, s in enumerate(smiles))
         )
-    m, desc, part = _split_data(args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mols = parse_smiles(m.smiles, warn=False, binaries=m.binaries)
-    train, val = np.flatnonzero(part == 0), np.flatnonzero(part == 1)
-    model = build_model(tool, args.epochs, args.threads)
-    kind = _input_kind(model)
-    t = time.perf_counter()
-    x = _featurize(kind, mols, train, desc)
-    model.fit(_take(x, train), m.values[train], validation=(_take(x, val), m.values[val]))
-    print(f"trained {tool} ({kind}) on {train.size} Tox21 compounds, {args.epochs} epoch(s), "
-          f"{time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
-    train_mols = [mols[i] for i in train]
-    smiles = synthetic_smiles(list(m.smiles), args.n_compounds)
-    print(f"{len(smiles)} synthetic compounds; {args.threads} torch thread(s), "
-          f"descriptor workers {args.workers or 'auto'}", flush=True)  # fmt: skip
-    stages: dict[str, tuple[float, float]] = {}
-
-    def cpu_seconds() -> float:
-        """CPU time of this process and its finished children (the descriptor workers)."""
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-    def timed(name, fn):
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        value = fn()
-        stages[name] = (time.perf_counter() - t0, cpu_seconds() - c0)
-        print(
-            f"  {name:28s} {stages[name][0]:8.1f} s wall {stages[name][1]:8.1f} s CPU", flush=True
-        )
-        return value
-
-    query = timed("parse SMILES", lambda: parse_smiles(smiles, where="the synthetic compounds"))
-    similarity = timed("fingerprints + domain", lambda: max_train_similarity(train_mols, query))
-    qdesc = timed("RDKit descriptors", lambda: rdkit_descriptors(
-        query, workers=args.workers, progress=True))  # fmt: skip
-    # The model's inputs, as train_holdout makes them; the descriptor CDF is the
-    # training part's. A kind not listed here featurizes the training part too.
-    n_train = train.size
-
-    def features():
-        from cellframe.activity.chem import morgan_fingerprints
-        from cellframe.activity.descriptors import DescriptorNormalizer
-        from cellframe.activity.graph import featurize_molecules
-
-        if kind.endswith("+desc"):
-            z = DescriptorNormalizer().fit(desc[train]).transform(qdesc)
-            if kind == "graphs+desc":
-                return featurize_molecules(query, extra=z)
-            return np.hstack([morgan_fingerprints(query).astype(np.float32), z])
-        if kind == "graphs":
-            return featurize_molecules(query)
-        if kind == "morgan":
-            return morgan_fingerprints(query)
-        x = _featurize(
-            kind, train_mols + query, np.arange(n_train), np.vstack([desc[train], qdesc])
-        )
-        return _take(x, np.arange(n_train, n_train + len(query)))
-
-    xq = timed("model inputs", features)
-    prob = timed("model forward", lambda: model.predict_proba(xq))
-    spread = model.member_probabilities(xq).std(axis=0) if isinstance(model, Ensemble) else None
-
-    def write():
-        n, a = prob.shape
-        frame = pl.DataFrame({
-            "compound": pl.Series(np.repeat(np.arange(n), a).astype(str), dtype=pl.String),
-            "smiles": pl.Series(np.repeat(np.array(smiles, dtype=object), a), dtype=pl.String),
-            "assay": pl.Series(np.tile(np.array(m.assays, dtype=object), n), dtype=pl.String),
-            "probability": pl.Series(prob.ravel().astype(np.float64)),
-            "member_spread": pl.Series(
-                np.zeros(n * a) if spread is None else spread.ravel().astype(np.float64)),
-            "train_similarity": pl.Series(np.repeat(similarity, a)),
-        }).with_columns(in_domain=pl.col("train_similarity") >= DOMAIN_THRESHOLD)  # fmt: skip
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Store(Path(tmp) / "predictions.duckdb")
-            store.write("activity_predictions", frame, mode="replace", step="bench")
-            return store.sql("SELECT count(*) AS n FROM activity_predictions")["n"][0]
-
-    n_rows = timed("write predictions (DuckDB)", write)
-    wall = sum(w for w, _ in stages.values())
-    cpu = sum(c for _, c in stages.values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{len(query)} compounds x {len(m.assays)} assays = {n_rows} prediction rows; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
-    print(f"total {wall:.1f} s wall, {cpu:.1f} s CPU ({len(query) / wall:.0f} compounds/s; "
-          f"goal 100,000 in 120 s), peak RSS {peak:.0f} MB")  # fmt: skip
-    for name, (seconds, cpu_s) in stages.items():
+        print(f"{len(smiles)} synthetic compounds; {args.threads} torch thread(s), descriptor "
+              f"workers {args.workers or 'auto'}", flush=True)  # fmt: skip
+        out = Path(tmp) / "inference.json"
+        cmd = [sys.executable, __file__, *_passed_options(args), "--inference-child",
+               str(folder), str(library), str(out)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        res = json.loads(out.read_text())
+    wall, cpu = res["wall"], res["cpu"]
+    n = res["n_compounds"]
+    print(f"model members averaged: {res['members'] or tool}")
+    print(f"{n} compounds -> {res['n_rows']} prediction rows; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    load_wall, load_cpu = res["stages"]["load model"]
+    pred_wall, pred_cpu = wall - load_wall, cpu - load_cpu
+    print(f"total {wall:.1f} s wall, {cpu:.1f} s CPU, of which loading the model {load_wall:.1f} s "
+          f"wall, {load_cpu:.1f} s CPU; predicting {pred_wall:.1f} s wall, {pred_cpu:.1f} s CPU "
+          f"({n / pred_wall:.0f} compounds/s; {1000 * pred_cpu / max(n, 1):.2f} ms CPU a "
+          f"compound; goal 100,000 in 120 s); peak RSS {res['peak_mb']:.0f} MB")  # fmt: skip
+    for name, (seconds, cpu_s) in res["stages"].items():
         print(f"  {name:28s} {seconds:8.1f} s {100 * seconds / wall:5.1f}%  {cpu_s:8.1f} s CPU")
+    # The one-time cost of loading (imports, the forests) is not a per-compound cost.
+    per = sum(c for k, (_, c) in res["stages"].items() if k != "load model") / max(n, 1)
+    print(
+        f"100,000 compounds at this CPU cost: {per * 1e5:.0f} s of CPU "
+        f"({per * 1e5 / (os.cpu_count() or 1):.0f} s on {os.cpu_count()} idle cores if it all "
+        "spread over them; only the descriptors do)"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -645,6 +660,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--descriptors-cache", default=None, help=".npy of the descriptors")
     parser.add_argument("--n-compounds", type=int, default=100_000, help="compounds (inference)")
     parser.add_argument("--model-child", nargs=2, metavar=("TOOL", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None,
+                        help="saved model directory (inference): loaded when it holds one, "
+                        "else the trained model is saved there")  # fmt: skip
+    parser.add_argument("--inference-child", nargs=3, metavar=("MODEL", "LIBRARY", "OUT"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
     alone = {"models", "inference"} & set(tasks)
@@ -667,6 +687,9 @@ def main() -> int:
     args = parse_args()
     if args.model_child:
         _model_child(args.model_child[0], args, args.model_child[1])
+        return 0
+    if args.inference_child:
+        _inference_child(*args.inference_child, args)
         return 0
     if args.tasks == "models":
         _models(args)

@@ -195,3 +195,11 @@ class DescriptorWorkerError(CellframeError, RuntimeError):
 
 class DescriptorCacheError(CellframeError, ValueError):
     """A descriptor cache file is not one cellframe wrote (not Parquet, no ``smiles`` key, a compound twice); it is left untouched."""
+
+
+class SavedModelError(InvalidInputError):
+    """A saved activity model directory is missing a file, corrupted, or not a cellframe model (the message names the file and how to save it again)."""
+
+
+class SavedModelVersionError(SavedModelError):
+    """A saved activity model was written by another cellframe or model-format version (retrain it, or use that version)."""

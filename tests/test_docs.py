@@ -391,6 +391,15 @@ def _write_sandbox(root: Path) -> None:
         '[modalities]\nCS = { kind = "morgan" }\n\n[model]\nmax_epochs = 2\n\n'
         '[output]\nprefix = "activity"\n'
     )
+    # A held-out run that keeps its model, and 50 other Tox21 compounds (plus one
+    # unparseable SMILES) to predict with it (activity.md, "Predicting a compound library").
+    (root / "tox21_heldout.toml").write_text(
+        '[data]\nmatrix = "tox21.csv"\n\n[split]\nholdout = true\nmethod = "random"\n\n'
+        "[model]\nmax_epochs = 2\nwarmup_epochs = 1\nhidden_sizes = [32]\nencoder_hidden = 32\n"
+        "tree_params = { rf = { n_estimators = 20 }, lgbm = { n_estimators = 30 } }\n"
+    )
+    library = [f"L{i},{line.split(',')[0]}" for i, line in enumerate(lines[151:201])]
+    (root / "library.csv").write_text("ID,SMILES\n" + "\n".join([*library, "L50,C1CC"]) + "\n")
     (root / "examples").symlink_to(DOCS.parent / "examples")
 
 
@@ -562,6 +571,15 @@ def _check_activity_example(work: Path) -> None:
     assert (results["mean_auroc"] > 0.5).any(), results  # some model beats chance
 
 
+def _check_activity_library(work: Path) -> None:
+    # 51 library compounds x 12 assays; the unparseable one kept with nulls.
+    table = _read(work, "activity_library_predictions")
+    assert table.height == 51 * 12 and table["compound"].n_unique() == 51
+    assert table.filter(pl.col("compound") == "L50")["probability"].null_count() == 12
+    assert table.drop_nulls()["probability"].is_between(0, 1).all()
+    assert (work / "tox21_model" / "model.json").is_file()
+
+
 def _check_io_anndata(work: Path) -> None:
     # export -> import gives the wells table back exactly; the file is a plain AnnData.
     import anndata
@@ -593,6 +611,7 @@ AFTER = {
     "engine-0": _check_engine,
     "activity-0": _check_activity,
     "activity-1": _check_activity_example,
+    "activity-4": _check_activity_library,
     "evaluate-0": _check_evaluate_sphered,
 }
 

@@ -15,6 +15,7 @@ from cellframe._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "ActivityModel": "saved",
         "align_profiles": "features",
         "AlignedFeatures": "features",
         "applicability_domain": "uncertainty",
@@ -43,6 +44,7 @@ __getattr__, __dir__, __all__ = attach(
         "honest_baselines": "baselines",
         "kmeans_folds": "splits",
         "late_fusion": "fusion",
+        "load_activity_model": "saved",
         "load_config": "experiment",
         "make_folds": "splits",
         "masked_bce_loss": "networks",
@@ -58,6 +60,7 @@ __getattr__, __dir__, __all__ = attach(
         "noam_learning_rate": "model",
         "pains_matches": "chem",
         "parse_smiles": "chem",
+        "predict_library": "library",
         "prediction_spread": "uncertainty",
         "PUBLISHED_MODALITIES": "published",
         "random_folds": "splits",
@@ -68,6 +71,7 @@ __getattr__, __dir__, __all__ = attach(
         "read_published_auroc": "published",
         "retrospective_union": "fusion",
         "run_experiment": "experiment",
+        "save_activity_model": "saved",
         "scaffold_folds": "splits",
         "scaffold_partition": "splits",
         "search_hyperparameters": "model",
@@ -110,6 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover
         mean_auroc_per_model,
         train_holdout,
     )
+    from cellframe.activity.library import predict_library
     from cellframe.activity.matrix import (
         AssayMatrix,
         MatrixColumns,
@@ -131,6 +136,7 @@ if TYPE_CHECKING:  # pragma: no cover
         read_published_auroc,
         well_predicted_sets,
     )
+    from cellframe.activity.saved import ActivityModel, load_activity_model, save_activity_model
     from cellframe.activity.splits import (
         FOLD_METHODS,
         kmeans_folds,

@@ -33,6 +33,7 @@ __all__ = [
     "HOLDOUT_SPLITS",
     "Ensemble",
     "HoldoutResult",
+    "TrainingSet",
     "UnparsedCompoundsWarning",
     "UnscoredAssayWarning",
     "WithDescriptors",
@@ -88,6 +89,49 @@ class UnscoredAssayWarning(UserWarning):
 
 
 @dataclass
+class TrainingSet:
+    """What a fitted model of :func:`train_holdout` needs to predict new compounds as the run did.
+
+    Kept by :attr:`HoldoutResult.training` so that
+    :func:`~cellframe.activity.saved.save_activity_model` can write the model
+    with its inputs' settings; nothing here is recomputed.
+
+    Attributes
+    ----------
+    smiles : list of str
+        The training compounds' SMILES, as the matrix holds them.
+    molecules : list of rdkit.Chem.Mol
+        The training compounds as the run parsed them (their Morgan fingerprints
+        are the applicability domain's reference).
+    descriptors : numpy.ndarray of float64, shape (n_train, n_descriptors), or None
+        The training compounds' raw RDKit descriptors (the CDF of every model
+        that takes descriptors is fitted on them); None when no model took any.
+    assays : list of str
+        The assays, in the models' output order.
+    split : str
+        Name of the partition (``"scaffold"``, ``"random"``, ``"column"``, ...).
+    fractions : tuple of float
+        Train, validation and test fractions asked for.
+    seed : int
+        Seed of the partition.
+    n_parts : tuple of int
+        Compounds in the training, validation and test parts.
+    domain_threshold : float
+        ``in_domain`` is ``train_similarity >= domain_threshold``.
+    """
+
+    smiles: list[str]
+    molecules: list[Any] = field(repr=False)
+    descriptors: np.ndarray | None = field(repr=False)
+    assays: list[str]
+    split: str
+    fractions: tuple[float, ...]
+    seed: int
+    n_parts: tuple[int, int, int]
+    domain_threshold: float
+
+
+@dataclass
 class HoldoutResult:
     """What :func:`train_holdout` made.
 
@@ -120,6 +164,15 @@ class HoldoutResult:
         ``validation_auroc`` (Float64, mean over the assays of the calibrated
         average on the validation part) and ``chosen`` (Boolean), best first.
         Empty without an ensemble.
+    fitted : dict of str to model
+        The models given to :func:`train_holdout`, now fitted, by name
+        (:func:`~cellframe.activity.saved.save_activity_model` saves one).
+    training : TrainingSet or None
+        The training compounds and the settings the models' inputs were made with.
+    validation_auroc : dict of str to float
+        Mean validation ROC-AUC over the assays, per model (NaN where no
+        assay's validation readouts hold both classes); a
+        :class:`~cellframe.activity.CalibratedEnsemble`'s is that of its chosen members.
     """
 
     metrics: pl.DataFrame
@@ -127,6 +180,9 @@ class HoldoutResult:
     partition: np.ndarray
     n_unparsed: int
     selection: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SELECTION_SCHEMA))
+    fitted: dict[str, Any] = field(default_factory=dict, repr=False)
+    training: TrainingSet | None = field(default=None, repr=False)
+    validation_auroc: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -486,6 +542,7 @@ def train_holdout(
         descriptors = rdkit_descriptors(mols)  # once for every model that needs them
     features: dict[str, np.ndarray | GraphSet] = {}
     frames = []
+    validation_auroc: dict[str, float] = {}
     selections = [pl.DataFrame(schema=SELECTION_SCHEMA)]
 
     def inputs(model: Any) -> np.ndarray | GraphSet:
@@ -511,6 +568,7 @@ def train_holdout(
                 test_probs[member_name] = member.predict_proba(_take(x, test))
             model.select(val_probs, y[val])
             prob, spread = model.combine(test_probs)
+            validation_auroc[name] = _mean_auroc(y[val], model.combine(val_probs)[0])
             selections.append(
                 pl.DataFrame(
                     [
@@ -526,11 +584,13 @@ def train_holdout(
             fit(model, x)
             members = model.member_probabilities(_take(x, test))
             prob, spread = members.mean(axis=0), members.std(axis=0)
+            validation_auroc[name] = _mean_auroc(y[val], model.predict_proba(_take(x, val)))
         else:
             x = inputs(model)
             fit(model, x)
             prob = model.predict_proba(_take(x, test))
             spread = np.zeros_like(prob)
+            validation_auroc[name] = _mean_auroc(y[val], model.predict_proba(_take(x, val)))
         frame = _long_predictions(data, prob, test, model=name, split=split_name)
         values = data.values[test]
         r, c = np.nonzero(~np.isnan(values))
@@ -538,13 +598,34 @@ def train_holdout(
     predictions = _with_uncertainty(pl.concat(frames), data, mols, train, test, domain_threshold)
     full_part = np.full(len(matrix.compounds), -1, dtype=np.int64)
     full_part[kept] = part
+    assert data.smiles is not None
+    training = TrainingSet(
+        smiles=[data.smiles[i] for i in train],
+        molecules=[mols[i] for i in train],
+        descriptors=None if descriptors is None else descriptors[train],
+        assays=list(data.assays),
+        split=split_name,
+        fractions=tuple(float(f) for f in fractions),
+        seed=int(seed),
+        n_parts=(int(train.size), int(val.size), int(test.size)),
+        domain_threshold=float(domain_threshold),
+    )
     return HoldoutResult(
         metrics=holdout_metrics(predictions, n_train),
         predictions=predictions,
         partition=full_part,
         n_unparsed=n_unparsed,
         selection=pl.concat(selections).cast(SELECTION_SCHEMA),
+        fitted=dict(models),
+        training=training,
+        validation_auroc=validation_auroc,
     )
+
+
+def _mean_auroc(y: np.ndarray, prob: np.ndarray) -> float:
+    from cellframe.activity.model import mean_auroc
+
+    return mean_auroc(y, prob)
 
 
 def _with_uncertainty(

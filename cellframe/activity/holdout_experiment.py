@@ -16,6 +16,8 @@ validation ROC-AUC) when there is one.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from cellframe.errors import InvalidChoiceError, InvalidInputError, MissingColum
 __all__ = [
     "HOLDOUT_KINDS",
     "PART_NAMES",
+    "check_save_model",
     "holdout_models",
     "is_holdout",
     "run_holdout_experiment",
@@ -226,6 +229,39 @@ def holdout_models(modalities: Mapping[str, Mapping[str, Any]], model: Mapping[s
     return out
 
 
+def check_save_model(models: Mapping[str, Any], path: str | Path, name: str | None) -> None:
+    """Refuse, before any training, a model that cannot be saved as asked.
+
+    Parameters
+    ----------
+    models : mapping
+        The run's models (:func:`holdout_models`).
+    path : str or Path
+        Where the model goes (:func:`~cellframe.activity.saved.check_model_path`).
+    name : str or None
+        Which model; needed when there are several.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``name`` is missing or names no model.
+    SavedModelError
+        If ``path`` cannot be written.
+    """
+    from cellframe.activity.saved import check_model_path
+
+    check_model_path(path)
+    if name is None and len(models) != 1:
+        raise InvalidInputError(
+            f"[modalities] trains {len(models)} models ({', '.join(models)}); name the one "
+            "to save (--save-model-name NAME, or [output] model_name = NAME)"
+        )
+    if name is not None and name not in models:
+        raise InvalidInputError(
+            f"cannot save model {name!r}: [modalities] has {list(models)}; name one of them"
+        )
+
+
 def split_column_partition(path: str | Path, column: str, matrix: Any, options: dict) -> np.ndarray:
     """0 / 1 / 2 per compound of ``matrix`` from a train / validation / test column of its file.
 
@@ -337,7 +373,14 @@ def _matrix_from_files(files: Mapping[str, str], config: Any, options: dict) -> 
     return matrix, np.array(part, dtype=np.int64)
 
 
-def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) -> Any:
+def run_holdout_experiment(
+    config: Any,
+    store: Any,
+    *,
+    progress: bool = True,
+    save_model: str | Path | None = None,
+    model_name: str | None = None,
+) -> Any:
     """Run a held-out experiment (see the module docstring) and write its tables.
 
     Parameters
@@ -345,6 +388,14 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
     config : ExperimentConfig
     store : cellframe.store.Store
     progress : bool, default True
+    save_model : str or Path, optional
+        Keep the fitted model in this directory
+        (:func:`~cellframe.activity.saved.save_activity_model`: every member,
+        the calibration, the descriptor CDF, the training fingerprints and the
+        provenance), for ``cellframe activity-predict``. Checked before
+        training; written atomically after the tables.
+    model_name : str, optional
+        Which ``[modalities]`` model to keep; needed when there are several.
 
     Returns
     -------
@@ -354,6 +405,9 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
     ------
     InvalidInputError
         On an inconsistent configuration; nothing is written then.
+    SavedModelError
+        If ``save_model`` cannot be written (its folder is missing, or it is
+        an existing path that is not a cellframe model); checked before training.
     """
     from cellframe.activity.clean import clean_assay_matrix
     from cellframe.activity.experiment import ExperimentResult
@@ -368,6 +422,8 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         )
     options = matrix_options(config.matrix_options)
     models = holdout_models(config.modalities, config.model)  # checked before any reading
+    if save_model is not None:
+        check_save_model(models, save_model, model_name)
     from cellframe.activity.holdout import HOLDOUT_SPLITS
 
     method = split.get("method", "scaffold")
@@ -435,25 +491,43 @@ def run_holdout_experiment(config: Any, store: Any, *, progress: bool = True) ->
         matrix, models, split=chosen, fractions=fractions, seed=split.get("seed", 0),
         where=source,
     )  # fmt: skip
-    # Written only now: an error above leaves the store as it was.
-    if clean_opts_enabled:
-        write("cleaning", cleaned.report, "clean", clean_opts)
-    write("readouts", matrix.to_long(), "ingest", config.matrix_options)
-    write(
-        "partition",
-        pl.DataFrame(
-            {
-                "compound": matrix.compounds,
-                "part": pl.Series(result.partition, dtype=pl.Int64),
-            }
-        ),
-        "split",
-        {k: str(v) for k, v in split.items()},
-    )
-    model_params = {k: str(v) for k, v in config.model.items()}
-    write("predictions", result.predictions, "predict", model_params)
-    write("metrics", result.metrics, "evaluate", {})
-    write("summary", mean_auroc_per_model(result.metrics), "summarize", {})
-    if result.selection.height:  # the ensemble's candidates, scored on validation only
-        write("ensemble", result.selection, "select", {})
+    staged = None
+    if save_model is not None:
+        import dataclasses
+
+        from cellframe.activity.saved import ActivityModel
+
+        config_facts = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+        kept = ActivityModel.from_holdout(result, model_name, provenance={"config": config_facts})
+        staged = kept._stage_files(Path(save_model))  # renamed into place after the tables
+    try:
+        # Written only now: an error above leaves the store as it was.
+        if clean_opts_enabled:
+            write("cleaning", cleaned.report, "clean", clean_opts)
+        write("readouts", matrix.to_long(), "ingest", config.matrix_options)
+        write(
+            "partition",
+            pl.DataFrame(
+                {
+                    "compound": matrix.compounds,
+                    "part": pl.Series(result.partition, dtype=pl.Int64),
+                }
+            ),
+            "split",
+            {k: str(v) for k, v in split.items()},
+        )
+        model_params = {k: str(v) for k, v in config.model.items()}
+        write("predictions", result.predictions, "predict", model_params)
+        write("metrics", result.metrics, "evaluate", {})
+        write("summary", mean_auroc_per_model(result.metrics), "summarize", {})
+        if result.selection.height:  # the ensemble's candidates, scored on validation only
+            write("ensemble", result.selection, "select", {})
+    except BaseException:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if staged is not None:
+        from cellframe.activity.saved import _commit
+
+        _commit(staged, Path(save_model))  # type: ignore[arg-type]
     return ExperimentResult(tables=tables)

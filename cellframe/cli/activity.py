@@ -31,7 +31,46 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("config", help="experiment TOML file")
     p.add_argument("--prefix", help="table name prefix (overrides [output] prefix)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="keep the trained model in this directory for activity-predict (held-out split "
+        'only; overrides [output] model = "DIR")',
+    )
+    p.add_argument(
+        "--save-model-name",
+        metavar="NAME",
+        help="which [modalities] model to keep when there are several ([output] model_name)",
+    )
     p.set_defaults(func=_run)
+
+    q = subparsers.add_parser(
+        "activity-predict",
+        parents=[common],
+        help="predict a compound library with a model saved by cellframe activity --save-model",
+        description=(
+            "Predict every compound of LIBRARY (CSV, TSV, Parquet with a SMILES column, or a "
+            ".smi file) with the saved MODEL, in chunks, and write one row per compound and "
+            "assay to a store table: compound, smiles, assay, probability, member_spread, "
+            "train_similarity, in_domain. Unparseable SMILES are kept with a null probability "
+            "and counted in one warning."
+        ),
+    )
+    q.add_argument("model", help="model directory (cellframe activity CONFIG --save-model DIR)")
+    q.add_argument("library", help="compounds: .csv, .tsv, .parquet or .smi")
+    q.add_argument(
+        "--table",
+        default="activity_library_predictions",
+        help="store table to write (replaced; default activity_library_predictions)",
+    )
+    q.add_argument("--smiles-column", help="SMILES column (default: detected, e.g. smiles)")
+    q.add_argument("--id-column", help="identifier column kept (default: detected, e.g. ID)")
+    q.add_argument("--chunk-size", type=int, default=10_000, help="compounds per chunk")
+    q.add_argument(
+        "--workers", type=int, default=None, help="descriptor processes (default: cores)"
+    )
+    q.add_argument("--device", help="cpu or cuda for the networks (default: cuda when present)")
+    q.set_defaults(func=_predict)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -45,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         config.prefix = args.prefix
     if args.device:
         config.model["device"] = args.device
+    save_model, model_name = _model_output(args, config)
     # What the matrix reader took (compounds, assays, identifier and ignored columns).
     log = logging.getLogger("cellframe.activity.matrix")
     handler = logging.StreamHandler(sys.stdout)
@@ -55,7 +95,15 @@ def _run(args: argparse.Namespace) -> int:
         log.setLevel(logging.INFO)
     try:
         with Store(args.store) as store:
-            result = run_experiment(config, store, progress=not args.quiet)
+            if save_model is None:
+                result = run_experiment(config, store, progress=not args.quiet)
+            else:
+                from cellframe.activity.holdout_experiment import run_holdout_experiment
+
+                result = run_holdout_experiment(
+                    config, store, progress=not args.quiet, save_model=save_model,
+                    model_name=model_name,
+                )  # fmt: skip
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -67,4 +115,72 @@ def _run(args: argparse.Namespace) -> int:
                 print(result["ensemble"])
             print(result["summary"])
         print(f"wrote {len(result.tables)} tables with prefix {config.prefix!r} to {args.store}")
+        if save_model is not None:
+            print(
+                f"saved the model to {save_model} (cellframe activity-predict {save_model} LIBRARY)"
+            )
     return 0
+
+
+def _model_output(args: argparse.Namespace, config: object) -> tuple[str | None, str | None]:
+    """Where to save the model (``--save-model`` or ``[output] model``) and which one."""
+    import tomllib
+    from pathlib import Path
+
+    from cellframe.activity.holdout_experiment import check_save_model, holdout_models, is_holdout
+    from cellframe.errors import InvalidInputError
+
+    output = tomllib.loads(Path(args.config).read_text()).get("output", {})
+    unknown = sorted(set(output) - {"prefix", "model", "model_name"})
+    if unknown:
+        raise InvalidInputError(
+            f"{args.config}: unknown key(s) {unknown} in [output]; valid: model, model_name, prefix"
+        )
+    path = args.save_model
+    if path is None and output.get("model") is not None:
+        path = str(config.resolve(str(output["model"])))  # type: ignore[attr-defined]
+    name = args.save_model_name or output.get("model_name")
+    if path is not None:
+        if not is_holdout(config.split):  # type: ignore[attr-defined]
+            raise InvalidInputError(
+                f"{args.config}: saving a model needs a held-out split ([split] column = ..., "
+                "files = ..., or holdout = true): a fold split trains one model per fold"
+            )
+        # Checked before the store is opened or anything is trained.
+        models = holdout_models(config.modalities, config.model)  # type: ignore[attr-defined]
+        check_save_model(models, path, name)
+    return path, name
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cellframe.activity.library import open_library, predict_library
+    from cellframe.activity.saved import load_activity_model
+    from cellframe.store import Store
+
+    library = open_library(
+        args.library, smiles_column=args.smiles_column, id_column=args.id_column
+    )  # checked before the model loads
+    model = load_activity_model(args.model, device=args.device, workers=args.workers)
+    with Store(args.store) as store:
+        report = predict_library(
+            model, library, store, table=args.table, chunk_size=args.chunk_size,
+            progress=not args.quiet,
+        )  # fmt: skip
+        in_domain = store.sql(
+            f"SELECT avg(CAST(in_domain AS DOUBLE)) AS f FROM "
+            f"{_quote(args.table)} WHERE in_domain IS NOT NULL"
+        )["f"][0]
+    if not args.quiet:
+        share = "" if in_domain is None else f"; {100 * in_domain:.0f}% in the training domain"
+        print(
+            f"predicted {report.n_compounds} compounds x {len(model.assays)} assays = "
+            f"{report.n_rows} rows into {args.table} of {args.store} in {report.seconds:.1f} s "
+            f"({report.n_unparsed} unparseable, null){share}"
+        )
+    return 0
+
+
+def _quote(name: str) -> str:
+    from cellframe.store import quote_identifier
+
+    return quote_identifier(name)

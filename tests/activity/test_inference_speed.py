@@ -232,3 +232,35 @@ def test_bench_reads_the_real_tox21_the_same_way(bench, moleculenet):
     assert m.shape == (7823, 12)
     wide = m.to_wide()
     assert wide.height == 7823 and pl.Series(m.smiles).n_unique() == 7823
+
+
+def test_inference_child_times_the_saved_model_path(bench, matrix, tmp_path):
+    """The timed child loads a saved model and predicts a library file as activity-predict does."""
+    import json
+    import warnings
+
+    from cellframe.activity import RandomForestBaseline, train_holdout
+    from cellframe.activity.saved import load_activity_model, save_activity_model
+
+    def fixed(smiles, fractions, seed):
+        return np.array([0, 0, 1, 0, 2])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = train_holdout(matrix, {"rf": RandomForestBaseline(n_estimators=5)}, split=fixed)
+    save_activity_model(run, tmp_path / "model")
+    library = tmp_path / "lib.csv"
+    library.write_text("compound,smiles\na,CCO\nb,C1CC\nc,c1ccccc1O\n")
+    args = bench.parse_args(["--tasks", "inference", "--model", str(tmp_path / "model")])
+    assert args.model == str(tmp_path / "model")
+    bench._inference_child(str(tmp_path / "model"), str(library), str(tmp_path / "o.json"), args)
+    res = json.loads((tmp_path / "o.json").read_text())
+    assert (res["n_compounds"], res["n_rows"]) == (3, 6)  # 3 compounds x 2 assays, bad one kept
+    stages = res["stages"]
+    assert list(stages)[:1] == ["load model"]
+    assert {"parse SMILES", "fingerprints + domain", "forward: rf", "write (DuckDB)"} <= set(stages)
+    assert all(wall >= 0 and cpu >= 0 for wall, cpu in stages.values())
+    assert res["wall"] >= sum(wall for wall, _ in stages.values()) - 1e-6
+    # The model timed is the saved one: its assays and member, as the Python API loads it.
+    model = load_activity_model(tmp_path / "model")
+    assert model.assays == ["NR-AR", "SR-p53"] and model.name == "rf"
