@@ -38,7 +38,7 @@ HOLDOUT_SPLIT_KEYS = ("column", "files", "holdout", "method", "fractions", "seed
 
 #: Keys of ``[output]``: the tables' prefix; ``model`` and ``model_name`` (where
 #: ``cellframe activity`` saves the trained model, and which) are read by
-#: cellframe/cli/activity.py on the branch that saves models (merged beside this).
+#: cellframe/cli/activity.py.
 OUTPUT_KEYS = ("prefix", "model", "model_name")
 
 #: Keys of a profile modality (``{table = ...}`` or ``{path = ...}``).
@@ -480,12 +480,19 @@ def validate_config(config: ExperimentConfig) -> None:
     from cellframe.activity.matrix import matrix_options
 
     _check_prefix(config.prefix)
-    unknown = sorted(config.output)
+    unknown = sorted(set(config.output) - set(OUTPUT_KEYS))
     if unknown:
         raise InvalidInputError(
             f"[output] unknown key(s) {unknown}; valid: {', '.join(OUTPUT_KEYS)}"
             + did_you_mean(unknown, OUTPUT_KEYS)
         )
+    for key in ("model", "model_name"):
+        value = config.output.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(
+                f"[output] {key} = {value!r}: give a string (e.g. {key} = "
+                f"{'tox21_model' if key == 'model' else 'best'!r})"
+            )
     matrix_options(config.matrix_options)  # unknown [data] keys and bad column lists
     _check_clean(config.clean)
     if not config.modalities:

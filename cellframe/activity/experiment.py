@@ -229,7 +229,12 @@ def _load_profiles(
 
 
 def run_experiment(
-    config: ExperimentConfig, store: Any, *, progress: bool = True
+    config: ExperimentConfig,
+    store: Any,
+    *,
+    progress: bool = True,
+    save_model: str | Path | None = None,
+    model_name: str | None = None,
 ) -> ExperimentResult:
     """Run the configured experiment and write its tables to ``store``.
 
@@ -250,6 +255,12 @@ def run_experiment(
     config : ExperimentConfig
     store : cellframe.store.Store
     progress : bool, default True
+    save_model : str or Path, optional
+        On a held-out split, keep the fitted model in this directory
+        (:func:`~cellframe.activity.holdout_experiment.run_holdout_experiment`);
+        refused on folds, which fit one model per fold.
+    model_name : str, optional
+        Which ``[modalities]`` model to keep; needed when there are several.
 
     Returns
     -------
@@ -280,7 +291,14 @@ def run_experiment(
     validate_config(config)
     if is_holdout(config.split):
         with store.transaction():  # its tables, written at its end: all of them or none
-            return run_holdout_experiment(config, store, progress=progress)
+            return run_holdout_experiment(
+                config, store, progress=progress, save_model=save_model, model_name=model_name
+            )
+    if save_model is not None:
+        raise InvalidInputError(
+            f"save_model={str(save_model)!r}: a model is kept only from a held-out split "
+            "(folds fit one model per fold); set [split] holdout = true"
+        )
     matrix_path = config.resolve(config.matrix)
     params_common = {"config_matrix": str(matrix_path)}
     tables: dict[str, pl.DataFrame] = {}

@@ -95,15 +95,10 @@ def _run(args: argparse.Namespace) -> int:
         log.setLevel(logging.INFO)
     try:
         with Store(args.store) as store:
-            if save_model is None:
-                result = run_experiment(config, store, progress=not args.quiet)
-            else:
-                from cellframe.activity.holdout_experiment import run_holdout_experiment
-
-                result = run_holdout_experiment(
-                    config, store, progress=not args.quiet, save_model=save_model,
-                    model_name=model_name,
-                )  # fmt: skip
+            result = run_experiment(
+                config, store, progress=not args.quiet, save_model=save_model,
+                model_name=model_name,
+            )  # fmt: skip
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -131,11 +126,7 @@ def _model_output(args: argparse.Namespace, config: object) -> tuple[str | None,
     from cellframe.errors import InvalidInputError
 
     output = tomllib.loads(Path(args.config).read_text()).get("output", {})
-    unknown = sorted(set(output) - {"prefix", "model", "model_name"})
-    if unknown:
-        raise InvalidInputError(
-            f"{args.config}: unknown key(s) {unknown} in [output]; valid: model, model_name, prefix"
-        )
+    # Unknown [output] keys are refused by validate_config (run_experiment), with the others.
     path = args.save_model
     if path is None and output.get("model") is not None:
         path = str(config.resolve(str(output["model"])))  # type: ignore[attr-defined]

@@ -132,6 +132,12 @@ FOLD_MISTAKES = [
     # the data
     ('"screen.csv"', '"nope.csv"', "no assay matrix at", "nope.csv"),
     ('identifier_columns = ["set"]', "", "column 'set' was read as an assay", "identifier"),
+    (
+        "n_estimators = 5",
+        'n_estimators = 5\n[output]\nmodel = "kept"',
+        "saving a model needs a held-out split",
+        "holdout = true",
+    ),
 ]
 
 
@@ -160,6 +166,7 @@ HELD_OUT_MISTAKES = [
     ('rf = { kind = "rf" }', 'rf = { kind = "rf", n_bits = 64 }', "['n_bits']", "valid"),
     ('rf = { kind = "rf" }', 'MO = { table = "mo" }', "chemical-structure models only", "kind"),
     ('"screen.csv"', '"nope.csv"', "no assay matrix at", "nope.csv"),
+    ("n_estimators = 5", "n_estimators = 5\n[output]\nmodel = 5", "[output] model = 5", "string"),
 ]
 
 
