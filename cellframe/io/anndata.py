@@ -111,7 +111,7 @@ def _check_obs_dtype(name: str, dtype: pl.DataType) -> None:
         return
     raise InvalidInputError(
         f"column {name!r} has type {dtype}, which AnnData obs cannot hold; cast it to "
-        "a string or number, or drop it, before to_anndata"
+        "a string or number, or drop it, before writing AnnData"
     )
 
 

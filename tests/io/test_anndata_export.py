@@ -184,3 +184,17 @@ def test_cli_export_streams_the_table_and_equals_the_whole_read(tmp_path, monkey
     assert_same_h5ad(h5, tmp_path / "ref.h5ad")
     assert_frame_equal(read_h5ad(h5), stored)
     assert stored["Cells_B"].null_count() > 0  # the nulls travelled through the record
+
+
+def test_cli_export_refuses_a_column_obs_cannot_hold(tmp_path, capsys):
+    db = tmp_path / "s.duckdb"
+    with Store(str(db)) as store:
+        store.write("t", pl.DataFrame({"Metadata_Tags": [["a"], ["b"]], "f": [1.0, 2.0]}), step="x")
+    before = db.read_bytes()
+    h5 = tmp_path / "t.h5ad"
+    assert main(["export", "t", "--h5ad", str(h5), "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'Metadata_Tags' has type List(String)" in err
+    assert "cast it to a string or number, or drop it" in err
+    assert not h5.exists() and not list(tmp_path.glob(".*partial"))
+    assert db.read_bytes() == before
