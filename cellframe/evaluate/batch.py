@@ -192,7 +192,9 @@ def _scan(
     k : int, optional
         Neighbours to find (each row's ``k`` nearest other rows).
     codes : numpy.ndarray of int, shape (n,), optional
-        Cluster codes ``0 .. c-1`` whose silhouette width each row gets.
+        Cluster codes ``0 .. c-1``, each used by at least one row (as
+        ``np.unique(..., return_inverse=True)`` gives them), whose silhouette
+        width each row gets.
     block_bytes : int, optional
         Size of one block of distances (default :data:`BLOCK_BYTES`).
 
