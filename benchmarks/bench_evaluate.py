@@ -155,7 +155,7 @@ def child(args) -> None:
     import resource
 
     if args.scenario == "batch":
-        elapsed = BATCH_TOOLS[args.tool](args.n, args.features, args.root, args.out)
+        elapsed = BATCH_TOOLS[args.tool](args.n, args.features, args.root, args.out, args.metrics)
     else:
         fn = run_copairs if args.tool == "copairs" else run_cellframe
         elapsed = fn(args.n, args.features, args.scenario, args.null_size, args.seed, args.out)
@@ -228,7 +228,7 @@ def _timed(fn):
     return value, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_batch_cellframe(n, n_features, root, out):
+def run_batch_cellframe(n, n_features, root, out, metrics=None):
     """The four metrics through cellframe's public functions (each its own neighbour search)."""
     sys.path.insert(0, str(root))
     import warnings
@@ -248,10 +248,10 @@ def run_batch_cellframe(n, n_features, root, out):
         "ilisi": lambda: ilisi(x, batch),
         "kbet": lambda: kbet(x, batch, labels),
     }
-    return _run_steps(steps, out, warnings)
+    return _run_steps({m: steps[m] for m in metrics or steps}, out, warnings)
 
 
-def run_batch_reference(n, n_features, root, out):
+def run_batch_reference(n, n_features, root, out, metrics=None):
     """The code a user would write: scikit-learn, harmonypy's LISI, scib's per-label loops."""
     import warnings
 
@@ -302,7 +302,7 @@ def run_batch_reference(n, n_features, root, out):
         "ilisi": lisi_batch,
         "kbet": kbet_scib,
     }
-    return _run_steps(steps, out, warnings)
+    return _run_steps({m: steps[m] for m in metrics or steps}, out, warnings)
 
 
 def _scib_simpson(d, codes, perplexity, tol=1e-5, max_iter=50):
@@ -343,6 +343,7 @@ def _run_steps(steps, out, warnings):
     return result["time_s"]
 
 
+BATCH_METRIC_NAMES = ("silhouette_label", "silhouette_batch", "ilisi", "kbet")
 BATCH_TOOLS = {
     "before": run_batch_cellframe,
     "cellframe": run_batch_cellframe,
@@ -354,7 +355,8 @@ def measure_batch(tool, n, args, workdir):
     out = Path(workdir) / f"batch_{tool}_{n}.json"
     root = args.before_root if tool == "before" else str(ROOT)
     cmd = [sys.executable, __file__, "--child", "--scenario", "batch", "--tool", tool,
-           "--n", str(n), "--features", str(args.features), "--root", root, "--out", str(out)]  # fmt: skip
+           "--n", str(n), "--features", str(args.features), "--root", root, "--out", str(out),
+           "--metrics", *args.metrics]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=root)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -378,7 +380,7 @@ def main_batch(args) -> int:
         f"{'n':>7} {'tool':>10} {'wall s':>8} {'CPU s':>8} {'peak GB':>8} "
         f"{'ref/cf wall':>11} {'ref/cf RSS':>10}  per metric wall s (value)"
     )
-    names = ("silhouette_label", "silhouette_batch", "ilisi", "kbet")
+    names = args.metrics
     with tempfile.TemporaryDirectory() as workdir:
         for n in args.sizes:
             rows = {t: measure_batch(t, n, args, workdir) for t in tools}
@@ -431,6 +433,13 @@ def main(argv=None) -> int:
     p.add_argument("--features", type=int, help="default 1000 (batch: 300)")
     p.add_argument("--scenario", choices=("activity", "retrieval", "batch"), default="activity")
     p.add_argument("--before-root", help="batch: also run cellframe from this checkout")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=BATCH_METRIC_NAMES,
+        default=list(BATCH_METRIC_NAMES),
+        help="batch: the metrics to run (default all four)",
+    )
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--null-size", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
