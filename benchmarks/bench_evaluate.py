@@ -13,12 +13,24 @@ Scenarios (``--scenario``):
   the wells).
 * ``retrieval``: positives = replicate wells, negatives = every well of every
   other treatment (the ``O(n^2)`` pair lists that exhaust copairs' memory).
+* ``batch`` (the batch task): the batch panel's all-pairs metrics on synthetic
+  wells (300 features, plates of 384, 10% DMSO, treatments in 4 replicates on
+  two plates, a plate effect): label silhouette, batch silhouette, iLISI, kBET.
+  cellframe's public functions against the code a user would pick:
+  scikit-learn's ``silhouette_score``, scib's per-label ``silhouette_samples``
+  loop, scib's LISI (``NearestNeighbors`` and its per-row Simpson bisection;
+  harmonypy's C++ ``compute_lisi``, brute force at 11 s for 3,000 wells, is the
+  tests' reference instead), scib's kBET recipe on ``NearestNeighbors``. ``--before-root DIR`` adds a third row, cellframe from
+  another checkout (the code before a change). Wall, CPU (``process_time``, all
+  threads) and peak RSS per tool; every metric's value is printed, with the
+  largest difference between tools.
 
 Usage::
 
     python benchmarks/bench_evaluate.py                      # 3,000 and 9,216 with copairs, 50k and 100k alone
     python benchmarks/bench_evaluate.py --sizes 3000 --cellframe-only-sizes 50000
     python benchmarks/bench_evaluate.py --scenario retrieval --sizes 3000 --cellframe-only-sizes
+    nice -n 19 python benchmarks/bench_evaluate.py --scenario batch --before-root ../main   # 5k, 20k, 100k
 """
 
 from __future__ import annotations
@@ -142,8 +154,11 @@ def run_cellframe(n, n_features, scenario, null_size, seed, out):
 def child(args) -> None:
     import resource
 
-    fn = run_copairs if args.tool == "copairs" else run_cellframe
-    elapsed = fn(args.n, args.features, args.scenario, args.null_size, args.seed, args.out)
+    if args.scenario == "batch":
+        elapsed = BATCH_TOOLS[args.tool](args.n, args.features, args.root, args.out, args.metrics)
+    else:
+        fn = run_copairs if args.tool == "copairs" else run_cellframe
+        elapsed = fn(args.n, args.features, args.scenario, args.null_size, args.seed, args.out)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(json.dumps({"time_s": elapsed, "peak_rss_gb": rss}))
 
@@ -179,16 +194,253 @@ def measure(tool, n, args, workdir):
     return res
 
 
+# ------------------------------------------------------------------ batch task
+
+
+def make_batch_screen(n: int, n_features: int, seed: int = 0):
+    """Plates of 384 wells, 10% DMSO, treatments in 4 replicates over two plates, a plate effect.
+
+    Returns ``(x, batch, labels)``: float32 profiles and integer plate / label
+    codes (label -1 = DMSO). Each treatment has two replicates on each of two
+    plates, so the batch silhouette of every label is defined; only DMSO has
+    the 10 rows kBET needs.
+    """
+    rng = np.random.default_rng(seed)
+    n_plates = max(2, -(-n // 384))
+    n_ctrl = round(0.1 * n)
+    n_trt = (n - n_ctrl) // 4
+    n_ctrl = n - 4 * n_trt
+    t = np.repeat(np.arange(n_trt), 4)
+    plate_trt = np.where(np.arange(4 * n_trt) % 4 < 2, t % n_plates, (t + 1) % n_plates)
+    labels = np.concatenate([t, np.full(n_ctrl, -1)])
+    batch = np.concatenate([plate_trt, np.arange(n_ctrl) % n_plates])
+    x = rng.standard_normal((n, n_features), dtype=np.float32)
+    strength = rng.uniform(0.0, 1.0, size=n_trt).astype(np.float32)
+    centres = rng.standard_normal((n_trt, n_features), dtype=np.float32) * strength[:, None]
+    x[: 4 * n_trt] += np.repeat(centres, 4, axis=0)
+    x += 0.3 * rng.standard_normal((n_plates, n_features), dtype=np.float32)[batch]
+    return x, batch, labels
+
+
+def _timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - t0, time.process_time() - c0
+
+
+def run_batch_cellframe(n, n_features, root, out, metrics=None):
+    """The four metrics through cellframe's public functions (each its own neighbour search)."""
+    sys.path.insert(0, str(root))
+    import warnings
+
+    # imported before the clock, as in the reference
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics
+    import sklearn.neighbors  # noqa: F401
+
+    from cellframe.evaluate import ilisi, kbet, silhouette_batch, silhouette_label
+
+    x, batch, labels = make_batch_screen(n, n_features)
+    x = x.astype(np.float64)  # what the panel hands the metrics (float64 profiles)
+    steps = {
+        "silhouette_label": lambda: silhouette_label(x, labels),
+        "silhouette_batch": lambda: silhouette_batch(x, batch, labels),
+        "ilisi": lambda: ilisi(x, batch),
+        "kbet": lambda: kbet(x, batch, labels),
+    }
+    return _run_steps({m: steps[m] for m in metrics or steps}, out, warnings)
+
+
+def run_batch_reference(n, n_features, root, out, metrics=None):
+    """The code a user would write: scikit-learn, harmonypy's LISI, scib's per-label loops."""
+    import warnings
+
+    from scipy.stats import chi2
+    from sklearn.metrics import silhouette_samples, silhouette_score
+    from sklearn.neighbors import NearestNeighbors
+
+    x, batch, labels = make_batch_screen(n, n_features)
+    x = x.astype(np.float64)
+
+    def asw_batch():  # scib.metrics.silhouette_batch: per label, mean 1 - |s|
+        means = []
+        for g in np.unique(labels):
+            rows = labels == g
+            nb = len(np.unique(batch[rows]))
+            if nb == 1 or nb == rows.sum():
+                continue
+            means.append(np.mean(1 - np.abs(silhouette_samples(x[rows], batch[rows]))))
+        return float(np.mean(means))
+
+    def lisi_batch():  # scib: (median LISI - 1) / (n_batches - 1), 90 neighbours
+        dist, idx = NearestNeighbors(n_neighbors=90).fit(x).kneighbors()
+        values = 1 / np.array(
+            [_scib_simpson(d, batch[i], 30.0) for d, i in zip(dist, idx, strict=True)]
+        )
+        return float((np.nanmedian(values) - 1) / (len(np.unique(batch)) - 1))
+
+    def kbet_scib():  # per label, k0 = mean rows per batch / 4 in [10, 70], chi-square
+        rates = []
+        for g in np.unique(labels):
+            rows = np.flatnonzero(labels == g)
+            sub = np.unique(batch[rows], return_inverse=True)[1]
+            if len(rows) < 10 or sub.max() == 0:
+                continue
+            k = min(int(np.clip(np.floor(np.bincount(sub).mean() / 4), 10, 70)), len(rows) - 1)
+            idx = NearestNeighbors(n_neighbors=k).fit(x[rows]).kneighbors()[1]
+            nb = sub.max() + 1
+            expected = np.bincount(sub, minlength=nb) / len(sub) * k
+            observed = np.zeros((len(rows), nb))
+            np.add.at(observed, (np.repeat(np.arange(len(rows)), k), sub[idx].ravel()), 1.0)
+            stat = ((observed - expected) ** 2 / expected).sum(axis=1)
+            rates.append(np.mean(chi2.sf(stat, df=nb - 1) >= 0.05))
+        return float(np.mean(rates))
+
+    steps = {
+        "silhouette_label": lambda: (silhouette_score(x, labels) + 1) / 2,
+        "silhouette_batch": asw_batch,
+        "ilisi": lisi_batch,
+        "kbet": kbet_scib,
+    }
+    return _run_steps({m: steps[m] for m in metrics or steps}, out, warnings)
+
+
+def _scib_simpson(d, codes, perplexity, tol=1e-5, max_iter=50):
+    """scib's ``compute_simpson`` for one row (beta bisection on plain distances)."""
+    beta, lo, hi, target = 1.0, -np.inf, np.inf, np.log(perplexity)
+
+    def entropy(beta):
+        p = np.exp(-(d - d[0]) * beta)
+        s = p.sum()
+        return np.log(s) + beta * ((d - d[0]) * p).sum() / s, p / s
+
+    h, p = entropy(beta)
+    for _ in range(max_iter):
+        diff = h - target
+        if abs(diff) <= tol:
+            break
+        if diff > 0:
+            lo = beta
+            beta = beta * 2 if np.isinf(hi) else (beta + hi) / 2
+        else:
+            hi = beta
+            beta = beta / 2 if np.isinf(lo) else (beta + lo) / 2
+        h, p = entropy(beta)
+    return float((np.bincount(codes, weights=p) ** 2).sum())
+
+
+def _run_steps(steps, out, warnings):
+    result = {"steps": {}}
+    t0, c0 = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fn in steps.items():
+            value, wall, cpu = _timed(fn)
+            result["steps"][name] = {"value": float(value), "wall_s": wall, "cpu_s": cpu}
+    result["time_s"] = time.perf_counter() - t0
+    result["cpu_s"] = time.process_time() - c0
+    Path(out).write_text(json.dumps(result))
+    return result["time_s"]
+
+
+BATCH_METRIC_NAMES = ("silhouette_label", "silhouette_batch", "ilisi", "kbet")
+BATCH_TOOLS = {
+    "before": run_batch_cellframe,
+    "cellframe": run_batch_cellframe,
+    "reference": run_batch_reference,
+}
+
+
+def measure_batch(tool, n, args, workdir):
+    out = Path(workdir) / f"batch_{tool}_{n}.json"
+    root = args.before_root if tool == "before" else str(ROOT)
+    cmd = [sys.executable, __file__, "--child", "--scenario", "batch", "--tool", tool,
+           "--n", str(n), "--features", str(args.features), "--root", root, "--out", str(out),
+           "--metrics", *args.metrics]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=root)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"tool": tool, "n": n, "failed": f"over {args.timeout} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return {"tool": tool, "n": n, "failed": f"exit {proc.returncode}: {tail[0][:120]}"}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res.update(json.loads(out.read_text()), tool=tool, n=n)
+    return res
+
+
+def main_batch(args) -> int:
+    tools = ["cellframe", "reference"] + (["before"] if args.before_root else [])
+    print(
+        f"task=batch features={args.features} cores={os.cpu_count()} "
+        f"load={os.getloadavg()[0]:.1f} before={args.before_root or '-'}"
+    )
+    print(
+        f"{'n':>7} {'tool':>10} {'wall s':>8} {'CPU s':>8} {'peak GB':>8} "
+        f"{'ref/cf wall':>11} {'ref/cf RSS':>10}  per metric wall s (value)"
+    )
+    names = args.metrics
+    with tempfile.TemporaryDirectory() as workdir:
+        for n in args.sizes:
+            rows = {t: measure_batch(t, n, args, workdir) for t in tools}
+            cf = rows["cellframe"]
+            for tool in ("before", "cellframe", "reference"):
+                r = rows.get(tool)
+                if r is None:
+                    continue
+                if "failed" in r:
+                    print(f"{n:>7} {tool:>10}  FAILED ({r['failed']})")
+                    continue
+                ratio = ""
+                if tool != "cellframe" and "failed" not in cf:
+                    ratio = (
+                        f"{r['time_s'] / cf['time_s']:10.1f}x "
+                        f"{r['peak_rss_gb'] / cf['peak_rss_gb']:9.1f}x"
+                    )
+                per = " ".join(
+                    f"{m}={r['steps'][m]['wall_s']:.1f}({r['steps'][m]['value']:.6f})"
+                    for m in names
+                )
+                print(
+                    f"{n:>7} {tool:>10} {r['time_s']:8.1f} {r['cpu_s']:8.1f} "
+                    f"{r['peak_rss_gb']:8.2f} {ratio:>22}  {per}"
+                )
+            ok = [r for r in rows.values() if "failed" not in r]
+            if len(ok) > 1:
+                diff = {
+                    m: max(
+                        abs(a["steps"][m]["value"] - b["steps"][m]["value"]) for a in ok for b in ok
+                    )
+                    for m in names
+                }
+                print(f"{n:>7} {'agreement':>10}  max |difference| between tools: "
+                      + " ".join(f"{m}={d:.1e}" for m, d in diff.items()))  # fmt: skip
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--sizes", type=int, nargs="*", default=[3000, 9216], help="sizes run with both tools"
+        "--sizes",
+        type=int,
+        nargs="*",
+        help="sizes run with both tools (default 3000 9216; batch: 5000 20000 100000)",
     )
     p.add_argument("--cellframe-only-sizes", type=int, nargs="*", default=[50000, 100000])
-    p.add_argument("--features", type=int, default=1000)
-    p.add_argument("--scenario", choices=("activity", "retrieval"), default="activity")
+    p.add_argument("--features", type=int, help="default 1000 (batch: 300)")
+    p.add_argument("--scenario", choices=("activity", "retrieval", "batch"), default="activity")
+    p.add_argument("--before-root", help="batch: also run cellframe from this checkout")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=BATCH_METRIC_NAMES,
+        default=list(BATCH_METRIC_NAMES),
+        help="batch: the metrics to run (default all four)",
+    )
+    p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--null-size", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=int, default=3600, help="seconds per tool run")
@@ -197,9 +449,16 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    batch = args.scenario == "batch"
+    if args.sizes is None:
+        args.sizes = [5000, 20000, 100000] if batch else [3000, 9216]
+    if args.features is None:
+        args.features = 300 if batch else 1000
     if args.child:
         child(args)
         return 0
+    if batch:
+        return main_batch(args)
     print(
         f"scenario={args.scenario} features={args.features} null_size={args.null_size} "
         f"seed={args.seed} cores={os.cpu_count()}"

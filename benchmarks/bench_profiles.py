@@ -24,6 +24,14 @@ feature_select all six operations in pycytominer's order.
 spherize       fit of ZCA-cor on ``--sphere-rows`` negative-control profiles,
                pycytominer's ``Spherize`` vs cellframe's compatibility mode
                (and, cellframe only, the thesis's regularized ZCA).
+export         the single-cell table (per-plate Parquet) to ``.h5ad``: cellframe's
+               ``cellframe export cells --h5ad`` (X written block by block) vs
+               the whole-table path (``store.read`` -> ``to_anndata`` ->
+               anndata's ``write_h5ad``, gzip; cellframe's export before it
+               streamed). The two files are read back and compared (X, obs,
+               var). (Not in the default task list.)
+export_native  the same with the rows in a native DuckDB table (``cells_native``,
+               made once before the runs), read by DuckDB record batches.
 
 Usage
 -----
@@ -32,6 +40,7 @@ Usage
         --tasks aggregate --repeat 3                                          # the issue's size, medians
     python benchmarks/bench_profiles.py --only cellframe --tasks aggregate \\
         --cells 5000000 --features 1000 --plates 14                            # 20 GB table, < 4 GB RSS
+    nice -n 19 python benchmarks/bench_profiles.py --tasks export,export_native  # 200k x 500 to .h5ad
 """
 
 from __future__ import annotations
@@ -276,6 +285,29 @@ def worker(tool: str, task: str, root: Path) -> dict:
             method = "ZCA-cor" if task == "spherize" else "regularized"
             sph = cfp.Spherizer(method).fit(df)
             rows = sph.n_controls_
+    elif task in ("export", "export_native"):
+        table = "cells" if task == "export" else "cells_native"
+        out = root / f"{task}_{tool}.h5ad"
+        out.unlink(missing_ok=True)
+        if tool == "anndata":
+            from cellframe.io.anndata import to_anndata
+
+            with Store(root / "screen.duckdb", read_only=True) as store:
+                frame = store.read(table)
+            rows = frame.height
+            to_anndata(frame).write_h5ad(out, compression="gzip")
+            del frame
+        else:
+            from cellframe.cli import main as cli
+
+            db = str(root / "screen.duckdb")
+            if cli(["export", table, "--h5ad", str(out), "--store", db, "--quiet"]) != 0:
+                raise SystemExit("cellframe export failed")
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            rows = f["X"].shape[0]
+        note = f"{out.stat().st_size / 2**20:,.0f} MB file"
     else:
         raise SystemExit(f"unknown task {task}")
     wall = time.perf_counter() - t0
@@ -289,6 +321,39 @@ def worker(tool: str, task: str, root: Path) -> dict:
         "rows": rows,
         "note": note,
     }
+
+
+def _native_copy(root: Path) -> None:
+    """``cells_native``: the cells as a native DuckDB table (for ``export_native``)."""
+    import duckdb
+
+    con = duckdb.connect(str(root / "screen.duckdb"))
+    try:
+        found = con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'cells_native'")
+        if not found.fetchall()[0][0]:
+            print("copying cells into the native table cells_native ...", flush=True)
+            con.execute("CREATE TABLE cells_native AS SELECT * FROM cells")
+    finally:
+        con.close()
+
+
+def _same_h5ad(root: Path, task: str) -> str:
+    """Whether the two tools' files hold the same X, obs and var (read back by anndata)."""
+    import anndata
+    import numpy as np
+    import pandas as pd
+
+    a = anndata.read_h5ad(root / f"{task}_cellframe.h5ad")
+    b = anndata.read_h5ad(root / f"{task}_anndata.h5ad")
+    same_x = a.X.dtype == b.X.dtype and np.array_equal(a.X, b.X, equal_nan=True)
+    shape = f"{a.n_obs:,} x {a.n_vars}"
+    try:
+        pd.testing.assert_frame_equal(a.obs, b.obs, check_exact=True)
+        pd.testing.assert_frame_equal(a.var, b.var, check_exact=True)
+        same_frames = True
+    except AssertionError:
+        same_frames = False
+    return f"X equal {same_x}, obs and var equal {same_frames} ({shape})"
 
 
 def _available_mb() -> float:
@@ -364,7 +429,9 @@ def main() -> None:
     ap.add_argument(
         "--tasks", default="aggregate,normalize,feature_select,spherize,spherize_regularized"
     )
-    ap.add_argument("--only", choices=("cellframe", "pycytominer", "polars"), help="run one tool")
+    ap.add_argument(
+        "--only", choices=("cellframe", "pycytominer", "polars", "anndata"), help="run one tool"
+    )
     ap.add_argument(
         "--data", type=Path, help="data folder (made when absent; default: a temp folder)"
     )
@@ -405,6 +472,8 @@ def main() -> None:
             args.seed,
         )
         (root / "meta.json").write_text(json.dumps(meta))
+    if "export_native" in args.tasks.split(","):
+        _native_copy(root)
     tools = {
         "aggregate": ["cellframe", "pycytominer", "polars"],
         "aggregate_thesis": ["cellframe", "pycytominer", "polars"],
@@ -412,6 +481,8 @@ def main() -> None:
         "feature_select": ["cellframe", "pycytominer"],
         "spherize": ["cellframe", "pycytominer"],
         "spherize_regularized": ["cellframe"],
+        "export": ["cellframe", "anndata"],
+        "export_native": ["cellframe", "anndata"],
     }
     results = []
     load_start = os.getloadavg()
@@ -454,14 +525,17 @@ def main() -> None:
                     f" peak RSS {summary['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
+        if task.startswith("export") and len(runs) == 2:
+            print(f"{task:<22} files: {_same_h5ad(root, task)}", flush=True)
     print(
-        "\nratios (pycytominer / cellframe; higher is better for cellframe)"
+        "\nratios (pycytominer or, for export, anndata / cellframe; higher is better for cellframe)"
         + (f", medians of {args.repeat} runs" if args.repeat > 1 else "")
     )
     by = {(r["task"], r["tool"]): r for r in results if "error" not in r}
     for task in args.tasks.split(","):
         ref_task = "spherize" if task == "spherize_regularized" else task
-        a, b = by.get((task, "cellframe")), by.get((ref_task, "pycytominer"))
+        ref_tool = "anndata" if task.startswith("export") else "pycytominer"
+        a, b = by.get((task, "cellframe")), by.get((ref_task, ref_tool))
         if a and b:
             print(
                 f"{task:<22} time x{b['wall_s'] / a['wall_s']:7.1f}   CPU x{b['cpu_s'] / a['cpu_s']:6.1f}"

@@ -57,7 +57,7 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cellframe.errors import InvalidInputError, TableNotFoundError
-    from cellframe.io.anndata import write_h5ad
+    from cellframe.io.anndata import write_h5ad_batches
 
     dest = Path(args.h5ad)
     if dest.exists() and not args.overwrite:
@@ -72,11 +72,38 @@ def _export(args: argparse.Namespace) -> int:
                 f"the store {args.store} has no table {args.table!r}; its tables: "
                 f"{', '.join(store.table_names()) or 'none'}"
             )
-        frame = store.read(args.table)
-    write_h5ad(frame, dest)
+        schema = store.schema(args.table)
+        rows = [0]
+        write_h5ad_batches(_table_batches(store, args.table, schema, rows), dest, schema=schema)
     if not args.quiet:
-        print(f"wrote {frame.height} rows of {args.table} to {dest}")
+        print(f"wrote {rows[0]} rows of {args.table} to {dest}")
     return 0
+
+
+#: Bytes of one block of a table read for ``export`` (as float32; whole 2,048-row vectors).
+_EXPORT_BLOCK_BYTES = 2**26
+
+
+def _table_batches(store, table: str, schema, count: list[int]):
+    """The rows of a store table in order, in blocks of about 64 MB; ``count[0]`` counts them.
+
+    A native table streams from DuckDB (record batches, as ``Store.read``
+    converts them); a per-plate Parquet table from Polars' streaming scan of the
+    same files in the same order as ``Store.read``.
+    """
+    import polars as pl
+
+    from cellframe.store import quote_identifier
+
+    rows = max(2048, _EXPORT_BLOCK_BYTES // (4 * max(1, len(schema))) // 2048 * 2048)
+    if store.partition_root(table) is not None:
+        blocks = store.scan(table).collect_batches(chunk_size=rows, lazy=True)
+    else:
+        reader = store.connection.sql(f"SELECT * FROM {quote_identifier(table)}")
+        blocks = (pl.from_arrow(b) for b in reader.to_arrow_reader(rows))
+    for block in blocks:
+        count[0] += block.height
+        yield block
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -13,13 +13,20 @@ feature matrix (or a frame of profiles) and label arrays:
 
 Definitions follow scib / scib-metrics (Luecken et al., Nat Methods 2022), with
 these stated deviations: neighbours are exact Euclidean k-nearest neighbours
-(brute force in NumPy, one search shared by LISI and the graphs) on the
-profiles as given (no PCA first); kBET's per-label
+(brute force in NumPy, one search shared by LISI and the graphs; of equidistant
+rows the lower index first) on the profiles as given (no PCA first); kBET's per-label
 neighbourhoods are Euclidean rather than diffusion-map distances; the Leiden
 graph is UMAP's fuzzy connectivity of the 15 nearest neighbours (scanpy's
 default), built here in NumPy. scib-metrics itself needs JAX and is not a
-dependency; the tests check each metric against scikit-learn and hand-computed
-cases.
+dependency; the tests check each metric against scikit-learn, harmonypy's LISI
+and hand-computed cases.
+
+Scale: every pass over all pairs of rows (the neighbour search, the
+silhouettes) runs in blocks of rows against all rows, one block of distances
+(:data:`BLOCK_BYTES`) at a time, so memory is ``O(block x n)`` and never
+``O(n^2)``: 100,000 wells take the profiles plus about 200 MB. In
+:func:`batch_panel` the label silhouettes and the neighbour search share one
+pass.
 
 This module is pure: it imports neither the store nor the engines.
 """
@@ -130,27 +137,138 @@ def _check_k(k: int, n: int, what: str) -> int:
     return min(int(k), n - 1)
 
 
-def _knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of each row's ``k`` nearest other rows (Euclidean, exact, sorted).
+#: Bytes of one block of float64 distances (rows x n x 8) in the blocked passes
+#: over all pairs (neighbour search, silhouettes). A pass holds about three
+#: such arrays at once (the distances, the neighbour candidates, the distances
+#: in label order), so its temporaries stay near 200 MB whatever ``n`` is; the
+#: profiles themselves (n x d float64) come on top.
+BLOCK_BYTES = 2**26
 
-    Brute force in blocks of rows (about 256 MB of distances at a time) with
-    BLAS: ``|a - b|^2 = |a|^2 + |b|^2 - 2 a.b``, clipped at 0.
+
+def _block_rows(n: int, block_bytes: int | None) -> int:
+    return max(1, min(n, (block_bytes or BLOCK_BYTES) // (8 * max(n, 1))))
+
+
+def _k_nearest(d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest entries of each row of ``d2``: ascending, equal values by column index.
+
+    ``argpartition`` finds the k-th value of each row; a row whose k-th value
+    is tied with entries outside the partition (duplicate profiles, lattices)
+    is resolved again among all entries up to that value, so which of several
+    equidistant rows is kept never depends on the selection algorithm or the
+    block: the lower row index wins, as in a stable sort.
+    """
+    part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    part_d2 = np.take_along_axis(d2, part, axis=1)
+    kth = part_d2.max(axis=1)
+    order = np.lexsort((part, part_d2), axis=1)  # by distance, then by index
+    idx = np.take_along_axis(part, order, axis=1)
+    top = np.take_along_axis(part_d2, order, axis=1)
+    n_within = np.count_nonzero(d2 <= kth[:, None], axis=1)
+    for r in np.flatnonzero(n_within > k):  # ties across the k-th place
+        cand = np.flatnonzero(d2[r] <= kth[r])  # ascending index
+        keep = cand[np.argsort(d2[r, cand], kind="stable")[:k]]
+        idx[r], top[r] = keep, d2[r, keep]
+    return top, idx
+
+
+def _scan(
+    x: np.ndarray,
+    *,
+    k: int | None = None,
+    codes: np.ndarray | None = None,
+    block_bytes: int | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """One blocked pass over all pairs of rows: k nearest neighbours and/or silhouettes.
+
+    Squared Euclidean distances of a block of rows against all rows come from
+    BLAS as scikit-learn's ``euclidean_distances`` computes them
+    (``-2 a.b + |a|^2 + |b|^2``, clipped at 0); only one block exists at a
+    time, so memory is ``O(block x n)`` (:data:`BLOCK_BYTES`), never ``O(n^2)``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float64, shape (n, d)
+    k : int, optional
+        Neighbours to find (each row's ``k`` nearest other rows).
+    codes : numpy.ndarray of int, shape (n,), optional
+        Cluster codes ``0 .. c-1``, each used by at least one row (as
+        ``np.unique(..., return_inverse=True)`` gives them), whose silhouette
+        width each row gets.
+    block_bytes : int, optional
+        Size of one block of distances (default :data:`BLOCK_BYTES`).
+
+    Returns
+    -------
+    tuple
+        ``(dist, idx, silhouette)``: distances and indices of the neighbours,
+        shape (n, k), ascending (None without ``k``); the silhouette width of
+        each row, shape (n,), as :func:`sklearn.metrics.silhouette_samples`
+        (0 for a row alone in its cluster; None without ``codes``).
     """
     n = x.shape[0]
     sq = np.einsum("ij,ij->i", x, x)
-    block = max(1, min(n, 2**25 // max(n, 1)))
-    dist = np.empty((n, k))
-    idx = np.empty((n, k), dtype=np.int64)
+    block = _block_rows(n, block_bytes)
+    dist = idx = sil = None
+    if k is not None:
+        dist = np.empty((n, k))
+        idx = np.empty((n, k), dtype=np.int64)
+    if codes is not None:
+        # columns in cluster order (stable: each cluster's rows in index order, as
+        # scikit-learn's bincount sums them); per-row sums over a cluster's columns
+        counts = np.bincount(codes)
+        by_code = np.argsort(codes, kind="stable")
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        within = np.empty(n)
+        nearest = np.empty(n)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
-        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        part_d2 = np.take_along_axis(d2, part, axis=1)
-        order = np.argsort(part_d2, axis=1, kind="stable")
-        idx[start:stop] = np.take_along_axis(part, order, axis=1)
-        dist[start:stop] = np.sqrt(np.maximum(np.take_along_axis(part_d2, order, axis=1), 0.0))
+        rows = np.arange(stop - start)
+        d2 = x[start:stop] @ x.T
+        d2 *= -2.0
+        d2 += sq[start:stop, None]
+        d2 += sq[None, :]
+        if k is not None:
+            d2[rows, rows + start] = np.inf  # not its own neighbour
+            top, idx[start:stop] = _k_nearest(d2, k)
+            dist[start:stop] = np.sqrt(np.maximum(top, 0.0))
+        if codes is not None:
+            d2[rows, rows + start] = 0.0
+            np.maximum(d2, 0.0, out=d2)
+            np.sqrt(d2, out=d2)
+            sums = np.add.reduceat(d2.take(by_code, axis=1), starts, axis=1)
+            own = codes[start:stop]
+            within[start:stop] = sums[rows, own]
+            sums[rows, own] = np.inf
+            nearest[start:stop] = (sums / counts).min(axis=1)
+        del d2
+    if codes is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            within /= counts[codes] - 1
+            sil = (nearest - within) / np.maximum(within, nearest)
+        # 0/0 (a row alone in its cluster, or all distances 0) is 0, as in scikit-learn
+        sil[np.isnan(sil)] = 0.0
+    return dist, idx, sil
+
+
+def _knn(x: np.ndarray, k: int, *, block_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of each row's ``k`` nearest other rows (Euclidean, exact, sorted).
+
+    Brute force in blocks of rows against all rows (:func:`_scan`); of
+    equidistant rows the lower index comes first.
+    """
+    dist, idx, _ = _scan(x, k=k, block_bytes=block_bytes)
+    assert dist is not None and idx is not None
     return dist, idx
+
+
+def _silhouette_samples(
+    x: np.ndarray, codes: np.ndarray, *, block_bytes: int | None = None
+) -> np.ndarray:
+    """Euclidean silhouette width of each row (scikit-learn's definition), in row blocks."""
+    _, _, sil = _scan(x, codes=codes, block_bytes=block_bytes)
+    assert sil is not None
+    return sil
 
 
 class _Neighbours:
@@ -170,6 +288,12 @@ class _Neighbours:
             self._dist, self._idx = _knn(self.x, k)
         assert self._dist is not None
         return self._dist[:, :k], self._idx[:, :k]
+
+    def search_with_silhouette(self, k: int, codes: np.ndarray) -> np.ndarray:
+        """Find the ``k`` nearest neighbours and, in the same pass, the silhouettes of ``codes``."""
+        self._dist, self._idx, sil = _scan(self.x, k=k, codes=codes)
+        assert sil is not None
+        return sil
 
 
 def _warn_skipped(metric: str, skipped: int, total: int, why: str) -> None:
@@ -197,7 +321,8 @@ def silhouette_label(x: Matrix, labels: Labels, *, metric: str = "euclidean") ->
     labels : array-like, shape (n,)
         One biological label per row (at least 2 distinct values).
     metric : str
-        Distance of :func:`sklearn.metrics.silhouette_samples`.
+        ``"euclidean"`` (computed here in row blocks, equal to scikit-learn's to
+        1e-12) or another distance of :func:`sklearn.metrics.silhouette_samples`.
 
     Returns
     -------
@@ -220,17 +345,31 @@ def silhouette_label(x: Matrix, labels: Labels, *, metric: str = "euclidean") ->
     >>> round(silhouette_label(x, labels), 3)
     0.992
     """
-    from sklearn.metrics import silhouette_samples
-
     arr = _matrix(x)
     codes, uniques = _codes(labels, arr.shape[0], "labels")
-    if not 2 <= len(uniques) <= arr.shape[0] - 1:
+    _check_label_count(len(uniques), arr.shape[0])
+    return _rescaled_asw(_silhouettes(arr, codes, metric))
+
+
+def _check_label_count(n_labels: int, n: int) -> None:
+    if not 2 <= n_labels <= n - 1:
         raise InvalidInputError(
-            f"silhouette_label needs 2 to n-1 distinct labels, got {len(uniques)} for "
-            f"{arr.shape[0]} rows; choose a label column with replicates"
+            f"silhouette_label needs 2 to n-1 distinct labels, got {n_labels} for "
+            f"{n} rows; choose a label column with replicates"
         )
-    asw = float(np.mean(silhouette_samples(arr, codes, metric=metric)))
-    return (asw + 1.0) / 2.0
+
+
+def _rescaled_asw(silhouettes: np.ndarray) -> float:
+    return (float(np.mean(silhouettes)) + 1.0) / 2.0
+
+
+def _silhouettes(x: np.ndarray, codes: np.ndarray, metric: str) -> np.ndarray:
+    """Silhouette widths: blocked here for Euclidean, scikit-learn's for another metric."""
+    if metric == "euclidean":
+        return _silhouette_samples(x, codes)
+    from sklearn.metrics import silhouette_samples
+
+    return silhouette_samples(x, codes, metric=metric)
 
 
 def silhouette_batch(
@@ -251,7 +390,8 @@ def silhouette_batch(
     batch, labels : array-like, shape (n,)
         Batch (plate, source) and biological label of each row.
     metric : str
-        Distance of :func:`sklearn.metrics.silhouette_samples`.
+        ``"euclidean"`` (computed here in row blocks, equal to scikit-learn's to
+        1e-12) or another distance of :func:`sklearn.metrics.silhouette_samples`.
 
     Returns
     -------
@@ -275,8 +415,6 @@ def silhouette_batch(
     >>> round(silhouette_batch(x, batch, labels), 3)
     0.828
     """
-    from sklearn.metrics import silhouette_samples
-
     arr = _matrix(x)
     b, _ = _codes(batch, arr.shape[0], "batch")
     lab, uniques = _codes(labels, arr.shape[0], "labels")
@@ -286,7 +424,8 @@ def silhouette_batch(
         n_batches = len(np.unique(b[rows]))
         if n_batches == 1 or n_batches == len(rows):
             continue
-        s = silhouette_samples(arr[rows], b[rows], metric=metric)
+        sub_b = np.unique(b[rows], return_inverse=True)[1].ravel()
+        s = _silhouettes(arr[rows], sub_b, metric)
         means.append(float(np.mean(1.0 - np.abs(s))))
     if not means:
         raise InvalidInputError(
@@ -1009,8 +1148,12 @@ def batch_panel(
     b_codes, _ = _codes(b, df.height, "batch")
     l_codes, _ = _codes(l_, df.height, "labels")
     # one neighbour search serves LISI (3 x perplexity) and the graphs (n_neighbors)
+    # one blocked pass over all pairs serves the neighbours of LISI (3 x perplexity)
+    # and the graphs (n_neighbors), and the label silhouettes
+    _check_label_count(n_labels, df.height)
     nn = _Neighbours(x)
-    nn.get(max(_lisi_k(perplexity, df.height)[0], _check_k(n_neighbors, df.height, "n_neighbors")))
+    k = max(_lisi_k(perplexity, df.height)[0], _check_k(n_neighbors, df.height, "n_neighbors"))
+    label_silhouettes = nn.search_with_silhouette(k, l_codes)
     values: dict[str, float] = {}
     values["silhouette_batch"] = silhouette_batch(x, b, l_)
     values["ilisi"] = _ilisi(nn, b_codes, n_batches, perplexity)
@@ -1018,7 +1161,7 @@ def batch_panel(
     values["graph_connectivity"] = _graph_connectivity(nn, l_codes, n_labels, n_neighbors)
     nmi, ari = _leiden_nmi_ari(nn, l_codes, LEIDEN_RESOLUTIONS, n_neighbors, seed)
     values["leiden_nmi"], values["leiden_ari"] = nmi, ari
-    values["silhouette_label"] = silhouette_label(x, l_)
+    values["silhouette_label"] = _rescaled_asw(label_silhouettes)
     values["clisi"] = _clisi(nn, l_codes, n_labels, perplexity)
     values["map_control"] = map_control(df, label=label, controls=controls, features=feats)
     values["map_nonrep"] = map_nonrep(df, label=label, controls=controls, features=feats)

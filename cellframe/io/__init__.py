@@ -35,6 +35,7 @@ __getattr__, __dir__, __all__ = attach(
         "Reader": "_base",
         "to_anndata": "anndata",
         "write_h5ad": "anndata",
+        "write_h5ad_batches": "anndata",
     },
 )
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
         read_h5ad,
         to_anndata,
         write_h5ad,
+        write_h5ad_batches,
     )
     from cellframe.io.cellprofiler_csv import CellProfilerCSV
     from cellframe.io.cellprofiler_sqlite import CellProfilerSQLite

@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,12 +62,17 @@ __all__ = [
     "read_h5ad",
     "to_anndata",
     "write_h5ad",
+    "write_h5ad_batches",
 ]
 
 #: Column that receives ``obs_names`` of an AnnData not written by cellframe.
 OBS_NAME_COLUMN = "Metadata_obs_name"
 
 _UNS_KEY = "cellframe"
+#: Target bytes of one HDF5 chunk of ``X`` (whole rows; gzip works chunk by chunk).
+_CHUNK_BYTES = 2**20
+#: Rows of a frame per batch when :func:`write_h5ad` writes it (about 64 MB of float32).
+_BATCH_BYTES = 2**26
 
 
 class AnnDataContentWarning(UserWarning):
@@ -94,11 +99,28 @@ def _schema_from_record(record: str) -> pl.Schema:
     return pl.read_ipc(io.BytesIO(base64.b64decode(record))).schema
 
 
+def _check_obs_dtype(name: str, dtype: pl.DataType) -> None:
+    """Refuse a metadata type that ``obs`` cannot hold (before anything is written)."""
+    if (
+        dtype.is_integer()
+        or dtype.is_float()
+        or dtype in (pl.Boolean, pl.String, pl.Categorical, pl.Date, pl.Datetime, pl.Null)
+        or dtype in (pl.Time, pl.Duration)
+        or isinstance(dtype, pl.Enum)
+    ):
+        return
+    raise InvalidInputError(
+        f"column {name!r} has type {dtype}, which AnnData obs cannot hold; cast it to "
+        "a string or number, or drop it, before writing AnnData"
+    )
+
+
 def _obs_column(s: pl.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
     """One metadata column as an array h5ad can write, nulls kept where it can hold them."""
     import pandas as pd
 
     dtype = s.dtype
+    _check_obs_dtype(s.name, dtype)
     has_null = s.null_count() > 0
     if dtype.is_integer():
         values = s.fill_null(0).to_numpy()
@@ -119,13 +141,8 @@ def _obs_column(s: pl.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
     if dtype in (pl.Date, pl.Datetime) or dtype == pl.Null:
         # h5ad cannot write dates: ISO text, parsed back from the schema record.
         return pd.Categorical(s.cast(pl.String).to_list())
-    if dtype in (pl.Time, pl.Duration):
-        # Their text drops sub-second digits: the physical integer round-trips exactly.
-        return _obs_column(s.to_physical())
-    raise InvalidInputError(
-        f"column {s.name!r} has type {dtype}, which AnnData obs cannot hold; cast it to "
-        "a string or number, or drop it, before to_anndata"
-    )
+    # Time, Duration: their text drops sub-second digits; the physical integer round-trips.
+    return _obs_column(s.to_physical())
 
 
 def to_anndata(
@@ -175,56 +192,88 @@ def to_anndata(
     ((2, 1), ['Metadata_Well'], ['f1'])
     """
     import anndata
-    import pandas as pd
 
     df = _as_frame(frame)
-    feats = list(features) if features is not None else feature_columns(df)
-    missing = [c for c in feats if c not in df.columns]
+    feats, meta_cols = _plan(df.schema, features)
+    x, changed = _x_block(df, feats)
+    _warn_rounded(changed, df.height, feats, df.schema, stacklevel=3)
+    nulls = {c: np.flatnonzero(df[c].is_null().to_numpy()) for c in _float_columns(df.schema)}
+    obs, var, record = _obs_var_record(df.select(meta_cols), feats, df.clear(), nulls)
+    return anndata.AnnData(X=x, obs=obs, var=var, uns={_UNS_KEY: record})
+
+
+def _plan(schema: pl.Schema, features: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Feature and metadata columns of a frame with this schema; refusals before any work."""
+    feats = list(features) if features is not None else feature_columns(schema)
+    missing = [c for c in feats if c not in schema]
     if missing:
         raise MissingColumnsError("the frame", missing, "pass features= that exist in it")
     if not feats:
         raise EmptyInputError(
             "the frame has no feature columns (numeric, not Metadata_*): AnnData's X would be empty"
         )
-    not_numeric = [c for c in feats if not df.schema[c].is_numeric()]
+    not_numeric = [c for c in feats if not schema[c].is_numeric()]
     if not_numeric:
         raise InvalidInputError(
-            f"feature column(s) {not_numeric[:5]} are not numeric ({df.schema[not_numeric[0]]}); "
+            f"feature column(s) {not_numeric[:5]} are not numeric ({schema[not_numeric[0]]}); "
             "AnnData's X holds numbers: leave them out of features="
         )
+    meta_cols = [c for c in schema.names() if c not in set(feats)]
+    for c in meta_cols:
+        _check_obs_dtype(c, schema[c])
+    return feats, meta_cols
+
+
+def _float_columns(schema: pl.Schema) -> list[str]:
+    return [c for c in schema.names() if schema[c].is_float()]
+
+
+def _x_block(df: pl.DataFrame, feats: list[str]) -> tuple[np.ndarray, int]:
+    """Rows of ``X`` (float32, C order) and how many values float32 rounded."""
     x_cols = df.select(feats)
     x = x_cols.select(pl.all().cast(pl.Float32)).to_numpy(order="c").astype(np.float32, copy=False)
     wide = [c for c in feats if df.schema[c] != pl.Float32]
-    if wide:
-        exact = x_cols.select(wide).select(pl.all().cast(pl.Float64)).to_numpy()
-        back = x[:, [feats.index(c) for c in wide]].astype(np.float64)
-        changed = int(np.count_nonzero((exact != back) & ~(np.isnan(exact) & np.isnan(back))))
-        if changed:
-            warnings.warn(
-                f"{changed} of {exact.size} values of {len(wide)} feature column(s) "
-                f"(e.g. {wide[0]!r}, {df.schema[wide[0]]}) cannot be held exactly in float32 "
-                "and are rounded in X",
-                PrecisionLossWarning,
-                stacklevel=2,
-            )
-    meta_cols = [c for c in df.columns if c not in set(feats)]
+    if not wide:
+        return x, 0
+    exact = x_cols.select(wide).select(pl.all().cast(pl.Float64)).to_numpy()
+    back = x[:, [feats.index(c) for c in wide]].astype(np.float64)
+    return x, int(np.count_nonzero((exact != back) & ~(np.isnan(exact) & np.isnan(back))))
+
+
+def _warn_rounded(
+    changed: int, n_rows: int, feats: list[str], schema: pl.Schema, stacklevel: int
+) -> None:
+    if changed:
+        wide = [c for c in feats if schema[c] != pl.Float32]
+        warnings.warn(
+            f"{changed} of {n_rows * len(wide)} values of {len(wide)} feature column(s) "
+            f"(e.g. {wide[0]!r}, {schema[wide[0]]}) cannot be held exactly in float32 "
+            "and are rounded in X",
+            PrecisionLossWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _obs_var_record(
+    meta: pl.DataFrame, feats: list[str], empty: pl.DataFrame, nulls: dict[str, np.ndarray]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``obs``, ``var`` and the ``uns`` record (``nulls``: float column -> null row positions)."""
+    import pandas as pd
+
     obs = pd.DataFrame(
-        {c: _obs_column(df[c]) for c in meta_cols}, index=[str(i) for i in range(df.height)]
+        {c: _obs_column(meta[c]) for c in meta.columns}, index=[str(i) for i in range(meta.height)]
     )
-    null_cols, null_pos = [], []
-    for c in df.columns:
-        if df.schema[c].is_float() and df[c].null_count():
-            null_cols.append(c)
-            null_pos.append(np.flatnonzero(df[c].is_null().to_numpy()).astype(np.int64))
+    null_cols = [c for c, pos in nulls.items() if len(pos)]
+    null_pos = [np.asarray(nulls[c], dtype=np.int64) for c in null_cols]
     record = {
-        "schema": _schema_record(df),
+        "schema": _schema_record(empty),
         "features": np.asarray(feats, dtype=object),
         "null_columns": np.asarray(null_cols, dtype=object),
         "null_offsets": np.cumsum([0, *[len(p) for p in null_pos]]).astype(np.int64),
         "null_positions": np.concatenate(null_pos) if null_pos else np.zeros(0, np.int64),
     }
     var = pd.DataFrame(index=pd.Index(feats, dtype=object))
-    return anndata.AnnData(X=x, obs=obs, var=var, uns={_UNS_KEY: record})
+    return obs, var, record
 
 
 def _pandas_column_to_polars(name: str, values: pd.Series) -> pl.Series:
@@ -476,8 +525,9 @@ def write_h5ad(
 ) -> Path:
     """Write a profile frame to an ``.h5ad`` file (:func:`to_anndata`, gzip-compressed).
 
-    The file is written beside its destination and renamed into place, so a
-    failed write leaves no partial file.
+    ``X`` is written in blocks of rows (:func:`write_h5ad_batches`), so no
+    float32 copy of the whole matrix is made. The file is written beside its
+    destination and renamed into place, so a failed write leaves no partial file.
 
     Parameters
     ----------
@@ -503,15 +553,139 @@ def write_h5ad(
     >>> read_h5ad("wells.h5ad").equals(df)
     True
     """
+    df = _as_frame(frame)
+    rows = max(1, _BATCH_BYTES // (4 * max(1, df.width)))
+    slices = (df.slice(start, rows) for start in range(0, df.height, rows))
+    return write_h5ad_batches(slices, path, schema=df.schema, features=features)
+
+
+def write_h5ad_batches(
+    batches: Iterable[pl.DataFrame],
+    path: str | Path,
+    *,
+    schema: pl.Schema,
+    features: Sequence[str] | None = None,
+) -> Path:
+    """Write profiles that arrive in blocks of rows to one ``.h5ad`` file, ``X`` block by block.
+
+    The file equals :func:`write_h5ad`'s for the concatenated frame (read back,
+    ``X``, ``obs``, ``var`` and ``uns`` are the same), but ``X`` is an HDF5
+    dataset (float32, gzip, chunks of whole rows of about 1 MB) grown by each
+    block, so memory holds one block of features at a time, plus the metadata
+    columns of every row: ``obs`` is written at the end by anndata, which
+    writes a data frame (its categoricals need every value) in one piece.
+
+    Parameters
+    ----------
+    batches : iterable of polars.DataFrame
+        The rows in order, each block with the columns of ``schema``
+        (e.g. ``store.scan(table).collect_batches()``, or DuckDB record batches).
+    path : str or Path
+        Destination ``.h5ad``; written beside it and renamed into place, so
+        a failed write leaves no partial file.
+    schema : polars.Schema
+        The frame's schema: the columns are checked against it before
+        anything is read or written, and it is recorded when no row comes.
+    features : sequence of str, optional
+        As in :func:`to_anndata`.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    EmptyInputError, MissingColumnsError, InvalidInputError
+        As :func:`to_anndata`, and for a block whose columns differ from ``schema``.
+
+    Warns
+    -----
+    PrecisionLossWarning
+        As :func:`to_anndata`, one warning counting the values of all blocks.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"Metadata_Well": ["A01", "A02", "A03"], "f1": [1.0, 2.0, 3.0]},
+    ...                   schema_overrides={"f1": pl.Float32})
+    >>> blocks = [df.slice(0, 2), df.slice(2, 1)]
+    >>> write_h5ad_batches(blocks, "blocks.h5ad", schema=df.schema).name
+    'blocks.h5ad'
+    >>> read_h5ad("blocks.h5ad").equals(df)
+    True
+    """
+    import anndata
+    import h5py
+
+    feats, meta_cols = _plan(schema, features)
+    floats = _float_columns(schema)
     dest = Path(path)
-    adata = to_anndata(frame, features=features)
     tmp = dest.with_name(f".{dest.name}.partial")
+    tmp_rest = dest.with_name(f".{dest.name}.obs.partial")
+    chunk_rows = 1 << max(0, (_CHUNK_BYTES // (4 * len(feats))).bit_length() - 1)
+    meta_parts: list[pl.DataFrame] = []
+    nulls: dict[str, list[np.ndarray]] = {c: [] for c in floats}
+    empty = pl.DataFrame(schema=schema)
+    n = changed = 0
     try:
-        adata.write_h5ad(tmp, compression="gzip")
+        # a cache of 16 chunks keeps a chunk that one block fills partly until the next
+        with h5py.File(tmp, "w", rdcc_nbytes=16 * _CHUNK_BYTES) as f:
+            x = f.create_dataset(
+                "X",
+                shape=(0, len(feats)),
+                maxshape=(None, len(feats)),
+                dtype=np.float32,
+                chunks=(chunk_rows, len(feats)),
+                compression="gzip",
+            )
+            x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
+            for block in _checked(batches, schema):
+                if n == 0:
+                    empty = block.clear()  # the dtypes as read (the record of write_h5ad)
+                values, rounded = _x_block(block, feats)
+                x.resize(n + block.height, axis=0)
+                x[n : n + block.height] = values
+                del values
+                changed += rounded
+                meta_parts.append(block.select(meta_cols))
+                for c in floats:
+                    pos = np.flatnonzero(block[c].is_null().to_numpy())
+                    if len(pos):
+                        nulls[c].append(pos + n)
+                n += block.height
+        _warn_rounded(changed, n, feats, schema, stacklevel=3)
+        meta = pl.concat(meta_parts) if meta_parts else empty.select(meta_cols)
+        del meta_parts
+        null_pos = {c: np.concatenate(p) if p else np.zeros(0, np.int64) for c, p in nulls.items()}
+        obs, var, record = _obs_var_record(meta, feats, empty, null_pos)
+        del meta
+        # obs, var, uns and the empty groups as anndata writes them, then moved beside X
+        anndata.AnnData(obs=obs, var=var, uns={_UNS_KEY: record}).write_h5ad(
+            tmp_rest, compression="gzip"
+        )
+        with h5py.File(tmp_rest, "r") as rest, h5py.File(tmp, "a") as f:
+            for key in rest:
+                if key != "X":
+                    rest.copy(rest[key], f, name=key)
+            f.attrs.update(rest.attrs)
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_rest.unlink(missing_ok=True)
     return dest
+
+
+def _checked(batches: Iterable[pl.DataFrame], schema: pl.Schema) -> Iterator[pl.DataFrame]:
+    for i, block in enumerate(batches):
+        if block.columns != schema.names():
+            raise InvalidInputError(
+                f"block {i} of the rows has columns {block.columns[:5]}... where the schema "
+                f"names {schema.names()[:5]}...: every block must hold the frame's columns "
+                "in order"
+            )
+        if block.height:
+            yield block
 
 
 def read_h5ad(
