@@ -191,3 +191,7 @@ class InputNotFoundError(CellframeError, FileNotFoundError):
 
 class DescriptorWorkerError(CellframeError, RuntimeError):
     """A worker process computing RDKit descriptors died (killed for memory, say); nothing was returned."""
+
+
+class IncompleteSiteError(InvalidInputError):
+    """A site of a one-file-per-channel layout lacks the file of a channel its other sites have."""
