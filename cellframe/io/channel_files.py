@@ -398,11 +398,12 @@ def sites_from_channel_files(
                     else ""
                 )
             )
-        if not m.group("site").isdigit():
-            raise InvalidInputError(
-                f"{file}: the pattern's site group matched {m.group('site')!r}, not a whole "
-                "number; make the group match the site's digits only"
-            )
+        for group in ("site", "row", "column"):
+            if group in needed and not m.group(group).isdigit():
+                raise InvalidInputError(
+                    f"{file}: the pattern's {group} group matched {m.group(group)!r}, not a "
+                    f"whole number; make the group match the {group}'s digits only"
+                )
         well = (
             _normal_well(m.group("well"))
             if "well" in groups
@@ -467,16 +468,17 @@ def check_sites(sites: Sequence[ChannelFilesSite], channels: Sequence[str]) -> N
     every = sorted({c for s in sites for c in s.channels})
     unknown = [c for c in channels if c not in every]
     if unknown:
+        example = f" (--channel-map {every[0]}={unknown[0]})" if every else ""
         raise ChannelNotFoundError(
             f"channel(s) {unknown} are not among the channels of the per-channel files "
-            f"{every}; name channels from those (--channels), or rename them (--channel-map "
-            f"{every[0]}={unknown[0]})"
+            f"{every}; name channels from those (--channels), or rename them{example}"
         )
     for site in sites:
         lacking = [c for c in channels if c not in site.channels]
         if lacking:
+            origin = site.origins[0] if site.origins else "no file at all"
             raise IncompleteSiteError(
-                f"plate {site.plate} well {site.well} site {site.site} ({site.origins[0]}) has "
+                f"plate {site.plate} well {site.well} site {site.site} ({origin}) has "
                 f"no file for channel(s) {lacking}; it has {site.channels}. Add the missing "
                 "file(s), or leave the site out"
             )

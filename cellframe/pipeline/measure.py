@@ -554,6 +554,11 @@ def _sources(spec: Any, channels: Sequence[str]) -> list[Any]:
 
 
 def _where(spec: Any) -> str:
+    if hasattr(spec, "sources"):  # one file per channel: the site's folder
+        return (
+            f"plate {spec.plate}, well {spec.well}, site {spec.site} (one file per channel, "
+            f"in {spec.path.parent})"
+        )
     return f"{spec.path} (plate {spec.plate}, well {spec.well}, site {spec.site})"
 
 
@@ -949,7 +954,9 @@ def measure_images(
         Where the tables go (a file-backed store: the single cells are per-plate
         Parquet beside it).
     images : sequence of path
-        Zarr stores, multi-channel TIFFs, or folders of TIFFs.
+        Zarr stores, multi-channel TIFFs, or folders of TIFFs; with
+        ``layout.channel_files`` (or a ``layout.pattern`` with a ``channel``
+        group) one TIFF per channel and site; empty with ``layout.load_data``.
     channels : sequence of str
         Channels to measure (names in the files or their ``channels.csv``);
         must include the nuclei and cell-body channels of ``objects``.
@@ -992,16 +999,25 @@ def measure_images(
     UndefinedMeasurementWarning
         Once per run, with the NaN values, cells and sites, and the groups
         (compartment, family, texture scale) most affected.
-    NoObjectsWarning, UnmatchedObjectsWarning, ImageWarning
-        Per site, as :func:`~cellframe.segment.classical.segment_site` and
-        :func:`~cellframe.measure.features.measure_site` raise them.
+    NoObjectsWarning, UnmatchedObjectsWarning, ImageWarning, ...
+        Once per run and kind, for what single sites raise
+        (:func:`~cellframe.segment.classical.segment_site`,
+        :func:`~cellframe.measure.features.measure_site`, the site checks):
+        the number of sites, the first :data:`NAMED_SITES` named, and the
+        first site's message (a kind raised by one site: its message as is).
 
     Raises
     ------
     InputNotFoundError
-        If an image path or the ``sites_csv`` does not exist.
+        If an image path, the ``sites_csv`` or ``load_data``, or a file a
+        LoadData CSV names (its line and column named) does not exist.
     ChannelNotFoundError
-        If a channel is missing from a site's file.
+        If a channel is missing from a site's file, or from the channels of
+        one file per channel (``channel_map`` names them).
+    IncompleteSiteError
+        If a site of one file per channel lacks the file of a channel measured.
+    DuplicateKeysError
+        If a LoadData CSV names a site twice, or two files are one site's channel.
     InvalidImageError
         If a site's channels differ in shape, or a plate's sites in size.
     BlankImageError
