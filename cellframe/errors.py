@@ -203,3 +203,7 @@ class SavedModelError(InvalidInputError):
 
 class SavedModelVersionError(SavedModelError):
     """A saved activity model was written by another cellframe or model-format version (retrain it, or use that version)."""
+
+
+class IncompleteSiteError(InvalidInputError):
+    """A site of a one-file-per-channel layout lacks the file of a channel its other sites have."""

@@ -354,6 +354,19 @@ def _write_sandbox(root: Path) -> None:
     for name in ("sites.csv", "channels.csv"):  # channels.csv names the channels of both
         shutil.copy(demo / "jump" / name, root / name)
     tifffile.imwrite(root / "BR00123947_G01_s1.tif", pixels[:, :192, :192])
+    # The same site as one TIFF per channel (docs/measure.md, docs/embed.md): Opera Phenix
+    # names in <plate>__<date>/Images/, and a CellProfiler LoadData CSV naming them.
+    phenix = root / "BR00123947__2021-05-02T16_02_51-Measurement1" / "Images"
+    phenix.mkdir(parents=True)
+    load_data: dict[str, list] = {
+        "Metadata_Plate": ["BR00123947"], "Metadata_Well": ["G01"], "Metadata_Site": [1],
+    }  # fmt: skip
+    for k, channel in enumerate(["DNA", "ER", "RNA", "AGP", "Mito"], start=1):
+        name = f"r07c01f01p01-ch{k}sk1fk1fl1.tiff"
+        tifffile.imwrite(phenix / name, pixels[channels.index(channel)])
+        load_data[f"FileName_Orig{channel}"] = [name]
+        load_data[f"PathName_Orig{channel}"] = [phenix.relative_to(root).as_posix()]
+    pl.DataFrame(load_data).write_csv(root / "load_data.csv")
     tifffile.imwrite(root / "site.tif", pixels[:, :128, :128])
     image = tifffile.imread(demo / "dsb2018" / "img2d.tif")[:128, :128]
     mask = tifffile.imread(demo / "dsb2018" / "mask2d.tif")[:128, :128]
@@ -598,6 +611,31 @@ def _check_measure(work: Path) -> None:
     assert _read(work, "image_quality", "measure.duckdb").height == 2
 
 
+def _check_measure_channel_files(work: Path) -> None:
+    from polars.testing import assert_frame_equal
+
+    # the LoadData CSV and the Phenix names give the same cells, from one file per channel
+    cells = _read(work, "cells", "loaddata.duckdb")
+    assert cells.height > 0 and cells["Metadata_Plate"].unique().to_list() == ["BR00123947"]
+    assert_frame_equal(cells, _read(work, "cells", "phenix.duckdb"))
+    images = _read(work, "images", "phenix.duckdb")
+    assert images.height == images["Path"].n_unique() == 5
+
+
+def _check_embed_measured(work: Path) -> None:
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
+    cells = _read(work, "cells", "measured.duckdb")
+    lite0 = _read(work, "cells_efficientnet_lite0", "measured.duckdb")
+    assert lite0.height == cells.height > 0
+    assert (
+        lite0.select(keys)
+        .cast({"Metadata_ObjectNumber": pl.Int64})
+        .sort(keys)
+        .equals(cells.select(keys).sort(keys))
+    )
+    assert sum(not c.startswith("Metadata_") for c in lite0.columns) == 5 * 672
+
+
 #: Values each fenced block must leave behind, checked after it runs.
 AFTER = {
     "io-0": _check_io,
@@ -608,6 +646,8 @@ AFTER = {
     "segment-0": _check_segment,
     "embed-0": _check_embed,
     "measure-0": _check_measure,
+    "measure-1": _check_measure_channel_files,
+    "embed-1": _check_embed_measured,
     "engine-0": _check_engine,
     "activity-0": _check_activity,
     "activity-1": _check_activity_example,

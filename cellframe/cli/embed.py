@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "otherwise the images table's channels, sorted)",
     )
     source.add_argument(
+        "--channel-names",
+        metavar="A,B,...",
+        help="names of every channel of the images table's multi-channel files that store "
+        "none (as given to cellframe measure --channel-names)",
+    )
+    source.add_argument(
         "--box-size", type=int, default=128, help="crop side in pixels (default: %(default)s)"
     )
     source.add_argument(
@@ -163,7 +169,13 @@ def _inputs(args: argparse.Namespace, store):
             if args.channels
             else sorted(images["Channel"].unique().to_list())
         )
-        loader = ChannelFilesLoader.from_images_table(images, channels)
+        from pathlib import Path
+
+        names = args.channel_names.split(",") if args.channel_names else None
+        root = Path(store.path).parent if store.path != ":memory:" else None
+        loader = ChannelFilesLoader.from_images_table(
+            images, channels, root=root, channel_names=names
+        )
     return objects, loader, loader.sites, channels
 
 

@@ -15,6 +15,7 @@ def _split(text: str | None) -> list[str] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from cellframe.errors import InvalidInputError
+    from cellframe.io.channel_files import parse_channel_map
     from cellframe.pipeline.measure import (
         MeasureOptions,
         ObjectOptions,
@@ -52,6 +53,14 @@ def _run(args: argparse.Namespace) -> int:
         for k, v in (("crop_size", args.crop_size), ("embed_batch_size", args.embed_batch_size))
         if v is not None
     }
+    layout = SiteLayout(
+        sites_csv=args.sites,
+        pattern=args.pattern,
+        channel_names=_split(args.channel_names),
+        load_data=args.load_data,
+        channel_files=args.channel_files,
+        channel_map=parse_channel_map(args.channel_map) if args.channel_map else None,
+    )
     with Store(args.store) as store:
         report = measure_images(
             store,
@@ -61,9 +70,7 @@ def _run(args: argparse.Namespace) -> int:
             table=args.table,
             force=args.force,
             progress=not args.quiet,
-            layout=SiteLayout(
-                sites_csv=args.sites, pattern=args.pattern, channel_names=_split(args.channel_names)
-            ),
+            layout=layout,
             objects=ObjectOptions(
                 nuclei=args.nuclei,
                 cells=args.cells,
@@ -139,15 +146,36 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "measured). Sites measured before are skipped unless --force."
         ),
     )
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="zarr stores, TIFFs or folders")
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGES",
+        help="zarr stores, TIFFs or folders (none with --load-data)",
+    )  # fmt: skip
     p.add_argument(
         "--channels", required=True, help="channels to measure, e.g. DNA,ER,RNA,AGP,Mito"
     )
     p.add_argument("--nuclei", default="DNA", help="nuclei channel (default: %(default)s)")
     p.add_argument("--cells", default="AGP", help="cell-body channel (default: %(default)s)")
     p.add_argument("--sites", metavar="CSV", help="Plate,Well,Site[,idx|path] per site")
-    p.add_argument("--pattern", help="file-name regex with groups plate, well, site")
+    p.add_argument(
+        "--pattern",
+        help="file-name regex with groups plate, well, site (and channel: one file per channel)",
+    )
     p.add_argument("--channel-names", help="names of every channel of files that carry none")
+    p.add_argument(
+        "--load-data", metavar="CSV",
+        help="CellProfiler LoadData CSV: FileName_<Channel>, PathName_<Channel>, "
+             "Metadata_Plate/Well/Site; one file per channel and site",
+    )  # fmt: skip
+    p.add_argument(
+        "--channel-files", action="store_true",
+        help="IMAGES hold one file per channel and site, named as --pattern says (default: "
+             "Opera Phenix / JUMP names, <plate>/Images/r01c01f01p01-ch1sk1fk1fl1.tiff)",
+    )  # fmt: skip
+    p.add_argument(
+        "--channel-map", metavar="OLD=NEW,...",
+        help="rename the channels of --load-data or --channel-files, e.g. "
+             "OrigDNA=DNA,OrigER=ER or ch1=DNA,ch2=ER",
+    )  # fmt: skip
     p.add_argument(
         "--no-illumination",
         action="store_true",

@@ -4,8 +4,15 @@ Two picklable loaders, so DataLoader workers can read sites in parallel:
 
 * :class:`StackLoader` - one multi-channel file per site, ``(C, H, W)``
   (a TIFF stack, ``.npy``), found in a folder by a file-name pattern;
-* :class:`ChannelFilesLoader` - one file (or TIFF page) per channel, as the
-  store's ``images`` table lists them (``Channel``, ``Path``, ``Frame``).
+* :class:`ChannelFilesLoader` - a site's channels as the store's ``images``
+  table lists them (``Channel``, ``Path``, ``Frame``): one row per channel,
+  pointing to a file of that channel alone or to the site's stack (a zarr
+  store or a multi-channel TIFF, ``Frame`` the site's index in a 4-D file),
+  as ``cellframe measure`` and ``cellframe ingest`` write them.
+
+TIFF files and zarr stores are read by :func:`cellframe.io.images.read_channels`
+(and :func:`~cellframe.io.images.read_site`), the reader ``cellframe measure``
+uses, so a site embedded is the same pixels as the site measured.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,21 +37,37 @@ DEFAULT_PATTERN = r"(?P<plate>[^_/]+)_(?P<well>[A-Za-z]+\d+)_s(?P<site>\d+)\.(?:
 
 
 def read_image(path: str | os.PathLike[str], frame: int | None = None) -> np.ndarray:
-    """Read an image file: TIFF (a page with ``frame``), ``.npy`` or any format scikit-image reads.
+    """Read one site's image: a TIFF or zarr store, ``.npy`` or any format scikit-image reads.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (or zarr store).
+    frame : int, optional
+        TIFF and zarr: the site's index in a 4-D ``(site, C, Y, X)`` file
+        (:func:`cellframe.io.images.read_site`'s ``site``; default 0); ``.npy``
+        and others: the index along the first axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        TIFF and zarr: ``(C, H, W)``, a 2-D image as one channel; others as stored.
 
     Raises
     ------
     FileNotFoundError
         If the file is absent.
     """
+    from cellframe.io.images import _is_zarr, read_site
+
     p = Path(path)
+    if _is_zarr(p) and p.exists():
+        return read_site(p, site=frame or 0).pixels
     if not p.is_file():
         raise FileNotFoundError(f"image file {p} not found")
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(p, key=frame) if frame is not None else tifffile.imread(p)
+        return read_site(p, site=frame or 0).pixels
     if suffix == ".npy":
         arr = np.load(p)
         return arr[frame] if frame is not None else arr
@@ -104,16 +128,46 @@ class StackLoader:
 
 
 class ChannelFilesLoader:
-    """Site key -> ``(C, H, W)`` from one file or TIFF page per channel.
+    """Site key -> ``(C, H, W)`` from the ``images`` table's rows: one per channel.
 
     Parameters
     ----------
     files : dict
-        ``(plate, well, site)`` -> list of ``(path, frame or None)`` in channel order.
+        ``(plate, well, site)`` -> list of :class:`~cellframe.io.images.ChannelSource`
+        (channel, path, site index in the file) in channel order; plain
+        ``(path, frame)`` pairs are named by ``channels``.
+    channels : sequence of str, optional
+        The channel of each entry, for ``(path, frame)`` pairs.
+    channel_names : sequence of str, optional
+        Names of every channel of stacks that do not store them (as given to
+        ``cellframe measure --channel-names``).
     """
 
-    def __init__(self, files: dict[tuple[str, str, int], list[tuple[str, int | None]]]) -> None:
-        self.files = dict(files)
+    def __init__(
+        self,
+        files: dict[tuple[str, str, int], list[Any]],
+        *,
+        channels: Sequence[str] | None = None,
+        channel_names: Sequence[str] | None = None,
+    ) -> None:
+        from cellframe.io.images import ChannelSource
+
+        self.files: dict[tuple[str, str, int], list[ChannelSource]] = {}
+        for key, entries in files.items():
+            sources = []
+            for i, entry in enumerate(entries):
+                if isinstance(entry, ChannelSource):
+                    sources.append(entry)
+                    continue
+                if channels is None:
+                    raise InvalidInputError(
+                        "ChannelFilesLoader: (path, frame) entries need channels= naming the "
+                        "channel of each entry; or give ChannelSource(channel, path, site)"
+                    )
+                path, frame = entry
+                sources.append(ChannelSource(channels[i], path, 0 if frame is None else frame))
+            self.files[key] = sources
+        self.channel_names = None if channel_names is None else list(channel_names)
 
     @classmethod
     def from_images_table(
@@ -122,6 +176,7 @@ class ChannelFilesLoader:
         channels: Sequence[str],
         *,
         root: str | os.PathLike[str] | None = None,
+        channel_names: Sequence[str] | None = None,
     ) -> ChannelFilesLoader:
         """Build from the store's ``images`` table (one row per site and channel).
 
@@ -129,11 +184,14 @@ class ChannelFilesLoader:
         ----------
         images : polars.DataFrame
             ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``, ``Channel``,
-            ``Path`` and optionally ``Frame``.
+            ``Path`` and optionally ``Frame`` (the site's index in a 4-D file;
+            null or 0 for files of one site).
         channels : sequence of str
             Channels to read, in this order.
         root : path, optional
-            Folder that relative paths are relative to.
+            Folder that relative paths are relative to (the store's folder).
+        channel_names : sequence of str, optional
+            Names of every channel of stacks that do not store them.
 
         Raises
         ------
@@ -147,9 +205,11 @@ class ChannelFilesLoader:
             raise MissingColumnsError("images table", missing)
         if images.height == 0:
             raise EmptyInputError("the images table holds no rows; ingest images first")
+        from cellframe.io.images import ChannelSource
+
         frame_col = "Frame" if "Frame" in images.columns else None
         wanted = images.filter(pl.col("Channel").is_in(list(channels)))
-        files: dict[tuple[str, str, int], list[tuple[str, int | None]]] = {}
+        files: dict[tuple[str, str, int], list[Any]] = {}
         for (plate, well, site), group in wanted.group_by([PLATE, WELL, SITE], maintain_order=True):
             by_channel = {r["Channel"]: r for r in group.iter_rows(named=True)}
             lacking = [c for c in channels if c not in by_channel]
@@ -165,14 +225,14 @@ class ChannelFilesLoader:
                 if root is not None and not path.is_absolute():
                     path = Path(root) / path
                 frame = r[frame_col] if frame_col else None
-                entries.append((str(path), None if frame is None else int(frame)))
+                entries.append(ChannelSource(c, str(path), 0 if frame is None else int(frame)))
             files[(str(plate), str(well), int(site))] = entries
         if not files:
             have = sorted(images["Channel"].unique().to_list())
             raise InvalidInputError(
                 f"the images table has none of the channels {list(channels)}; it has {have}"
             )
-        return cls(files)
+        return cls(files, channel_names=channel_names)
 
     @property
     def sites(self) -> list[tuple[str, str, int]]:
@@ -184,10 +244,11 @@ class ChannelFilesLoader:
             raise InvalidInputError(
                 f"no images for site {'/'.join(map(str, key))} in the images table"
             )
-        planes = [np.asarray(read_image(p, f)) for p, f in self.files[key]]
-        shapes = {pl_.shape for pl_ in planes}
-        if len(shapes) != 1 or planes[0].ndim != 2:
-            raise InvalidInputError(
-                f"site {'/'.join(map(str, key))}: channel images must be 2-D and the same size, got {sorted(shapes)}"
-            )
-        return np.stack(planes)
+        from cellframe.io.images import read_channels
+
+        planes = read_channels(
+            self.files[key],
+            channel_names=self.channel_names,
+            where=f"images table, plate {key[0]} well {key[1]} site {key[2]}",
+        )
+        return np.stack(list(planes.values()))

@@ -29,15 +29,22 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cellframe.errors import InvalidImageError, InvalidInputError, UnknownFormatError
+from cellframe.errors import (
+    InputNotFoundError,
+    InvalidImageError,
+    InvalidInputError,
+    UnknownFormatError,
+)
 
 __all__ = [
     "ChannelNotFoundError",
+    "ChannelSource",
     "ImageWarning",
     "SiteImage",
     "check_pixels",
     "count_sites",
     "parse_site_keys",
+    "read_channels",
     "read_labels",
     "read_site",
     "write_labels",
@@ -355,6 +362,17 @@ def read_site(
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no image file or zarr store at {p}")
+    data, stored_names = _load_site(p, site)
+    names = _channel_names(p, data.shape[0], stored_names, channel_names)
+    if channels is None:
+        return SiteImage(data, names)
+    wanted = [channels] if isinstance(channels, str) else list(channels)
+    index = _channel_index(p, names, wanted)
+    return SiteImage(np.ascontiguousarray(data[index]), wanted)
+
+
+def _load_site(p: Path, site: int) -> tuple[np.ndarray, list[str] | None]:
+    """One site of an existing file as ``(C, H, W)``, and the channel names the file stores."""
     stored_names: list[str] | None
     if _is_zarr(p):
         arr = _open_zarr_array(p)
@@ -367,17 +385,23 @@ def read_site(
         if data.ndim == 2:
             data = data[np.newaxis]
         stored_names = _zarr_channel_names(arr)
-        sidecar_from = p
     elif p.suffix.lower() in _TIFF_SUFFIXES or p.is_file():
         raw, axes, stored_names = _read_tiff(p)
         data = _to_site_stack(raw, axes, p, site)
-        sidecar_from = p
     else:
         raise UnknownFormatError(f"{p} is neither a TIFF file nor a zarr store")
-    n_channels = data.shape[0]
     if data.shape[1] == 0 or data.shape[2] == 0:
         raise InvalidInputError(f"{p} holds an empty image of shape {data.shape}")
+    return data, stored_names
 
+
+def _channel_names(
+    p: Path,
+    n_channels: int,
+    stored_names: list[str] | None,
+    channel_names: Sequence[str] | None,
+) -> list[str]:
+    """The names of a file's channels: given, stored in the file, a ``channels.csv``, or positions."""
     if channel_names is not None:
         names = [str(n) for n in channel_names]
         if len(names) != n_channels:
@@ -385,35 +409,161 @@ def read_site(
                 f"channel_names lists {len(names)} name(s) ({', '.join(names)}) but {p} has "
                 f"{n_channels} channel(s); give one name per channel, in file order"
             )
-    else:
-        sidecar = None if stored_names else _sidecar_channels(sidecar_from)
-        names = stored_names or sidecar or []
-        if names and len(names) != n_channels:
-            origin = f"{sidecar_from.parent / 'channels.csv'}" if sidecar else "the file's metadata"
-            import warnings
+        return names
+    sidecar = None if stored_names else _sidecar_channels(p)
+    names = stored_names or sidecar or []
+    if names and len(names) != n_channels:
+        origin = f"{p.parent / 'channels.csv'}" if sidecar else "the file's metadata"
+        import warnings
 
-            warnings.warn(
-                f"{p} has {n_channels} channel(s) but {origin} names {len(names)} "
-                f"({', '.join(names)}); the names are not used and the channels are called "
-                f"{', '.join(str(i) for i in range(n_channels))}. Pass channel_names= "
-                "(CLI: --channel-names) with one name per channel",
-                ImageWarning,
-                stacklevel=2,
-            )
-        if len(names) != n_channels:
-            names = [str(i) for i in range(n_channels)]
+        warnings.warn(
+            f"{p} has {n_channels} channel(s) but {origin} names {len(names)} "
+            f"({', '.join(names)}); the names are not used and the channels are called "
+            f"{', '.join(str(i) for i in range(n_channels))}. Pass channel_names= "
+            "(CLI: --channel-names) with one name per channel",
+            ImageWarning,
+            stacklevel=3,
+        )
+    if len(names) != n_channels:
+        names = [str(i) for i in range(n_channels)]
+    return names
 
-    if channels is None:
-        return SiteImage(data, names)
-    wanted = [channels] if isinstance(channels, str) else list(channels)
+
+def _channel_index(p: Path, names: list[str], wanted: list[str]) -> list[int]:
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ChannelNotFoundError(
             f"channel(s) {missing} not in {p}; it has {names}. Pick one of those, or pass "
             "channel_names=[...] (CLI: --channel-names) if the file does not store its names"
         )
-    index = [names.index(c) for c in wanted]
-    return SiteImage(np.ascontiguousarray(data[index]), wanted)
+    return [names.index(c) for c in wanted]
+
+
+class ChannelSource(NamedTuple):
+    """Where one channel of a site is: a file or zarr store, the site's index in it, the name.
+
+    One row of the store's ``images`` table (``Channel``, ``Path``, ``Frame``)
+    is one ``ChannelSource``: ``cellframe measure`` writes them, and
+    ``cellframe embed`` reads them back with :func:`read_channels`.
+    """
+
+    channel: str
+    """The channel's name (``DNA``, ...)."""
+    path: str | os.PathLike[str]
+    """A TIFF file or zarr store."""
+    site: int = 0
+    """Index of the site along the site axis of a 4-D file (``Frame``); 0 otherwise."""
+
+
+def read_channels(
+    sources: Sequence[ChannelSource],
+    *,
+    channel_names: Sequence[str] | None = None,
+    where: str = "",
+) -> dict[str, np.ndarray]:
+    """Read a site's channels, wherever each is: one stack, or one file per channel.
+
+    The one reader of site pixels for ``cellframe measure`` and ``cellframe
+    embed``. Sources in the same file and site are read together, once. A
+    file holding one channel, asked for one channel, is that channel (the
+    layout of one TIFF per channel, CellProfiler's and JUMP's: the file's own
+    channel name, if any, is not consulted). From a file holding several
+    channels, each channel is picked by name, as :func:`read_site` picks it
+    (``channel_names``, the file's metadata, or a ``channels.csv`` beside it).
+
+    Parameters
+    ----------
+    sources : sequence of ChannelSource
+        One per channel, in the order wanted; channel names must differ.
+    channel_names : sequence of str, optional
+        Names of every channel of multi-channel files that do not store them.
+    where : str
+        The site, for messages (e.g. ``"plate P1 well A01 site 1"``).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, each of shape (H, W)
+        Channel name -> pixels in the file's dtype, in the order of ``sources``.
+
+    Raises
+    ------
+    InputNotFoundError
+        If a file or zarr store does not exist (the channel and site named).
+    ChannelNotFoundError
+        If a channel is not among a multi-channel file's channels, or several
+        channels are asked of a file that holds one.
+    InvalidImageError
+        If the channels differ in size (each channel's size and file named).
+    InvalidInputError
+        If a channel is named twice, or a file is not 2-D, 3-D or 4-D.
+    UnknownFormatError
+        If a file is not a readable TIFF or zarr store.
+
+    Examples
+    --------
+    Two channels in one file each, and the same two in one stack, read alike:
+
+    >>> import numpy as np
+    >>> import tifffile
+    >>> dna, er = np.arange(40, dtype=np.uint16).reshape(2, 4, 5)
+    >>> tifffile.imwrite("dna.tif", dna); tifffile.imwrite("er.tif", er)
+    >>> planes = read_channels([ChannelSource("DNA", "dna.tif"), ChannelSource("ER", "er.tif")])
+    >>> list(planes), planes["ER"][0].tolist()
+    (['DNA', 'ER'], [20, 21, 22, 23, 24])
+    >>> tifffile.imwrite("stack.tif", np.stack([er, dna]))  # ER first in the stack
+    >>> stacked = read_channels([ChannelSource("DNA", "stack.tif"), ChannelSource("ER", "stack.tif")],
+    ...                         channel_names=["ER", "DNA"])
+    >>> all((stacked[c] == planes[c]).all() for c in planes)
+    True
+    """
+    at = f"{where}: " if where else ""
+    order = [str(s.channel) for s in sources]
+    twice = sorted({c for c in order if order.count(c) > 1})
+    if twice:
+        raise InvalidInputError(
+            f"{at}channel(s) {twice} are asked for more than once; name each channel once"
+        )
+    groups: dict[tuple[Path, int], list[str]] = {}
+    for source in sources:
+        groups.setdefault((Path(source.path), int(source.site)), []).append(str(source.channel))
+    planes: dict[str, np.ndarray] = {}
+    origin: dict[str, Path] = {}
+    for (p, site), wanted in groups.items():
+        if not p.exists():
+            raise InputNotFoundError(
+                f"{at}no image file or zarr store at {p} (channel {', '.join(wanted)}); "
+                "check the path, or move the images back where they were when the site "
+                "was registered"
+            )
+        data, stored = _load_site(p, site)
+        if data.shape[0] == 1 and len(wanted) == 1 and channel_names is None:
+            index = [0]  # one file per channel: the file is the channel named
+        else:
+            if data.shape[0] == 1:
+                raise ChannelNotFoundError(
+                    f"{at}{p} holds one channel, but channels {wanted} are to be read from "
+                    "it; give each channel its own file, or the file of their stack"
+                )
+            index = _channel_index(
+                p, _channel_names(p, data.shape[0], stored, channel_names), wanted
+            )
+        for channel, i in zip(wanted, index, strict=True):
+            planes[channel] = np.ascontiguousarray(data[i])
+            origin[channel] = p
+    shapes = {c: planes[c].shape for c in order}
+    if len(set(shapes.values())) > 1:
+        counts = [list(shapes.values()).count(v) for v in shapes.values()]
+        usual = list(shapes.values())[counts.index(max(counts))]
+        same = [c for c in order if shapes[c] == usual]
+        listed = ", ".join(
+            [f"{', '.join(same)} {usual[0]} x {usual[1]}"]
+            + [f"{c} {h} x {w} ({origin[c]})" for c, (h, w) in shapes.items() if c not in same]
+        )
+        raise InvalidImageError(
+            f"{at}the channels of one site differ in size: {listed}; every channel of a site "
+            "must have one size: check the files (a thumbnail, a crop, another site's file?)"
+        )
+    return {c: planes[c] for c in order}
 
 
 def write_labels(path: str | os.PathLike[str], labels: np.ndarray) -> Path:

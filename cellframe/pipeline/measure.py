@@ -31,7 +31,7 @@ import numbers
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,19 +105,47 @@ class SiteLayout:
         TIFFs), else the file names (see
         :func:`cellframe.segment.pipeline.sites_from_paths`).
     pattern : str, optional
-        File-name pattern with groups plate/well/site.
+        File-name pattern with groups plate/well/site; with a ``channel`` group
+        (or ``channel_files=True``), the files are one per channel (see
+        :func:`cellframe.io.channel_files.sites_from_channel_files`).
     channel_names : sequence of str, optional
         Names of every channel in the files, for files that do not carry them.
+    load_data : path, optional
+        A CellProfiler LoadData CSV naming one file per channel and site
+        (``FileName_<Channel>``, ``PathName_<Channel>``, ``Metadata_Plate/Well/Site``;
+        :func:`cellframe.io.channel_files.sites_from_load_data`); the images
+        argument is then empty.
+    channel_files : bool, default False
+        The images are one file per channel and site, named as ``pattern`` says
+        (default :data:`cellframe.io.channel_files.DEFAULT_CHANNEL_PATTERN`, the
+        Opera Phenix / JUMP names ``r01c01f01p01-ch1sk1fk1fl1.tiff``).
+    channel_map : mapping, optional
+        Renames the channels of ``load_data`` or per-channel files
+        (``{"OrigDNA": "DNA"}``, ``{"ch1": "DNA"}``) before ``channels`` names them.
 
     Raises
     ------
     InvalidInputError
-        For ``channel_names`` given as one string.
+        For ``channel_names`` given as one string, or options of the two
+        layouts mixed (``load_data`` with ``sites_csv``, ``pattern`` or
+        ``channel_names``; ``channel_map`` without a per-channel layout).
     """
 
     sites_csv: str | os.PathLike[str] | None = None
     pattern: str | None = None
     channel_names: Sequence[str] | None = None
+    load_data: str | os.PathLike[str] | None = None
+    channel_files: bool = False
+    channel_map: Mapping[str, str] | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the images are one file per channel (LoadData CSV or a pattern)."""
+        return (
+            self.load_data is not None
+            or self.channel_files
+            or (self.pattern is not None and "(?P<channel>" in self.pattern)
+        )
 
     def __post_init__(self) -> None:
         from cellframe.errors import InvalidInputError
@@ -126,6 +154,33 @@ class SiteLayout:
             raise InvalidInputError(
                 f"SiteLayout: channel_names must be a sequence of names, got the string "
                 f"{self.channel_names!r}; write channel_names=[{self.channel_names!r}, ...]"
+            )
+        if self.load_data is not None:
+            mixed = [
+                name
+                for name, value in (
+                    ("sites_csv (--sites)", self.sites_csv),
+                    ("pattern (--pattern)", self.pattern),
+                    ("channel_files (--channel-files)", self.channel_files or None),
+                )
+                if value is not None
+            ]
+            if mixed:
+                raise InvalidInputError(
+                    f"SiteLayout: load_data (--load-data) names every site's files; "
+                    f"{', '.join(mixed)} would name them again: drop one of the two"
+                )
+        if self.per_channel and self.channel_names is not None:
+            raise InvalidInputError(
+                "SiteLayout: channel_names (--channel-names) names the channels of "
+                "multi-channel files; one file per channel is named by its CSV column or "
+                "file name: rename with channel_map (--channel-map ch1=DNA,...)"
+            )
+        if self.channel_map and not self.per_channel:
+            raise InvalidInputError(
+                "SiteLayout: channel_map (--channel-map) renames the channels of one file "
+                "per channel (load_data / --load-data, or channel_files / --channel-files); "
+                "multi-channel files are named with channel_names (--channel-names)"
             )
 
 
@@ -367,6 +422,62 @@ def _site_paths(images: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
+def _site_specs(
+    images: Sequence[str | os.PathLike[str]], layout: SiteLayout, channels: list[str]
+) -> list[Any]:
+    """Every site given, with where its channels are; checked before any pixel is read."""
+    from cellframe.errors import InputNotFoundError, InvalidInputError
+    from cellframe.segment.pipeline import sites_from_paths
+
+    if layout.load_data is not None:
+        from cellframe.io.channel_files import check_sites, sites_from_load_data
+
+        if images:
+            raise InvalidInputError(
+                f"--load-data {layout.load_data} names every site's files, and IMAGES "
+                f"({', '.join(str(i) for i in images)}) name more: give one of the two"
+            )
+        sites = sites_from_load_data(layout.load_data, channel_map=layout.channel_map)
+        check_sites(sites, channels)
+        return sites
+    if not images:
+        raise InvalidInputError(
+            "no images given: name zarr stores, TIFFs or folders (IMAGES), or a "
+            "CellProfiler LoadData CSV (--load-data)"
+        )
+    paths = _site_paths(images)
+    if layout.per_channel:
+        from cellframe.io.channel_files import check_sites, sites_from_channel_files
+
+        if layout.sites_csv is not None:
+            raise InvalidInputError(
+                "--sites names the sites of multi-channel files; one file per channel is "
+                "named by --pattern (or a LoadData CSV, --load-data): drop --sites"
+            )
+        sites = sites_from_channel_files(
+            paths, pattern=layout.pattern, channel_map=layout.channel_map
+        )
+        check_sites(sites, channels)
+        return sites
+    sites_csv, pattern = layout.sites_csv, layout.pattern
+    if sites_csv is None and len(images) == 1 and pattern is None:
+        # a sites.csv beside a zarr store or file, or inside a folder of TIFFs
+        given = Path(images[0])
+        folder_of_tiffs = given.is_dir() and paths and paths[0].parent == given
+        beside = (given if folder_of_tiffs else given.parent) / "sites.csv"
+        sites_csv = beside if beside.is_file() else None
+    if sites_csv is not None and not Path(sites_csv).is_file():
+        raise InputNotFoundError(
+            f"sites file {sites_csv} (--sites) does not exist; give a CSV with columns "
+            "Plate, Well, Site and idx or path, one row per site"
+        )
+    if sites_csv is None:
+        _check_site_names(paths, pattern)
+    else:
+        _check_sites_csv(Path(sites_csv))
+    return sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
+
+
 def _check_site_names(paths: list[Path], pattern: str | None) -> None:
     """Refuse files whose names give no plate, well and site, naming the options that do."""
     from cellframe.errors import InvalidInputError
@@ -378,9 +489,10 @@ def _check_site_names(paths: list[Path], pattern: str | None) -> None:
             f"cannot tell the plate, well and site of {len(unnamed)} of {len(paths)} file(s) "
             f"(e.g. {unnamed[0]}) from their names: name each site's multi-channel TIFF like "
             "<plate>_<well>_s<site>.tif, or pass --pattern (a regex with groups plate, well "
-            "and site) or --sites (a CSV with Plate, Well, Site and idx or path); one file per "
-            "channel (CellProfiler's layout) is not read: stack each site's channels into one "
-            "TIFF (channel names in a channels.csv beside it, or --channel-names)"
+            "and site) or --sites (a CSV with Plate, Well, Site and idx or path); for one file "
+            "per channel (CellProfiler's and JUMP's layout), pass --channel-files (Phenix "
+            "names r01c01f01p01-ch1sk1fk1fl1.tiff, or --pattern with a channel group) or "
+            "--load-data (a CellProfiler LoadData CSV)"
         )
 
 
@@ -432,13 +544,31 @@ def _check_target(store: Any, table: str) -> None:
         )
 
 
-def _read(spec: Any, channels: list[str], channel_names: Sequence[str] | None) -> dict[str, Any]:
-    from cellframe.io.images import read_site
+def _sources(spec: Any, channels: Sequence[str]) -> list[Any]:
+    """Where each channel of a site is: its own file, or the site's stack."""
+    from cellframe.io.images import ChannelSource
 
-    pixels, names = read_site(
-        spec.path, site=spec.index, channels=channels, channel_names=channel_names
-    )
-    return dict(zip(names, pixels, strict=True))
+    if hasattr(spec, "sources"):  # one file per channel (cellframe.io.channel_files)
+        return spec.sources(channels)
+    return [ChannelSource(ch, spec.path, spec.index) for ch in channels]
+
+
+def _where(spec: Any) -> str:
+    if hasattr(spec, "sources"):  # one file per channel: the site's folder
+        return (
+            f"plate {spec.plate}, well {spec.well}, site {spec.site} (one file per channel, "
+            f"in {spec.path.parent})"
+        )
+    return f"{spec.path} (plate {spec.plate}, well {spec.well}, site {spec.site})"
+
+
+def _read(spec: Any, channels: list[str], channel_names: Sequence[str] | None) -> dict[str, Any]:
+    from cellframe.io.images import read_channels
+
+    return read_channels(
+        _sources(spec, channels), channel_names=channel_names,
+        where=f"plate {spec.plate} well {spec.well} site {spec.site}",
+    )  # fmt: skip
 
 
 def _check_site(
@@ -450,7 +580,7 @@ def _check_site(
     from cellframe.errors import BlankImageError, InvalidImageError
     from cellframe.io.images import check_pixels
 
-    where = f"{spec.path} (plate {spec.plate}, well {spec.well}, site {spec.site})"
+    where = _where(spec)
     names = list(images)
     stack = np.stack(list(images.values()))
     blank = check_pixels(stack, where=where, channels=names)
@@ -552,7 +682,8 @@ class _PlateFit:
 
     plate: str
     functions: dict[str, Any] | None
-    warned: list[tuple[type[Warning], str]]
+    #: ``(category, message, site)``: the site (``plate/well/site``) that raised it, or None.
+    warned: list[tuple[type[Warning], str, str | None]]
     #: The error that stopped the plate's pass (raised by the caller after the warnings).
     error: Exception | None = None
 
@@ -581,11 +712,15 @@ def _plate_illumination(task: _PlateIllumination) -> _PlateFit:
     stats: dict[str, Any] = {}
     functions = None
     error = None
+    by_site: list[tuple[int, str]] = []  # (index of its first warning, site)
+    after_sites = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             shape = None
             for spec in task.sites:
+                first = len(caught)
+                by_site.append((first, _site_label(spec)))
                 images = _read(spec, task.channels, task.channel_names)
                 site_shape = _check_site(spec, images, task.nuclei, task.cells, shape)
                 shape = site_shape if params is not None else None  # one size per plate
@@ -593,13 +728,22 @@ def _plate_illumination(task: _PlateIllumination) -> _PlateFit:
                     for ch, px in images.items():
                         s = makers[ch].statistics(to_unit_range(px))
                         stats[ch] = s if ch not in stats else stats[ch].merge(s)
+            read = len(caught)
             if task.fit:
                 functions = {ch: makers[ch].from_statistics(stats[ch]) for ch in task.channels}
+            after_sites = len(caught) - read
         except Exception as exc:  # raised by the caller, after the warnings before it
             error = exc
     # Developer-facing categories (hidden by default) stay here; the rest go to the caller.
     hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
-    warned = [(w.category, str(w.message)) for w in caught if not issubclass(w.category, hidden)]
+    warned = []
+    for i, w in enumerate(caught):
+        if issubclass(w.category, hidden):
+            continue
+        site = next((label for start, label in reversed(by_site) if start <= i), None)
+        if i >= len(caught) - after_sites:  # raised by the fit, after every site was read
+            site = None
+        warned.append((w.category, str(w.message), site))
     return _PlateFit(task.plate, functions, warned, error)
 
 
@@ -627,6 +771,54 @@ def _site_warnings(caught: list[Any]) -> list[tuple[type[Warning], str, dict[str
         for w in caught
         if not issubclass(w.category, (*hidden, UndefinedMeasurementWarning))
     ]
+
+
+def _site_label(spec: Any) -> str:
+    return f"{spec.plate}/{spec.well}/{spec.site}"
+
+
+#: Sites a per-run warning names; the rest are counted.
+NAMED_SITES = 3
+
+
+@dataclass
+class _SiteWarnings:
+    """Warnings of single sites (no nuclei, unmatched objects, a blank channel, ...), one per kind.
+
+    :func:`measure_images` adds what each site raised and, at the end of the run
+    (or before the error that stops it), warns once per category: the count of
+    sites, the first few named, and the first site's message (its reason and fix).
+    """
+
+    #: Sites read in the run, for "n of N".
+    total: int = 0
+    seen: dict[type[Warning], list[tuple[str, str]]] = field(default_factory=dict)
+
+    def add(self, category: type[Warning], message: str, site: str) -> None:
+        """Record a warning a site raised."""
+        self.seen.setdefault(category, []).append((site, message))
+
+    def warn(self) -> None:
+        """One warning per category, with counts; then forget them (called once per run)."""
+        import warnings
+
+        seen, self.seen = self.seen, {}
+        for category, raised in seen.items():
+            sites = list(dict.fromkeys(site for site, _ in raised))
+            first_site, first = raised[0]
+            if len(raised) == 1:
+                warnings.warn(first, category, stacklevel=3)
+                continue
+            named = ", ".join(sites[:NAMED_SITES])
+            more = f" and {len(sites) - NAMED_SITES} more" if len(sites) > NAMED_SITES else ""
+            times = f", {len(raised)} times" if len(raised) > len(sites) else ""
+            warnings.warn(
+                f"{category.__name__} on {len(sites)} of {max(self.total, len(sites))} "
+                f"site(s){times} (plate/well/site {named}{more}); the first, {first_site}: "
+                f"{first}",
+                category,
+                stacklevel=3,
+            )
 
 
 _TEXTURE_SCALE = re.compile(r"_(\d+)_\d\d_256$")
@@ -762,7 +954,9 @@ def measure_images(
         Where the tables go (a file-backed store: the single cells are per-plate
         Parquet beside it).
     images : sequence of path
-        Zarr stores, multi-channel TIFFs, or folders of TIFFs.
+        Zarr stores, multi-channel TIFFs, or folders of TIFFs; with
+        ``layout.channel_files`` (or a ``layout.pattern`` with a ``channel``
+        group) one TIFF per channel and site; empty with ``layout.load_data``.
     channels : sequence of str
         Channels to measure (names in the files or their ``channels.csv``);
         must include the nuclei and cell-body channels of ``objects``.
@@ -805,16 +999,25 @@ def measure_images(
     UndefinedMeasurementWarning
         Once per run, with the NaN values, cells and sites, and the groups
         (compartment, family, texture scale) most affected.
-    NoObjectsWarning, UnmatchedObjectsWarning, ImageWarning
-        Per site, as :func:`~cellframe.segment.classical.segment_site` and
-        :func:`~cellframe.measure.features.measure_site` raise them.
+    NoObjectsWarning, UnmatchedObjectsWarning, ImageWarning, ...
+        Once per run and kind, for what single sites raise
+        (:func:`~cellframe.segment.classical.segment_site`,
+        :func:`~cellframe.measure.features.measure_site`, the site checks):
+        the number of sites, the first :data:`NAMED_SITES` named, and the
+        first site's message (a kind raised by one site: its message as is).
 
     Raises
     ------
     InputNotFoundError
-        If an image path or the ``sites_csv`` does not exist.
+        If an image path, the ``sites_csv`` or ``load_data``, or a file a
+        LoadData CSV names (its line and column named) does not exist.
     ChannelNotFoundError
-        If a channel is missing from a site's file.
+        If a channel is missing from a site's file, or from the channels of
+        one file per channel (``channel_map`` names them).
+    IncompleteSiteError
+        If a site of one file per channel lacks the file of a channel measured.
+    DuplicateKeysError
+        If a LoadData CSV names a site twice, or two files are one site's channel.
     InvalidImageError
         If a site's channels differ in shape, or a plate's sites in size.
     BlankImageError
@@ -831,7 +1034,7 @@ def measure_images(
     layout = SiteLayout() if layout is None else layout
     objects = ObjectOptions() if objects is None else objects
     measurements = MeasureOptions() if measurements is None else measurements
-    sites_csv, pattern, channel_names = layout.sites_csv, layout.pattern, layout.channel_names
+    channel_names = layout.channel_names
     nuclei, cells, primary, secondary = (
         objects.nuclei, objects.cells, objects.primary, objects.secondary
     )  # fmt: skip
@@ -849,11 +1052,10 @@ def measure_images(
 
     from cellframe.engine.base import resolve_engine
     from cellframe.engine.ray import RayEngine
-    from cellframe.errors import InputNotFoundError, InvalidInputError, SizeRangeWarning
+    from cellframe.errors import InvalidInputError, SizeRangeWarning
     from cellframe.measure.features import DEFAULT_FAMILIES
     from cellframe.measure.quality import BLURRY, SATURATED, quality_flags
     from cellframe.segment.classical import save_labels
-    from cellframe.segment.pipeline import sites_from_paths
 
     engine = resolve_engine(engine)
     channels = list(dict.fromkeys(channels))
@@ -869,23 +1071,7 @@ def measure_images(
             "an in-memory store has no folder for the label images; pass labels_dir"
         )
     _check_target(store, table)
-    paths = _site_paths(images)
-    if sites_csv is None and len(images) == 1 and pattern is None:
-        # a sites.csv beside a zarr store or file, or inside a folder of TIFFs
-        given = Path(images[0])
-        folder_of_tiffs = given.is_dir() and paths and paths[0].parent == given
-        beside = (given if folder_of_tiffs else given.parent) / "sites.csv"
-        sites_csv = beside if beside.is_file() else None
-    if sites_csv is not None and not Path(sites_csv).is_file():
-        raise InputNotFoundError(
-            f"sites file {sites_csv} (--sites) does not exist; give a CSV with columns "
-            "Plate, Well, Site and idx or path, one row per site"
-        )
-    if sites_csv is None:
-        _check_site_names(paths, pattern)
-    else:
-        _check_sites_csv(Path(sites_csv))
-    specs = sites_from_paths(paths, sites_csv=sites_csv, pattern=pattern)
+    specs = _site_specs(images, layout, channels)
     done = set() if force else _stored_sites(store, LABELS_TABLE)
     todo = [s for s in specs if (s.plate, s.well, s.site) not in done]
     report = MeasureReport(table=table, sites_skipped=len(specs) - len(todo))
@@ -930,14 +1116,20 @@ def measure_images(
         tasks.append(task)
     fitted: dict[str, Any] = {}
     fitted_from: dict[str, int] = {}
+    read = {_site_label(spec) for task in tasks for spec in task.sites}
+    per_site = _SiteWarnings(total=len(read | {_site_label(spec) for spec in todo}))
 
     def collect(results: Iterator[_PlateFit]) -> None:
         # Plate by plate, in order: a plate's error stops the run (the local engine
         # then reads no further plate), after the warnings raised before it.
         for result in results:
-            for category, message in result.warned:
-                warnings.warn(message, category, stacklevel=4)
+            for category, message, site in result.warned:
+                if site is None:
+                    warnings.warn(message, category, stacklevel=4)
+                else:
+                    per_site.add(category, message, site)
             if result.error is not None:
+                per_site.warn()
                 raise result.error
             if result.functions is not None:
                 functions[result.plate] = result.functions
@@ -974,7 +1166,7 @@ def measure_images(
                 if counts is not None and issubclass(category, SizeRangeWarning):
                     tally.add_size(counts)
                 else:
-                    warnings.warn(message, category, stacklevel=2)
+                    per_site.add(category, message, _site_label(spec))
             tally.add_nan(frame)
             key = f"{spec.plate}_{spec.well}_{spec.site}"
             written = save_labels(objects, folder, _safe(key))
@@ -1005,6 +1197,7 @@ def measure_images(
         if bar is not None:
             bar.close()
         tally.warn(nuclei, classical=nuclei_method == "classical")
+        per_site.warn()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -1141,8 +1334,9 @@ def _write_site(
         "Metadata_Plate": spec.plate, "Metadata_Well": spec.well, "Metadata_Site": spec.site,
     }  # fmt: skip
     images = pl.DataFrame(
-        [{**site_rows, "Channel": ch, "Path": str(Path(spec.path).resolve()),
-          "Frame": spec.index, "Height": height, "Width": width} for ch in raw],
+        [{**site_rows, "Channel": src.channel, "Path": str(Path(src.path).resolve()),
+          "Frame": src.site, "Height": height, "Width": width}
+         for src in _sources(spec, list(raw))],
         schema_overrides={"Metadata_Site": pl.Int32, "Frame": pl.Int32, "Height": pl.Int32,
                           "Width": pl.Int32},
     )  # fmt: skip

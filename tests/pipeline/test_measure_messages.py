@@ -234,13 +234,13 @@ def test_bad_input_at_the_command_line_is_one_line_with_exit_2(tmp_path, capsys)
     assert code == 0 and out.startswith("measured 1 site(s), "), err
     err = _error(capsys, store, zarr, "--channels", CHANNELS, "--sites", str(tmp_path / "x.csv"))
     assert "sites file" in err and "(--sites) does not exist" in err
-    # one TIFF per channel (CellProfiler's layout): the message says to stack them
+    # one TIFF per channel (CellProfiler's layout) in other names: the message names the options
     folder = tmp_path / "per-channel"
     folder.mkdir()
     for d in range(3):
         tifffile.imwrite(folder / f"AS_09125_D03f00d{d}.tif", np.zeros((8, 8), np.uint16))
     err = _error(capsys, store, str(folder), "--channels", "DNA,AGP", *quick)
-    assert "of 3 of 3 file(s)" in err and "stack each site's channels into one TIFF" in err
+    assert "of 3 of 3 file(s)" in err and "--channel-files" in err and "--load-data" in err
     err = _error(capsys, store, zarr, "--channels", CHANNELS, "--nuclei-diameter", "40,10")
     assert "--nuclei-diameter: '40,10' is not MIN,MAX" in err
     err = _error(capsys, store, zarr, "--channels", CHANNELS, "--nuclei-diameter", "20,80",
