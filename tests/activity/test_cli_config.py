@@ -9,16 +9,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 
 from cellframe.activity.experiment import UnusedSettingWarning
 from cellframe.cli import main
 from cellframe.store import Store
-
-CORES = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCNCC1"]
-TAILS = ["O", "N", "OC(=O)", "Cl", "CC", "CO", "F", "N#C", "S", "O=CN", "OCC", "Br"]
+from tests.activity._screens import scaffold_screen
 
 FOLDS = """
 [data]
@@ -58,22 +55,8 @@ n_estimators = 5
 
 
 def _screen(tmp_path: Path) -> None:
-    """60 compounds (5 scaffolds x 12 substituents), a train/validation/test column, 2 assays."""
-    smiles = [f"{t}{c}" for c in CORES for t in TAILS]
-    n = len(smiles)
-    tail = np.tile(np.arange(n // len(CORES)), len(CORES))
-    part = np.array(["train"] * n, dtype=object)
-    part[np.arange(n) % 5 == 1] = "validation"
-    part[np.arange(n) % 5 == 3] = "test"
-    pl.DataFrame(
-        {
-            "ID": [f"T{i:03d}" for i in range(n)],
-            "smiles": smiles,
-            "set": part.tolist(),
-            "A": (tail % 2 == 0).astype(int),
-            "B": (tail < 4).astype(int),
-        }
-    ).write_csv(tmp_path / "screen.csv")
+    """The 60-compound screen with a train/validation/test column (tests/activity/_screens.py)."""
+    scaffold_screen().write_csv(tmp_path / "screen.csv")
 
 
 def _run(tmp_path: Path, config: str, capsys: pytest.CaptureFixture) -> tuple[int, list, bool]:

@@ -13,9 +13,7 @@ from cellframe.activity.columns import ASSAY, COMPOUND, FOLD, MODALITY, PROBABIL
 from cellframe.activity.experiment import load_config, run_experiment
 from cellframe.cli import main
 from cellframe.store import Store
-
-CORES = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCNCC1"]
-TAILS = ["O", "N", "OC(=O)", "Cl", "CC", "CO", "F", "N#C", "S", "O=CN", "OCC", "Br"]
+from tests.activity._screens import scaffold_screen
 
 CONFIG = """
 [data]
@@ -43,17 +41,8 @@ grid = {}
 
 
 def _screen(tmp_path: Path) -> pl.DataFrame:
-    """60 compounds, 5 scaffolds x 12 substituents; A and B follow the substituent."""
-    smiles = [f"{t}{c}" for c in CORES for t in TAILS]
-    tail = np.tile(np.arange(len(TAILS)), len(CORES))
-    frame = pl.DataFrame(
-        {
-            "ID": [f"T{i:03d}" for i in range(len(smiles))],
-            "smiles": smiles,
-            "A": (tail % 2 == 0).astype(int),
-            "B": (tail < 4).astype(int),
-        }
-    )
+    """The 60-compound screen without a split column (tests/activity/_screens.py)."""
+    frame = scaffold_screen(split=False)
     frame.write_csv(tmp_path / "screen.csv")
     return frame
 

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from cellframe.cli import main
 from cellframe.store import Store
-
-CORES = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCNCC1"]
-TAILS = ["O", "N", "OC(=O)", "Cl", "CC", "CO", "F", "N#C", "S", "O=CN", "OCC", "Br"]
+from tests.activity._screens import scaffold_screen
 
 
 def _challenge(tmp_path):
     """A challenge-style CSV: ID, SMILES, a split column, two assays."""
-    smiles = [f"{t}{c}" for c in CORES for t in TAILS]
-    n = len(smiles)
-    tail = np.tile(np.arange(len(TAILS)), len(CORES))
-    part = np.array(["train"] * n, dtype=object)
-    part[np.arange(n) % 5 == 1] = "Validation"  # case-insensitive
-    part[np.arange(n) % 5 == 3] = "test"
-    frame = pl.DataFrame(
-        {
-            "ID": [f"T{i:03d}" for i in range(n)],
-            "smiles": smiles,
-            "set": part.tolist(),
-            "A": (tail % 2 == 0).astype(int),
-            "B": (tail < 4).astype(int),
-        }
-    )
+    frame = scaffold_screen(validation="Validation")  # split labels are case-insensitive
     frame.write_csv(tmp_path / "challenge.csv")
     return frame
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -19,9 +18,7 @@ from cellframe.errors import (
     UnknownFormatError,
 )
 from cellframe.store import Store
-
-CORES = ["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CCNCC1"]
-TAILS = ["O", "N", "OC(=O)", "Cl", "CC", "CO", "F", "N#C", "S", "O=CN", "OCC", "Br"]
+from tests.activity._screens import scaffold_screen
 
 CONFIG = """
 [data]
@@ -53,21 +50,7 @@ prefix = "tox"
 def trained(tmp_path_factory):
     """A held-out run of the CLI with [output] model = "tox_model", and its store."""
     root = tmp_path_factory.mktemp("predict")
-    smiles = [f"{t}{c}" for c in CORES for t in TAILS]
-    n = len(smiles)
-    tail = np.tile(np.arange(len(TAILS)), len(CORES))
-    part = np.array(["train"] * n, dtype=object)
-    part[np.arange(n) % 5 == 1] = "validation"
-    part[np.arange(n) % 5 == 3] = "test"
-    pl.DataFrame(
-        {
-            "ID": [f"T{i:03d}" for i in range(n)],
-            "smiles": smiles,
-            "set": part.tolist(),
-            "A": (tail % 2 == 0).astype(int),
-            "B": (tail < 4).astype(int),
-        }
-    ).write_csv(root / "challenge.csv")
+    scaffold_screen().write_csv(root / "challenge.csv")
     (root / "heldout.toml").write_text(CONFIG.format(output='model = "tox_model"'))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
