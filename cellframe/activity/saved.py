@@ -447,6 +447,11 @@ class ActivityModel:
         JSON-serialisable facts about the run (versions, config, split, scores).
     workers : int or None, default None
         Descriptor worker processes (:func:`~cellframe.activity.rdkit_descriptors`).
+    descriptor_cache : str or None, default None
+        A descriptor cache file (``rdkit_descriptors(cache=)``): compounds seen
+        before are looked up by canonical SMILES instead of computed, new ones
+        are computed and added. Values come from the canonical SMILES, so a
+        probability can differ from an uncached one in its last bits.
     path : str or None
         The directory it was loaded from.
 
@@ -467,6 +472,7 @@ class ActivityModel:
     name: str = "model"
     provenance: dict[str, Any] = field(default_factory=dict, repr=False)
     workers: int | None = None
+    descriptor_cache: str | None = None
     path: str | None = None
     timings: dict[str, list[float]] = field(default_factory=dict, init=False, repr=False)
 
@@ -689,7 +695,9 @@ class ActivityModel:
                 from cellframe.activity.descriptors import rdkit_descriptors
 
                 with self._stage("RDKit descriptors"):
-                    descriptors = rdkit_descriptors(good, workers=self.workers)
+                    descriptors = rdkit_descriptors(
+                        good, workers=self.workers, cache=self.descriptor_cache
+                    )
             p, s = self._forward(good, descriptors)
             prob[parsed] = np.asarray(p, dtype=np.float64)
             spread[parsed] = np.asarray(s, dtype=np.float64)
@@ -1014,7 +1022,11 @@ def _corrupt(path: Path, what: str) -> SavedModelError:
 
 
 def load_activity_model(
-    path: str | Path, *, device: str | None = None, workers: int | None = None
+    path: str | Path,
+    *,
+    device: str | None = None,
+    workers: int | None = None,
+    descriptor_cache: str | Path | None = None,
 ) -> ActivityModel:
     """Read a model directory written by :func:`save_activity_model`.
 
@@ -1027,6 +1039,9 @@ def load_activity_model(
     workers : int, optional
         Descriptor worker processes for predictions (default: one per core
         from 2,000 molecules on).
+    descriptor_cache : str or Path, optional
+        A descriptor cache file kept across predictions (see
+        :class:`ActivityModel`): re-predicting a library costs a lookup.
 
     Returns
     -------
@@ -1130,6 +1145,7 @@ def load_activity_model(
             name=str(doc["name"]),
             provenance=dict(doc.get("provenance", {})),
             workers=workers,
+            descriptor_cache=None if descriptor_cache is None else str(descriptor_cache),
             path=str(path),
         )
     except SavedModelError:

@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "--workers", type=int, default=None, help="descriptor processes (default: cores)"
     )
     q.add_argument("--device", help="cpu or cuda for the networks (default: cuda when present)")
+    q.add_argument(
+        "--descriptors-cache",
+        help="Parquet file keeping the library's RDKit descriptors across runs (created if absent)",
+    )
     q.set_defaults(func=_predict)
 
 
@@ -151,7 +155,10 @@ def _predict(args: argparse.Namespace) -> int:
     library = open_library(
         args.library, smiles_column=args.smiles_column, id_column=args.id_column
     )  # checked before the model loads
-    model = load_activity_model(args.model, device=args.device, workers=args.workers)
+    model = load_activity_model(
+        args.model, device=args.device, workers=args.workers,
+        descriptor_cache=args.descriptors_cache,
+    )  # fmt: skip
     with Store(args.store) as store:
         report = predict_library(
             model, library, store, table=args.table, chunk_size=args.chunk_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -106,6 +107,33 @@ def test_chunks_give_the_same_table_as_one_call(trained, tmp_path):
     assert_frame_equal(chunked, whole, check_exact=True)
     stages = set(report.timings)
     assert {"parse SMILES", "RDKit descriptors", "forward: lgbm", "write (DuckDB)"} <= stages
+
+
+def test_a_descriptor_cache_gives_the_same_predictions_and_is_reused(trained, tmp_path, capsys):
+    root = trained
+    cache = tmp_path / "library_descriptors.parquet"
+    model = load_activity_model(root / "tox_model", device="cpu")
+    smiles = pl.read_csv(root / "challenge.csv")["smiles"].to_list()
+    plain = model.predict(smiles)
+    cached = load_activity_model(root / "tox_model", device="cpu", descriptor_cache=cache)
+    first = cached.predict(smiles)
+    assert pl.read_parquet(cache).height == 60  # every compound's descriptors kept
+    again = cached.predict(smiles)
+    assert_frame_equal(again, first, check_exact=True)  # read back exactly
+    # From canonical SMILES: equal to the uncached run up to float rounding.
+    np.testing.assert_allclose(
+        first["probability"].to_numpy(), plain["probability"].to_numpy(), rtol=0, atol=1e-9
+    )
+    # The command line takes the same cache.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["activity-predict", str(root / "tox_model"), str(root / "challenge.csv"),
+                     "--store", str(tmp_path / "c.duckdb"), "--descriptors-cache", str(cache),
+                     "--quiet"])  # fmt: skip
+    assert code == 0
+    with Store(tmp_path / "c.duckdb", read_only=True) as store:
+        table = store.read("activity_library_predictions")
+    assert (table["probability"] == first["probability"]).all()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "smi"])
