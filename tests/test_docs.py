@@ -651,7 +651,7 @@ AFTER = {
     "engine-0": _check_engine,
     "activity-0": _check_activity,
     "activity-1": _check_activity_example,
-    "activity-4": _check_activity_library,
+    "activity-5": _check_activity_library,
     "evaluate-0": _check_evaluate_sphered,
 }
 
