@@ -253,8 +253,11 @@ def _model_child(tool: str, args: argparse.Namespace, out: str) -> None:
     # The clock starts before the data are read: both tools pay for reading the
     # matrix and featurizing (cellframe's descriptors, unless --descriptors-cache
     # gives them; Chemprop featurizes inside ``chemprop train``).
-    t0 = time.perf_counter()
-    m, desc, part = _split_data(args, descriptors=tool != "chemprop")
+    from cellframe.activity.config_checks import needs_descriptors
+
+    t0 = time.perf_counter()  # only the models that read descriptors compute them
+    uses_descriptors = tool != "chemprop" and needs_descriptors(model_spec(tool))
+    m, desc, part = _split_data(args, descriptors=uses_descriptors)
     features_s = time.perf_counter() - t0
     if tool == "chemprop":
         with tempfile.TemporaryDirectory() as tmp:
