@@ -36,6 +36,7 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentResult",
     "UnusedSettingWarning",
+    "check_save_request",
     "load_config",
     "run_experiment",
     "validate_config",
@@ -228,6 +229,41 @@ def _load_profiles(
     return frame.with_columns(pl.col(COMPOUND).cast(pl.String))
 
 
+def check_save_request(
+    config: ExperimentConfig, save_model: str | Path | None, model_name: str | None
+) -> None:
+    """Refuse, before any training, a model that cannot be saved as asked.
+
+    ``cellframe activity`` calls it before it opens the store; :func:`run_experiment`
+    too, so a Python caller gets the same refusals.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    save_model : str, Path or None
+        Where the model goes; None saves nothing (nothing is checked).
+    model_name : str or None
+        Which ``[modalities]`` model; needed when there are several.
+
+    Raises
+    ------
+    InvalidInputError
+        On a fold split (one model per fold), or a missing or unknown ``model_name``.
+    SavedModelError
+        If ``save_model`` cannot be written.
+    """
+    from cellframe.activity.holdout_experiment import check_save_model, holdout_models, is_holdout
+
+    if save_model is None:
+        return
+    if not is_holdout(config.split):
+        raise InvalidInputError(
+            "saving a model needs a held-out split ([split] column = ..., files = ..., or "
+            f"holdout = true): a fold split trains one model per fold (save_model = {str(save_model)!r})"
+        )
+    check_save_model(holdout_models(config.modalities, config.model), save_model, model_name)
+
+
 def run_experiment(
     config: ExperimentConfig,
     store: Any,
@@ -294,11 +330,7 @@ def run_experiment(
             return run_holdout_experiment(
                 config, store, progress=progress, save_model=save_model, model_name=model_name
             )
-    if save_model is not None:
-        raise InvalidInputError(
-            f"save_model={str(save_model)!r}: a model is kept only from a held-out split "
-            "(folds fit one model per fold); set [split] holdout = true"
-        )
+    check_save_request(config, save_model, model_name)  # refuses any model on folds
     matrix_path = config.resolve(config.matrix)
     params_common = {"config_matrix": str(matrix_path)}
     tables: dict[str, pl.DataFrame] = {}

@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from cellframe.activity.experiment import load_config, run_experiment
+    from cellframe.activity.experiment import check_save_request, load_config, run_experiment
     from cellframe.store import Store
 
     config = load_config(args.config)
@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.device:
         config.model["device"] = args.device
     save_model, model_name = _model_output(args, config)
+    check_save_request(config, save_model, model_name)  # before the store is opened
     # What the matrix reader took (compounds, assays, identifier and ignored columns).
     log = logging.getLogger("cellframe.activity.matrix")
     handler = logging.StreamHandler(sys.stdout)
@@ -122,29 +123,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _model_output(args: argparse.Namespace, config: object) -> tuple[str | None, str | None]:
-    """Where to save the model (``--save-model`` or ``[output] model``) and which one."""
-    import tomllib
-    from pathlib import Path
+    """Where to save the model (``--save-model`` or ``[output] model``) and which one.
 
-    from cellframe.activity.holdout_experiment import check_save_model, holdout_models, is_holdout
-    from cellframe.errors import InvalidInputError
-
-    output = tomllib.loads(Path(args.config).read_text()).get("output", {})
-    # Unknown [output] keys are refused by validate_config (run_experiment), with the others.
+    Only read here (from the loaded config's ``[output]``); checked by
+    :func:`~cellframe.activity.experiment.check_save_request`.
+    """
+    output = config.output  # type: ignore[attr-defined]
     path = args.save_model
-    if path is None and output.get("model") is not None:
-        path = str(config.resolve(str(output["model"])))  # type: ignore[attr-defined]
-    name = args.save_model_name or output.get("model_name")
-    if path is not None:
-        if not is_holdout(config.split):  # type: ignore[attr-defined]
-            raise InvalidInputError(
-                f"{args.config}: saving a model needs a held-out split ([split] column = ..., "
-                "files = ..., or holdout = true): a fold split trains one model per fold"
-            )
-        # Checked before the store is opened or anything is trained.
-        models = holdout_models(config.modalities, config.model)  # type: ignore[attr-defined]
-        check_save_model(models, path, name)
-    return path, name
+    if path is None and isinstance(output.get("model"), str):  # validate_config refuses others
+        path = str(config.resolve(output["model"]))  # type: ignore[attr-defined]
+    return path, args.save_model_name or output.get("model_name")
 
 
 def _predict(args: argparse.Namespace) -> int:
