@@ -646,19 +646,13 @@ class ActivityModel:
         return p, np.zeros_like(p)
 
     def _domain(self, mols: list[Any]) -> np.ndarray:
-        from rdkit import DataStructs
-        from rdkit.Chem import rdFingerprintGenerator
+        from cellframe.activity.uncertainty import nearest_similarity
 
         if self._reference_fps is None:
             self._reference_fps = _bit_vectors_of(self.training_fingerprints)
-        gen = rdFingerprintGenerator.GetMorganGenerator(
-            radius=FINGERPRINT["radius"], fpSize=FINGERPRINT["n_bits"]
+        return nearest_similarity(
+            mols, self._reference_fps, radius=FINGERPRINT["radius"], n_bits=FINGERPRINT["n_bits"]
         )
-        ref = self._reference_fps
-        out = np.empty(len(mols), dtype=np.float64)
-        for i, mol in enumerate(mols):
-            out[i] = max(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(mol), ref))
-        return out
 
     def predict_arrays(self, molecules: Sequence[Any]) -> LibraryPrediction:
         """Probabilities, member spread and training similarity of each molecule.

@@ -26,6 +26,7 @@ __all__ = [
     "DOMAIN_THRESHOLD",
     "applicability_domain",
     "max_train_similarity",
+    "nearest_similarity",
     "prediction_spread",
 ]
 
@@ -74,17 +75,49 @@ def max_train_similarity(
     >>> max_train_similarity(["CCO", "CCCO"], ["CCO", "c1ccccc1"]).round(3).tolist()
     [1.0, 0.0]
     """
-    from rdkit import DataStructs
-
     ref = [fp for fp in _bit_vectors(train, radius, n_bits) if fp is not None]
     if not ref:
         raise InvalidInputError(
             "max_train_similarity: no training molecule parses; give the training SMILES"
         )
+    return nearest_similarity(query, ref, radius=radius, n_bits=n_bits)
+
+
+def nearest_similarity(
+    query: Sequence[Any], reference: Sequence[Any], *, radius: int = 2, n_bits: int = 2048
+) -> np.ndarray:
+    """Largest Tanimoto similarity of each query molecule to reference fingerprints.
+
+    The loop of :func:`max_train_similarity`, for a caller that holds the training
+    fingerprints already (a saved model keeps them, not the molecules).
+
+    Parameters
+    ----------
+    query : sequence of str or rdkit Mol
+        An unparseable query gets NaN.
+    reference : sequence of rdkit ExplicitBitVect
+        Morgan fingerprints made with the same ``radius`` and ``n_bits``; not empty.
+    radius, n_bits : int
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (len(query),)
+
+    Examples
+    --------
+    >>> from rdkit import Chem
+    >>> from rdkit.Chem import rdFingerprintGenerator
+    >>> gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    >>> ref = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in ["CCO", "CCCO"]]
+    >>> nearest_similarity(["CCO", "c1ccccc1"], ref).round(3).tolist()
+    [1.0, 0.0]
+    """
+    from rdkit import DataStructs
+
     out = np.full(len(query), np.nan, dtype=np.float64)
     for i, fp in enumerate(_bit_vectors(query, radius, n_bits)):
         if fp is not None:
-            out[i] = max(DataStructs.BulkTanimotoSimilarity(fp, ref))
+            out[i] = max(DataStructs.BulkTanimotoSimilarity(fp, reference))
     return out
 
 
