@@ -264,8 +264,9 @@ def _model_child(tool: str, args: argparse.Namespace, out: str) -> None:
             auroc = run_chemprop(
                 m, part, Path(os.environ["CHEMPROP_VENV"]), Path(tmp), epochs=args.chemprop_epochs
             )
-        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)  # Chemprop's processes
         peak = used.ru_maxrss / 1024
+        used_cpu = used.ru_utime + used.ru_stime
     else:
         import torch
 
@@ -274,19 +275,14 @@ def _model_child(tool: str, args: argparse.Namespace, out: str) -> None:
 
         torch.set_num_threads(args.threads)
         model = build_model(tool, args.epochs, args.threads)
-
-        def fixed(smiles, fractions, seed):
-            return part
-
-        result = train_holdout(m, {tool: model}, split=fixed, descriptors=desc)
+        split = _fixed_split(part, args.split)
+        result = train_holdout(m, {tool: model}, split=split, descriptors=desc)
         auroc = float(mean_auroc_per_model(result.metrics)["mean_auroc"][0])
         used = resource.getrusage(resource.RUSAGE_SELF)
         workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # descriptor processes
         peak = max(used.ru_maxrss, workers.ru_maxrss) / 1024
-        used_cpu = used.ru_utime + used.ru_stime + workers.ru_utime + workers.ru_stime
+        used_cpu = _cpu_seconds()
     seconds = time.perf_counter() - t0
-    if tool == "chemprop":
-        used_cpu = used.ru_utime + used.ru_stime  # Chemprop's processes
     record = {"seconds": seconds, "cpu_s": used_cpu, "peak_mb": peak, "auroc": auroc,
               "features_s": features_s}  # fmt: skip
     Path(out).write_text(json.dumps(record))
@@ -517,12 +513,7 @@ def _train_and_save(args: argparse.Namespace, tool: str, folder: Path) -> None:
     t0, c0 = time.perf_counter(), _cpu_seconds()
     m, desc, part = _split_data(args)
     model = build_model(tool, args.epochs, args.threads)
-
-    def fixed(smiles, fractions, seed):
-        return part
-
-    fixed.__name__ = args.split
-    result = train_holdout(m, {tool: model}, split=fixed, descriptors=desc)
+    result = train_holdout(m, {tool: model}, split=_fixed_split(part, args.split), descriptors=desc)
     saved = save_activity_model(
         result, folder, name=tool,
         provenance={"benchmark": "bench_activity.py --tasks inference", "epochs": args.epochs},
@@ -532,6 +523,16 @@ def _train_and_save(args: argparse.Namespace, tool: str, folder: Path) -> None:
           f"epochs) in {time.perf_counter() - t0:.0f} s wall, {_cpu_seconds() - c0:.0f} s CPU; "
           f"validation ROC-AUC {facts['validation_auroc']:.3f}, test {facts['test_auroc']:.3f}; "
           f"saved to {folder}", flush=True)  # fmt: skip
+
+
+def _fixed_split(part, name: str):
+    """``train_holdout``'s ``split=``: the benchmark's own 0/1/2 partition, named ``name``."""
+
+    def fixed(smiles, fractions, seed):
+        return part
+
+    fixed.__name__ = name
+    return fixed
 
 
 def _cpu_seconds() -> float:
