@@ -536,12 +536,10 @@ def _fixed_split(part, name: str):
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the descriptor workers)."""
-    import resource
+    """CPU time of this process and its finished children: what activity-predict's timings use."""
+    from cellframe.activity.saved import _cpu_seconds as cpu
 
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return cpu()
 
 
 def _inference_child(model_dir: str, library: str, out: str, args: argparse.Namespace) -> None:
